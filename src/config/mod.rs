@@ -1,0 +1,221 @@
+//! The configuration: one TOML file plus the key and token files it names.
+//!
+//! `raw` mirrors the TOML exactly (serde, `deny_unknown_fields`); `validate` turns it, once, into
+//! the plain types below, which are what the rest of the proxy reads. Every problem is reported
+//! with file, line, column and the field path (`pool.keys[3]`), all of them at once. Nothing in
+//! this module keeps state or touches the network.
+
+mod raw;
+mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::secret::{ApiKey, Token};
+
+/// A validated configuration, ready for the hot path.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file, as given (made absolute).
+    pub path: PathBuf,
+    /// Hex digest of the config file and every file it names, in order.
+    pub hash: String,
+    /// Every file that was read: the config file first, then key files, then token files.
+    pub files: Vec<PathBuf>,
+    pub server: Server,
+    pub upstream: Upstream,
+    pub auth: Auth,
+    pub access: Access,
+    pub pool: Pool,
+    pub models: Models,
+    pub logging: Logging,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `host:port` as written; resolved when binding.
+    pub listen: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body: u64,
+    pub header_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub metrics_public: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Scheme and authority (and optional path prefix), without a trailing slash.
+    pub base_url: String,
+    pub proxy: Option<String>,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// `None` when set to `"0s"`.
+    pub heartbeat: Option<Duration>,
+    /// Threshold applied to every harm category; `None` means `"default"` (send nothing).
+    pub safety: Option<String>,
+    pub fetch_private_urls: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    pub tokens: Vec<ClientToken>,
+    pub admin_tokens: Vec<Token>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientToken {
+    /// Shown in logs and stats; defaults to the masked token.
+    pub name: String,
+    pub token: Token,
+    /// `None`: every model is allowed.
+    pub models: Option<ModelGlobs>,
+}
+
+/// A list of model-name globs (`gemini-2.5-*`).
+#[derive(Debug, Clone)]
+pub struct ModelGlobs(pub Vec<glob::Pattern>);
+
+impl ModelGlobs {
+    pub fn matches(&self, model: &str) -> bool {
+        self.0.iter().any(|p| p.matches(model))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub allow: Vec<IpRule>,
+    pub deny: Vec<IpRule>,
+}
+
+/// One allow/deny entry. A single address is a /32 or /128 network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpRule {
+    Any,
+    Net(IpNet),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    LeastUsed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub strategy: Strategy,
+    /// Keys from `keys` then from `key_files`, in order, without duplicates.
+    pub keys: Vec<KeySpec>,
+    pub failure_threshold: u32,
+    pub cooldown: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub key: ApiKey,
+    pub name: Option<String>,
+    pub project: Option<String>,
+    /// `None`: the key serves every model.
+    pub models: Option<ModelGlobs>,
+    pub daily_limit: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ModelList {
+    Upstream,
+    Static(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Models {
+    pub list: ModelList,
+    pub refresh: Duration,
+    pub aliases: HashMap<String, Alias>,
+}
+
+/// An alias, resolved through other aliases to real Gemini model names.
+#[derive(Debug, Clone)]
+pub struct Alias {
+    /// At least one; more than one is a fallback chain, tried in order.
+    pub models: Vec<String>,
+    pub reasoning_effort: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logging {
+    /// A tracing `EnvFilter` directive such as `info` or `gemini_rotator=debug`.
+    pub level: String,
+    pub format: LogFormat,
+    pub directory: Option<PathBuf>,
+    pub max_files: usize,
+}
+
+/// A successfully loaded config and the warnings worth logging at every load.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// One thing wrong with the config, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no position (e.g. a missing file).
+    pub line: usize,
+    pub col: usize,
+    /// Field path such as `pool.keys[3]`; empty for syntax errors.
+    pub field: String,
+    /// Never contains a secret.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.col)?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Every problem found; a config with any problem is rejected whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads, parses and validates the config at `path` and every file it names.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    validate::load(path)
+}

@@ -1,0 +1,125 @@
+//! Secrets that must never be printed: Gemini API keys and client/admin tokens.
+//!
+//! Both types mask themselves in `Debug` and `Display`; the raw value is reachable only through
+//! `expose()`, which is called where the upstream header is built and where a presented token is
+//! compared. Nothing else should call it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+/// Masks a Gemini key as `AIza****abcd` (first four, last four). Short values are fully hidden.
+pub fn mask_key(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() < 12 {
+        return "****".to_string();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+/// Masks a client token as its first eight characters followed by `…` (SPEC §7).
+pub fn mask_token(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() <= 8 {
+        return "****".to_string();
+    }
+    let head: String = chars[..8].iter().collect();
+    format!("{head}…")
+}
+
+/// A Gemini API key. Equality and hashing use the raw value: the key *is* its identity.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ApiKey(Arc<str>);
+
+impl ApiKey {
+    pub fn new(raw: impl Into<Arc<str>>) -> Self {
+        ApiKey(raw.into())
+    }
+
+    /// The raw key. Only for the upstream `x-goog-api-key` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn masked(&self) -> String {
+        mask_key(&self.0)
+    }
+
+    /// True for both Google key formats (`AIza…`, `AQ.…`).
+    pub fn looks_valid(&self) -> bool {
+        self.0.starts_with("AIza") || self.0.starts_with("AQ.")
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({})", self.masked())
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// A client or admin bearer token.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Token(Arc<str>);
+
+impl Token {
+    pub fn new(raw: impl Into<Arc<str>>) -> Self {
+        Token(raw.into())
+    }
+
+    /// The raw token. Only for comparing with what a client presented.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn masked(&self) -> String {
+        mask_token(&self.0)
+    }
+
+    /// Constant-time comparison with a presented credential.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(presented).into()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({})", self.masked())
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_mask_in_every_format() {
+        let k = ApiKey::new("AIzaFAKE-test-key-000000000000000000wxyz");
+        assert_eq!(k.to_string(), "AIza****wxyz");
+        assert_eq!(format!("{k:?}"), "ApiKey(AIza****wxyz)");
+        assert_eq!(mask_key("short"), "****");
+    }
+
+    #[test]
+    fn tokens_mask_and_compare() {
+        let t = Token::new("sk-local-change-me");
+        assert_eq!(t.to_string(), "sk-local…");
+        assert!(t.matches(b"sk-local-change-me"));
+        assert!(!t.matches(b"sk-local-change-mf"));
+        assert!(!t.matches(b"sk-local"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Gemini `v1beta` wire types. (Stub.)
