@@ -1,1 +1,329 @@
-//! (todo)
+//! Every way a request can fail, and the one place each becomes an HTTP response.
+//!
+//! Handlers return `ProxyError`; `into_response` renders it in the caller's dialect: OpenAI's
+//! `{"error":{message,type,param,code}}` on `/v1` and the JSON admin endpoints, Google's
+//! `{"error":{code,message,status}}` on `/v1beta`. Adding a variant forces a decision on its
+//! status, its OpenAI type and its log level. Messages never carry a secret.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::router::Dialect;
+use crate::server::{full, Body};
+
+/// `Retry-After` is capped so clients that honour it literally (Cline) never wait for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("request body exceeds the {limit}-byte limit")]
+    PayloadTooLarge { limit: u64 },
+    #[error("missing or unknown bearer token")]
+    Unauthorized,
+    #[error("your address is not allowed to use this proxy")]
+    IpDenied,
+    #[error("this token is not allowed to use model '{model}'")]
+    ModelNotAllowed { model: String },
+    #[error(
+        "admin access required: send an admin token (or, with none configured, call from loopback)"
+    )]
+    AdminOnly,
+    #[error("{message}")]
+    NotFound { message: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// No key can serve the model right now.
+    #[error("{message}")]
+    NoKey {
+        message: String,
+        /// `None` when no key will come back by itself (all disabled or not allowed).
+        retry_after: Option<Duration>,
+        /// All keys are out until the quota day ends.
+        all_daily: bool,
+    },
+    /// The upstream refused the request as the client's fault; passed back as is.
+    #[error("{message}")]
+    UpstreamClient {
+        status: StatusCode,
+        message: String,
+        /// Google's raw error body, forwarded untouched on `/v1beta`.
+        raw: Bytes,
+    },
+    /// Every attempt failed for reasons that are not the client's.
+    #[error("{message}")]
+    UpstreamFailed {
+        status: StatusCode,
+        message: String,
+        raw: Bytes,
+    },
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ProxyError::BadRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ProxyError::NotFound {
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::IpDenied | ProxyError::ModelNotAllowed { .. } | ProxyError::AdminOnly => {
+                StatusCode::FORBIDDEN
+            }
+            ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NoKey { retry_after, .. } => {
+                if retry_after.is_some() {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+            ProxyError::UpstreamClient { status, .. }
+            | ProxyError::UpstreamFailed { status, .. } => *status,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn openai_type(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest { .. }
+            | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::NotFound { .. }
+            | ProxyError::MethodNotAllowed
+            | ProxyError::UpstreamClient { .. } => "invalid_request_error",
+            ProxyError::Unauthorized => "authentication_error",
+            ProxyError::IpDenied | ProxyError::ModelNotAllowed { .. } | ProxyError::AdminOnly => {
+                "permission_error"
+            }
+            ProxyError::NoKey { retry_after, .. } => {
+                if retry_after.is_some() {
+                    "rate_limit_error"
+                } else {
+                    "server_error"
+                }
+            }
+            ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTimeout
+            | ProxyError::ShuttingDown
+            | ProxyError::Internal(_) => "server_error",
+        }
+    }
+
+    /// OpenAI's `error.code`.
+    fn openai_code(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::PayloadTooLarge { .. } => Some("request_too_large"),
+            ProxyError::Unauthorized => Some("invalid_api_key"),
+            ProxyError::IpDenied => Some("ip_not_allowed"),
+            ProxyError::ModelNotAllowed { .. } => Some("model_not_allowed"),
+            ProxyError::NotFound { .. } => Some("not_found"),
+            ProxyError::NoKey { retry_after, .. } => Some(if retry_after.is_some() {
+                "rate_limit_exceeded"
+            } else {
+                "no_usable_keys"
+            }),
+            ProxyError::UpstreamClient { message, .. } if is_context_overflow(message) => {
+                Some("context_length_exceeded")
+            }
+            ProxyError::UpstreamTimeout => Some("upstream_timeout"),
+            _ => None,
+        }
+    }
+
+    /// Google's `error.status`.
+    fn google_status(&self) -> &'static str {
+        match self.status() {
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
+            StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+            StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+            StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+            StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+            StatusCode::METHOD_NOT_ALLOWED => "UNIMPLEMENTED",
+            _ => "INTERNAL",
+        }
+    }
+
+    /// How loudly the request log line reports this error.
+    pub fn log_level(&self) -> tracing::Level {
+        match self {
+            ProxyError::Internal(_) => tracing::Level::ERROR,
+            ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTimeout
+            | ProxyError::NoKey { .. } => tracing::Level::WARN,
+            _ => tracing::Level::INFO,
+        }
+    }
+
+    /// The message as the client sees it. Gemini's context overflow is reworded so clients that
+    /// look for "context length exceeded" (Cline) truncate instead of failing.
+    pub fn client_message(&self) -> String {
+        let message = self.to_string();
+        if is_context_overflow(&message) {
+            format!("context length exceeded: {message}")
+        } else {
+            message
+        }
+    }
+
+    pub fn into_response(self, dialect: Dialect) -> Response<Body> {
+        let status = self.status();
+        let body = match (&self, dialect) {
+            (
+                ProxyError::UpstreamClient { raw, .. } | ProxyError::UpstreamFailed { raw, .. },
+                Dialect::Google,
+            ) if !raw.is_empty() => raw.clone(),
+            (_, Dialect::Google) => Bytes::from(
+                json!({"error": {
+                    "code": status.as_u16(),
+                    "message": self.client_message(),
+                    "status": self.google_status(),
+                }})
+                .to_string(),
+            ),
+            (_, Dialect::OpenAi) => {
+                let param = match &self {
+                    ProxyError::BadRequest { param, .. } => param.clone(),
+                    ProxyError::ModelNotAllowed { .. } => Some("model".to_string()),
+                    _ => None,
+                };
+                Bytes::from(
+                    json!({"error": {
+                        "message": self.client_message(),
+                        "type": self.openai_type(),
+                        "param": param,
+                        "code": self.openai_code(),
+                    }})
+                    .to_string(),
+                )
+            }
+        };
+        let mut response = Response::new(full(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let ProxyError::NoKey {
+            retry_after,
+            all_daily,
+            ..
+        } = &self
+        {
+            if let Some(wait) = retry_after {
+                let secs = wait.min(&MAX_RETRY_AFTER).as_secs_f64().ceil().max(1.0) as u64;
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            if *all_daily || retry_after.is_none() {
+                headers.insert("x-should-retry", HeaderValue::from_static("false"));
+            }
+        }
+        if let ProxyError::Unauthorized = self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Gemini's "The input token count (N) exceeds the maximum number of tokens allowed (M)."
+fn is_context_overflow(message: &str) -> bool {
+    message.contains("input token count") && message.contains("exceeds the maximum")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn render(
+        err: ProxyError,
+        dialect: Dialect,
+    ) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let response = err.into_response(dialect);
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or_default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn no_key_caps_retry_after_and_flags_daily() {
+        let (status, headers, body) = render(
+            ProxyError::NoKey {
+                message: "all keys are resting".into(),
+                retry_after: Some(Duration::from_secs(3600)),
+                all_daily: true,
+            },
+            Dialect::OpenAi,
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "60");
+        assert_eq!(headers["x-should-retry"], "false");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+    }
+
+    #[tokio::test]
+    async fn google_dialect_uses_google_shape() {
+        let (status, _, body) = render(ProxyError::Unauthorized, Dialect::Google).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], 401);
+        assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
+    }
+
+    #[tokio::test]
+    async fn context_overflow_is_reworded() {
+        let (status, _, body) = render(
+            ProxyError::UpstreamClient {
+                status: StatusCode::BAD_REQUEST,
+                message: "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).".into(),
+                raw: Bytes::new(),
+            },
+            Dialect::OpenAi,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("context length exceeded"), "{message}");
+        assert_eq!(body["error"]["code"], "context_length_exceeded");
+    }
+}

@@ -28,6 +28,8 @@ pub mod error;
 pub mod logging;
 pub mod pool;
 pub mod proxy;
+pub mod relay;
+pub mod request_log;
 pub mod router;
 pub mod secret;
 pub mod server;
@@ -35,3 +37,73 @@ pub mod sse;
 pub mod state;
 pub mod translate;
 pub mod upstream;
+
+use std::sync::Arc;
+
+/// How the process should exit (SPEC §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Clean = 0,
+    BadConfig = 1,
+    CannotBind = 2,
+}
+
+/// Serves with a loaded config until SIGTERM/SIGINT. Logging must be initialised.
+pub async fn run(loaded: config::Loaded) -> Exit {
+    for warning in &loaded.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    let listen = loaded.config.server.listen.clone();
+    let keys = loaded.config.pool.keys.len();
+    let tokens = loaded.config.auth.tokens.len();
+    let path = loaded.config.path.display().to_string();
+    let app = match state::App::new(loaded.config) {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start with this config");
+            return Exit::BadConfig;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %listen, error = %e, "cannot bind");
+            return Exit::CannotBind;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
+    tracing::info!(%addr, config = %path, keys, tokens, "listening addr={addr}");
+
+    tokio::spawn(watch_signals(app.clone()));
+    server::serve(listener, app).await;
+    tracing::info!("shut down cleanly");
+    Exit::Clean
+}
+
+/// SIGTERM/SIGINT begin a graceful shutdown.
+async fn watch_signals(app: Arc<state::App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupt: shutting down");
+    }
+    app.lifecycle.begin_shutdown();
+}

@@ -1,1 +1,72 @@
-fn main() {}
+//! The `gemini-rotator` command: parse the command line, load the config, set up logging,
+//! and serve. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use gemini_rotator::{config, logging, Exit};
+
+/// One endpoint in front of many Gemini API keys (OpenAI and Gemini APIs).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The config file.
+    #[arg(long, env = "GEMINI_ROTATOR_CONFIG", default_value = "config.toml")]
+    config: PathBuf,
+    /// Validate the config (and every file it names), report problems and exit 0 or 1.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load(&cli.config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "{}: configuration rejected ({} problem{})",
+                cli.config.display(),
+                e.problems.len(),
+                if e.problems.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::from(Exit::BadConfig as u8);
+        }
+    };
+    if cli.check {
+        for warning in &loaded.warnings {
+            eprintln!("warning: {warning}");
+        }
+        println!(
+            "{}: ok ({} keys, {} client tokens, {} aliases)",
+            cli.config.display(),
+            loaded.config.pool.keys.len(),
+            loaded.config.auth.tokens.len(),
+            loaded.config.models.aliases.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+
+    let _log = match logging::init(&loaded.config.logging) {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("cannot set up logging: {e}");
+            return ExitCode::from(Exit::BadConfig as u8);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let exit = runtime.block_on(gemini_rotator::run(loaded));
+    // Streams cut at shutdown may leave tasks behind; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(exit as u8)
+}

@@ -1,1 +1,295 @@
-//! (todo)
+//! The attempt loop: pick a key, send, classify, report, and try another key while the client
+//! has received nothing yet.
+//!
+//! A request is retried on a different key (up to `pool.max_attempts`) for every outcome that
+//! is not the client's fault. Once a 2xx arrives the choice is final: buffered bodies are read
+//! here (a failure while reading is still retried), streams are handed back at their headers
+//! and never retried after that. This module never looks at Google's error details; it acts on
+//! the `Outcome` that `classify` returns.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use crate::classify::classify;
+use crate::error::ProxyError;
+use crate::pool::{Lease, NoKey, Outcome, PoolView};
+use crate::request_log::RequestLog;
+use crate::state::Snapshot;
+use crate::upstream::{self, SendError};
+
+/// Largest successful body read into memory (non-streaming answers, model lists).
+const MAX_BUFFERED_BODY: usize = 64 * 1024 * 1024;
+
+/// How a successful response is handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Read whole before returning (retried if reading fails).
+    Buffered,
+    /// Returned at the headers; the caller relays the body.
+    Streaming,
+}
+
+pub enum Body {
+    Full(Bytes),
+    Stream(reqwest::Response),
+}
+
+/// A successful upstream exchange.
+pub struct Served {
+    pub lease: Lease,
+    pub status: StatusCode,
+    pub content_type: Option<http::HeaderValue>,
+    pub body: Body,
+}
+
+/// One upstream call to make, possibly several times.
+pub struct Call<'a> {
+    /// The upstream model whose health this call counts against; `None` for calls that are
+    /// not about one model (listing models), which only learn whether a key is valid.
+    pub model: Option<&'a str>,
+    pub method: Method,
+    /// `/v1beta/…`, with a query if any; never a key.
+    pub path_and_query: &'a str,
+    pub body: Option<Bytes>,
+    pub delivery: Delivery,
+}
+
+/// Why the last attempt failed.
+struct Failure {
+    outcome: Outcome,
+    status: Option<StatusCode>,
+    message: String,
+    raw: Bytes,
+}
+
+pub async fn execute(
+    snap: &Snapshot,
+    call: Call<'_>,
+    log: &mut RequestLog,
+) -> Result<Served, ProxyError> {
+    let pool = &snap.pool;
+    let max_attempts = pool.max_attempts().max(1) as usize;
+    let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
+    let mut last: Option<Failure> = None;
+    let model_name = call.model.unwrap_or("any");
+
+    while tried.len() < max_attempts {
+        let picked = match call.model {
+            Some(model) => pool.pick(model, Instant::now(), &tried),
+            None => pool.pick_any(Instant::now(), &tried),
+        };
+        let lease = match picked {
+            Ok(lease) => lease,
+            Err(no_key) => match last {
+                None => return Err(no_key_error(model_name, &no_key, pool.len())),
+                // Keys remain, but none that we have not tried: report the last failure.
+                Some(_) => break,
+            },
+        };
+        tried.push(lease.index);
+        log.attempts += 1;
+        log.key = Some(lease.key.masked());
+
+        let sent = snap
+            .upstream
+            .send(
+                call.method.clone(),
+                call.path_and_query,
+                &lease.key,
+                call.body.clone(),
+            )
+            .await;
+        let failure = match sent {
+            Ok(response) if response.status().is_success() => {
+                let status = response.status();
+                log.upstream_status = Some(status.as_u16());
+                let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+                match call.delivery {
+                    Delivery::Streaming => {
+                        report(pool, &call, &lease, &Outcome::Success);
+                        return Ok(Served {
+                            lease,
+                            status,
+                            content_type,
+                            body: Body::Stream(response),
+                        });
+                    }
+                    Delivery::Buffered => {
+                        match upstream::read_body(
+                            response,
+                            snap.upstream.idle_timeout,
+                            MAX_BUFFERED_BODY,
+                        )
+                        .await
+                        {
+                            Ok(bytes) => {
+                                report(pool, &call, &lease, &Outcome::Success);
+                                return Ok(Served {
+                                    lease,
+                                    status,
+                                    content_type,
+                                    body: Body::Full(bytes),
+                                });
+                            }
+                            Err(e) => send_failure(e),
+                        }
+                    }
+                }
+            }
+            Ok(response) => {
+                let status = response.status();
+                log.upstream_status = Some(status.as_u16());
+                let raw = upstream::read_error_body(response, snap.upstream.idle_timeout).await;
+                let outcome = classify(status.as_u16(), &raw);
+                Failure {
+                    message: google_message(&raw)
+                        .unwrap_or_else(|| format!("upstream answered {status}")),
+                    status: Some(status),
+                    outcome,
+                    raw,
+                }
+            }
+            Err(e) => send_failure(e),
+        };
+
+        report(pool, &call, &lease, &failure.outcome);
+        tracing::debug!(
+            key = %lease.key,
+            model = model_name,
+            outcome = failure.outcome.class(),
+            attempt = tried.len(),
+            "upstream attempt failed"
+        );
+        if !failure.outcome.retryable() {
+            return Err(ProxyError::UpstreamClient {
+                status: failure.status.unwrap_or(StatusCode::BAD_REQUEST),
+                message: failure.message,
+                raw: failure.raw,
+            });
+        }
+        if failure.outcome == Outcome::Overloaded {
+            // Other keys add no capacity to an overloaded model: give it a moment.
+            tokio::time::sleep(Duration::from_millis(100 * tried.len() as u64)).await;
+        }
+        last = Some(failure);
+    }
+
+    let Some(last) = last else {
+        return Err(ProxyError::Internal("no attempt was made".into()));
+    };
+    Err(exhausted(snap, model_name, last, tried.len()))
+}
+
+/// Applies an outcome to the key. A call about no model only teaches whether the key is valid.
+fn report(pool: &PoolView, call: &Call<'_>, lease: &Lease, outcome: &Outcome) {
+    if call.model.is_some() || matches!(outcome, Outcome::KeyInvalid { .. }) {
+        pool.report(lease, outcome, Instant::now());
+    }
+}
+
+fn send_failure(e: SendError) -> Failure {
+    Failure {
+        outcome: Outcome::Transient {
+            reason: e.to_string(),
+        },
+        status: None,
+        message: e.to_string(),
+        raw: Bytes::new(),
+    }
+}
+
+/// The error for a request whose every attempt failed.
+fn exhausted(snap: &Snapshot, model: &str, last: Failure, attempts: usize) -> ProxyError {
+    let tried = if attempts == 1 {
+        "1 key".to_string()
+    } else {
+        format!("{attempts} keys")
+    };
+    match &last.outcome {
+        Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota => {
+            // Ask the pool when a key returns, as if this were a fresh request.
+            match snap.pool.pick(model, Instant::now(), &[]) {
+                Err(no_key) => no_key_error(model, &no_key, snap.pool.len()),
+                Ok(_) => ProxyError::NoKey {
+                    message: format!(
+                        "Gemini quota exhausted on every key tried for model '{model}' ({tried}); retry shortly"
+                    ),
+                    retry_after: Some(Duration::from_secs(1)),
+                    all_daily: false,
+                },
+            }
+        }
+        Outcome::KeyInvalid { reason } => ProxyError::UpstreamFailed {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!(
+                "Google rejected the API key ({tried} tried): {reason}. Check the keys in the pool."
+            ),
+            raw: last.raw,
+        },
+        Outcome::Transient { .. } if last.status.is_none() => {
+            if last.message.contains("timed out") {
+                ProxyError::UpstreamTimeout
+            } else {
+                ProxyError::UpstreamFailed {
+                    status: StatusCode::BAD_GATEWAY,
+                    message: format!("{} ({tried} tried)", last.message),
+                    raw: Bytes::new(),
+                }
+            }
+        }
+        _ => ProxyError::UpstreamFailed {
+            status: last
+                .status
+                .filter(|s| s.is_server_error())
+                .unwrap_or(StatusCode::BAD_GATEWAY),
+            message: format!("{} ({tried} tried)", last.message),
+            raw: last.raw,
+        },
+    }
+}
+
+/// The client-facing error when no key can serve `model`.
+pub fn no_key_error(model: &str, why: &NoKey, pool_size: usize) -> ProxyError {
+    if why.none_allowed {
+        return ProxyError::NoKey {
+            message: format!("no key in the pool is allowed to serve model '{model}'"),
+            retry_after: None,
+            all_daily: false,
+        };
+    }
+    if why.all_disabled {
+        return ProxyError::NoKey {
+            message: format!(
+                "every key that can serve model '{model}' was rejected by Google as invalid ({pool_size} keys in the pool); fix the keys and reload"
+            ),
+            retry_after: None,
+            all_daily: false,
+        };
+    }
+    let wait = why.retry_after.unwrap_or(Duration::from_secs(1));
+    let message = if why.all_daily {
+        format!("every key for model '{model}' has used its daily quota; quotas reset at midnight Pacific time")
+    } else {
+        format!(
+            "every key for model '{model}' is rate-limited; the first returns in {}s",
+            wait.as_secs_f64().ceil() as u64
+        )
+    };
+    ProxyError::NoKey {
+        message,
+        retry_after: Some(wait),
+        all_daily: why.all_daily,
+    }
+}
+
+/// `error.message` from a Google error body (object or array form).
+pub fn google_message(raw: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    let error = match &value {
+        serde_json::Value::Array(items) => items.first()?.get("error")?,
+        other => other.get("error")?,
+    };
+    error.get("message")?.as_str().map(str::to_string)
+}

@@ -1,1 +1,258 @@
-//! (todo)
+//! Maps `(method, path)` to a `Route`. Pure and allocation-light: no I/O, no config.
+//!
+//! Each route knows its `Dialect` (which error shape its clients understand) and who may call
+//! it (`Gate`). Unknown paths are `NotFound` and known paths with the wrong method are
+//! `MethodNotAllowed`, both in the dialect of the path's prefix.
+
+use http::Method;
+
+/// Which API's conventions (error shape, credentials) a route follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Google,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Anyone, and IP rules do not apply (probes).
+    Public,
+    /// A client token (or anyone when none are configured), after IP rules.
+    Client,
+    /// An admin token (or a loopback client when none are configured), after IP rules.
+    Admin,
+}
+
+/// A native Gemini method on `/v1beta/models/{model}:{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiAction {
+    GenerateContent,
+    StreamGenerateContent,
+    CountTokens,
+    EmbedContent,
+    BatchEmbedContents,
+}
+
+impl GeminiAction {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "generateContent" => GeminiAction::GenerateContent,
+            "streamGenerateContent" => GeminiAction::StreamGenerateContent,
+            "countTokens" => GeminiAction::CountTokens,
+            "embedContent" => GeminiAction::EmbedContent,
+            "batchEmbedContents" => GeminiAction::BatchEmbedContents,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GeminiAction::GenerateContent => "generateContent",
+            GeminiAction::StreamGenerateContent => "streamGenerateContent",
+            GeminiAction::CountTokens => "countTokens",
+            GeminiAction::EmbedContent => "embedContent",
+            GeminiAction::BatchEmbedContents => "batchEmbedContents",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    ChatCompletions,
+    ListModels,
+    GetModel(String),
+    Embeddings,
+    GeminiListModels,
+    GeminiGetModel(String),
+    GeminiCall { model: String, action: GeminiAction },
+    Health,
+    Livez,
+    Readyz,
+    Status,
+    NotFound(Dialect),
+    MethodNotAllowed(Dialect),
+}
+
+impl Route {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Route::GeminiListModels | Route::GeminiGetModel(_) | Route::GeminiCall { .. } => {
+                Dialect::Google
+            }
+            Route::NotFound(d) | Route::MethodNotAllowed(d) => *d,
+            _ => Dialect::OpenAi,
+        }
+    }
+
+    pub fn gate(&self) -> Gate {
+        match self {
+            Route::Health | Route::Livez | Route::Readyz => Gate::Public,
+            Route::Status => Gate::Admin,
+            _ => Gate::Client,
+        }
+    }
+
+    /// A short, low-cardinality name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "chat_completions",
+            Route::ListModels | Route::GetModel(_) => "models",
+            Route::Embeddings => "embeddings",
+            Route::GeminiListModels | Route::GeminiGetModel(_) => "gemini_models",
+            Route::GeminiCall { action, .. } => action.as_str(),
+            Route::Health => "health",
+            Route::Livez => "livez",
+            Route::Readyz => "readyz",
+            Route::Status => "status",
+            Route::NotFound(_) => "not_found",
+            Route::MethodNotAllowed(_) => "method_not_allowed",
+        }
+    }
+}
+
+/// Routes a request. Tolerates a doubled slash (`//models`), which some clients send when
+/// their base URL ends with `/`.
+pub fn route(method: &Method, path: &str) -> Route {
+    let path = normalise(path);
+    let dialect = if path.starts_with("/v1beta") {
+        Dialect::Google
+    } else {
+        Dialect::OpenAi
+    };
+    let get = method == Method::GET || method == Method::HEAD;
+    let post = method == Method::POST;
+    let expect = |ok: bool, route: Route| {
+        if ok {
+            route
+        } else {
+            Route::MethodNotAllowed(dialect)
+        }
+    };
+
+    match path.as_ref() {
+        "/v1/chat/completions" | "/chat/completions" => expect(post, Route::ChatCompletions),
+        "/v1/models" | "/models" => expect(get, Route::ListModels),
+        "/v1/embeddings" | "/embeddings" => expect(post, Route::Embeddings),
+        "/v1beta/models" => expect(get, Route::GeminiListModels),
+        "/health" => expect(get, Route::Health),
+        "/livez" => expect(get, Route::Livez),
+        "/readyz" => expect(get, Route::Readyz),
+        "/status" => expect(get, Route::Status),
+        p => {
+            if let Some(id) = p
+                .strip_prefix("/v1/models/")
+                .or_else(|| p.strip_prefix("/models/"))
+                .filter(|id| !id.is_empty())
+            {
+                return expect(get, Route::GetModel(id.to_string()));
+            }
+            if let Some(rest) = p.strip_prefix("/v1beta/models/").filter(|r| !r.is_empty()) {
+                return match rest.rsplit_once(':') {
+                    Some((model, action)) => match GeminiAction::parse(action) {
+                        Some(action) if !model.is_empty() => expect(
+                            post,
+                            Route::GeminiCall {
+                                model: model.to_string(),
+                                action,
+                            },
+                        ),
+                        _ => Route::NotFound(dialect),
+                    },
+                    None => expect(get, Route::GeminiGetModel(rest.to_string())),
+                };
+            }
+            Route::NotFound(dialect)
+        }
+    }
+}
+
+/// Collapses repeated slashes and drops a trailing one, borrowing when nothing changes.
+fn normalise(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains("//") && (path.len() <= 1 || !path.ends_with('/')) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: Method, path: &str, expected: Route) {
+        assert_eq!(route(&method, path), expected, "{method} {path}");
+    }
+
+    #[test]
+    fn routes() {
+        use Route::*;
+        check(Method::POST, "/v1/chat/completions", ChatCompletions);
+        check(Method::POST, "/v1//chat/completions", ChatCompletions);
+        check(
+            Method::GET,
+            "/v1/chat/completions",
+            MethodNotAllowed(Dialect::OpenAi),
+        );
+        check(Method::GET, "/v1/models", ListModels);
+        check(Method::GET, "/v1//models", ListModels);
+        check(Method::GET, "/v1/models/", ListModels);
+        check(
+            Method::GET,
+            "/v1/models/gemini-2.5-pro",
+            GetModel("gemini-2.5-pro".into()),
+        );
+        check(Method::POST, "/v1/embeddings", Embeddings);
+        check(Method::GET, "/v1beta/models", GeminiListModels);
+        check(
+            Method::GET,
+            "/v1beta/models/gemini-2.5-flash",
+            GeminiGetModel("gemini-2.5-flash".into()),
+        );
+        check(
+            Method::POST,
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+            GeminiCall {
+                model: "gemini-2.5-flash".into(),
+                action: GeminiAction::StreamGenerateContent,
+            },
+        );
+        check(
+            Method::POST,
+            "/v1beta/models/gemini-2.5-flash:explode",
+            NotFound(Dialect::Google),
+        );
+        check(
+            Method::GET,
+            "/v1beta/models/x:generateContent",
+            MethodNotAllowed(Dialect::Google),
+        );
+        check(Method::GET, "/health", Health);
+        check(Method::GET, "/livez", Livez);
+        check(Method::GET, "/readyz", Readyz);
+        check(Method::GET, "/status", Status);
+        check(Method::GET, "/nope", NotFound(Dialect::OpenAi));
+        check(Method::GET, "/v1beta/nope", NotFound(Dialect::Google));
+    }
+
+    #[test]
+    fn gates() {
+        assert_eq!(route(&Method::GET, "/health").gate(), Gate::Public);
+        assert_eq!(route(&Method::GET, "/status").gate(), Gate::Admin);
+        assert_eq!(
+            route(&Method::POST, "/v1/chat/completions").gate(),
+            Gate::Client
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1beta/models").dialect(),
+            Dialect::Google
+        );
+    }
+}

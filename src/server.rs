@@ -1,1 +1,205 @@
-//! (todo)
+//! The HTTP front end: accepts connections, runs hyper (HTTP/1.1 with keep-alive and a header
+//! read timeout), enforces `max_body`, and drains gracefully on shutdown.
+//!
+//! `handle` is where every request starts: it loads the config snapshot once, routes, applies
+//! the access rules, calls the route's handler and turns any `ProxyError` into a response in
+//! the route's dialect. Nothing below this module sees a raw connection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::access;
+use crate::api;
+use crate::error::ProxyError;
+use crate::request_log::RequestLog;
+use crate::router::{self, Gate, Route};
+use crate::state::App;
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A body fed by a channel: each message is written to the client as it arrives. When the
+/// client goes away hyper drops the body, which closes the channel and tells the sender.
+pub fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
+    ChannelBody(rx).boxed()
+}
+
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Accepts connections until the lifecycle says stop, then waits for in-flight requests for
+/// `shutdown_grace`, then ends the streams still open and returns.
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = app.lifecycle.stopping().cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let snap = app.snapshot();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(snap.config.server.header_timeout)
+            .keep_alive(true);
+        let conn_app = app.clone();
+        let service = service_fn(move |req| {
+            let app = conn_app.clone();
+            async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+
+    let grace = app.snapshot().config.server.shutdown_grace;
+    tracing::info!(grace_s = grace.as_secs_f64(), "stopped accepting; draining");
+    let shutdown = graceful.shutdown();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!("grace period over; ending open streams");
+            app.lifecycle.begin_drain();
+            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut shutdown).await.is_err() {
+                tracing::warn!("some connections did not close in time");
+            }
+        }
+    }
+}
+
+/// Every request starts here.
+async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let snap = app.snapshot();
+    let route = router::route(req.method(), req.uri().path());
+    let dialect = route.dialect();
+    let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
+
+    let result = serve_route(&app, &snap, route, req, peer, &mut log).await;
+    match result {
+        Ok(Reply::Done(response)) => {
+            log.emit(response.status());
+            response
+        }
+        // The relay owns the log line and writes it when the stream ends.
+        Ok(Reply::Streaming(response)) => response,
+        Err(error) => {
+            log.error = Some(error.to_string());
+            let response = error.into_response(dialect);
+            log.emit(response.status());
+            response
+        }
+    }
+}
+
+/// A handler's answer: finished, or a stream whose log line the relay will write.
+pub enum Reply {
+    Done(Response<Body>),
+    Streaming(Response<Body>),
+}
+
+async fn serve_route(
+    app: &Arc<App>,
+    snap: &Arc<crate::state::Snapshot>,
+    route: Route,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    log: &mut RequestLog,
+) -> Result<Reply, ProxyError> {
+    let gate = route.gate();
+    let ip = access::client_ip(
+        peer.ip(),
+        req.headers(),
+        &snap.config.server.trusted_proxies,
+    );
+    if gate != Gate::Public {
+        let verdict = access::check_ip(ip, &snap.config.access);
+        if !verdict.allowed {
+            tracing::debug!(%ip, rule = %verdict.rule, "address refused");
+            return Err(ProxyError::IpDenied);
+        }
+    }
+    match &route {
+        Route::NotFound(_) => return Err(ProxyError::not_found("unknown path")),
+        Route::MethodNotAllowed(_) => return Err(ProxyError::MethodNotAllowed),
+        _ => {}
+    }
+    let caller = access::authenticate(
+        gate,
+        route.dialect(),
+        req.headers(),
+        req.uri().query(),
+        &snap.config.auth,
+        ip,
+    )?;
+    log.token = caller.token_name.clone();
+    api::dispatch(app, snap, route, req, caller, log).await
+}
+
+/// Reads a request body within `limit`: 413 before reading when Content-Length says it is too
+/// big, and while reading when a chunked body grows past it.
+pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ProxyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ProxyError::PayloadTooLarge { limit });
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(req.into_body(), limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ProxyError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}

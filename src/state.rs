@@ -1,1 +1,106 @@
-//! (todo)
+//! The live state: the current config snapshot behind an `ArcSwap`, plus what outlives
+//! snapshots (key health, the models cache, the shutdown lifecycle).
+//!
+//! A snapshot holds everything the hot path reads for one config: the validated config, the
+//! pool view bound to the shared health cells, and the upstream client. It is built whole
+//! (fallibly) before it is stored (infallibly); each request loads it once and keeps that `Arc`
+//! to its end, streams included.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::models::ModelsCache;
+use crate::config::Config;
+use crate::pool::{KeyPool, PoolView};
+use crate::upstream::Upstream;
+
+/// Everything one config produces for the hot path.
+pub struct Snapshot {
+    pub config: Config,
+    pub pool: PoolView,
+    pub upstream: Upstream,
+    pub loaded_at: SystemTime,
+}
+
+impl Snapshot {
+    /// Prepares a snapshot; fails (changing nothing) if the upstream client cannot be built.
+    pub fn build(config: Config, keys: &KeyPool) -> Result<Snapshot, String> {
+        let upstream = Upstream::new(&config.upstream)?;
+        let pool = keys.bind(&config.pool);
+        Ok(Snapshot {
+            config,
+            pool,
+            upstream,
+            loaded_at: SystemTime::now(),
+        })
+    }
+}
+
+/// Shutdown phases: stop accepting and fail readiness, then (after the grace period) tell
+/// open streams to end with an error event.
+#[derive(Default)]
+pub struct Lifecycle {
+    shutting_down: AtomicBool,
+    stop: CancellationToken,
+    drain: CancellationToken,
+}
+
+impl Lifecycle {
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Fires when the server must stop accepting connections.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Fires when the grace period is over and open streams must end now.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.drain
+    }
+
+    pub fn begin_drain(&self) {
+        self.drain.cancel();
+    }
+}
+
+pub struct App {
+    live: ArcSwap<Snapshot>,
+    /// Key health by key identity; outlives snapshots.
+    pub keys: KeyPool,
+    pub models: ModelsCache,
+    pub lifecycle: Lifecycle,
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<Arc<App>, String> {
+        let keys = KeyPool::new();
+        let snapshot = Snapshot::build(config, &keys)?;
+        Ok(Arc::new(App {
+            live: ArcSwap::from_pointee(snapshot),
+            keys,
+            models: ModelsCache::default(),
+            lifecycle: Lifecycle::default(),
+        }))
+    }
+
+    /// The current snapshot. Load once per request and pass it down.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load_full()
+    }
+
+    /// Swaps in a prepared snapshot.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.live.store(Arc::new(snapshot));
+    }
+}

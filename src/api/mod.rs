@@ -1,1 +1,166 @@
-//! (todo)
+//! Thin handlers, one module per family of routes. A handler reads the body (within
+//! `max_body`), parses it, resolves the model, and hands the upstream work to `proxy`; it
+//! never builds an error response itself (that is `error`'s job).
+
+pub mod chat;
+pub mod gemini;
+pub mod health;
+pub mod models;
+
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::access::Caller;
+use crate::config::Models;
+use crate::error::ProxyError;
+use crate::request_log::RequestLog;
+use crate::router::Route;
+use crate::server::{full, Body, Reply};
+use crate::state::{App, Snapshot};
+
+pub async fn dispatch(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    route: Route,
+    req: Request<Incoming>,
+    caller: Caller,
+    log: &mut RequestLog,
+) -> Result<Reply, ProxyError> {
+    match route {
+        Route::ChatCompletions => chat::completions(app, snap, &caller, req, log).await,
+        Route::ListModels => models::list(app, snap, &caller, log).await.map(Reply::Done),
+        Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
+            .await
+            .map(Reply::Done),
+        Route::Embeddings => Err(ProxyError::not_found(
+            "/v1/embeddings is not available in this version",
+        )),
+        Route::GeminiListModels | Route::GeminiGetModel(_) | Route::GeminiCall { .. } => {
+            gemini::passthrough(app, snap, &caller, route, req, log).await
+        }
+        Route::Health => Ok(Reply::Done(health::health(snap))),
+        Route::Livez => Ok(Reply::Done(health::livez())),
+        Route::Readyz => Ok(Reply::Done(health::readyz(app))),
+        Route::Status => Ok(Reply::Done(health::status(snap))),
+        Route::NotFound(_) => Err(ProxyError::not_found("unknown path")),
+        Route::MethodNotAllowed(_) => Err(ProxyError::MethodNotAllowed),
+    }
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    json_bytes(status, value.to_string().into_bytes())
+}
+
+pub fn json_bytes(status: StatusCode, bytes: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(bytes.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The model a client named, without the prefixes some clients add (`models/`, `google/`).
+/// Refuses names that could escape the upstream URL path.
+pub fn clean_model_name(raw: &str) -> Result<&str, ProxyError> {
+    let name = raw.trim();
+    let name = name.strip_prefix("models/").unwrap_or(name);
+    let name = name.strip_prefix("google/").unwrap_or(name);
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ProxyError::BadRequest {
+            message: format!("'{raw}' is not a valid model name"),
+            param: Some("model".into()),
+        })
+    }
+}
+
+/// One model to try, with the settings an alias attaches to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub model: String,
+    pub reasoning_effort: Option<String>,
+}
+
+/// Resolves an alias to its chain of real models; a plain model name is a chain of one.
+pub fn resolve(models: &Models, name: &str) -> Vec<Target> {
+    match models.aliases.get(name) {
+        Some(alias) => alias
+            .models
+            .iter()
+            .map(|m| Target {
+                model: m.clone(),
+                reasoning_effort: alias.reasoning_effort.clone(),
+            })
+            .collect(),
+        None => vec![Target {
+            model: name.to_string(),
+            reasoning_effort: None,
+        }],
+    }
+}
+
+/// The chain narrowed to what this caller's token may use (an alias the token may use
+/// allows its targets). Empty chain: 403.
+pub fn allowed_chain(
+    caller: &Caller,
+    requested: &str,
+    chain: Vec<Target>,
+) -> Result<Vec<Target>, ProxyError> {
+    if caller.allows(requested) {
+        return Ok(chain);
+    }
+    let allowed: Vec<Target> = chain
+        .into_iter()
+        .filter(|t| caller.allows(&t.model))
+        .collect();
+    if allowed.is_empty() {
+        return Err(ProxyError::ModelNotAllowed {
+            model: requested.to_string(),
+        });
+    }
+    Ok(allowed)
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names() {
+        let check = |raw: &str, expected: Option<&str>| {
+            assert_eq!(clean_model_name(raw).ok(), expected, "{raw}");
+        };
+        check("gemini-2.5-flash", Some("gemini-2.5-flash"));
+        check("models/gemini-2.5-flash", Some("gemini-2.5-flash"));
+        check("google/gemini-3-pro-preview", Some("gemini-3-pro-preview"));
+        check("gemini-2.5-flash:generateContent", None);
+        check("../../v1beta/files", None);
+        check("gemini?key=x", None);
+        check("", None);
+        check(".hidden", None);
+    }
+}

@@ -149,6 +149,16 @@ impl PoolView {
         })
     }
 
+    /// Picks any key that is not disabled, for calls about no particular model (model lists).
+    pub fn pick_any(&self, _now: Instant, _exclude: &[usize]) -> Result<Lease, NoKey> {
+        Err(NoKey {
+            retry_after: None,
+            all_daily: false,
+            all_disabled: true,
+            none_allowed: false,
+        })
+    }
+
     /// Applies an upstream outcome to the leased key.
     pub fn report(&self, _lease: &Lease, _outcome: &Outcome, _now: Instant) {}
 

@@ -1,0 +1,160 @@
+//! `POST /v1/chat/completions`: OpenAI chat over Gemini, streaming and not.
+//!
+//! Parses the request (400 for anything malformed, before any upstream call), resolves the
+//! model through aliases (a fallback chain moves to the next model when no key can serve the
+//! current one), translates, and lets `proxy` find a key. Streams go to `relay`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode};
+use hyper::body::Incoming;
+
+use crate::access::Caller;
+use crate::api::{allowed_chain, clean_model_name, json_bytes, resolve, unix_now};
+use crate::classify::classify;
+use crate::error::ProxyError;
+use crate::proxy::{self, Body as Upstream, Call, Delivery};
+use crate::relay::{self, Shape};
+use crate::request_log::RequestLog;
+use crate::server::{read_body, Reply};
+use crate::state::{App, Snapshot};
+use crate::translate::{self, ResponseCtx, StreamTranslator, Target, TranslateError};
+
+pub async fn completions(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    caller: &Caller,
+    req: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Reply, ProxyError> {
+    let body = read_body(req, snap.config.server.max_body).await?;
+    let request = translate::parse_chat_request(&body).map_err(from_translate)?;
+    let requested = clean_model_name(&request.model)?;
+    log.model = Some(requested.to_string());
+    let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
+
+    let ctx = ResponseCtx {
+        id: format!(
+            "chatcmpl-{:016x}{:08x}",
+            fastrand::u64(..),
+            fastrand::u32(..)
+        ),
+        created: unix_now(),
+        model: request.model.clone(),
+    };
+    let delivery = if request.stream {
+        Delivery::Streaming
+    } else {
+        Delivery::Buffered
+    };
+
+    let mut last_error = None;
+    for (i, target) in chain.iter().enumerate() {
+        let gemini_body = translate::to_gemini(
+            &request,
+            &Target {
+                model: &target.model,
+                reasoning_effort: target.reasoning_effort.as_deref(),
+                safety: snap.config.upstream.safety.as_deref(),
+            },
+        )
+        .map_err(from_translate)?;
+        let path = if request.stream {
+            format!(
+                "/v1beta/models/{}:streamGenerateContent?alt=sse",
+                target.model
+            )
+        } else {
+            format!("/v1beta/models/{}:generateContent", target.model)
+        };
+        let call = Call {
+            model: Some(&target.model),
+            method: Method::POST,
+            path_and_query: &path,
+            body: Some(Bytes::from(gemini_body)),
+            delivery,
+        };
+        match proxy::execute(snap, call, log).await {
+            Ok(served) => {
+                if chain.len() > 1 {
+                    log.model = Some(format!("{requested}->{}", target.model));
+                }
+                return match served.body {
+                    Upstream::Full(bytes) => match translate::from_gemini(&bytes, &ctx) {
+                        Ok(json) => Ok(Reply::Done(json_bytes(StatusCode::OK, json))),
+                        Err(e) => {
+                            if let TranslateError::UpstreamError { code, raw, .. } = &e {
+                                snap.pool.report(
+                                    &served.lease,
+                                    &classify(*code, raw),
+                                    std::time::Instant::now(),
+                                );
+                            }
+                            Err(from_translate(e))
+                        }
+                    },
+                    Upstream::Stream(response) => {
+                        let translator = StreamTranslator::new(ctx, request.include_usage());
+                        Ok(Reply::Streaming(relay::start(
+                            app.clone(),
+                            snap.clone(),
+                            served.lease,
+                            response,
+                            Shape::OpenAi(Box::new(translator)),
+                            log.hand_off(),
+                            HeaderValue::from_static("text/event-stream"),
+                        )))
+                    }
+                };
+            }
+            Err(e) if falls_back(&e) && i + 1 < chain.len() => {
+                tracing::info!(
+                    model = %target.model,
+                    next = %chain[i + 1].model,
+                    reason = %e,
+                    "falling back to the next model of the alias"
+                );
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into())))
+}
+
+/// Whether a fallback chain should move on to its next model after this error.
+fn falls_back(error: &ProxyError) -> bool {
+    match error {
+        ProxyError::NoKey { .. } => true,
+        ProxyError::UpstreamFailed { status, .. } => {
+            *status == StatusCode::SERVICE_UNAVAILABLE || *status == StatusCode::TOO_MANY_REQUESTS
+        }
+        _ => false,
+    }
+}
+
+/// Translation errors as client-facing errors.
+pub fn from_translate(error: TranslateError) -> ProxyError {
+    match error {
+        TranslateError::InvalidRequest { message, param } => {
+            ProxyError::BadRequest { message, param }
+        }
+        TranslateError::BadUpstream { message } => ProxyError::UpstreamFailed {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("unreadable answer from Gemini: {message}"),
+            raw: Bytes::new(),
+        },
+        TranslateError::UpstreamError { code, message, .. } => {
+            let status = StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            ProxyError::UpstreamFailed {
+                status,
+                message,
+                raw: Bytes::new(),
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! `GET /v1/models` and `/v1/models/{id}`: Gemini's model list (every page, cached for
+//! `models.refresh`) or the static list, plus the aliases, in OpenAI's shape.
+//!
+//! The list is fetched with any usable key; a failed refresh keeps serving the last list.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::access::Caller;
+use crate::api::{json_response, unix_now};
+use crate::config::ModelList;
+use crate::error::ProxyError;
+use crate::proxy::{self, Body as Upstream, Call, Delivery};
+use crate::request_log::RequestLog;
+use crate::state::{App, Snapshot};
+
+/// Google's page size limit; also bounds how many pages we walk.
+const PAGE_SIZE: u32 = 1000;
+const MAX_PAGES: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub id: String,
+    pub input_token_limit: Option<u64>,
+    pub output_token_limit: Option<u64>,
+}
+
+struct Cached {
+    fetched: Instant,
+    created: u64,
+    base_url: String,
+    models: Arc<Vec<ModelInfo>>,
+}
+
+/// Outlives snapshots; a change of `upstream.base_url` invalidates it.
+#[derive(Default)]
+pub struct ModelsCache {
+    inner: tokio::sync::Mutex<Option<Cached>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    #[serde(default)]
+    models: Vec<RawModel>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawModel {
+    name: String,
+    #[serde(default)]
+    input_token_limit: Option<u64>,
+    #[serde(default)]
+    output_token_limit: Option<u64>,
+}
+
+impl ModelsCache {
+    /// The upstream list, from cache when fresh. Returns `(models, created)`.
+    async fn upstream_models(
+        &self,
+        snap: &Snapshot,
+        log: &mut RequestLog,
+    ) -> Result<(Arc<Vec<ModelInfo>>, u64), ProxyError> {
+        let mut guard = self.inner.lock().await;
+        let base = &snap.config.upstream.base_url;
+        if let Some(c) = guard.as_ref() {
+            if &c.base_url == base && c.fetched.elapsed() < snap.config.models.refresh {
+                return Ok((c.models.clone(), c.created));
+            }
+        }
+        match fetch_all(snap, log).await {
+            Ok(models) => {
+                let models = Arc::new(models);
+                *guard = Some(Cached {
+                    fetched: Instant::now(),
+                    created: unix_now(),
+                    base_url: base.clone(),
+                    models: models.clone(),
+                });
+                Ok((models, unix_now()))
+            }
+            Err(e) => match guard.as_mut() {
+                Some(c) if &c.base_url == base => {
+                    tracing::warn!(error = %e, "model list refresh failed; serving the cached list");
+                    // Try again after a short pause rather than on every request.
+                    c.fetched = Instant::now()
+                        .checked_sub(
+                            snap.config
+                                .models
+                                .refresh
+                                .saturating_sub(Duration::from_secs(30)),
+                        )
+                        .unwrap_or_else(Instant::now);
+                    Ok((c.models.clone(), c.created))
+                }
+                _ => Err(e),
+            },
+        }
+    }
+}
+
+async fn fetch_all(snap: &Snapshot, log: &mut RequestLog) -> Result<Vec<ModelInfo>, ProxyError> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let path = match &token {
+            Some(t) => format!(
+                "/v1beta/models?pageSize={PAGE_SIZE}&pageToken={}",
+                encode(t)
+            ),
+            None => format!("/v1beta/models?pageSize={PAGE_SIZE}"),
+        };
+        let call = Call {
+            model: None,
+            method: Method::GET,
+            path_and_query: &path,
+            body: None,
+            delivery: Delivery::Buffered,
+        };
+        let served = proxy::execute(snap, call, log).await?;
+        let Upstream::Full(bytes) = served.body else {
+            return Err(ProxyError::Internal("model list was not buffered".into()));
+        };
+        let page: Page =
+            serde_json::from_slice(&bytes).map_err(|e| ProxyError::UpstreamFailed {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("unreadable model list from Gemini: {e}"),
+                raw: bytes::Bytes::new(),
+            })?;
+        out.extend(page.models.into_iter().map(|m| {
+            ModelInfo {
+                id: m
+                    .name
+                    .strip_prefix("models/")
+                    .unwrap_or(&m.name)
+                    .to_string(),
+                input_token_limit: m.input_token_limit,
+                output_token_limit: m.output_token_limit,
+            }
+        }));
+        match page.next_page_token.filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+    Ok(out)
+}
+
+/// Percent-encodes a page token for the query string.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Every model id the proxy offers: aliases first (sorted), then the list.
+async fn catalogue(
+    app: &App,
+    snap: &Snapshot,
+    log: &mut RequestLog,
+) -> Result<Vec<serde_json::Value>, ProxyError> {
+    let (listed, created): (Vec<ModelInfo>, u64) = match &snap.config.models.list {
+        ModelList::Static(ids) => (
+            ids.iter()
+                .map(|id| ModelInfo {
+                    id: id.clone(),
+                    input_token_limit: None,
+                    output_token_limit: None,
+                })
+                .collect(),
+            unix_now(),
+        ),
+        ModelList::Upstream => {
+            let (models, created) = app.models.upstream_models(snap, log).await?;
+            (models.as_ref().clone(), created)
+        }
+    };
+    let mut aliases: Vec<&String> = snap.config.models.aliases.keys().collect();
+    aliases.sort();
+    let mut data: Vec<serde_json::Value> = aliases
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "gemini-rotator"}))
+        .collect();
+    data.extend(listed.iter().map(|m| {
+        let mut v =
+            json!({"id": m.id, "object": "model", "created": created, "owned_by": "google"});
+        if let Some(n) = m.input_token_limit {
+            v["context_length"] = json!(n);
+        }
+        if let Some(n) = m.output_token_limit {
+            v["max_output_tokens"] = json!(n);
+        }
+        v
+    }));
+    Ok(data)
+}
+
+pub async fn list(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    caller: &Caller,
+    log: &mut RequestLog,
+) -> Result<http::Response<crate::server::Body>, ProxyError> {
+    let data: Vec<serde_json::Value> = catalogue(app, snap, log)
+        .await?
+        .into_iter()
+        .filter(|m| m["id"].as_str().is_some_and(|id| caller.allows(id)))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    ))
+}
+
+pub async fn get(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    caller: &Caller,
+    id: &str,
+    log: &mut RequestLog,
+) -> Result<http::Response<crate::server::Body>, ProxyError> {
+    let wanted = id.strip_prefix("models/").unwrap_or(id);
+    let found = catalogue(app, snap, log)
+        .await?
+        .into_iter()
+        .find(|m| m["id"].as_str() == Some(wanted) && caller.allows(wanted));
+    match found {
+        Some(model) => Ok(json_response(StatusCode::OK, &model)),
+        None => Err(ProxyError::not_found(format!(
+            "The model '{wanted}' does not exist"
+        ))),
+    }
+}

@@ -1,0 +1,239 @@
+//! Relays an upstream stream to the client chunk by chunk, never buffering it whole.
+//!
+//! One task per stream reads the upstream body and writes to the client's body channel. It
+//! translates Gemini SSE to OpenAI chunks on `/v1` (or copies bytes untouched on `/v1beta`),
+//! sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
+//! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
+//! grace period runs out, and drops the upstream request the moment the client goes away.
+//! Errors that Google sends inside a 200 stream are classified and reported to the pool.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, HeaderValue, Response, StatusCode};
+use tokio::sync::mpsc;
+
+use crate::classify::classify;
+use crate::pool::{Lease, Outcome};
+use crate::request_log::RequestLog;
+use crate::server::{channel_body, Body};
+use crate::sse::{SseItem, SseParser};
+use crate::state::{App, Snapshot};
+use crate::translate::{self, StreamTranslator, TranslateError};
+
+/// What the relay does with upstream bytes.
+pub enum Shape {
+    /// Gemini SSE in, OpenAI chunks out.
+    OpenAi(Box<StreamTranslator>),
+    /// Bytes out as they came in (`/v1beta`); `sse` tells the error-event framing.
+    Passthrough { sse: bool },
+}
+
+/// Starts relaying `response` and returns the client's response at once.
+pub fn start(
+    app: Arc<App>,
+    snap: Arc<Snapshot>,
+    lease: Lease,
+    response: reqwest::Response,
+    shape: Shape,
+    log: RequestLog,
+    content_type: HeaderValue,
+) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    tokio::spawn(run(app, snap, lease, response, shape, log, tx));
+    let mut out = Response::new(channel_body(rx));
+    let headers = out.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    out
+}
+
+/// How the stream ended, for the log line.
+enum End {
+    Complete,
+    ClientGone,
+    Failed(String),
+}
+
+async fn run(
+    app: Arc<App>,
+    snap: Arc<Snapshot>,
+    lease: Lease,
+    response: reqwest::Response,
+    mut shape: Shape,
+    mut log: RequestLog,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let idle = snap.upstream.idle_timeout;
+    let heartbeat = match shape {
+        Shape::OpenAi(_) => snap.upstream.heartbeat,
+        Shape::Passthrough { .. } => None,
+    };
+    let mut upstream = response.bytes_stream();
+    let mut parser = SseParser::new();
+    let mut last_data = Instant::now();
+    let mut next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
+    let far = Duration::from_secs(365 * 24 * 3600);
+
+    let end = loop {
+        let beat_at = next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far);
+        let idle_at = tokio::time::Instant::from_std(last_data + idle);
+        tokio::select! {
+            biased;
+            _ = tx.closed() => break End::ClientGone,
+            _ = app.lifecycle.draining().cancelled() => {
+                let event = error_event(&shape, "the server is shutting down; the stream was cut short", 503);
+                let _ = tx.send(event).await;
+                break End::Failed("server shutting down".into());
+            }
+            chunk = upstream.next() => match chunk {
+                None => {
+                    let tail = finish(&mut shape, &mut parser);
+                    match tail {
+                        Ok(bytes) => {
+                            if !bytes.is_empty() && tx.send(bytes).await.is_err() {
+                                break End::ClientGone;
+                            }
+                            break End::Complete;
+                        }
+                        Err(e) => break fail_in_stream(&snap, &lease, &shape, &tx, e).await,
+                    }
+                }
+                Some(Err(e)) => {
+                    let message = format!("the upstream stream broke: {e}");
+                    snap.pool.report(&lease, &Outcome::Transient { reason: message.clone() }, Instant::now());
+                    let _ = tx.send(error_event(&shape, &message, 502)).await;
+                    break End::Failed(message);
+                }
+                Some(Ok(bytes)) => {
+                    last_data = Instant::now();
+                    if let Some(d) = heartbeat {
+                        next_beat = Some(tokio::time::Instant::now() + d);
+                    }
+                    match translate_chunk(&mut shape, &mut parser, bytes) {
+                        Ok(out) => {
+                            if !out.is_empty() && tx.send(out).await.is_err() {
+                                break End::ClientGone;
+                            }
+                        }
+                        Err(e) => break fail_in_stream(&snap, &lease, &shape, &tx, e).await,
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(beat_at), if next_beat.is_some() => {
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    break End::ClientGone;
+                }
+                next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
+            }
+            _ = tokio::time::sleep_until(idle_at) => {
+                let message = format!("the upstream was silent for {}s; stream ended", idle.as_secs());
+                snap.pool.report(&lease, &Outcome::Transient { reason: message.clone() }, Instant::now());
+                let _ = tx.send(error_event(&shape, &message, 504)).await;
+                break End::Failed(message);
+            }
+        }
+    };
+
+    match end {
+        End::Complete => {}
+        End::ClientGone => log.error = Some("client disconnected".into()),
+        End::Failed(message) => log.error = Some(message),
+    }
+    log.emit(StatusCode::OK);
+}
+
+/// Feeds one upstream chunk through the shape.
+fn translate_chunk(
+    shape: &mut Shape,
+    parser: &mut SseParser,
+    bytes: Bytes,
+) -> Result<Bytes, TranslateError> {
+    match shape {
+        Shape::Passthrough { .. } => Ok(bytes),
+        Shape::OpenAi(translator) => {
+            let mut out = Vec::new();
+            for item in parser.push(&bytes) {
+                out.extend_from_slice(&on_item(translator, item)?);
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+fn on_item(translator: &mut StreamTranslator, item: SseItem) -> Result<Bytes, TranslateError> {
+    match item {
+        SseItem::Data(data) => translator.on_event(&data),
+        // Unframed JSON in a stream is how Google reports errors mid-stream.
+        SseItem::Bare(raw) => translator.on_event(&raw),
+    }
+}
+
+/// The upstream ended: whatever the parser still holds, then the translator's tail.
+fn finish(shape: &mut Shape, parser: &mut SseParser) -> Result<Bytes, TranslateError> {
+    match shape {
+        Shape::Passthrough { .. } => Ok(Bytes::new()),
+        Shape::OpenAi(translator) => {
+            let mut out = Vec::new();
+            for item in parser.finish() {
+                out.extend_from_slice(&on_item(translator, item)?);
+            }
+            out.extend_from_slice(&translator.finish());
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// An error inside a 200 stream: tell the pool what it means for the key, and the client.
+async fn fail_in_stream(
+    snap: &Snapshot,
+    lease: &Lease,
+    shape: &Shape,
+    tx: &mpsc::Sender<Bytes>,
+    error: TranslateError,
+) -> End {
+    let (message, code) = match &error {
+        TranslateError::UpstreamError {
+            code, message, raw, ..
+        } => {
+            let outcome = classify(*code, raw);
+            snap.pool.report(lease, &outcome, Instant::now());
+            (message.clone(), *code)
+        }
+        other => (other.to_string(), 502),
+    };
+    let _ = tx.send(error_event(shape, &message, code)).await;
+    End::Failed(message)
+}
+
+/// A final error event in the stream's own dialect.
+fn error_event(shape: &Shape, message: &str, code: u16) -> Bytes {
+    match shape {
+        Shape::OpenAi(_) => {
+            let kind = if code == 429 {
+                "rate_limit_error"
+            } else {
+                "server_error"
+            };
+            translate::error_event(message, kind, None)
+        }
+        Shape::Passthrough { sse } => {
+            let status = match code {
+                429 => "RESOURCE_EXHAUSTED",
+                503 => "UNAVAILABLE",
+                504 => "DEADLINE_EXCEEDED",
+                _ => "INTERNAL",
+            };
+            let body =
+                serde_json::json!({"error": {"code": code, "message": message, "status": status}});
+            if *sse {
+                Bytes::from(format!("data: {body}\r\n\r\n"))
+            } else {
+                Bytes::from(format!(",\r\n{body}]"))
+            }
+        }
+    }
+}

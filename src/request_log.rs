@@ -1,0 +1,97 @@
+//! The one log line per request: method, path, model, masked key, status, upstream status,
+//! attempts, latency. Filled in as the request travels; emitted once at its end (for streams,
+//! when the stream ends).
+
+use std::time::Instant;
+
+use http::StatusCode;
+
+#[derive(Debug)]
+pub struct RequestLog {
+    pub method: http::Method,
+    pub path: String,
+    pub route: &'static str,
+    pub start: Instant,
+    pub token: Option<String>,
+    pub model: Option<String>,
+    /// Masked.
+    pub key: Option<String>,
+    pub attempts: u32,
+    pub upstream_status: Option<u16>,
+    pub error: Option<String>,
+    emitted: bool,
+}
+
+impl RequestLog {
+    pub fn new(method: http::Method, path: &str, route: &'static str) -> Self {
+        RequestLog {
+            method,
+            path: path.to_string(),
+            route,
+            start: Instant::now(),
+            token: None,
+            model: None,
+            key: None,
+            attempts: 0,
+            upstream_status: None,
+            error: None,
+            emitted: false,
+        }
+    }
+
+    /// Moves the line's ownership to whoever finishes the request (a stream's relay); this copy
+    /// will not write.
+    pub fn hand_off(&mut self) -> RequestLog {
+        let taken = RequestLog {
+            method: self.method.clone(),
+            path: std::mem::take(&mut self.path),
+            route: self.route,
+            start: self.start,
+            token: self.token.take(),
+            model: self.model.take(),
+            key: self.key.take(),
+            attempts: self.attempts,
+            upstream_status: self.upstream_status,
+            error: self.error.take(),
+            emitted: self.emitted,
+        };
+        self.emitted = true;
+        taken
+    }
+
+    /// Writes the line. Later calls do nothing.
+    pub fn emit(&mut self, status: StatusCode) {
+        if std::mem::replace(&mut self.emitted, true) {
+            return;
+        }
+        let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let model = self.model.as_deref().unwrap_or("-");
+        let key = self.key.as_deref().unwrap_or("-");
+        let token = self.token.as_deref().unwrap_or("-");
+        let upstream_status = self.upstream_status.unwrap_or(0);
+        let status = status.as_u16();
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    method = %self.method,
+                    path = %self.path,
+                    route = self.route,
+                    model,
+                    key,
+                    token,
+                    status,
+                    upstream_status,
+                    attempts = self.attempts,
+                    latency_ms = format_args!("{latency_ms:.2}"),
+                    error = self.error.as_deref().unwrap_or(""),
+                    "request"
+                )
+            };
+        }
+        if status >= 500 {
+            line!(warn);
+        } else {
+            line!(info);
+        }
+    }
+}
