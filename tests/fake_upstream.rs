@@ -706,3 +706,27 @@ fn harness_helpers() {
     let events = sse_data("data: a\r\n\r\n: comment\n\ndata: b\ndata: c\n\ndata: unfinished");
     assert_eq!(events, vec!["a".to_string(), "b\nc".to_string()]);
 }
+
+/// Process plumbing only: whatever the binary does with a broken config today (the stub exits
+/// at once, the real one exits 1), it must exit, be reaped and have its output captured.
+#[tokio::test]
+async fn harness_spawns_and_reaps_the_binary() {
+    let mut proxy = support::Proxy::builder()
+        .config("this is = not [valid toml")
+        .file("keys.txt", &format!("{}\n", fake_key(1)))
+        .spawn();
+    assert!(proxy.dir().join("config.toml").is_file());
+    assert!(proxy.dir().join("keys.txt").is_file());
+    let status = proxy.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        status.is_some(),
+        "binary did not exit; logs:\n{}",
+        proxy.logs()
+    );
+
+    let (code, _stdout, _stderr) = support::run_check(
+        &["--config", "{dir}/config.toml", "--check"],
+        &[("config.toml", "this is = not [valid toml")],
+    );
+    assert_ne!(code, -1, "run_check timed out or was killed by a signal");
+}

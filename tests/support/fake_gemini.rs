@@ -921,14 +921,15 @@ impl FakeGemini {
         self.shared.keys_in_url.store(0, Ordering::SeqCst);
     }
 
-    /// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
+    /// Polls `cond` every 10 ms until it holds or `timeout` (wall clock, so a paused tokio clock
+    /// cannot end it early) passes; returns whether it held.
     pub async fn wait_for(&self, cond: impl Fn(&FakeGemini) -> bool, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             if cond(self) {
                 return true;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if std::time::Instant::now() >= deadline {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -148,6 +148,8 @@ struct Output {
     all: String,
     stdout: String,
     stderr: String,
+    /// Reader threads that reached EOF (2 = the child's output is complete).
+    closed: usize,
 }
 
 type SharedOutput = Arc<Mutex<Output>>;
@@ -165,7 +167,10 @@ fn spawn_reader<R: Read + Send + 'static>(reader: R, out: SharedOutput, is_stdou
         loop {
             buf.clear();
             match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    lock(&out).closed += 1;
+                    return;
+                }
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);
                     if tee {
@@ -304,8 +309,7 @@ impl ProxyBuilder {
                 return proxy;
             }
             if let Some(status) = proxy.try_exit() {
-                // Let the reader threads drain what the child wrote before it exited.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                proxy.wait_output_closed(Duration::from_secs(2)).await;
                 panic!(
                     "proxy exited ({status}) before listening; logs:\n{}",
                     proxy.logs()
@@ -416,6 +420,35 @@ impl Proxy {
         }
     }
 
+    /// A request to `path` (e.g. `/v1/chat/completions`) carrying `Bearer TEST_TOKEN`.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        super::client()
+            .request(method, format!("{}{path}", self.url()))
+            .bearer_auth(TEST_TOKEN)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
+    }
+
+    /// After the child exited: waits (bounded) until its stdout and stderr are fully captured.
+    pub async fn wait_output_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if lock(&self.output).closed >= 2 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends a signal with the `kill` command.
     pub fn signal(&self, signal: Signal) {
         let status = Command::new("kill")
@@ -433,11 +466,12 @@ impl Proxy {
         self.exit
     }
 
-    /// Polls until the process exits or `timeout` passes.
+    /// Polls until the process exits or `timeout` passes; on exit, its output is complete.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_exit() {
+                self.wait_output_closed(Duration::from_secs(2)).await;
                 return Some(status);
             }
             if Instant::now() >= deadline {
