@@ -1,0 +1,53 @@
+//! Shared support for the integration tests: `FakeGemini` (a loopback Gemini upstream speaking
+//! the real wire format) and `Proxy` (the real binary in a temp config home), plus small helpers.
+//!
+//! Each test file does `mod support;` and uses part of it, hence `allow(dead_code, unused_imports)` (the re-exports).
+#![allow(dead_code, unused_imports)]
+
+pub mod fake_gemini;
+pub mod proxy;
+
+pub use fake_gemini::{
+    chunk_with_parts, default_text, fake_embedding, google_error, mask, model_object, text_chunk,
+    FakeGemini, RecordedRequest, Reply, StreamEnd,
+};
+pub use proxy::{
+    config_for, fake_key, fake_keys, run_check, Proxy, Signal, TestConfig, TEST_TOKEN,
+};
+
+/// Data payloads of an SSE body, per the SSE spec: events end at a blank line (LF, CRLF or CR),
+/// `data:` lines are joined with `\n`, comment lines (`:`) and other fields are ignored, and a
+/// trailing event without its blank line is dropped.
+pub fn sse_data(body: &str) -> Vec<String> {
+    let mut events = Vec::new();
+    let mut data: Option<String> = None;
+    let normalized = body.replace("\r\n", "\n").replace('\r', "\n");
+    for line in normalized.split('\n') {
+        if line.is_empty() {
+            if let Some(d) = data.take() {
+                events.push(d);
+            }
+            continue;
+        }
+        if let Some(value) = line.strip_prefix("data:") {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_string()),
+            }
+        }
+    }
+    events
+}
+
+/// A reqwest client for tests: no proxy from the environment, bounded timeouts.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
