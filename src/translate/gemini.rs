@@ -1,1 +1,250 @@
-//! Gemini `v1beta` wire types. (Stub.)
+//! Gemini `v1beta` wire types: the request we build and the response we read.
+//!
+//! Request types borrow from the parsed OpenAI request so that text and base64 payloads are
+//! written out without copies; every optional field is skipped when absent, because Gemini
+//! rejects fields it does not know. Response types read only what translation needs and
+//! ignore the rest. No mapping logic lives here.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+// ---------- request ----------
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateContentRequest<'a> {
+    pub contents: Vec<Content<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_instruction: Option<Content<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_config: Option<ToolConfig<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub safety_settings: Vec<SafetySetting<'a>>,
+    #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
+    pub generation_config: GenerationConfig<'a>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Content<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    pub parts: Vec<Part<'a>>,
+}
+
+/// A part holds exactly one data field; `thought_signature` is a sibling of it.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Part<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inline_data: Option<Blob<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_response: Option<FunctionResponse<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thought_signature: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blob<'a> {
+    pub mime_type: Cow<'a, str>,
+    /// Base64, passed through from the client's data URL.
+    pub data: Cow<'a, str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    pub name: &'a str,
+    pub args: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionResponse<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    pub name: &'a str,
+    pub response: Value,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tool<'a> {
+    pub function_declarations: Vec<FunctionDeclaration<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionDeclaration<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters_json_schema: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolConfig<'a> {
+    pub function_calling_config: FunctionCallingConfig<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionCallingConfig<'a> {
+    pub mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_function_names: Option<[&'a str; 1]>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SafetySetting<'a> {
+    pub category: &'static str,
+    pub threshold: &'a str,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop_sequences: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_json_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_config: Option<ThinkingConfig>,
+}
+
+impl GenerationConfig<'_> {
+    fn is_empty(&self) -> bool {
+        *self == GenerationConfig::default()
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThinkingConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_budget: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_thoughts: Option<bool>,
+}
+
+// ---------- response ----------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateContentResponse<'a> {
+    #[serde(default, borrow)]
+    pub candidates: Vec<Candidate<'a>>,
+    #[serde(default, borrow)]
+    pub prompt_feedback: Option<PromptFeedback<'a>>,
+    #[serde(default)]
+    pub usage_metadata: Option<UsageMetadata>,
+    /// Set when the body is an error object rather than a response.
+    #[serde(default)]
+    pub error: Option<GoogleError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate<'a> {
+    #[serde(default, borrow)]
+    pub content: Option<ResponseContent<'a>>,
+    #[serde(default, borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub index: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ResponseContent<'a> {
+    #[serde(default, borrow)]
+    pub parts: Vec<ResponsePart<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponsePart<'a> {
+    #[serde(default, borrow)]
+    pub text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub thought: Option<bool>,
+    #[serde(default, borrow)]
+    pub thought_signature: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub function_call: Option<ResponseFunctionCall<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ResponseFunctionCall<'a> {
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(default)]
+    pub args: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptFeedback<'a> {
+    #[serde(default, borrow)]
+    pub block_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageMetadata {
+    #[serde(default)]
+    pub prompt_token_count: u64,
+    #[serde(default)]
+    pub cached_content_token_count: u64,
+    #[serde(default)]
+    pub candidates_token_count: u64,
+    #[serde(default)]
+    pub thoughts_token_count: u64,
+    #[serde(default)]
+    pub tool_use_prompt_token_count: u64,
+    #[serde(default)]
+    pub total_token_count: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct GoogleError {
+    #[serde(default)]
+    pub code: Option<u16>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}

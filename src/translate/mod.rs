@@ -1,10 +1,17 @@
 //! Pure OpenAI <-> Gemini mapping: request bodies, whole responses and stream chunks.
 //!
-//! No I/O and no clock: ids and timestamps come in through `ResponseCtx`. Unknown OpenAI
-//! fields are dropped, never forwarded. (Interface; the implementation is in progress.)
+//! No I/O and no clock: ids and timestamps come in through `ResponseCtx`, and anything that
+//! needs the network (fetching image URLs) is done by the caller. Unknown OpenAI fields are
+//! dropped, never forwarded. Files: `openai` and `gemini` hold the wire types, `request` maps
+//! requests, `response` whole responses, `stream` SSE events.
 
 pub mod gemini;
 pub mod openai;
+mod request;
+mod response;
+mod stream;
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
 
@@ -56,48 +63,49 @@ pub enum TranslateError {
 /// Parses an OpenAI chat request; malformed JSON, wrong types and missing `model`/`messages`
 /// are `InvalidRequest`.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
-    serde_json::from_slice(body).map_err(|e| TranslateError::InvalidRequest {
+    let req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        // serde names the field only in the text; lift it out for OpenAI's `param`.
+        let param = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        TranslateError::InvalidRequest {
+            message: format!("invalid request body: {message}"),
+            param,
+        }
+    })?;
+    if req.model.is_empty() {
+        return Err(invalid("`model` must not be empty", "model".into()));
+    }
+    if req.messages.is_empty() {
+        return Err(invalid("`messages` must not be empty", "messages".into()));
+    }
+    Ok(req)
+}
+
+pub(crate) fn invalid(message: &str, param: String) -> TranslateError {
+    TranslateError::InvalidRequest {
+        message: message.to_owned(),
+        param: Some(param),
+    }
+}
+
+/// Builds the Gemini `GenerateContentRequest` JSON body for one target model.
+pub fn to_gemini(req: &ChatRequest, target: &Target<'_>) -> Result<Vec<u8>, TranslateError> {
+    let body = request::build(req, target)?;
+    serde_json::to_vec(&body).map_err(|e| TranslateError::InvalidRequest {
         message: e.to_string(),
         param: None,
     })
 }
 
-/// Builds the Gemini `GenerateContentRequest` JSON body for one target model.
-pub fn to_gemini(_req: &ChatRequest, _target: &Target<'_>) -> Result<Vec<u8>, TranslateError> {
-    Ok(b"{}".to_vec())
-}
-
 /// Turns a Gemini `GenerateContentResponse` body into an OpenAI `chat.completion` body.
-pub fn from_gemini(_body: &[u8], _ctx: &ResponseCtx) -> Result<Vec<u8>, TranslateError> {
-    Ok(b"{}".to_vec())
+pub fn from_gemini(body: &[u8], ctx: &ResponseCtx) -> Result<Vec<u8>, TranslateError> {
+    response::translate(body, ctx)
 }
 
-/// Translates a Gemini SSE stream to OpenAI chunks, one upstream event at a time.
-pub struct StreamTranslator {
-    _ctx: ResponseCtx,
-    _include_usage: bool,
-}
-
-impl StreamTranslator {
-    pub fn new(ctx: ResponseCtx, include_usage: bool) -> Self {
-        StreamTranslator {
-            _ctx: ctx,
-            _include_usage: include_usage,
-        }
-    }
-
-    /// One upstream event's data (a whole `GenerateContentResponse` JSON). Returns zero or more
-    /// complete OpenAI SSE events (`data: …\n\n`), concatenated.
-    pub fn on_event(&mut self, _data: &[u8]) -> Result<Bytes, TranslateError> {
-        Ok(Bytes::new())
-    }
-
-    /// The upstream ended cleanly: the finish chunk if not yet sent, the usage chunk when asked
-    /// for, and `data: [DONE]`.
-    pub fn finish(&mut self) -> Bytes {
-        Bytes::from_static(b"data: [DONE]\n\n")
-    }
-}
+pub use stream::StreamTranslator;
 
 /// An OpenAI error as one SSE event: `data: {"error":{…}}\n\n`.
 pub fn error_event(message: &str, kind: &str, code: Option<&str>) -> Bytes {

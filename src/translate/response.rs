@@ -1,0 +1,279 @@
+//! Gemini `GenerateContentResponse` → OpenAI `chat.completion`, plus the pieces the stream
+//! translator shares: reading a body that may be a Google error, finish-reason and usage
+//! mapping, tool-call ids.
+//!
+//! Ids and timestamps come from `ResponseCtx`; this module must not invent them from a clock or
+//! a random source, so the same input always gives the same output.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use super::gemini::{GenerateContentResponse, GoogleError, ResponsePart, UsageMetadata};
+use super::{ResponseCtx, TranslateError};
+
+/// Parses one upstream body, turning Google's error shapes (`{"error":…}` or
+/// `[{"error":…}]`) into `UpstreamError`. `raw` is always the object form.
+pub(crate) fn parse(body: &[u8]) -> Result<GenerateContentResponse<'_>, TranslateError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(bad_upstream)?;
+        let err = items.iter().find_map(|v| {
+            let e = v.get("error")?;
+            let parsed: GoogleError = serde_json::from_value(e.clone()).ok()?;
+            Some((parsed, v))
+        });
+        return Err(match err {
+            Some((e, v)) => upstream_error(e, serde_json::to_vec(v).unwrap_or_default()),
+            None => TranslateError::BadUpstream {
+                message: "expected a JSON object, got an array".into(),
+            },
+        });
+    }
+    let mut resp: GenerateContentResponse = serde_json::from_slice(body).map_err(bad_upstream)?;
+    if let Some(e) = resp.error.take() {
+        return Err(upstream_error(e, body.to_vec()));
+    }
+    Ok(resp)
+}
+
+fn bad_upstream(e: serde_json::Error) -> TranslateError {
+    TranslateError::BadUpstream {
+        message: e.to_string(),
+    }
+}
+
+fn upstream_error(e: GoogleError, raw: Vec<u8>) -> TranslateError {
+    TranslateError::UpstreamError {
+        code: e.code.unwrap_or(500),
+        status: e.status.unwrap_or_default(),
+        message: e.message.unwrap_or_default(),
+        raw,
+    }
+}
+
+/// protocol.md §6: never null; `tool_calls` only for a natural end after calls.
+pub(crate) fn finish_reason(reason: &str, made_calls: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
+        r if r.starts_with("IMAGE_") => "content_filter",
+        _ if made_calls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: PromptDetails,
+    completion_tokens_details: CompletionDetails,
+}
+
+#[derive(Debug, Serialize)]
+struct PromptDetails {
+    cached_tokens: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct CompletionDetails {
+    reasoning_tokens: u64,
+}
+
+/// OpenAI counts reasoning inside completion tokens; Gemini counts them apart.
+pub(crate) fn usage(u: &UsageMetadata) -> Usage {
+    let prompt_tokens = u.prompt_token_count + u.tool_use_prompt_token_count;
+    let completion_tokens = u.candidates_token_count + u.thoughts_token_count;
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: u
+            .total_token_count
+            .unwrap_or(prompt_tokens + completion_tokens),
+        prompt_tokens_details: PromptDetails {
+            cached_tokens: u.cached_content_token_count,
+        },
+        completion_tokens_details: CompletionDetails {
+            reasoning_tokens: u.thoughts_token_count,
+        },
+    }
+}
+
+/// The prefix for ids of tool calls Gemini left unnamed: `call_<ctx.id suffix>_`.
+pub(crate) fn call_id_prefix(ctx: &ResponseCtx) -> String {
+    let suffix = ctx.id.strip_prefix("chatcmpl-").unwrap_or(&ctx.id);
+    format!("call_{suffix}_")
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ToolCallOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    pub id: Cow<'a, str>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_content: Option<ExtraOut<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FunctionOut<'a> {
+    pub name: Cow<'a, str>,
+    pub arguments: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ExtraOut<'a> {
+    google: SignatureOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct SignatureOut<'a> {
+    thought_signature: Cow<'a, str>,
+}
+
+/// A Gemini `functionCall` part as an OpenAI tool call. `n` numbers calls without a Gemini id.
+pub(crate) fn tool_call<'a>(
+    part: &mut ResponsePart<'a>,
+    prefix: &str,
+    n: u32,
+) -> Option<ToolCallOut<'a>> {
+    let call = part.function_call.take()?;
+    let arguments = match &call.args {
+        None | Some(serde_json::Value::Null) => "{}".to_owned(),
+        Some(args) => serde_json::to_string(args).unwrap_or_else(|_| "{}".to_owned()),
+    };
+    Some(ToolCallOut {
+        index: None,
+        id: match call.id {
+            Some(id) if !id.is_empty() => id,
+            _ => Cow::Owned(format!("{prefix}{n}")),
+        },
+        kind: "function",
+        function: FunctionOut {
+            name: call.name,
+            arguments,
+        },
+        extra_content: part.thought_signature.take().map(|s| ExtraOut {
+            google: SignatureOut {
+                thought_signature: s,
+            },
+        }),
+    })
+}
+
+/// Appends `text` to an accumulator that stays borrowed while there is only one piece.
+pub(crate) fn append<'a>(acc: &mut Option<Cow<'a, str>>, text: Cow<'a, str>) {
+    if text.is_empty() {
+        return;
+    }
+    match acc {
+        None => *acc = Some(text),
+        Some(a) => a.to_mut().push_str(&text),
+    }
+}
+
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<Choice<'a>>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: MessageOut<'a>,
+    finish_reason: &'static str,
+    logprobs: Option<()>,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+    refusal: Option<()>,
+}
+
+pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Vec<u8>, TranslateError> {
+    let resp = parse(body)?;
+    let prefix = call_id_prefix(ctx);
+    let mut calls = 0u32;
+    let mut choices = Vec::with_capacity(resp.candidates.len().max(1));
+    for (pos, cand) in resp.candidates.into_iter().enumerate() {
+        let mut text = None;
+        let mut reasoning = None;
+        let mut tool_calls = Vec::new();
+        for mut part in cand.content.map(|c| c.parts).unwrap_or_default() {
+            if part.function_call.is_some() {
+                if let Some(tc) = tool_call(&mut part, &prefix, calls) {
+                    calls += 1;
+                    tool_calls.push(tc);
+                }
+            } else if let Some(t) = part.text {
+                if part.thought == Some(true) {
+                    append(&mut reasoning, t);
+                } else {
+                    append(&mut text, t);
+                }
+            }
+        }
+        let made_calls = !tool_calls.is_empty();
+        let finish = finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP"), made_calls);
+        choices.push(Choice {
+            index: cand.index.unwrap_or(pos as u32),
+            message: MessageOut {
+                role: "assistant",
+                content: match text {
+                    None if made_calls => None,
+                    None => Some(Cow::Borrowed("")),
+                    t => t,
+                },
+                reasoning_content: reasoning,
+                tool_calls,
+                refusal: None,
+            },
+            finish_reason: finish,
+            logprobs: None,
+        });
+    }
+    if choices.is_empty() {
+        let blocked = resp
+            .prompt_feedback
+            .as_ref()
+            .is_some_and(|f| f.block_reason.is_some());
+        choices.push(Choice {
+            index: 0,
+            message: MessageOut {
+                role: "assistant",
+                content: Some(Cow::Borrowed("")),
+                reasoning_content: None,
+                tool_calls: Vec::new(),
+                refusal: None,
+            },
+            finish_reason: if blocked { "content_filter" } else { "stop" },
+            logprobs: None,
+        });
+    }
+    let out = Completion {
+        id: &ctx.id,
+        object: "chat.completion",
+        created: ctx.created,
+        model: &ctx.model,
+        choices,
+        usage: usage(&resp.usage_metadata.unwrap_or_default()),
+    };
+    serde_json::to_vec(&out).map_err(|e| TranslateError::BadUpstream {
+        message: e.to_string(),
+    })
+}
