@@ -1,11 +1,432 @@
 //! Turns a Google response (status and body) into an `Outcome`. This is the only code that reads
-//! Google's error details (`QuotaFailure`, `RetryInfo`, `ErrorInfo`). (Stub.)
+//! Google's error details (`QuotaFailure`, `RetryInfo`, `ErrorInfo`) and the only code that
+//! decides what a status code means for a key.
+//!
+//! It must not panic on any body (upstream bytes are untrusted), must not decide per-day versus
+//! per-minute from a retry delay alone (Google sends short delays with per-day quota errors), and
+//! must never put a key into a reason string. It keeps no state and reads no clock.
+
+use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::pool::Outcome;
 
-pub fn classify(status: u16, _body: &[u8]) -> Outcome {
+/// Longest reason kept from a Google message; reasons end up in `/status` and logs.
+const MAX_REASON: usize = 200;
+
+pub fn classify(status: u16, body: &[u8]) -> Outcome {
+    if (200..300).contains(&status) {
+        return Outcome::Success;
+    }
+    let err = GoogleError::parse(body);
     match status {
-        200..=299 => Outcome::Success,
-        _ => Outcome::ClientError,
+        429 => classify_429(&err),
+        400 if err.key_invalid() => Outcome::KeyInvalid {
+            reason: err.reason(status),
+        },
+        401 | 403 => Outcome::KeyInvalid {
+            reason: err.reason(status),
+        },
+        503 if err.message.to_ascii_lowercase().contains("overloaded") => Outcome::Overloaded,
+        408 | 500..=599 => Outcome::Transient {
+            reason: err.reason(status),
+        },
+        400..=499 => Outcome::ClientError,
+        // 1xx/3xx never come from generativelanguage; treat them as a broken exchange so another
+        // key is tried rather than handing the client something it cannot use.
+        _ => Outcome::Transient {
+            reason: err.reason(status),
+        },
+    }
+}
+
+/// Gemini CLI's order (protocol.md §3): `limit: 0`, then a per-day quotaId, then RetryInfo, then
+/// a per-minute quotaId, then the message's "Please retry in Xs".
+fn classify_429(err: &GoogleError) -> Outcome {
+    if has_zero_limit(&err.message) {
+        return Outcome::NoQuota;
+    }
+    if err
+        .quota_ids
+        .iter()
+        .any(|q| q.contains("PerDay") || q.contains("Daily"))
+    {
+        return Outcome::QuotaDaily;
+    }
+    if let Some(d) = err.retry_delay {
+        return Outcome::RateLimited {
+            retry_after: Some(d),
+        };
+    }
+    if err.quota_ids.iter().any(|q| q.contains("PerMinute")) {
+        return Outcome::RateLimited { retry_after: None };
+    }
+    Outcome::RateLimited {
+        retry_after: retry_in_message(&err.message),
+    }
+}
+
+/// The parts of Google's error JSON that matter here. Missing or mistyped fields are empty.
+#[derive(Debug, Default)]
+struct GoogleError {
+    message: String,
+    status: String,
+    /// `QuotaFailure.violations[].quotaId` plus `ErrorInfo.metadata.quota_limit`.
+    quota_ids: Vec<String>,
+    retry_delay: Option<Duration>,
+    /// `ErrorInfo.reason`, e.g. `API_KEY_INVALID`.
+    reasons: Vec<String>,
+}
+
+impl GoogleError {
+    fn parse(body: &[u8]) -> GoogleError {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return GoogleError::default();
+        };
+        // Some paths (the OpenAI-compatible endpoint, stream errors) wrap the error in an array.
+        let v = match &v {
+            Value::Array(items) => items.first().unwrap_or(&Value::Null),
+            other => other,
+        };
+        let Some(e) = v.get("error") else {
+            return GoogleError::default();
+        };
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+        let mut out = GoogleError {
+            message: text(e.get("message")),
+            status: text(e.get("status")),
+            ..GoogleError::default()
+        };
+        let details = e.get("details").and_then(Value::as_array);
+        for d in details.into_iter().flatten() {
+            let kind = d.get("@type").and_then(Value::as_str).unwrap_or("");
+            let kind = kind.rsplit('.').next().unwrap_or("");
+            match kind {
+                "QuotaFailure" => {
+                    let violations = d.get("violations").and_then(Value::as_array);
+                    for v in violations.into_iter().flatten() {
+                        if let Some(id) = v.get("quotaId").and_then(Value::as_str) {
+                            out.quota_ids.push(id.to_string());
+                        }
+                    }
+                }
+                "RetryInfo" => {
+                    let delay = d.get("retryDelay").and_then(Value::as_str);
+                    if let Some(delay) = delay.and_then(parse_proto_duration) {
+                        out.retry_delay = Some(delay);
+                    }
+                }
+                "ErrorInfo" => {
+                    if let Some(r) = d.get("reason").and_then(Value::as_str) {
+                        out.reasons.push(r.to_string());
+                    }
+                    let limit = d.pointer("/metadata/quota_limit").and_then(Value::as_str);
+                    if let Some(limit) = limit {
+                        out.quota_ids.push(limit.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn key_invalid(&self) -> bool {
+        self.reasons.iter().any(|r| r == "API_KEY_INVALID")
+            || self.message.contains("API key not valid")
+            || self.message.contains("API key expired")
+    }
+
+    /// "403 PERMISSION_DENIED: Your API key was reported as leaked…", cut to `MAX_REASON`.
+    fn reason(&self, status: u16) -> String {
+        let mut out = status.to_string();
+        if !self.status.is_empty() {
+            out.push(' ');
+            out.push_str(&self.status);
+        }
+        if let Some(r) = self.reasons.first() {
+            out.push_str(" (");
+            out.push_str(r);
+            out.push(')');
+        }
+        let msg = scrub(self.message.trim());
+        if !msg.is_empty() {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        truncate(out, MAX_REASON)
+    }
+}
+
+/// "limit: 0" as a whole number (not "limit: 05" or "limit: 0.5").
+fn has_zero_limit(message: &str) -> bool {
+    message.match_indices("limit: 0").any(|(i, m)| {
+        let next = message[i + m.len()..].chars().next();
+        !matches!(next, Some(c) if c.is_ascii_digit() || c == '.')
+    })
+}
+
+/// A protobuf `Duration` in its JSON form: "54s", "34.4s", also "900ms" as Google sometimes
+/// writes in messages. Negative, non-finite or absurd values are ignored.
+fn parse_proto_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return None;
+    };
+    let secs = num.trim().parse::<f64>().ok()? * scale;
+    // A year caps anything a quota could mean; it also keeps from_secs_f64 away from overflow.
+    if !secs.is_finite() || !(0.0..=31_536_000.0).contains(&secs) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// "Please retry in 54.88s." anywhere in the message.
+fn retry_in_message(message: &str) -> Option<Duration> {
+    const MARK: &str = "Please retry in ";
+    let start = message.find(MARK)? + MARK.len();
+    let rest = &message[start..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'm' || c == 's'))
+        .unwrap_or(rest.len());
+    // The sentence's own full stop follows the unit: "54.88s." -> "54.88s".
+    parse_proto_duration(rest[..end].trim_end_matches('.'))
+}
+
+/// Masks anything shaped like a Gemini key. Google's messages carry none, but a reason is shown
+/// in `/status` and logs, so this is the last line of defence rather than a trust in Google.
+fn scrub(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| {
+            let looks_like_key =
+                (word.starts_with("AIza") || word.starts_with("AQ.")) && word.len() >= 20;
+            if looks_like_key {
+                crate::secret::mask_key(word)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!("../tests/fixtures/google/", $name, ".json"))
+        };
+    }
+
+    fn check(status: u16, body: &str, expected: Outcome) {
+        assert_eq!(classify(status, body.as_bytes()), expected, "body: {body}");
+    }
+
+    fn rate_limited(secs: f64) -> Outcome {
+        Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs_f64(secs)),
+        }
+    }
+
+    fn key_invalid(reason: &str) -> Outcome {
+        Outcome::KeyInvalid {
+            reason: reason.to_string(),
+        }
+    }
+
+    fn transient(reason: &str) -> Outcome {
+        Outcome::Transient {
+            reason: reason.to_string(),
+        }
+    }
+
+    #[test]
+    fn fixtures() {
+        check(200, "{}", Outcome::Success);
+        check(204, "", Outcome::Success);
+        // RetryInfo wins over the message's more precise "54.88s" (order of protocol.md §3).
+        check(429, fixture!("429_per_minute_free"), rate_limited(54.0));
+        // A per-day quotaId wins over the RetryInfo that comes with it.
+        check(429, fixture!("429_per_day_free"), Outcome::QuotaDaily);
+        check(
+            429,
+            fixture!("429_paid_input_tokens_per_minute"),
+            rate_limited(34.4),
+        );
+        // `limit: 0` wins over a per-day quotaId and a RetryInfo.
+        check(429, fixture!("429_limit_zero"), Outcome::NoQuota);
+        check(
+            429,
+            fixture!("429_per_minute_no_retryinfo"),
+            Outcome::RateLimited { retry_after: None },
+        );
+        check(429, fixture!("429_message_only"), rate_limited(7.5));
+        check(
+            429,
+            fixture!("429_bare"),
+            Outcome::RateLimited { retry_after: None },
+        );
+        check(429, fixture!("429_array_wrapped"), Outcome::QuotaDaily);
+        check(
+            400,
+            fixture!("400_api_key_invalid"),
+            key_invalid(
+                "400 INVALID_ARGUMENT (API_KEY_INVALID): API key not valid. Please pass a valid API key.",
+            ),
+        );
+        check(
+            400,
+            fixture!("400_api_key_expired"),
+            key_invalid(
+                "400 INVALID_ARGUMENT (API_KEY_INVALID): API key expired. Please renew the API key.",
+            ),
+        );
+        check(
+            400,
+            fixture!("400_array_wrapped_api_key_invalid"),
+            key_invalid(
+                "400 INVALID_ARGUMENT (API_KEY_INVALID): API key not valid. Please pass a valid API key.",
+            ),
+        );
+        check(
+            403,
+            fixture!("403_leaked_key"),
+            key_invalid(
+                "403 PERMISSION_DENIED: Your API key was reported as leaked. Please use another API key.",
+            ),
+        );
+        check(
+            401,
+            r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#,
+            key_invalid("401 UNAUTHENTICATED: Request had invalid authentication credentials."),
+        );
+        check(503, fixture!("503_overloaded"), Outcome::Overloaded);
+        check(
+            503,
+            fixture!("503_unavailable"),
+            transient("503 UNAVAILABLE: The service is currently unavailable."),
+        );
+        check(
+            504,
+            fixture!("504_deadline"),
+            transient("504 DEADLINE_EXCEEDED: The request timed out. Please try again."),
+        );
+        check(408, "", transient("408"));
+        check(400, fixture!("400_invalid_argument"), Outcome::ClientError);
+        check(400, fixture!("400_context_overflow"), Outcome::ClientError);
+        // Another key leaves from the same egress: no point disabling the key.
+        check(
+            400,
+            fixture!("400_location_unsupported"),
+            Outcome::ClientError,
+        );
+        check(404, fixture!("404_model_not_found"), Outcome::ClientError);
+    }
+
+    #[test]
+    fn service_blocked_reason_names_the_error_info() {
+        let Outcome::KeyInvalid { reason } =
+            classify(403, fixture!("403_service_blocked").as_bytes())
+        else {
+            panic!("403 must disable the key");
+        };
+        assert!(reason.starts_with("403 PERMISSION_DENIED (API_KEY_SERVICE_BLOCKED): Requests"));
+        assert!(reason.chars().count() <= MAX_REASON + 1);
+    }
+
+    #[test]
+    fn internal_error_is_transient() {
+        let out = classify(500, fixture!("500_internal").as_bytes());
+        assert!(
+            matches!(out, Outcome::Transient { ref reason } if reason.starts_with("500 INTERNAL: An internal error"))
+        );
+    }
+
+    #[test]
+    fn junk_bodies_do_not_panic() {
+        let junk: &[&[u8]] = &[
+            b"",
+            b"not json",
+            b"\xff\xfe\x00",
+            b"[]",
+            b"[1]",
+            b"null",
+            b"{\"error\":null}",
+            b"{\"error\":{\"message\":42,\"details\":{}}}",
+            b"{\"error\":{\"details\":[{\"@type\":7},{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\",\"retryDelay\":\"-5s\"}]}}",
+            b"{\"error\":{\"details\":[{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\",\"retryDelay\":\"1e400s\"}]}}",
+            b"{\"error\":{\"message\":\"Please retry in \"}}",
+            b"{\"error\":{\"message\":\"Please retry in .s\"}}",
+        ];
+        for body in junk {
+            for status in [0, 100, 302, 400, 401, 403, 404, 408, 429, 500, 503, 999] {
+                let _ = classify(status, body);
+            }
+        }
+        check(429, "garbage", Outcome::RateLimited { retry_after: None });
+        check(503, "garbage", transient("503"));
+    }
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("54s", Some(54_000)),
+            ("34.4s", Some(34_400)),
+            ("900ms", Some(900)),
+            ("0s", Some(0)),
+            ("1.5", None),
+            ("-1s", None),
+            ("NaNs", None),
+            ("s", None),
+            ("", None),
+        ];
+        for (text, ms) in cases {
+            let got = parse_proto_duration(text).map(|d| d.as_millis() as u64);
+            assert_eq!(got, ms, "{text}");
+        }
+        assert_eq!(
+            retry_in_message("x. Please retry in 54.88s."),
+            Some(Duration::from_millis(54_880))
+        );
+    }
+
+    #[test]
+    fn zero_limit_is_a_whole_number() {
+        assert!(has_zero_limit("limit: 0, model: m"));
+        assert!(has_zero_limit("limit: 0"));
+        assert!(has_zero_limit("limit: 0\nPlease"));
+        assert!(!has_zero_limit("limit: 05"));
+        assert!(!has_zero_limit("limit: 0.5"));
+        assert!(!has_zero_limit("limit: 2"));
+    }
+
+    #[test]
+    fn reasons_never_carry_a_key() {
+        let body = r#"{"error":{"code":403,"message":"Key AIzaSyFAKE-not-a-real-key-0000000000000 blocked","status":"PERMISSION_DENIED"}}"#;
+        let Outcome::KeyInvalid { reason } = classify(403, body.as_bytes()) else {
+            panic!("403 must disable the key");
+        };
+        assert!(!reason.contains("AIzaSyFAKE-not-a-real"), "{reason}");
+        assert!(reason.contains("AIza****0000"), "{reason}");
     }
 }

@@ -5,13 +5,20 @@
 //! reloads: `KeyPool::bind` builds the per-snapshot view (`PoolView`) from a config, reusing the
 //! cells of keys that stay. The pool never sees an HTTP status: it acts on `Outcome` alone,
 //! which `classify` produces. Time is an input (`now`), so tests drive it directly. Locks are
-//! short and never held across an `.await`. (Interface; the implementation is in progress.)
+//! short and never held across an `.await`.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod cell;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config;
 use crate::secret::ApiKey;
+
+use cell::{lock, Cell, Policy, Skip};
 
 /// What an upstream response means for the key that made it. Produced by `classify`.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,30 +65,148 @@ impl Outcome {
 
 /// Health cells by key identity. Lives in the app state, outside any config snapshot.
 #[derive(Default)]
-pub struct KeyPool {}
+pub struct KeyPool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Cells of the keys in the last bound config. Views hold their own `Arc`s, so dropping a
+    /// removed key here never pulls a cell from under an in-flight request.
+    cells: Mutex<HashMap<ApiKey, Arc<Cell>>>,
+    /// Round-robin position per model, shared by every view so rotation carries on across
+    /// reloads instead of restarting at key 0.
+    cursors: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
+    /// Used once `cursors` is full (model names may come from clients).
+    overflow_cursor: Arc<AtomicUsize>,
+}
+
+/// Models with their own cursor / cached route; beyond this, junk names share a fallback.
+const MAX_ROUTES: usize = 1024;
 
 impl KeyPool {
     pub fn new() -> Self {
-        KeyPool {}
+        KeyPool::default()
     }
 
-    /// The view of the pool for one config snapshot.
-    pub fn bind(&self, _cfg: &config::Pool) -> PoolView {
-        PoolView {}
+    /// The view of the pool for one config snapshot. Keys that stay keep their cell (rests,
+    /// counters); a reload forgives `disabled` and `limit: 0` ("until reload or admin reset").
+    pub fn bind(&self, cfg: &config::Pool) -> PoolView {
+        let mut cells = lock(&self.shared.cells);
+        let mut next: HashMap<ApiKey, Arc<Cell>> = HashMap::with_capacity(cfg.keys.len());
+        let mut slots = Vec::with_capacity(cfg.keys.len());
+        for spec in &cfg.keys {
+            let cell = match next.get(&spec.key) {
+                Some(cell) => cell.clone(),
+                None => {
+                    let cell = match cells.remove(&spec.key) {
+                        Some(cell) => {
+                            cell.revive();
+                            cell
+                        }
+                        None => Arc::new(Cell::new()),
+                    };
+                    next.insert(spec.key.clone(), cell.clone());
+                    cell
+                }
+            };
+            slots.push(Slot {
+                spec: spec.clone(),
+                cell,
+            });
+        }
+        *cells = next;
+        drop(cells);
+        PoolView {
+            slots: slots.into_boxed_slice(),
+            policy: Policy {
+                failure_threshold: cfg.failure_threshold,
+                cooldown: cfg.cooldown,
+            },
+            max_attempts: cfg.max_attempts,
+            routes: RwLock::new(HashMap::new()),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Shared {
+    fn cursor(&self, model: &str) -> Arc<AtomicUsize> {
+        let mut cursors = lock(&self.cursors);
+        if let Some(c) = cursors.get(model) {
+            return c.clone();
+        }
+        if cursors.len() >= MAX_ROUTES {
+            return self.overflow_cursor.clone();
+        }
+        let c = Arc::new(AtomicUsize::new(0));
+        cursors.insert(Arc::from(model), c.clone());
+        c
     }
 }
 
 /// The keys of one config snapshot, each with its shared health cell.
-pub struct PoolView {}
+pub struct PoolView {
+    slots: Box<[Slot]>,
+    policy: Policy,
+    max_attempts: u32,
+    /// Per model: which keys may serve it, computed once per snapshot (globs are not free).
+    routes: RwLock<HashMap<Box<str>, Arc<Route>>>,
+    shared: Arc<Shared>,
+}
+
+struct Slot {
+    spec: config::KeySpec,
+    cell: Arc<Cell>,
+}
+
+struct Route {
+    /// Indices into `slots` of keys whose `models` globs allow the model.
+    allowed: Box<[usize]>,
+    cursor: Arc<AtomicUsize>,
+}
 
 /// A key chosen for one attempt. Hand it back to `report` with the outcome.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Lease {
     /// Position of the key in the snapshot (stable for the snapshot's life).
     pub index: usize,
     pub key: ApiKey,
     /// The upstream model this lease is for.
     pub model: Arc<str>,
+    cell: Arc<Cell>,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("index", &self.index)
+            .field("key", &self.key)
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+/// The time an operation happens at. The monotonic instant drives rests; the wall clock is what
+/// `/status` shows (and, with the quota day, what decides daily resets).
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub instant: Instant,
+    pub wall: SystemTime,
+}
+
+impl Now {
+    pub fn new(instant: Instant, wall: SystemTime) -> Self {
+        Now { instant, wall }
+    }
+
+    /// `instant` with the current wall clock (what the `Instant`-only methods use).
+    pub fn at(instant: Instant) -> Self {
+        Now {
+            instant,
+            wall: SystemTime::now(),
+        }
+    }
 }
 
 /// Why no key could be picked.
@@ -125,9 +250,46 @@ pub struct ModelStatus {
     pub last_error: Option<String>,
 }
 
+/// Why keys were skipped during one pick, to explain a `NoKey`.
+#[derive(Default)]
+struct Tally {
+    allowed: usize,
+    disabled: usize,
+    /// Out until the quota day ends (or for good: `limit: 0`).
+    daily: usize,
+    earliest: Option<Instant>,
+}
+
+impl Tally {
+    fn add(&mut self, skip: Skip) {
+        match skip {
+            Skip::Disabled => self.disabled += 1,
+            Skip::NoQuota => self.daily += 1,
+            Skip::Resting { until, daily } => {
+                if daily {
+                    self.daily += 1;
+                }
+                self.earliest = Some(self.earliest.map_or(until, |e| e.min(until)));
+            }
+        }
+    }
+
+    fn no_key(&self, now: Instant) -> NoKey {
+        let all_disabled = self.allowed > 0 && self.disabled == self.allowed;
+        NoKey {
+            retry_after: self.earliest.map(|e| e.saturating_duration_since(now)),
+            all_daily: !all_disabled
+                && self.daily > 0
+                && self.daily + self.disabled == self.allowed,
+            all_disabled,
+            none_allowed: self.allowed == 0,
+        }
+    }
+}
+
 impl PoolView {
     pub fn len(&self) -> usize {
-        0
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,18 +297,61 @@ impl PoolView {
     }
 
     pub fn max_attempts(&self) -> u32 {
-        1
+        self.max_attempts.max(1)
     }
 
     /// Picks the next key for `model`, skipping keys in `exclude` (indices already tried for
     /// this request), keys not allowed for the model, disabled keys and resting keys.
-    pub fn pick(&self, _model: &str, _now: Instant, _exclude: &[usize]) -> Result<Lease, NoKey> {
-        Err(NoKey {
-            retry_after: None,
-            all_daily: false,
-            all_disabled: false,
-            none_allowed: true,
-        })
+    pub fn pick(&self, model: &str, now: Instant, exclude: &[usize]) -> Result<Lease, NoKey> {
+        self.pick_at(model, Now::at(now), exclude)
+    }
+
+    /// `pick` with an explicit wall clock.
+    pub fn pick_at(&self, model: &str, now: Now, exclude: &[usize]) -> Result<Lease, NoKey> {
+        let route = self.route(model);
+        let n = route.allowed.len();
+        let mut tally = Tally {
+            allowed: n,
+            ..Tally::default()
+        };
+        if n == 0 {
+            return Err(tally.no_key(now.instant));
+        }
+        // Round robin: start at the model's cursor and take the first usable key. When most keys
+        // are usable this touches one or two cells, whatever the pool's size.
+        let start = route.cursor.fetch_add(1, Ordering::Relaxed);
+        for step in 0..n {
+            let index = route.allowed[(start.wrapping_add(step)) % n];
+            let slot = &self.slots[index];
+            if exclude.contains(&index) {
+                // Tried already for this request: a usable one still keeps `all_*` false.
+                if let Err(skip) = slot.cell.check(model, &now) {
+                    tally.add(skip);
+                }
+                continue;
+            }
+            match slot.cell.try_lease(model, &now) {
+                Ok(()) => {
+                    if step > 0 {
+                        // Skipped keys must not hand their turn to the next key twice.
+                        route.cursor.fetch_add(step, Ordering::Relaxed);
+                    }
+                    return Ok(self.lease(index, model));
+                }
+                Err(skip) => tally.add(skip),
+            }
+        }
+        Err(tally.no_key(now.instant))
+    }
+
+    fn lease(&self, index: usize, model: &str) -> Lease {
+        let slot = &self.slots[index];
+        Lease {
+            index,
+            key: slot.spec.key.clone(),
+            model: Arc::from(model),
+            cell: slot.cell.clone(),
+        }
     }
 
     /// Picks any key that is not disabled, for calls about no particular model (model lists).
@@ -160,14 +365,104 @@ impl PoolView {
     }
 
     /// Applies an upstream outcome to the leased key.
-    pub fn report(&self, _lease: &Lease, _outcome: &Outcome, _now: Instant) {}
+    pub fn report(&self, lease: &Lease, outcome: &Outcome, now: Instant) {
+        self.report_at(lease, outcome, Now::at(now))
+    }
+
+    /// `report` with an explicit wall clock.
+    pub fn report_at(&self, lease: &Lease, outcome: &Outcome, now: Now) {
+        lease.cell.report(&lease.model, outcome, &now, self.policy);
+    }
 
     /// Keys usable for at least one model right now (for `/health`).
-    pub fn available_count(&self, _now: Instant) -> usize {
-        0
+    pub fn available_count(&self, now: Instant) -> usize {
+        let now = Now::at(now);
+        self.slots
+            .iter()
+            .filter(|s| s.cell.status(&now).available)
+            .count()
     }
 
-    pub fn status(&self, _now: Instant) -> Vec<KeyStatus> {
-        Vec::new()
+    pub fn status(&self, now: Instant) -> Vec<KeyStatus> {
+        self.status_at(Now::at(now))
+    }
+
+    pub fn status_at(&self, now: Now) -> Vec<KeyStatus> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let st = slot.cell.status(&now);
+                KeyStatus {
+                    index,
+                    masked: slot.spec.key.masked(),
+                    name: slot.spec.name.clone(),
+                    project: slot.spec.project.clone(),
+                    failure_count: st.failure_count,
+                    available: st.available,
+                    disabled: st.disabled,
+                    last_used: st.last_used,
+                    models: st.models,
+                }
+            })
+            .collect()
+    }
+
+    /// Every key available again for every model (`POST /admin/reset-keys`). Returns the number
+    /// of keys reset.
+    pub fn reset_all(&self) -> usize {
+        self.reset(None, None)
+    }
+
+    /// `POST /reset-api-key-health`: keys whose masked form equals `pattern` (or ends with it,
+    /// so "abcd" works too), or all keys when `None`; only `model`'s state when given, else the
+    /// whole key including `disabled`. Returns the number of keys touched.
+    pub fn reset(&self, pattern: Option<&str>, model: Option<&str>) -> usize {
+        let mut count = 0;
+        for slot in self.slots.iter() {
+            let hit = pattern.is_none_or(|p| {
+                let masked = slot.spec.key.masked();
+                masked == p || (p.len() >= 4 && masked.ends_with(p))
+            });
+            if hit {
+                slot.cell.reset(model);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Keys allowed for `model` in this snapshot, with the model's shared cursor.
+    fn route(&self, model: &str) -> Arc<Route> {
+        if let Some(r) = read(&self.routes).get(model) {
+            return r.clone();
+        }
+        let allowed = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.spec.models.as_ref().is_none_or(|g| g.matches(model)))
+            .map(|(i, _)| i)
+            .collect();
+        let route = Arc::new(Route {
+            allowed,
+            cursor: self.shared.cursor(model),
+        });
+        let mut routes = write(&self.routes);
+        if routes.len() < MAX_ROUTES {
+            routes.insert(Box::from(model), route.clone());
+        }
+        route
     }
 }
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

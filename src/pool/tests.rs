@@ -1,0 +1,434 @@
+//! Pool behaviour with time as an input: every test passes explicit `Instant`s and never sleeps.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+use crate::config::{KeySpec, ModelGlobs, Strategy};
+
+const PRO: &str = "gemini-2.5-pro";
+const FLASH: &str = "gemini-2.5-flash";
+
+fn key(i: usize) -> ApiKey {
+    ApiKey::new(format!("AIzaFAKE-test-key-{i:022}"))
+}
+
+fn spec(i: usize) -> KeySpec {
+    KeySpec {
+        key: key(i),
+        name: None,
+        project: None,
+        models: None,
+        daily_limit: None,
+    }
+}
+
+fn cfg(keys: Vec<KeySpec>) -> config::Pool {
+    config::Pool {
+        strategy: Strategy::RoundRobin,
+        keys,
+        failure_threshold: 3,
+        cooldown: Duration::from_secs(60),
+        max_attempts: 3,
+    }
+}
+
+fn pool(n: usize) -> (KeyPool, PoolView) {
+    let pool = KeyPool::new();
+    let view = pool.bind(&cfg((0..n).map(spec).collect()));
+    (pool, view)
+}
+
+fn globs(list: &[&str]) -> Option<ModelGlobs> {
+    Some(ModelGlobs(
+        list.iter()
+            .map(|g| glob::Pattern::new(g).expect("test glob"))
+            .collect(),
+    ))
+}
+
+fn pick(view: &PoolView, model: &str, now: Instant) -> Result<usize, NoKey> {
+    view.pick(model, now, &[]).map(|l| l.index)
+}
+
+/// Picks `n` times and reports success, returning how often each index was used.
+fn spread(view: &PoolView, model: &str, now: Instant, n: usize) -> HashMap<usize, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let lease = view.pick(model, now, &[]).expect("a usable key");
+        view.report(&lease, &Outcome::Success, now);
+        *seen.entry(lease.index).or_default() += 1;
+    }
+    seen
+}
+
+fn rate_limited(secs: u64) -> Outcome {
+    Outcome::RateLimited {
+        retry_after: Some(Duration::from_secs(secs)),
+    }
+}
+
+fn no_key(retry_after: Option<u64>) -> NoKey {
+    NoKey {
+        retry_after: retry_after.map(Duration::from_secs),
+        all_daily: false,
+        all_disabled: false,
+        none_allowed: false,
+    }
+}
+
+#[test]
+fn rotation_is_even_and_per_model() {
+    let (_pool, view) = pool(4);
+    let t = Instant::now();
+    let pro = spread(&view, PRO, t, 400);
+    assert_eq!(pro.len(), 4);
+    assert!(pro.values().all(|&c| c == 100), "{pro:?}");
+    // Flash has its own cursor: its first pick is key 0, whatever pro did.
+    assert_eq!(pick(&view, FLASH, t), Ok(0));
+    assert_eq!(pick(&view, FLASH, t), Ok(1));
+    assert_eq!(pick(&view, PRO, t), Ok(0));
+}
+
+#[test]
+fn skipping_a_resting_key_keeps_the_spread_even() {
+    let (_pool, view) = pool(4);
+    let t = Instant::now();
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    view.report(&lease, &rate_limited(3600), t);
+    let seen = spread(&view, PRO, t, 300);
+    assert_eq!(seen.get(&lease.index), None);
+    assert!(seen.values().all(|&c| c == 100), "{seen:?}");
+}
+
+#[test]
+fn rate_limited_key_rests_exactly_its_delay() {
+    let (_pool, view) = pool(2);
+    let t = Instant::now();
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    assert_eq!(lease.index, 0);
+    view.report(&lease, &rate_limited(54), t);
+    for s in [0, 1, 30, 53] {
+        assert_eq!(
+            pick(&view, PRO, t + Duration::from_secs(s)),
+            Ok(1),
+            "at {s}s"
+        );
+    }
+    // The rest is per model: flash still uses key 0.
+    assert_eq!(pick(&view, FLASH, t), Ok(0));
+    let back = t + Duration::from_secs(54);
+    let seen = spread(&view, PRO, back, 2);
+    assert_eq!(seen.get(&0), Some(&1));
+}
+
+#[test]
+fn rate_limited_without_delay_rests_cooldown() {
+    let (_pool, view) = pool(1);
+    let t = Instant::now();
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    view.report(&lease, &Outcome::RateLimited { retry_after: None }, t);
+    assert_eq!(
+        pick(&view, PRO, t + Duration::from_secs(59)),
+        Err(no_key(Some(1)))
+    );
+    assert_eq!(pick(&view, PRO, t + Duration::from_secs(60)), Ok(0));
+}
+
+#[test]
+fn a_shorter_delay_does_not_cut_a_longer_rest() {
+    let (_pool, view) = pool(1);
+    let t = Instant::now();
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    view.report(&lease, &rate_limited(100), t);
+    view.report(&lease, &rate_limited(5), t);
+    assert_eq!(
+        pick(&view, PRO, t + Duration::from_secs(50)),
+        Err(no_key(Some(50)))
+    );
+}
+
+#[test]
+fn invalid_key_is_never_picked_again() {
+    let (_pool, view) = pool(3);
+    let t = Instant::now();
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    let reason = "400 INVALID_ARGUMENT (API_KEY_INVALID): API key not valid.".to_string();
+    view.report(&lease, &Outcome::KeyInvalid { reason }, t);
+    let later = t + Duration::from_secs(86_400 * 30);
+    for model in [PRO, FLASH, "gemini-2.0-flash"] {
+        let seen = spread(&view, model, later, 20);
+        assert_eq!(seen.get(&lease.index), None, "{model}");
+    }
+    let st = &view.status(later)[lease.index];
+    assert!(!st.available);
+    assert!(st
+        .disabled
+        .as_deref()
+        .is_some_and(|r| r.contains("API_KEY_INVALID")));
+    assert!(!st.masked.contains("test-key"));
+}
+
+#[test]
+fn failure_threshold_then_rest_then_back() {
+    let (_pool, view) = pool(2);
+    let t = Instant::now();
+    let fail = Outcome::Transient {
+        reason: "500 INTERNAL".into(),
+    };
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    view.report(&lease, &fail, t);
+    view.report(&lease, &fail, t);
+    // A success in between resets the count: two more failures do not reach the threshold.
+    view.report(&lease, &Outcome::Success, t);
+    view.report(&lease, &fail, t);
+    view.report(&lease, &fail, t);
+    assert_eq!(view.status(t)[0].models[0].consecutive_failures, 2);
+    assert_eq!(pick(&view, PRO, t), Ok(1));
+    assert_eq!(
+        pick(&view, PRO, t),
+        Ok(0),
+        "below the threshold the key still serves"
+    );
+    view.report(&lease, &fail, t);
+    let st = &view.status(t)[0].models[0];
+    assert_eq!(st.state, "cooling");
+    assert_eq!(st.consecutive_failures, 0);
+    assert_eq!(st.cooldown_remaining, Some(Duration::from_secs(60)));
+    let seen = spread(&view, PRO, t + Duration::from_secs(59), 4);
+    assert_eq!(seen.get(&0), None);
+    let seen = spread(&view, PRO, t + Duration::from_secs(60), 4);
+    assert_eq!(seen.get(&0), Some(&2));
+}
+
+#[test]
+fn overloaded_and_client_errors_do_not_count() {
+    let (_pool, view) = pool(1);
+    let t = Instant::now();
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    for _ in 0..10 {
+        view.report(&lease, &Outcome::Overloaded, t);
+        view.report(&lease, &Outcome::ClientError, t);
+    }
+    assert_eq!(pick(&view, PRO, t), Ok(0));
+    assert_eq!(view.status(t)[0].failure_count, 0);
+}
+
+#[test]
+fn exclude_skips_keys_already_tried() {
+    let (_pool, view) = pool(3);
+    let t = Instant::now();
+    for _ in 0..6 {
+        let lease = view.pick(PRO, t, &[0, 2]).expect("key 1");
+        assert_eq!(lease.index, 1);
+    }
+    // All excluded and usable: nothing to pick, but nothing is "all out" either.
+    assert_eq!(
+        view.pick(PRO, t, &[0, 1, 2]).map(|l| l.index),
+        Err(no_key(None))
+    );
+}
+
+#[test]
+fn no_key_reports_the_earliest_return() {
+    let (_pool, view) = pool(3);
+    let t = Instant::now();
+    for secs in [30, 10, 20] {
+        let lease = view.pick(PRO, t, &[]).expect("key");
+        view.report(&lease, &rate_limited(secs), t);
+    }
+    assert_eq!(
+        pick(&view, PRO, t + Duration::from_secs(4)),
+        Err(no_key(Some(6)))
+    );
+    assert_eq!(pick(&view, PRO, t + Duration::from_secs(10)), Ok(1));
+}
+
+#[test]
+fn no_key_flags() {
+    let t = Instant::now();
+    let reason = || Outcome::KeyInvalid {
+        reason: "403".into(),
+    };
+
+    let (_pool, view) = pool(2);
+    for _ in 0..2 {
+        let lease = view.pick(PRO, t, &[]).expect("key");
+        view.report(&lease, &reason(), t);
+    }
+    let err = pick(&view, PRO, t).expect_err("all disabled");
+    assert!(err.all_disabled && !err.all_daily && !err.none_allowed);
+    assert_eq!(err.retry_after, None);
+
+    let (_pool, view) = pool(2);
+    let a = view.pick(PRO, t, &[]).expect("key");
+    let b = view.pick(PRO, t, &[]).expect("key");
+    view.report(&a, &reason(), t);
+    view.report(&b, &Outcome::NoQuota, t);
+    let err = pick(&view, PRO, t).expect_err("out for the day");
+    assert!(err.all_daily && !err.all_disabled && !err.none_allowed);
+    assert_eq!(err.retry_after, None);
+    // limit: 0 is per model.
+    assert_eq!(pick(&view, FLASH, t), Ok(1));
+
+    let (_pool, view) = pool(1);
+    let a = view.pick(PRO, t, &[]).expect("key");
+    view.report(&a, &Outcome::QuotaDaily, t);
+    let err = pick(&view, PRO, t).expect_err("daily");
+    assert!(err.all_daily);
+    assert!(err.retry_after.is_some());
+}
+
+#[test]
+fn globs_restrict_keys_to_models() {
+    let pool = KeyPool::new();
+    let mut keys: Vec<KeySpec> = (0..3).map(spec).collect();
+    keys[0].models = globs(&["gemini-2.5-*"]);
+    keys[1].models = globs(&["gemini-2.0-*"]);
+    let view = pool.bind(&cfg(keys));
+    let t = Instant::now();
+    let pro = spread(&view, PRO, t, 10);
+    assert_eq!(pro.get(&1), None);
+    assert_eq!(pro.get(&0), Some(&5));
+    let old = spread(&view, "gemini-2.0-flash", t, 10);
+    assert_eq!(old.get(&0), None);
+    assert_eq!(old.get(&1), Some(&5));
+
+    let mut keys: Vec<KeySpec> = (0..2).map(spec).collect();
+    keys[0].models = globs(&["gemini-2.5-*"]);
+    keys[1].models = globs(&["gemini-2.5-*"]);
+    let view = pool.bind(&cfg(keys));
+    let err = pick(&view, "gemini-1.5-pro", t).expect_err("none allowed");
+    assert!(err.none_allowed && !err.all_disabled && !err.all_daily);
+}
+
+#[test]
+fn state_survives_a_reload_for_keys_that_stay() {
+    let pool = KeyPool::new();
+    let v1 = pool.bind(&cfg((0..3).map(spec).collect()));
+    let t = Instant::now();
+    // Rest key 1 (the second pick) for an hour.
+    let _ = v1.pick(PRO, t, &[]).expect("key 0");
+    let k1 = v1.pick(PRO, t, &[]).expect("key 1");
+    assert_eq!(k1.key, key(1));
+    v1.report(&k1, &rate_limited(3600), t);
+
+    // Key 0 removed, key 1 stays (now at index 0), keys 3 and 4 added.
+    let v2 = pool.bind(&cfg(vec![spec(1), spec(2), spec(3), spec(4)]));
+    let seen = spread(&v2, PRO, t, 30);
+    assert_eq!(seen.get(&0), None, "key 1 still rests after the reload");
+    assert_eq!(seen.len(), 3);
+    let st = &v2.status(t)[0];
+    assert_eq!(st.masked, key(1).masked());
+    assert_eq!(st.models[0].state, "cooling");
+
+    // A lease from the old view still reports into the shared cell.
+    let k2_old = v1.pick(FLASH, t, &[2]).expect("key");
+    v1.report(&k2_old, &rate_limited(3600), t);
+    let flash = spread(&v2, FLASH, t, 9);
+    let moved = k2_old.key.clone();
+    let idx = (0..v2.len()).find(|&i| v2.status(t)[i].masked == moved.masked());
+    if let Some(idx) = idx {
+        assert_eq!(flash.get(&idx), None);
+    }
+    assert_eq!(
+        lock(&pool.shared.cells).len(),
+        4,
+        "removed keys leave the registry"
+    );
+}
+
+#[test]
+fn rotation_continues_across_reloads() {
+    let pool = KeyPool::new();
+    let v1 = pool.bind(&cfg((0..4).map(spec).collect()));
+    let t = Instant::now();
+    assert_eq!(pick(&v1, PRO, t), Ok(0));
+    assert_eq!(pick(&v1, PRO, t), Ok(1));
+    let v2 = pool.bind(&cfg((0..4).map(spec).collect()));
+    assert_eq!(pick(&v2, PRO, t), Ok(2));
+}
+
+#[test]
+fn a_reload_forgives_disabled_keys() {
+    let pool = KeyPool::new();
+    let v1 = pool.bind(&cfg(vec![spec(0)]));
+    let t = Instant::now();
+    let lease = v1.pick(PRO, t, &[]).expect("key");
+    v1.report(
+        &lease,
+        &Outcome::KeyInvalid {
+            reason: "401".into(),
+        },
+        t,
+    );
+    assert!(pick(&v1, PRO, t).is_err());
+    let v2 = pool.bind(&cfg(vec![spec(0)]));
+    assert_eq!(pick(&v2, PRO, t), Ok(0));
+}
+
+#[test]
+fn admin_resets() {
+    let (_pool, view) = pool(3);
+    let t = Instant::now();
+    for _ in 0..3 {
+        let lease = view.pick(PRO, t, &[]).expect("key");
+        view.report(&lease, &rate_limited(3600), t);
+        let lease = view.pick(FLASH, t, &[]).expect("key");
+        view.report(&lease, &rate_limited(3600), t);
+    }
+    assert!(pick(&view, PRO, t).is_err());
+    let masked = key(1).masked();
+    assert_eq!(view.reset(Some(&masked), Some(PRO)), 1);
+    assert_eq!(pick(&view, PRO, t), Ok(1));
+    assert!(pick(&view, FLASH, t).is_err());
+    assert_eq!(view.reset(Some("nomatch-at-all"), None), 0);
+    assert_eq!(view.reset_all(), 3);
+    assert_eq!(spread(&view, FLASH, t, 3).len(), 3);
+}
+
+#[test]
+fn status_and_health() {
+    let (_pool, view) = pool(3);
+    let t = Instant::now();
+    let before = SystemTime::now();
+    assert_eq!(view.available_count(t), 3);
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    view.report(
+        &lease,
+        &Outcome::KeyInvalid {
+            reason: "403".into(),
+        },
+        t,
+    );
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    view.report(&lease, &rate_limited(10), t);
+    assert_eq!(view.available_count(t), 1);
+    assert_eq!(view.available_count(t + Duration::from_secs(10)), 2);
+    let st = view.status(t);
+    assert_eq!(st.len(), 3);
+    assert_eq!(st[1].models[0].state, "cooling");
+    assert_eq!(st[1].models[0].daily_requests, 1);
+    assert_eq!(st[1].models[0].last_error.as_deref(), Some("rate_limited"));
+    assert!(st[1].last_used.is_some_and(|u| u >= before));
+    assert_eq!(st[0].models[0].state, "disabled");
+    assert_eq!(st[2].last_used, None);
+}
+
+#[test]
+fn picks_stay_cheap_with_ten_thousand_keys() {
+    let (_pool, view) = pool(10_000);
+    let t = Instant::now();
+    // Warm the route, then time picks: O(1) when keys are usable.
+    let _ = pick(&view, PRO, t);
+    let started = Instant::now();
+    for _ in 0..10_000 {
+        let lease = view.pick(PRO, t, &[]).expect("key");
+        view.report(&lease, &Outcome::Success, t);
+    }
+    let per_pick = started.elapsed() / 10_000;
+    assert!(
+        per_pick < Duration::from_micros(50),
+        "{per_pick:?} per pick"
+    );
+}
