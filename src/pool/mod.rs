@@ -355,12 +355,25 @@ impl PoolView {
     }
 
     /// Picks any key that is not disabled, for calls about no particular model (model lists).
-    pub fn pick_any(&self, _now: Instant, _exclude: &[usize]) -> Result<Lease, NoKey> {
+    /// Counts no request against any model.
+    pub fn pick_any(&self, now: Instant, exclude: &[usize]) -> Result<Lease, NoKey> {
+        let now = Now::at(now);
+        let n = self.slots.len();
+        let start = self.shared.cursor("").fetch_add(1, Ordering::Relaxed);
+        for step in 0..n {
+            let index = start.wrapping_add(step) % n;
+            if exclude.contains(&index) {
+                continue;
+            }
+            if self.slots[index].cell.check("", &now).is_ok() {
+                return Ok(self.lease(index, ""));
+            }
+        }
         Err(NoKey {
             retry_after: None,
             all_daily: false,
             all_disabled: true,
-            none_allowed: false,
+            none_allowed: n == 0,
         })
     }
 
