@@ -219,3 +219,6 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     validate::load(path)
 }
+
+#[cfg(test)]
+mod tests;
