@@ -75,7 +75,7 @@ pub async fn run(loaded: config::Loaded) -> Exit {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
-    tracing::info!(%addr, config = %path, keys, tokens, "listening addr={addr}");
+    tracing::info!(%addr, config = %path, keys, tokens, "listening");
 
     tokio::spawn(watch_signals(app.clone()));
     server::serve(listener, app).await;
