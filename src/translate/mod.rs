@@ -71,6 +71,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
         let param = message
             .strip_prefix("missing field `")
             .and_then(|rest| rest.split('`').next())
+            .filter(|field| matches!(*field, "model" | "messages"))
             .map(str::to_owned);
         TranslateError::InvalidRequest {
             message: format!("invalid request body: {message}"),
