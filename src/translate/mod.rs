@@ -13,6 +13,8 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 
 pub use openai::ChatRequest;
@@ -69,6 +71,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
         let param = message
             .strip_prefix("missing field `")
             .and_then(|rest| rest.split('`').next())
+            .filter(|field| matches!(*field, "model" | "messages"))
             .map(str::to_owned);
         TranslateError::InvalidRequest {
             message: format!("invalid request body: {message}"),
@@ -91,18 +94,70 @@ pub(crate) fn invalid(message: &str, param: String) -> TranslateError {
     }
 }
 
-/// Builds the Gemini `GenerateContentRequest` JSON body for one target model.
+/// Finds a remembered thought signature by OpenAI tool call id.
+pub type SignatureLookup = dyn Fn(&str) -> Option<String>;
+
+/// What the caller may add to a request from outside the pure mapping.
+#[derive(Default, Clone, Copy)]
+pub struct Extras<'a> {
+    /// Thought signatures remembered server-side, by OpenAI tool call id: used when the client
+    /// dropped `extra_content` (legacy Cline, LangChain, the AI SDK do).
+    pub signatures: Option<&'a SignatureLookup>,
+    /// Bytes fetched for the URLs `remote_media_urls` listed, keyed by URL.
+    pub media: Option<&'a HashMap<String, FetchedFile>>,
+}
+
+/// One fetched media URL.
+#[derive(Debug, Clone)]
+pub struct FetchedFile {
+    pub mime_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Builds the Gemini `GenerateContentRequest` JSON body for one target model. An http(s)
+/// image URL is `InvalidRequest` here; use `to_gemini_with` to supply fetched bytes.
 pub fn to_gemini(req: &ChatRequest, target: &Target<'_>) -> Result<Vec<u8>, TranslateError> {
-    let body = request::build(req, target)?;
+    to_gemini_with(req, target, &Extras::default())
+}
+
+/// `to_gemini` with fetched media and remembered thought signatures.
+pub fn to_gemini_with(
+    req: &ChatRequest,
+    target: &Target<'_>,
+    extras: &Extras<'_>,
+) -> Result<Vec<u8>, TranslateError> {
+    let body = request::build(req, target, extras)?;
     serde_json::to_vec(&body).map_err(|e| TranslateError::InvalidRequest {
         message: e.to_string(),
         param: None,
     })
 }
 
+/// Every http(s) image URL in the request's user messages, for the caller to fetch.
+pub fn remote_media_urls(req: &ChatRequest) -> Vec<&str> {
+    request::remote_media_urls(req)
+}
+
 /// Turns a Gemini `GenerateContentResponse` body into an OpenAI `chat.completion` body.
 pub fn from_gemini(body: &[u8], ctx: &ResponseCtx) -> Result<Vec<u8>, TranslateError> {
+    response::translate(body, ctx).map(|t| t.body)
+}
+
+/// `from_gemini` with what the caller may act on besides the body.
+pub fn from_gemini_detailed(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, TranslateError> {
     response::translate(body, ctx)
+}
+
+/// A translated non-streaming response.
+#[derive(Debug, Clone)]
+pub struct Translated {
+    /// The OpenAI `chat.completion` JSON.
+    pub body: Vec<u8>,
+    /// `(tool call id, thought signature)` for a server-side signature cache.
+    pub signatures: Vec<(String, String)>,
+    /// Some choice has text or a tool call. Without one the answer is empty (blocked,
+    /// thoughts only, MAX_TOKENS before any text), which SPEC §5 wants reported as an error.
+    pub has_output: bool,
 }
 
 pub use stream::StreamTranslator;

@@ -6,10 +6,23 @@
 //! a field it does not know.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
-use super::gemini::{Content, GenerateContentRequest, GenerationConfig, Part, SafetySetting};
-use super::openai::{ChatRequest, Content as MsgContent, ContentPart, Message, Stop};
-use super::{invalid, Target, TranslateError};
+use serde_json::{Map, Value};
+
+use super::gemini::{
+    Blob, Content, FunctionCall, FunctionCallingConfig, FunctionDeclaration, FunctionResponse,
+    GenerateContentRequest, GenerationConfig, Part, SafetySetting, ThinkingConfig, Tool,
+    ToolConfig,
+};
+use super::openai::{
+    ChatRequest, Content as MsgContent, ContentPart, Message, ResponseFormat, Stop, ToolCall,
+    ToolChoice,
+};
+use super::{invalid, Extras, Target, TranslateError};
+
+/// Google's documented stand-in for a Gemini 3 thought signature we no longer have.
+pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 
 const HARM_CATEGORIES: [&str; 4] = [
     "HARM_CATEGORY_HARASSMENT",
@@ -29,10 +42,13 @@ pub(crate) fn bare_model(model: &str) -> &str {
 pub(crate) fn build<'a>(
     req: &'a ChatRequest,
     target: &Target<'a>,
+    extras: &Extras<'_>,
 ) -> Result<GenerateContentRequest<'a>, TranslateError> {
     let model = bare_model(target.model);
     let mut out = GenerateContentRequest::default();
     let mut system: Vec<Part<'a>> = Vec::new();
+    // Tool results name only the call id; Gemini wants the function name.
+    let mut call_names: HashMap<&'a str, &'a str> = HashMap::new();
 
     for (i, msg) in req.messages.iter().enumerate() {
         match msg {
@@ -42,19 +58,47 @@ pub(crate) fn build<'a>(
             }
             Message::User { content } => {
                 let mut parts = Vec::new();
-                user_parts(content, i, &mut parts)?;
+                user_parts(content, i, extras, &mut parts)?;
                 push_turn(&mut out.contents, "user", parts);
             }
-            Message::Assistant { content, .. } => {
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => {
                 let mut parts = Vec::new();
                 text_parts(content, &mut parts);
+                for call in tool_calls.iter().flatten() {
+                    call_names.insert(call.id.as_str(), call.function.name.as_str());
+                    parts.push(function_call_part(call, extras));
+                }
                 push_turn(&mut out.contents, "model", parts);
             }
-            Message::Tool { .. } => {
-                return Err(invalid(
-                    "tool messages are not supported yet",
-                    format!("messages[{i}]"),
-                ));
+            Message::Tool {
+                content,
+                tool_call_id,
+                name,
+            } => {
+                let name = call_names
+                    .get(tool_call_id.as_str())
+                    .copied()
+                    .or(name.as_deref());
+                let part = match name {
+                    Some(name) => Part {
+                        function_response: Some(FunctionResponse {
+                            id: Some(tool_call_id.as_str()).filter(|id| !id.is_empty()),
+                            name,
+                            response: tool_result(content),
+                        }),
+                        ..Part::default()
+                    },
+                    // A result whose call was cut from the history (context truncation) has
+                    // no function to answer; keep what it said as text rather than fail.
+                    None => text_part(Cow::Owned(format!(
+                        "Result of tool call {tool_call_id}: {}",
+                        joined_text(content)
+                    ))),
+                };
+                push_turn(&mut out.contents, "user", vec![part]);
             }
         }
     }
@@ -71,13 +115,50 @@ pub(crate) fn build<'a>(
             },
         );
     }
+    if is_gemini3(model) {
+        fill_missing_signatures(&mut out.contents);
+    }
     if !system.is_empty() {
         out.system_instruction = Some(Content {
             role: None,
             parts: system,
         });
     }
+    out.tools = tools(req)?;
+    if !out.tools.is_empty() {
+        out.tool_config = req.tool_choice.as_ref().map(|choice| ToolConfig {
+            function_calling_config: match choice {
+                ToolChoice::Mode(m) => FunctionCallingConfig {
+                    mode: match m.as_str() {
+                        "none" => "NONE",
+                        "required" => "ANY",
+                        _ => "AUTO",
+                    },
+                    allowed_function_names: None,
+                },
+                ToolChoice::Named(name) => FunctionCallingConfig {
+                    mode: "ANY",
+                    allowed_function_names: Some([name.as_str()]),
+                },
+            },
+        });
+    }
     out.generation_config = generation_config(req, model)?;
+    let effort = req.reasoning_effort.as_deref().or(target.reasoning_effort);
+    if let Some(effort) = effort {
+        out.generation_config.thinking_config = thinking_config(model, effort)?;
+    }
+    match &req.response_format {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonObject) => {
+            out.generation_config.response_mime_type = Some("application/json");
+        }
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            out.generation_config.response_mime_type = Some("application/json");
+            out.generation_config.response_json_schema =
+                json_schema.schema.as_ref().map(clean_schema);
+        }
+    }
     if let Some(threshold) = target.safety.filter(|t| !t.eq_ignore_ascii_case("default")) {
         out.safety_settings = HARM_CATEGORIES
             .iter()
@@ -88,6 +169,255 @@ pub(crate) fn build<'a>(
             .collect();
     }
     Ok(out)
+}
+
+fn function_call_part<'a>(call: &'a ToolCall, extras: &Extras<'_>) -> Part<'a> {
+    // `arguments` is JSON text per the spec; Gemini wants an object, and a model that wrote
+    // broken JSON is better answered with {} than with a 400 the client cannot fix.
+    let args = match &call.function.arguments {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => Value::Object(Map::new()),
+        },
+        v @ Value::Object(_) => v.clone(),
+        _ => Value::Object(Map::new()),
+    };
+    let signature = match call.thought_signature() {
+        Some(sig) => Some(Cow::Borrowed(sig)),
+        None => extras
+            .signatures
+            .and_then(|lookup| lookup(&call.id))
+            .map(Cow::Owned),
+    };
+    Part {
+        function_call: Some(FunctionCall {
+            id: Some(call.id.as_str()).filter(|id| !id.is_empty()),
+            name: &call.function.name,
+            args,
+        }),
+        thought_signature: signature,
+        ..Part::default()
+    }
+}
+
+/// Gemini 3 validates signatures for the current turn only (since the last real user prompt),
+/// and only on the first function call of each step; where the client dropped it, the stand-in
+/// keeps the request valid.
+fn fill_missing_signatures(contents: &mut [Content<'_>]) {
+    let current = contents
+        .iter()
+        .rposition(|c| {
+            c.role == Some("user") && c.parts.iter().any(|p| p.function_response.is_none())
+        })
+        .map_or(0, |i| i + 1);
+    for content in &mut contents[current..] {
+        if content.role != Some("model") {
+            continue;
+        }
+        if let Some(first) = content.parts.iter_mut().find(|p| p.function_call.is_some()) {
+            if first.thought_signature.is_none() {
+                first.thought_signature = Some(Cow::Borrowed(SKIP_SIGNATURE));
+            }
+        }
+    }
+}
+
+/// A tool result as Gemini's `response` object: a JSON object as is, anything else wrapped.
+fn tool_result(content: &MsgContent) -> Value {
+    let text = joined_text(content);
+    if text.trim_start().starts_with('{') {
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
+            return v;
+        }
+    }
+    let mut map = Map::new();
+    map.insert("output".into(), Value::String(text.into_owned()));
+    Value::Object(map)
+}
+
+fn joined_text(content: &MsgContent) -> Cow<'_, str> {
+    match content {
+        MsgContent::None => Cow::Borrowed(""),
+        MsgContent::Text(t) => Cow::Borrowed(t),
+        MsgContent::Parts(ps) => {
+            let mut acc = Cow::Borrowed("");
+            for p in ps {
+                if let ContentPart::Text { text } = p {
+                    if acc.is_empty() {
+                        acc = Cow::Borrowed(text.as_str());
+                    } else {
+                        acc.to_mut().push_str(text);
+                    }
+                }
+            }
+            acc
+        }
+    }
+}
+
+fn tools(req: &ChatRequest) -> Result<Vec<Tool<'_>>, TranslateError> {
+    let Some(tools) = &req.tools else {
+        return Ok(Vec::new());
+    };
+    let mut seen = HashSet::new();
+    let mut decls = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        if tool.kind != "function" {
+            return Err(invalid(
+                &format!("unsupported tool type `{}`", tool.kind),
+                format!("tools[{i}].type"),
+            ));
+        }
+        let Some(f) = &tool.function else {
+            return Err(invalid(
+                "a function tool needs `function`",
+                format!("tools[{i}].function"),
+            ));
+        };
+        // Gemini rejects duplicate declarations; the first one wins.
+        if !seen.insert(f.name.as_str()) {
+            continue;
+        }
+        decls.push(FunctionDeclaration {
+            name: &f.name,
+            description: f.description.as_deref().filter(|d| !d.is_empty()),
+            parameters_json_schema: f
+                .parameters
+                .as_ref()
+                .map(clean_schema)
+                .filter(|s| !is_empty_object_schema(s)),
+        });
+    }
+    if decls.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Tool {
+        function_declarations: decls,
+    }])
+}
+
+/// Keys Gemini's JSON Schema support rejects and that carry no constraint.
+const NON_SCHEMA_KEYS: [&str; 3] = ["$schema", "strict", "$comment"];
+/// Keys whose value is a map from names to schemas.
+const SCHEMA_MAPS: [&str; 5] = [
+    "properties",
+    "$defs",
+    "definitions",
+    "patternProperties",
+    "dependentSchemas",
+];
+/// Keys whose value is a schema, or a list of schemas.
+const SCHEMA_VALUES: [&str; 14] = [
+    "items",
+    "additionalProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "additionalItems",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "anyOf",
+    "oneOf",
+    "allOf",
+];
+
+/// A JSON Schema for `parametersJsonSchema`/`responseJsonSchema`: raw JSON Schema keeps
+/// anyOf, $ref and type arrays meaningful, so only the non-schema keys go. The walk follows
+/// the schema structure so that a property literally named `strict` survives.
+pub(crate) fn clean_schema(schema: &Value) -> Value {
+    let Value::Object(map) = schema else {
+        return schema.clone();
+    };
+    let mut out = Map::with_capacity(map.len());
+    for (k, v) in map {
+        let k = k.as_str();
+        if NON_SCHEMA_KEYS.contains(&k) {
+            continue;
+        }
+        let cleaned = if SCHEMA_MAPS.contains(&k) {
+            match v {
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .map(|(name, s)| (name.clone(), clean_schema(s)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        } else if SCHEMA_VALUES.contains(&k) || k == "prefixItems" {
+            match v {
+                Value::Array(items) => Value::Array(items.iter().map(clean_schema).collect()),
+                other => clean_schema(other),
+            }
+        } else {
+            v.clone()
+        };
+        out.insert(k.to_owned(), cleaned);
+    }
+    Value::Object(out)
+}
+
+/// `{}` or `{"type":"object","properties":{}}` (what clients send for "no parameters"):
+/// declaring it adds nothing and older Gemini paths reject an empty object schema.
+fn is_empty_object_schema(schema: &Value) -> bool {
+    let Value::Object(map) = schema else {
+        return false;
+    };
+    map.iter().all(|(k, v)| match k.as_str() {
+        "type" => v == "object",
+        "properties" => v.as_object().is_some_and(Map::is_empty),
+        "required" => v.as_array().is_some_and(Vec::is_empty),
+        "additionalProperties" => v.is_boolean(),
+        "title" | "description" => true,
+        _ => false,
+    })
+}
+
+/// protocol.md §1 and §5: Gemini 3 takes a level, 2.5 a budget within its model's range; other
+/// families have no thinking switch, so the effort is ignored there.
+fn thinking_config(model: &str, effort: &str) -> Result<Option<ThinkingConfig>, TranslateError> {
+    const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
+    if !EFFORTS.contains(&effort) {
+        return Err(invalid(
+            &format!("unknown reasoning_effort `{effort}`; expected one of {EFFORTS:?}"),
+            "reasoning_effort".into(),
+        ));
+    }
+    let flash = model.contains("flash");
+    let config = if model.starts_with("gemini-3") {
+        let has_medium = flash || model.starts_with("gemini-3.1-pro");
+        let level = match effort {
+            "none" | "minimal" if flash => "minimal",
+            "none" | "minimal" | "low" => "low",
+            "medium" if has_medium => "medium",
+            _ => "high",
+        };
+        ThinkingConfig {
+            thinking_level: Some(level),
+            include_thoughts: Some(true),
+            ..ThinkingConfig::default()
+        }
+    } else if model.starts_with("gemini-2.5") {
+        let pro = model.contains("pro");
+        let max = if pro { 32768 } else { 24576 };
+        let budget = match effort {
+            "none" if flash => 0,
+            "none" => 128,
+            "minimal" | "low" => 1024,
+            "medium" => 8192,
+            _ => max,
+        };
+        ThinkingConfig {
+            thinking_budget: Some(budget),
+            include_thoughts: Some(true),
+            ..ThinkingConfig::default()
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(config))
 }
 
 fn generation_config<'a>(
@@ -157,6 +487,7 @@ fn text_parts<'a>(content: &'a MsgContent, parts: &mut Vec<Part<'a>>) {
 fn user_parts<'a>(
     content: &'a MsgContent,
     i: usize,
+    extras: &Extras<'_>,
     parts: &mut Vec<Part<'a>>,
 ) -> Result<(), TranslateError> {
     let MsgContent::Parts(ps) = content else {
@@ -164,22 +495,169 @@ fn user_parts<'a>(
         return Ok(());
     };
     for (j, p) in ps.iter().enumerate() {
-        match p {
+        let param = || format!("messages[{i}].content[{j}]");
+        let blob = match p {
             ContentPart::Text { text } => {
                 if !text.is_empty() {
                     parts.push(text_part(Cow::Borrowed(text)));
                 }
+                continue;
             }
-            ContentPart::Refusal {} => {}
-            _ => {
-                return Err(invalid(
-                    "media content parts are not supported yet",
-                    format!("messages[{i}].content[{j}]"),
-                ))
+            ContentPart::Refusal {} => continue,
+            ContentPart::ImageUrl { image_url } => {
+                let url = image_url.url.as_str();
+                if url.starts_with("data:") {
+                    data_url(url, None).ok_or_else(|| {
+                        invalid(
+                            "image_url is not a base64 data URL",
+                            param() + ".image_url.url",
+                        )
+                    })?
+                } else if url.starts_with("http://") || url.starts_with("https://") {
+                    let fetched = extras.media.and_then(|m| m.get(url)).ok_or_else(|| {
+                        invalid(
+                            "image URLs must be fetched first; send a data: URL",
+                            param() + ".image_url.url",
+                        )
+                    })?;
+                    Blob {
+                        mime_type: Cow::Owned(normalise_mime(&fetched.mime_type).to_owned()),
+                        data: Cow::Owned(base64(&fetched.bytes)),
+                    }
+                } else {
+                    return Err(invalid(
+                        "image_url must be a data: or http(s) URL",
+                        param() + ".image_url.url",
+                    ));
+                }
+            }
+            ContentPart::InputAudio { input_audio } => Blob {
+                mime_type: match input_audio.format.as_str() {
+                    "wav" => Cow::Borrowed("audio/wav"),
+                    "mp3" => Cow::Borrowed("audio/mp3"),
+                    other => Cow::Owned(format!("audio/{other}")),
+                },
+                data: Cow::Borrowed(&input_audio.data),
+            },
+            ContentPart::File { file } => {
+                if file.file_id.is_some() {
+                    return Err(invalid(
+                        "file_id is not supported; send file_data",
+                        param() + ".file.file_id",
+                    ));
+                }
+                let guess = file.filename.as_deref().and_then(mime_from_filename);
+                let blob = match file.file_data.as_deref() {
+                    Some(d) if d.starts_with("data:") => data_url(d, guess),
+                    // Some clients send bare base64; the file name must then say what it is.
+                    Some(d) => guess.map(|m| Blob {
+                        mime_type: Cow::Borrowed(m),
+                        data: Cow::Borrowed(d),
+                    }),
+                    None => None,
+                };
+                blob.ok_or_else(|| {
+                    invalid(
+                        "file needs file_data as a base64 data URL (or base64 with a known filename)",
+                        param() + ".file.file_data",
+                    )
+                })?
+            }
+        };
+        parts.push(Part {
+            inline_data: Some(blob),
+            ..Part::default()
+        });
+    }
+    Ok(())
+}
+
+/// `data:<mime>[;param]*;base64,<data>`; the payload is passed through without decoding.
+fn data_url<'a>(url: &'a str, fallback_mime: Option<&'static str>) -> Option<Blob<'a>> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    let mut fields = meta.split(';');
+    let mime = fields.next().unwrap_or("");
+    if !fields.any(|f| f.eq_ignore_ascii_case("base64")) {
+        return None;
+    }
+    let mime = match mime {
+        "" | "application/octet-stream" => fallback_mime?,
+        m => normalise_mime(m),
+    };
+    Some(Blob {
+        mime_type: Cow::Borrowed(mime),
+        data: Cow::Borrowed(data),
+    })
+}
+
+fn normalise_mime(mime: &str) -> &str {
+    if mime.eq_ignore_ascii_case("image/jpg") {
+        "image/jpeg"
+    } else {
+        mime
+    }
+}
+
+fn mime_from_filename(name: &str) -> Option<&'static str> {
+    let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "md" => "text/markdown",
+        "html" | "htm" => "text/html",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "wav" => "audio/wav",
+        "mp3" => "audio/mp3",
+        "mp4" => "video/mp4",
+        _ => return None,
+    })
+}
+
+/// Standard base64 with padding, for bytes the caller fetched.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let sextet = |shift: u32| char::from(ALPHABET[((n >> shift) & 63) as usize]);
+        out.push(sextet(18));
+        out.push(sextet(12));
+        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
+        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
+    }
+    out
+}
+
+/// Every http(s) media URL in the request, for the caller to fetch (with its SSRF rules) and
+/// hand back through `Extras::media`.
+pub(crate) fn remote_media_urls(req: &ChatRequest) -> Vec<&str> {
+    let mut urls = Vec::new();
+    for msg in &req.messages {
+        if let Message::User {
+            content: MsgContent::Parts(ps),
+        } = msg
+        {
+            for p in ps {
+                if let ContentPart::ImageUrl { image_url } = p {
+                    let url = image_url.url.as_str();
+                    if url.starts_with("http://") || url.starts_with("https://") {
+                        urls.push(url);
+                    }
+                }
             }
         }
     }
-    Ok(())
+    urls
 }
 
 /// Appends a turn, merging it into the previous one when the role repeats (Gemini wants

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::gemini::{GenerateContentResponse, GoogleError, ResponsePart, UsageMetadata};
-use super::{ResponseCtx, TranslateError};
+use super::{ResponseCtx, TranslateError, Translated};
 
 /// Parses one upstream body, turning Google's error shapes (`{"error":…}` or
 /// `[{"error":…}]`) into `UpstreamError`. `raw` is always the object form.
@@ -119,6 +119,14 @@ pub(crate) struct ToolCallOut<'a> {
     pub extra_content: Option<ExtraOut<'a>>,
 }
 
+impl ToolCallOut<'_> {
+    /// `(id, signature)` when Gemini signed this call, for a server-side cache.
+    pub fn signature(&self) -> Option<(String, String)> {
+        let sig = &self.extra_content.as_ref()?.google.thought_signature;
+        Some((self.id.clone().into_owned(), sig.clone().into_owned()))
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct FunctionOut<'a> {
     pub name: Cow<'a, str>,
@@ -205,8 +213,10 @@ struct MessageOut<'a> {
     refusal: Option<()>,
 }
 
-pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Vec<u8>, TranslateError> {
+pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, TranslateError> {
     let resp = parse(body)?;
+    let mut signatures = Vec::new();
+    let mut has_output = false;
     let prefix = call_id_prefix(ctx);
     let mut calls = 0u32;
     let mut choices = Vec::with_capacity(resp.candidates.len().max(1));
@@ -229,6 +239,8 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Vec<u8>, Trans
             }
         }
         let made_calls = !tool_calls.is_empty();
+        has_output |= made_calls || text.is_some();
+        signatures.extend(tool_calls.iter().filter_map(ToolCallOut::signature));
         let finish = finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP"), made_calls);
         choices.push(Choice {
             index: cand.index.unwrap_or(pos as u32),
@@ -273,7 +285,12 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Vec<u8>, Trans
         choices,
         usage: usage(&resp.usage_metadata.unwrap_or_default()),
     };
-    serde_json::to_vec(&out).map_err(|e| TranslateError::BadUpstream {
+    let body = serde_json::to_vec(&out).map_err(|e| TranslateError::BadUpstream {
         message: e.to_string(),
+    })?;
+    Ok(Translated {
+        body,
+        signatures,
+        has_output,
     })
 }

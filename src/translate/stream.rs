@@ -31,6 +31,7 @@ pub struct StreamTranslator {
     /// Text or a tool call has been emitted (thoughts alone do not answer).
     answered: bool,
     done: bool,
+    signatures: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -88,6 +89,7 @@ impl StreamTranslator {
             calls: 0,
             answered: false,
             done: false,
+            signatures: Vec::new(),
         }
     }
 
@@ -130,6 +132,7 @@ impl StreamTranslator {
                         response::tool_call(&mut part, &self.call_prefix, self.calls)
                     {
                         tc.index = Some(calls);
+                        self.signatures.extend(tc.signature());
                         calls += 1;
                         self.calls += 1;
                         delta.tool_calls.push(tc);
@@ -210,6 +213,12 @@ impl StreamTranslator {
     /// that ends without one is an empty answer, which SPEC §5 wants reported as an error.
     pub fn has_output(&self) -> bool {
         self.answered
+    }
+
+    /// `(tool call id, thought signature)` pairs seen since the last call, for a server-side
+    /// signature cache.
+    pub fn take_signatures(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.signatures)
     }
 
     fn state(&mut self, index: usize) -> Result<&mut ChoiceState, TranslateError> {

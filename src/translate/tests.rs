@@ -485,3 +485,388 @@ fn error_event_shape() {
         json!({"error": {"message": "boom", "type": "server_error", "param": null, "code": "upstream"}})
     );
 }
+
+// ---------- phase 2: tools, media, thinking, response_format ----------
+
+fn user_x() -> Value {
+    json!({"role": "user", "content": "x"})
+}
+
+/// Only `generationConfig` of the translated request, for the parameter tables.
+fn check_config(extra: Value, model: &str, expected: Value) {
+    let mut req = json!({"model": "m", "messages": [user_x()]});
+    if let (Some(r), Some(e)) = (req.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    let parsed = parse_chat_request(req.to_string().as_bytes()).expect("parses");
+    let body = to_gemini(&parsed, &target(model)).expect("translates");
+    let got: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        got.get("generationConfig").cloned().unwrap_or(Value::Null),
+        expected,
+        "{extra} on {model}"
+    );
+}
+
+#[test]
+fn request_tools() {
+    // Cline CLI: schemas with $schema, additionalProperties, anyOf with null; a no-arg tool;
+    // a duplicate name; tool_choice auto; parallel_tool_calls false.
+    check_request(
+        json!({"model": "m", "messages": [user_x()], "tool_choice": "auto",
+               "parallel_tool_calls": false, "tools": [
+            {"type": "function", "function": {"name": "read_file", "description": "Read",
+              "strict": true, "parameters": {
+                "$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                "properties": {"path": {"type": "string"},
+                               "strict": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}},
+                "required": ["path"], "additionalProperties": false}}},
+            {"type": "function", "function": {"name": "list", "description": "",
+              "parameters": {"type": "object", "properties": {}, "required": []}}},
+            {"type": "function", "function": {"name": "read_file", "parameters": {}}}]}),
+        target("gemini-2.5-pro"),
+        json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+               "tools": [{"functionDeclarations": [
+                 {"name": "read_file", "description": "Read", "parametersJsonSchema": {
+                   "type": "object",
+                   "properties": {"path": {"type": "string"},
+                                  "strict": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}},
+                   "required": ["path"], "additionalProperties": false}},
+                 {"name": "list"}]}],
+               "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}}}),
+    );
+    let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+    for (choice, config) in [
+        (json!("none"), json!({"mode": "NONE"})),
+        (json!("required"), json!({"mode": "ANY"})),
+        (
+            json!({"type": "function", "function": {"name": "f"}}),
+            json!({"mode": "ANY", "allowedFunctionNames": ["f"]}),
+        ),
+    ] {
+        check_request(
+            json!({"model": "m", "messages": [user_x()], "tools": tools, "tool_choice": choice}),
+            target("gemini-2.5-flash"),
+            json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                   "tools": [{"functionDeclarations": [{"name": "f"}]}],
+                   "toolConfig": {"functionCallingConfig": config}}),
+        );
+    }
+}
+
+#[test]
+fn request_tool_history() {
+    // openai SDK / AI SDK loop: parallel calls, results carrying only tool_call_id, one with
+    // a JSON object result; LangChain's `content: ""`; an image in a following user message
+    // (Cline); a signature echoed through extra_content (new Cline).
+    check_request(
+        json!({"model": "m", "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "call_1", "type": "function", "extra_content": {"google": {"thought_signature": "U0lH"}},
+                 "function": {"name": "get", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_2", "type": "function",
+                 "function": {"name": "now", "arguments": ""}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 20}"},
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "noon"}]},
+            {"role": "user", "content": [{"type": "image_url",
+              "image_url": {"url": "data:image/jpg;base64,AAAA", "detail": "auto"}}]},
+            {"role": "tool", "tool_call_id": "gone", "content": "late"}]}),
+        target("gemini-2.5-flash"),
+        json!({"contents": [
+            {"role": "user", "parts": [{"text": "weather?"}]},
+            {"role": "model", "parts": [
+                {"functionCall": {"id": "call_1", "name": "get", "args": {"city": "Paris"}},
+                 "thoughtSignature": "U0lH"},
+                {"functionCall": {"id": "call_2", "name": "now", "args": {}}}]},
+            {"role": "user", "parts": [
+                {"functionResponse": {"id": "call_1", "name": "get", "response": {"temp": 20}}},
+                {"functionResponse": {"id": "call_2", "name": "now", "response": {"output": "noon"}}},
+                {"inlineData": {"mimeType": "image/jpeg", "data": "AAAA"}},
+                {"text": "Result of tool call gone: late"}]}]}),
+    );
+}
+
+#[test]
+fn request_signature_standin() {
+    // Gemini 3 without echoed signatures: the current turn's steps get the stand-in on their
+    // first call only; the earlier turn (before the last user prompt) is left alone; a
+    // signature the caller remembered wins over the stand-in.
+    let input = json!({"model": "m", "messages": [
+        {"role": "user", "content": "old"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "a", "content": "1"},
+        {"role": "user", "content": "new"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "b", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "b", "content": "2"},
+        {"role": "tool", "tool_call_id": "c", "content": "3"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "d", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "d", "content": "4"}]});
+    let req = parse_chat_request(input.to_string().as_bytes()).expect("parses");
+    let lookup = |id: &str| (id == "d").then(|| "REMEMBERED".to_owned());
+    let extras = Extras {
+        signatures: Some(&lookup),
+        media: None,
+    };
+    let body = to_gemini_with(&req, &target("gemini-3-flash-preview"), &extras).expect("ok");
+    let got: Value = serde_json::from_slice(&body).expect("json");
+    let sigs: Vec<Value> = got["contents"]
+        .as_array()
+        .expect("contents")
+        .iter()
+        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p.get("functionCall").is_some())
+        .map(|p| p.get("thoughtSignature").cloned().unwrap_or(Value::Null))
+        .collect();
+    assert_eq!(
+        sigs,
+        vec![
+            Value::Null,
+            json!("skip_thought_signature_validator"),
+            Value::Null,
+            json!("REMEMBERED"),
+        ]
+    );
+}
+
+#[test]
+fn request_media() {
+    let check_part = |part: Value, expected: Value| {
+        check_request(
+            json!({"model": "m", "messages": [{"role": "user", "content": [part]}]}),
+            target("gemini-2.5-flash"),
+            json!({"contents": [{"role": "user", "parts": [expected]}]}),
+        );
+    };
+    check_part(
+        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}),
+        json!({"inlineData": {"mimeType": "image/png", "data": "iVBO"}}),
+    );
+    check_part(
+        json!({"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}),
+        json!({"inlineData": {"mimeType": "audio/wav", "data": "UklG"}}),
+    );
+    check_part(
+        json!({"type": "input_audio", "input_audio": {"data": "SUQz", "format": "mp3"}}),
+        json!({"inlineData": {"mimeType": "audio/mp3", "data": "SUQz"}}),
+    );
+    check_part(
+        json!({"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}}),
+        json!({"inlineData": {"mimeType": "application/pdf", "data": "JVBE"}}),
+    );
+    check_part(
+        json!({"type": "file", "file": {"filename": "a.pdf", "file_data": "JVBE"}}),
+        json!({"inlineData": {"mimeType": "application/pdf", "data": "JVBE"}}),
+    );
+    let t = || target("gemini-2.5-flash");
+    let part =
+        |p: &str| format!(r#"{{"model":"m","messages":[{{"role":"user","content":[{p}]}}]}}"#);
+    check_invalid(
+        &part(r#"{"type":"file","file":{"file_id":"file-1"}}"#),
+        t(),
+        Some("messages[0].content[0].file.file_id"),
+    );
+    check_invalid(
+        &part(r#"{"type":"image_url","image_url":{"url":"https://x/y.png"}}"#),
+        t(),
+        Some("messages[0].content[0].image_url.url"),
+    );
+    check_invalid(
+        &part(r#"{"type":"image_url","image_url":{"url":"data:text/plain,hello"}}"#),
+        t(),
+        Some("messages[0].content[0].image_url.url"),
+    );
+    // Fetched bytes for an http URL are inlined (base64 encoded here).
+    let req = parse_chat_request(
+        part(r#"{"type":"image_url","image_url":{"url":"https://x/y.png"}}"#).as_bytes(),
+    )
+    .expect("parses");
+    assert_eq!(remote_media_urls(&req), vec!["https://x/y.png"]);
+    let mut media = HashMap::new();
+    media.insert(
+        "https://x/y.png".to_owned(),
+        FetchedFile {
+            mime_type: "image/jpg".into(),
+            bytes: b"hello!?".to_vec(),
+        },
+    );
+    let extras = Extras {
+        signatures: None,
+        media: Some(&media),
+    };
+    let body = to_gemini_with(&req, &t(), &extras).expect("ok");
+    let got: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        got["contents"][0]["parts"][0],
+        json!({"inlineData": {"mimeType": "image/jpeg", "data": "aGVsbG8hPw=="}})
+    );
+}
+
+#[test]
+fn request_thinking() {
+    let level = |l: &str| json!({"thinkingConfig": {"thinkingLevel": l, "includeThoughts": true}});
+    let budget = |b: u32| json!({"thinkingConfig": {"thinkingBudget": b, "includeThoughts": true}});
+    let cases = [
+        ("none", "gemini-3-flash-preview", level("minimal")),
+        ("minimal", "gemini-3-flash-preview", level("minimal")),
+        ("minimal", "gemini-3-pro-preview", level("low")),
+        ("none", "gemini-3-pro-preview", level("low")),
+        ("low", "gemini-3-flash-preview", level("low")),
+        ("medium", "gemini-3-flash-preview", level("medium")),
+        ("medium", "gemini-3.1-pro-preview", level("medium")),
+        ("medium", "gemini-3-pro-preview", level("high")),
+        ("xhigh", "gemini-3-pro-preview", level("high")),
+        ("none", "gemini-2.5-flash", budget(0)),
+        ("none", "gemini-2.5-flash-lite", budget(0)),
+        ("none", "gemini-2.5-pro", budget(128)),
+        ("low", "gemini-2.5-flash-lite", budget(1024)),
+        ("medium", "gemini-2.5-flash", budget(8192)),
+        ("high", "gemini-2.5-flash", budget(24576)),
+        ("high", "models/gemini-2.5-pro", budget(32768)),
+        ("max", "gemini-2.5-flash", budget(24576)),
+        ("high", "gemini-2.0-flash", Value::Null),
+    ];
+    for (effort, model, expected) in cases {
+        check_config(json!({"reasoning_effort": effort}), model, expected);
+    }
+    // The alias's effort applies unless the request sets its own.
+    let req = parse_chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
+        .expect("parses");
+    let mut t = target("gemini-2.5-flash");
+    t.reasoning_effort = Some("low");
+    let got: Value = serde_json::from_slice(&to_gemini(&req, &t).expect("ok")).expect("json");
+    assert_eq!(got["generationConfig"], budget(1024));
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"extreme"}"#,
+        target("gemini-2.5-flash"),
+        Some("reasoning_effort"),
+    );
+}
+
+#[test]
+fn request_response_format() {
+    check_config(
+        json!({"response_format": {"type": "json_object"}}),
+        "gemini-2.5-flash",
+        json!({"responseMimeType": "application/json"}),
+    );
+    check_config(
+        json!({"response_format": {"type": "text"}}),
+        "gemini-2.5-flash",
+        Value::Null,
+    );
+    check_config(
+        json!({"response_format": {"type": "json_schema", "json_schema": {"name": "r", "strict": true,
+            "schema": {"$schema": "x", "type": "object", "strict": true,
+                       "properties": {"a": {"type": ["string", "null"]}},
+                       "$defs": {"D": {"type": "integer", "$comment": "c"}}}}}}),
+        "gemini-2.5-flash",
+        json!({"responseMimeType": "application/json", "responseJsonSchema": {
+            "type": "object", "properties": {"a": {"type": ["string", "null"]}},
+            "$defs": {"D": {"type": "integer"}}}}),
+    );
+}
+
+#[test]
+fn response_tool_calls() {
+    // Parallel calls, one with Gemini's own id and a signature, one without args.
+    let input = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "get", "args": {"city": "Paris"}, "id": "g1"},
+             "thoughtSignature": "U0lH"},
+            {"functionCall": {"name": "now"}}]},
+        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 2, "totalTokenCount": 3}});
+    check_response(
+        input.clone(),
+        completion(
+            json!([{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [
+                  {"id": "g1", "type": "function",
+                   "function": {"name": "get", "arguments": "{\"city\":\"Paris\"}"},
+                   "extra_content": {"google": {"thought_signature": "U0lH"}}},
+                  {"id": "call_abc_1", "type": "function",
+                   "function": {"name": "now", "arguments": "{}"}}]},
+                "finish_reason": "tool_calls", "logprobs": null}]),
+            usage(1, 2, 3, 0, 0),
+        ),
+    );
+    let detailed = from_gemini_detailed(input.to_string().as_bytes(), &ctx()).expect("ok");
+    assert_eq!(detailed.signatures, vec![("g1".into(), "U0lH".into())]);
+    assert!(detailed.has_output);
+    let empty = from_gemini_detailed(
+        br#"{"candidates":[{"content":{"parts":[{"text":"t","thought":true}]},"finishReason":"MAX_TOKENS"}]}"#,
+        &ctx(),
+    )
+    .expect("ok");
+    assert!(!empty.has_output);
+}
+
+#[test]
+fn stream_tool_calls() {
+    // Calls arrive whole, across chunks: `index` counts calls in the message, ids are unique.
+    let mut t = StreamTranslator::new(ctx(), false);
+    let events = [
+        json!({"candidates": [{"content": {"parts": [{"text": "Let me check."}]}, "index": 0}]}),
+        json!({"candidates": [{"content": {"parts": [
+            {"functionCall": {"name": "a", "args": {"x": 1}}, "thoughtSignature": "U0lH"},
+            {"functionCall": {"name": "b", "args": {}}}]}, "index": 0}]}),
+        json!({"candidates": [{"content": {"parts": [
+            {"functionCall": {"name": "c"}}]}, "finishReason": "STOP", "index": 0}]}),
+    ];
+    let mut text = String::new();
+    let mut signatures = Vec::new();
+    for e in &events {
+        let out = t.on_event(e.to_string().as_bytes()).expect("event");
+        text.push_str(std::str::from_utf8(&out).expect("utf8"));
+        signatures.extend(t.take_signatures());
+    }
+    assert_eq!(signatures, vec![("call_abc_0".into(), "U0lH".into())]);
+    text.push_str(std::str::from_utf8(&t.finish()).expect("utf8"));
+    let got: Vec<Value> = text
+        .split_terminator("\n\n")
+        .filter_map(|ev| serde_json::from_str(ev.strip_prefix("data: ")?).ok())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "content": "Let me check."},
+                         "finish_reason": null})
+            ),
+            chunk(json!({"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": "call_abc_0", "type": "function",
+                 "function": {"name": "a", "arguments": "{\"x\":1}"},
+                 "extra_content": {"google": {"thought_signature": "U0lH"}}},
+                {"index": 1, "id": "call_abc_1", "type": "function",
+                 "function": {"name": "b", "arguments": "{}"}}]}, "finish_reason": null})),
+            chunk(json!({"index": 0, "delta": {"tool_calls": [
+                {"index": 2, "id": "call_abc_2", "type": "function",
+                 "function": {"name": "c", "arguments": "{}"}}]},
+                "finish_reason": "tool_calls"})),
+        ]
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"));
+}
+
+#[test]
+fn stream_tool_calls_without_finish() {
+    check_stream(
+        &[
+            json!({"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "id": "x"}}]}}]}),
+        ],
+        false,
+        vec![
+            chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "tool_calls": [
+                {"index": 0, "id": "x", "type": "function",
+                 "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": null}),
+            ),
+            chunk(json!({"index": 0, "delta": {}, "finish_reason": "tool_calls"})),
+            json!("[DONE]"),
+        ],
+    );
+}
