@@ -8,7 +8,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{ModelStatus, Now, Outcome};
+use super::quota_day::QuotaDay;
+use super::{ModelStatus, Outcome};
 
 /// Per key, at most this many models are tracked. Model names can come from clients, so junk
 /// names must not grow a key's state without bound; past the cap, clean entries are recycled.
@@ -18,6 +19,27 @@ const MAX_MODELS_PER_KEY: usize = 64;
 /// leaves the state consistent field by field, so a poisoned lock must not take the proxy down.
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A key that ends a rest gets one request (a probe) before full traffic. A probe whose lease
+/// is never reported (the client left and nobody called `abandon`) stops blocking after this.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One moment as the cells need it: the monotonic instant for rests, the wall clock for
+/// `last_used`, and the quota day with the instant at which it ends.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct At {
+    pub instant: Instant,
+    pub wall: SystemTime,
+    /// `None` only for wall clocks outside the calendar; daily logic then falls back to
+    /// `cooldown` and counters never roll over.
+    pub day: Option<(QuotaDay, Instant)>,
+}
+
+impl At {
+    fn today(&self) -> Option<QuotaDay> {
+        self.day.map(|(d, _)| d)
+    }
 }
 
 /// The settings of one snapshot that decide how outcomes act on a cell.
@@ -48,10 +70,16 @@ struct ModelState {
     /// `limit: 0`: this key's project has no quota for the model at all.
     no_quota: bool,
     last_error: Option<String>,
+    /// The quota day `daily_requests` counts for.
+    day: Option<QuotaDay>,
     daily_requests: u64,
     last_used: Option<Instant>,
     successes: u64,
     errors: u64,
+    /// Set by a rest; cleared by the first success after it.
+    probe_pending: bool,
+    /// When the probe in flight was leased.
+    probe_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -65,8 +93,17 @@ struct Rest {
 pub(super) enum Skip {
     Disabled,
     NoQuota,
-    Resting { until: Instant, daily: bool },
+    /// `daily` rests last until the quota day ends (per-day 429, `daily_limit` reached).
+    Resting {
+        until: Instant,
+        daily: bool,
+    },
+    /// Back from a rest, with its one probe request still in flight.
+    Probing,
 }
+
+/// What `least_used` compares: requests today, then least recently used (never used first).
+pub(super) type Usage = (u64, Option<Instant>);
 
 impl ModelState {
     fn new(model: Arc<str>) -> Self {
@@ -76,10 +113,21 @@ impl ModelState {
             rest: None,
             no_quota: false,
             last_error: None,
+            day: None,
             daily_requests: 0,
             last_used: None,
             successes: 0,
             errors: 0,
+            probe_pending: false,
+            probe_since: None,
+        }
+    }
+
+    fn requests_today(&self, at: &At) -> u64 {
+        if self.day.is_some() && self.day == at.today() {
+            self.daily_requests
+        } else {
+            0
         }
     }
 
@@ -88,23 +136,49 @@ impl ModelState {
         self.consecutive_failures == 0 && self.rest.is_none() && !self.no_quota
     }
 
-    fn skip(&self, now: &Now) -> Option<Skip> {
+    fn skip(&self, at: &At, daily_limit: Option<u64>) -> Option<Skip> {
         if self.no_quota {
             return Some(Skip::NoQuota);
         }
-        match self.rest {
-            Some(r) if r.until > now.instant => Some(Skip::Resting {
-                until: r.until,
-                daily: r.daily,
-            }),
+        if let Some(r) = self.rest {
+            if r.until > at.instant {
+                return Some(Skip::Resting {
+                    until: r.until,
+                    daily: r.daily,
+                });
+            }
+        }
+        if let (Some(limit), Some((_, day_ends))) = (daily_limit, at.day) {
+            if self.requests_today(at) >= limit {
+                return Some(Skip::Resting {
+                    until: day_ends,
+                    daily: true,
+                });
+            }
+        }
+        match self.probe_since {
+            Some(since) if self.probe_pending && at.instant < since + PROBE_TIMEOUT => {
+                Some(Skip::Probing)
+            }
             _ => None,
         }
+    }
+
+    fn rest(&mut self, until: Instant, daily: bool) {
+        // A later, shorter delay must not cut short a longer rest already in force.
+        if !matches!(self.rest, Some(r) if r.until >= until) {
+            self.rest = Some(Rest { until, daily });
+        }
+        self.probe_pending = true;
+        self.probe_since = None;
     }
 
     fn clear(&mut self) {
         self.consecutive_failures = 0;
         self.rest = None;
         self.no_quota = false;
+        self.probe_pending = false;
+        self.probe_since = None;
     }
 }
 
@@ -134,11 +208,11 @@ impl KeyState {
         &mut self.models[last]
     }
 
-    fn skip(&self, model: &str, now: &Now) -> Option<Skip> {
+    fn skip(&self, model: &str, at: &At, daily_limit: Option<u64>) -> Option<Skip> {
         if self.disabled.is_some() {
             return Some(Skip::Disabled);
         }
-        self.model(model).and_then(|m| m.skip(now))
+        self.model(model).and_then(|m| m.skip(at, daily_limit))
     }
 }
 
@@ -149,39 +223,57 @@ impl Cell {
         }
     }
 
-    /// Whether the key could serve `model` now, without taking it.
-    pub fn check(&self, model: &str, now: &Now) -> Result<(), Skip> {
-        match lock(&self.state).skip(model, now) {
-            Some(skip) => Err(skip),
-            None => Ok(()),
-        }
-    }
-
-    /// Takes the key for one request to `model` if it can serve it, counting the request.
-    pub fn try_lease(&self, model: &str, now: &Now) -> Result<(), Skip> {
-        let mut st = lock(&self.state);
-        if let Some(skip) = st.skip(model, now) {
+    /// Whether the key could serve `model` now and how much it served today, without taking it.
+    pub fn check(&self, model: &str, at: &At, daily_limit: Option<u64>) -> Result<Usage, Skip> {
+        let st = lock(&self.state);
+        if let Some(skip) = st.skip(model, at, daily_limit) {
             return Err(skip);
         }
-        st.last_used = Some(now.wall);
+        Ok(st
+            .model(model)
+            .map_or((0, None), |m| (m.requests_today(at), m.last_used)))
+    }
+
+    /// Takes the key for one request to `model` if it can serve it, counting the request (at
+    /// lease time, so concurrent requests cannot overshoot a `daily_limit`).
+    pub fn try_lease(&self, model: &str, at: &At, daily_limit: Option<u64>) -> Result<(), Skip> {
+        let mut st = lock(&self.state);
+        if let Some(skip) = st.skip(model, at, daily_limit) {
+            return Err(skip);
+        }
+        st.last_used = Some(at.wall);
         let m = st.model_mut(model);
         m.rest = None;
+        if m.day != at.today() {
+            m.day = at.today();
+            m.daily_requests = 0;
+        }
         m.daily_requests += 1;
-        m.last_used = Some(now.instant);
+        m.last_used = Some(at.instant);
+        if m.probe_pending {
+            m.probe_since = Some(at.instant);
+        }
         Ok(())
     }
 
-    /// Applies `outcome` for `model`.
-    pub fn report(&self, model: &str, outcome: &Outcome, now: &Now, policy: Policy) {
+    /// Applies `outcome` for `model` to the key that made the request.
+    pub fn report(&self, model: &str, outcome: &Outcome, at: &At, policy: Policy) {
         let mut st = lock(&self.state);
         match outcome {
             Outcome::Success => {
                 let m = st.model_mut(model);
                 m.consecutive_failures = 0;
                 m.successes += 1;
+                m.probe_pending = false;
+                m.probe_since = None;
             }
             // Neither says anything about this key: the model is busy, or the request was bad.
-            Outcome::Overloaded | Outcome::ClientError => {}
+            // A probe ends without proof, so the next request is a probe again.
+            Outcome::Overloaded | Outcome::ClientError => {
+                if let Some(m) = st.models.iter_mut().find(|m| &*m.model == model) {
+                    m.probe_since = None;
+                }
+            }
             Outcome::KeyInvalid { reason } => {
                 st.disabled = Some(reason.clone());
                 let m = st.model_mut(model);
@@ -193,28 +285,32 @@ impl Cell {
                 m.errors += 1;
                 m.last_error = Some(format!("{}: {reason}", outcome.class()));
                 m.consecutive_failures += 1;
+                m.probe_since = None;
                 if m.consecutive_failures >= policy.failure_threshold.max(1) {
                     m.consecutive_failures = 0;
-                    m.rest = Some(Rest {
-                        until: now.instant + policy.cooldown,
-                        daily: false,
-                    });
+                    m.rest(at.instant + policy.cooldown, false);
                 }
             }
-            Outcome::RateLimited { retry_after } => {
-                let until = now.instant + retry_after.unwrap_or(policy.cooldown);
-                st.model_mut(model).quota_hit(outcome, Some((until, false)));
-            }
-            Outcome::QuotaDaily => {
-                // Phase 1: the quota day is not known yet, so a per-day 429 rests `cooldown`.
-                let until = now.instant + policy.cooldown;
-                st.model_mut(model).quota_hit(outcome, Some((until, true)));
-            }
-            Outcome::NoQuota => {
+            Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota => {
                 let m = st.model_mut(model);
-                m.quota_hit(outcome, None);
-                m.no_quota = true;
+                m.errors += 1;
+                m.quota_hit(outcome, at, policy);
             }
+        }
+    }
+
+    /// A quota 429 seen by another key of the same project: Google's bucket is the project's,
+    /// so this key is out just as long. Its own counters are untouched.
+    pub fn project_quota_hit(&self, model: &str, outcome: &Outcome, at: &At, policy: Policy) {
+        let mut st = lock(&self.state);
+        st.model_mut(model).quota_hit(outcome, at, policy);
+    }
+
+    /// The request ended without an outcome (client gone): frees a probe slot at once.
+    pub fn abandon(&self, model: &str) {
+        let mut st = lock(&self.state);
+        if let Some(m) = st.models.iter_mut().find(|m| &*m.model == model) {
+            m.probe_since = None;
         }
     }
 
@@ -243,7 +339,7 @@ impl Cell {
 
     /// The key's state for `/status`; `available` means not disabled and usable for some tracked
     /// model (a key that has served nothing yet counts as available).
-    pub fn status(&self, now: &Now) -> CellStatus {
+    pub fn status(&self, at: &At, daily_limit: Option<u64>) -> CellStatus {
         let st = lock(&self.state);
         let models = st
             .models
@@ -252,12 +348,12 @@ impl Cell {
                 let skip = if st.disabled.is_some() {
                     Some(Skip::Disabled)
                 } else {
-                    m.skip(now)
+                    m.skip(at, daily_limit)
                 };
                 ModelStatus {
                     model: m.model.to_string(),
                     state: match skip {
-                        None => "ok",
+                        None | Some(Skip::Probing) => "ok",
                         Some(Skip::Disabled) => "disabled",
                         Some(Skip::NoQuota) | Some(Skip::Resting { daily: true, .. }) => {
                             "exhausted"
@@ -267,12 +363,14 @@ impl Cell {
                     consecutive_failures: m.consecutive_failures,
                     cooldown_remaining: match skip {
                         Some(Skip::Resting { until, .. }) => {
-                            Some(until.saturating_duration_since(now.instant))
+                            Some(until.saturating_duration_since(at.instant))
                         }
                         _ => None,
                     },
-                    daily_requests: m.daily_requests,
+                    daily_requests: m.requests_today(at),
                     last_error: m.last_error.clone(),
+                    successes: m.successes,
+                    errors: m.errors,
                 }
             })
             .collect::<Vec<_>>();
@@ -296,15 +394,18 @@ pub(super) struct CellStatus {
 }
 
 impl ModelState {
-    fn quota_hit(&mut self, outcome: &Outcome, rest: Option<(Instant, bool)>) {
-        self.errors += 1;
+    fn quota_hit(&mut self, outcome: &Outcome, at: &At, policy: Policy) {
         self.last_error = Some(outcome.class().to_string());
-        if let Some((until, daily)) = rest {
-            // A later, shorter delay must not cut short a longer rest already in force.
-            let keep = matches!(self.rest, Some(r) if r.until >= until);
-            if !keep {
-                self.rest = Some(Rest { until, daily });
+        match outcome {
+            Outcome::RateLimited { retry_after } => {
+                self.rest(at.instant + retry_after.unwrap_or(policy.cooldown), false);
             }
+            Outcome::QuotaDaily => match at.day {
+                Some((_, day_ends)) => self.rest(day_ends, true),
+                None => self.rest(at.instant + policy.cooldown, true),
+            },
+            Outcome::NoQuota => self.no_quota = true,
+            _ => {}
         }
     }
 }

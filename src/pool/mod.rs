@@ -4,10 +4,15 @@
 //! Health is kept per (key, model) in cells keyed by the key itself, so it outlives config
 //! reloads: `KeyPool::bind` builds the per-snapshot view (`PoolView`) from a config, reusing the
 //! cells of keys that stay. The pool never sees an HTTP status: it acts on `Outcome` alone,
-//! which `classify` produces. Time is an input (`now`), so tests drive it directly. Locks are
-//! short and never held across an `.await`.
+//! which `classify` produces. Time is an input (`now`, or `Now` with the wall clock that decides
+//! the quota day, midnight America/Los_Angeles), so tests drive it directly.
+//!
+//! It must not block or await: each key has one short mutex, never held while another is taken,
+//! and round-robin selection touches one or two keys when most are usable, whatever the pool's
+//! size. It does no I/O and never logs a raw key.
 
 mod cell;
+mod quota_day;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config;
 use crate::secret::ApiKey;
 
-use cell::{lock, Cell, Policy, Skip};
+use cell::{lock, At, Cell, Policy, Skip};
+use quota_day::QuotaClock;
 
 /// What an upstream response means for the key that made it. Produced by `classify`.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +85,7 @@ struct Shared {
     cursors: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
     /// Used once `cursors` is full (model names may come from clients).
     overflow_cursor: Arc<AtomicUsize>,
+    clock: QuotaClock,
 }
 
 /// Models with their own cursor / cached route; beyond this, junk names share a fallback.
@@ -117,7 +124,20 @@ impl KeyPool {
         }
         *cells = next;
         drop(cells);
+        let mut projects: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, spec) in cfg.keys.iter().enumerate() {
+            if let Some(p) = spec.project.as_deref() {
+                projects.entry(p).or_default().push(i);
+            }
+        }
+        let projects = projects
+            .into_iter()
+            .filter(|(_, keys)| keys.len() > 1)
+            .map(|(p, keys)| (Box::from(p), keys.into_boxed_slice()))
+            .collect();
         PoolView {
+            strategy: cfg.strategy,
+            projects,
             slots: slots.into_boxed_slice(),
             policy: Policy {
                 failure_threshold: cfg.failure_threshold,
@@ -148,6 +168,9 @@ impl Shared {
 /// The keys of one config snapshot, each with its shared health cell.
 pub struct PoolView {
     slots: Box<[Slot]>,
+    strategy: config::Strategy,
+    /// Keys by `project`, only for projects with more than one key (they share Google's quota).
+    projects: HashMap<Box<str>, Box<[usize]>>,
     policy: Policy,
     max_attempts: u32,
     /// Per model: which keys may serve it, computed once per snapshot (globs are not free).
@@ -241,13 +264,18 @@ pub struct KeyStatus {
 #[derive(Debug, Clone)]
 pub struct ModelStatus {
     pub model: String,
-    /// "ok" | "cooling" | "disabled" | "exhausted"
+    /// "ok" | "cooling" (rest after failures or a per-minute 429) | "disabled" (key invalid) |
+    /// "exhausted" (per-day 429 or `daily_limit` until the quota day ends, or `limit: 0`)
     pub state: &'static str,
     pub consecutive_failures: u32,
     /// Remaining rest, if resting.
     pub cooldown_remaining: Option<Duration>,
+    /// Requests leased in the current quota day (counted at pick time).
     pub daily_requests: u64,
     pub last_error: Option<String>,
+    /// Lifetime counts (since the key joined the pool) for `/stats`.
+    pub successes: u64,
+    pub errors: u64,
 }
 
 /// Why keys were skipped during one pick, to explain a `NoKey`.
@@ -271,6 +299,8 @@ impl Tally {
                 }
                 self.earliest = Some(self.earliest.map_or(until, |e| e.min(until)));
             }
+            // Its probe will report soon; nothing to say about when.
+            Skip::Probing => {}
         }
     }
 
@@ -306,42 +336,107 @@ impl PoolView {
         self.pick_at(model, Now::at(now), exclude)
     }
 
-    /// `pick` with an explicit wall clock.
+    /// `pick` with an explicit wall clock, which decides the quota day.
     pub fn pick_at(&self, model: &str, now: Now, exclude: &[usize]) -> Result<Lease, NoKey> {
+        let at = self.at(now);
         let route = self.route(model);
-        let n = route.allowed.len();
         let mut tally = Tally {
-            allowed: n,
+            allowed: route.allowed.len(),
             ..Tally::default()
         };
-        if n == 0 {
-            return Err(tally.no_key(now.instant));
+        if route.allowed.is_empty() {
+            return Err(tally.no_key(at.instant));
         }
-        // Round robin: start at the model's cursor and take the first usable key. When most keys
-        // are usable this touches one or two cells, whatever the pool's size.
+        let found = match self.strategy {
+            config::Strategy::RoundRobin => {
+                self.round_robin(&route, model, &at, exclude, &mut tally)
+            }
+            config::Strategy::LeastUsed => self.least_used(&route, model, &at, exclude, &mut tally),
+        };
+        match found {
+            Some(index) => Ok(self.lease(index, model)),
+            None => Err(tally.no_key(at.instant)),
+        }
+    }
+
+    /// Starts at the model's cursor and takes the first usable key. When most keys are usable
+    /// this touches one or two cells, whatever the pool's size.
+    fn round_robin(
+        &self,
+        route: &Route,
+        model: &str,
+        at: &At,
+        exclude: &[usize],
+        tally: &mut Tally,
+    ) -> Option<usize> {
+        let n = route.allowed.len();
         let start = route.cursor.fetch_add(1, Ordering::Relaxed);
         for step in 0..n {
-            let index = route.allowed[(start.wrapping_add(step)) % n];
+            let index = route.allowed[start.wrapping_add(step) % n];
             let slot = &self.slots[index];
             if exclude.contains(&index) {
                 // Tried already for this request: a usable one still keeps `all_*` false.
-                if let Err(skip) = slot.cell.check(model, &now) {
+                if let Err(skip) = slot.cell.check(model, at, slot.spec.daily_limit) {
                     tally.add(skip);
                 }
                 continue;
             }
-            match slot.cell.try_lease(model, &now) {
+            match slot.cell.try_lease(model, at, slot.spec.daily_limit) {
                 Ok(()) => {
                     if step > 0 {
                         // Skipped keys must not hand their turn to the next key twice.
                         route.cursor.fetch_add(step, Ordering::Relaxed);
                     }
-                    return Ok(self.lease(index, model));
+                    return Some(index);
                 }
                 Err(skip) => tally.add(skip),
             }
         }
-        Err(tally.no_key(now.instant))
+        None
+    }
+
+    /// Fewest requests today for the model, ties to the least recently used. This looks at
+    /// every allowed key (O(keys) per pick); round robin is the strategy for huge pools.
+    fn least_used(
+        &self,
+        route: &Route,
+        model: &str,
+        at: &At,
+        exclude: &[usize],
+        tally: &mut Tally,
+    ) -> Option<usize> {
+        // A concurrent pick may take the best key between the scan and the lease; a few
+        // rescans settle that without holding more than one cell's lock at a time.
+        for _ in 0..3 {
+            let mut best: Option<(cell::Usage, usize)> = None;
+            let mut scan = Tally {
+                allowed: tally.allowed,
+                ..Tally::default()
+            };
+            for &index in route.allowed.iter() {
+                let slot = &self.slots[index];
+                match slot.cell.check(model, at, slot.spec.daily_limit) {
+                    Err(skip) => scan.add(skip),
+                    Ok(_) if exclude.contains(&index) => {}
+                    Ok(usage) => {
+                        if best.as_ref().is_none_or(|(b, _)| usage < *b) {
+                            best = Some((usage, index));
+                        }
+                    }
+                }
+            }
+            *tally = scan;
+            let (_, index) = best?;
+            let slot = &self.slots[index];
+            if slot
+                .cell
+                .try_lease(model, at, slot.spec.daily_limit)
+                .is_ok()
+            {
+                return Some(index);
+            }
+        }
+        None
     }
 
     fn lease(&self, index: usize, model: &str) -> Lease {
@@ -382,17 +477,69 @@ impl PoolView {
         self.report_at(lease, outcome, Now::at(now))
     }
 
-    /// `report` with an explicit wall clock.
+    /// `report` with an explicit wall clock. A quota 429 also rests every other key of the same
+    /// `project` for that model, with the same deadline.
     pub fn report_at(&self, lease: &Lease, outcome: &Outcome, now: Now) {
-        lease.cell.report(&lease.model, outcome, &now, self.policy);
+        let at = self.at(now);
+        lease.cell.report(&lease.model, outcome, &at, self.policy);
+        let quota = matches!(
+            outcome,
+            Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota
+        );
+        if !quota {
+            return;
+        }
+        // The lease may come from an older snapshot, whose indices mean other keys here.
+        let Some(slot) = self.slots.get(lease.index) else {
+            return;
+        };
+        if !Arc::ptr_eq(&slot.cell, &lease.cell) {
+            return;
+        }
+        let Some(siblings) = slot
+            .spec
+            .project
+            .as_deref()
+            .and_then(|p| self.projects.get(p))
+        else {
+            return;
+        };
+        for &i in siblings.iter().filter(|&&i| i != lease.index) {
+            self.slots[i]
+                .cell
+                .project_quota_hit(&lease.model, outcome, &at, self.policy);
+        }
+    }
+
+    /// The request ended without an outcome (client disconnected before the upstream
+    /// answered). Nothing is held against the key; a probe slot is freed at once.
+    pub fn abandon(&self, lease: &Lease) {
+        lease.cell.abandon(&lease.model);
+    }
+
+    fn at(&self, now: Now) -> At {
+        let day = self
+            .shared
+            .clock
+            .day(now.wall)
+            .map(|(day, left)| (day, now.instant + left));
+        At {
+            instant: now.instant,
+            wall: now.wall,
+            day,
+        }
     }
 
     /// Keys usable for at least one model right now (for `/health`).
     pub fn available_count(&self, now: Instant) -> usize {
-        let now = Now::at(now);
+        self.available_count_at(Now::at(now))
+    }
+
+    pub fn available_count_at(&self, now: Now) -> usize {
+        let at = self.at(now);
         self.slots
             .iter()
-            .filter(|s| s.cell.status(&now).available)
+            .filter(|s| s.cell.status(&at, s.spec.daily_limit).available)
             .count()
     }
 
@@ -401,11 +548,12 @@ impl PoolView {
     }
 
     pub fn status_at(&self, now: Now) -> Vec<KeyStatus> {
+        let at = self.at(now);
         self.slots
             .iter()
             .enumerate()
             .map(|(index, slot)| {
-                let st = slot.cell.status(&now);
+                let st = slot.cell.status(&at, slot.spec.daily_limit);
                 KeyStatus {
                     index,
                     masked: slot.spec.key.masked(),

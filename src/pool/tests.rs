@@ -427,8 +427,303 @@ fn picks_stay_cheap_with_ten_thousand_keys() {
         view.report(&lease, &Outcome::Success, t);
     }
     let per_pick = started.elapsed() / 10_000;
+    eprintln!("per pick+report: {per_pick:?}");
     assert!(
         per_pick < Duration::from_micros(50),
         "{per_pick:?} per pick"
     );
+}
+
+// ---- Phase 2: quota day, projects, least_used, daily_limit, probes ----
+
+/// A fixed starting moment on both clocks; `after` moves both together.
+struct Clock {
+    t0: Instant,
+    w0: SystemTime,
+}
+
+impl Clock {
+    fn at(rfc3339: &str) -> Clock {
+        let ts: jiff::Timestamp = rfc3339.parse().expect("test timestamp");
+        Clock {
+            t0: Instant::now(),
+            w0: SystemTime::from(ts),
+        }
+    }
+
+    fn after(&self, secs: u64) -> Now {
+        let d = Duration::from_secs(secs);
+        Now::new(self.t0 + d, self.w0 + d)
+    }
+}
+
+const HOUR: u64 = 3600;
+
+fn pick_at(view: &PoolView, model: &str, now: Now) -> Result<usize, NoKey> {
+    view.pick_at(model, now, &[]).map(|l| l.index)
+}
+
+fn check_daily_rest(start: &str, secs_to_midnight: u64) {
+    let (_pool, view) = pool(1);
+    let clock = Clock::at(start);
+    let lease = view.pick_at(PRO, clock.after(0), &[]).expect("key");
+    view.report_at(&lease, &Outcome::QuotaDaily, clock.after(0));
+    let err = pick_at(&view, PRO, clock.after(0)).expect_err("out for the day");
+    assert!(err.all_daily, "{start}");
+    assert_eq!(
+        err.retry_after,
+        Some(Duration::from_secs(secs_to_midnight)),
+        "{start}"
+    );
+    assert!(pick_at(&view, PRO, clock.after(secs_to_midnight - 1)).is_err());
+    assert_eq!(
+        view.status_at(clock.after(1))[0].models[0].state,
+        "exhausted"
+    );
+    assert_eq!(
+        pick_at(&view, PRO, clock.after(secs_to_midnight)),
+        Ok(0),
+        "{start}"
+    );
+}
+
+#[test]
+fn per_day_quota_lasts_until_midnight_in_los_angeles() {
+    check_daily_rest("2026-01-15T20:00:00Z", 12 * HOUR);
+    // Spring forward (2026-03-08): the quota day has 23 hours.
+    check_daily_rest("2026-03-08T00:30:00-08:00", 22 * HOUR + 1800);
+    // Fall back (2026-11-01): 25 hours.
+    check_daily_rest("2026-11-01T00:30:00-07:00", 24 * HOUR + 1800);
+}
+
+#[test]
+fn daily_counters_reset_at_midnight_in_los_angeles() {
+    let (_pool, view) = pool(1);
+    // 23:58 PDT.
+    let clock = Clock::at("2026-07-15T06:58:00Z");
+    for _ in 0..3 {
+        let lease = view.pick_at(PRO, clock.after(0), &[]).expect("key");
+        view.report_at(&lease, &Outcome::Success, clock.after(0));
+    }
+    assert_eq!(
+        view.status_at(clock.after(119))[0].models[0].daily_requests,
+        3
+    );
+    assert_eq!(
+        view.status_at(clock.after(120))[0].models[0].daily_requests,
+        0
+    );
+    let _ = view.pick_at(PRO, clock.after(120), &[]).expect("key");
+    assert_eq!(
+        view.status_at(clock.after(121))[0].models[0].daily_requests,
+        1
+    );
+}
+
+#[test]
+fn daily_limit_per_model_until_the_day_ends() {
+    let pool = KeyPool::new();
+    let mut keys = vec![spec(0)];
+    keys[0].daily_limit = Some(2);
+    let view = pool.bind(&cfg(keys));
+    // 22:00 PST: two hours left in the quota day.
+    let clock = Clock::at("2026-01-16T06:00:00Z");
+    assert_eq!(pick_at(&view, PRO, clock.after(0)), Ok(0));
+    assert_eq!(pick_at(&view, PRO, clock.after(1)), Ok(0));
+    let err = pick_at(&view, PRO, clock.after(2)).expect_err("at the limit");
+    assert!(err.all_daily);
+    assert_eq!(err.retry_after, Some(Duration::from_secs(2 * HOUR - 2)));
+    assert_eq!(
+        pick_at(&view, FLASH, clock.after(2)),
+        Ok(0),
+        "limits are per model"
+    );
+    assert_eq!(
+        view.status_at(clock.after(3))[0].models[0].state,
+        "exhausted"
+    );
+    assert_eq!(pick_at(&view, PRO, clock.after(2 * HOUR)), Ok(0));
+}
+
+#[test]
+fn a_project_shares_its_quota() {
+    let pool = KeyPool::new();
+    let mut keys: Vec<KeySpec> = (0..4).map(spec).collect();
+    keys[0].project = Some("proj-a".into());
+    keys[1].project = Some("proj-a".into());
+    keys[2].project = Some("proj-b".into());
+    let view = pool.bind(&cfg(keys));
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    let lease = view.pick_at(PRO, clock.after(0), &[]).expect("key");
+    assert_eq!(lease.index, 0);
+    view.report_at(&lease, &rate_limited(30), clock.after(0));
+    let seen = {
+        let mut seen = HashMap::new();
+        for _ in 0..20 {
+            let l = view.pick_at(PRO, clock.after(29), &[]).expect("key");
+            view.report_at(&l, &Outcome::Success, clock.after(29));
+            *seen.entry(l.index).or_insert(0) += 1;
+        }
+        seen
+    };
+    assert_eq!(seen.get(&0), None);
+    assert_eq!(seen.get(&1), None, "same project, same bucket");
+    assert_eq!(seen.len(), 2);
+    // Other models are untouched, and the sibling's own counters too.
+    let st = view.status_at(clock.after(1));
+    assert_eq!(st[1].models[0].state, "cooling");
+    assert_eq!(
+        st[1].models[0].cooldown_remaining,
+        Some(Duration::from_secs(29))
+    );
+    assert_eq!(st[1].models[0].daily_requests, 0);
+    assert_eq!(
+        view.pick_at(FLASH, clock.after(1), &[2, 3])
+            .map(|l| l.index),
+        Ok(0)
+    );
+    // Transient failures stay with the key that had them.
+    let b = view
+        .pick_at(FLASH, clock.after(1), &[0, 2, 3])
+        .expect("key 1");
+    for _ in 0..3 {
+        view.report_at(
+            &b,
+            &Outcome::Transient {
+                reason: "500".into(),
+            },
+            clock.after(1),
+        );
+    }
+    assert_eq!(
+        view.pick_at(FLASH, clock.after(2), &[2, 3])
+            .map(|l| l.index),
+        Ok(0)
+    );
+
+    // A per-day 429 takes the whole project out until midnight, same deadline.
+    let lease = view.pick_at(PRO, clock.after(30), &[]).expect("key");
+    let lease = if lease.index == 0 {
+        lease
+    } else {
+        view.pick_at(PRO, clock.after(30), &[1, 2, 3])
+            .expect("key 0")
+    };
+    view.report_at(&lease, &Outcome::QuotaDaily, clock.after(30));
+    let st = view.status_at(clock.after(30));
+    assert_eq!(st[0].models[0].state, "exhausted");
+    assert_eq!(st[1].models[0].state, "exhausted");
+    assert_eq!(
+        st[0].models[0].cooldown_remaining,
+        st[1].models[0].cooldown_remaining
+    );
+}
+
+#[test]
+fn least_used_prefers_fewest_requests_today_then_least_recent() {
+    let pool = KeyPool::new();
+    let mut c = cfg((0..3).map(spec).collect());
+    c.strategy = Strategy::LeastUsed;
+    let view = pool.bind(&c);
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    let mut order = Vec::new();
+    for s in 0..6 {
+        let l = view.pick_at(PRO, clock.after(s), &[]).expect("key");
+        view.report_at(&l, &Outcome::Success, clock.after(s));
+        order.push(l.index);
+    }
+    assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+    // Key 1 rests while the others serve; back, it gets traffic until it catches up.
+    let l = view.pick_at(PRO, clock.after(10), &[0, 2]).expect("key 1");
+    view.report_at(&l, &rate_limited(10), clock.after(10));
+    for s in 11..15 {
+        let l = view.pick_at(PRO, clock.after(s), &[]).expect("key");
+        view.report_at(&l, &Outcome::Success, clock.after(s));
+    }
+    // Counts now: 0 -> 4, 1 -> 3, 2 -> 4.
+    let l = view.pick_at(PRO, clock.after(20), &[]).expect("key");
+    assert_eq!(l.index, 1);
+    view.report_at(&l, &Outcome::Success, clock.after(20));
+    // All at 4: the least recently used (key 0 at 13s or earlier) goes first.
+    let l = view.pick_at(PRO, clock.after(21), &[]).expect("key");
+    let st = view.status_at(clock.after(21));
+    assert!(st.iter().all(|k| k.models[0].daily_requests >= 4));
+    assert_ne!(l.index, 1);
+    // Per model: flash starts from zero on every key.
+    assert_eq!(pick_at(&view, FLASH, clock.after(22)), Ok(0));
+    // NoKey still explained.
+    assert_eq!(
+        view.pick_at(PRO, clock.after(22), &[0, 1, 2])
+            .map(|l| l.index),
+        Err(no_key(None))
+    );
+}
+
+#[test]
+fn a_key_back_from_rest_gets_one_probe_first() {
+    let (_pool, view) = pool(2);
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    let a = view.pick_at(PRO, clock.after(0), &[]).expect("key 0");
+    view.report_at(&a, &rate_limited(10), clock.after(0));
+    // Back at 10s: the first request is the probe; while it is in flight the key is skipped.
+    let probe = view
+        .pick_at(PRO, clock.after(10), &[1])
+        .expect("key 0 probe");
+    assert_eq!(probe.index, 0);
+    for s in 10..14 {
+        assert_eq!(pick_at(&view, PRO, clock.after(s)), Ok(1));
+    }
+    // Only key 0, probing: no key, but no flag claims it is out.
+    assert_eq!(
+        view.pick_at(PRO, clock.after(14), &[1]).map(|l| l.index),
+        Err(no_key(None))
+    );
+    view.report_at(&probe, &Outcome::Success, clock.after(15));
+    let seen = spread(&view, PRO, clock.after(16).instant, 4);
+    assert_eq!(seen.get(&0), Some(&2));
+
+    // A failed probe rests again; an abandoned one frees the slot; a lost one times out.
+    view.report_at(&a, &rate_limited(10), clock.after(20));
+    let probe = view.pick_at(PRO, clock.after(30), &[1]).expect("probe");
+    view.report_at(&probe, &rate_limited(10), clock.after(31));
+    assert!(view.pick_at(PRO, clock.after(40), &[1]).is_err());
+    let probe = view.pick_at(PRO, clock.after(41), &[1]).expect("probe");
+    assert!(view.pick_at(PRO, clock.after(42), &[1]).is_err());
+    view.abandon(&probe);
+    let probe = view
+        .pick_at(PRO, clock.after(42), &[1])
+        .expect("probe again");
+    assert!(view.pick_at(PRO, clock.after(101), &[1]).is_err());
+    assert_eq!(
+        view.pick_at(PRO, clock.after(102), &[1]).map(|l| l.index),
+        Ok(0),
+        "an unreported probe stops blocking after a minute"
+    );
+    drop(probe);
+}
+
+#[test]
+fn all_daily_counts_disabled_keys_as_gone_too() {
+    let (_pool, view) = pool(3);
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    let now = clock.after(0);
+    let a = view.pick_at(PRO, now, &[]).expect("key");
+    view.report_at(
+        &a,
+        &Outcome::KeyInvalid {
+            reason: "401".into(),
+        },
+        now,
+    );
+    let b = view.pick_at(PRO, now, &[]).expect("key");
+    view.report_at(&b, &Outcome::QuotaDaily, now);
+    let c = view.pick_at(PRO, now, &[]).expect("key");
+    view.report_at(&c, &rate_limited(5), now);
+    let err = pick_at(&view, PRO, now).expect_err("none");
+    assert!(!err.all_daily, "one key is back in 5 s");
+    assert_eq!(err.retry_after, Some(Duration::from_secs(5)));
+    view.report_at(&c, &Outcome::NoQuota, now);
+    let err = pick_at(&view, PRO, now).expect_err("none");
+    assert!(err.all_daily && !err.all_disabled);
+    assert_eq!(err.retry_after, Some(Duration::from_secs(12 * HOUR)));
 }
