@@ -89,6 +89,9 @@ pub async fn execute(
             },
         };
         tried.push(lease.index);
+        // If this future is dropped (the client left) before an outcome is reported, the
+        // guard hands the lease back so a probing key is not held for nothing.
+        let mut guard = Unreported::new(pool, &lease);
         log.attempts += 1;
         log.key = Some(lease.key.masked());
 
@@ -109,6 +112,7 @@ pub async fn execute(
                 match call.delivery {
                     Delivery::Streaming => {
                         report(pool, &call, &lease, &Outcome::Success);
+                        guard.reported();
                         return Ok(Served {
                             lease,
                             status,
@@ -126,6 +130,7 @@ pub async fn execute(
                         {
                             Ok(bytes) => {
                                 report(pool, &call, &lease, &Outcome::Success);
+                                guard.reported();
                                 return Ok(Served {
                                     lease,
                                     status,
@@ -155,6 +160,7 @@ pub async fn execute(
         };
 
         report(pool, &call, &lease, &failure.outcome);
+        guard.reported();
         tracing::debug!(
             key = %lease.key,
             model = model_name,
@@ -186,6 +192,35 @@ pub async fn execute(
 fn report(pool: &PoolView, call: &Call<'_>, lease: &Lease, outcome: &Outcome) {
     if call.model.is_some() || matches!(outcome, Outcome::KeyInvalid { .. }) {
         pool.report(lease, outcome, Instant::now());
+    } else {
+        pool.abandon(lease);
+    }
+}
+
+/// Abandons a lease on drop unless an outcome was reported first.
+struct Unreported<'a> {
+    pool: &'a PoolView,
+    lease: Option<Lease>,
+}
+
+impl<'a> Unreported<'a> {
+    fn new(pool: &'a PoolView, lease: &Lease) -> Self {
+        Unreported {
+            pool,
+            lease: Some(lease.clone()),
+        }
+    }
+
+    fn reported(&mut self) {
+        self.lease = None;
+    }
+}
+
+impl Drop for Unreported<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.pool.abandon(&lease);
+        }
     }
 }
 

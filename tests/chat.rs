@@ -63,7 +63,8 @@ async fn answers_in_openai_shape() {
 #[tokio::test]
 async fn thought_tokens_count_as_completion_tokens() {
     let (fake, proxy, _key) = setup(|c| c).await;
-    fake.on_any().always(Reply::text("done").thoughts_tokens(40));
+    fake.on_any()
+        .always(Reply::text("done").thoughts_tokens(40));
     let (status, body) = chat(
         &proxy,
         json!({"model": MODEL, "messages": [{"role": "user", "content": "think"}]}),
@@ -72,13 +73,17 @@ async fn thought_tokens_count_as_completion_tokens() {
     assert_eq!(status, 200, "{body}");
     let usage = &body["usage"];
     assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 40);
-    assert!(usage["completion_tokens"].as_u64().unwrap_or(0) > 40, "{usage}");
+    assert!(
+        usage["completion_tokens"].as_u64().unwrap_or(0) > 40,
+        "{usage}"
+    );
 }
 
 #[tokio::test]
 async fn max_tokens_finish_is_length() {
     let (fake, proxy, _key) = setup(|c| c).await;
-    fake.on_any().always(Reply::text("cut sh").finish_reason("MAX_TOKENS"));
+    fake.on_any()
+        .always(Reply::text("cut sh").finish_reason("MAX_TOKENS"));
     let (_, body) = chat(
         &proxy,
         json!({"model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "long"}]}),
@@ -125,8 +130,15 @@ async fn roles_turns_and_parameters_reach_gemini() {
         .as_array()
         .map(|c| c.iter().filter_map(|x| x["role"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(roles, ["user", "model", "user"], "adjacent user turns merge: {sent}");
-    assert_eq!(sent["contents"][0]["parts"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        roles,
+        ["user", "model", "user"],
+        "adjacent user turns merge: {sent}"
+    );
+    assert_eq!(
+        sent["contents"][0]["parts"].as_array().map(Vec::len),
+        Some(2)
+    );
     let g = &sent["generationConfig"];
     assert_eq!(g["temperature"], 0.3);
     assert_eq!(g["topP"], 0.9);
@@ -155,7 +167,13 @@ async fn unknown_openai_fields_are_not_forwarded() {
     .await;
     assert_eq!(status, 200, "{body}");
     let sent = upstream_body(&fake);
-    for field in ["user", "store", "metadata", "logit_bias", "some_future_field"] {
+    for field in [
+        "user",
+        "store",
+        "metadata",
+        "logit_bias",
+        "some_future_field",
+    ] {
         assert!(sent.get(field).is_none(), "{field} leaked upstream: {sent}");
     }
 }
@@ -163,14 +181,26 @@ async fn unknown_openai_fields_are_not_forwarded() {
 #[tokio::test]
 async fn safety_threshold_applies_unless_default() {
     let (fake, proxy, _key) = setup(|c| c).await;
-    chat(&proxy, json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})).await;
+    chat(
+        &proxy,
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     let settings = upstream_body(&fake)["safetySettings"].clone();
     let settings = settings.as_array().cloned().unwrap_or_default();
-    assert_eq!(settings.len(), 4, "BLOCK_NONE is the default for every category");
+    assert_eq!(
+        settings.len(),
+        4,
+        "BLOCK_NONE is the default for every category"
+    );
     assert!(settings.iter().all(|s| s["threshold"] == "BLOCK_NONE"));
 
     let (fake, proxy, _key) = setup(|c| c.set("upstream", r#"safety = "default""#)).await;
-    chat(&proxy, json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})).await;
+    chat(
+        &proxy,
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert!(upstream_body(&fake).get("safetySettings").is_none());
 }
 
@@ -183,7 +213,10 @@ async fn model_prefixes_are_stripped_and_bad_names_refused() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(fake.last_request().and_then(|r| r.model).as_deref(), Some(MODEL));
+    assert_eq!(
+        fake.last_request().and_then(|r| r.model).as_deref(),
+        Some(MODEL)
+    );
 
     let before = fake.total_hits();
     for bad in ["../../v1beta/files", "gemini?key=x", "a b", ""] {
@@ -195,7 +228,11 @@ async fn model_prefixes_are_stripped_and_bad_names_refused() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["error"]["type"], "invalid_request_error");
     }
-    assert_eq!(fake.total_hits(), before, "bad model names never reach upstream");
+    assert_eq!(
+        fake.total_hits(),
+        before,
+        "bad model names never reach upstream"
+    );
 }
 
 #[tokio::test]
@@ -208,7 +245,10 @@ async fn upstream_model_not_found_is_the_clients_404() {
     )
     .await;
     assert_eq!(status, 404, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("gemini-9"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("gemini-9"));
     assert_eq!(fake.hits_for_key(&key), 1, "not retried");
 }
 
@@ -216,7 +256,10 @@ async fn upstream_model_not_found_is_the_clients_404() {
 async fn aliases_resolve_and_answer_under_the_alias_name() {
     let (fake, proxy, _key) = setup(|c| {
         c.set("models.aliases", r#""gpt-4o" = "gemini-2.5-pro""#)
-            .set("models.aliases", r#""thinker" = { model = "gemini-2.5-flash", reasoning_effort = "high" }"#)
+            .set(
+                "models.aliases",
+                r#""thinker" = { model = "gemini-2.5-flash", reasoning_effort = "high" }"#,
+            )
     })
     .await;
     let (status, body) = chat(
@@ -226,12 +269,18 @@ async fn aliases_resolve_and_answer_under_the_alias_name() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "gpt-4o");
-    assert_eq!(fake.last_request().and_then(|r| r.model).as_deref(), Some("gemini-2.5-pro"));
+    assert_eq!(
+        fake.last_request().and_then(|r| r.model).as_deref(),
+        Some("gemini-2.5-pro")
+    );
     let (status, _) = chat(
         &proxy,
         json!({"model": "thinker", "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(fake.last_request().and_then(|r| r.model).as_deref(), Some(MODEL));
+    assert_eq!(
+        fake.last_request().and_then(|r| r.model).as_deref(),
+        Some(MODEL)
+    );
 }

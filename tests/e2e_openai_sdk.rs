@@ -18,10 +18,10 @@ async fn openai_python_sdk() {
     let fake = FakeGemini::start().await;
     fake.on_any().always(Reply::text(expect).chunks(4));
     let proxy = Proxy::builder()
-        .config(
-            config_for(&fake.url(), &[fake_key(1), fake_key(2)])
-                .set("models.aliases", r#""fast" = { models = ["gemini-2.5-flash", "gemini-2.0-flash"] }"#),
-        )
+        .config(config_for(&fake.url(), &[fake_key(1), fake_key(2)]).set(
+            "models.aliases",
+            r#""fast" = { models = ["gemini-2.5-flash", "gemini-2.0-flash"] }"#,
+        ))
         .start()
         .await;
 

@@ -14,7 +14,11 @@ async fn get(proxy: &Proxy, path: &str) -> (u16, Value) {
 fn ids(list: &Value) -> Vec<String> {
     list["data"]
         .as_array()
-        .map(|d| d.iter().filter_map(|m| m["id"].as_str().map(String::from)).collect())
+        .map(|d| {
+            d.iter()
+                .filter_map(|m| m["id"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -24,7 +28,10 @@ async fn lists_every_page_plus_aliases_and_caches() {
     let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
     let fake = FakeGemini::builder().models(&many_refs).start().await;
     let proxy = Proxy::builder()
-        .config(config_for(&fake.url(), &[fake_key(1)]).set("models.aliases", r#""fast" = "gemini-test-0001""#))
+        .config(
+            config_for(&fake.url(), &[fake_key(1)])
+                .set("models.aliases", r#""fast" = "gemini-test-0001""#),
+        )
         .start()
         .await;
 
@@ -34,7 +41,10 @@ async fn lists_every_page_plus_aliases_and_caches() {
     let got = ids(&list);
     assert_eq!(got.len(), 1206, "two pages of models plus one alias");
     assert_eq!(got[0], "fast");
-    assert!(got.contains(&"gemini-test-1204".to_string()), "the second page is included");
+    assert!(
+        got.contains(&"gemini-test-1204".to_string()),
+        "the second page is included"
+    );
     assert!(got.iter().all(|id| !id.starts_with("models/")));
     let first = &list["data"][1];
     assert_eq!(first["object"], "model");
@@ -51,11 +61,17 @@ async fn lists_every_page_plus_aliases_and_caches() {
 async fn gets_one_model_or_404() {
     let fake = FakeGemini::start().await;
     let proxy = Proxy::builder()
-        .config(config_for(&fake.url(), &[fake_key(1)]).set("models.aliases", r#""gpt-4o" = "gemini-2.5-pro""#))
+        .config(
+            config_for(&fake.url(), &[fake_key(1)])
+                .set("models.aliases", r#""gpt-4o" = "gemini-2.5-pro""#),
+        )
         .start()
         .await;
     let (status, model) = get(&proxy, "/v1/models/gemini-2.5-flash").await;
-    assert_eq!((status, model["id"].as_str()), (200, Some("gemini-2.5-flash")));
+    assert_eq!(
+        (status, model["id"].as_str()),
+        (200, Some("gemini-2.5-flash"))
+    );
     let (status, model) = get(&proxy, "/v1/models/gpt-4o").await;
     assert_eq!((status, model["id"].as_str()), (200, Some("gpt-4o")));
     let (status, err) = get(&proxy, "/v1/models/no-such-model").await;
@@ -70,7 +86,10 @@ async fn static_list_needs_no_upstream() {
         .config(
             config_for(&fake.url(), &[fake_key(1)])
                 .set("models", r#"list = "static""#)
-                .set("models", r#"static = ["gemini-2.5-pro", "gemini-2.5-flash"]"#)
+                .set(
+                    "models",
+                    r#"static = ["gemini-2.5-pro", "gemini-2.5-flash"]"#,
+                )
                 .set("models.aliases", r#""fast" = "gemini-2.5-flash""#),
         )
         .start()
@@ -94,5 +113,8 @@ async fn token_model_globs_filter_the_list() {
     let (status, list) = get(&proxy, "/v1/models").await;
     assert_eq!(status, 200, "{list}");
     let got = ids(&list);
-    assert!(!got.is_empty() && got.iter().all(|id| id.starts_with("gemini-2.5-")), "{got:?}");
+    assert!(
+        !got.is_empty() && got.iter().all(|id| id.starts_with("gemini-2.5-")),
+        "{got:?}"
+    );
 }

@@ -11,7 +11,8 @@ const MODEL: &str = "gemini-2.5-flash";
 async fn generate_content_passes_bytes_through_with_a_pool_key() {
     let (k1, k2) = (fake_key(1), fake_key(2));
     let fake = FakeGemini::start().await;
-    fake.on(&k1, MODEL).always(Reply::quota_per_minute(MODEL, Some("30s")));
+    fake.on(&k1, MODEL)
+        .always(Reply::quota_per_minute(MODEL, Some("30s")));
     let proxy = Proxy::builder()
         .config(config_for(&fake.url(), &[&k1, &k2]))
         .start()
@@ -19,7 +20,10 @@ async fn generate_content_passes_bytes_through_with_a_pool_key() {
     // Field order and spacing are the client's: the proxy must not re-serialise.
     let body = r#"{"contents": [{"role":"user","parts":[{"text":"hi"}]}],   "generationConfig":{"temperature":0.5}}"#;
     let response = client()
-        .post(format!("{}/v1beta/models/{MODEL}:generateContent?key={TEST_TOKEN}", proxy.url()))
+        .post(format!(
+            "{}/v1beta/models/{MODEL}:generateContent?key={TEST_TOKEN}",
+            proxy.url()
+        ))
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -27,13 +31,22 @@ async fn generate_content_passes_bytes_through_with_a_pool_key() {
         .expect("request");
     assert_eq!(response.status().as_u16(), 200);
     let answer: Value = response.json().await.unwrap_or(Value::Null);
-    let text = answer["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap_or("");
-    assert_eq!(text, default_text(MODEL, &k2), "failed over to the second key");
+    let text = answer["candidates"][0]["content"]["parts"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(
+        text,
+        default_text(MODEL, &k2),
+        "failed over to the second key"
+    );
     let seen = fake.last_request().expect("upstream request");
     assert_eq!(seen.raw_body.as_ref(), body.as_bytes());
     assert_eq!(seen.header("x-goog-api-key").as_deref(), Some(k2.as_str()));
     let query = seen.query.clone().unwrap_or_default();
-    assert!(!query.contains("key="), "client credential forwarded: {query}");
+    assert!(
+        !query.contains("key="),
+        "client credential forwarded: {query}"
+    );
     assert_eq!(fake.keys_in_url(), 0);
 }
 
@@ -47,22 +60,35 @@ async fn stream_generate_content_passes_sse_through() {
         .start()
         .await;
     let response = client()
-        .post(format!("{}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse", proxy.url()))
+        .post(format!(
+            "{}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+            proxy.url()
+        ))
         .header("x-goog-api-key", TEST_TOKEN)
         .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
         .send()
         .await
         .expect("request");
     assert_eq!(response.status().as_u16(), 200);
-    let content_type = response.headers()["content-type"].to_str().unwrap_or("").to_string();
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
     let raw = response.text().await.unwrap_or_default();
     let events = sse_data(&raw);
     assert_eq!(events.len(), 3, "{raw}");
     let text: String = events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| v["candidates"][0]["content"]["parts"][0]["text"].as_str().map(String::from))
+        .filter_map(|v| {
+            v["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     assert_eq!(text, "one two three");
     assert!(!raw.contains(": keep-alive"));
@@ -82,10 +108,20 @@ async fn list_get_count_and_embed_pass_through() {
             .header("x-goog-api-key", TEST_TOKEN)
             .send()
     };
-    let list: Value = get("/v1beta/models?pageSize=3").await.expect("list").json().await.unwrap_or(Value::Null);
+    let list: Value = get("/v1beta/models?pageSize=3")
+        .await
+        .expect("list")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
     assert_eq!(list["models"].as_array().map(Vec::len), Some(3), "{list}");
     assert!(list["nextPageToken"].is_string());
-    let one: Value = get("/v1beta/models/gemini-2.5-pro").await.expect("get").json().await.unwrap_or(Value::Null);
+    let one: Value = get("/v1beta/models/gemini-2.5-pro")
+        .await
+        .expect("get")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
     assert_eq!(one["name"], "models/gemini-2.5-pro");
 
     let post = |action: &str, body: Value| {
@@ -94,25 +130,49 @@ async fn list_get_count_and_embed_pass_through() {
             .json(&body)
             .send()
     };
-    let count: Value = post("countTokens", json!({"contents": [{"parts": [{"text": "a b c"}]}]}))
-        .await.expect("count").json().await.unwrap_or(Value::Null);
+    let count: Value = post(
+        "countTokens",
+        json!({"contents": [{"parts": [{"text": "a b c"}]}]}),
+    )
+    .await
+    .expect("count")
+    .json()
+    .await
+    .unwrap_or(Value::Null);
     assert!(count["totalTokens"].as_u64().is_some(), "{count}");
-    let embed: Value = post("embedContent", json!({"content": {"parts": [{"text": "a"}]}}))
-        .await.expect("embed").json().await.unwrap_or(Value::Null);
-    assert!(embed["embedding"]["values"].as_array().is_some_and(|v| !v.is_empty()), "{embed}");
+    let embed: Value = post(
+        "embedContent",
+        json!({"content": {"parts": [{"text": "a"}]}}),
+    )
+    .await
+    .expect("embed")
+    .json()
+    .await
+    .unwrap_or(Value::Null);
+    assert!(
+        embed["embedding"]["values"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{embed}"
+    );
 }
 
 #[tokio::test]
 async fn google_errors_keep_googles_shape() {
     let key = fake_key(1);
     let fake = FakeGemini::start().await;
-    fake.on_any().always(Reply::bad_request("Invalid JSON payload received. Unknown name \"x\""));
+    fake.on_any().always(Reply::bad_request(
+        "Invalid JSON payload received. Unknown name \"x\"",
+    ));
     let proxy = Proxy::builder()
         .config(config_for(&fake.url(), &[&key]))
         .start()
         .await;
     let response = client()
-        .post(format!("{}/v1beta/models/{MODEL}:generateContent", proxy.url()))
+        .post(format!(
+            "{}/v1beta/models/{MODEL}:generateContent",
+            proxy.url()
+        ))
         .header("x-goog-api-key", TEST_TOKEN)
         .body("{}")
         .send()
@@ -121,6 +181,9 @@ async fn google_errors_keep_googles_shape() {
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("Unknown name"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("Unknown name"));
     assert_eq!(fake.total_hits(), 1, "the client's error is not retried");
 }

@@ -452,7 +452,7 @@ impl PoolView {
     /// Picks any key that is not disabled, for calls about no particular model (model lists).
     /// Counts no request against any model.
     pub fn pick_any(&self, now: Instant, exclude: &[usize]) -> Result<Lease, NoKey> {
-        let now = Now::at(now);
+        let at = self.at(Now::at(now));
         let n = self.slots.len();
         let start = self.shared.cursor("").fetch_add(1, Ordering::Relaxed);
         for step in 0..n {
@@ -460,7 +460,7 @@ impl PoolView {
             if exclude.contains(&index) {
                 continue;
             }
-            if self.slots[index].cell.check("", &now).is_ok() {
+            if self.slots[index].cell.check("", &at, None).is_ok() {
                 return Ok(self.lease(index, ""));
             }
         }
