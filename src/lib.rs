@@ -33,6 +33,7 @@ pub mod request_log;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod signatures;
 pub mod sse;
 pub mod state;
 pub mod translate;

@@ -92,6 +92,9 @@ async fn run(
             chunk = upstream.next() => match chunk {
                 None => {
                     let tail = finish(&mut shape, &mut parser);
+                    if let Shape::OpenAi(translator) = &mut shape {
+                        app.signatures.remember(translator.take_signatures());
+                    }
                     match tail {
                         Ok(bytes) => {
                             if !bytes.is_empty() && tx.send(bytes).await.is_err() {
@@ -180,6 +183,13 @@ fn finish(shape: &mut Shape, parser: &mut SseParser) -> Result<Bytes, TranslateE
             let mut out = Vec::new();
             for item in parser.finish() {
                 out.extend_from_slice(&on_item(translator, item)?);
+            }
+            if !translator.has_output() {
+                return Err(TranslateError::EmptyAnswer {
+                    message: "Gemini ended the stream without an answer (blocked, thoughts only, \
+                              or the token limit was reached before any text)"
+                        .into(),
+                });
             }
             out.extend_from_slice(&translator.finish());
             Ok(Bytes::from(out))

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::models::ModelsCache;
 use crate::config::Config;
 use crate::pool::{KeyPool, PoolView};
+use crate::signatures::SignatureCache;
 use crate::upstream::Upstream;
 
 /// Everything one config produces for the hot path.
@@ -79,6 +80,7 @@ pub struct App {
     /// Key health by key identity; outlives snapshots.
     pub keys: KeyPool,
     pub models: ModelsCache,
+    pub signatures: SignatureCache,
     pub lifecycle: Lifecycle,
 }
 
@@ -90,6 +92,7 @@ impl App {
             live: ArcSwap::from_pointee(snapshot),
             keys,
             models: ModelsCache::default(),
+            signatures: SignatureCache::default(),
             lifecycle: Lifecycle::default(),
         }))
     }

@@ -19,7 +19,7 @@ use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::server::{read_body, Reply};
 use crate::state::{App, Snapshot};
-use crate::translate::{self, ResponseCtx, StreamTranslator, Target, TranslateError};
+use crate::translate::{self, Extras, ResponseCtx, StreamTranslator, Target, TranslateError};
 
 pub async fn completions(
     app: &Arc<App>,
@@ -51,12 +51,17 @@ pub async fn completions(
 
     let mut last_error = None;
     for (i, target) in chain.iter().enumerate() {
-        let gemini_body = translate::to_gemini(
+        let lookup = |id: &str| app.signatures.get(id);
+        let gemini_body = translate::to_gemini_with(
             &request,
             &Target {
                 model: &target.model,
                 reasoning_effort: target.reasoning_effort.as_deref(),
                 safety: snap.config.upstream.safety.as_deref(),
+            },
+            &Extras {
+                signatures: Some(&lookup),
+                media: None,
             },
         )
         .map_err(from_translate)?;
@@ -81,8 +86,12 @@ pub async fn completions(
                     log.model = Some(format!("{requested}->{}", target.model));
                 }
                 return match served.body {
-                    Upstream::Full(bytes) => match translate::from_gemini(&bytes, &ctx) {
-                        Ok(json) => Ok(Reply::Done(json_bytes(StatusCode::OK, json))),
+                    Upstream::Full(bytes) => match translate::from_gemini_detailed(&bytes, &ctx) {
+                        Ok(done) if done.has_output => {
+                            app.signatures.remember(done.signatures);
+                            Ok(Reply::Done(json_bytes(StatusCode::OK, done.body)))
+                        }
+                        Ok(_) => Err(empty_answer(&bytes)),
                         Err(e) => {
                             if let TranslateError::UpstreamError { code, raw, .. } = &e {
                                 snap.pool.report(
@@ -134,12 +143,42 @@ fn falls_back(error: &ProxyError) -> bool {
     }
 }
 
+/// A 200 from Gemini with nothing to show: an explicit error, never an empty success (clients
+/// such as Cline fail confusingly on an empty assistant message).
+fn empty_answer(gemini_body: &[u8]) -> ProxyError {
+    let value: serde_json::Value = serde_json::from_slice(gemini_body).unwrap_or_default();
+    if let Some(reason) = value["promptFeedback"]["blockReason"].as_str() {
+        return ProxyError::BadRequest {
+            message: format!("Gemini blocked the prompt ({reason}); nothing was generated"),
+            param: Some("messages".into()),
+        };
+    }
+    let finish = value["candidates"][0]["finishReason"]
+        .as_str()
+        .unwrap_or("none");
+    let hint = if finish == "MAX_TOKENS" {
+        " (the token limit was reached before any text: raise max_tokens or lower reasoning_effort)"
+    } else {
+        ""
+    };
+    ProxyError::UpstreamFailed {
+        status: StatusCode::BAD_GATEWAY,
+        message: format!("Gemini returned an empty answer (finish reason {finish}){hint}"),
+        raw: Bytes::new(),
+    }
+}
+
 /// Translation errors as client-facing errors.
 pub fn from_translate(error: TranslateError) -> ProxyError {
     match error {
         TranslateError::InvalidRequest { message, param } => {
             ProxyError::BadRequest { message, param }
         }
+        TranslateError::EmptyAnswer { message } => ProxyError::UpstreamFailed {
+            status: StatusCode::BAD_GATEWAY,
+            message,
+            raw: Bytes::new(),
+        },
         TranslateError::BadUpstream { message } => ProxyError::UpstreamFailed {
             status: StatusCode::BAD_GATEWAY,
             message: format!("unreadable answer from Gemini: {message}"),

@@ -51,6 +51,10 @@ pub enum TranslateError {
     /// Gemini answered 200 with something we cannot read.
     #[error("unreadable upstream response: {message}")]
     BadUpstream { message: String },
+    /// Gemini answered 200 with nothing to show (blocked, thoughts only, no text before
+    /// MAX_TOKENS): an explicit error, never an empty success.
+    #[error("{message}")]
+    EmptyAnswer { message: String },
     /// Gemini answered 200 with a Google error object (e.g. inside a stream).
     #[error("upstream error {code}: {message}")]
     UpstreamError {
@@ -95,14 +99,14 @@ pub(crate) fn invalid(message: &str, param: String) -> TranslateError {
 }
 
 /// Finds a remembered thought signature by OpenAI tool call id.
-pub type SignatureLookup = dyn Fn(&str) -> Option<String>;
+pub type SignatureLookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 /// What the caller may add to a request from outside the pure mapping.
 #[derive(Default, Clone, Copy)]
 pub struct Extras<'a> {
     /// Thought signatures remembered server-side, by OpenAI tool call id: used when the client
     /// dropped `extra_content` (legacy Cline, LangChain, the AI SDK do).
-    pub signatures: Option<&'a SignatureLookup>,
+    pub signatures: Option<&'a SignatureLookup<'a>>,
     /// Bytes fetched for the URLs `remote_media_urls` listed, keyed by URL.
     pub media: Option<&'a HashMap<String, FetchedFile>>,
 }
