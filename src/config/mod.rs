@@ -99,6 +99,17 @@ pub enum IpRule {
     Net(IpNet),
 }
 
+impl IpRule {
+    /// Whether `ip` falls under this rule. IPv4-mapped IPv6 addresses (a v4 client on a
+    /// dual-stack socket) are compared as IPv4, as the rules themselves were normalised.
+    pub fn matches(&self, ip: std::net::IpAddr) -> bool {
+        match self {
+            IpRule::Any => true,
+            IpRule::Net(net) => net.contains(&ip.to_canonical()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     RoundRobin,

@@ -93,15 +93,31 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         warnings: Vec::new(),
         key_files: Vec::new(),
         token_files: Vec::new(),
+        secrets: secrets_in(&root),
     };
     let built = cx.build();
     let Cx {
-        problems,
-        warnings,
+        mut problems,
+        mut warnings,
         key_files,
         token_files,
+        mut secrets,
         ..
     } = cx;
+    // The messages above mask what they mention; this is the net under them, for names and
+    // serde messages that echo what was written (a key pasted as a table name, say).
+    secrets.retain(|(raw, _)| raw.chars().count() >= 8);
+    secrets.sort_by_key(|(raw, _)| std::cmp::Reverse(raw.len()));
+    for p in problems.iter_mut().chain(warnings.iter_mut()) {
+        p.field = redact(&p.field, &secrets);
+        p.message = redact(&p.message, &secrets);
+    }
+    // The config file first, then each named file, each top to bottom.
+    let order = |a: &Problem, b: &Problem| {
+        (a.file != path, &a.file, a.line, a.col).cmp(&(b.file != path, &b.file, b.line, b.col))
+    };
+    problems.sort_by(order);
+    warnings.sort_by(order);
 
     match built {
         Some(parts) if problems.is_empty() => {
@@ -144,19 +160,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
                 warnings: warnings.iter().map(ToString::to_string).collect(),
             })
         }
-        _ => {
-            let mut problems = problems;
-            // The config file first, then each named file, each top to bottom.
-            problems.sort_by(|a, b| {
-                (a.file != path, &a.file, a.line, a.col).cmp(&(
-                    b.file != path,
-                    &b.file,
-                    b.line,
-                    b.col,
-                ))
-            });
-            Err(ConfigError { problems })
-        }
+        _ => Err(ConfigError { problems }),
     }
 }
 
@@ -290,6 +294,8 @@ struct Cx<'a, 'i> {
     /// Named files in the order read, with their bytes, for `Config.files` and the hash.
     key_files: Vec<(PathBuf, Vec<u8>)>,
     token_files: Vec<(PathBuf, Vec<u8>)>,
+    /// Every key and token seen, raw and masked, to redact from all messages at the end.
+    secrets: Vec<(String, String)>,
 }
 
 impl Cx<'_, '_> {
@@ -548,6 +554,7 @@ impl Cx<'_, '_> {
 
     fn token(&mut self, at: &At, raw: String, seen: &mut HashMap<String, At>) -> Option<Token> {
         let masked = mask_token(&raw);
+        self.secrets.push((raw.clone(), masked.clone()));
         if raw.is_empty() {
             self.report(at, "empty token");
             return None;
@@ -681,6 +688,7 @@ impl Cx<'_, '_> {
 
     fn key(&mut self, at: &At, raw: String, seen: &mut HashMap<String, At>) -> Option<ApiKey> {
         let masked = mask_key(&raw);
+        self.secrets.push((raw.clone(), masked.clone()));
         if raw.is_empty() {
             self.report(at, "empty key");
             return None;
@@ -1321,6 +1329,72 @@ fn path_at(root: &Spanned<DeTable<'_>>, span: &Range<usize>) -> Option<FieldPath
         }
     }
     in_table(root.get_ref(), span.start, &FieldPath::default())
+}
+
+/// Strings of the document that are, or may be, secrets: whatever sits where a key or token
+/// belongs, and anything anywhere (values or table keys) in a Google key format.
+fn secrets_in(root: &Spanned<DeTable<'_>>) -> Vec<(String, String)> {
+    fn google(s: &str) -> bool {
+        s.starts_with("AIza") || s.starts_with("AQ.")
+    }
+    fn walk(v: &DeValue<'_>, path: &mut Vec<String>, out: &mut Vec<(String, String)>) {
+        match v {
+            DeValue::String(s) => {
+                let at: Vec<&str> = path.iter().map(String::as_str).collect();
+                match at.as_slice() {
+                    ["pool", "keys", "#"] | ["pool", "keys", "#", "key"] => {
+                        out.push((s.to_string(), mask_key(s)))
+                    }
+                    ["auth", "tokens" | "admin_tokens", "#"] | ["auth", "tokens", "#", "token"] => {
+                        out.push((s.to_string(), mask_token(s)))
+                    }
+                    _ if google(s) => out.push((s.to_string(), mask_key(s))),
+                    _ => {}
+                }
+            }
+            DeValue::Array(a) => {
+                for item in a.iter() {
+                    path.push("#".into());
+                    walk(item.get_ref(), path, out);
+                    path.pop();
+                }
+            }
+            DeValue::Table(t) => {
+                for (k, item) in t.iter() {
+                    let k: &str = k.get_ref();
+                    if google(k) {
+                        out.push((k.to_string(), mask_key(k)));
+                    }
+                    path.push(k.to_string());
+                    walk(item.get_ref(), path, out);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let mut path = Vec::new();
+    for (k, item) in root.get_ref().iter() {
+        let k: &str = k.get_ref();
+        if google(k) {
+            out.push((k.to_string(), mask_key(k)));
+        }
+        path.push(k.to_string());
+        walk(item.get_ref(), &mut path, &mut out);
+        path.pop();
+    }
+    out
+}
+
+fn redact(text: &str, secrets: &[(String, String)]) -> String {
+    let mut text = text.to_string();
+    for (raw, masked) in secrets {
+        if text.contains(raw.as_str()) {
+            text = text.replace(raw.as_str(), masked);
+        }
+    }
+    text
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
