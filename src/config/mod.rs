@@ -5,6 +5,7 @@
 //! with file, line, column and the field path (`pool.keys[3]`), all of them at once. Nothing in
 //! this module keeps state or touches the network.
 
+mod locate;
 mod raw;
 mod validate;
 

@@ -9,18 +9,17 @@
 //! no clock, no global state.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::net::IpAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeTable, ValueDeserializer};
 use toml::Spanned;
 
+use super::locate::{line_col, locate, path_at, redact, scrub, secrets_in, At, FieldPath};
 use super::raw;
 use super::{
     Access, Alias, Auth, ClientToken, Config, ConfigError, IpRule, KeySpec, Loaded, LogFormat,
@@ -65,6 +64,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
     let (root, errors) = DeTable::parse_recoverable(text);
+    let secrets = secrets_in(&root);
     if !errors.is_empty() {
         // After a syntax error the tree is a guess, so validating it would only add noise.
         let problems = errors
@@ -76,7 +76,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
                     line,
                     col,
                     field: String::new(),
-                    message: scrub(e.message()),
+                    message: redact(&scrub(e.message()), &secrets),
                 }
             })
             .collect();
@@ -93,7 +93,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         warnings: Vec::new(),
         key_files: Vec::new(),
         token_files: Vec::new(),
-        secrets: secrets_in(&root),
+        secrets,
     };
     let built = cx.build();
     let Cx {
@@ -101,17 +101,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         mut warnings,
         key_files,
         token_files,
-        mut secrets,
         ..
     } = cx;
-    // The messages above mask what they mention; this is the net under them, for names and
-    // serde messages that echo what was written (a key pasted as a table name, say).
-    secrets.retain(|(raw, _)| raw.chars().count() >= 8);
-    secrets.sort_by_key(|(raw, _)| std::cmp::Reverse(raw.len()));
-    for p in problems.iter_mut().chain(warnings.iter_mut()) {
-        p.field = redact(&p.field, &secrets);
-        p.message = redact(&p.message, &secrets);
-    }
     // The config file first, then each named file, each top to bottom.
     let order = |a: &Problem, b: &Problem| {
         (a.file != path, &a.file, a.line, a.col).cmp(&(b.file != path, &b.file, b.line, b.col))
@@ -175,97 +166,6 @@ struct Parts {
     logging: Logging,
 }
 
-/// A field path such as `pool.keys[3].models[0]` or `models.aliases."fast"`.
-#[derive(Debug, Clone, Default)]
-struct FieldPath(Vec<Seg>);
-
-#[derive(Debug, Clone)]
-enum Seg {
-    Key(String),
-    /// A user-chosen table key (an alias name): always quoted, so it reads as a name.
-    Name(String),
-    Index(usize),
-}
-
-impl FieldPath {
-    fn root(key: &str) -> Self {
-        FieldPath(vec![Seg::Key(key.into())])
-    }
-
-    fn with(&self, seg: Seg) -> Self {
-        let mut segs = self.0.clone();
-        segs.push(seg);
-        FieldPath(segs)
-    }
-
-    fn key(&self, key: &str) -> Self {
-        self.with(Seg::Key(key.into()))
-    }
-
-    fn name(&self, name: &str) -> Self {
-        self.with(Seg::Name(name.into()))
-    }
-
-    fn index(&self, i: usize) -> Self {
-        self.with(Seg::Index(i))
-    }
-
-    /// A table key found while walking the document: alias names are names, the rest keys.
-    fn child(&self, key: &str) -> Self {
-        match self.0.as_slice() {
-            [Seg::Key(a), Seg::Key(b)] if a == "models" && b == "aliases" => self.name(key),
-            _ => self.key(key),
-        }
-    }
-}
-
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Seg::Index(n) => write!(f, "[{n}]")?,
-                Seg::Key(k) | Seg::Name(k) => {
-                    if i > 0 {
-                        f.write_str(".")?;
-                    }
-                    let bare = !k.is_empty()
-                        && k.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                    if bare && matches!(seg, Seg::Key(_)) {
-                        f.write_str(k)?;
-                    } else {
-                        write!(f, "{k:?}")?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Where a value came from: a field of the config file, or a line of a key or token file.
-#[derive(Debug, Clone)]
-enum At {
-    Cfg(FieldPath),
-    Line {
-        file: PathBuf,
-        /// The file name as written in the config, for "first at keys.txt:2".
-        shown: String,
-        line: usize,
-        col: usize,
-        field: FieldPath,
-    },
-}
-
-impl At {
-    fn describe(&self) -> String {
-        match self {
-            At::Cfg(p) => p.to_string(),
-            At::Line { shown, line, .. } => format!("{shown}:{line}"),
-        }
-    }
-}
-
 /// What a `key_files` / `token_files` list yielded.
 struct Lists {
     /// The non-comment lines, in order.
@@ -294,7 +194,8 @@ struct Cx<'a, 'i> {
     /// Named files in the order read, with their bytes, for `Config.files` and the hash.
     key_files: Vec<(PathBuf, Vec<u8>)>,
     token_files: Vec<(PathBuf, Vec<u8>)>,
-    /// Every key and token seen, raw and masked, to redact from all messages at the end.
+    /// The document's keys and tokens, raw and masked, longest first: our own messages mask
+    /// what they mention, but serde messages and table names echo what was written.
     secrets: Vec<(String, String)>,
 }
 
@@ -373,24 +274,13 @@ impl Cx<'_, '_> {
         self.warnings.push(p);
     }
 
-    /// Byte offset of the value at `path`, or of its nearest ancestor that is written down.
     fn locate(&self, path: &FieldPath) -> usize {
-        let mut best = self.root.span().start;
-        let mut node: Option<&DeValue<'_>> = None;
-        for seg in &path.0 {
-            let next = match (seg, node) {
-                (Seg::Key(k) | Seg::Name(k), None) => self.root.get_ref().get(k.as_str()),
-                (Seg::Key(k) | Seg::Name(k), Some(v)) => {
-                    v.as_table().and_then(|t| t.get(k.as_str()))
-                }
-                (Seg::Index(i), Some(v)) => v.as_array().and_then(|a| a.get(*i)),
-                (Seg::Index(_), None) => None,
-            };
-            let Some(next) = next else { break };
-            best = next.span().start;
-            node = Some(next.get_ref());
-        }
-        best
+        locate(self.root, path)
+    }
+
+    /// Masks any key or token of the document in text that may echo it.
+    fn echo(&self, text: &str) -> String {
+        redact(text, &self.secrets)
     }
 
     // ---- sections ----------------------------------------------------------------------------
@@ -410,8 +300,10 @@ impl Cx<'_, '_> {
                 file: self.file.clone(),
                 line,
                 col,
-                field: FieldPath::root(&name).to_string(),
-                message: format!("unknown table `{name}`, expected one of {expected}"),
+                field: self.echo(&FieldPath::root(&name).to_string()),
+                message: self.echo(&format!(
+                    "unknown table `{name}`, expected one of {expected}"
+                )),
             });
         }
     }
@@ -432,8 +324,8 @@ impl Cx<'_, '_> {
                     file: self.file.clone(),
                     line,
                     col,
-                    field: field.to_string(),
-                    message: scrub(e.message()),
+                    field: self.echo(&field.to_string()),
+                    message: self.echo(&scrub(e.message())),
                 });
                 None
             }
@@ -554,7 +446,6 @@ impl Cx<'_, '_> {
 
     fn token(&mut self, at: &At, raw: String, seen: &mut HashMap<String, At>) -> Option<Token> {
         let masked = mask_token(&raw);
-        self.secrets.push((raw.clone(), masked.clone()));
         if raw.is_empty() {
             self.report(at, "empty token");
             return None;
@@ -688,7 +579,6 @@ impl Cx<'_, '_> {
 
     fn key(&mut self, at: &At, raw: String, seen: &mut HashMap<String, At>) -> Option<ApiKey> {
         let masked = mask_key(&raw);
-        self.secrets.push((raw.clone(), masked.clone()));
         if raw.is_empty() {
             self.report(at, "empty key");
             return None;
@@ -1300,141 +1190,4 @@ fn normalize(net: IpNet) -> IpNet {
         },
         _ => net,
     }
-}
-
-/// The field path of the deepest key or value whose span holds `span.start`, to name the
-/// field of a serde error (which only knows where it happened).
-fn path_at(root: &Spanned<DeTable<'_>>, span: &Range<usize>) -> Option<FieldPath> {
-    fn in_table(t: &DeTable<'_>, at: usize, path: &FieldPath) -> Option<FieldPath> {
-        for (k, v) in t.iter() {
-            let here = path.child(k.get_ref());
-            if let Some(deeper) = in_value(v.get_ref(), at, &here) {
-                return Some(deeper);
-            }
-            if k.span().contains(&at) || v.span().contains(&at) {
-                return Some(here);
-            }
-        }
-        None
-    }
-    fn in_value(v: &DeValue<'_>, at: usize, path: &FieldPath) -> Option<FieldPath> {
-        match v {
-            DeValue::Table(t) => in_table(t, at, path),
-            DeValue::Array(a) => a.iter().enumerate().find_map(|(i, item)| {
-                let here = path.index(i);
-                in_value(item.get_ref(), at, &here)
-                    .or_else(|| item.span().contains(&at).then_some(here))
-            }),
-            _ => None,
-        }
-    }
-    in_table(root.get_ref(), span.start, &FieldPath::default())
-}
-
-/// Strings of the document that are, or may be, secrets: whatever sits where a key or token
-/// belongs, and anything anywhere (values or table keys) in a Google key format.
-fn secrets_in(root: &Spanned<DeTable<'_>>) -> Vec<(String, String)> {
-    fn google(s: &str) -> bool {
-        s.starts_with("AIza") || s.starts_with("AQ.")
-    }
-    fn walk(v: &DeValue<'_>, path: &mut Vec<String>, out: &mut Vec<(String, String)>) {
-        match v {
-            DeValue::String(s) => {
-                let at: Vec<&str> = path.iter().map(String::as_str).collect();
-                match at.as_slice() {
-                    ["pool", "keys", "#"] | ["pool", "keys", "#", "key"] => {
-                        out.push((s.to_string(), mask_key(s)))
-                    }
-                    ["auth", "tokens" | "admin_tokens", "#"] | ["auth", "tokens", "#", "token"] => {
-                        out.push((s.to_string(), mask_token(s)))
-                    }
-                    _ if google(s) => out.push((s.to_string(), mask_key(s))),
-                    _ => {}
-                }
-            }
-            DeValue::Array(a) => {
-                for item in a.iter() {
-                    path.push("#".into());
-                    walk(item.get_ref(), path, out);
-                    path.pop();
-                }
-            }
-            DeValue::Table(t) => {
-                for (k, item) in t.iter() {
-                    let k: &str = k.get_ref();
-                    if google(k) {
-                        out.push((k.to_string(), mask_key(k)));
-                    }
-                    path.push(k.to_string());
-                    walk(item.get_ref(), path, out);
-                    path.pop();
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    let mut path = Vec::new();
-    for (k, item) in root.get_ref().iter() {
-        let k: &str = k.get_ref();
-        if google(k) {
-            out.push((k.to_string(), mask_key(k)));
-        }
-        path.push(k.to_string());
-        walk(item.get_ref(), &mut path, &mut out);
-        path.pop();
-    }
-    out
-}
-
-fn redact(text: &str, secrets: &[(String, String)]) -> String {
-    let mut text = text.to_string();
-    for (raw, masked) in secrets {
-        if text.contains(raw.as_str()) {
-            text = text.replace(raw.as_str(), masked);
-        }
-    }
-    text
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
-/// Serde renders an unexpected string value as `string "…"`; a value in the wrong place may be
-/// a key or a token, so it is dropped from the message.
-fn scrub(message: &str) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(i) = rest.find("string \"") {
-        out.push_str(&rest[..i]);
-        out.push_str("a string");
-        let after = &rest[i + "string \"".len()..];
-        let mut end = after.len();
-        let mut escaped = false;
-        for (j, c) in after.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => {
-                    end = j + 1;
-                    break;
-                }
-                _ => {}
-            }
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    // Serde names Rust types; a config author thinks in TOML ones.
-    out.trim_end()
-        .replace("expected i64", "expected an integer")
-        .replace("expected a boolean", "expected true or false")
 }
