@@ -151,7 +151,20 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
                 warnings: warnings.iter().map(ToString::to_string).collect(),
             })
         }
-        _ => Err(ConfigError { problems }),
+        _ => {
+            if problems.is_empty() {
+                // Every `None` above comes with a problem; this keeps a slip from reading as
+                // "rejected for no reason".
+                problems.push(Problem {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    col: 0,
+                    field: String::new(),
+                    message: "rejected without a reported problem (a bug: please report it)".into(),
+                });
+            }
+            Err(ConfigError { problems })
+        }
     }
 }
 
@@ -796,7 +809,7 @@ impl Cx<'_, '_> {
             level: level?,
             format: format?,
             directory,
-            max_files: usize::try_from(max_files?).ok()?,
+            max_files: max_files? as usize,
         })
     }
 
