@@ -5,6 +5,7 @@
 //! with file, line, column and the field path (`pool.keys[3]`), all of them at once. Nothing in
 //! this module keeps state or touches the network.
 
+mod locate;
 mod raw;
 mod validate;
 
@@ -97,6 +98,17 @@ pub struct Access {
 pub enum IpRule {
     Any,
     Net(IpNet),
+}
+
+impl IpRule {
+    /// Whether `ip` falls under this rule. IPv4-mapped IPv6 addresses (a v4 client on a
+    /// dual-stack socket) are compared as IPv4, as the rules themselves were normalised.
+    pub fn matches(&self, ip: std::net::IpAddr) -> bool {
+        match self {
+            IpRule::Any => true,
+            IpRule::Net(net) => net.contains(&ip.to_canonical()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

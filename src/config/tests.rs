@@ -1,27 +1,501 @@
+//! Table tests for config loading, all through `check`: a TOML text plus extra files in a temp
+//! folder in, either the validated config or the exact list of `file:line:col: field: message`
+//! problems out. Adding a case is one line.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
 use super::*;
 
-#[test]
-fn explore() {
+const K1: &str = "AIzaSyTEST-key-number-one-00000001";
+const K2: &str = "AIzaSyTEST-key-number-two-00000002";
+const K3: &str = "AQ.TEST-key-number-three-00000003";
+
+/// A config text, the extra files beside it (name, content), and the expected lines.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
+/// Loads `toml` written as `config.toml` beside `files` in a fresh temp folder. With `expected`
+/// empty the load must succeed and the result is returned; otherwise the problems, with paths
+/// relative to the folder, must be exactly `expected`.
+fn check(toml: &str, files: &[(&str, &str)], expected: &[&str]) -> Option<Loaded> {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("config.toml");
-    for t in [
-        "[server]\nlisten = \"x\"\n[pool]\nkeys = []\ncooldown = \"0s\"\n",
-        "[server]\nlisten = 5\n",
-        "[server]\nbogus = 5\n",
-        "[pool]\nkeys = [{ key = \"AIzaSECRETSECRET123\", nmae = \"x\" }]\n",
-        "[[pool.keys]]\nkey = \"AIzaSECRETSECRET123\"\nnmae = \"x\"\n",
-        "[pool]\nkeys = [\"a\", { key = \"AIzaSECRETSECRET123\", daily_limit = \"AIzaSECRET2\" }]\n",
-        "[pool]\nkeys = [AIzaSECRETBARE]\n",
-        "[pool]\nkeys = [\"AIzaSECRET\n",
-        "[models.aliases]\nfast = { model = \"a\", bogus = 1 }\n",
-        "[models.aliases]\nfast = 3\n",
-        "[server]\nlisten = \"x\"\n\n[pool]\ncooldown = \"0s\"\n",
-        "bogus = 1\n",
-    ] {
-        std::fs::write(&p, t).unwrap();
-        match load(&p) {
-            Ok(_) => println!("OK\n"),
-            Err(e) => println!("{t}=>\n{e}\n"),
+    std::fs::write(dir.path().join("config.toml"), toml).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let result = load(&dir.path().join("config.toml"));
+    match result {
+        Ok(loaded) => {
+            assert!(
+                expected.is_empty(),
+                "expected problems {expected:#?}\nbut it loaded; config:\n{toml}"
+            );
+            Some(relative_warnings(loaded, dir.path()))
+        }
+        Err(e) => {
+            let got: Vec<String> = e
+                .problems
+                .iter()
+                .map(|p| {
+                    let mut p = p.clone();
+                    p.file = p.file.strip_prefix(dir.path()).unwrap().to_path_buf();
+                    p.to_string()
+                })
+                .collect();
+            assert_eq!(got, expected, "config:\n{toml}");
+            None
         }
     }
+}
+
+fn relative_warnings(mut loaded: Loaded, dir: &Path) -> Loaded {
+    let prefix = format!("{}/", dir.display());
+    for w in &mut loaded.warnings {
+        *w = w.replace(&prefix, "");
+    }
+    loaded
+}
+
+fn ok(toml: &str, files: &[(&str, &str)]) -> Loaded {
+    check(toml, files, &[]).unwrap()
+}
+
+#[test]
+fn problems_are_located() {
+    let k1_file = format!("# team a\n{K2}\n\n  {K1}\n");
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        // Syntax errors stop before validation.
+        ("[server]\nlisten = \"127.0.0.1:7860\n",
+         &[], &["config.toml:2:25: invalid basic string, expected `\"`"]),
+        ("[server\n", &[], &["config.toml:1:8: unclosed table, expected `]`"]),
+        // Unknown fields, at every level and in every mixed form.
+        ("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`"]),
+        ("[servre]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`"]),
+        ("[auth]\ntokens = [{ token = \"sk-test-token-0000000001\", nmae = \"x\" }]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:49: auth.tokens[0].nmae: unknown field `nmae`, expected one of `name`, `token`, `models`"]),
+        ("[[pool.keys]]\nkey = \"AIzaSyTEST-key-number-one-00000001\"\ndaily = 5\n",
+         &[], &["config.toml:3:1: pool.keys[0].daily: unknown field `daily`, expected one of `key`, `name`, `project`, `models`, `daily_limit`"]),
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[models.aliases]\nfast = { model = \"m\", effort = \"high\" }\n",
+         &[], &["config.toml:4:23: models.aliases.\"fast\".effort: unknown field `effort`, expected one of `model`, `models`, `reasoning_effort`"]),
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\nmax_attempts = \"3\"\n",
+         &[], &["config.toml:3:16: pool.max_attempts: invalid type: a string, expected an integer"]),
+        // Addresses.
+        ("[access]\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:24: access.allow[1]: `10.0.0.0/33` is not a valid CIDR: the prefix length must be 0 to 32"]),
+        ("[access]\ndeny = [\"::1\", \"nope\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:16: access.deny[1]: `nope` is not an IP address or CIDR"]),
+        ("[server]\ntrusted_proxies = [\"*\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:20: server.trusted_proxies[0]: `*` is not allowed here: list CIDRs (e.g. \"10.0.0.0/8\") or addresses"]),
+        ("[server]\nlisten = \"7860\"\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:10: server.listen: \"7860\" is not host:port (e.g. \"127.0.0.1:7860\", \"[::]:7860\")"]),
+        ("[upstream]\nbase_url = \"ftp://example.com\"\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:12: upstream.base_url: must be an http:// or https:// URL, e.g. \"https://generativelanguage.googleapis.com\""]),
+        // Keys: the pool, duplicates (pointing at the second one), files.
+        ("[pool]\nkeys = []\n",
+         &[], &["config.toml:2:8: pool.keys: the key pool is empty: no keys in `pool.keys`"]),
+        ("", &[], &["config.toml:1:1: pool.keys: the key pool is empty: no keys in `pool.keys`"]),
+        ("[pool]\nkey_files = [\"keys.txt\"]\n",
+         &[("keys.txt", "# nothing yet\n\n")],
+         &["config.toml:1:1: pool.keys: the key pool is empty: no keys in `pool.keys` and none in keys.txt"]),
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\nkey_files = [\"keys.txt\"]\n",
+         &[("keys.txt", &k1_file)],
+         &["keys.txt:4:3: pool.key_files[0]: duplicate key AIza****0001 (first at pool.keys[0])"]),
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\", { key = \"AIzaSyTEST-key-number-one-00000001\" }]\n",
+         &[], &["config.toml:2:55: pool.keys[1].key: duplicate key AIza****0001 (first at pool.keys[0])"]),
+        ("[pool]\nkey_files = [\"keys.txt\", \"more.txt\"]\n",
+         &[("keys.txt", &k1_file)],
+         &["more.txt: pool.key_files[1]: cannot read key file: No such file or directory (os error 2)"]),
+        ("[pool]\nkeys = [\"\", \"AIzaSyTEST key\"]\n",
+         &[], &["config.toml:2:9: pool.keys[0]: empty key",
+                "config.toml:2:13: pool.keys[1]: key AIza****\u{20}key contains whitespace (comments go on their own line)"]),
+        ("[pool]\nkeys = [{ key = \"AIzaSyTEST-key-number-one-00000001\", models = [], daily_limit = 0 }]\n",
+         &[], &["config.toml:2:64: pool.keys[0].models: empty list would allow no model: leave `models` out to allow every model",
+                "config.toml:2:82: pool.keys[0].daily_limit: must be at least 1 (leave it out for no limit)"]),
+        ("[pool]\nkeys = [{ key = \"AIzaSyTEST-key-number-one-00000001\", models = [\"gemini-[\"] }]\n",
+         &[], &["config.toml:2:65: pool.keys[0].models[0]: bad glob `gemini-[`: invalid range pattern"]),
+        // Numbers and durations.
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\ncooldown = \"0s\"\n",
+         &[], &["config.toml:3:12: pool.cooldown: must be greater than zero"]),
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\nmax_attempts = 0\nfailure_threshold = -1\nstrategy = \"random\"\n",
+         &[], &["config.toml:3:16: pool.max_attempts: must be at least 1, got 0",
+                "config.toml:4:21: pool.failure_threshold: must be at least 1, got -1",
+                "config.toml:5:12: pool.strategy: unknown strategy `random`, expected `round_robin` or `least_used`"]),
+        ("[server]\nheader_timeout = \"soon\"\nmax_body = \"lots\"\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:18: server.header_timeout: invalid duration \"soon\" (expected number at 0): write e.g. \"250ms\", \"60s\", \"10m\"",
+                "config.toml:3:12: server.max_body: invalid size \"lots\": write e.g. \"32MiB\", \"512KiB\", \"1GB\""]),
+        ("[upstream]\nconnect_timeout = \"0ms\"\nfirst_byte_timeout = \"0s\"\nidle_timeout = \"0s\"\nsafety = \"BLOCK_SOME\"\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:19: upstream.connect_timeout: must be greater than zero",
+                "config.toml:3:22: upstream.first_byte_timeout: must be greater than zero",
+                "config.toml:4:16: upstream.idle_timeout: must be greater than zero",
+                "config.toml:5:10: upstream.safety: unknown safety threshold `BLOCK_SOME`, expected `default`, `BLOCK_LOW_AND_ABOVE`, `BLOCK_MEDIUM_AND_ABOVE`, `BLOCK_ONLY_HIGH`, `BLOCK_NONE`, `OFF`"]),
+        // Tokens, client and admin.
+        ("[auth]\ntokens = [\"sk-test-token-0000000001\", { name = \"b\", token = \"sk-test-token-0000000001\" }, \"\"]\nadmin_tokens = [\"sk-test-admin-000000001\", \"sk-test-admin-000000001\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:61: auth.tokens[1].token: duplicate token sk-test-… (first at auth.tokens[0])",
+                "config.toml:2:91: auth.tokens[2]: empty token",
+                "config.toml:3:44: auth.admin_tokens[1]: duplicate token sk-test-… (first at auth.admin_tokens[0])"]),
+        ("[auth]\ntokens = [\"sk-test-token-0000000001\"]\ntoken_files = [\"tokens.txt\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[("tokens.txt", "sk-test-token-0000000002\n# old one:\nsk-test-token-0000000001\n")],
+         &["tokens.txt:3:1: auth.token_files[0]: duplicate token sk-test-… (first at auth.tokens[0])"]),
+        // Aliases.
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[models.aliases]\na = \"b\"\nb = { models = [\"c\", \"m1\"] }\nc = \"a\"\nself = { model = \"self\" }\n",
+         &[], &["config.toml:4:5: models.aliases.\"a\": alias loop: a -> b -> c -> a",
+                "config.toml:7:8: models.aliases.\"self\": alias points to itself"]),
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[models.aliases]\nx = { model = \"m\", models = [\"n\"] }\ny = { models = [] }\nz = { reasoning_effort = \"high\" }\n",
+         &[], &["config.toml:4:5: models.aliases.\"x\": set `model` or `models`, not both",
+                "config.toml:5:16: models.aliases.\"y\".models: empty fallback chain",
+                "config.toml:6:5: models.aliases.\"z\": missing `model` (or `models` for a fallback chain)"]),
+        // Logging and models.
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[logging]\nformat = \"xml\"\nmax_files = 0\n[models]\nlist = \"some\"\nrefresh = \"0s\"\n",
+         &[], &["config.toml:4:10: logging.format: unknown log format `xml`, expected `text` or `json`",
+                "config.toml:5:13: logging.max_files: must be at least 1, got 0",
+                "config.toml:7:8: models.list: unknown model list `some`, expected `upstream` or `static`",
+                "config.toml:8:11: models.refresh: must be greater than zero"]),
+        // Every section is checked even when another one does not deserialize.
+        ("[server]\nlisten = 7860\n[pool]\ncooldown = \"0s\"\n",
+         &[], &["config.toml:2:10: server.listen: invalid type: integer `7860`, expected a string",
+                "config.toml:3:1: pool.keys: the key pool is empty: no keys in `pool.keys`",
+                "config.toml:4:12: pool.cooldown: must be greater than zero"]),
+    ];
+    for (toml, files, expected) in cases {
+        assert!(!expected.is_empty());
+        check(toml, files, expected);
+    }
+}
+
+#[test]
+fn bad_log_level_is_located() {
+    let toml =
+        "[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[logging]\nlevel = \"info,=[\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let problems = load(&path).unwrap_err().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!((problems[0].line, problems[0].col), (4, 9));
+    assert_eq!(problems[0].field, "logging.level");
+    assert!(problems[0].message.starts_with("not a tracing filter"));
+}
+
+#[test]
+fn missing_config_file_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.toml");
+    let e = load(&path).unwrap_err();
+    assert_eq!(e.problems.len(), 1);
+    assert_eq!(e.problems[0].file, path);
+    assert_eq!(e.problems[0].line, 0);
+    assert!(e.to_string().contains("nope.toml: cannot read config file"));
+}
+
+#[test]
+fn defaults_follow_the_spec() {
+    let c = ok(&format!("[pool]\nkeys = [\"{K1}\"]\n"), &[]).config;
+    assert_eq!(c.server.listen, "0.0.0.0:7860");
+    assert!(c.server.trusted_proxies.is_empty());
+    assert_eq!(c.server.max_body, 32 * 1024 * 1024);
+    assert_eq!(c.server.header_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+    assert!(!c.server.metrics_public);
+    assert_eq!(
+        c.upstream.base_url,
+        "https://generativelanguage.googleapis.com"
+    );
+    assert_eq!(c.upstream.proxy, None);
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(10));
+    assert_eq!(c.upstream.first_byte_timeout, Duration::from_secs(300));
+    assert_eq!(c.upstream.idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.upstream.heartbeat, Some(Duration::from_secs(15)));
+    assert_eq!(c.upstream.safety.as_deref(), Some("BLOCK_NONE"));
+    assert!(!c.upstream.fetch_private_urls);
+    assert!(c.auth.tokens.is_empty() && c.auth.admin_tokens.is_empty());
+    assert_eq!(c.access.allow, vec![IpRule::Any]);
+    assert!(c.access.deny.is_empty());
+    assert_eq!(c.pool.strategy, Strategy::RoundRobin);
+    assert_eq!(c.pool.keys.len(), 1);
+    assert_eq!(c.pool.failure_threshold, 3);
+    assert_eq!(c.pool.cooldown, Duration::from_secs(60));
+    assert_eq!(c.pool.max_attempts, 3);
+    assert!(matches!(c.models.list, ModelList::Upstream));
+    assert_eq!(c.models.refresh, Duration::from_secs(600));
+    assert!(c.models.aliases.is_empty());
+    assert_eq!(c.logging.level, "info");
+    assert_eq!(c.logging.format, LogFormat::Text);
+    assert_eq!(c.logging.directory, None);
+    assert_eq!(c.logging.max_files, 30);
+    assert!(c.path.is_absolute() && c.path.ends_with("config.toml"));
+    assert_eq!(c.files, vec![c.path.clone()]);
+    assert_eq!(c.hash.len(), 64);
+}
+
+#[test]
+fn every_form_is_validated_into_plain_values() {
+    let toml = format!(
+        r#"
+[server]
+listen = "[::1]:8080"
+trusted_proxies = ["10.0.0.7", "::ffff:192.168.0.0/112", "fd00::/8"]
+max_body = "1KiB"
+shutdown_grace = "0s"
+
+[upstream]
+base_url = "http://localhost:9000/prefix/"
+proxy = "socks5://127.0.0.1:1080"
+heartbeat = "0s"
+safety = "default"
+
+[auth]
+tokens = ["sk-test-token-0000000001", {{ name = "cline", token = "sk-test-token-0000000002", models = ["gemini-2.5-*"] }}]
+token_files = ["secrets/tokens.txt"]
+admin_tokens = ["sk-test-admin-000000001"]
+
+[access]
+allow = ["all", "192.168.1.10", "2001:db8::/32"]
+deny = ["10.1.2.3/8"]
+
+[pool]
+strategy = "least_used"
+keys = ["{K1}", {{ key = "{K2}", name = "team-b", project = "proj-b", models = ["gemini-2.5-*", "gemini-2.0-flash"], daily_limit = 250 }}]
+key_files = ["keys.txt"]
+failure_threshold = 5
+cooldown = "250ms"
+max_attempts = 1
+
+[models]
+list = "static"
+static = ["gemini-2.5-pro"]
+refresh = "1h"
+
+[models.aliases]
+"gpt-4o" = "pro"
+"pro" = "gemini-2.5-pro"
+"thinking" = {{ model = "gemini-3-flash-preview", reasoning_effort = "high" }}
+"deep" = "thinking"
+"fast" = {{ models = ["gemini-2.5-flash", "chain", "gemini-2.0-flash"] }}
+"chain" = {{ models = ["gemini-2.0-flash", "pro"] }}
+
+[logging]
+level = "warn,gemini_rotator=debug"
+format = "json"
+directory = "logs"
+max_files = 7
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(
+        dir.path().join("secrets/tokens.txt"),
+        "\u{feff}# mounted secret\n  sk-test-token-0000000003  \r\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("keys.txt"), format!("{K3}\n")).unwrap();
+    std::fs::write(dir.path().join("config.toml"), &toml).unwrap();
+    let loaded = load(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let c = loaded.config;
+
+    assert_eq!(c.server.listen, "[::1]:8080");
+    let nets: Vec<String> = c
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.7/32", "192.168.0.0/16", "fd00::/8"]);
+    assert_eq!(c.server.max_body, 1024);
+    assert_eq!(c.server.shutdown_grace, Duration::ZERO);
+
+    assert_eq!(c.upstream.base_url, "http://localhost:9000/prefix");
+    assert_eq!(c.upstream.proxy.as_deref(), Some("socks5://127.0.0.1:1080"));
+    assert_eq!(c.upstream.heartbeat, None);
+    assert_eq!(c.upstream.safety, None);
+
+    let names: Vec<&str> = c.auth.tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["sk-test-…", "cline", "sk-test-…"]);
+    assert_eq!(c.auth.tokens[2].token.expose(), "sk-test-token-0000000003");
+    let cline = c.auth.tokens[1].models.as_ref().unwrap();
+    assert!(cline.matches("gemini-2.5-pro") && !cline.matches("gemini-2.0-flash"));
+    assert!(c.auth.tokens[0].models.is_none());
+    assert_eq!(c.auth.admin_tokens.len(), 1);
+
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(c.access.allow[0], IpRule::Any);
+    assert_eq!(
+        c.access.allow[1],
+        IpRule::Net("192.168.1.10/32".parse().unwrap())
+    );
+    assert_eq!(
+        c.access.deny,
+        vec![IpRule::Net("10.0.0.0/8".parse().unwrap())]
+    );
+    assert!(c.access.deny[0].matches(ip("::ffff:10.9.9.9")));
+    assert!(c.access.allow[2].matches(ip("2001:db8::1")));
+    assert!(!c.access.allow[2].matches(ip("2001:db9::1")));
+
+    assert_eq!(c.pool.strategy, Strategy::LeastUsed);
+    let keys: Vec<&str> = c.pool.keys.iter().map(|k| k.key.expose()).collect();
+    assert_eq!(keys, [K1, K2, K3]);
+    let b = &c.pool.keys[1];
+    assert_eq!(b.name.as_deref(), Some("team-b"));
+    assert_eq!(b.project.as_deref(), Some("proj-b"));
+    assert_eq!(b.daily_limit, Some(250));
+    assert!(b.models.as_ref().unwrap().matches("gemini-2.0-flash"));
+    assert_eq!(c.pool.failure_threshold, 5);
+    assert_eq!(c.pool.cooldown, Duration::from_millis(250));
+    assert_eq!(c.pool.max_attempts, 1);
+
+    assert!(matches!(&c.models.list, ModelList::Static(s) if s == &["gemini-2.5-pro"]));
+    assert_eq!(c.models.refresh, Duration::from_secs(3600));
+    let alias = |n: &str| {
+        let a = &c.models.aliases[n];
+        (a.models.join(" "), a.reasoning_effort.clone())
+    };
+    assert_eq!(alias("gpt-4o"), ("gemini-2.5-pro".into(), None));
+    assert_eq!(
+        alias("deep"),
+        ("gemini-3-flash-preview".into(), Some("high".into()))
+    );
+    assert_eq!(
+        alias("fast"),
+        (
+            "gemini-2.5-flash gemini-2.0-flash gemini-2.5-pro".into(),
+            None
+        )
+    );
+
+    assert_eq!(c.logging.level, "warn,gemini_rotator=debug");
+    assert_eq!(c.logging.format, LogFormat::Json);
+    assert!(c.logging.directory.as_ref().unwrap().is_absolute());
+    assert!(c.logging.directory.as_ref().unwrap().ends_with("logs"));
+    assert_eq!(c.logging.max_files, 7);
+
+    let files: Vec<String> = c
+        .files
+        .iter()
+        .map(|f| f.strip_prefix(dir.path()).unwrap().display().to_string())
+        .collect();
+    assert_eq!(files, ["config.toml", "keys.txt", "secrets/tokens.txt"]);
+}
+
+#[test]
+fn the_hash_covers_every_named_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[pool]\nkey_files = [\"keys.txt\"]\n").unwrap();
+    std::fs::write(dir.path().join("keys.txt"), format!("{K1}\n")).unwrap();
+    let first = load(&path).unwrap().config.hash;
+    assert_eq!(load(&path).unwrap().config.hash, first);
+    std::fs::write(dir.path().join("keys.txt"), format!("{K1}\n{K2}\n")).unwrap();
+    assert_ne!(load(&path).unwrap().config.hash, first);
+}
+
+#[test]
+fn warnings_do_not_reject() {
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:1:1: auth.tokens: no client tokens configured: every client is allowed"]),
+        ("[auth]\ntokens = [\"sk-short-1\"]\n[pool]\nkey_files = [\"keys.txt\"]\n",
+         &[("keys.txt", "\n\nsk-not-a-gemini-key-000000\n")],
+         &["config.toml:2:11: auth.tokens[0]: token sk-short… is short: logs show its first 8 characters, so use at least 16 random ones",
+           "keys.txt:3:1: pool.key_files[0]: key sk-n****0000 is in neither Google format (`AIza…` or `AQ.…`)"]),
+        ("[auth]\ntokens = [\"sk-test-token-0000000001\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[models]\nstatic = [\"x\"]\n[models.aliases]\nq = { model = \"m\", reasoning_effort = \"max\" }\n",
+         &[], &["config.toml:6:10: models.static: ignored: `models.list` is \"upstream\"",
+                "config.toml:8:39: models.aliases.\"q\".reasoning_effort: unknown reasoning_effort `max` (known: none, minimal, low, medium, high)"]),
+    ];
+    for (toml, files, expected) in cases {
+        let loaded = ok(toml, files);
+        assert_eq!(loaded.warnings, *expected, "config:\n{toml}");
+    }
+}
+
+#[test]
+fn no_secret_reaches_a_message() {
+    let secrets = [
+        "AIzaSySECRET-key-one-000000000000001",
+        "AIzaSySECRET-key-two-000000000000002",
+        "sk-SECRET-token-one-00000000001",
+        "sk-SECRET-admin-0000000000001",
+        "xx-SECRET-odd-key-00000000003",
+        "AIzaSySECRET with space 0000004",
+        "http://user:SECRETPASS@proxy:3128",
+    ];
+    let [k1, k2, t1, a1, odd, spaced, proxy] = secrets;
+    let tomls = [
+        // Duplicates and bad values everywhere a secret sits.
+        format!(
+            r#"
+[upstream]
+proxy = "{proxy}x"
+base_url = "{proxy}"
+[auth]
+tokens = ["{t1}", {{ token = "{t1}", name = "" }}, "{k1}"]
+admin_tokens = ["{a1}", "{a1}"]
+token_files = ["tokens.txt"]
+[pool]
+keys = ["{k1}", {{ key = "{k1}", daily_limit = 0 }}, "{spaced}"]
+key_files = ["keys.txt"]
+"#
+        ),
+        // A secret where a number belongs: serde's message would quote it.
+        format!("[pool]\nkeys = [{{ key = \"{k2}\", daily_limit = \"{k1}\" }}]\n"),
+        format!("[auth]\ntokens = [{{ token = \"{t1}\", models = \"{a1}\" }}]\n"),
+        format!("[pool]\nmax_attempts = \"{k1}\"\n"),
+        // Secrets in broken TOML.
+        format!("[pool]\nkeys = [{k1}]\n"),
+        format!("[pool]\nkeys = [\"{k1}\n"),
+        format!("{k1} = 1\n"),
+    ];
+    let files: &[(&str, &str)] = &[
+        ("keys.txt", &format!("{k2}\n{k1}\n{odd}\n{spaced}\n")),
+        ("tokens.txt", &format!("{t1}\n{a1}\n{a1}\n")),
+    ];
+    for toml in &tomls {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), toml).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let text = match load(&dir.path().join("config.toml")) {
+            Ok(l) => format!("{:?}\n{}", l, l.warnings.join("\n")),
+            Err(e) => format!("{e}\n{e:?}"),
+        };
+        assert!(!text.is_empty());
+        for s in secrets {
+            assert!(!text.contains(s), "{s} leaked from\n{toml}\ninto\n{text}");
+        }
+        assert!(
+            !text.contains("SECRETPASS"),
+            "proxy password leaked:\n{text}"
+        );
+    }
+}
+
+/// The shipped example and default must load as they are.
+#[test]
+fn shipped_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let keys = std::fs::read_to_string(root.join("keys.txt.example")).unwrap();
+    for name in ["config.example.toml", "config.toml"] {
+        let toml = std::fs::read_to_string(root.join(name)).unwrap();
+        let loaded = ok(&toml, &[("keys.txt", &keys)]);
+        assert_eq!(loaded.warnings, Vec::<String>::new(), "{name}");
+        let c = loaded.config;
+        assert_eq!(c.pool.keys.len(), 2, "{name}");
+        assert!(c
+            .pool
+            .keys
+            .iter()
+            .all(|k| k.key.expose().contains("PLACEHOLDER")));
+    }
+    let c = ok(
+        &std::fs::read_to_string(root.join("config.toml")).unwrap(),
+        &[("keys.txt", &keys)],
+    )
+    .config;
+    assert_eq!(c.server.listen, "127.0.0.1:7860");
+    assert_eq!(c.auth.tokens[0].token.expose(), "sk-local-change-me");
 }

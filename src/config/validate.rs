@@ -9,18 +9,17 @@
 //! no clock, no global state.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::net::IpAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeTable, ValueDeserializer};
 use toml::Spanned;
 
+use super::locate::{line_col, locate, path_at, redact, scrub, secrets_in, At, FieldPath};
 use super::raw;
 use super::{
     Access, Alias, Auth, ClientToken, Config, ConfigError, IpRule, KeySpec, Loaded, LogFormat,
@@ -65,6 +64,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
     let (root, errors) = DeTable::parse_recoverable(text);
+    let secrets = secrets_in(&root);
     if !errors.is_empty() {
         // After a syntax error the tree is a guess, so validating it would only add noise.
         let problems = errors
@@ -76,7 +76,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
                     line,
                     col,
                     field: String::new(),
-                    message: scrub(e.message()),
+                    message: redact(&scrub(e.message()), &secrets),
                 }
             })
             .collect();
@@ -93,15 +93,22 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         warnings: Vec::new(),
         key_files: Vec::new(),
         token_files: Vec::new(),
+        secrets,
     };
     let built = cx.build();
     let Cx {
-        problems,
-        warnings,
+        mut problems,
+        mut warnings,
         key_files,
         token_files,
         ..
     } = cx;
+    // The config file first, then each named file, each top to bottom.
+    let order = |a: &Problem, b: &Problem| {
+        (a.file != path, &a.file, a.line, a.col).cmp(&(b.file != path, &b.file, b.line, b.col))
+    };
+    problems.sort_by(order);
+    warnings.sort_by(order);
 
     match built {
         Some(parts) if problems.is_empty() => {
@@ -145,16 +152,17 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             })
         }
         _ => {
-            let mut problems = problems;
-            // The config file first, then each named file, each top to bottom.
-            problems.sort_by(|a, b| {
-                (a.file != path, &a.file, a.line, a.col).cmp(&(
-                    b.file != path,
-                    &b.file,
-                    b.line,
-                    b.col,
-                ))
-            });
+            if problems.is_empty() {
+                // Every `None` above comes with a problem; this keeps a slip from reading as
+                // "rejected for no reason".
+                problems.push(Problem {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    col: 0,
+                    field: String::new(),
+                    message: "rejected without a reported problem (a bug: please report it)".into(),
+                });
+            }
             Err(ConfigError { problems })
         }
     }
@@ -169,97 +177,6 @@ struct Parts {
     pool: Pool,
     models: Models,
     logging: Logging,
-}
-
-/// A field path such as `pool.keys[3].models[0]` or `models.aliases."fast"`.
-#[derive(Debug, Clone, Default)]
-struct FieldPath(Vec<Seg>);
-
-#[derive(Debug, Clone)]
-enum Seg {
-    Key(String),
-    /// A user-chosen table key (an alias name): always quoted, so it reads as a name.
-    Name(String),
-    Index(usize),
-}
-
-impl FieldPath {
-    fn root(key: &str) -> Self {
-        FieldPath(vec![Seg::Key(key.into())])
-    }
-
-    fn with(&self, seg: Seg) -> Self {
-        let mut segs = self.0.clone();
-        segs.push(seg);
-        FieldPath(segs)
-    }
-
-    fn key(&self, key: &str) -> Self {
-        self.with(Seg::Key(key.into()))
-    }
-
-    fn name(&self, name: &str) -> Self {
-        self.with(Seg::Name(name.into()))
-    }
-
-    fn index(&self, i: usize) -> Self {
-        self.with(Seg::Index(i))
-    }
-
-    /// A table key found while walking the document: alias names are names, the rest keys.
-    fn child(&self, key: &str) -> Self {
-        match self.0.as_slice() {
-            [Seg::Key(a), Seg::Key(b)] if a == "models" && b == "aliases" => self.name(key),
-            _ => self.key(key),
-        }
-    }
-}
-
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Seg::Index(n) => write!(f, "[{n}]")?,
-                Seg::Key(k) | Seg::Name(k) => {
-                    if i > 0 {
-                        f.write_str(".")?;
-                    }
-                    let bare = !k.is_empty()
-                        && k.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                    if bare && matches!(seg, Seg::Key(_)) {
-                        f.write_str(k)?;
-                    } else {
-                        write!(f, "{k:?}")?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Where a value came from: a field of the config file, or a line of a key or token file.
-#[derive(Debug, Clone)]
-enum At {
-    Cfg(FieldPath),
-    Line {
-        file: PathBuf,
-        /// The file name as written in the config, for "first at keys.txt:2".
-        shown: String,
-        line: usize,
-        col: usize,
-        field: FieldPath,
-    },
-}
-
-impl At {
-    fn describe(&self) -> String {
-        match self {
-            At::Cfg(p) => p.to_string(),
-            At::Line { shown, line, .. } => format!("{shown}:{line}"),
-        }
-    }
 }
 
 /// What a `key_files` / `token_files` list yielded.
@@ -290,6 +207,9 @@ struct Cx<'a, 'i> {
     /// Named files in the order read, with their bytes, for `Config.files` and the hash.
     key_files: Vec<(PathBuf, Vec<u8>)>,
     token_files: Vec<(PathBuf, Vec<u8>)>,
+    /// The document's keys and tokens, raw and masked, longest first: our own messages mask
+    /// what they mention, but serde messages and table names echo what was written.
+    secrets: Vec<(String, String)>,
 }
 
 impl Cx<'_, '_> {
@@ -367,24 +287,13 @@ impl Cx<'_, '_> {
         self.warnings.push(p);
     }
 
-    /// Byte offset of the value at `path`, or of its nearest ancestor that is written down.
     fn locate(&self, path: &FieldPath) -> usize {
-        let mut best = self.root.span().start;
-        let mut node: Option<&DeValue<'_>> = None;
-        for seg in &path.0 {
-            let next = match (seg, node) {
-                (Seg::Key(k) | Seg::Name(k), None) => self.root.get_ref().get(k.as_str()),
-                (Seg::Key(k) | Seg::Name(k), Some(v)) => {
-                    v.as_table().and_then(|t| t.get(k.as_str()))
-                }
-                (Seg::Index(i), Some(v)) => v.as_array().and_then(|a| a.get(*i)),
-                (Seg::Index(_), None) => None,
-            };
-            let Some(next) = next else { break };
-            best = next.span().start;
-            node = Some(next.get_ref());
-        }
-        best
+        locate(self.root, path)
+    }
+
+    /// Masks any key or token of the document in text that may echo it.
+    fn echo(&self, text: &str) -> String {
+        redact(text, &self.secrets)
     }
 
     // ---- sections ----------------------------------------------------------------------------
@@ -404,8 +313,10 @@ impl Cx<'_, '_> {
                 file: self.file.clone(),
                 line,
                 col,
-                field: FieldPath::root(&name).to_string(),
-                message: format!("unknown table `{name}`, expected one of {expected}"),
+                field: self.echo(&FieldPath::root(&name).to_string()),
+                message: self.echo(&format!(
+                    "unknown table `{name}`, expected one of {expected}"
+                )),
             });
         }
     }
@@ -426,8 +337,8 @@ impl Cx<'_, '_> {
                     file: self.file.clone(),
                     line,
                     col,
-                    field: field.to_string(),
-                    message: scrub(e.message()),
+                    field: self.echo(&field.to_string()),
+                    message: self.echo(&scrub(e.message())),
                 });
                 None
             }
@@ -898,7 +809,7 @@ impl Cx<'_, '_> {
             level: level?,
             format: format?,
             directory,
-            max_files: usize::try_from(max_files?).ok()?,
+            max_files: max_files? as usize,
         })
     }
 
@@ -1292,75 +1203,4 @@ fn normalize(net: IpNet) -> IpNet {
         },
         _ => net,
     }
-}
-
-/// The field path of the deepest key or value whose span holds `span.start`, to name the
-/// field of a serde error (which only knows where it happened).
-fn path_at(root: &Spanned<DeTable<'_>>, span: &Range<usize>) -> Option<FieldPath> {
-    fn in_table(t: &DeTable<'_>, at: usize, path: &FieldPath) -> Option<FieldPath> {
-        for (k, v) in t.iter() {
-            let here = path.child(k.get_ref());
-            if let Some(deeper) = in_value(v.get_ref(), at, &here) {
-                return Some(deeper);
-            }
-            if k.span().contains(&at) || v.span().contains(&at) {
-                return Some(here);
-            }
-        }
-        None
-    }
-    fn in_value(v: &DeValue<'_>, at: usize, path: &FieldPath) -> Option<FieldPath> {
-        match v {
-            DeValue::Table(t) => in_table(t, at, path),
-            DeValue::Array(a) => a.iter().enumerate().find_map(|(i, item)| {
-                let here = path.index(i);
-                in_value(item.get_ref(), at, &here)
-                    .or_else(|| item.span().contains(&at).then_some(here))
-            }),
-            _ => None,
-        }
-    }
-    in_table(root.get_ref(), span.start, &FieldPath::default())
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
-/// Serde renders an unexpected string value as `string "…"`; a value in the wrong place may be
-/// a key or a token, so it is dropped from the message.
-fn scrub(message: &str) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(i) = rest.find("string \"") {
-        out.push_str(&rest[..i]);
-        out.push_str("a string");
-        let after = &rest[i + "string \"".len()..];
-        let mut end = after.len();
-        let mut escaped = false;
-        for (j, c) in after.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => {
-                    end = j + 1;
-                    break;
-                }
-                _ => {}
-            }
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    // Serde names Rust types; a config author thinks in TOML ones.
-    out.trim_end()
-        .replace("expected i64", "expected an integer")
-        .replace("expected a boolean", "expected true or false")
 }
