@@ -1,0 +1,444 @@
+//! Access control through the real binary (SPEC §4): client tokens and their model globs, the
+//! open proxy, `/v1beta` credentials, the admin gate, IP rules through trusted proxies, and the
+//! error shapes for bad input and unknown paths.
+
+mod support;
+
+use reqwest::{RequestBuilder, Response};
+use serde_json::{json, Value};
+use support::{config_for, fake_key, FakeGemini, Proxy, TestConfig, TEST_TOKEN};
+
+const FLASH: &str = "gemini-2.5-flash";
+const ADMIN: &str = "adm-0123456789abcdef-admin";
+const CLINE: &str = "sk-cline-0123456789abcdef";
+
+fn chat(model: &str) -> Value {
+    json!({ "model": model, "messages": [{ "role": "user", "content": "hi" }] })
+}
+
+fn gemini_body() -> Value {
+    json!({ "contents": [{ "role": "user", "parts": [{ "text": "hi" }] }] })
+}
+
+fn base(fake: &FakeGemini) -> TestConfig {
+    config_for(&fake.url(), &[fake_key(1)])
+}
+
+async fn start(config: TestConfig) -> Proxy {
+    Proxy::builder().config(config).start().await
+}
+
+/// A request to the proxy with no credentials at all.
+fn anon(proxy: &Proxy, method: reqwest::Method, path: &str) -> RequestBuilder {
+    support::client().request(method, format!("{}{path}", proxy.url()))
+}
+
+async fn send(req: RequestBuilder) -> (u16, Value) {
+    let resp: Response = req.send().await.expect("request to the proxy");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn status_of(req: RequestBuilder) -> u16 {
+    send(req).await.0
+}
+
+/// Asserts OpenAI's error shape with the given status and type.
+fn assert_openai_error(got: &(u16, Value), status: u16, kind: &str) {
+    let (code, body) = got;
+    assert_eq!(*code, status, "body: {body}");
+    let err = &body["error"];
+    assert!(err["message"].is_string(), "no message: {body}");
+    assert_eq!(err["type"], kind, "body: {body}");
+    assert!(
+        err.get("param").is_some() && err.get("code").is_some(),
+        "{body}"
+    );
+}
+
+/// Asserts Google's error shape `{"error":{"code","message","status"}}`.
+fn assert_google_error(got: &(u16, Value), status: u16, google_status: &str) {
+    let (code, body) = got;
+    assert_eq!(*code, status, "body: {body}");
+    let err = &body["error"];
+    assert_eq!(err["code"], status, "body: {body}");
+    assert!(err["message"].is_string(), "no message: {body}");
+    assert_eq!(err["status"], google_status, "body: {body}");
+    assert!(
+        err.get("type").is_none(),
+        "OpenAI field in a Google error: {body}"
+    );
+}
+
+/// Requests that reached a model endpoint upstream (the lazy model list does not count).
+fn generation_hits(fake: &FakeGemini) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.path.contains(':'))
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client tokens
+
+#[tokio::test]
+async fn client_tokens_and_model_globs() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(base(&fake).set(
+        "auth",
+        &format!(
+            r#"tokens = ["{TEST_TOKEN}", {{ name = "cline", token = "{CLINE}", models = ["gemini-2.5-*"] }}]"#
+        ),
+    ))
+    .await;
+    let post = |token: Option<&str>, model: &str| {
+        let req = anon(&proxy, reqwest::Method::POST, "/v1/chat/completions").json(&chat(model));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    };
+
+    let none = send(post(None, FLASH)).await;
+    assert_openai_error(&none, 401, "authentication_error");
+    let wrong = send(post(Some("sk-wrong-0123456789abcdef"), FLASH)).await;
+    assert_openai_error(&wrong, 401, "authentication_error");
+    assert_eq!(
+        fake.total_hits(),
+        0,
+        "refused requests must not reach upstream"
+    );
+
+    let (ok, body) = send(post(Some(TEST_TOKEN), FLASH)).await;
+    assert_eq!(ok, 200, "{body}");
+    let (ok, body) = send(post(Some(CLINE), FLASH)).await;
+    assert_eq!(ok, 200, "{body}");
+
+    let before = fake.total_hits();
+    let denied = send(post(Some(CLINE), "gemini-3-pro-preview")).await;
+    assert_openai_error(&denied, 403, "permission_error");
+    assert_eq!(denied.1["error"]["param"], "model", "{}", denied.1);
+    assert_eq!(
+        fake.total_hits(),
+        before,
+        "a refused model must not reach upstream"
+    );
+    let streaming = post(Some(CLINE), "gemini-3-pro-preview").json(&json!({
+        "model": "gemini-3-pro-preview",
+        "stream": true,
+        "messages": [{ "role": "user", "content": "hi" }],
+    }));
+    assert_openai_error(&send(streaming).await, 403, "permission_error");
+    let native = anon(
+        &proxy,
+        reqwest::Method::POST,
+        "/v1beta/models/gemini-3-pro-preview:generateContent",
+    )
+    .header("x-goog-api-key", CLINE)
+    .json(&gemini_body());
+    assert_google_error(&send(native).await, 403, "PERMISSION_DENIED");
+    assert_eq!(
+        fake.total_hits(),
+        before,
+        "a refused model must not reach upstream"
+    );
+    assert_eq!(fake.hits_for_model("gemini-3-pro-preview"), 0);
+}
+
+#[tokio::test]
+async fn no_tokens_means_open_with_a_warning() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(base(&fake).set("auth", "tokens = []")).await;
+
+    let (status, body) =
+        send(anon(&proxy, reqwest::Method::POST, "/v1/chat/completions").json(&chat(FLASH))).await;
+    assert_eq!(status, 200, "{body}");
+    let warned = proxy
+        .logs()
+        .lines()
+        .any(|l| l.contains("WARN") && l.to_lowercase().contains("token"));
+    assert!(warned, "no warning about the open proxy:\n{}", proxy.logs());
+}
+
+#[tokio::test]
+async fn v1beta_accepts_three_credential_forms_and_never_forwards_them() {
+    let key = fake_key(1);
+    let fake = FakeGemini::start().await;
+    let proxy = start(base(&fake)).await;
+    let path = format!("/v1beta/models/{FLASH}:generateContent");
+    let post = |suffix: &str| {
+        anon(&proxy, reqwest::Method::POST, &format!("{path}{suffix}")).json(&gemini_body())
+    };
+
+    let forms = [
+        ("bearer", post("").bearer_auth(TEST_TOKEN)),
+        (
+            "x-goog-api-key",
+            post("").header("x-goog-api-key", TEST_TOKEN),
+        ),
+        ("?key=", post(&format!("?key={TEST_TOKEN}"))),
+    ];
+    for (name, req) in forms {
+        let (status, body) = send(req).await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+
+    let missing = send(post("")).await;
+    assert_google_error(&missing, 401, "UNAUTHENTICATED");
+    let wrong = send(post("").header("x-goog-api-key", "sk-wrong-0123456789abcdef")).await;
+    assert_google_error(&wrong, 401, "UNAUTHENTICATED");
+    let wrong_query = send(post("?key=sk-wrong-0123456789abcdef")).await;
+    assert_google_error(&wrong_query, 401, "UNAUTHENTICATED");
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3, "one upstream call per accepted request");
+    for r in &requests {
+        assert_eq!(r.header("x-goog-api-key").as_deref(), Some(key.as_str()));
+        assert!(
+            r.query.as_deref().is_none_or(|q| !q.contains(TEST_TOKEN)),
+            "{r:?}"
+        );
+        for (name, value) in &r.headers {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            assert!(
+                !value.contains(TEST_TOKEN),
+                "client token upstream in {name}"
+            );
+        }
+    }
+    assert_eq!(fake.keys_in_url(), 0, "a key travelled in a URL");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin gate
+
+#[tokio::test]
+async fn admin_gate_without_admin_tokens_is_loopback_only() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(base(&fake).set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)).await;
+
+    assert_eq!(
+        status_of(proxy.get("/status")).await,
+        200,
+        "loopback client"
+    );
+    let remote = send(
+        proxy
+            .get("/status")
+            .header("x-forwarded-for", "203.0.113.7"),
+    )
+    .await;
+    assert_openai_error(&remote, 403, "permission_error");
+}
+
+#[tokio::test]
+async fn admin_gate_with_admin_tokens() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(
+        base(&fake)
+            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+            .set("auth", &format!(r#"admin_tokens = ["{ADMIN}"]"#)),
+    )
+    .await;
+    let status = || anon(&proxy, reqwest::Method::GET, "/status");
+
+    assert_openai_error(&send(status()).await, 401, "authentication_error");
+    assert_openai_error(&send(proxy.get("/status")).await, 403, "permission_error");
+    assert_eq!(status_of(status().bearer_auth(ADMIN)).await, 200);
+    let remote = status()
+        .bearer_auth(ADMIN)
+        .header("x-forwarded-for", "203.0.113.7");
+    assert_eq!(
+        status_of(remote).await,
+        200,
+        "admin token from a remote address"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// IP rules
+
+#[tokio::test]
+async fn ip_allow_list_spares_probes_and_ignores_untrusted_headers() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(base(&fake).set("access", r#"allow = ["10.0.0.0/8"]"#)).await;
+
+    let refused = send(proxy.get("/v1/models")).await;
+    assert_openai_error(&refused, 403, "permission_error");
+    for probe in ["/health", "/livez", "/readyz"] {
+        let status = status_of(anon(&proxy, reqwest::Method::GET, probe)).await;
+        assert_eq!(status, 200, "{probe} must answer anyone");
+    }
+    // The peer is not a trusted proxy: its X-Forwarded-For is not believed.
+    let spoofed = proxy
+        .get("/v1/models")
+        .header("x-forwarded-for", "10.1.2.3");
+    assert_eq!(status_of(spoofed).await, 403);
+    let spoofed = proxy.get("/v1/models").header("x-real-ip", "10.1.2.3");
+    assert_eq!(status_of(spoofed).await, 403);
+    assert_eq!(generation_hits(&fake), 0);
+}
+
+#[tokio::test]
+async fn ip_rules_through_a_trusted_proxy() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(
+        base(&fake)
+            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+            .set("access", r#"allow = ["10.0.0.0/8"]"#)
+            .set("access", r#"deny = ["10.1.0.0/16"]"#),
+    )
+    .await;
+    let from = |name: &str, value: &str| proxy.get("/v1/models").header(name, value);
+
+    let cases = [
+        ("x-forwarded-for", "10.2.3.4", 200),
+        // deny is checked before allow
+        ("x-forwarded-for", "10.1.2.3", 403),
+        // right to left: 192.0.2.1 is the first untrusted hop, whatever the client claims before it
+        ("x-forwarded-for", "10.9.9.9, 192.0.2.1", 403),
+        ("x-forwarded-for", "192.0.2.1, 10.9.9.9", 200),
+        ("x-forwarded-for", "10.9.9.9, 127.0.0.1", 200),
+        ("forwarded", "for=10.2.3.4", 200),
+        ("forwarded", "for=10.1.2.3;proto=https", 403),
+        ("forwarded", r#"for="10.2.3.4:4711""#, 200),
+        ("x-real-ip", "10.2.3.4", 200),
+        ("x-real-ip", "192.0.2.1", 403),
+        ("x-forwarded-for", "::ffff:10.2.3.4", 200),
+    ];
+    for (name, value, want) in cases {
+        assert_eq!(status_of(from(name, value)).await, want, "{name}: {value}");
+    }
+    // No forwarding header: the trusted peer itself (127.0.0.1) is the client.
+    assert_eq!(status_of(proxy.get("/v1/models")).await, 403);
+}
+
+#[tokio::test]
+async fn ip_rules_single_addresses_and_ipv6() {
+    let fake = FakeGemini::start().await;
+
+    let only_v4 = start(base(&fake).set("access", r#"allow = ["127.0.0.1"]"#)).await;
+    assert_eq!(status_of(only_v4.get("/v1/models")).await, 200);
+    drop(only_v4);
+
+    let only_v6 = start(base(&fake).set("access", r#"allow = ["::1"]"#)).await;
+    assert_eq!(
+        status_of(only_v6.get("/v1/models")).await,
+        403,
+        "IPv4 client, IPv6 rule"
+    );
+    drop(only_v6);
+
+    // A real IPv6 client on ::1.
+    let v6 = start(
+        base(&fake)
+            .set("server", r#"listen = "[::1]:0""#)
+            .set("access", r#"allow = ["::1"]"#),
+    )
+    .await;
+    assert!(v6.addr().is_ipv6(), "listening on {}", v6.addr());
+    assert_eq!(
+        status_of(v6.get("/v1/models")).await,
+        200,
+        "::1 client, ::1 rule"
+    );
+    drop(v6);
+
+    let v6_nets = start(
+        base(&fake)
+            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+            .set("access", r#"allow = ["2001:db8::/32"]"#),
+    )
+    .await;
+    let from = |name: &str, value: &str| v6_nets.get("/v1/models").header(name, value);
+    assert_eq!(status_of(from("x-forwarded-for", "2001:db8::5")).await, 200);
+    assert_eq!(
+        status_of(from("forwarded", r#"for="[2001:db8::5]:443""#)).await,
+        200
+    );
+    assert_eq!(status_of(from("x-forwarded-for", "2001:db9::5")).await, 403);
+}
+
+#[tokio::test]
+async fn ip_wildcards_allow_everyone() {
+    let fake = FakeGemini::start().await;
+    for rule in ["*", "all"] {
+        let proxy = start(
+            base(&fake)
+                .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+                .set("access", &format!(r#"allow = ["{rule}"]"#)),
+        )
+        .await;
+        for xff in ["203.0.113.7", "2001:db8::1", "10.1.2.3"] {
+            let req = proxy.get("/v1/models").header("x-forwarded-for", xff);
+            assert_eq!(status_of(req).await, 200, "allow {rule}, client {xff}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input and unknown paths
+
+#[tokio::test]
+async fn bad_chat_input_is_a_400_without_upstream_calls() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(base(&fake)).await;
+
+    let raw = |body: &str| {
+        proxy
+            .post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+    let cases: Vec<(&str, RequestBuilder)> = vec![
+        (
+            "malformed JSON",
+            raw(r#"{"model": "gemini-2.5-flash", "messages": ["#),
+        ),
+        ("not JSON", raw("hello")),
+        ("empty body", raw("")),
+        ("JSON array", raw("[]")),
+        (
+            "messages as a string",
+            raw(r#"{"model":"gemini-2.5-flash","messages":"hi"}"#),
+        ),
+        (
+            "missing model",
+            raw(r#"{"messages":[{"role":"user","content":"hi"}]}"#),
+        ),
+        ("missing messages", raw(r#"{"model":"gemini-2.5-flash"}"#)),
+        (
+            "empty messages",
+            raw(r#"{"model":"gemini-2.5-flash","messages":[]}"#),
+        ),
+        (
+            "model as a number",
+            raw(r#"{"model":7,"messages":[{"role":"user","content":"hi"}]}"#),
+        ),
+    ];
+    for (name, req) in cases {
+        let got = send(req).await;
+        assert_eq!(got.0, 400, "{name}: {}", got.1);
+        assert_openai_error(&got, 400, "invalid_request_error");
+    }
+    assert_eq!(fake.total_hits(), 0, "bad input reached upstream");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(base(&fake)).await;
+
+    let unknown = send(proxy.get("/v1/nope")).await;
+    assert_openai_error(&unknown, 404, "invalid_request_error");
+    let unknown = send(proxy.get("/definitely/not/here")).await;
+    assert_openai_error(&unknown, 404, "invalid_request_error");
+
+    let google = send(proxy.get("/v1beta/unknown")).await;
+    assert_google_error(&google, 404, "NOT_FOUND");
+
+    let wrong_method = send(proxy.get("/v1/chat/completions")).await;
+    assert_openai_error(&wrong_method, 405, "invalid_request_error");
+    assert_eq!(fake.total_hits(), 0);
+}
