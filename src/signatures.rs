@@ -55,8 +55,15 @@ mod tests {
         let cache = SignatureCache::default();
         cache.remember(vec![("call_a".into(), "sig-a".into())]);
         assert_eq!(cache.get("call_a").as_deref(), Some("sig-a"));
-        cache.remember((0..CAPACITY).map(|i| (format!("c{i}"), "s".to_string())).collect());
+        cache.remember(
+            (0..CAPACITY)
+                .map(|i| (format!("c{i}"), "s".to_string()))
+                .collect(),
+        );
         assert_eq!(cache.get("call_a"), None);
-        assert_eq!(cache.get(&format!("c{}", CAPACITY - 1)).as_deref(), Some("s"));
+        assert_eq!(
+            cache.get(&format!("c{}", CAPACITY - 1)).as_deref(),
+            Some("s")
+        );
     }
 }

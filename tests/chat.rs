@@ -124,7 +124,7 @@ async fn roles_turns_and_parameters_reach_gemini() {
         .as_array()
         .map(|p| p.iter().filter_map(|x| x["text"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(system.join(" ").contains("terse"), true, "{sent}");
+    assert!(system.join(" ").contains("terse"), "{sent}");
     assert!(system.join(" ").contains("English"), "{sent}");
     let roles: Vec<&str> = sent["contents"]
         .as_array()
