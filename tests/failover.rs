@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use support::{
-    config_for, default_text, fake_key, fake_keys, FakeGemini, Proxy, Reply, TestConfig,
-};
+use support::{default_text, fake_key, fake_keys, start, FakeGemini, Proxy, Reply, TestConfig};
 
 const FLASH: &str = "gemini-2.5-flash";
 const FLASH_20: &str = "gemini-2.0-flash";
@@ -21,20 +19,6 @@ const PRO: &str = "gemini-2.5-pro";
 
 fn chat_body(model: &str) -> Value {
     json!({ "model": model, "messages": [{ "role": "user", "content": "Say hello" }] })
-}
-
-/// Starts a proxy in front of `fake` with `keys`, after `tweak` edits the config.
-async fn start(
-    fake: &FakeGemini,
-    keys: &[String],
-    tweak: impl FnOnce(TestConfig) -> TestConfig,
-) -> Proxy {
-    Proxy::builder()
-        .config(tweak(
-            config_for(&fake.url(), keys).set("models", r#"list = "static""#),
-        ))
-        .start()
-        .await
 }
 
 async fn chat(proxy: &Proxy, model: &str) -> (u16, HeaderMap, Value) {

@@ -10,9 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{
-    config_for, default_text, fake_keys, sse_data, text_chunk, FakeGemini, Proxy, Reply, TestConfig,
-};
+use support::{default_text, fake_keys, sse_data, start, text_chunk, FakeGemini, Proxy, Reply};
 
 const FLASH: &str = "gemini-2.5-flash";
 const WAIT: Duration = Duration::from_secs(5);
@@ -24,19 +22,6 @@ fn stream_body(extra: Value) -> Value {
         b.extend(e);
     }
     body
-}
-
-async fn start(
-    fake: &FakeGemini,
-    keys: &[String],
-    tweak: impl FnOnce(TestConfig) -> TestConfig,
-) -> Proxy {
-    Proxy::builder()
-        .config(tweak(
-            config_for(&fake.url(), keys).set("models", r#"list = "static""#),
-        ))
-        .start()
-        .await
 }
 
 async fn open_stream(proxy: &Proxy, body: &Value) -> reqwest::Response {

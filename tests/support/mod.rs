@@ -51,3 +51,18 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("reqwest client")
 }
+
+/// Starts the proxy in front of `fake` with `keys` and a static model list (so it never asks
+/// the fake for models), after `tweak` edits the config.
+pub async fn start(
+    fake: &FakeGemini,
+    keys: &[String],
+    tweak: impl FnOnce(TestConfig) -> TestConfig,
+) -> Proxy {
+    Proxy::builder()
+        .config(tweak(
+            config_for(&fake.url(), keys).set("models", r#"list = "static""#),
+        ))
+        .start()
+        .await
+}
