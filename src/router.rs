@@ -66,10 +66,13 @@ pub enum Route {
     GeminiListModels,
     GeminiGetModel(String),
     GeminiCall { model: String, action: GeminiAction },
+    RunGemini,
     Health,
     Livez,
     Readyz,
     Status,
+    Explain,
+    AdminReload,
     NotFound(Dialect),
     MethodNotAllowed(Dialect),
 }
@@ -88,7 +91,7 @@ impl Route {
     pub fn gate(&self) -> Gate {
         match self {
             Route::Health | Route::Livez | Route::Readyz => Gate::Public,
-            Route::Status => Gate::Admin,
+            Route::Status | Route::Explain | Route::AdminReload => Gate::Admin,
             _ => Gate::Client,
         }
     }
@@ -101,6 +104,9 @@ impl Route {
             Route::Embeddings => "embeddings",
             Route::GeminiListModels | Route::GeminiGetModel(_) => "gemini_models",
             Route::GeminiCall { action, .. } => action.as_str(),
+            Route::RunGemini => "run_gemini",
+            Route::Explain => "explain",
+            Route::AdminReload => "admin_reload",
             Route::Health => "health",
             Route::Livez => "livez",
             Route::Readyz => "readyz",
@@ -139,6 +145,9 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/livez" => expect(get, Route::Livez),
         "/readyz" => expect(get, Route::Readyz),
         "/status" => expect(get, Route::Status),
+        "/explain" => expect(get, Route::Explain),
+        "/run-gemini" => expect(post, Route::RunGemini),
+        "/admin/reload" | "/admin/reload-keys" => expect(post, Route::AdminReload),
         p => {
             if let Some(id) = p
                 .strip_prefix("/v1/models/")
@@ -238,6 +247,15 @@ mod tests {
         check(Method::GET, "/livez", Livez);
         check(Method::GET, "/readyz", Readyz);
         check(Method::GET, "/status", Status);
+        check(Method::GET, "/explain", Explain);
+        check(Method::POST, "/run-gemini", RunGemini);
+        check(Method::POST, "/admin/reload", AdminReload);
+        check(Method::POST, "/admin/reload-keys", AdminReload);
+        check(
+            Method::GET,
+            "/admin/reload",
+            MethodNotAllowed(Dialect::OpenAi),
+        );
         check(Method::GET, "/nope", NotFound(Dialect::OpenAi));
         check(Method::GET, "/v1beta/nope", NotFound(Dialect::Google));
     }

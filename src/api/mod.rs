@@ -2,10 +2,14 @@
 //! `max_body`), parses it, resolves the model, and hands the upstream work to `proxy`; it
 //! never builds an error response itself (that is `error`'s job).
 
+pub mod admin;
 pub mod chat;
+pub mod embeddings;
+pub mod explain;
 pub mod gemini;
 pub mod health;
 pub mod models;
+pub mod run_gemini;
 
 use std::sync::Arc;
 
@@ -34,9 +38,10 @@ pub async fn dispatch(
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await
             .map(Reply::Done),
-        Route::Embeddings => Err(ProxyError::not_found(
-            "/v1/embeddings is not available in this version",
-        )),
+        Route::Embeddings => embeddings::create(app, snap, &caller, req, log).await,
+        Route::RunGemini => run_gemini::run(app, snap, &caller, req, log).await,
+        Route::Explain => explain::explain(snap, req.uri().query()).map(Reply::Done),
+        Route::AdminReload => admin::reload(app).await.map(Reply::Done),
         Route::GeminiListModels | Route::GeminiGetModel(_) | Route::GeminiCall { .. } => {
             gemini::passthrough(app, snap, &caller, route, req, log).await
         }
