@@ -29,6 +29,7 @@ pub mod logging;
 pub mod pool;
 pub mod proxy;
 pub mod relay;
+pub mod reload;
 pub mod request_log;
 pub mod router;
 pub mod secret;
@@ -50,7 +51,7 @@ pub enum Exit {
 }
 
 /// Serves with a loaded config until SIGTERM/SIGINT. Logging must be initialised.
-pub async fn run(loaded: config::Loaded) -> Exit {
+pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exit {
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }
@@ -58,7 +59,7 @@ pub async fn run(loaded: config::Loaded) -> Exit {
     let keys = loaded.config.pool.keys.len();
     let tokens = loaded.config.auth.tokens.len();
     let path = loaded.config.path.display().to_string();
-    let app = match state::App::new(loaded.config) {
+    let app = match state::App::new(loaded.config, log) {
         Ok(app) => app,
         Err(e) => {
             tracing::error!(error = %e, "cannot start with this config");
@@ -79,6 +80,7 @@ pub async fn run(loaded: config::Loaded) -> Exit {
     tracing::info!(%addr, config = %path, keys, tokens, "listening");
 
     tokio::spawn(watch_signals(app.clone()));
+    tokio::spawn(reload::watch(app.clone()));
     server::serve(listener, app).await;
     tracing::info!("shut down cleanly");
     Exit::Clean

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let _log = match logging::init(&loaded.config.logging) {
+    let log = match logging::init(&loaded.config.logging) {
         Ok(handle) => handle,
         Err(e) => {
             eprintln!("cannot set up logging: {e}");
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let exit = runtime.block_on(gemini_rotator::run(loaded));
+    let exit = runtime.block_on(gemini_rotator::run(loaded, Some(log)));
     // Streams cut at shutdown may leave tasks behind; do not wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     ExitCode::from(exit as u8)

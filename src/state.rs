@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::models::ModelsCache;
 use crate::config::Config;
+use crate::logging::LogHandle;
 use crate::pool::{KeyPool, PoolView};
+use crate::reload::ReloadState;
 use crate::signatures::SignatureCache;
 use crate::upstream::Upstream;
 
@@ -82,10 +84,11 @@ pub struct App {
     pub models: ModelsCache,
     pub signatures: SignatureCache,
     pub lifecycle: Lifecycle,
+    pub reload: ReloadState,
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Arc<App>, String> {
+    pub fn new(config: Config, log: Option<LogHandle>) -> Result<Arc<App>, String> {
         let keys = KeyPool::new();
         let snapshot = Snapshot::build(config, &keys)?;
         Ok(Arc::new(App {
@@ -94,6 +97,7 @@ impl App {
             models: ModelsCache::default(),
             signatures: SignatureCache::default(),
             lifecycle: Lifecycle::default(),
+            reload: ReloadState::new(log),
         }))
     }
 

@@ -41,7 +41,7 @@ pub fn readyz(app: &App) -> Response<Body> {
     }
 }
 
-pub fn status(snap: &Snapshot) -> Response<Body> {
+pub fn status(app: &App, snap: &Snapshot) -> Response<Body> {
     let now = Instant::now();
     let wall = SystemTime::now();
     let keys: Vec<serde_json::Value> = snap
@@ -88,7 +88,8 @@ pub fn status(snap: &Snapshot) -> Response<Body> {
                 "path": snap.config.path.display().to_string(),
                 "hash": snap.config.hash,
                 "loaded_at": rfc3339(snap.loaded_at),
-                "last_reload": {"ok": true, "at": rfc3339(snap.loaded_at), "error": null},
+                "last_reload": crate::api::admin::last_reload_json(app),
+                "restart_required": app.reload.restart_required(),
             },
             "keys": keys,
         }),

@@ -48,7 +48,7 @@ pub async fn dispatch(
         Route::Health => Ok(Reply::Done(health::health(snap))),
         Route::Livez => Ok(Reply::Done(health::livez())),
         Route::Readyz => Ok(Reply::Done(health::readyz(app))),
-        Route::Status => Ok(Reply::Done(health::status(snap))),
+        Route::Status => Ok(Reply::Done(health::status(app, snap))),
         Route::NotFound(_) => Err(ProxyError::not_found("unknown path")),
         Route::MethodNotAllowed(_) => Err(ProxyError::MethodNotAllowed),
     }

@@ -45,6 +45,9 @@ pub struct Server {
     pub header_timeout: Duration,
     pub shutdown_grace: Duration,
     pub metrics_public: bool,
+    /// How often the config and its files are re-read and hashed, for file systems that send
+    /// no change events; `Duration::ZERO` turns the poll off.
+    pub reload_poll: Duration,
 }
 
 #[derive(Debug, Clone)]

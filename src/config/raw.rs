@@ -28,6 +28,7 @@ pub struct Server {
     pub header_timeout: String,
     pub shutdown_grace: String,
     pub metrics_public: bool,
+    pub reload_poll: String,
 }
 
 impl Default for Server {
@@ -39,6 +40,7 @@ impl Default for Server {
             header_timeout: "30s".into(),
             shutdown_grace: "30s".into(),
             metrics_public: false,
+            reload_poll: "30s".into(),
         }
     }
 }

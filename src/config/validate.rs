@@ -352,6 +352,7 @@ impl Cx<'_, '_> {
         let max_body = self.size(&p.key("max_body"), &s.max_body);
         let header_timeout = self.duration(&p.key("header_timeout"), &s.header_timeout, true);
         let shutdown_grace = self.duration(&p.key("shutdown_grace"), &s.shutdown_grace, false);
+        let reload_poll = self.duration(&p.key("reload_poll"), &s.reload_poll, false);
         let trusted_proxies = trusted_proxies?
             .into_iter()
             .filter_map(|r| match r {
@@ -366,6 +367,7 @@ impl Cx<'_, '_> {
             header_timeout: header_timeout?,
             shutdown_grace: shutdown_grace?,
             metrics_public: s.metrics_public,
+            reload_poll: reload_poll?,
         })
     }
 

@@ -228,6 +228,9 @@ pub fn parse_listening_addr(logs: &str) -> Option<std::net::SocketAddr> {
         })
 }
 
+/// Lays out files in the config home before the binary starts (symlinks, folders…).
+type Prepare = Box<dyn FnOnce(&Path) + Send>;
+
 /// Builder for [`Proxy`].
 #[derive(Default)]
 pub struct ProxyBuilder {
@@ -235,6 +238,8 @@ pub struct ProxyBuilder {
     files: Vec<(String, String)>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    config_path: Option<String>,
+    prepare: Option<Prepare>,
 }
 
 impl ProxyBuilder {
@@ -261,6 +266,19 @@ impl ProxyBuilder {
         self
     }
 
+    /// Runs with `--config <dir>/<relative>` instead of `<dir>/config.toml` (the file must be
+    /// laid out by `prepare` or `file`).
+    pub fn config_path(mut self, relative: &str) -> Self {
+        self.config_path = Some(relative.to_string());
+        self
+    }
+
+    /// Lays out the config home before the binary starts.
+    pub fn prepare(mut self, f: impl FnOnce(&Path) + Send + 'static) -> Self {
+        self.prepare = Some(Box::new(f));
+        self
+    }
+
     /// Spawns the binary without waiting for it to listen (for exit-code tests).
     pub fn spawn(self) -> Proxy {
         let dir = tempfile::tempdir().expect("proxy: temp dir");
@@ -270,8 +288,12 @@ impl ProxyBuilder {
         for (name, contents) in &self.files {
             write_into(dir.path(), name, contents);
         }
+        if let Some(prepare) = self.prepare {
+            prepare(dir.path());
+        }
         let mut cmd = base_command(dir.path());
-        cmd.arg("--config").arg(dir.path().join("config.toml"));
+        let config = self.config_path.as_deref().unwrap_or("config.toml");
+        cmd.arg("--config").arg(dir.path().join(config));
         cmd.args(&self.args);
         for (k, v) in &self.envs {
             cmd.env(k, v);

@@ -1,0 +1,569 @@
+//! Live config: the running proxy follows its config file and the key and token files it names.
+//!
+//! Triggers are hints, never instructions: change events from the folders that hold those files
+//! (notify; folders, not files, because editors save by renaming over and Kubernetes swaps a
+//! `..data` symlink), a periodic content check for file systems that send no events, SIGHUP, and
+//! `POST /admin/reload`. Each trigger re-reads everything by path; events and polls act only when
+//! the bytes changed. A new config is validated whole and a snapshot built from it before one
+//! `ArcSwap` store: a rejected config changes nothing, is logged once, and shows in `/status`.
+//! A burst of events is debounced, and a config that fails to parse right after an event is
+//! tried again once the writer has had time to finish, so a half-written file is never applied.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::config::{self, Config, ConfigError};
+use crate::logging::LogHandle;
+use crate::state::{App, Snapshot};
+
+/// Quiet time that ends a burst of events.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+/// A burst is cut off after this long even if events keep coming.
+const MAX_BURST: Duration = Duration::from_secs(1);
+/// After a failed parse that followed an event, the writer may still be writing: wait this
+/// long and try again before calling the config bad.
+const SETTLE: Duration = Duration::from_millis(400);
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A change event in a watched folder.
+    Event,
+    /// The periodic content check.
+    Poll,
+    /// SIGHUP.
+    Signal,
+    /// `POST /admin/reload`.
+    Admin,
+}
+
+impl Trigger {
+    /// Explicit triggers rebuild even when nothing changed (re-enabling keys disabled until
+    /// "reload", SPEC §6); hints act only on changed content.
+    fn explicit(self) -> bool {
+        matches!(self, Trigger::Signal | Trigger::Admin)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Event => "file change",
+            Trigger::Poll => "periodic check",
+            Trigger::Signal => "SIGHUP",
+            Trigger::Admin => "admin request",
+        }
+    }
+}
+
+/// The result of one reload attempt.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Applied { hash: String, changes: Vec<String> },
+    Unchanged,
+    Rejected { error: String },
+}
+
+impl Outcome {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Outcome::Applied { hash, changes } => {
+                json!({"ok": true, "applied": true, "hash": hash, "changes": changes})
+            }
+            Outcome::Unchanged => json!({"ok": true, "applied": false, "changes": []}),
+            Outcome::Rejected { error } => json!({"ok": false, "applied": false, "error": error}),
+        }
+    }
+}
+
+/// The last reload result, for `/status`.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub ok: bool,
+    pub at: SystemTime,
+    pub error: Option<String>,
+}
+
+/// Reload bookkeeping that lives in `App`.
+pub struct ReloadState {
+    /// Serialises reloads; holds what the last attempt saw.
+    attempt: tokio::sync::Mutex<Memo>,
+    last: Mutex<LastReload>,
+    /// Set when a reload changed something that needs a restart (`server.listen`).
+    restart_required: Mutex<Option<String>>,
+    log: Option<LogHandle>,
+    /// Woken when the files to watch may have changed.
+    rewatch: Notify,
+}
+
+#[derive(Default)]
+struct Memo {
+    /// Content fingerprint of the files at the last attempt.
+    fingerprint: Option<u64>,
+    /// Whether the last attempt was rejected, and with what error (logged once).
+    rejected: Option<String>,
+}
+
+impl ReloadState {
+    pub fn new(log: Option<LogHandle>) -> Self {
+        ReloadState {
+            attempt: tokio::sync::Mutex::new(Memo::default()),
+            last: Mutex::new(LastReload {
+                ok: true,
+                at: SystemTime::now(),
+                error: None,
+            }),
+            restart_required: Mutex::new(None),
+            log,
+            rewatch: Notify::new(),
+        }
+    }
+
+    pub fn last(&self) -> LastReload {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn restart_required(&self) -> Option<String> {
+        self.restart_required
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, ok: bool, error: Option<String>) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = LastReload {
+            ok,
+            at: SystemTime::now(),
+            error,
+        };
+    }
+}
+
+/// Reloads now. Serialised: concurrent triggers run one after the other.
+pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
+    let mut memo = app.reload.attempt.lock().await;
+    let current = app.snapshot();
+    let path = current.config.path.clone();
+    let files = watched_files(&current.config);
+
+    let fingerprint = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || fingerprint(&files))
+            .await
+            .unwrap_or(0)
+    };
+    if !trigger.explicit() && memo.rejected.is_none() && memo.fingerprint == Some(fingerprint) {
+        return Outcome::Unchanged;
+    }
+
+    let mut loaded = load(&path).await;
+    if loaded.is_err() && trigger == Trigger::Event {
+        // The writer may be mid-way through a burst: give it a moment, then read again.
+        tokio::time::sleep(SETTLE).await;
+        loaded = load(&path).await;
+    }
+    memo.fingerprint = Some(fingerprint);
+
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => return reject(app, &mut memo, trigger, e.to_string()),
+    };
+    if !trigger.explicit() && loaded.config.hash == current.config.hash {
+        if memo.rejected.take().is_some() {
+            tracing::info!("config is valid again (unchanged from the running one)");
+            app.reload.record(true, None);
+        }
+        return Outcome::Unchanged;
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("config: {warning}");
+    }
+
+    let new = loaded.config;
+    let changes = describe_changes(&current.config, &new);
+    if new.server.listen != current.config.server.listen {
+        let note = format!(
+            "server.listen changed from {} to {}: restart to apply; still serving on the old address",
+            current.config.server.listen, new.server.listen
+        );
+        tracing::warn!("{note}");
+        *app.reload
+            .restart_required
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(note);
+    }
+    if new.logging.level != current.config.logging.level {
+        if let Some(log) = &app.reload.log {
+            if let Err(e) = log.set_level(&new.logging.level) {
+                tracing::warn!(error = %e, "could not apply the new log level");
+            }
+        }
+    }
+    if new.logging.format != current.config.logging.format
+        || new.logging.directory != current.config.logging.directory
+    {
+        tracing::warn!("logging.format and logging.directory take effect at the next restart");
+    }
+
+    let hash = new.hash.clone();
+    let snapshot = match Snapshot::build(new, &app.keys) {
+        Ok(s) => s,
+        Err(e) => return reject(app, &mut memo, trigger, e),
+    };
+    app.install(snapshot);
+    memo.rejected = None;
+    app.reload.record(true, None);
+    app.reload.rewatch.notify_one();
+    tracing::info!(
+        trigger = trigger.name(),
+        hash = %short(&hash),
+        "config reloaded: {}",
+        if changes.is_empty() {
+            "no effective change".to_string()
+        } else {
+            changes.join("; ")
+        }
+    );
+    Outcome::Applied { hash, changes }
+}
+
+async fn load(path: &Path) -> Result<config::Loaded, ConfigError> {
+    let path = path.to_path_buf();
+    match tokio::task::spawn_blocking(move || config::load(&path)).await {
+        Ok(result) => result,
+        Err(e) => Err(ConfigError {
+            problems: vec![config::Problem {
+                file: PathBuf::new(),
+                line: 0,
+                col: 0,
+                field: String::new(),
+                message: format!("config loading failed: {e}"),
+            }],
+        }),
+    }
+}
+
+fn reject(app: &App, memo: &mut Memo, trigger: Trigger, error: String) -> Outcome {
+    if memo.rejected.as_deref() != Some(error.as_str()) {
+        tracing::error!(
+            trigger = trigger.name(),
+            "config change rejected, the running config stays:\n{error}"
+        );
+        app.reload.record(false, Some(error.clone()));
+    }
+    memo.rejected = Some(error.clone());
+    Outcome::Rejected { error }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// Every file whose content makes up the config: the config file first.
+fn watched_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config.path.clone()];
+    files.extend(config.files.iter().filter(|f| **f != config.path).cloned());
+    files
+}
+
+/// A cheap content fingerprint: each file's bytes (or its absence), in order.
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        match std::fs::read(f) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => e.kind().to_string().hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+/// What a reload changes, in words, without secrets.
+fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let counted = |what: &str, added: usize, removed: usize, out: &mut Vec<String>| {
+        if added + removed > 0 {
+            out.push(format!("{what} +{added}/-{removed}"));
+        }
+    };
+    let old_keys: HashSet<&str> = old.pool.keys.iter().map(|k| k.key.expose()).collect();
+    let new_keys: HashSet<&str> = new.pool.keys.iter().map(|k| k.key.expose()).collect();
+    counted(
+        "keys",
+        new_keys.difference(&old_keys).count(),
+        old_keys.difference(&new_keys).count(),
+        &mut out,
+    );
+    let tokens = |c: &Config| -> HashSet<String> {
+        c.auth
+            .tokens
+            .iter()
+            .map(|t| t.token.expose().to_string())
+            .chain(
+                c.auth
+                    .admin_tokens
+                    .iter()
+                    .map(|t| format!("admin:{}", t.expose())),
+            )
+            .collect()
+    };
+    let (old_tokens, new_tokens) = (tokens(old), tokens(new));
+    counted(
+        "tokens",
+        new_tokens.difference(&old_tokens).count(),
+        old_tokens.difference(&new_tokens).count(),
+        &mut out,
+    );
+    if old.access.allow != new.access.allow || old.access.deny != new.access.deny {
+        out.push(format!(
+            "ip rules: allow {} -> {}, deny {} -> {}",
+            old.access.allow.len(),
+            new.access.allow.len(),
+            old.access.deny.len(),
+            new.access.deny.len()
+        ));
+    }
+    if old.server.trusted_proxies != new.server.trusted_proxies {
+        out.push("trusted_proxies changed".into());
+    }
+    let aliases = |c: &Config| -> HashMap<String, Vec<String>> {
+        c.models
+            .aliases
+            .iter()
+            .map(|(k, v)| (k.clone(), v.models.clone()))
+            .collect()
+    };
+    if aliases(old) != aliases(new) {
+        out.push(format!(
+            "aliases {} -> {}",
+            old.models.aliases.len(),
+            new.models.aliases.len()
+        ));
+    }
+    if old.upstream.base_url != new.upstream.base_url {
+        out.push("upstream.base_url changed".into());
+    }
+    if old.pool.strategy != new.pool.strategy
+        || old.pool.cooldown != new.pool.cooldown
+        || old.pool.failure_threshold != new.pool.failure_threshold
+        || old.pool.max_attempts != new.pool.max_attempts
+    {
+        out.push("pool settings changed".into());
+    }
+    if old.logging.level != new.logging.level {
+        out.push(format!(
+            "log level {} -> {}",
+            old.logging.level, new.logging.level
+        ));
+    }
+    out
+}
+
+/// Runs the triggers: folder events (debounced), the periodic check, SIGHUP. Never returns
+/// while the process serves.
+pub async fn watch(app: Arc<App>) {
+    let hint = Arc::new(Notify::new());
+    let sender = hint.clone();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Any event, even an error, is only a hint to look again.
+        let _ = event;
+        sender.notify_one();
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for config changes; relying on the periodic check and SIGHUP");
+            None
+        }
+    };
+    let mut watched = Watched::default();
+    if let Some(w) = watcher.as_mut() {
+        watched.sync(w, &folders(&app.snapshot().config));
+    }
+
+    let mut hup = hup_signal();
+    loop {
+        let poll = app.snapshot().config.server.reload_poll;
+        let poll_sleep = if poll.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            poll
+        };
+        let trigger = tokio::select! {
+            _ = hint.notified() => {
+                debounce(&hint).await;
+                Trigger::Event
+            }
+            _ = tokio::time::sleep(poll_sleep), if !poll.is_zero() => Trigger::Poll,
+            _ = recv_hup(&mut hup) => Trigger::Signal,
+            _ = app.reload.rewatch.notified() => {
+                // An admin reload applied a config that may name other folders.
+                if let Some(w) = watcher.as_mut() {
+                    watched.sync(w, &folders(&app.snapshot().config));
+                }
+                continue;
+            }
+        };
+        if trigger == Trigger::Signal {
+            tracing::info!("SIGHUP: reloading the config");
+        }
+        reload(&app, trigger).await;
+        // Folders may have appeared, vanished or been replaced: (re)watch what is there now.
+        if let Some(w) = watcher.as_mut() {
+            watched.sync(w, &folders(&app.snapshot().config));
+        }
+    }
+}
+
+/// Waits until events stop for `DEBOUNCE`, or `MAX_BURST` has passed.
+async fn debounce(hint: &Notify) {
+    let deadline = tokio::time::Instant::now() + MAX_BURST;
+    loop {
+        tokio::select! {
+            _ = hint.notified() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(DEBOUNCE) => return,
+        }
+    }
+}
+
+/// The folders to watch: each file's folder and that folder's parent (so a folder that is
+/// removed and comes back is noticed and watched again).
+fn folders(config: &Config) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for file in watched_files(config) {
+        if let Some(dir) = file.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_path_buf()
+            };
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                out.push(parent.to_path_buf());
+            }
+            out.push(dir);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Folders currently watched, with the identity of what was watched so a replaced folder
+/// (same path, new inode) is watched again.
+#[derive(Default)]
+struct Watched {
+    dirs: HashMap<PathBuf, u64>,
+}
+
+impl Watched {
+    fn sync(&mut self, watcher: &mut RecommendedWatcher, wanted: &[PathBuf]) {
+        let wanted_set: HashSet<&PathBuf> = wanted.iter().collect();
+        self.dirs.retain(|dir, _| {
+            let keep = wanted_set.contains(dir);
+            if !keep {
+                let _ = watcher.unwatch(dir);
+            }
+            keep
+        });
+        for dir in wanted {
+            let Some(id) = identity(dir) else {
+                // Gone for now; the parent's events will tell us when it returns.
+                self.dirs.remove(dir);
+                continue;
+            };
+            if self.dirs.get(dir) == Some(&id) {
+                continue;
+            }
+            let _ = watcher.unwatch(dir);
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.dirs.insert(dir.clone(), id);
+                }
+                Err(e) => {
+                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch folder");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn identity(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| m.ino() ^ m.dev().rotate_left(32))
+}
+
+#[cfg(not(unix))]
+fn identity(dir: &Path) -> Option<u64> {
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|_| 1)
+}
+
+#[cfg(unix)]
+type Hup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hup = Option<()>;
+
+#[cfg(unix)]
+fn hup_signal() -> Hup {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hup_signal() -> Hup {
+    None
+}
+
+async fn recv_hup(hup: &mut Hup) {
+    #[cfg(unix)]
+    if let Some(s) = hup.as_mut() {
+        if s.recv().await.is_some() {
+            return;
+        }
+    }
+    let _ = hup;
+    std::future::pending::<()>().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_follows_content() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let f = dir.path().join("a.toml");
+        let _ = std::fs::write(&f, "one");
+        let one = fingerprint(std::slice::from_ref(&f));
+        let _ = std::fs::write(&f, "two");
+        let two = fingerprint(std::slice::from_ref(&f));
+        let _ = std::fs::remove_file(&f);
+        let gone = fingerprint(std::slice::from_ref(&f));
+        assert!(one != two && two != gone && one != gone);
+    }
+}
