@@ -17,7 +17,9 @@ pub enum Dialect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// Anyone, and IP rules do not apply (probes).
-    Public,
+    Probe,
+    /// Anyone the IP rules allow, without a token (the dashboard page, public metrics).
+    Open,
     /// A client token (or anyone when none are configured), after IP rules.
     Client,
     /// An admin token (or a loopback client when none are configured), after IP rules.
@@ -65,7 +67,10 @@ pub enum Route {
     Embeddings,
     GeminiListModels,
     GeminiGetModel(String),
-    GeminiCall { model: String, action: GeminiAction },
+    GeminiCall {
+        model: String,
+        action: GeminiAction,
+    },
     RunGemini,
     Health,
     Livez,
@@ -73,6 +78,17 @@ pub enum Route {
     Status,
     Explain,
     AdminReload,
+    Stats,
+    ResetKeys,
+    ResetKeyHealth,
+    Recommendations,
+    IpConfig,
+    TestIp,
+    Metrics,
+    /// `GET /dashboard` and `GET /dashboard/{asset}` (the asset name, empty for the page).
+    Dashboard(String),
+    DashboardLogin,
+    DashboardLogout,
     NotFound(Dialect),
     MethodNotAllowed(Dialect),
 }
@@ -90,8 +106,22 @@ impl Route {
 
     pub fn gate(&self) -> Gate {
         match self {
-            Route::Health | Route::Livez | Route::Readyz => Gate::Public,
-            Route::Status | Route::Explain | Route::AdminReload => Gate::Admin,
+            Route::Health | Route::Livez | Route::Readyz => Gate::Probe,
+            Route::Status
+            | Route::Explain
+            | Route::AdminReload
+            | Route::Stats
+            | Route::ResetKeys
+            | Route::ResetKeyHealth
+            | Route::Recommendations
+            | Route::IpConfig
+            | Route::TestIp => Gate::Admin,
+            // `/metrics` decides itself (admin, or anyone with `server.metrics_public`); the
+            // dashboard page and its login are public, the data it shows is not.
+            Route::Metrics
+            | Route::Dashboard(_)
+            | Route::DashboardLogin
+            | Route::DashboardLogout => Gate::Open,
             _ => Gate::Client,
         }
     }
@@ -107,6 +137,14 @@ impl Route {
             Route::RunGemini => "run_gemini",
             Route::Explain => "explain",
             Route::AdminReload => "admin_reload",
+            Route::Stats => "stats",
+            Route::ResetKeys => "reset_keys",
+            Route::ResetKeyHealth => "reset_key_health",
+            Route::Recommendations => "recommendations",
+            Route::IpConfig => "ip_config",
+            Route::TestIp => "test_ip",
+            Route::Metrics => "metrics",
+            Route::Dashboard(_) | Route::DashboardLogin | Route::DashboardLogout => "dashboard",
             Route::Health => "health",
             Route::Livez => "livez",
             Route::Readyz => "readyz",
@@ -148,6 +186,16 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/explain" => expect(get, Route::Explain),
         "/run-gemini" => expect(post, Route::RunGemini),
         "/admin/reload" | "/admin/reload-keys" => expect(post, Route::AdminReload),
+        "/stats" => expect(get, Route::Stats),
+        "/admin/reset-keys" => expect(post, Route::ResetKeys),
+        "/reset-api-key-health" => expect(post, Route::ResetKeyHealth),
+        "/api-key-recommendations" => expect(get, Route::Recommendations),
+        "/ip-config" => expect(get, Route::IpConfig),
+        "/test-ip" => expect(post, Route::TestIp),
+        "/metrics" => expect(get, Route::Metrics),
+        "/dashboard" => expect(get, Route::Dashboard(String::new())),
+        "/dashboard/login" => expect(post, Route::DashboardLogin),
+        "/dashboard/logout" => expect(post, Route::DashboardLogout),
         p => {
             if let Some(id) = p
                 .strip_prefix("/v1/models/")
@@ -155,6 +203,9 @@ pub fn route(method: &Method, path: &str) -> Route {
                 .filter(|id| !id.is_empty())
             {
                 return expect(get, Route::GetModel(id.to_string()));
+            }
+            if let Some(asset) = p.strip_prefix("/dashboard/") {
+                return expect(get, Route::Dashboard(asset.to_string()));
             }
             if let Some(rest) = p.strip_prefix("/v1beta/models/").filter(|r| !r.is_empty()) {
                 return match rest.rsplit_once(':') {
@@ -247,6 +298,17 @@ mod tests {
         check(Method::GET, "/livez", Livez);
         check(Method::GET, "/readyz", Readyz);
         check(Method::GET, "/status", Status);
+        check(Method::GET, "/stats", Stats);
+        check(Method::POST, "/admin/reset-keys", ResetKeys);
+        check(Method::POST, "/reset-api-key-health", ResetKeyHealth);
+        check(Method::GET, "/api-key-recommendations", Recommendations);
+        check(Method::GET, "/ip-config", IpConfig);
+        check(Method::POST, "/test-ip", TestIp);
+        check(Method::GET, "/metrics", Metrics);
+        check(Method::GET, "/dashboard", Dashboard(String::new()));
+        check(Method::GET, "/dashboard/app.js", Dashboard("app.js".into()));
+        check(Method::POST, "/dashboard/login", DashboardLogin);
+        check(Method::POST, "/dashboard/logout", DashboardLogout);
         check(Method::GET, "/explain", Explain);
         check(Method::POST, "/run-gemini", RunGemini);
         check(Method::POST, "/admin/reload", AdminReload);
@@ -262,7 +324,8 @@ mod tests {
 
     #[test]
     fn gates() {
-        assert_eq!(route(&Method::GET, "/health").gate(), Gate::Public);
+        assert_eq!(route(&Method::GET, "/health").gate(), Gate::Probe);
+        assert_eq!(route(&Method::GET, "/dashboard").gate(), Gate::Open);
         assert_eq!(route(&Method::GET, "/status").gate(), Gate::Admin);
         assert_eq!(
             route(&Method::POST, "/v1/chat/completions").gate(),

@@ -151,13 +151,16 @@ async fn serve_route(
     peer: SocketAddr,
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
-    let gate = route.gate();
+    let gate = match route {
+        Route::Metrics if !snap.config.server.metrics_public => Gate::Admin,
+        _ => route.gate(),
+    };
     let ip = access::client_ip(
         peer.ip(),
         req.headers(),
         &snap.config.server.trusted_proxies,
     );
-    if gate != Gate::Public {
+    if gate != Gate::Probe {
         let verdict = access::check_ip(ip, &snap.config.access);
         if !verdict.allowed {
             tracing::debug!(%ip, rule = %verdict.rule, "address refused");
@@ -169,14 +172,18 @@ async fn serve_route(
         Route::MethodNotAllowed(_) => return Err(ProxyError::MethodNotAllowed),
         _ => {}
     }
-    let caller = access::authenticate(
-        gate,
-        route.dialect(),
-        req.headers(),
-        req.uri().query(),
-        &snap.config.auth,
-        ip,
-    )?;
+    let caller = if gate == Gate::Admin && app.sessions.admits(req.headers()) {
+        access::Caller::admin_session(ip)
+    } else {
+        access::authenticate(
+            gate,
+            route.dialect(),
+            req.headers(),
+            req.uri().query(),
+            &snap.config.auth,
+            ip,
+        )?
+    };
     log.token = caller.token_name.clone();
     api::dispatch(app, snap, route, req, caller, log).await
 }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::logging::LogHandle;
 use crate::pool::{KeyPool, PoolView};
 use crate::reload::ReloadState;
+use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
 use crate::upstream::Upstream;
 
@@ -85,6 +86,8 @@ pub struct App {
     pub signatures: SignatureCache,
     pub lifecycle: Lifecycle,
     pub reload: ReloadState,
+    /// Dashboard logins (server-side session ids).
+    pub sessions: Sessions,
 }
 
 impl App {
@@ -98,6 +101,7 @@ impl App {
             signatures: SignatureCache::default(),
             lifecycle: Lifecycle::default(),
             reload: ReloadState::new(log),
+            sessions: Sessions::default(),
         }))
     }
 

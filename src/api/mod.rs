@@ -42,6 +42,17 @@ pub async fn dispatch(
         Route::RunGemini => run_gemini::run(app, snap, &caller, req, log).await,
         Route::Explain => explain::explain(snap, req.uri().query()).map(Reply::Done),
         Route::AdminReload => admin::reload(app).await.map(Reply::Done),
+        Route::ResetKeys | Route::ResetKeyHealth | Route::Stats | Route::Recommendations => {
+            Err(ProxyError::not_found("not available in this version"))
+        }
+        Route::IpConfig | Route::TestIp | Route::Metrics => {
+            Err(ProxyError::not_found("not available in this version"))
+        }
+        Route::Dashboard(asset) => crate::dashboard::page(app, &asset).map(Reply::Done),
+        Route::DashboardLogin => crate::dashboard::login(app, snap, req)
+            .await
+            .map(Reply::Done),
+        Route::DashboardLogout => Ok(Reply::Done(crate::dashboard::logout(app, req.headers()))),
         Route::GeminiListModels | Route::GeminiGetModel(_) | Route::GeminiCall { .. } => {
             gemini::passthrough(app, snap, &caller, route, req, log).await
         }
