@@ -27,6 +27,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod relay;

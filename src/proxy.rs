@@ -14,6 +14,7 @@ use http::{Method, StatusCode};
 
 use crate::classify::classify;
 use crate::error::ProxyError;
+use crate::metrics;
 use crate::pool::{Lease, NoKey, Outcome, PoolView};
 use crate::request_log::RequestLog;
 use crate::state::Snapshot;
@@ -95,6 +96,7 @@ pub async fn execute(
         log.attempts += 1;
         log.key = Some(lease.key.masked());
 
+        let sent_at = Instant::now();
         let sent = snap
             .upstream
             .send(
@@ -104,6 +106,7 @@ pub async fn execute(
                 call.body.clone(),
             )
             .await;
+        let ttfb = sent.is_ok().then(|| sent_at.elapsed());
         let failure = match sent {
             Ok(response) if response.status().is_success() => {
                 let status = response.status();
@@ -111,6 +114,7 @@ pub async fn execute(
                 let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
                 match call.delivery {
                     Delivery::Streaming => {
+                        metrics::record_attempt(model_name, "ok", ttfb);
                         report(pool, &call, &lease, &Outcome::Success);
                         guard.reported();
                         return Ok(Served {
@@ -129,6 +133,7 @@ pub async fn execute(
                         .await
                         {
                             Ok(bytes) => {
+                                metrics::record_attempt(model_name, "ok", ttfb);
                                 report(pool, &call, &lease, &Outcome::Success);
                                 guard.reported();
                                 return Ok(Served {
@@ -159,6 +164,7 @@ pub async fn execute(
             Err(e) => send_failure(e),
         };
 
+        metrics::record_attempt(model_name, failure.outcome.class(), ttfb);
         report(pool, &call, &lease, &failure.outcome);
         guard.reported();
         tracing::debug!(

@@ -139,6 +139,7 @@ impl ReloadState {
     }
 
     fn record(&self, ok: bool, error: Option<String>) {
+        crate::metrics::record_reload(ok);
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = LastReload {
             ok,
             at: SystemTime::now(),

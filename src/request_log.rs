@@ -64,12 +64,16 @@ impl RequestLog {
         if std::mem::replace(&mut self.emitted, true) {
             return;
         }
-        let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.start.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let model = self.model.as_deref().unwrap_or("-");
         let key = self.key.as_deref().unwrap_or("-");
         let token = self.token.as_deref().unwrap_or("-");
         let upstream_status = self.upstream_status.unwrap_or(0);
         let status = status.as_u16();
+        // A fallback shows as "alias->model"; metrics count the name the client asked for.
+        let asked = model.split("->").next().unwrap_or(model);
+        crate::metrics::record_request(self.route, asked, status, elapsed, self.attempts);
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(

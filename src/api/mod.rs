@@ -8,6 +8,7 @@ pub mod embeddings;
 pub mod explain;
 pub mod gemini;
 pub mod health;
+pub mod ip;
 pub mod models;
 pub mod run_gemini;
 
@@ -42,12 +43,14 @@ pub async fn dispatch(
         Route::RunGemini => run_gemini::run(app, snap, &caller, req, log).await,
         Route::Explain => explain::explain(snap, req.uri().query()).map(Reply::Done),
         Route::AdminReload => admin::reload(app).await.map(Reply::Done),
-        Route::ResetKeys | Route::ResetKeyHealth | Route::Stats | Route::Recommendations => {
+        Route::ResetKeys => Ok(Reply::Done(admin::reset_keys(snap))),
+        Route::ResetKeyHealth => admin::reset_key_health(snap, req).await.map(Reply::Done),
+        Route::Stats | Route::Recommendations => {
             Err(ProxyError::not_found("not available in this version"))
         }
-        Route::IpConfig | Route::TestIp | Route::Metrics => {
-            Err(ProxyError::not_found("not available in this version"))
-        }
+        Route::IpConfig => Ok(Reply::Done(ip::config(snap, &caller))),
+        Route::TestIp => ip::test(snap, &caller, req).await.map(Reply::Done),
+        Route::Metrics => metrics_response(app, snap).map(Reply::Done),
         Route::Dashboard(asset) => crate::dashboard::page(app, &asset).map(Reply::Done),
         Route::DashboardLogin => crate::dashboard::login(app, snap, req)
             .await
@@ -63,6 +66,18 @@ pub async fn dispatch(
         Route::NotFound(_) => Err(ProxyError::not_found("unknown path")),
         Route::MethodNotAllowed(_) => Err(ProxyError::MethodNotAllowed),
     }
+}
+
+/// `GET /metrics`: the OpenMetrics text Prometheus scrapes.
+fn metrics_response(app: &App, snap: &Snapshot) -> Result<Response<Body>, ProxyError> {
+    let text = crate::metrics::render(app, snap)
+        .map_err(|e| ProxyError::Internal(format!("metrics encoding failed: {e}")))?;
+    let mut response = Response::new(full(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 /// A JSON response.

@@ -1,0 +1,221 @@
+//! Prometheus metrics: what happened (counters and histograms, recorded as requests finish)
+//! and what is (key states, usable keys, daily requests, config identity, computed from the
+//! pool at scrape time).
+//!
+//! Recorders are process-wide, like the log: the request log line, the attempt loop and the
+//! reloader each call one function here. Labels stay low-cardinality: routes are a closed set,
+//! model names are capped (unknown names beyond the cap become "other"), keys appear only
+//! masked or by name.
+
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::state::{App, Snapshot};
+
+/// Distinct model label values kept before the rest are counted as "other".
+const MAX_MODELS: usize = 64;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0, 120.0, 300.0,
+    ]
+    .into_iter()
+}
+
+struct Recorders {
+    requests: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram>,
+    upstream_ttfb: Family<Labels, Histogram>,
+    outcomes: Family<Labels, Counter>,
+    attempts: Histogram,
+    reloads: Family<Labels, Counter>,
+    models_seen: Mutex<HashSet<String>>,
+}
+
+static RECORDERS: LazyLock<Recorders> = LazyLock::new(|| Recorders {
+    requests: Family::default(),
+    duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+    upstream_ttfb: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+    outcomes: Family::default(),
+    attempts: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0]),
+    reloads: Family::default(),
+    models_seen: Mutex::new(HashSet::new()),
+});
+
+/// A model name as a label value, capped in number.
+fn model_label(model: &str) -> String {
+    if model.is_empty() || model == "-" {
+        return "-".into();
+    }
+    let mut seen = RECORDERS
+        .models_seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if seen.contains(model) {
+        return model.to_string();
+    }
+    if seen.len() < MAX_MODELS {
+        seen.insert(model.to_string());
+        return model.to_string();
+    }
+    "other".into()
+}
+
+fn status_class(status: u16) -> String {
+    format!("{}xx", status / 100)
+}
+
+/// One finished request (called once per request, with its log line).
+pub fn record_request(
+    route: &'static str,
+    model: &str,
+    status: u16,
+    latency: Duration,
+    attempts: u32,
+) {
+    let r = &*RECORDERS;
+    r.requests
+        .get_or_create(&vec![
+            ("route", route.to_string()),
+            ("model", model_label(model)),
+            ("status_class", status_class(status)),
+        ])
+        .inc();
+    r.duration
+        .get_or_create(&vec![("route", route.to_string())])
+        .observe(latency.as_secs_f64());
+    if attempts > 0 {
+        r.attempts.observe(f64::from(attempts));
+    }
+}
+
+/// One upstream attempt: how long until its headers, and what it meant for the key.
+pub fn record_attempt(model: &str, class: &'static str, ttfb: Option<Duration>) {
+    let r = &*RECORDERS;
+    r.outcomes
+        .get_or_create(&vec![("class", class.to_string())])
+        .inc();
+    if let Some(t) = ttfb {
+        r.upstream_ttfb
+            .get_or_create(&vec![("model", model_label(model))])
+            .observe(t.as_secs_f64());
+    }
+}
+
+/// One reload attempt that applied or rejected a config.
+pub fn record_reload(ok: bool) {
+    RECORDERS
+        .reloads
+        .get_or_create(&vec![(
+            "result",
+            if ok { "ok" } else { "failed" }.to_string(),
+        )])
+        .inc();
+}
+
+/// The text exposition for a scrape.
+pub fn render(app: &App, snap: &Snapshot) -> Result<String, std::fmt::Error> {
+    let r = &*RECORDERS;
+    let mut registry = Registry::with_prefix("gemini_rotator");
+    registry.register(
+        "requests",
+        "Requests by route, model and status class",
+        r.requests.clone(),
+    );
+    registry.register(
+        "request_duration_seconds",
+        "Time from request to the end of the response (streams: to their end)",
+        r.duration.clone(),
+    );
+    registry.register(
+        "upstream_ttfb_seconds",
+        "Time from sending to Gemini until its response headers",
+        r.upstream_ttfb.clone(),
+    );
+    registry.register(
+        "upstream_outcomes",
+        "Upstream attempts by outcome class",
+        r.outcomes.clone(),
+    );
+    registry.register(
+        "attempts_per_request",
+        "Keys tried per request that reached the pool",
+        r.attempts.clone(),
+    );
+    registry.register(
+        "config_reloads",
+        "Config reloads by result",
+        r.reloads.clone(),
+    );
+
+    // What is: computed now from the pool and the config.
+    let now = Instant::now();
+    let key_state: Family<Labels, Gauge> = Family::default();
+    let daily: Family<Labels, Gauge> = Family::default();
+    let usable: Family<Labels, Gauge> = Family::default();
+    for key in snap.pool.status(now) {
+        let label = key.name.clone().unwrap_or_else(|| key.masked.clone());
+        for m in &key.models {
+            for state in ["ok", "cooling", "disabled", "exhausted"] {
+                key_state
+                    .get_or_create(&vec![
+                        ("key", label.clone()),
+                        ("model", m.model.clone()),
+                        ("state", state.to_string()),
+                    ])
+                    .set(i64::from(m.state == state));
+            }
+            daily
+                .get_or_create(&vec![("key", label.clone()), ("model", m.model.clone())])
+                .set(i64::try_from(m.daily_requests).unwrap_or(i64::MAX));
+            let usable_now = i64::from(m.state == "ok" && key.disabled.is_none());
+            usable
+                .get_or_create(&vec![("model", m.model.clone())])
+                .inc_by(usable_now);
+        }
+    }
+    registry.register(
+        "key_state",
+        "1 for the current state of each key x model",
+        key_state,
+    );
+    registry.register(
+        "key_daily_requests",
+        "Requests today (quota day, America/Los_Angeles) per key x model",
+        daily,
+    );
+    registry.register(
+        "usable_keys",
+        "Keys usable now per model (models that have been used)",
+        usable,
+    );
+    let keys_total: Gauge = Gauge::default();
+    keys_total.set(i64::try_from(snap.pool.len()).unwrap_or(i64::MAX));
+    registry.register("keys", "Keys in the pool", keys_total);
+    let info: Family<Labels, Gauge> = Family::default();
+    info.get_or_create(&vec![("hash", snap.config.hash.clone())])
+        .set(1);
+    registry.register("config_info", "The active config's content hash", info);
+    let last_ok: Gauge = Gauge::default();
+    last_ok.set(i64::from(app.reload.last().ok));
+    registry.register(
+        "config_last_reload_ok",
+        "1 if the last reload attempt applied (or there was none), 0 if it was rejected",
+        last_ok,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
+    Ok(out)
+}
