@@ -11,6 +11,7 @@ pub mod health;
 pub mod ip;
 pub mod models;
 pub mod run_gemini;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -45,9 +46,8 @@ pub async fn dispatch(
         Route::AdminReload => admin::reload(app).await.map(Reply::Done),
         Route::ResetKeys => Ok(Reply::Done(admin::reset_keys(snap))),
         Route::ResetKeyHealth => admin::reset_key_health(snap, req).await.map(Reply::Done),
-        Route::Stats | Route::Recommendations => {
-            Err(ProxyError::not_found("not available in this version"))
-        }
+        Route::Stats => Ok(Reply::Done(stats::stats(app, snap))),
+        Route::Recommendations => Ok(Reply::Done(stats::recommendations(snap))),
         Route::IpConfig => Ok(Reply::Done(ip::config(snap, &caller))),
         Route::TestIp => ip::test(snap, &caller, req).await.map(Reply::Done),
         Route::Metrics => metrics_response(app, snap).map(Reply::Done),

@@ -569,6 +569,15 @@ impl PoolView {
             .collect()
     }
 
+    /// The quota day `wall` falls in (`YYYY-MM-DD` in America/Los_Angeles) and how long until
+    /// it ends, for reports.
+    pub fn quota_day(&self, wall: std::time::SystemTime) -> Option<(String, Duration)> {
+        self.shared
+            .clock
+            .day(wall)
+            .map(|(day, left)| (day.to_string(), left))
+    }
+
     /// Every key available again for every model (`POST /admin/reset-keys`). Returns the number
     /// of keys reset.
     pub fn reset_all(&self) -> usize {
