@@ -225,6 +225,17 @@ async fn reset_endpoints_make_keys_usable_again() {
         "the message says what did not match: {err}"
     );
 
+    let (code, err) = send(
+        proxy_admin_post(&proxy, "/reset-api-key-health")
+            .json(&json!({"model": "gemini-never-used"})),
+    )
+    .await;
+    assert_eq!(code, 404, "a model no key has served: {err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("gemini-never-used"));
+
     // The key's PRO state only.
     let (code, got) = send(
         proxy_admin_post(&proxy, "/reset-api-key-health")

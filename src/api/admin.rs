@@ -78,10 +78,19 @@ pub async fn reset_key_health(
         snap.pool.reset(pattern, model)
     };
     if count == 0 {
-        return Err(ProxyError::not_found(format!(
-            "no key matches {} (patterns are the masked form shown in /status, e.g. AIza****abcd, or its last characters)",
-            pattern.unwrap_or("*")
-        )));
+        let message = match (pattern, model) {
+            (Some(p), Some(m)) => format!(
+                "no key matching {p} has state for model {m} (patterns are the masked form shown \
+                 in /status, e.g. AIza****abcd, or its last characters)"
+            ),
+            (Some(p), None) => format!(
+                "no key matches {p} (patterns are the masked form shown in /status, e.g. \
+                 AIza****abcd, or its last characters)"
+            ),
+            (None, Some(m)) => format!("no key has served model {m} yet: nothing to reset"),
+            (None, None) => "the pool has no keys".to_string(),
+        };
+        return Err(ProxyError::not_found(message));
     }
     let what = match (pattern, model) {
         (Some(p), Some(m)) => format!("keys matching {p} for model {m}"),

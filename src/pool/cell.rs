@@ -314,17 +314,21 @@ impl Cell {
         }
     }
 
-    /// Clears disabled (when `model` is `None`) and the model states matching `model`.
-    pub fn reset(&self, model: Option<&str>) {
+    /// Clears disabled (when `model` is `None`) and the model states matching `model`. Returns
+    /// whether there was anything to clear for `model` (always true for the whole key).
+    pub fn reset(&self, model: Option<&str>) -> bool {
         let mut st = lock(&self.state);
         if model.is_none() {
             st.disabled = None;
         }
+        let mut found = model.is_none();
         for m in st.models.iter_mut() {
             if model.is_none_or(|want| &*m.model == want) {
                 m.clear();
+                found = true;
             }
         }
+        found
     }
 
     /// What a reload forgives: `disabled` and `limit: 0` last "until reload or admin reset"

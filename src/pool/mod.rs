@@ -586,7 +586,8 @@ impl PoolView {
 
     /// `POST /reset-api-key-health`: keys whose masked form equals `pattern` (or ends with it,
     /// so "abcd" works too), or all keys when `None`; only `model`'s state when given, else the
-    /// whole key including `disabled`. Returns the number of keys touched.
+    /// whole key including `disabled`. Returns the number of keys that had something to reset (a
+    /// key that never served `model` has no state for it).
     pub fn reset(&self, pattern: Option<&str>, model: Option<&str>) -> usize {
         let mut count = 0;
         for slot in self.slots.iter() {
@@ -594,8 +595,7 @@ impl PoolView {
                 let masked = slot.spec.key.masked();
                 masked == p || (p.len() >= 4 && masked.ends_with(p))
             });
-            if hit {
-                slot.cell.reset(model);
+            if hit && slot.cell.reset(model) {
                 count += 1;
             }
         }
