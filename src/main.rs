@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use gemini_rotator::{config, logging, Exit};
 
+mod healthcheck;
+
 /// One endpoint in front of many Gemini API keys (OpenAI and Gemini APIs).
 #[derive(Parser)]
 #[command(version, about)]
@@ -17,10 +19,32 @@ struct Cli {
     /// Validate the config (and every file it names), report problems and exit 0 or 1.
     #[arg(long)]
     check: bool,
+    /// GET URL (default: the container's /livez on loopback) and exit 0 on a 2xx answer, 1
+    /// otherwise, without reading the config. For container health checks where there is no curl.
+    #[arg(
+        long,
+        value_name = "URL",
+        num_args = 0..=1,
+        default_missing_value = healthcheck::DEFAULT_URL,
+        conflicts_with = "check"
+    )]
+    healthcheck: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(url) = &cli.healthcheck {
+        return match healthcheck::check(url) {
+            Ok(status) => {
+                println!("{url}: {status}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{url}: unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let loaded = match config::load(&cli.config) {
         Ok(loaded) => loaded,
         Err(e) => {

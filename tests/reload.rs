@@ -5,8 +5,6 @@
 mod support;
 
 use std::io::Write;
-use std::os::unix::fs::symlink;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,33 +161,6 @@ async fn rename_over_five_times_in_a_row_ends_on_the_last_version() {
         }
         assert!(Instant::now() < deadline, "never served the fifth version");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Lays out `root` as the kubelet does for a ConfigMap or Secret volume.
-fn kubelet_init(root: &Path, files: &[(&str, String)]) {
-    std::fs::create_dir_all(root).expect("volume root");
-    kubelet_update(root, files, 0);
-    for (name, _) in files {
-        symlink(format!("..data/{name}"), root.join(name)).expect("user-visible symlink");
-    }
-}
-
-/// The kubelet's atomic update: a new timestamped folder, `..data_tmp` pointing at it, renamed
-/// over `..data`, then the old folder removed.
-fn kubelet_update(root: &Path, files: &[(&str, String)], generation: u32) {
-    let stamp = format!("..2026_11_22_08_00_00.{generation:09}");
-    let dir = root.join(&stamp);
-    std::fs::create_dir(&dir).expect("timestamped folder");
-    for (name, contents) in files {
-        std::fs::write(dir.join(name), contents).expect("payload");
-    }
-    let old = std::fs::read_link(root.join("..data")).ok();
-    let _ = std::fs::remove_file(root.join("..data_tmp"));
-    symlink(&stamp, root.join("..data_tmp")).expect("..data_tmp");
-    std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap ..data");
-    if let Some(old) = old {
-        let _ = std::fs::remove_dir_all(root.join(old));
     }
 }
 

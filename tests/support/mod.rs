@@ -1,16 +1,19 @@
 //! Shared support for the integration tests: `FakeGemini` (a loopback Gemini upstream speaking
-//! the real wire format) and `Proxy` (the real binary in a temp config home), plus small helpers.
+//! the real wire format), `Proxy` (the real binary in a temp config home), the kubelet's volume
+//! layout and `..data` swap (`kubelet`), plus small helpers.
 //!
 //! Each test file does `mod support;` and uses part of it, hence `allow(dead_code, unused_imports)` (the re-exports).
 #![allow(dead_code, unused_imports)]
 
 pub mod fake_gemini;
+pub mod kubelet;
 pub mod proxy;
 
 pub use fake_gemini::{
     chunk_with_parts, default_text, fake_embedding, google_error, mask, model_object, text_chunk,
     FakeGemini, RecordedRequest, Reply, StreamEnd,
 };
+pub use kubelet::{kubelet_init, kubelet_update};
 pub use proxy::{
     config_for, fake_key, fake_keys, run_check, Proxy, Signal, TestConfig, TEST_TOKEN,
 };
