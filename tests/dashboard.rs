@@ -437,9 +437,11 @@ async fn dashboard_in_chromium() {
     }
     // Once cooled, key 2 may answer again when reset.
     fake.on(&keys[1], FLASH).clear();
+    // Some traffic for the charts, one of it an error.
     for _ in 0..5 {
         let _ = json_of(small.post("/v1/chat/completions").json(&chat_body(PRO))).await;
     }
+    let _ = json_of(small.post("/v1/chat/completions").body("{not json")).await;
 
     let many = fake_keys(1000);
     let big = start_with(
