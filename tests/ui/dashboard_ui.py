@@ -198,9 +198,14 @@ try:
         polls = int(js("return document.body.dataset.polls;"))
         wait_until("another poll", lambda: int(js("return document.body.dataset.polls;")) > polls, timeout=20)
         patch_ms = js("return document.body.dataset.renderMs;")
+        size = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch('/dashboard/api/state').then(r => r.text()).then(t => done(t.length), () => done(-1));"
+        )
         print(
             f"     1,000 keys x 4 models: login to all rows rendered {took:.2f}s; "
-            f"first render {render_ms} ms in the page, a later poll's patch {patch_ms} ms",
+            f"first render {render_ms} ms in the page, a later poll's patch {patch_ms} ms; "
+            f"state JSON {size} bytes",
             flush=True,
         )
         field = driver.find_element(By.ID, "filter")

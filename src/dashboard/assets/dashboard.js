@@ -241,7 +241,8 @@
         $("problem").hidden = false;
       }
     }
-    timer = setTimeout(poll, POLL_MS);
+    // A hidden tab stops polling; showing it again polls at once.
+    if (!document.hidden) timer = setTimeout(poll, POLL_MS);
   }
 
   function render(s) {
@@ -304,6 +305,7 @@
     });
     $("filter").addEventListener("input", applyFilter);
     $("problems-only").addEventListener("change", applyFilter);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
     poll();
   });
 })();
