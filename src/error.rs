@@ -36,6 +36,12 @@ pub enum ProxyError {
         "admin access required: send an admin token (or, with none configured, call from loopback)"
     )]
     AdminOnly,
+    /// A state-changing request authenticated only by the dashboard's session cookie, without
+    /// the header a cross-site form or script cannot send.
+    #[error(
+        "refused: a dashboard request that changes state must carry the header `x-dashboard: 1`"
+    )]
+    CrossSite,
     #[error("{message}")]
     NotFound { message: String },
     #[error("method not allowed")]
@@ -91,9 +97,10 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ProxyError::IpDenied | ProxyError::ModelNotAllowed { .. } | ProxyError::AdminOnly => {
-                StatusCode::FORBIDDEN
-            }
+            ProxyError::IpDenied
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::AdminOnly
+            | ProxyError::CrossSite => StatusCode::FORBIDDEN,
             ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoKey { retry_after, .. } => {
@@ -120,9 +127,10 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed
             | ProxyError::UpstreamClient { .. } => "invalid_request_error",
             ProxyError::Unauthorized => "authentication_error",
-            ProxyError::IpDenied | ProxyError::ModelNotAllowed { .. } | ProxyError::AdminOnly => {
-                "permission_error"
-            }
+            ProxyError::IpDenied
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::AdminOnly
+            | ProxyError::CrossSite => "permission_error",
             ProxyError::NoKey { retry_after, .. } => {
                 if retry_after.is_some() {
                     "rate_limit_error"
@@ -144,6 +152,7 @@ impl ProxyError {
             ProxyError::Unauthorized => Some("invalid_api_key"),
             ProxyError::IpDenied => Some("ip_not_allowed"),
             ProxyError::ModelNotAllowed { .. } => Some("model_not_allowed"),
+            ProxyError::CrossSite => Some("cross_site_request"),
             ProxyError::NotFound { .. } => Some("not_found"),
             ProxyError::NoKey { retry_after, .. } => Some(if retry_after.is_some() {
                 "rate_limit_exceeded"

@@ -17,7 +17,8 @@
 //!
 //! Around them: [`config`] (TOML to validated types), [`state`] (the live snapshot behind an
 //! `ArcSwap`), [`secret`] (masked key and token types), [`sse`] (stream framing),
-//! [`logging`] (tracing setup).
+//! [`logging`] (tracing setup), [`dashboard`] (the operator's live page) and [`timeline`]
+//! (its per-minute traffic counts).
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -40,6 +41,7 @@ pub mod sessions;
 pub mod signatures;
 pub mod sse;
 pub mod state;
+pub mod timeline;
 pub mod translate;
 pub mod upstream;
 

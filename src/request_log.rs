@@ -2,9 +2,12 @@
 //! attempts, latency. Filled in as the request travels; emitted once at its end (for streams,
 //! when the stream ends).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use http::StatusCode;
+
+use crate::timeline::Timeline;
 
 #[derive(Debug)]
 pub struct RequestLog {
@@ -19,6 +22,8 @@ pub struct RequestLog {
     pub attempts: u32,
     pub upstream_status: Option<u16>,
     pub error: Option<String>,
+    /// Where the dashboard's per-minute traffic is counted (set by the server).
+    pub timeline: Option<Arc<Timeline>>,
     emitted: bool,
 }
 
@@ -35,6 +40,7 @@ impl RequestLog {
             attempts: 0,
             upstream_status: None,
             error: None,
+            timeline: None,
             emitted: false,
         }
     }
@@ -53,6 +59,7 @@ impl RequestLog {
             attempts: self.attempts,
             upstream_status: self.upstream_status,
             error: self.error.take(),
+            timeline: self.timeline.take(),
             emitted: self.emitted,
         };
         self.emitted = true;
@@ -74,6 +81,13 @@ impl RequestLog {
         // A fallback shows as "alias->model"; metrics count the name the client asked for.
         let asked = model.split("->").next().unwrap_or(model);
         crate::metrics::record_request(self.route, asked, status, elapsed, self.attempts);
+        if let Some(timeline) = self
+            .timeline
+            .as_ref()
+            .filter(|_| crate::timeline::is_traffic(self.route))
+        {
+            timeline.record(SystemTime::now(), status);
+        }
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(

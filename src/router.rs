@@ -87,6 +87,8 @@ pub enum Route {
     Metrics,
     /// `GET /dashboard` and `GET /dashboard/{asset}` (the asset name, empty for the page).
     Dashboard(String),
+    /// `GET /dashboard/api/state`: what the page shows, as JSON (admin).
+    DashboardState,
     DashboardLogin,
     DashboardLogout,
     NotFound(Dialect),
@@ -115,7 +117,8 @@ impl Route {
             | Route::ResetKeyHealth
             | Route::Recommendations
             | Route::IpConfig
-            | Route::TestIp => Gate::Admin,
+            | Route::TestIp
+            | Route::DashboardState => Gate::Admin,
             // `/metrics` decides itself (admin, or anyone with `server.metrics_public`); the
             // dashboard page and its login are public, the data it shows is not.
             Route::Metrics
@@ -144,7 +147,10 @@ impl Route {
             Route::IpConfig => "ip_config",
             Route::TestIp => "test_ip",
             Route::Metrics => "metrics",
-            Route::Dashboard(_) | Route::DashboardLogin | Route::DashboardLogout => "dashboard",
+            Route::Dashboard(_)
+            | Route::DashboardState
+            | Route::DashboardLogin
+            | Route::DashboardLogout => "dashboard",
             Route::Health => "health",
             Route::Livez => "livez",
             Route::Readyz => "readyz",
@@ -194,6 +200,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/test-ip" => expect(post, Route::TestIp),
         "/metrics" => expect(get, Route::Metrics),
         "/dashboard" => expect(get, Route::Dashboard(String::new())),
+        "/dashboard/api/state" => expect(get, Route::DashboardState),
         "/dashboard/login" => expect(post, Route::DashboardLogin),
         "/dashboard/logout" => expect(post, Route::DashboardLogout),
         p => {
@@ -307,6 +314,7 @@ mod tests {
         check(Method::GET, "/metrics", Metrics);
         check(Method::GET, "/dashboard", Dashboard(String::new()));
         check(Method::GET, "/dashboard/app.js", Dashboard("app.js".into()));
+        check(Method::GET, "/dashboard/api/state", DashboardState);
         check(Method::POST, "/dashboard/login", DashboardLogin);
         check(Method::POST, "/dashboard/logout", DashboardLogout);
         check(Method::GET, "/explain", Explain);
@@ -327,6 +335,10 @@ mod tests {
         assert_eq!(route(&Method::GET, "/health").gate(), Gate::Probe);
         assert_eq!(route(&Method::GET, "/dashboard").gate(), Gate::Open);
         assert_eq!(route(&Method::GET, "/status").gate(), Gate::Admin);
+        assert_eq!(
+            route(&Method::GET, "/dashboard/api/state").gate(),
+            Gate::Admin
+        );
         assert_eq!(
             route(&Method::POST, "/v1/chat/completions").gate(),
             Gate::Client

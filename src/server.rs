@@ -119,6 +119,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let route = router::route(req.method(), req.uri().path());
     let dialect = route.dialect();
     let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
+    log.timeline = Some(app.timeline.clone());
 
     let result = serve_route(&app, &snap, route, req, peer, &mut log).await;
     match result {
@@ -172,17 +173,24 @@ async fn serve_route(
         Route::MethodNotAllowed(_) => return Err(ProxyError::MethodNotAllowed),
         _ => {}
     }
-    let caller = if gate == Gate::Admin && app.sessions.admits(req.headers()) {
+    let session = gate == Gate::Admin && app.sessions.admits(req.headers());
+    let caller = if session && crate::dashboard::same_site(req.method(), req.headers()) {
         access::Caller::admin_session(ip)
     } else {
-        access::authenticate(
+        let authenticated = access::authenticate(
             gate,
             route.dialect(),
             req.headers(),
             req.uri().query(),
             &snap.config.auth,
             ip,
-        )?
+        );
+        match authenticated {
+            // A session cookie alone does not authorise a state change (CSRF); an admin
+            // token in the request still does.
+            Err(_) if session => return Err(ProxyError::CrossSite),
+            other => other?,
+        }
     };
     log.token = caller.token_name.clone();
     api::dispatch(app, snap, route, req, caller, log).await

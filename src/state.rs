@@ -20,6 +20,7 @@ use crate::pool::{KeyPool, PoolView};
 use crate::reload::ReloadState;
 use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
+use crate::timeline::Timeline;
 use crate::upstream::Upstream;
 
 /// Everything one config produces for the hot path.
@@ -88,6 +89,8 @@ pub struct App {
     pub reload: ReloadState,
     /// Dashboard logins (server-side session ids).
     pub sessions: Sessions,
+    /// Requests and errors per minute over the last hour (the dashboard's charts).
+    pub timeline: Arc<Timeline>,
 }
 
 impl App {
@@ -102,6 +105,7 @@ impl App {
             lifecycle: Lifecycle::default(),
             reload: ReloadState::new(log),
             sessions: Sessions::default(),
+            timeline: Arc::default(),
         }))
     }
 

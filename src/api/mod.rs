@@ -51,8 +51,11 @@ pub async fn dispatch(
         Route::IpConfig => Ok(Reply::Done(ip::config(snap, &caller))),
         Route::TestIp => ip::test(snap, &caller, req).await.map(Reply::Done),
         Route::Metrics => metrics_response(app, snap).map(Reply::Done),
-        Route::Dashboard(asset) => crate::dashboard::page(app, &asset).map(Reply::Done),
-        Route::DashboardLogin => crate::dashboard::login(app, snap, req)
+        Route::Dashboard(asset) => {
+            crate::dashboard::page(app, &asset, req.headers()).map(Reply::Done)
+        }
+        Route::DashboardState => crate::dashboard::state(app, snap).map(Reply::Done),
+        Route::DashboardLogin => crate::dashboard::login(app, snap, caller.ip, req)
             .await
             .map(Reply::Done),
         Route::DashboardLogout => Ok(Reply::Done(crate::dashboard::logout(app, req.headers()))),

@@ -1,33 +1,213 @@
-//! The dashboard: one self-contained page (assets embedded in the binary) and its login.
-//! (Not built yet.)
+//! The dashboard: one self-contained page for operators (HTML, CSS and JS embedded in the
+//! binary, no CDN, no build step), its login and logout, and the cross-site rule for requests
+//! authenticated by its session cookie.
+//!
+//! `GET /dashboard` shows the login form until the browser holds a live session, then the page.
+//! `POST /dashboard/login` takes an admin token from the form, checks it in constant time
+//! against every configured admin token, and answers with a cookie holding only a random
+//! server-side session id (`sessions`), never the token. The page polls
+//! `GET /dashboard/api/state` (admin gate, built in `state`) and calls the ordinary admin
+//! endpoints for resets and reloads, sending `x-dashboard: 1`: a state-changing request that
+//! is authenticated by the cookie alone and lacks that header is refused (`same_site`), on top
+//! of the cookie's `SameSite=Strict`.
 
+mod state;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::access;
 use crate::api::json_response;
 use crate::error::ProxyError;
-use crate::server::Body;
+use crate::server::{full, read_body, Body};
+use crate::sessions;
 use crate::state::{App, Snapshot};
 
-pub fn page(_app: &Arc<App>, _asset: &str) -> Result<Response<Body>, ProxyError> {
-    Err(ProxyError::not_found(
-        "the dashboard is not available in this version",
-    ))
+pub use state::state;
+
+/// The header the page sends with every request that changes state. Browsers do not let a
+/// cross-site form send it, and a cross-site script would need a CORS preflight we never allow.
+pub const CSRF_HEADER: &str = "x-dashboard";
+
+const PAGE: &str = include_str!("assets/dashboard.html");
+const LOGIN: &str = include_str!("assets/login.html");
+const CSS: &str = include_str!("assets/dashboard.css");
+const JS: &str = include_str!("assets/dashboard.js");
+
+/// Login forms are tiny; anything bigger is not one.
+const MAX_LOGIN_BODY: u64 = 4096;
+
+/// Scripts and styles only from this origin (no inline code), no framing, no referrer.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Whether a request authenticated by the session cookie may act: reads always, changes only
+/// with `x-dashboard: 1`.
+pub fn same_site(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+        || headers
+            .get(CSRF_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"1")
 }
 
-pub async fn login(
-    _app: &Arc<App>,
-    _snap: &Arc<Snapshot>,
-    _req: Request<Incoming>,
+/// `GET /dashboard` (the page, or the login form without a session) and its assets.
+pub fn page(
+    app: &Arc<App>,
+    asset: &str,
+    headers: &HeaderMap,
 ) -> Result<Response<Body>, ProxyError> {
-    Err(ProxyError::not_found(
-        "the dashboard is not available in this version",
-    ))
+    match asset {
+        "" if app.sessions.admits(headers) => Ok(html(StatusCode::OK, PAGE.to_string())),
+        "" => Ok(login_page(StatusCode::OK, None)),
+        "dashboard.css" => Ok(asset_response(CSS, "text/css; charset=utf-8")),
+        "dashboard.js" => Ok(asset_response(JS, "text/javascript; charset=utf-8")),
+        _ => Err(ProxyError::not_found("no such dashboard file")),
+    }
 }
 
+/// `POST /dashboard/login` with a form field `token`: a session cookie and a redirect to the
+/// page, or the login form again with a 401. With no admin tokens configured, a loopback
+/// client may log in without one, as the admin gate lets it in anyway.
+pub async fn login(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    ip: IpAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    let body = read_body(req, MAX_LOGIN_BODY.min(snap.config.server.max_body)).await?;
+    let form = String::from_utf8_lossy(&body);
+    let presented = access::query_param(form.trim(), "token").unwrap_or_default();
+    let presented = presented.trim();
+
+    let admin_tokens = &snap.config.auth.admin_tokens;
+    // Look at every token so the time taken does not depend on which one matched.
+    let mut ok = false;
+    for token in admin_tokens {
+        ok |= token.matches(presented.as_bytes());
+    }
+    if admin_tokens.is_empty() {
+        ok = ip.is_loopback();
+    }
+    if !ok {
+        tracing::info!(%ip, "dashboard login refused");
+        let message = if admin_tokens.is_empty() {
+            "No admin tokens are configured: only a loopback client can log in."
+        } else {
+            "That is not an admin token."
+        };
+        return Ok(login_page(StatusCode::UNAUTHORIZED, Some(message)));
+    }
+    let id = app.sessions.create().map_err(ProxyError::Internal)?;
+    tracing::info!(%ip, "dashboard login");
+    let mut response = Response::new(full(""));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, HeaderValue::from_static("/dashboard"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let cookie = HeaderValue::from_str(&sessions::set_cookie(&id))
+        .map_err(|e| ProxyError::Internal(format!("session cookie: {e}")))?;
+    headers.insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+/// `POST /dashboard/logout`: forgets the session and clears the cookie.
 pub fn logout(app: &Arc<App>, headers: &HeaderMap) -> Response<Body> {
     app.sessions.end(headers);
-    json_response(StatusCode::OK, &serde_json::json!({"ok": true}))
+    let mut response = json_response(StatusCode::OK, &serde_json::json!({"ok": true}));
+    if let Ok(clear) = HeaderValue::from_str(&sessions::clear_cookie()) {
+        response.headers_mut().insert(header::SET_COOKIE, clear);
+    }
+    response
+}
+
+fn login_page(status: StatusCode, error: Option<&str>) -> Response<Body> {
+    let error = error
+        .map(|m| format!(r#"<p class="error" role="alert">{}</p>"#, escape(m)))
+        .unwrap_or_default();
+    html(status, LOGIN.replace("<!--error-->", &error))
+}
+
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+fn asset_response(text: &'static str, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(text));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Revalidate each time: a new binary must not run yesterday's script.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_requests_change_state_only_with_the_header() {
+        let mut with = HeaderMap::new();
+        with.insert(CSRF_HEADER, HeaderValue::from_static("1"));
+        let mut wrong = HeaderMap::new();
+        wrong.insert(CSRF_HEADER, HeaderValue::from_static("yes"));
+        let none = HeaderMap::new();
+        assert!(same_site(&Method::GET, &none));
+        assert!(same_site(&Method::HEAD, &none));
+        assert!(same_site(&Method::POST, &with));
+        assert!(!same_site(&Method::POST, &none));
+        assert!(!same_site(&Method::POST, &wrong));
+    }
+
+    #[test]
+    fn assets_are_self_contained() {
+        for (name, text) in [("page", PAGE), ("login", LOGIN), ("css", CSS), ("js", JS)] {
+            // Nothing fetched from elsewhere, no inline code or styles (the CSP forbids them).
+            for outside in [
+                "src=\"http",
+                "href=\"http",
+                "url(",
+                "@import",
+                "<script>",
+                "style=\"",
+            ] {
+                assert!(!text.contains(outside), "{name} contains {outside:?}");
+            }
+        }
+        assert!(LOGIN.contains("<!--error-->"));
+    }
 }
