@@ -41,6 +41,39 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
+/// One event of a 200 stream (SSE data, bare JSON, or an element of the JSON-array stream):
+/// `None` when it is not an error, else what the error means for the key, classified like the
+/// same error with its own status code. Cheap for ordinary events, which never parse twice.
+pub fn classify_event(event: &[u8]) -> Option<Outcome> {
+    if !event.windows(7).any(|w| w == b"\"error\"") {
+        return None;
+    }
+    let v = serde_json::from_slice::<Value>(event).ok()?;
+    let v = match &v {
+        Value::Array(items) => items.first()?,
+        other => other,
+    };
+    let e = v.get("error")?;
+    if !e.is_object() {
+        return None;
+    }
+    let code = e
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..600).contains(c))
+        .unwrap_or_else(|| match e.get("status").and_then(Value::as_str) {
+            Some("RESOURCE_EXHAUSTED") => 429,
+            Some("UNAVAILABLE") => 503,
+            Some("DEADLINE_EXCEEDED") => 504,
+            Some("INVALID_ARGUMENT") => 400,
+            Some("PERMISSION_DENIED") => 403,
+            Some("UNAUTHENTICATED") => 401,
+            _ => 500,
+        });
+    Some(classify(code, event))
+}
+
 /// Gemini CLI's order (protocol.md §3): `limit: 0`, then a per-day quotaId, then RetryInfo, then
 /// a per-minute quotaId, then the message's "Please retry in Xs".
 fn classify_429(err: &GoogleError) -> Outcome {

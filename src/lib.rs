@@ -42,6 +42,7 @@ pub mod sse;
 pub mod state;
 pub mod translate;
 pub mod upstream;
+pub mod usage;
 
 use std::sync::Arc;
 

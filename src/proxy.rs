@@ -3,9 +3,9 @@
 //!
 //! A request is retried on a different key (up to `pool.max_attempts`) for every outcome that
 //! is not the client's fault. Once a 2xx arrives the choice is final: buffered bodies are read
-//! here (a failure while reading is still retried), streams are handed back at their headers
-//! and never retried after that. This module never looks at Google's error details; it acts on
-//! the `Outcome` that `classify` returns.
+//! here (a failure while reading is still retried) and their usage is recorded, streams are
+//! handed back at their headers and never retried after that. This module never looks at
+//! Google's error details; it acts on the `Outcome` that `classify` returns.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crate::pool::{Lease, NoKey, Outcome, PoolView};
 use crate::request_log::RequestLog;
 use crate::state::Snapshot;
 use crate::upstream::{self, SendError};
+use crate::usage;
 
 /// Largest successful body read into memory (non-streaming answers, model lists).
 const MAX_BUFFERED_BODY: usize = 64 * 1024 * 1024;
@@ -136,6 +137,10 @@ pub async fn execute(
                                 metrics::record_attempt(model_name, "ok", ttfb);
                                 report(pool, &call, &lease, &Outcome::Success);
                                 guard.reported();
+                                if call.model.is_some() {
+                                    let tokens = usage::from_json(&bytes);
+                                    pool.record_usage(&lease, log.token.as_deref(), tokens);
+                                }
                                 return Ok(Served {
                                     lease,
                                     status,
