@@ -17,7 +17,7 @@
 //!
 //! Around them: [`config`] (TOML to validated types), [`state`] (the live snapshot behind an
 //! `ArcSwap`), [`secret`] (masked key and token types), [`sse`] (stream framing),
-//! [`logging`] (tracing setup).
+//! [`usage`] (tokens per key, model and client token), [`logging`] (tracing setup).
 #![forbid(unsafe_code)]
 
 pub mod access;

@@ -89,7 +89,7 @@ fn key_json(e: &Explanation, k: &KeyVerdict, wall: SystemTime) -> Value {
         "reason": reason(e, k, wall),
     });
     if let Some(left) = k.verdict.left() {
-        v["until"] = json!(rfc3339(wall + left));
+        v["until"] = json!(until(wall, left));
         v["seconds_left"] = json!(ceil_secs(left));
     }
     match &k.verdict {
@@ -105,6 +105,17 @@ fn key_json(e: &Explanation, k: &KeyVerdict, wall: SystemTime) -> Value {
     v
 }
 
+/// When a key returns, to the second: rests are kept on the monotonic clock, so the wall time
+/// is off by the moments between readings (a quota day ends at 08:00:00Z, not 07:59:59.999Z).
+fn until(wall: SystemTime, left: Duration) -> String {
+    let at = wall + left;
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| (d.as_millis() + 500) / 1000) as u64;
+    let rounded = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(rounded).to_string()
+}
+
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -112,7 +123,7 @@ fn ceil_secs(d: Duration) -> u64 {
 /// One sentence an operator can read.
 fn reason(e: &Explanation, k: &KeyVerdict, wall: SystemTime) -> String {
     let model = &e.model;
-    let until = |left: &Duration| format!("{} ({}s left)", rfc3339(wall + *left), ceil_secs(*left));
+    let back = |left: &Duration| format!("{} ({}s left)", until(wall, *left), ceil_secs(*left));
     let after = |last: &Option<String>| match last {
         Some(err) => format!(" after {err}"),
         None => String::new(),
@@ -134,16 +145,16 @@ fn reason(e: &Explanation, k: &KeyVerdict, wall: SystemTime) -> String {
             "no quota for {model} on this key's project (limit: 0); out until reload or admin reset"
         ),
         Verdict::Out(Why::Cooling { left, last_error }) => {
-            format!("cooling until {}{}", until(left), after(last_error))
+            format!("cooling until {}{}", back(left), after(last_error))
         }
         Verdict::Out(Why::OutForDay { left, last_error }) => format!(
-            "out for the day for {model} until {} (midnight America/Los_Angeles){}",
-            until(left),
+            "out for the day for {model} until midnight America/Los_Angeles, {}{}",
+            back(left),
             after(last_error)
         ),
         Verdict::Out(Why::DailyLimit { limit, left }) => format!(
             "at its daily_limit of {limit} requests for {model} until {}",
-            until(left)
+            back(left)
         ),
         Verdict::Out(Why::Probing) => {
             "back from a rest; its one probe request is in flight".to_string()
