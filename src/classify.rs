@@ -41,6 +41,39 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
+/// One event of a 200 stream (SSE data, bare JSON, or an element of the JSON-array stream):
+/// `None` when it is not an error, else what the error means for the key, classified like the
+/// same error with its own status code. Cheap for ordinary events, which never parse twice.
+pub fn classify_event(event: &[u8]) -> Option<Outcome> {
+    if !event.windows(7).any(|w| w == b"\"error\"") {
+        return None;
+    }
+    let v = serde_json::from_slice::<Value>(event).ok()?;
+    let v = match &v {
+        Value::Array(items) => items.first()?,
+        other => other,
+    };
+    let e = v.get("error")?;
+    if !e.is_object() {
+        return None;
+    }
+    let code = e
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..600).contains(c))
+        .unwrap_or_else(|| match e.get("status").and_then(Value::as_str) {
+            Some("RESOURCE_EXHAUSTED") => 429,
+            Some("UNAVAILABLE") => 503,
+            Some("DEADLINE_EXCEEDED") => 504,
+            Some("INVALID_ARGUMENT") => 400,
+            Some("PERMISSION_DENIED") => 403,
+            Some("UNAUTHENTICATED") => 401,
+            _ => 500,
+        });
+    Some(classify(code, event))
+}
+
 /// Gemini CLI's order (protocol.md §3): `limit: 0`, then a per-day quotaId, then RetryInfo, then
 /// a per-minute quotaId, then the message's "Please retry in Xs".
 fn classify_429(err: &GoogleError) -> Outcome {
@@ -341,6 +374,62 @@ mod tests {
             Outcome::ClientError,
         );
         check(404, fixture!("404_model_not_found"), Outcome::ClientError);
+    }
+
+    /// Every item of a recorded 200 stream through `classify_event`, as the relay sees them.
+    fn stream_outcomes(body: &str) -> Vec<Option<Outcome>> {
+        let mut parser = crate::sse::SseParser::new();
+        let mut items = parser.push(body.as_bytes());
+        items.extend(parser.finish());
+        items
+            .iter()
+            .map(|item| match item {
+                crate::sse::SseItem::Data(d) | crate::sse::SseItem::Bare(d) => classify_event(d),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn errors_inside_a_stream() {
+        // Google's usual form: a text event, then the error as bare JSON without `data:`.
+        assert_eq!(
+            stream_outcomes(include_str!(
+                "../tests/fixtures/google/stream_error_429.sse"
+            )),
+            vec![None, Some(rate_limited(21.0))]
+        );
+        assert_eq!(
+            stream_outcomes(include_str!(
+                "../tests/fixtures/google/stream_error_503_data.sse"
+            )),
+            vec![None, Some(Outcome::Overloaded)]
+        );
+        // The JSON-array stream (no alt=sse) ends with the error as an element; a per-day
+        // quotaId still wins over RetryInfo there.
+        let day: serde_json::Value =
+            serde_json::from_str(fixture!("429_per_day_free")).expect("fixture");
+        assert_eq!(
+            classify_event(day.to_string().as_bytes()),
+            Some(Outcome::QuotaDaily)
+        );
+        // Without a code, the status names it.
+        assert_eq!(
+            classify_event(br#"{"error":{"message":"x","status":"RESOURCE_EXHAUSTED"}}"#),
+            Some(Outcome::RateLimited { retry_after: None })
+        );
+        assert_eq!(
+            classify_event(br#"[{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}]"#),
+            Some(key_invalid("400 INVALID_ARGUMENT: API key not valid. Please pass a valid API key."))
+        );
+        // Ordinary events, and text that talks about errors, are not errors.
+        for event in [
+            r#"{"candidates":[{"content":{"parts":[{"text":"an \"error\": here"}]}}]}"#,
+            r#"{"candidates":[],"error":null}"#,
+            r#"{"usageMetadata":{"promptTokenCount":1}}"#,
+            "not json \"error\"",
+        ] {
+            assert_eq!(classify_event(event.as_bytes()), None, "{event}");
+        }
     }
 
     #[test]

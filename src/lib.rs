@@ -17,8 +17,8 @@
 //!
 //! Around them: [`config`] (TOML to validated types), [`state`] (the live snapshot behind an
 //! `ArcSwap`), [`secret`] (masked key and token types), [`sse`] (stream framing),
-//! [`logging`] (tracing setup), [`dashboard`] (the operator's live page) and [`timeline`]
-//! (its per-minute traffic counts).
+//! [`usage`] (tokens per key, model and client token), [`logging`] (tracing setup),
+//! [`dashboard`] (the operator's live page) and [`timeline`] (its per-minute traffic counts).
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -44,6 +44,7 @@ pub mod state;
 pub mod timeline;
 pub mod translate;
 pub mod upstream;
+pub mod usage;
 
 use std::sync::Arc;
 

@@ -1,11 +1,11 @@
 //! The attempt loop: pick a key, send, classify, report, and try another key while the client
 //! has received nothing yet.
 //!
-//! A request is retried on a different key (up to `pool.max_attempts`) for every outcome that
-//! is not the client's fault. Once a 2xx arrives the choice is final: buffered bodies are read
-//! here (a failure while reading is still retried), streams are handed back at their headers
-//! and never retried after that. This module never looks at Google's error details; it acts on
-//! the `Outcome` that `classify` returns.
+//! A request is retried on a different key (up to `pool.max_attempts`, quota 429s not counted)
+//! for every outcome that is not the client's fault. Once a 2xx arrives the choice is final: buffered bodies are read
+//! here (a failure while reading is still retried) and their usage is recorded, streams are
+//! handed back at their headers and never retried after that. This module never looks at
+//! Google's error details; it acts on the `Outcome` that `classify` returns.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crate::pool::{Lease, NoKey, Outcome, PoolView};
 use crate::request_log::RequestLog;
 use crate::state::Snapshot;
 use crate::upstream::{self, SendError};
+use crate::usage;
 
 /// Largest successful body read into memory (non-streaming answers, model lists).
 const MAX_BUFFERED_BODY: usize = 64 * 1024 * 1024;
@@ -76,7 +77,11 @@ pub async fn execute(
     let mut last: Option<Failure> = None;
     let model_name = call.model.unwrap_or("any");
 
-    while tried.len() < max_attempts {
+    // Quota 429s do not use up `max_attempts`: the key now rests (it will not be called again
+    // until its quota returns), so trying a fresh one costs one call per key per cooldown, and a
+    // client is not refused while a key could serve. Each key is tried at most once.
+    let mut counted = 0;
+    while counted < max_attempts {
         let picked = match call.model {
             Some(model) => pool.pick(model, Instant::now(), &tried),
             None => pool.pick_any(Instant::now(), &tried),
@@ -136,6 +141,10 @@ pub async fn execute(
                                 metrics::record_attempt(model_name, "ok", ttfb);
                                 report(pool, &call, &lease, &Outcome::Success);
                                 guard.reported();
+                                if call.model.is_some() {
+                                    let tokens = usage::from_json(&bytes);
+                                    pool.record_usage(&lease, log.token.as_deref(), tokens);
+                                }
                                 return Ok(Served {
                                     lease,
                                     status,
@@ -174,6 +183,9 @@ pub async fn execute(
             attempt = tried.len(),
             "upstream attempt failed"
         );
+        if !is_quota(&failure.outcome) {
+            counted += 1;
+        }
         if !failure.outcome.retryable() {
             return Err(ProxyError::UpstreamClient {
                 status: failure.status.unwrap_or(StatusCode::BAD_REQUEST),
@@ -192,6 +204,13 @@ pub async fn execute(
         return Err(ProxyError::Internal("no attempt was made".into()));
     };
     Err(exhausted(snap, model_name, last, tried.len()))
+}
+
+fn is_quota(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota
+    )
 }
 
 /// Applies an outcome to the key. A call about no model only teaches whether the key is valid.

@@ -5,7 +5,9 @@
 //! sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
 //! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
 //! grace period runs out, and drops the upstream request the moment the client goes away.
-//! Errors that Google sends inside a 200 stream are classified and reported to the pool.
+//! Errors that Google sends inside a 200 stream are classified and reported to the pool (on
+//! `/v1beta` too, where the bytes still reach the client untouched), and the last
+//! `usageMetadata` seen is recorded when the stream ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,13 +17,14 @@ use futures_util::StreamExt;
 use http::{header, HeaderValue, Response, StatusCode};
 use tokio::sync::mpsc;
 
-use crate::classify::classify;
+use crate::classify::{classify, classify_event};
 use crate::pool::{Lease, Outcome};
 use crate::request_log::RequestLog;
 use crate::server::{channel_body, Body};
 use crate::sse::{SseItem, SseParser};
 use crate::state::{App, Snapshot};
 use crate::translate::{self, StreamTranslator, TranslateError};
+use crate::usage::{self, Tokens};
 
 /// What the relay does with upstream bytes.
 pub enum Shape {
@@ -74,6 +77,7 @@ async fn run(
     };
     let mut upstream = response.bytes_stream();
     let mut parser = SseParser::new();
+    let mut watch = Watch::default();
     let mut last_data = Instant::now();
     let mut next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
     let far = Duration::from_secs(365 * 24 * 3600);
@@ -91,7 +95,8 @@ async fn run(
             }
             chunk = upstream.next() => match chunk {
                 None => {
-                    let tail = finish(&mut shape, &mut parser);
+                    let tail = finish(&mut shape, &mut parser, &mut watch);
+                    report_in_stream_error(&snap, &lease, &mut watch, &mut log);
                     if let Shape::OpenAi(translator) = &mut shape {
                         app.signatures.remember(translator.take_signatures());
                     }
@@ -116,7 +121,9 @@ async fn run(
                     if let Some(d) = heartbeat {
                         next_beat = Some(tokio::time::Instant::now() + d);
                     }
-                    match translate_chunk(&mut shape, &mut parser, bytes) {
+                    let translated = translate_chunk(&mut shape, &mut parser, &mut watch, bytes);
+                    report_in_stream_error(&snap, &lease, &mut watch, &mut log);
+                    match translated {
                         Ok(out) => {
                             if !out.is_empty() && tx.send(out).await.is_err() {
                                 break End::ClientGone;
@@ -141,6 +148,9 @@ async fn run(
         }
     };
 
+    // Gemini answered, whatever happened since: the request and its last usage count.
+    snap.pool
+        .record_usage(&lease, log.token.as_deref(), watch.seen.usage);
     match end {
         End::Complete => {}
         End::ClientGone => log.error = Some("client disconnected".into()),
@@ -153,17 +163,34 @@ async fn run(
 fn translate_chunk(
     shape: &mut Shape,
     parser: &mut SseParser,
+    watch: &mut Watch,
     bytes: Bytes,
 ) -> Result<Bytes, TranslateError> {
     match shape {
-        Shape::Passthrough { .. } => Ok(bytes),
+        Shape::Passthrough { sse: true } => {
+            for item in parser.push(&bytes) {
+                watch.passthrough_event(item_bytes(&item));
+            }
+            Ok(bytes)
+        }
+        Shape::Passthrough { sse: false } => {
+            watch.array.push(&bytes, &mut watch.seen);
+            Ok(bytes)
+        }
         Shape::OpenAi(translator) => {
             let mut out = Vec::new();
             for item in parser.push(&bytes) {
+                watch.seen.usage(item_bytes(&item));
                 out.extend_from_slice(&on_item(translator, item)?);
             }
             Ok(Bytes::from(out))
         }
+    }
+}
+
+fn item_bytes(item: &SseItem) -> &[u8] {
+    match item {
+        SseItem::Data(d) | SseItem::Bare(d) => d,
     }
 }
 
@@ -176,12 +203,23 @@ fn on_item(translator: &mut StreamTranslator, item: SseItem) -> Result<Bytes, Tr
 }
 
 /// The upstream ended: whatever the parser still holds, then the translator's tail.
-fn finish(shape: &mut Shape, parser: &mut SseParser) -> Result<Bytes, TranslateError> {
+fn finish(
+    shape: &mut Shape,
+    parser: &mut SseParser,
+    watch: &mut Watch,
+) -> Result<Bytes, TranslateError> {
     match shape {
-        Shape::Passthrough { .. } => Ok(Bytes::new()),
+        Shape::Passthrough { sse: true } => {
+            for item in parser.finish() {
+                watch.passthrough_event(item_bytes(&item));
+            }
+            Ok(Bytes::new())
+        }
+        Shape::Passthrough { sse: false } => Ok(Bytes::new()),
         Shape::OpenAi(translator) => {
             let mut out = Vec::new();
             for item in parser.finish() {
+                watch.seen.usage(item_bytes(&item));
                 out.extend_from_slice(&on_item(translator, item)?);
             }
             if !translator.has_output() {
@@ -193,6 +231,118 @@ fn finish(shape: &mut Shape, parser: &mut SseParser) -> Result<Bytes, TranslateE
             }
             out.extend_from_slice(&translator.finish());
             Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// What the relay learns from the events it passes on: the last `usageMetadata` and, on
+/// passthrough streams (whose bytes go out untouched), the first Google error inside the 200.
+#[derive(Default)]
+struct Watch {
+    seen: Seen,
+    /// Splits the JSON-array stream (no `alt=sse`) into its elements.
+    array: ArrayItems,
+}
+
+#[derive(Default)]
+struct Seen {
+    usage: Option<Tokens>,
+    /// An error found in a passthrough stream, not yet reported.
+    error: Option<Outcome>,
+    /// Only the first error counts: Google ends the stream after it.
+    errored: bool,
+}
+
+impl Seen {
+    fn usage(&mut self, event: &[u8]) {
+        if let Some(t) = usage::from_json(event) {
+            self.usage = Some(t);
+        }
+    }
+
+    fn passthrough_event(&mut self, event: &[u8]) {
+        if !self.errored {
+            if let Some(outcome) = classify_event(event) {
+                self.errored = true;
+                self.error = Some(outcome);
+                return;
+            }
+        }
+        self.usage(event);
+    }
+}
+
+impl Watch {
+    fn passthrough_event(&mut self, event: &[u8]) {
+        self.seen.passthrough_event(event);
+    }
+}
+
+/// Reports an error found inside a passthrough stream to the pool (the client got its bytes).
+fn report_in_stream_error(snap: &Snapshot, lease: &Lease, watch: &mut Watch, log: &mut RequestLog) {
+    if let Some(outcome) = watch.seen.error.take() {
+        tracing::debug!(key = %lease.key, model = %lease.model, outcome = outcome.class(), "error inside a passthrough stream");
+        log.error = Some(format!(
+            "upstream error inside the stream: {}",
+            outcome.class()
+        ));
+        snap.pool.report(lease, &outcome, Instant::now());
+    }
+}
+
+/// The elements of Gemini's JSON-array stream, as they complete; holds at most one element
+/// (up to `MAX_ELEMENT` bytes: a larger one is not watched, only passed on).
+#[derive(Default)]
+struct ArrayItems {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    item: Vec<u8>,
+}
+
+const MAX_ELEMENT: usize = 16 * 1024 * 1024;
+
+impl ArrayItems {
+    fn push(&mut self, chunk: &[u8], seen: &mut Seen) {
+        for &b in chunk {
+            // Depth 1 is the array itself; its elements are at depth 2 and below.
+            let inside = self.depth >= 2;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                self.keep(b, inside);
+                continue;
+            }
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    self.keep(b, inside);
+                }
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    self.keep(b, self.depth >= 2);
+                }
+                b'}' | b']' => {
+                    self.keep(b, inside);
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 1 && !self.item.is_empty() {
+                        seen.passthrough_event(&self.item);
+                        self.item.clear();
+                    }
+                }
+                _ => self.keep(b, inside),
+            }
+        }
+    }
+
+    fn keep(&mut self, b: u8, inside: bool) {
+        if inside && self.item.len() < MAX_ELEMENT {
+            self.item.push(b);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The live state: the current config snapshot behind an `ArcSwap`, plus what outlives
-//! snapshots (key health, the models cache, the shutdown lifecycle).
+//! snapshots (key health, token usage, the models cache, the shutdown lifecycle).
 //!
 //! A snapshot holds everything the hot path reads for one config: the validated config, the
 //! pool view bound to the shared health cells, and the upstream client. It is built whole
@@ -22,6 +22,7 @@ use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
 use crate::timeline::Timeline;
 use crate::upstream::Upstream;
+use crate::usage::TokenUsage;
 
 /// Everything one config produces for the hot path.
 pub struct Snapshot {
@@ -83,6 +84,8 @@ pub struct App {
     live: ArcSwap<Snapshot>,
     /// Key health by key identity; outlives snapshots.
     pub keys: KeyPool,
+    /// Requests and tokens per client token name today (the ledger the pool records into).
+    pub usage: Arc<TokenUsage>,
     pub models: ModelsCache,
     pub signatures: SignatureCache,
     pub lifecycle: Lifecycle,
@@ -99,6 +102,7 @@ impl App {
         let snapshot = Snapshot::build(config, &keys)?;
         Ok(Arc::new(App {
             live: ArcSwap::from_pointee(snapshot),
+            usage: keys.token_usage(),
             keys,
             models: ModelsCache::default(),
             signatures: SignatureCache::default(),

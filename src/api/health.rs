@@ -1,5 +1,6 @@
 //! Probes and state reports: `/health` (anyone; the seed's shape), `/livez`, `/readyz`, and
-//! `/status` (admin: per key and per model state, config identity).
+//! `/status` (admin: per key and per model state, today's requests and tokens, config
+//! identity).
 
 use std::time::{Instant, SystemTime};
 
@@ -59,7 +60,11 @@ pub fn status(app: &App, snap: &Snapshot) -> Response<Body> {
                             "state": m.state,
                             "consecutive_failures": m.consecutive_failures,
                             "cooldown_until": m.cooldown_remaining.map(|d| rfc3339(wall + d)),
+                            "cooldown_seconds": m.cooldown_remaining.map(|d| d.as_secs_f64().ceil() as u64),
                             "daily_requests": m.daily_requests,
+                            "prompt_tokens": m.prompt_tokens,
+                            "completion_tokens": m.completion_tokens,
+                            "thoughts_tokens": m.thoughts_tokens,
                             "last_error": m.last_error,
                         }),
                     )

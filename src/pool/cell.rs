@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::quota_day::QuotaDay;
 use super::{ModelStatus, Outcome};
+use crate::usage::Tokens;
 
 /// Per key, at most this many models are tracked. Model names can come from clients, so junk
 /// names must not grow a key's state without bound; past the cap, clean entries are recycled.
@@ -73,6 +74,8 @@ struct ModelState {
     /// The quota day `daily_requests` counts for.
     day: Option<QuotaDay>,
     daily_requests: u64,
+    /// Tokens Gemini reported for the quota day `day` (see `usage::Tokens`).
+    daily_tokens: Tokens,
     last_used: Option<Instant>,
     successes: u64,
     errors: u64,
@@ -115,6 +118,7 @@ impl ModelState {
             last_error: None,
             day: None,
             daily_requests: 0,
+            daily_tokens: Tokens::default(),
             last_used: None,
             successes: 0,
             errors: 0,
@@ -124,10 +128,31 @@ impl ModelState {
     }
 
     fn requests_today(&self, at: &At) -> u64 {
-        if self.day.is_some() && self.day == at.today() {
+        if self.counts_today(at) {
             self.daily_requests
         } else {
             0
+        }
+    }
+
+    fn tokens_today(&self, at: &At) -> Tokens {
+        if self.counts_today(at) {
+            self.daily_tokens
+        } else {
+            Tokens::default()
+        }
+    }
+
+    fn counts_today(&self, at: &At) -> bool {
+        self.day.is_some() && self.day == at.today()
+    }
+
+    /// Starts the daily counters over when the quota day changed since they last counted.
+    fn roll_day(&mut self, at: &At) {
+        if self.day != at.today() {
+            self.day = at.today();
+            self.daily_requests = 0;
+            self.daily_tokens = Tokens::default();
         }
     }
 
@@ -244,10 +269,7 @@ impl Cell {
         st.last_used = Some(at.wall);
         let m = st.model_mut(model);
         m.rest = None;
-        if m.day != at.today() {
-            m.day = at.today();
-            m.daily_requests = 0;
-        }
+        m.roll_day(at);
         m.daily_requests += 1;
         m.last_used = Some(at.instant);
         if m.probe_pending {
@@ -297,6 +319,16 @@ impl Cell {
                 m.quota_hit(outcome, at, policy);
             }
         }
+    }
+
+    /// Adds what Gemini reported a served request to `model` cost to today's counts.
+    pub fn record_tokens(&self, model: &str, tokens: Tokens, at: &At) {
+        let mut st = lock(&self.state);
+        let m = st.model_mut(model);
+        m.roll_day(at);
+        m.daily_tokens.prompt += tokens.prompt;
+        m.daily_tokens.completion += tokens.completion;
+        m.daily_tokens.thoughts += tokens.thoughts;
     }
 
     /// A quota 429 seen by another key of the same project: Google's bucket is the project's,
@@ -372,6 +404,9 @@ impl Cell {
                         _ => None,
                     },
                     daily_requests: m.requests_today(at),
+                    prompt_tokens: m.tokens_today(at).prompt,
+                    completion_tokens: m.tokens_today(at).completion,
+                    thoughts_tokens: m.tokens_today(at).thoughts,
                     last_error: m.last_error.clone(),
                     successes: m.successes,
                     errors: m.errors,
@@ -386,6 +421,75 @@ impl Cell {
             last_used: st.last_used,
             models,
         }
+    }
+}
+
+/// Why a key would not serve a model now, in the detail `/explain` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Why {
+    /// Disabled for every model (Google rejected the key) until reload or admin reset.
+    Disabled { reason: String },
+    /// `limit: 0`: no quota for this model at all, until reload or admin reset.
+    NoQuota { last_error: Option<String> },
+    /// Resting after a per-minute 429 or `failure_threshold` failures.
+    Cooling {
+        left: Duration,
+        last_error: Option<String>,
+    },
+    /// A per-day 429 (its own or its project's): out until the quota day ends.
+    OutForDay {
+        left: Duration,
+        last_error: Option<String>,
+    },
+    /// `daily_limit` requests made today for this model.
+    DailyLimit { limit: u64, left: Duration },
+    /// Back from a rest, with its one probe request still in flight.
+    Probing,
+}
+
+impl Cell {
+    /// Like `check`, with the reason spelled out; changes nothing.
+    pub fn why(&self, model: &str, at: &At, daily_limit: Option<u64>) -> (Result<Usage, Why>, u64) {
+        let st = lock(&self.state);
+        let m = st.model(model);
+        let today = m.map_or(0, |m| m.requests_today(at));
+        let last_error = || m.and_then(|m| m.last_error.clone());
+        if let Some(reason) = &st.disabled {
+            let reason = reason.clone();
+            return (Err(Why::Disabled { reason }), today);
+        }
+        let Some(m) = m else {
+            return (Ok((0, None)), 0);
+        };
+        let why = match m.skip(at, daily_limit) {
+            None => return (Ok((today, m.last_used)), today),
+            Some(Skip::Disabled) => Why::Disabled {
+                reason: String::new(),
+            },
+            Some(Skip::NoQuota) => Why::NoQuota {
+                last_error: last_error(),
+            },
+            Some(Skip::Probing) => Why::Probing,
+            Some(Skip::Resting { until, daily }) => {
+                let left = until.saturating_duration_since(at.instant);
+                let rested = m.rest.is_some_and(|r| r.until > at.instant);
+                match (rested, daily) {
+                    (true, true) => Why::OutForDay {
+                        left,
+                        last_error: last_error(),
+                    },
+                    (true, false) => Why::Cooling {
+                        left,
+                        last_error: last_error(),
+                    },
+                    (false, _) => Why::DailyLimit {
+                        limit: daily_limit.unwrap_or(0),
+                        left,
+                    },
+                }
+            }
+        };
+        (Err(why), today)
     }
 }
 

@@ -12,7 +12,8 @@
 //! size. It does no I/O and never logs a raw key.
 
 mod cell;
-mod quota_day;
+mod explain;
+pub(crate) mod quota_day;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +26,11 @@ use crate::secret::ApiKey;
 
 use cell::{lock, At, Cell, Policy, Skip};
 use quota_day::QuotaClock;
+
+pub use cell::Why;
+pub use explain::{Explanation, KeyVerdict, Verdict};
+
+use crate::usage::{TokenUsage, Tokens};
 
 /// What an upstream response means for the key that made it. Produced by `classify`.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +92,8 @@ struct Shared {
     /// Used once `cursors` is full (model names may come from clients).
     overflow_cursor: Arc<AtomicUsize>,
     clock: QuotaClock,
+    /// Requests and tokens per client token name; `App` holds the same ledger.
+    usage: Arc<TokenUsage>,
 }
 
 /// Models with their own cursor / cached route; beyond this, junk names share a fallback.
@@ -94,6 +102,11 @@ const MAX_ROUTES: usize = 1024;
 impl KeyPool {
     pub fn new() -> Self {
         KeyPool::default()
+    }
+
+    /// The per client token ledger every view of this pool records into.
+    pub fn token_usage(&self) -> Arc<TokenUsage> {
+        self.shared.usage.clone()
     }
 
     /// The view of the pool for one config snapshot. Keys that stay keep their cell (rests,
@@ -272,6 +285,13 @@ pub struct ModelStatus {
     pub cooldown_remaining: Option<Duration>,
     /// Requests leased in the current quota day (counted at pick time).
     pub daily_requests: u64,
+    /// Tokens Gemini reported for this key and model in the current quota day
+    /// (`promptTokenCount` + `toolUsePromptTokenCount`).
+    pub prompt_tokens: u64,
+    /// `candidatesTokenCount` (visible output; thoughts apart).
+    pub completion_tokens: u64,
+    /// `thoughtsTokenCount`.
+    pub thoughts_tokens: u64,
     pub last_error: Option<String>,
     /// Lifetime counts (since the key joined the pool) for `/stats`.
     pub successes: u64,
@@ -509,6 +529,31 @@ impl PoolView {
                 .cell
                 .project_quota_hit(&lease.model, outcome, &at, self.policy);
         }
+    }
+
+    /// A model request Gemini answered: counts it for the client `token` (its name) and adds
+    /// the response's `usageMetadata`, when it had one, to the key's counts for the model.
+    pub fn record_usage(&self, lease: &Lease, token: Option<&str>, tokens: Option<Tokens>) {
+        self.record_usage_at(lease, token, tokens, Now::at(Instant::now()));
+    }
+
+    pub fn record_usage_at(
+        &self,
+        lease: &Lease,
+        token: Option<&str>,
+        tokens: Option<Tokens>,
+        now: Now,
+    ) {
+        if lease.model.is_empty() {
+            return;
+        }
+        let tokens = tokens.unwrap_or_default();
+        if tokens != Tokens::default() {
+            lease
+                .cell
+                .record_tokens(&lease.model, tokens, &self.at(now));
+        }
+        self.shared.usage.record_at(token, tokens, now.wall);
     }
 
     /// The request ended without an outcome (client disconnected before the upstream

@@ -727,3 +727,225 @@ fn all_daily_counts_disabled_keys_as_gone_too() {
     assert!(err.all_daily && !err.all_disabled);
     assert_eq!(err.retry_after, Some(Duration::from_secs(12 * HOUR)));
 }
+
+// ---- Explain, token counts, and the tokio paused clock ----
+
+fn states(e: &Explanation) -> Vec<&'static str> {
+    e.keys.iter().map(|k| k.verdict.state()).collect()
+}
+
+#[test]
+fn explain_names_the_next_key_and_why_not_the_others() {
+    let pool = KeyPool::new();
+    let mut keys: Vec<KeySpec> = (0..8).map(spec).collect();
+    keys[5].models = globs(&["gemini-2.0-*"]);
+    keys[6].daily_limit = Some(1);
+    keys[7].name = Some("spare".into());
+    let view = pool.bind(&cfg(keys));
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    let now = clock.after(0);
+    let take = |i: usize| {
+        let others: Vec<usize> = (0..8).filter(|&j| j != i).collect();
+        view.pick_at(PRO, now, &others).expect("that key")
+    };
+    view.report_at(&take(0), &rate_limited(42), now);
+    view.report_at(
+        &take(1),
+        &Outcome::KeyInvalid {
+            reason: "403 PERMISSION_DENIED: Your API key was reported as leaked.".into(),
+        },
+        now,
+    );
+    view.report_at(&take(2), &Outcome::QuotaDaily, now);
+    view.report_at(&take(3), &Outcome::NoQuota, now);
+    // Key 4 rested and is back with its probe in flight; key 6 used its one request today.
+    view.report_at(&take(4), &rate_limited(1), now);
+    let probe = view.pick_at(PRO, clock.after(1), &[6, 7]).expect("probe");
+    assert_eq!(probe.index, 4);
+    let six = take(6);
+    view.report_at(&six, &Outcome::Success, now);
+
+    let at = clock.after(2);
+    let e = view.explain_at(PRO, at);
+    assert_eq!(
+        states(&e),
+        [
+            "cooling",
+            "disabled",
+            "out_for_day",
+            "no_quota",
+            "probing",
+            "not_allowed",
+            "daily_limit",
+            "next"
+        ]
+    );
+    assert_eq!(e.next, Some(7));
+    assert_eq!(
+        e.keys[0].verdict,
+        Verdict::Out(Why::Cooling {
+            left: Duration::from_secs(40),
+            last_error: Some("rate_limited".into()),
+        })
+    );
+    assert_eq!(
+        e.keys[2].verdict,
+        Verdict::Out(Why::OutForDay {
+            left: Duration::from_secs(12 * HOUR - 2),
+            last_error: Some("quota_daily".into()),
+        })
+    );
+    assert_eq!(
+        e.keys[6].verdict,
+        Verdict::Out(Why::DailyLimit {
+            limit: 1,
+            left: Duration::from_secs(12 * HOUR - 2),
+        })
+    );
+    assert!(
+        matches!(&e.keys[1].verdict, Verdict::Out(Why::Disabled { reason }) if reason.contains("leaked"))
+    );
+    assert_eq!(e.keys[6].daily_requests, 1);
+    assert_eq!(e.keys[7].name.as_deref(), Some("spare"));
+    assert!(e.keys.iter().all(|k| !k.masked.contains("test-key")));
+    assert!(e.no_key.is_none());
+
+    // Asking changes nothing: the next pick is the explained one, and asking again agrees.
+    assert_eq!(states(&view.explain_at(PRO, at)), states(&e));
+    assert_eq!(pick_at(&view, PRO, at), Ok(7));
+
+    // Only key 7 could serve; while it is out too, the answer is what a request would be told.
+    view.report_at(&take(7), &rate_limited(5), at);
+    let e = view.explain_at(PRO, clock.after(3));
+    assert_eq!(e.next, None);
+    assert_eq!(
+        e.no_key,
+        Some(pick_at(&view, PRO, clock.after(3)).expect_err("no key"))
+    );
+    assert_eq!(
+        e.no_key.and_then(|n| n.retry_after),
+        Some(Duration::from_secs(4))
+    );
+    drop(probe);
+}
+
+#[test]
+fn explain_follows_the_rotation_and_least_used() {
+    let (_pool, view) = pool(3);
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    for expected in [0, 1, 2, 0] {
+        let e = view.explain_at(PRO, clock.after(0));
+        assert_eq!(e.next, Some(expected));
+        assert_eq!(
+            e.keys
+                .iter()
+                .filter(|k| k.verdict == Verdict::Ready)
+                .count(),
+            2
+        );
+        assert_eq!(pick_at(&view, PRO, clock.after(0)), Ok(expected));
+    }
+
+    let pool = KeyPool::new();
+    let mut c = cfg((0..3).map(spec).collect());
+    c.strategy = Strategy::LeastUsed;
+    let view = pool.bind(&c);
+    for s in 0..5 {
+        let e = view.explain_at(PRO, clock.after(s));
+        let next = e.next.expect("a key");
+        let l = view.pick_at(PRO, clock.after(s), &[]).expect("key");
+        assert_eq!(l.index, next, "at {s}s");
+        view.report_at(&l, &Outcome::Success, clock.after(s));
+    }
+    // A model nobody may serve.
+    let pool = KeyPool::new();
+    let mut keys = vec![spec(0)];
+    keys[0].models = globs(&["gemini-2.0-*"]);
+    let view = pool.bind(&cfg(keys));
+    let e = view.explain_at(PRO, clock.after(0));
+    assert_eq!(states(&e), ["not_allowed"]);
+    assert!(e.no_key.is_some_and(|n| n.none_allowed));
+}
+
+#[test]
+fn tokens_are_counted_per_key_model_and_token_per_quota_day() {
+    let (pool, view) = pool(2);
+    // 23:59 PST.
+    let clock = Clock::at("2026-01-16T07:59:00Z");
+    let tokens = crate::usage::Tokens {
+        prompt: 100,
+        completion: 20,
+        thoughts: 7,
+    };
+    for _ in 0..2 {
+        let l = view.pick_at(PRO, clock.after(0), &[1]).expect("key 0");
+        view.report_at(&l, &Outcome::Success, clock.after(0));
+        view.record_usage_at(&l, Some("cline"), Some(tokens), clock.after(0));
+    }
+    let l = view.pick_at(FLASH, clock.after(0), &[1]).expect("key 0");
+    view.record_usage_at(&l, None, None, clock.after(0));
+
+    let st = view.status_at(clock.after(1));
+    let pro = st[0].models.iter().find(|m| m.model == PRO).expect("pro");
+    assert_eq!(
+        (
+            pro.daily_requests,
+            pro.prompt_tokens,
+            pro.completion_tokens,
+            pro.thoughts_tokens
+        ),
+        (2, 200, 40, 14)
+    );
+    let flash = st[0]
+        .models
+        .iter()
+        .find(|m| m.model == FLASH)
+        .expect("flash");
+    assert_eq!((flash.daily_requests, flash.prompt_tokens), (1, 0));
+    assert!(st[1].models.is_empty());
+
+    let ledger = pool.token_usage().snapshot_at(clock.after(1).wall);
+    let names: Vec<(&str, u64, u64)> = ledger
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.requests, t.prompt_tokens))
+        .collect();
+    assert_eq!(names, [(crate::usage::OPEN, 1, 0), ("cline", 2, 200)]);
+
+    // Midnight in Los Angeles: every daily count starts over.
+    let st = view.status_at(clock.after(60));
+    let pro = st[0].models.iter().find(|m| m.model == PRO).expect("pro");
+    assert_eq!((pro.daily_requests, pro.prompt_tokens), (0, 0));
+    assert!(pool
+        .token_usage()
+        .snapshot_at(clock.after(60).wall)
+        .is_empty());
+}
+
+/// The whole chain on tokio's paused clock: Google's per-minute 429 body, classified, rests the
+/// key exactly as long as its RetryInfo says (54 s), then one probe, then full traffic.
+#[tokio::test(start_paused = true)]
+async fn retry_info_rest_on_the_paused_clock() {
+    let (_pool, view) = pool(2);
+    let body = include_str!("../../tests/fixtures/google/429_per_minute_free.json");
+    let now = || tokio::time::Instant::now().into_std();
+    let lease = view.pick(PRO, now(), &[1]).expect("key 0");
+    view.report(
+        &lease,
+        &crate::classify::classify(429, body.as_bytes()),
+        now(),
+    );
+    tokio::time::advance(Duration::from_millis(53_999)).await;
+    assert_eq!(pick(&view, PRO, now()), Ok(1));
+    let err = view.pick(PRO, now(), &[1]).expect_err("key 0 still rests");
+    assert_eq!(err.retry_after, Some(Duration::from_millis(1)));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let probe = view.pick(PRO, now(), &[1]).expect("key 0 is back");
+    assert_eq!(probe.index, 0);
+    assert_eq!(
+        view.explain_at(PRO, Now::at(now())).keys[0].verdict.state(),
+        "probing"
+    );
+    view.report(&probe, &Outcome::Success, now());
+    let seen = spread(&view, PRO, now(), 4);
+    assert_eq!(seen.get(&0), Some(&2));
+}

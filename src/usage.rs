@@ -1,0 +1,242 @@
+//! Token accounting: what Gemini says a response cost (`usageMetadata`), and the per client
+//! token ledger of requests and tokens for the current quota day.
+//!
+//! Per (key, model) counts live in the pool's cells next to the request counters; this module
+//! owns reading `usageMetadata` out of response bytes (cheaply: it looks for the field from the
+//! end instead of parsing the whole body again) and the ledger by client token name, which
+//! resets at midnight America/Los_Angeles like every daily counter. The ledger lives on `App`
+//! (and travels with the pool so the hot path can reach it), so it survives reloads. It does no
+//! I/O and never sees a credential: tokens are counted by their configured name.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use crate::pool::quota_day::{QuotaClock, QuotaDay};
+use crate::translate::gemini::UsageMetadata;
+
+/// What one response cost, in Gemini's terms. `completion` is the visible output only
+/// (`candidatesTokenCount`); thoughts are counted apart, never twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// `promptTokenCount` + `toolUsePromptTokenCount` (cached tokens are inside it).
+    pub prompt: u64,
+    /// `candidatesTokenCount`.
+    pub completion: u64,
+    /// `thoughtsTokenCount`.
+    pub thoughts: u64,
+}
+
+impl From<&UsageMetadata> for Tokens {
+    fn from(u: &UsageMetadata) -> Self {
+        Tokens {
+            prompt: u.prompt_token_count + u.tool_use_prompt_token_count,
+            completion: u.candidates_token_count,
+            thoughts: u.thoughts_token_count,
+        }
+    }
+}
+
+const FIELD: &[u8] = b"\"usageMetadata\"";
+
+/// The last top-level `usageMetadata` in one Gemini response or stream event (JSON bytes).
+/// Google puts it near the end, so this scans backwards for the field name and parses only its
+/// object; a name inside a string cannot match (its quotes would be escaped).
+pub fn from_json(bytes: &[u8]) -> Option<Tokens> {
+    let mut end = bytes.len();
+    while let Some(i) = bytes[..end].iter().rposition(|&b| b == b'"') {
+        end = i;
+        if !bytes[i..].starts_with(FIELD) || escaped(bytes, i) {
+            continue;
+        }
+        let rest = bytes[i + FIELD.len()..].trim_ascii_start();
+        let Some(value) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<UsageMetadata>();
+        if let Some(Ok(u)) = values.next() {
+            return Some(Tokens::from(&u));
+        }
+    }
+    None
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether the quote at `i` is preceded by an odd run of backslashes.
+fn escaped(bytes: &[u8], i: usize) -> bool {
+    bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+}
+
+/// One client token's day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenTotals {
+    /// Model requests Gemini answered with a 2xx for this token.
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub thoughts_tokens: u64,
+}
+
+/// The name counted for requests on an open proxy (no tokens configured).
+pub const OPEN: &str = "(open)";
+
+/// Client token names beyond this share one entry: names come from the config, but a huge
+/// token file must not grow the ledger without bound.
+const MAX_NAMES: usize = 10_000;
+const OTHER: &str = "(other)";
+
+/// Requests and tokens per client token name, for the current quota day.
+#[derive(Debug, Default)]
+pub struct TokenUsage {
+    clock: QuotaClock,
+    day: Mutex<Ledger>,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    day: Option<QuotaDay>,
+    by_name: HashMap<String, TokenTotals>,
+}
+
+impl Ledger {
+    /// Starts a new quota day when `today` differs from the ledger's.
+    fn roll(&mut self, today: Option<QuotaDay>) {
+        if self.day != today {
+            self.day = today;
+            self.by_name.clear();
+        }
+    }
+}
+
+impl TokenUsage {
+    pub fn new() -> Self {
+        TokenUsage::default()
+    }
+
+    /// One answered request for `token` (its configured name; `None` on an open proxy).
+    pub fn record(&self, token: Option<&str>, tokens: Tokens) {
+        self.record_at(token, tokens, SystemTime::now());
+    }
+
+    pub fn record_at(&self, token: Option<&str>, tokens: Tokens, wall: SystemTime) {
+        let today = self.clock.day(wall).map(|(d, _)| d);
+        let name = token.unwrap_or(OPEN);
+        let mut ledger = lock(&self.day);
+        ledger.roll(today);
+        let full = ledger.by_name.len() >= MAX_NAMES && !ledger.by_name.contains_key(name);
+        let name = if full { OTHER } else { name };
+        let t = match ledger.by_name.get_mut(name) {
+            Some(t) => t,
+            None => ledger.by_name.entry(name.to_string()).or_default(),
+        };
+        t.requests += 1;
+        t.prompt_tokens += tokens.prompt;
+        t.completion_tokens += tokens.completion;
+        t.thoughts_tokens += tokens.thoughts;
+    }
+
+    /// Today's totals by token name, sorted by name.
+    pub fn snapshot(&self) -> Vec<(String, TokenTotals)> {
+        self.snapshot_at(SystemTime::now())
+    }
+
+    pub fn snapshot_at(&self, wall: SystemTime) -> Vec<(String, TokenTotals)> {
+        let today = self.clock.day(wall).map(|(d, _)| d);
+        let ledger = lock(&self.day);
+        if ledger.day != today {
+            return Vec::new();
+        }
+        let mut out: Vec<(String, TokenTotals)> = ledger
+            .by_name
+            .iter()
+            .map(|(name, t)| (name.clone(), *t))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(body: &str, expected: Option<(u64, u64, u64)>) {
+        let got = from_json(body.as_bytes()).map(|t| (t.prompt, t.completion, t.thoughts));
+        assert_eq!(got, expected, "{body}");
+    }
+
+    #[test]
+    fn reads_usage_metadata() {
+        check(
+            r#"{"candidates":[],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":5,"thoughtsTokenCount":7,"totalTokenCount":22},"modelVersion":"m"}"#,
+            Some((10, 5, 7)),
+        );
+        check(
+            r#"{"usageMetadata" : {"promptTokenCount":3,"toolUsePromptTokenCount":2}}"#,
+            Some((5, 0, 0)),
+        );
+        // The field's name inside generated text does not count.
+        check(
+            r#"{"candidates":[{"content":{"parts":[{"text":"say \"usageMetadata\": {\"promptTokenCount\": 99}"}]}}]}"#,
+            None,
+        );
+        check(
+            r#"{"candidates":[{"content":{"parts":[{"text":"\"usageMetadata\":{}"}]}}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2}}"#,
+            Some((1, 2, 0)),
+        );
+        check(r#"{"error":{"code":429}}"#, None);
+        check("", None);
+        check("\"usageMetadata\"", None);
+        check(r#"{"usageMetadata": 5}"#, None);
+        check(r#"{"usageMetadata": {"promptTokenCount": "x"}}"#, None);
+    }
+
+    fn wall(rfc3339: &str) -> SystemTime {
+        let ts: jiff::Timestamp = rfc3339.parse().expect("test timestamp");
+        SystemTime::from(ts)
+    }
+
+    #[test]
+    fn ledger_per_token_resets_at_midnight_in_los_angeles() {
+        let usage = TokenUsage::new();
+        let t = Tokens {
+            prompt: 10,
+            completion: 5,
+            thoughts: 2,
+        };
+        // 23:59 PST on 2026-01-15.
+        let before = wall("2026-01-16T07:59:00Z");
+        usage.record_at(Some("cline"), t, before);
+        usage.record_at(Some("cline"), t, before);
+        usage.record_at(None, Tokens::default(), before);
+        let snap = usage.snapshot_at(before);
+        assert_eq!(
+            snap,
+            vec![
+                (
+                    OPEN.to_string(),
+                    TokenTotals {
+                        requests: 1,
+                        ..TokenTotals::default()
+                    }
+                ),
+                (
+                    "cline".to_string(),
+                    TokenTotals {
+                        requests: 2,
+                        prompt_tokens: 20,
+                        completion_tokens: 10,
+                        thoughts_tokens: 4,
+                    }
+                ),
+            ]
+        );
+        let after = wall("2026-01-16T08:00:00Z");
+        assert_eq!(usage.snapshot_at(after), vec![]);
+        usage.record_at(Some("cline"), t, after);
+        assert_eq!(usage.snapshot_at(after)[0].1.requests, 1);
+    }
+}
