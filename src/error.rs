@@ -253,9 +253,13 @@ impl ProxyError {
                 let secs = wait.min(&MAX_RETRY_AFTER).as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            if *all_daily || retry_after.is_none() {
-                headers.insert("x-should-retry", HeaderValue::from_static("false"));
-            }
+            // Tell OpenAI's SDKs whether waiting helps: keys resting for minutes come back,
+            // keys out for the day (or disabled) do not.
+            let worth_retrying = !*all_daily && retry_after.is_some();
+            headers.insert(
+                "x-should-retry",
+                HeaderValue::from_static(if worth_retrying { "true" } else { "false" }),
+            );
         }
         if let ProxyError::Unauthorized = self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -548,3 +548,49 @@ async fn metrics_count_scripted_traffic_exactly() {
         "the active config is still the old one"
     );
 }
+
+#[tokio::test]
+async fn stats_count_tokens_per_key_model_and_client() {
+    let fake = FakeGemini::start().await;
+    let keys = fake_keys(1);
+    let cline = "sk-cline-0123456789abcdef";
+    let proxy = start(&fake, &keys, |c| {
+        c.set(
+            "auth",
+            &format!(r#"tokens = [{{ name = "cline", token = "{cline}" }}]"#),
+        )
+    })
+    .await;
+    let (mut prompt, mut completion) = (0, 0);
+    for text in ["hello", "a somewhat longer question for the model"] {
+        let body = json!({"model": FLASH, "messages": [{"role": "user", "content": text}]});
+        let (code, got) = send(
+            anon(&proxy, Method::POST, "/v1/chat/completions")
+                .bearer_auth(cline)
+                .json(&body),
+        )
+        .await;
+        assert_eq!(code, 200, "{got}");
+        prompt += got["usage"]["prompt_tokens"]
+            .as_u64()
+            .expect("prompt_tokens");
+        completion += got["usage"]["completion_tokens"]
+            .as_u64()
+            .expect("completion_tokens");
+    }
+    assert!(prompt > 0 && completion > 0);
+
+    let stats = send(proxy.get("/stats")).await.1;
+    let client = &stats["clients"]["cline"];
+    assert_eq!(client["requests"], 2, "{stats}");
+    assert_eq!(client["prompt_tokens"], prompt, "{stats}");
+    assert_eq!(client["completion_tokens"], completion, "{stats}");
+    let per_model = &stats["api_key_stats"][mask(&keys[0])]["models"][FLASH]["daily_tokens"];
+    assert_eq!(per_model["prompt"], prompt, "{stats}");
+    assert_eq!(per_model["completion"], completion, "{stats}");
+    assert_eq!(
+        stats["global_summary"]["daily_tokens"]["prompt"], prompt,
+        "{stats}"
+    );
+    assert!(!stats.to_string().contains(cline), "a raw token in /stats");
+}

@@ -60,6 +60,9 @@ struct Totals {
     requests: u64,
     daily_requests: u64,
     errors: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    thoughts_tokens: u64,
     usable: usize,
     cooling: usize,
     exhausted: usize,
@@ -71,6 +74,9 @@ impl Totals {
         self.requests += m.successes + m.errors;
         self.daily_requests += m.daily_requests;
         self.errors += m.errors;
+        self.prompt_tokens += m.prompt_tokens;
+        self.completion_tokens += m.completion_tokens;
+        self.thoughts_tokens += m.thoughts_tokens;
         match m.state {
             "ok" => self.usable += 1,
             "cooling" => self.cooling += 1,
@@ -78,6 +84,10 @@ impl Totals {
             _ => self.disabled += 1,
         }
     }
+}
+
+fn tokens(prompt: u64, completion: u64, thoughts: u64) -> Value {
+    json!({"prompt": prompt, "completion": completion, "thoughts": thoughts})
 }
 
 fn error_rate(errors: u64, requests: u64) -> f64 {
@@ -123,6 +133,7 @@ fn model_json(m: &ModelStatus, at: &Moment) -> Value {
         "error_rate": error_rate(m.errors, requests),
         "last_error_class": m.last_error,
         "cooldown_until": m.cooldown_remaining.map(|d| rfc3339(at.wall + d)),
+        "daily_tokens": tokens(m.prompt_tokens, m.completion_tokens, m.thoughts_tokens),
     })
 }
 
@@ -168,6 +179,7 @@ pub fn stats(app: &App, snap: &Snapshot) -> Response<Body> {
                 "last_used": k.last_used.map(rfc3339),
                 "quota_day": at.day,
                 "daily_reset_at": at.resets_at(),
+                "daily_tokens": tokens(mine.prompt_tokens, mine.completion_tokens, mine.thoughts_tokens),
                 "models": models,
             }),
         );
@@ -183,6 +195,7 @@ pub fn stats(app: &App, snap: &Snapshot) -> Response<Body> {
                     "daily_requests": t.daily_requests,
                     "errors": t.errors,
                     "error_rate": error_rate(t.errors, t.requests),
+                    "daily_tokens": tokens(t.prompt_tokens, t.completion_tokens, t.thoughts_tokens),
                     "keys_usable": t.usable,
                     "keys_cooling": t.cooling,
                     "keys_exhausted": t.exhausted,
@@ -205,6 +218,7 @@ pub fn stats(app: &App, snap: &Snapshot) -> Response<Body> {
                 "daily_requests": global.daily_requests,
                 "errors": global.errors,
                 "error_rate": error_rate(global.errors, global.requests),
+                "daily_tokens": tokens(global.prompt_tokens, global.completion_tokens, global.thoughts_tokens),
                 "models_seen": model_summary.len(),
             },
             "load_balancing": {
@@ -220,8 +234,23 @@ pub fn stats(app: &App, snap: &Snapshot) -> Response<Body> {
 }
 
 /// Requests and tokens today per client token name.
-fn client_usage(_app: &App) -> Value {
-    json!({})
+fn client_usage(app: &App) -> Value {
+    app.usage
+        .snapshot()
+        .into_iter()
+        .map(|(name, t)| {
+            (
+                name,
+                json!({
+                    "requests": t.requests,
+                    "prompt_tokens": t.prompt_tokens,
+                    "completion_tokens": t.completion_tokens,
+                    "thoughts_tokens": t.thoughts_tokens,
+                }),
+            )
+        })
+        .collect::<Map<String, Value>>()
+        .into()
 }
 
 /// `GET /api-key-recommendations`: what an operator may want to act on, most urgent first,
