@@ -36,10 +36,11 @@ pub enum ProxyError {
         "admin access required: send an admin token (or, with none configured, call from loopback)"
     )]
     AdminOnly,
-    /// A state-changing request authenticated only by the dashboard's session cookie, without
-    /// the header a cross-site form or script cannot send.
+    /// A state-changing admin request authenticated only by the dashboard's session cookie or
+    /// by coming from loopback, without the header a cross-site form or script cannot send.
     #[error(
-        "refused: a dashboard request that changes state must carry the header `x-dashboard: 1`"
+        "refused: an admin request that changes state from a browser must carry the header \
+         `x-dashboard: 1` (or an admin token)"
     )]
     CrossSite,
     #[error("{message}")]

@@ -185,15 +185,44 @@ async fn serve_route(
             &snap.config.auth,
             ip,
         );
-        match authenticated {
+        let caller = match authenticated {
             // A session cookie alone does not authorise a state change (CSRF); an admin
             // token in the request still does.
             Err(_) if session => return Err(ProxyError::CrossSite),
             other => other?,
+        };
+        // With no admin tokens, loopback is admin without a credential: a web page open in a
+        // browser on this machine must not be able to use that (CSRF against localhost).
+        if gate == Gate::Admin
+            && caller.token_name.is_none()
+            && !crate::dashboard::same_site(req.method(), req.headers())
+            && from_another_site(req.headers())
+        {
+            return Err(ProxyError::CrossSite);
         }
+        caller
     };
     log.token = caller.token_name.clone();
     api::dispatch(app, snap, route, req, caller, log).await
+}
+
+/// Whether a browser says this request comes from another site's page: `Sec-Fetch-Site` other
+/// than same-origin or a direct navigation, or an `Origin` whose host is not the one addressed.
+/// Non-browser clients (curl, SDKs, Prometheus) send neither header.
+fn from_another_site(headers: &http::HeaderMap) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|v| !matches!(v, "same-origin" | "none")) {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    host != Some(origin_host)
 }
 
 /// Reads a request body within `limit`: 413 before reading when Content-Length says it is too

@@ -594,3 +594,37 @@ async fn stats_count_tokens_per_key_model_and_client() {
     );
     assert!(!stats.to_string().contains(cline), "a raw token in /stats");
 }
+
+#[tokio::test]
+async fn loopback_admin_refuses_cross_site_browser_requests() {
+    // No admin tokens: loopback is admin without a credential, so a page in a local browser
+    // must not be able to use it.
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| c).await;
+    let post = || anon(&proxy, Method::POST, "/admin/reset-keys");
+
+    let (code, err) = send(post().header("origin", "https://evil.example")).await;
+    assert_eq!(code, 403, "{err}");
+    assert_eq!(err["error"]["code"], "cross_site_request", "{err}");
+    let (code, err) = send(post().header("sec-fetch-site", "cross-site")).await;
+    assert_eq!(code, 403, "{err}");
+
+    // curl and scripts send neither header; a same-origin page may.
+    assert_eq!(send(post()).await.0, 200);
+    let own = format!("http://{}", proxy.addr());
+    assert_eq!(send(post().header("origin", own.as_str())).await.0, 200);
+    assert_eq!(
+        send(
+            post()
+                .header("origin", "https://evil.example")
+                .header("x-dashboard", "1")
+        )
+        .await
+        .0,
+        200,
+        "a cross-site page cannot send custom headers without CORS, which we never grant"
+    );
+    // Reads stay open to loopback (a cross-site page cannot read the answer without CORS).
+    let read = anon(&proxy, Method::GET, "/stats").header("origin", "https://evil.example");
+    assert_eq!(send(read).await.0, 200);
+}
