@@ -8,7 +8,8 @@
 //!   admin gate.
 //! - [`router`]: `(method, path)` to a `Route`, each with its `Dialect` (OpenAI or Google).
 //! - [`api`]: thin handlers per route: read the body, parse, resolve aliases.
-//! - [`translate`]: pure OpenAI <-> Gemini mapping (no I/O, no clock).
+//! - [`translate`]: pure OpenAI <-> Gemini mapping (no I/O, no clock); [`media`] fetches the
+//!   image URLs a request names before it is translated.
 //! - [`proxy`]: the attempt loop: pick a key, send, classify, report, retry before the first byte.
 //! - [`pool`]: per (key, model) health and key selection; [`classify`] turns Google responses
 //!   into pool outcomes.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
