@@ -149,10 +149,13 @@ impl StreamTranslator {
                 }
             }
             self.answered |= delta.content.is_some() || !delta.tool_calls.is_empty();
+            let answered = self.answered;
             let state = self.state(index as usize)?;
             state.calls = calls;
+            // A finish before any text or tool call is held back: the stream is an empty
+            // answer, which ends with an error event (relay), not with a `stop` first.
             let finish = match &cand.finish_reason {
-                Some(r) if !state.finished => {
+                Some(r) if !state.finished && answered => {
                     state.finished = true;
                     Some(response::finish_reason(r, calls > 0))
                 }

@@ -911,3 +911,20 @@ fn response_logprobs() {
         ],
     );
 }
+
+#[test]
+fn stream_holds_back_the_finish_of_an_empty_answer() {
+    let mut t = StreamTranslator::new(ctx(), false);
+    let out = t
+        .on_event(
+            json!({"candidates": [{"content": {"parts": [{"text": "hmm", "thought": true}]},
+                                   "finishReason": "MAX_TOKENS"}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("event");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("\"reasoning_content\":\"hmm\""), "{text}");
+    assert!(text.contains("\"finish_reason\":null"), "{text}");
+    assert!(!t.has_output());
+}
