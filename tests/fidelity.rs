@@ -754,3 +754,51 @@ async fn run_gemini_success_and_failure() {
     assert_eq!(status, 400);
     assert_eq!(fake.total_hits(), hits);
 }
+
+#[tokio::test]
+async fn native_methods_on_v1_are_served_like_v1beta() {
+    // google-genai 3.x calls `/v1/models/{m}:{action}` unless told otherwise.
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| c).await;
+    let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+    let response = proxy
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/models/{FLASH}:generateContent"),
+        )
+        .header("x-goog-api-key", TEST_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        answer["candidates"][0]["content"]["parts"][0]["text"],
+        default_text(FLASH, &fake_key(1))
+    );
+    let seen = fake.last_request().expect("upstream request");
+    assert_eq!(seen.path, format!("/v1beta/models/{FLASH}:generateContent"));
+    assert_eq!(seen.raw_body.as_ref(), body.as_bytes());
+    // Errors there are Google-shaped; GET /v1/models stays OpenAI's list.
+    let response = client()
+        .post(format!("{}/v1/models/{FLASH}:generateContent", proxy.url()))
+        .header("x-goog-api-key", "not-a-token")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 401);
+    let error: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(error["error"]["status"], "UNAUTHENTICATED", "{error}");
+    let list: Value = proxy
+        .get("/v1/models")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    assert_eq!(list["object"], "list", "{list}");
+}

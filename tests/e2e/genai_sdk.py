@@ -22,8 +22,9 @@ TOOL_MODEL = os.environ["GR_TOOL_MODEL"]
 TOOL_ANSWER = os.environ["GR_TOOL_ANSWER"]
 EMBED_MODEL = os.environ["GR_EMBED_MODEL"]
 
-# google-genai 3.x talks to Google's `v1` by default; the proxy serves the native API on
-# `/v1beta` (`/v1` is the OpenAI side), so the version is set, as the README says.
+# google-genai 3.x talks to Google's `v1` by default. The proxy serves the native API on
+# `/v1beta`, and on `/v1` only the POST methods (GET /v1/models is the OpenAI list), so the
+# main client sets v1beta, as the README says; a default client is checked further down.
 OPTIONS = types.HttpOptions(base_url=BASE, api_version="v1beta", timeout=20_000)
 client = genai.Client(api_key=TOKEN, http_options=OPTIONS)
 passed = 0
@@ -89,6 +90,17 @@ result = types.Content(role="user", parts=[
     types.Part.from_function_response(name="get_weather", response={"temp_c": 21})])
 r = client.models.generate_content(model=TOOL_MODEL, contents=[question, model_turn, result], config=config)
 check("tool answer", r.text == TOOL_ANSWER, repr(r.text))
+
+# A client with the SDK's default API version (v1): generation, counting and embedding work.
+plain = genai.Client(api_key=TOKEN, http_options=types.HttpOptions(base_url=BASE, timeout=20_000))
+r = plain.models.generate_content(model=MODEL, contents="Say the sentence.")
+check("default api_version: generate", r.text == EXPECT, repr(r.text))
+chunks = list(plain.models.generate_content_stream(model=MODEL, contents="Say the sentence."))
+check("default api_version: stream", "".join(c.text or "" for c in chunks) == EXPECT,
+      repr([c.text for c in chunks]))
+check("default api_version: count", plain.models.count_tokens(model=MODEL, contents="hi").total_tokens > 0)
+many = plain.models.embed_content(model=EMBED_MODEL, contents=["a", "b"])
+check("default api_version: embed", len(many.embeddings) == 2, repr(many))
 
 # Keep the client referenced: a temporary one is closed before its request is sent.
 stranger = genai.Client(api_key="wrong-token", http_options=OPTIONS)
