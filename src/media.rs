@@ -1,8 +1,8 @@
 //! Fetching the http(s) image URLs of a chat request, so Gemini gets the bytes inline.
 //!
 //! `translate` is pure: it lists the URLs (`remote_media_urls`), this module fetches them, and
-//! the bytes go back in through `Extras::media`. Each fetch is bounded (size, time, redirects)
-//! and must answer with an image. Unless `upstream.fetch_private_urls` is on, a URL whose host
+//! the bytes go back in through `Extras::media`. Each fetch is bounded (size, time, redirects;
+//! all of a request's images share one size budget) and must answer with an image. Unless `upstream.fetch_private_urls` is on, a URL whose host
 //! is, or resolves to, a loopback, private, link-local or otherwise non-public address is
 //! refused, redirects included: the check runs in the DNS resolver and on every redirect hop,
 //! so a public name that resolves to 10.0.0.1 is caught after resolution. Every failure is the
@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use crate::translate::FetchedFile;
 
 /// Largest image fetched (Gemini's inline data limit was 20 MB for years; keep to it).
 pub const MAX_BYTES: usize = 20 * 1024 * 1024;
+/// All images of one request together (they are held in memory, then base64 in the body).
+pub const MAX_TOTAL_BYTES: usize = 40 * 1024 * 1024;
 /// Whole fetch, connect to last byte.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// URLs fetched for one request.
@@ -50,8 +53,10 @@ pub async fn fetch_all(
         });
     }
     let client = client(allow_private).map_err(ProxyError::Internal)?;
+    let budget = AtomicUsize::new(MAX_TOTAL_BYTES);
+    let budget = &budget;
     let fetched = futures_util::future::join_all(unique.iter().map(|url| async move {
-        let result = tokio::time::timeout(TIMEOUT, fetch(client, url, allow_private)).await;
+        let result = tokio::time::timeout(TIMEOUT, fetch(client, url, allow_private, budget)).await;
         match result {
             Ok(Ok(file)) => Ok((url.to_string(), file)),
             Ok(Err(reason)) => Err(failure(url, &reason)),
@@ -77,6 +82,7 @@ async fn fetch(
     client: &reqwest::Client,
     url: &str,
     allow_private: bool,
+    budget: &AtomicUsize,
 ) -> Result<FetchedFile, String> {
     let parsed = Url::parse(url).map_err(|e| format!("not a valid URL ({e})"))?;
     check_literal_host(&parsed, allow_private)?;
@@ -114,6 +120,15 @@ async fn fetch(
         let chunk = chunk.map_err(|e| describe(&e))?;
         if body.len() + chunk.len() > MAX_BYTES {
             return Err(format!("larger than {} MiB", MAX_BYTES / (1024 * 1024)));
+        }
+        let taken = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            left.checked_sub(chunk.len())
+        });
+        if taken.is_err() {
+            return Err(format!(
+                "the request's images together exceed {} MiB",
+                MAX_TOTAL_BYTES / (1024 * 1024)
+            ));
         }
         body.extend_from_slice(&chunk);
     }

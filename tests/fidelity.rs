@@ -363,6 +363,17 @@ async fn failed_image_fetches_are_the_clients_400() {
             .contains("not an image"),
         "{body}"
     );
+
+    let huge = image_server(200, "image/png", vec![0u8; 21 * 1024 * 1024]).await;
+    let (status, body) = chat(&proxy, &image_request(&huge.url)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("larger than 20 MiB"),
+        "{body}"
+    );
     assert_eq!(fake.total_hits(), 0, "nothing reached Gemini");
 }
 
