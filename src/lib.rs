@@ -82,25 +82,52 @@ pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exi
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
+    // Handlers first: a supervisor may signal as soon as it reads "listening", and an
+    // uninstalled handler means the default action (killed, not a clean exit).
+    let signals = Signals::install();
     tracing::info!(%addr, config = %path, keys, tokens, "listening");
 
-    tokio::spawn(watch_signals(app.clone()));
+    tokio::spawn(watch_signals(app.clone(), signals));
     tokio::spawn(reload::watch(app.clone()));
     server::serve(listener, app).await;
     tracing::info!("shut down cleanly");
     Exit::Clean
 }
 
+/// SIGTERM and SIGINT, registered with the OS when installed.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Signals {
+                    streams: Some((term, int)),
+                },
+                _ => {
+                    tracing::error!("cannot install signal handlers");
+                    Signals { streams: None }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+}
+
 /// SIGTERM/SIGINT begin a graceful shutdown.
-async fn watch_signals(app: Arc<state::App>) {
+async fn watch_signals(app: Arc<state::App>, signals: Signals) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
+        let Some((mut term, mut int)) = signals.streams else {
             return;
         };
         tokio::select! {
@@ -110,6 +137,7 @@ async fn watch_signals(app: Arc<state::App>) {
     }
     #[cfg(not(unix))]
     {
+        let _ = signals;
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("interrupt: shutting down");
     }
