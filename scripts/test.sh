@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust suites (unit, integration against the real binary) and the
-# end-to-end checks with real client SDKs, installed into a private virtualenv on first use.
+# end-to-end checks with real client SDKs (openai, google-genai), installed into a private
+# virtualenv on first use and again whenever tests/e2e/requirements.txt changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="target/e2e-venv"
-if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
-  echo "setting up $venv (openai SDK) ..." >&2
+requirements="tests/e2e/requirements.txt"
+stamp="$venv/requirements.installed"
+# The stamp is the requirements file as last installed: cheaper than importing the SDKs.
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$stamp"; then
+  echo "setting up $venv (SDKs from $requirements) ..." >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
 fi
 
 export GEMINI_ROTATOR_E2E_PYTHON="$PWD/$venv/bin/python"

@@ -8,7 +8,8 @@
 //!   admin gate.
 //! - [`router`]: `(method, path)` to a `Route`, each with its `Dialect` (OpenAI or Google).
 //! - [`api`]: thin handlers per route: read the body, parse, resolve aliases.
-//! - [`translate`]: pure OpenAI <-> Gemini mapping (no I/O, no clock).
+//! - [`translate`]: pure OpenAI <-> Gemini mapping (no I/O, no clock); [`media`] fetches the
+//!   image URLs a request names before it is translated.
 //! - [`proxy`]: the attempt loop: pick a key, send, classify, report, retry before the first byte.
 //! - [`pool`]: per (key, model) health and key selection; [`classify`] turns Google responses
 //!   into pool outcomes.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -83,25 +85,52 @@ pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exi
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
+    // Handlers first: a supervisor may signal as soon as it reads "listening", and an
+    // uninstalled handler means the default action (killed, not a clean exit).
+    let signals = Signals::install();
     tracing::info!(%addr, config = %path, keys, tokens, "listening");
 
-    tokio::spawn(watch_signals(app.clone()));
+    tokio::spawn(watch_signals(app.clone(), signals));
     tokio::spawn(reload::watch(app.clone()));
     server::serve(listener, app).await;
     tracing::info!("shut down cleanly");
     Exit::Clean
 }
 
+/// SIGTERM and SIGINT, registered with the OS when installed.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Signals {
+                    streams: Some((term, int)),
+                },
+                _ => {
+                    tracing::error!("cannot install signal handlers");
+                    Signals { streams: None }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+}
+
 /// SIGTERM/SIGINT begin a graceful shutdown.
-async fn watch_signals(app: Arc<state::App>) {
+async fn watch_signals(app: Arc<state::App>, signals: Signals) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
+        let Some((mut term, mut int)) = signals.streams else {
             return;
         };
         tokio::select! {
@@ -111,6 +140,7 @@ async fn watch_signals(app: Arc<state::App>) {
     }
     #[cfg(not(unix))]
     {
+        let _ = signals;
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("interrupt: shutting down");
     }

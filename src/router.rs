@@ -204,6 +204,23 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/dashboard/login" => expect(post, Route::DashboardLogin),
         "/dashboard/logout" => expect(post, Route::DashboardLogout),
         p => {
+            // google-genai 3.x calls Google's `v1` by default. OpenAI has no `POST
+            // /v1/models/{m}:{action}`, so those are native methods, served as on `/v1beta`.
+            if let Some((model, action)) = p
+                .strip_prefix("/v1/models/")
+                .and_then(|rest| rest.rsplit_once(':'))
+            {
+                if let Some(action) = GeminiAction::parse(action).filter(|_| !model.is_empty()) {
+                    return if post {
+                        Route::GeminiCall {
+                            model: model.to_string(),
+                            action,
+                        }
+                    } else {
+                        Route::MethodNotAllowed(Dialect::Google)
+                    };
+                }
+            }
             if let Some(id) = p
                 .strip_prefix("/v1/models/")
                 .or_else(|| p.strip_prefix("/models/"))
@@ -290,6 +307,19 @@ mod tests {
                 model: "gemini-2.5-flash".into(),
                 action: GeminiAction::StreamGenerateContent,
             },
+        );
+        check(
+            Method::POST,
+            "/v1/models/gemini-2.5-flash:generateContent",
+            GeminiCall {
+                model: "gemini-2.5-flash".into(),
+                action: GeminiAction::GenerateContent,
+            },
+        );
+        check(
+            Method::GET,
+            "/v1/models/gemini-2.5-flash:countTokens",
+            MethodNotAllowed(Dialect::Google),
         );
         check(
             Method::POST,

@@ -1,22 +1,38 @@
 //! End to end with the official `openai` Python SDK against the real binary and the fake
-//! upstream. Needs the SDK: `scripts/test.sh` installs it into a virtualenv and passes its
-//! interpreter in `GEMINI_ROTATOR_E2E_PYTHON`; plain `cargo test` skips this (ignored).
+//! upstream: chat, streams, tools on Gemini 3 (signatures checked by the fake), structured
+//! output through the SDK's `parse`, embeddings in both encodings, models, errors. Needs the
+//! SDK: `scripts/test.sh` installs it into a virtualenv and passes its interpreter in
+//! `GEMINI_ROTATOR_E2E_PYTHON`; plain `cargo test` skips this (ignored).
 
+#[path = "e2e/run.rs"]
+mod run;
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::*;
 
+const TOOL_MODEL: &str = "gemini-3-flash-preview";
+const JSON_MODEL: &str = "gemini-2.5-pro";
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the openai SDK: run scripts/test.sh"]
 async fn openai_python_sdk() {
-    let python = std::env::var("GEMINI_ROTATOR_E2E_PYTHON")
-        .expect("GEMINI_ROTATOR_E2E_PYTHON: run this test through scripts/test.sh");
     let expect = "The quick brown fox jumps over the lazy dog.";
+    let json_answer = r#"{"city": {"name": "Paris", "country": "FR"}, "temp_c": 21}"#;
     let fake = FakeGemini::start().await;
     fake.on_any().always(Reply::text(expect).chunks(4));
+    // Gemini 3 tool loop: call, answer, then a call in a stream; signatures are checked.
+    fake.require_signatures(true);
+    let call = |city: &str, signature: &str| {
+        serde_json::json!({"functionCall": {"name": "get_weather", "args": {"city": city}},
+                           "thoughtSignature": signature})
+    };
+    fake.on_model(TOOL_MODEL)
+        .then(Reply::parts(vec![call("Paris", "sig-e2e-1")]))
+        .then(Reply::text("21 degrees and sunny."))
+        .then(Reply::parts(vec![call("Oslo", "sig-e2e-2")]));
+    fake.on_model(JSON_MODEL).always(Reply::text(json_answer));
     let proxy = Proxy::builder()
         .config(config_for(&fake.url(), &[fake_key(1), fake_key(2)]).set(
             "models.aliases",
@@ -25,30 +41,23 @@ async fn openai_python_sdk() {
         .start()
         .await;
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/openai_sdk.py");
-    let url = proxy.url();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(python)
-            .arg(script)
-            .env("GR_BASE_URL", url)
-            .env("GR_TOKEN", TEST_TOKEN)
-            .env("GR_MODEL", "gemini-2.5-flash")
-            .env("GR_ALIAS", "fast")
-            .env("GR_EXPECT", expect)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start python");
-        // Bounded: the script's own client timeouts are 20 s per call.
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        child.wait_with_output().expect("python output")
-    })
-    .await
-    .expect("join");
+    // Bounded: the script's own client timeouts are 20 s per call.
+    let output = run::python(
+        "openai_sdk.py",
+        vec![
+            ("GR_BASE_URL", proxy.url()),
+            ("GR_TOKEN", TEST_TOKEN.to_string()),
+            ("GR_MODEL", "gemini-2.5-flash".to_string()),
+            ("GR_ALIAS", "fast".to_string()),
+            ("GR_EXPECT", expect.to_string()),
+            ("GR_TOOL_MODEL", TOOL_MODEL.to_string()),
+            ("GR_JSON_MODEL", JSON_MODEL.to_string()),
+            ("GR_JSON", json_answer.to_string()),
+            ("GR_EMBED_MODEL", "gemini-embedding-001".to_string()),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");

@@ -2,7 +2,8 @@
 //!
 //! Parses the request (400 for anything malformed, before any upstream call), resolves the
 //! model through aliases (a fallback chain moves to the next model when no key can serve the
-//! current one), translates, and lets `proxy` find a key. Streams go to `relay`.
+//! current one), has `media` fetch any http(s) image URL, translates, and lets `proxy` find a
+//! key. Streams go to `relay`.
 
 use std::sync::Arc;
 
@@ -14,12 +15,15 @@ use crate::access::Caller;
 use crate::api::{allowed_chain, clean_model_name, json_bytes, resolve, unix_now};
 use crate::classify::classify;
 use crate::error::ProxyError;
+use crate::media;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
 use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::server::{read_body, Reply};
 use crate::state::{App, Snapshot};
-use crate::translate::{self, Extras, ResponseCtx, StreamTranslator, Target, TranslateError};
+use crate::translate::{
+    self, ChatRequest, Extras, ResponseCtx, StreamTranslator, Target, TranslateError,
+};
 
 pub async fn completions(
     app: &Arc<App>,
@@ -30,9 +34,37 @@ pub async fn completions(
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
     let request = translate::parse_chat_request(&body).map_err(from_translate)?;
+    Ok(match complete(app, snap, caller, &request, log).await? {
+        Answer::Whole(body) => Reply::Done(json_bytes(StatusCode::OK, body)),
+        Answer::Streaming(reply) => reply,
+    })
+}
+
+/// A chat answer: a whole `chat.completion` body, or a stream already handed to `relay`.
+pub enum Answer {
+    Whole(Vec<u8>),
+    Streaming(Reply),
+}
+
+/// Runs one parsed chat request: media URLs fetched, the alias chain walked, each model tried
+/// through `proxy`. Also serves `/run-gemini`.
+pub async fn complete(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    caller: &Caller,
+    request: &ChatRequest,
+    log: &mut RequestLog,
+) -> Result<Answer, ProxyError> {
     let requested = clean_model_name(&request.model)?;
     log.model = Some(requested.to_string());
     let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
+    // Fetched once, before any key is used: a bad URL is the client's 400, not a key's fault.
+    let urls = translate::remote_media_urls(request);
+    let media = if urls.is_empty() {
+        None
+    } else {
+        Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls).await?)
+    };
 
     let ctx = ResponseCtx {
         id: format!(
@@ -53,7 +85,7 @@ pub async fn completions(
     for (i, target) in chain.iter().enumerate() {
         let lookup = |id: &str| app.signatures.get(id);
         let gemini_body = translate::to_gemini_with(
-            &request,
+            request,
             &Target {
                 model: &target.model,
                 reasoning_effort: target.reasoning_effort.as_deref(),
@@ -61,7 +93,7 @@ pub async fn completions(
             },
             &Extras {
                 signatures: Some(&lookup),
-                media: None,
+                media: media.as_ref(),
             },
         )
         .map_err(from_translate)?;
@@ -89,7 +121,7 @@ pub async fn completions(
                     Upstream::Full(bytes) => match translate::from_gemini_detailed(&bytes, &ctx) {
                         Ok(done) if done.has_output => {
                             app.signatures.remember(done.signatures);
-                            Ok(Reply::Done(json_bytes(StatusCode::OK, done.body)))
+                            Ok(Answer::Whole(done.body))
                         }
                         Ok(_) => Err(empty_answer(&bytes)),
                         Err(e) => {
@@ -105,7 +137,7 @@ pub async fn completions(
                     },
                     Upstream::Stream(response) => {
                         let translator = StreamTranslator::new(ctx, request.include_usage());
-                        Ok(Reply::Streaming(relay::start(
+                        Ok(Answer::Streaming(Reply::Streaming(relay::start(
                             app.clone(),
                             snap.clone(),
                             served.lease,
@@ -113,7 +145,7 @@ pub async fn completions(
                             Shape::OpenAi(Box::new(translator)),
                             log.hand_off(),
                             HeaderValue::from_static("text/event-stream"),
-                        )))
+                        ))))
                     }
                 };
             }
@@ -133,7 +165,7 @@ pub async fn completions(
 }
 
 /// Whether a fallback chain should move on to its next model after this error.
-fn falls_back(error: &ProxyError) -> bool {
+pub(crate) fn falls_back(error: &ProxyError) -> bool {
     match error {
         ProxyError::NoKey { .. } => true,
         ProxyError::UpstreamFailed { status, .. } => {

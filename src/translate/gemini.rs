@@ -184,6 +184,34 @@ pub struct Candidate<'a> {
     pub finish_reason: Option<Cow<'a, str>>,
     #[serde(default)]
     pub index: Option<u32>,
+    #[serde(default, borrow)]
+    pub logprobs_result: Option<LogprobsResult<'a>>,
+}
+
+/// Per-token log probabilities (`responseLogprobs`): the chosen token at each step and, with
+/// `logprobs: k`, the k most likely ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogprobsResult<'a> {
+    #[serde(default, borrow)]
+    pub top_candidates: Vec<TopCandidates<'a>>,
+    #[serde(default, borrow)]
+    pub chosen_candidates: Vec<LogprobCandidate<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TopCandidates<'a> {
+    #[serde(default, borrow)]
+    pub candidates: Vec<LogprobCandidate<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogprobCandidate<'a> {
+    #[serde(default, borrow)]
+    pub token: Cow<'a, str>,
+    #[serde(default)]
+    pub log_probability: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]

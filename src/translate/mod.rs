@@ -3,8 +3,9 @@
 //! No I/O and no clock: ids and timestamps come in through `ResponseCtx`, and anything that
 //! needs the network (fetching image URLs) is done by the caller. Unknown OpenAI fields are
 //! dropped, never forwarded. Files: `openai` and `gemini` hold the wire types, `request` maps
-//! requests, `response` whole responses, `stream` SSE events.
+//! requests, `response` whole responses, `stream` SSE events, `embeddings` the embeddings API.
 
+pub mod embeddings;
 pub mod gemini;
 pub mod openai;
 mod request;

@@ -9,7 +9,10 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::gemini::{GenerateContentResponse, GoogleError, ResponsePart, UsageMetadata};
+use super::gemini::{
+    GenerateContentResponse, GoogleError, LogprobCandidate, LogprobsResult, ResponsePart,
+    UsageMetadata,
+};
 use super::{ResponseCtx, TranslateError, Translated};
 
 /// Parses one upstream body, turning Google's error shapes (`{"error":…}` or
@@ -99,6 +102,59 @@ pub(crate) fn usage(u: &UsageMetadata) -> Usage {
             reasoning_tokens: u.thoughts_token_count,
         },
     }
+}
+
+/// OpenAI's `choices[].logprobs`: `{content: [{token, logprob, bytes, top_logprobs}], refusal}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct LogprobsOut<'a> {
+    content: Vec<TokenLogprob<'a>>,
+    refusal: Option<()>,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenLogprob<'a> {
+    token: Cow<'a, str>,
+    logprob: f64,
+    bytes: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<Vec<TokenLogprob<'a>>>,
+}
+
+impl<'a> TokenLogprob<'a> {
+    fn new(c: LogprobCandidate<'a>, top: Option<Vec<TokenLogprob<'a>>>) -> Self {
+        TokenLogprob {
+            bytes: c.token.as_bytes().to_vec(),
+            token: c.token,
+            logprob: c.log_probability,
+            top_logprobs: top,
+        }
+    }
+}
+
+/// Gemini's `logprobsResult` (chosen token per step, top candidates per step) in OpenAI's shape.
+pub(crate) fn logprobs(result: Option<LogprobsResult<'_>>) -> Option<LogprobsOut<'_>> {
+    let result = result?;
+    let mut tops = result.top_candidates.into_iter();
+    let content = result
+        .chosen_candidates
+        .into_iter()
+        .map(|chosen| {
+            let top = tops
+                .next()
+                .map(|t| {
+                    t.candidates
+                        .into_iter()
+                        .map(|c| TokenLogprob::new(c, None))
+                        .collect()
+                })
+                .unwrap_or_default();
+            TokenLogprob::new(chosen, Some(top))
+        })
+        .collect();
+    Some(LogprobsOut {
+        content,
+        refusal: None,
+    })
 }
 
 /// The prefix for ids of tool calls Gemini left unnamed: `call_<ctx.id suffix>_`.
@@ -199,7 +255,7 @@ struct Choice<'a> {
     index: u32,
     message: MessageOut<'a>,
     finish_reason: &'static str,
-    logprobs: Option<()>,
+    logprobs: Option<LogprobsOut<'a>>,
 }
 
 #[derive(Serialize)]
@@ -242,6 +298,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
         has_output |= made_calls || text.is_some();
         signatures.extend(tool_calls.iter().filter_map(ToolCallOut::signature));
         let finish = finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP"), made_calls);
+        let logprobs = logprobs(cand.logprobs_result);
         choices.push(Choice {
             index: cand.index.unwrap_or(pos as u32),
             message: MessageOut {
@@ -256,7 +313,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                 refusal: None,
             },
             finish_reason: finish,
-            logprobs: None,
+            logprobs,
         });
     }
     if choices.is_empty() {

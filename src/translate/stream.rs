@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::gemini::UsageMetadata;
-use super::response::{self, append, ToolCallOut};
+use super::response::{self, append, LogprobsOut, ToolCallOut};
 use super::{ResponseCtx, TranslateError};
 
 /// Gemini allows at most 8 candidates; more than this is a broken upstream, not a reason to
@@ -46,6 +46,8 @@ struct ChunkChoice<'a> {
     index: u32,
     delta: Delta<'a>,
     finish_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<LogprobsOut<'a>>,
 }
 
 #[derive(Default, Serialize)]
@@ -119,13 +121,14 @@ impl StreamTranslator {
                     role,
                     ..Delta::default()
                 };
-                self.write_chunk(&mut out, 0, delta, Some("content_filter"));
+                self.write_chunk(&mut out, 0, delta, Some("content_filter"), None);
             }
         }
         for (pos, cand) in resp.candidates.into_iter().enumerate() {
             let index = cand.index.unwrap_or(pos as u32);
             let mut delta = Delta::default();
             let mut calls = self.state(index as usize)?.calls;
+            let logprobs = response::logprobs(cand.logprobs_result);
             for mut part in cand.content.map(|c| c.parts).unwrap_or_default() {
                 if part.function_call.is_some() {
                     if let Some(mut tc) =
@@ -146,10 +149,13 @@ impl StreamTranslator {
                 }
             }
             self.answered |= delta.content.is_some() || !delta.tool_calls.is_empty();
+            let answered = self.answered;
             let state = self.state(index as usize)?;
             state.calls = calls;
+            // A finish before any text or tool call is held back: the stream is an empty
+            // answer, which ends with an error event (relay), not with a `stop` first.
             let finish = match &cand.finish_reason {
-                Some(r) if !state.finished => {
+                Some(r) if !state.finished && answered => {
                     state.finished = true;
                     Some(response::finish_reason(r, calls > 0))
                 }
@@ -165,7 +171,7 @@ impl StreamTranslator {
                 state.started = true;
                 delta.role = Some("assistant");
             }
-            self.write_chunk(&mut out, index, delta, finish);
+            self.write_chunk(&mut out, index, delta, finish, logprobs);
         }
         Ok(Bytes::from(out))
     }
@@ -196,7 +202,7 @@ impl StreamTranslator {
             } else {
                 "stop"
             };
-            self.write_chunk(&mut out, i as u32, delta, Some(reason));
+            self.write_chunk(&mut out, i as u32, delta, Some(reason), None);
         }
         if self.include_usage {
             out.extend_from_slice(&self.prefix);
@@ -239,12 +245,14 @@ impl StreamTranslator {
         index: u32,
         delta: Delta<'_>,
         finish_reason: Option<&'static str>,
+        logprobs: Option<LogprobsOut<'_>>,
     ) {
         out.extend_from_slice(&self.prefix);
         let choice = ChunkChoice {
             index,
             delta,
             finish_reason,
+            logprobs,
         };
         // Strings, numbers and `Value`s always serialise.
         let _ = serde_json::to_writer(&mut *out, &choice);

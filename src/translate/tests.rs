@@ -870,3 +870,61 @@ fn stream_tool_calls_without_finish() {
         ],
     );
 }
+
+#[test]
+fn response_logprobs() {
+    let logprobs = json!({
+        "topCandidates": [
+            {"candidates": [{"token": "Hi", "tokenId": 1, "logProbability": -0.1},
+                            {"token": "Yo", "tokenId": 2, "logProbability": -2.5}]},
+            {"candidates": [{"token": "!", "tokenId": 3, "logProbability": -0.01}]}],
+        "chosenCandidates": [{"token": "Hi", "tokenId": 1, "logProbability": -0.1},
+                             {"token": "!", "tokenId": 3, "logProbability": -0.01}]});
+    let openai = json!({"content": [
+        {"token": "Hi", "logprob": -0.1, "bytes": [72, 105],
+         "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]},
+                          {"token": "Yo", "logprob": -2.5, "bytes": [89, 111]}]},
+        {"token": "!", "logprob": -0.01, "bytes": [33],
+         "top_logprobs": [{"token": "!", "logprob": -0.01, "bytes": [33]}]}],
+        "refusal": null});
+    check_response(
+        json!({"candidates": [{"content": {"parts": [{"text": "Hi!"}]}, "finishReason": "STOP",
+                               "logprobsResult": logprobs.clone(), "avgLogprobs": -0.05}]}),
+        completion(
+            json!([{"index": 0, "message": message(json!("Hi!")), "finish_reason": "stop",
+                    "logprobs": openai.clone()}]),
+            usage(0, 0, 0, 0, 0),
+        ),
+    );
+    check_stream(
+        &[
+            json!({"candidates": [{"content": {"parts": [{"text": "Hi!"}]}, "finishReason": "STOP",
+                                 "logprobsResult": logprobs}]}),
+        ],
+        false,
+        vec![
+            chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "content": "Hi!"},
+                         "finish_reason": "stop", "logprobs": openai}),
+            ),
+            json!("[DONE]"),
+        ],
+    );
+}
+
+#[test]
+fn stream_holds_back_the_finish_of_an_empty_answer() {
+    let mut t = StreamTranslator::new(ctx(), false);
+    let out = t
+        .on_event(
+            json!({"candidates": [{"content": {"parts": [{"text": "hmm", "thought": true}]},
+                                   "finishReason": "MAX_TOKENS"}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("event");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("\"reasoning_content\":\"hmm\""), "{text}");
+    assert!(text.contains("\"finish_reason\":null"), "{text}");
+    assert!(!t.has_output());
+}

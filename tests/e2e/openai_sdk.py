@@ -2,19 +2,30 @@
 
 Started by tests/e2e_openai_sdk.rs, which runs the real binary in front of the fake Gemini
 upstream and passes: GR_BASE_URL, GR_TOKEN, GR_MODEL, GR_ALIAS, GR_EXPECT (the text the fake
-answers with). Prints one line per check and exits non-zero on the first failure.
+answers with), GR_TOOL_MODEL (a Gemini 3 model scripted to call get_weather, answer, then
+call it again in a stream; the fake validates thought signatures as Google does),
+GR_JSON_MODEL (scripted to answer GR_JSON) and GR_EMBED_MODEL. Prints one line per check and
+exits non-zero on the first failure.
 """
 
+import base64
+import json
 import os
+import struct
 import sys
 
 import openai
+import pydantic
 
 BASE = os.environ["GR_BASE_URL"]
 TOKEN = os.environ["GR_TOKEN"]
 MODEL = os.environ["GR_MODEL"]
 ALIAS = os.environ["GR_ALIAS"]
 EXPECT = os.environ["GR_EXPECT"]
+TOOL_MODEL = os.environ["GR_TOOL_MODEL"]
+JSON_MODEL = os.environ["GR_JSON_MODEL"]
+JSON_ANSWER = os.environ["GR_JSON"]
+EMBED_MODEL = os.environ["GR_EMBED_MODEL"]
 
 client = openai.OpenAI(base_url=BASE + "/v1", api_key=TOKEN, max_retries=0, timeout=20)
 passed = 0
@@ -92,5 +103,113 @@ try:
     check("empty messages rejected", False, "no error")
 except openai.BadRequestError as e:
     check("empty messages rejected", e.status_code == 400)
+
+# Tools on Gemini 3: a call, its result sent back (the SDK's own message object, as most
+# agents do it), and the answer. The fake refuses the second step without the signature.
+tools = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}]
+history = [{"role": "user", "content": "Weather in Paris?"}]
+r = client.chat.completions.create(model=TOOL_MODEL, messages=history, tools=tools, tool_choice="auto",
+                                   parallel_tool_calls=False)
+msg = r.choices[0].message
+check("tool call finish_reason", r.choices[0].finish_reason == "tool_calls", r.choices[0].finish_reason)
+check("tool call shape", msg.tool_calls is not None and len(msg.tool_calls) == 1, repr(msg))
+call = msg.tool_calls[0]
+check("tool call name and args", call.function.name == "get_weather"
+      and json.loads(call.function.arguments) == {"city": "Paris"}, repr(call))
+extra = (call.model_extra or {}).get("extra_content") or {}
+check("tool call carries the signature", extra.get("google", {}).get("thought_signature") == "sig-e2e-1",
+      repr(call.model_extra))
+history.append(msg)
+history.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21})})
+r = client.chat.completions.create(model=TOOL_MODEL, messages=history, tools=tools)
+check("tool loop answer", r.choices[0].message.content == "21 degrees and sunny.", repr(r.choices[0]))
+
+# Streaming tool calls: index, id, type and name on the first fragment, "{}"-or-JSON arguments.
+stream = client.chat.completions.create(
+    model=TOOL_MODEL,
+    messages=[{"role": "user", "content": "And in Oslo?"}],
+    tools=tools,
+    stream=True,
+)
+calls, finishes = {}, []
+for chunk in stream:
+    for choice in chunk.choices:
+        for d in choice.delta.tool_calls or []:
+            entry = calls.setdefault(d.index, {"id": None, "name": None, "args": ""})
+            if d.id:
+                entry["id"] = d.id
+            if d.function and d.function.name:
+                entry["name"] = d.function.name
+            if d.function and d.function.arguments:
+                entry["args"] += d.function.arguments
+            if d.id:
+                check("stream tool call first fragment", d.type == "function" and d.function.name, repr(d))
+        if choice.finish_reason:
+            finishes.append(choice.finish_reason)
+check("stream tool call", list(calls) == [0] and calls[0]["name"] == "get_weather"
+      and json.loads(calls[0]["args"]) == {"city": "Oslo"} and calls[0]["id"], repr(calls))
+check("stream tool finish", finishes == ["tool_calls"], repr(finishes))
+
+
+# Structured output through the SDK's own parse helper (strict schema with $defs/$ref).
+class City(pydantic.BaseModel):
+    name: str
+    country: str
+
+
+class Answer(pydantic.BaseModel):
+    city: City
+    temp_c: int
+
+
+r = client.chat.completions.parse(
+    model=JSON_MODEL,
+    messages=[{"role": "user", "content": "Weather as JSON"}],
+    response_format=Answer,
+)
+parsed = r.choices[0].message.parsed
+check("json_schema parsed", parsed is not None and parsed.city.name == "Paris" and parsed.temp_c == 21,
+      repr(r.choices[0].message))
+r = client.chat.completions.create(
+    model=JSON_MODEL,
+    messages=[{"role": "user", "content": "Weather as JSON"}],
+    response_format={"type": "json_object"},
+)
+check("json_object", json.loads(r.choices[0].message.content) == json.loads(JSON_ANSWER),
+      r.choices[0].message.content)
+
+# Embeddings: explicit float, explicit base64 (raw), and the SDK default (base64 decoded by
+# the SDK) all agree.
+texts = ["first text", "second text", "third text"]
+floats = client.embeddings.create(model=EMBED_MODEL, input=texts, encoding_format="float", dimensions=8)
+check("embeddings float", [d.index for d in floats.data] == [0, 1, 2]
+      and all(len(d.embedding) == 8 for d in floats.data), repr(floats.data[:1]))
+check("embeddings usage", floats.usage.prompt_tokens > 0 and floats.usage.total_tokens == floats.usage.prompt_tokens,
+      repr(floats.usage))
+default = client.embeddings.create(model=EMBED_MODEL, input=texts, dimensions=8)
+as_f32 = [[struct.unpack("<f", struct.pack("<f", v))[0] for v in d.embedding] for d in floats.data]
+check("embeddings default (base64 decoded by the SDK)", [d.embedding for d in default.data] == as_f32,
+      repr(default.data[0].embedding[:3]))
+raw = client.embeddings.create(model=EMBED_MODEL, input="first text", encoding_format="base64", dimensions=8)
+blob = base64.b64decode(raw.data[0].embedding)
+check("embeddings base64 is little-endian f32", list(struct.unpack("<8f", blob)) == as_f32[0], repr(blob))
+try:
+    client.embeddings.create(model=EMBED_MODEL, input=[[101, 2023, 102]], encoding_format="float")
+    check("token-id input rejected", False, "no error")
+except openai.BadRequestError as e:
+    check("token-id input rejected", e.status_code == 400)
 
 print(f"{passed} passed, 0 failed")

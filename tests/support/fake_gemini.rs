@@ -610,6 +610,10 @@ struct Shared {
     log: Mutex<Log>,
     strict: AtomicBool,
     embedding_dims: AtomicUsize,
+    /// Gemini 3 thought-signature validation (see [`FakeGemini::require_signatures`]).
+    require_signatures: AtomicBool,
+    /// Signatures this fake handed out in replies: the only real ones it accepts back.
+    issued_signatures: Mutex<HashSet<String>>,
     in_flight: AtomicU64,
     cancellations: AtomicU64,
     keys_in_url: AtomicU64,
@@ -677,6 +681,8 @@ impl FakeGeminiBuilder {
             log: Mutex::new(Log::default()),
             strict: AtomicBool::new(self.strict),
             embedding_dims: AtomicUsize::new(self.embedding_dims),
+            require_signatures: AtomicBool::new(false),
+            issued_signatures: Mutex::new(HashSet::new()),
             in_flight: AtomicU64::new(0),
             cancellations: AtomicU64::new(0),
             keys_in_url: AtomicU64::new(0),
@@ -822,6 +828,13 @@ impl FakeGemini {
     /// Turns Google-like validation of unknown top-level fields on or off.
     pub fn strict(&self, on: bool) {
         self.shared.strict.store(on, Ordering::SeqCst);
+    }
+
+    /// Validates Gemini 3 thought signatures like Google: on a `gemini-3*` model, the first
+    /// `functionCall` part of every model turn since the last user prompt must carry a
+    /// `thoughtSignature` that this fake issued (or a documented stand-in), else 400.
+    pub fn require_signatures(&self, on: bool) {
+        self.shared.require_signatures.store(on, Ordering::SeqCst);
     }
 
     /// Makes `key` valid (when a key set is configured).
@@ -1388,6 +1401,18 @@ async fn respond(
             };
         }
         Route::GetModel(model) => {
+            // Only the model scopes apply here (key-wide scripts are about generation), and a
+            // success means "serve the model object".
+            let scripted = next_reply(
+                shared,
+                &[
+                    Scope::KeyModel(key.clone(), model.clone()),
+                    Scope::Model(model.clone()),
+                ],
+            );
+            if let Some(reply) = scripted.filter(|r| !matches!(r, Reply::Success(_))) {
+                return render_scripted(reply, route.clone(), key, body, shared).await;
+            }
             let found = lock(&shared.models)
                 .iter()
                 .find(|m| m["name"] == json!(format!("models/{model}")))
@@ -1413,6 +1438,17 @@ async fn respond(
                     "Invalid JSON payload received. Unexpected token.\n{snippet}\n^"
                 )));
             };
+            if shared.require_signatures.load(Ordering::SeqCst)
+                && route.model().is_some_and(|m| m.starts_with("gemini-3"))
+            {
+                let issued = lock(&shared.issued_signatures);
+                if let Some(message) = signature_violation(map, &issued) {
+                    return Now(json_response(
+                        400,
+                        &google_error(400, "INVALID_ARGUMENT", &message, vec![]),
+                    ));
+                }
+            }
             if shared.strict.load(Ordering::SeqCst) {
                 if let Some(unknown) = map
                     .keys()
@@ -1490,6 +1526,7 @@ async fn render_scripted(
         response_id: format!("fakeResp{id:06}"),
     };
     let dims = shared.embedding_dims.load(Ordering::SeqCst);
+    remember_signatures(&reply, &shared.issued_signatures);
     render(reply, &ctx, dims)
 }
 
@@ -1646,6 +1683,95 @@ fn render_success(s: Success, ctx: &Ctx, dims: usize) -> Responded {
             Now(json_response(200, &ev))
         }
     }
+}
+
+/// Google's documented stand-ins for a signature the client no longer has.
+pub const SIGNATURE_STAND_INS: &[&str] = &[
+    "skip_thought_signature_validator",
+    "context_engineering_is_the_way_to_go",
+];
+
+/// Records every `thoughtSignature` a reply hands out.
+fn remember_signatures(reply: &Reply, issued: &Mutex<HashSet<String>>) {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("thoughtSignature", Value::String(s)) => out.push(s.clone()),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    match reply {
+        Reply::Success(Success {
+            content: Content::Parts(parts),
+            ..
+        }) => parts.iter().for_each(|p| walk(p, &mut found)),
+        Reply::Stream { events, .. } => events.iter().for_each(|e| walk(e, &mut found)),
+        _ => {}
+    }
+    lock(issued).extend(found);
+}
+
+/// Google's check of Gemini 3 thought signatures on a generateContent body: only the current
+/// turn (model turns after the last user turn that is more than function responses) is
+/// validated, and only the first `functionCall` part of each of its model turns. The wording
+/// is Google's.
+fn signature_violation(
+    body: &serde_json::Map<String, Value>,
+    issued: &HashSet<String>,
+) -> Option<String> {
+    let contents = body.get("contents")?.as_array()?;
+    let is_prompt = |c: &Value| {
+        c.get("role").and_then(Value::as_str) == Some("user")
+            && c.get("parts")
+                .and_then(Value::as_array)
+                .is_some_and(|parts| {
+                    parts.iter().any(|p| {
+                        p.get("functionResponse").is_none() && p.get("function_response").is_none()
+                    })
+                })
+    };
+    let start = contents.iter().rposition(is_prompt).map_or(0, |i| i + 1);
+    for (position, content) in contents.iter().enumerate().skip(start) {
+        if content.get("role").and_then(Value::as_str) != Some("model") {
+            continue;
+        }
+        let parts = content.get("parts").and_then(Value::as_array)?;
+        let Some(first) = parts
+            .iter()
+            .find(|p| p.get("functionCall").is_some() || p.get("function_call").is_some())
+        else {
+            continue;
+        };
+        let call = first
+            .get("functionCall")
+            .or_else(|| first.get("function_call"))?;
+        let name = call.get("name").and_then(Value::as_str).unwrap_or("");
+        let signature = first
+            .get("thoughtSignature")
+            .or_else(|| first.get("thought_signature"))
+            .and_then(Value::as_str);
+        match signature {
+            None => {
+                return Some(format!(
+                    "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:{name}` , position {}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+                    position + 1
+                ))
+            }
+            Some(sig) if !issued.contains(sig) && !SIGNATURE_STAND_INS.contains(&sig) => {
+                return Some("Corrupted thought signature.".to_string())
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 /// Splits `text` into at most `n` non-empty pieces at char boundaries (one empty piece for "").

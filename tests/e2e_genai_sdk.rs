@@ -1,0 +1,71 @@
+//! End to end with Google's `google-genai` Python SDK pointed at the proxy's `/v1beta`
+//! (`http_options.base_url`): generate, stream, count tokens, embed, models, a Gemini 3 tool
+//! turn whose signature the fake checks, and a refused token. Needs the SDK: `scripts/test.sh`
+//! installs it into a virtualenv and passes its interpreter in `GEMINI_ROTATOR_E2E_PYTHON`;
+//! plain `cargo test` skips this (ignored).
+
+#[path = "e2e/run.rs"]
+mod run;
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+const MODEL: &str = "gemini-2.5-flash";
+const TOOL_MODEL: &str = "gemini-3-pro-preview";
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the google-genai SDK: run scripts/test.sh"]
+async fn google_genai_python_sdk() {
+    let expect = "Pack my box with five dozen liquor jugs.";
+    let tool_answer = "21 degrees in Paris.";
+    let (k1, k2) = (fake_key(1), fake_key(2));
+    let fake = FakeGemini::start().await;
+    fake.on_any().always(Reply::text(expect).chunks(3));
+    fake.require_signatures(true);
+    fake.on_model(TOOL_MODEL)
+        .then(Reply::parts(vec![json!({
+            "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+            // Signatures are base64 (the SDK decodes them to bytes).
+            "thoughtSignature": "c2lnLWdlbmFpLTE="})]))
+        .then(Reply::text(tool_answer));
+    // The first key is out of quota for the chat model: the SDK must not notice.
+    fake.on(&k1, MODEL)
+        .always(Reply::quota_per_minute(MODEL, Some("30s")));
+    let proxy = Proxy::builder()
+        .config(config_for(&fake.url(), &[&k1, &k2]))
+        .start()
+        .await;
+
+    let output = run::python(
+        "genai_sdk.py",
+        vec![
+            ("GR_BASE_URL", proxy.url()),
+            ("GR_TOKEN", TEST_TOKEN.to_string()),
+            ("GR_MODEL", MODEL.to_string()),
+            ("GR_EXPECT", expect.to_string()),
+            ("GR_TOOL_MODEL", TOOL_MODEL.to_string()),
+            ("GR_TOOL_ANSWER", tool_answer.to_string()),
+            ("GR_EMBED_MODEL", "gemini-embedding-001".to_string()),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "google-genai SDK checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nproxy logs:\n{}",
+        proxy.logs()
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert_eq!(fake.keys_in_url(), 0);
+    // Every upstream call carried a pool key, never the client's token.
+    assert!(fake
+        .requests()
+        .iter()
+        .all(|r| r.key.as_deref() != Some(TEST_TOKEN)));
+}
