@@ -88,10 +88,11 @@ pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exi
     // Handlers first: a supervisor may signal as soon as it reads "listening", and an
     // uninstalled handler means the default action (killed, not a clean exit).
     let signals = Signals::install();
+    let hup = reload::hup_signal();
     tracing::info!(%addr, config = %path, keys, tokens, "listening");
 
     tokio::spawn(watch_signals(app.clone(), signals));
-    tokio::spawn(reload::watch(app.clone()));
+    tokio::spawn(reload::watch(app.clone(), hup));
     server::serve(listener, app).await;
     tracing::info!("shut down cleanly");
     Exit::Clean

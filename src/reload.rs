@@ -371,7 +371,7 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
 
 /// Runs the triggers: folder events (debounced), the periodic check, SIGHUP. Never returns
 /// while the process serves.
-pub async fn watch(app: Arc<App>) {
+pub async fn watch(app: Arc<App>, mut hup: Hup) {
     let hint = Arc::new(Notify::new());
     let sender = hint.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -391,7 +391,6 @@ pub async fn watch(app: Arc<App>) {
         watched.sync(w, &folders(&app.snapshot().config));
     }
 
-    let mut hup = hup_signal();
     loop {
         let poll = app.snapshot().config.server.reload_poll;
         let poll_sleep = if poll.is_zero() {
@@ -518,13 +517,14 @@ fn identity(dir: &Path) -> Option<u64> {
         .map(|_| 1)
 }
 
+/// SIGHUP, registered with the OS by [`hup_signal`] before the proxy says it is listening.
 #[cfg(unix)]
-type Hup = Option<tokio::signal::unix::Signal>;
+pub type Hup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-type Hup = Option<()>;
+pub type Hup = Option<()>;
 
 #[cfg(unix)]
-fn hup_signal() -> Hup {
+pub fn hup_signal() -> Hup {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -536,7 +536,7 @@ fn hup_signal() -> Hup {
 }
 
 #[cfg(not(unix))]
-fn hup_signal() -> Hup {
+pub fn hup_signal() -> Hup {
     None
 }
 
