@@ -200,12 +200,7 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed".to_string()
     };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
+    crate::upstream::push_sources(&mut text, e);
     text
 }
 

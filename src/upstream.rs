@@ -108,13 +108,18 @@ fn describe(e: &reqwest::Error) -> String {
         "request error"
     }
     .to_string();
-    let mut source = std::error::Error::source(e);
+    push_sources(&mut text, e);
+    text
+}
+
+/// Appends `e`'s source chain (": cause: deeper cause"), where reqwest keeps the useful part.
+pub(crate) fn push_sources(text: &mut String, e: &dyn std::error::Error) {
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
 }
 
 /// Reads a whole response body, allowing at most `idle` between chunks and keeping at most

@@ -137,6 +137,29 @@ fn model_json(m: &ModelStatus, at: &Moment) -> Value {
     })
 }
 
+/// Per model: usage and how many keys are in each state.
+fn model_summary(per_model: &BTreeMap<&str, Totals>) -> Map<String, Value> {
+    per_model
+        .iter()
+        .map(|(model, t)| {
+            (
+                (*model).to_string(),
+                json!({
+                    "total_requests": t.requests,
+                    "daily_requests": t.daily_requests,
+                    "errors": t.errors,
+                    "error_rate": error_rate(t.errors, t.requests),
+                    "daily_tokens": tokens(t.prompt_tokens, t.completion_tokens, t.thoughts_tokens),
+                    "keys_usable": t.usable,
+                    "keys_cooling": t.cooling,
+                    "keys_exhausted": t.exhausted,
+                    "keys_disabled": t.disabled,
+                }),
+            )
+        })
+        .collect()
+}
+
 /// `GET /stats`.
 pub fn stats(app: &App, snap: &Snapshot) -> Response<Body> {
     let at = Moment::take(snap);
@@ -185,25 +208,7 @@ pub fn stats(app: &App, snap: &Snapshot) -> Response<Body> {
         );
     }
 
-    let model_summary: Map<String, Value> = per_model
-        .iter()
-        .map(|(model, t)| {
-            (
-                (*model).to_string(),
-                json!({
-                    "total_requests": t.requests,
-                    "daily_requests": t.daily_requests,
-                    "errors": t.errors,
-                    "error_rate": error_rate(t.errors, t.requests),
-                    "daily_tokens": tokens(t.prompt_tokens, t.completion_tokens, t.thoughts_tokens),
-                    "keys_usable": t.usable,
-                    "keys_cooling": t.cooling,
-                    "keys_exhausted": t.exhausted,
-                    "keys_disabled": t.disabled,
-                }),
-            )
-        })
-        .collect();
+    let model_summary = model_summary(&per_model);
 
     json_response(
         StatusCode::OK,
@@ -379,21 +384,7 @@ pub fn recommendations(snap: &Snapshot) -> Response<Body> {
         );
     }
 
-    let health: Map<String, Value> = per_model
-        .iter()
-        .map(|(model, t)| {
-            (
-                (*model).to_string(),
-                json!({
-                    "keys_usable": t.usable,
-                    "keys_cooling": t.cooling,
-                    "keys_exhausted": t.exhausted,
-                    "keys_disabled": t.disabled,
-                    "daily_requests": t.daily_requests,
-                }),
-            )
-        })
-        .collect();
+    let health = model_summary(&per_model);
 
     json_response(
         StatusCode::OK,
