@@ -7,7 +7,8 @@
 #
 # Knobs (environment): DURATION (load run length, default 10s), CONNS (default 64),
 # RATE (fixed-rate runs, default 500 rps), RATE_SECS (default 10), TTFB_SAMPLES (default 200),
-# STREAMS (concurrent open streams to hold, default 9000; 0 = skip), OHA (path to oha).
+# STREAMS (concurrent open streams to hold, default 9000; 0 = skip), OHA (path to oha),
+# NO_BUILD=1 with PROXY_BIN / FAKE_BIN to run prebuilt binaries.
 # Every run is bounded in time and count; everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -24,13 +25,15 @@ TOKEN="sk-bench-token-0123456789abcdef"
 log() { printf '%s\n' "bench: $*" >&2; }
 
 # --- build -----------------------------------------------------------------------------------
-log "building the release proxy and the fake upstream"
-# Two builds: together, the example's dev-dependency features (tokio test-util…) would be
-# unified into the proxy binary, and the bench must measure the binary users run.
-cargo build --release --quiet --bin gemini-rotator
-cargo build --release --quiet --example bench_upstream
-PROXY_BIN="$ROOT/target/release/gemini-rotator"
-FAKE_BIN="$ROOT/target/release/examples/bench_upstream"
+PROXY_BIN="${PROXY_BIN:-$ROOT/target/release/gemini-rotator}"
+FAKE_BIN="${FAKE_BIN:-$ROOT/target/release/examples/bench_upstream}"
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    log "building the release proxy and the fake upstream"
+    # Two builds: together, the example's dev-dependency features (tokio test-util…) would be
+    # unified into the proxy binary, and the bench must measure the binary users run.
+    cargo build --release --quiet --bin gemini-rotator
+    cargo build --release --quiet --example bench_upstream
+fi
 
 OHA="${OHA:-}"
 if [ -z "$OHA" ]; then
