@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Turns the files bench/run.sh wrote into the markdown table (and the SPEC §8 checks).
+
+Usage: report.py WORK_DIR CLK_TCK
+"""
+import json
+import os
+import platform
+import sys
+
+work, clk_tck = sys.argv[1], int(sys.argv[2])
+NAMES = ["direct", "v1beta", "v1"]
+TITLES = {
+    "direct": "fake upstream, direct",
+    "v1beta": "proxy `/v1beta/…:generateContent`",
+    "v1": "proxy `/v1/chat/completions`",
+}
+
+
+def load(name):
+    path = os.path.join(work, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        text = f.read().strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return int(text) if text.isdigit() else text
+
+
+def count(oha):
+    return sum(oha.get("statusCodeDistribution", {}).values())
+
+
+def non_200(oha):
+    codes = oha.get("statusCodeDistribution", {})
+    # Requests cut by the end of a -z run are not failures.
+    errors = sum(v for k, v in oha.get("errorDistribution", {}).items() if "deadline" not in k)
+    return sum(v for k, v in codes.items() if k != "200") + errors
+
+
+def ms(seconds):
+    return seconds * 1000.0
+
+
+rows = {}
+for n in NAMES:
+    load_run, rate_run = load(f"{n}.load.json"), load(f"{n}.rate.json")
+    ttfb = load(f"{n}.ttfb.json") or {}
+    r = {
+        "rps": load_run["summary"]["requestsPerSec"],
+        "load_n": count(load_run),
+        "load_bad": non_200(load_run),
+        "p50": ms(rate_run["latencyPercentiles"]["p50"]),
+        "p99": ms(rate_run["latencyPercentiles"]["p99"]),
+        "rate_n": count(rate_run),
+        "rate_bad": non_200(rate_run),
+        "ttfb": ttfb.get("p50_ms"),
+        "ttfb99": ttfb.get("p99_ms"),
+        "ttlb": ttfb.get("last_p50_ms"),
+    }
+    if n != "direct":
+        us = 1_000_000 / clk_tck
+        r["cpu_load"] = load(f"{n}.load.ticks") * us / max(1, r["load_n"])
+        r["cpu_rate"] = load(f"{n}.rate.ticks") * us / max(1, r["rate_n"])
+    rows[n] = r
+
+d = rows["direct"]
+ttfb_key = {"direct": "stream", "v1beta": "`:streamGenerateContent?alt=sse`", "v1": "`stream: true`"}
+
+
+def cell(v, fmt):
+    return "–" if v is None else fmt.format(v)
+
+
+lines = []
+head = "| | " + " | ".join(TITLES[n] for n in NAMES) + " |"
+lines.append(head)
+lines.append("|---|" + "---:|" * len(NAMES))
+
+
+def row(label, values):
+    lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+
+row(f"requests/s at 64 connections", [cell(rows[n]["rps"], "{:,.0f}") for n in NAMES])
+row("… ratio to direct", ["1.00"] + [f"{rows[n]['rps'] / d['rps']:.2f}" for n in NAMES[1:]])
+row("p50 latency at 500 rps (ms)", [cell(rows[n]["p50"], "{:.3f}") for n in NAMES])
+row("… added to direct (ms)", ["–"] + [f"{rows[n]['p50'] - d['p50']:+.3f}" for n in NAMES[1:]])
+row("p99 latency at 500 rps (ms)", [cell(rows[n]["p99"], "{:.3f}") for n in NAMES])
+row(
+    "time to first streamed byte, p50 (ms)",
+    [cell(rows[n]["ttfb"], "{:.3f}") + (" " + ttfb_key[n] if n != "direct" else "") for n in NAMES],
+)
+row(
+    "… added to direct (ms)",
+    ["–"] + [cell(None if rows[n]["ttfb"] is None or d["ttfb"] is None else rows[n]["ttfb"] - d["ttfb"], "{:+.3f}") for n in NAMES[1:]],
+)
+row("time to last streamed byte, p50 (ms)", [cell(rows[n]["ttlb"], "{:.1f}") for n in NAMES])
+row("proxy CPU per request at 64 conns (µs)", ["–"] + [f"{rows[n]['cpu_load']:.0f}" for n in NAMES[1:]])
+row("proxy CPU per request at 500 rps (µs)", ["–"] + [f"{rows[n]['cpu_rate']:.0f}" for n in NAMES[1:]])
+row(
+    "non-200 answers (load / 500 rps)",
+    [f"{rows[n]['load_bad']} / {rows[n]['rate_bad']}" for n in NAMES],
+)
+
+rss_idle = load("rss_idle") / 1024
+rss_peak = load("rss_peak") / 1024
+rss_all = load("rss_peak_all") / 1024
+streams = load("streams.json")
+
+print()
+print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}; "
+      "load generator, proxy and fake upstream share them.")
+print()
+print("\n".join(lines))
+print()
+print(f"Proxy RSS: idle {rss_idle:.1f} MiB, peak under the load runs {rss_peak:.1f} MiB", end="")
+if streams and streams.get("count"):
+    print(
+        f"; {streams['ok']:,} of {streams['count']:,} streams open at once "
+        f"(all opened in {streams['open_s']} s), RSS then {streams['rss_kib'] / 1024:.1f} MiB, "
+        f"peak {rss_all:.1f} MiB."
+    )
+else:
+    print(".")
+print()
+
+checks = [
+    ("throughput ≥ 25% of direct", min(rows[n]["rps"] / d["rps"] for n in NAMES[1:]) >= 0.25,
+     ", ".join(f"{n} {rows[n]['rps'] / d['rps']:.0%}" for n in NAMES[1:])),
+    ("proxy CPU ≤ 60 µs/request", max(rows[n]["cpu_load"] for n in NAMES[1:]) <= 60,
+     ", ".join(f"{n} {rows[n]['cpu_load']:.0f} µs" for n in NAMES[1:])),
+    ("added median ≤ 0.15 ms at 500 rps", max(rows[n]["p50"] - d["p50"] for n in NAMES[1:]) <= 0.15,
+     ", ".join(f"{n} {rows[n]['p50'] - d['p50']:+.3f} ms" for n in NAMES[1:])),
+]
+if all(rows[n]["ttfb"] is not None for n in NAMES):
+    checks.append(
+        ("first streamed byte adds ≤ 0.5 ms", max(rows[n]["ttfb"] - d["ttfb"] for n in NAMES[1:]) <= 0.5,
+         ", ".join(f"{n} {rows[n]['ttfb'] - d['ttfb']:+.3f} ms" for n in NAMES[1:])))
+checks.append(("idle RSS ≤ 20 MiB", rss_idle <= 20, f"{rss_idle:.1f} MiB"))
+if streams and streams.get("count"):
+    checks.append(("open streams held", streams["ok"] == streams["count"],
+                   f"{streams['ok']:,}/{streams['count']:,}"))
+print("| SPEC §8 | result | measured |")
+print("|---|---|---|")
+for label, ok, text in checks:
+    print(f"| {label} | {'pass' if ok else 'MISS'} | {text} |")
+print()

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark (SPEC §8), in one command: bench/run.sh
+#
+# Builds the release proxy and the fake upstream (examples/bench_upstream.rs), installs `oha`
+# if missing, starts both on loopback, and drives: the fake directly, then the proxy on
+# /v1beta/...:generateContent and on /v1/chat/completions. Prints a markdown table.
+#
+# Knobs (environment): DURATION (load run length, default 10s), CONNS (default 64),
+# RATE (fixed-rate runs, default 500 rps), RATE_SECS (default 10), TTFB_SAMPLES (default 200),
+# STREAMS (concurrent open streams to hold, default 9000; 0 = skip), OHA (path to oha),
+# NO_BUILD=1 with PROXY_BIN / FAKE_BIN to run prebuilt binaries.
+# Every run is bounded in time and count; everything listens on 127.0.0.1 only.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+DURATION="${DURATION:-10s}"
+CONNS="${CONNS:-64}"
+RATE="${RATE:-500}"
+RATE_SECS="${RATE_SECS:-10}"
+TTFB_SAMPLES="${TTFB_SAMPLES:-200}"
+STREAMS="${STREAMS:-9000}"
+TOKEN="sk-bench-token-0123456789abcdef"
+
+log() { printf '%s\n' "bench: $*" >&2; }
+
+# --- build -----------------------------------------------------------------------------------
+PROXY_BIN="${PROXY_BIN:-$ROOT/target/release/gemini-rotator}"
+FAKE_BIN="${FAKE_BIN:-$ROOT/target/release/examples/bench_upstream}"
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    log "building the release proxy and the fake upstream"
+    # Two builds: together, the example's dev-dependency features (tokio test-util…) would be
+    # unified into the proxy binary, and the bench must measure the binary users run.
+    cargo build --release --quiet --bin gemini-rotator
+    cargo build --release --quiet --example bench_upstream
+fi
+
+OHA="${OHA:-}"
+if [ -z "$OHA" ]; then
+    if command -v oha >/dev/null 2>&1; then
+        OHA="$(command -v oha)"
+    elif [ -x "$ROOT/target/bench-tools/bin/oha" ]; then
+        OHA="$ROOT/target/bench-tools/bin/oha"
+    else
+        log "installing oha into target/bench-tools (once)"
+        cargo install oha --locked --quiet --root "$ROOT/target/bench-tools"
+        OHA="$ROOT/target/bench-tools/bin/oha"
+    fi
+fi
+
+# --- start -----------------------------------------------------------------------------------
+WORK="$(mktemp -d -t gemini-rotator-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+"$FAKE_BIN" 127.0.0.1:0 >"$WORK/fake.out" 2>&1 &
+FAKE_PID=$!
+PIDS+=("$FAKE_PID")
+for _ in $(seq 1 100); do
+    grep -q '^listening on ' "$WORK/fake.out" 2>/dev/null && break
+    sleep 0.05
+done
+FAKE_ADDR="$(sed -n 's/^listening on //p' "$WORK/fake.out")"
+[ -n "$FAKE_ADDR" ] || { log "the fake upstream did not start"; cat "$WORK/fake.out" >&2; exit 1; }
+
+for i in $(seq 1 100); do
+    printf 'AIzaFAKE-bench-key-%05d-xxxxxxxxxxxxxxxx\n' "$i"
+done >"$WORK/keys.txt"
+PROXY_PORT="$(free_port)"
+PROXY_ADDR="127.0.0.1:$PROXY_PORT"
+cat >"$WORK/config.toml" <<EOF
+[server]
+listen = "$PROXY_ADDR"
+reload_poll = "0s"
+[upstream]
+base_url = "http://$FAKE_ADDR"
+[auth]
+tokens = ["$TOKEN"]
+[pool]
+key_files = ["keys.txt"]
+[models]
+list = "static"
+static = ["gemini-2.5-flash"]
+[logging]
+level = "warn"
+EOF
+"$PROXY_BIN" --config "$WORK/config.toml" >"$WORK/proxy.log" 2>&1 &
+PROXY_PID=$!
+PIDS+=("$PROXY_PID")
+for _ in $(seq 1 100); do
+    python3 - "$PROXY_PORT" <<'PY' 2>/dev/null && break
+import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2).close()
+PY
+    sleep 0.05
+done
+kill -0 "$PROXY_PID" 2>/dev/null || { log "the proxy did not start"; cat "$WORK/proxy.log" >&2; exit 1; }
+sleep 0.5
+
+rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+RSS_IDLE="$(rss_kib "$PROXY_PID" VmRSS)"
+log "fake upstream on $FAKE_ADDR, proxy on $PROXY_ADDR (pid $PROXY_PID, idle RSS ${RSS_IDLE} KiB)"
+
+FAKE="http://$FAKE_ADDR"
+PROXY="http://$PROXY_ADDR"
+GEN="/v1beta/models/gemini-2.5-flash:generateContent"
+# name | url | body file | credential header (the fake wants a key, the proxy a client token)
+TARGETS=(
+    "direct|$FAKE$GEN|bench/bodies/gemini.json|x-goog-api-key: AIzaFAKE-direct"
+    "v1beta|$PROXY$GEN|bench/bodies/gemini.json|authorization: Bearer $TOKEN"
+    "v1|$PROXY/v1/chat/completions|bench/bodies/chat.json|authorization: Bearer $TOKEN"
+)
+
+oha_run() { # name kind url body auth extra-args...
+    local name="$1" kind="$2" url="$3" body="$4" auth="$5"
+    shift 5
+    local before after
+    before="$(cpu_ticks "$PROXY_PID")"
+    "$OHA" --no-tui --output-format json -m POST -T application/json -H "$auth" \
+        -D "$body" "$@" "$url" >"$WORK/$name.$kind.json"
+    after="$(cpu_ticks "$PROXY_PID")"
+    echo "$((after - before))" >"$WORK/$name.$kind.ticks"
+}
+
+# Warm up every path (connection pools, route caches, page faults).
+for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name url body auth <<<"$t"
+    "$OHA" --no-tui --output-format quiet -m POST -T application/json -H "$auth" \
+        -D "$body" -n 2000 -c "$CONNS" "$url" >/dev/null
+done
+
+for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name url body auth <<<"$t"
+    log "$name: $CONNS connections for $DURATION"
+    oha_run "$name" load "$url" "$body" "$auth" -z "$DURATION" -c "$CONNS"
+done
+for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name url body auth <<<"$t"
+    log "$name: $RATE rps for ${RATE_SECS}s"
+    oha_run "$name" rate "$url" "$body" "$auth" -q "$RATE" -n "$((RATE * RATE_SECS))" -c 32
+done
+
+# --- time to first streamed byte ---------------------------------------------------------------
+SLOW="/v1beta/models/gemini-2.5-flash-slow:streamGenerateContent?alt=sse"
+log "time to first streamed byte ($TTFB_SAMPLES samples per path)"
+python3 bench/ttfb.py "$FAKE_ADDR" "$SLOW" "$TOKEN" bench/bodies/gemini.json "$TTFB_SAMPLES" \
+    >"$WORK/direct.ttfb.json"
+python3 bench/ttfb.py "$PROXY_ADDR" "$SLOW" "$TOKEN" bench/bodies/gemini.json "$TTFB_SAMPLES" \
+    >"$WORK/v1beta.ttfb.json"
+python3 bench/ttfb.py "$PROXY_ADDR" /v1/chat/completions "$TOKEN" \
+    bench/bodies/chat_stream_slow.json "$TTFB_SAMPLES" >"$WORK/v1.ttfb.json"
+
+RSS_PEAK_LOAD="$(rss_kib "$PROXY_PID" VmHWM)"
+
+# --- many open streams -------------------------------------------------------------------------
+if [ "$STREAMS" -gt 0 ]; then
+    log "holding $STREAMS streams open at once"
+    python3 bench/streams.py "$PROXY_ADDR" "$TOKEN" "$STREAMS" "$PROXY_PID" \
+        >"$WORK/streams.json" || echo '{"ok":0}' >"$WORK/streams.json"
+fi
+
+echo "$RSS_IDLE" >"$WORK/rss_idle"
+echo "$RSS_PEAK_LOAD" >"$WORK/rss_peak"
+rss_kib "$PROXY_PID" VmHWM >"$WORK/rss_peak_all"
+kill -0 "$PROXY_PID" 2>/dev/null || { log "the proxy died during the run"; tail -20 "$WORK/proxy.log" >&2; exit 1; }
+python3 bench/report.py "$WORK" "$(getconf CLK_TCK)"

@@ -1,0 +1,158 @@
+//! `cargo bench`: the pure hot spots of the proxy, without sockets (SPEC §8).
+//!
+//! - `pick_report/N`: one key selection plus its outcome report, round robin over N keys
+//!   (must be flat from 10 to 10,000 keys).
+//! - `translate/*`: a Cline-like chat request with tools to Gemini, a Gemini answer to
+//!   `chat.completion`, and a four-event stream to `chat.completion.chunk`s.
+//! - `reload/*`: loading a 10,000-key config (parse + validate + key file) and building the
+//!   snapshot from it, first start and reload (health cells reused): a reload must take ≤ 50 ms.
+//!
+//! The end-to-end numbers (throughput, latency, CPU per request, memory) come from
+//! `bench/run.sh`.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gemini_rotator::config;
+use gemini_rotator::pool::{KeyPool, Outcome};
+use gemini_rotator::state::Snapshot;
+use gemini_rotator::translate::{self, ResponseCtx, StreamTranslator, Target};
+
+const CHAT: &str = include_str!("../bench/bodies/chat.json");
+const MODEL: &str = "gemini-2.5-flash";
+
+const ANSWER: &str = r#"{"candidates":[{"content":{"parts":[{"text":"Rust's ownership model gives each value a single owner; when the owner goes out of scope the value is dropped. Borrowing lets code use a value without taking ownership."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":1204,"candidatesTokenCount":78,"totalTokenCount":1282},"modelVersion":"gemini-2.5-flash","responseId":"mF3kaKfXBIbnz7IPmLyQ-Ak"}"#;
+
+const EVENTS: [&str; 4] = [
+    r#"{"candidates":[{"content":{"parts":[{"text":"Rust's ownership model gives each value a single owner; "}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":1204,"candidatesTokenCount":12,"totalTokenCount":1216},"modelVersion":"gemini-2.5-flash","responseId":"mF3kaKfXBIbnz7IPmLyQ-Ak"}"#,
+    r#"{"candidates":[{"content":{"parts":[{"text":"when the owner goes out of scope the value is dropped. "}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":1204,"candidatesTokenCount":24,"totalTokenCount":1228},"modelVersion":"gemini-2.5-flash","responseId":"mF3kaKfXBIbnz7IPmLyQ-Ak"}"#,
+    r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"read_file","args":{"path":"src/lib.rs"}},"thoughtSignature":"CpQBAVSoXO5kZ0x1c2lnbmF0dXJl"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":1204,"candidatesTokenCount":40,"totalTokenCount":1244},"modelVersion":"gemini-2.5-flash","responseId":"mF3kaKfXBIbnz7IPmLyQ-Ak"}"#,
+    r#"{"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":1204,"candidatesTokenCount":41,"totalTokenCount":1245},"modelVersion":"gemini-2.5-flash","responseId":"mF3kaKfXBIbnz7IPmLyQ-Ak"}"#,
+];
+
+/// A temp folder with `config.toml` and a `keys.txt` of `n` fake keys; removed on drop.
+struct TempConfig {
+    dir: PathBuf,
+}
+
+impl TempConfig {
+    fn new(n: usize) -> TempConfig {
+        let dir =
+            std::env::temp_dir().join(format!("gemini-rotator-bench-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut keys = std::fs::File::create(dir.join("keys.txt")).expect("keys.txt");
+        for i in 0..n {
+            writeln!(keys, "AIzaFAKE-bench-key-{i:05}-xxxxxxxxxxxxxxxx").expect("write key");
+        }
+        std::fs::write(
+            dir.join("config.toml"),
+            "[server]\nlisten = \"127.0.0.1:0\"\n\
+             [upstream]\nbase_url = \"http://127.0.0.1:9\"\n\
+             [auth]\ntokens = [\"sk-bench-token-0123456789abcdef\"]\n\
+             [pool]\nkey_files = [\"keys.txt\"]\n",
+        )
+        .expect("config.toml");
+        TempConfig { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn load(path: &Path) -> config::Config {
+    config::load(path).expect("bench config loads").config
+}
+
+fn key_selection(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick_report");
+    for n in [10, 1_000, 10_000] {
+        let tmp = TempConfig::new(n);
+        let cfg = load(&tmp.path());
+        let keys = KeyPool::new();
+        let pool = keys.bind(&cfg.pool);
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let now = Instant::now();
+                let lease = pool.pick(MODEL, now, &[]).expect("a usable key");
+                pool.report(&lease, &Outcome::Success, now);
+                black_box(lease.index)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn translation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("translate");
+    let target = Target {
+        model: MODEL,
+        reasoning_effort: None,
+        safety: Some("BLOCK_NONE"),
+    };
+    let ctx = ResponseCtx {
+        id: "chatcmpl-0123456789abcdef".into(),
+        created: 1_760_000_000,
+        model: MODEL.into(),
+    };
+    group.throughput(Throughput::Bytes(CHAT.len() as u64));
+    group.bench_function("request_cline_tools", |b| {
+        b.iter(|| {
+            let req = translate::parse_chat_request(black_box(CHAT.as_bytes())).expect("parses");
+            translate::to_gemini(&req, &target).expect("translates")
+        })
+    });
+    group.throughput(Throughput::Bytes(ANSWER.len() as u64));
+    group.bench_function("response", |b| {
+        b.iter(|| translate::from_gemini(black_box(ANSWER.as_bytes()), &ctx).expect("translates"))
+    });
+    group.throughput(Throughput::Elements(EVENTS.len() as u64));
+    group.bench_function("stream_4_events", |b| {
+        b.iter(|| {
+            let mut t = StreamTranslator::new(ctx.clone(), true);
+            let mut out = 0;
+            for event in EVENTS {
+                out += t
+                    .on_event(black_box(event.as_bytes()))
+                    .expect("event")
+                    .len();
+            }
+            out + t.finish().len()
+        })
+    });
+    group.finish();
+}
+
+fn reload(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reload");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    let tmp = TempConfig::new(10_000);
+    let path = tmp.path();
+    group.bench_function("load_config_10k_keys", |b| b.iter(|| load(&path)));
+    let cfg = load(&path);
+    group.bench_function("first_snapshot_10k_keys", |b| {
+        b.iter(|| Snapshot::build(cfg.clone(), &KeyPool::new()).expect("snapshot"))
+    });
+    let keys = KeyPool::new();
+    let _first = Snapshot::build(cfg.clone(), &keys).expect("snapshot");
+    group.bench_function("reload_10k_keys", |b| {
+        // What a reload does: load the files, then build the snapshot on the live key pool.
+        b.iter(|| Snapshot::build(load(&path), &keys).expect("snapshot"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, key_selection, translation, reload);
+criterion_main!(benches);
