@@ -165,7 +165,7 @@ pub fn render(app: &App, snap: &Snapshot) -> Result<String, std::fmt::Error> {
     let daily: Family<Labels, Gauge> = Family::default();
     let usable: Family<Labels, Gauge> = Family::default();
     for key in snap.pool.status(now) {
-        let label = key.name.clone().unwrap_or_else(|| key.masked.clone());
+        let label = key.label();
         for m in &key.models {
             for state in ["ok", "cooling", "disabled", "exhausted"] {
                 key_state

@@ -21,7 +21,7 @@ use crate::classify::{classify, classify_event};
 use crate::pool::{Lease, Outcome};
 use crate::request_log::RequestLog;
 use crate::server::{channel_body, Body};
-use crate::sse::{SseItem, SseParser};
+use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
 use crate::state::{App, Snapshot};
 use crate::translate::{self, StreamTranslator, TranslateError};
 use crate::usage::{self, Tokens};
@@ -294,9 +294,7 @@ fn report_in_stream_error(snap: &Snapshot, lease: &Lease, watch: &mut Watch, log
 /// (up to `MAX_ELEMENT` bytes: a larger one is not watched, only passed on).
 #[derive(Default)]
 struct ArrayItems {
-    depth: u32,
-    in_string: bool,
-    escaped: bool,
+    depth: JsonDepth,
     item: Vec<u8>,
 }
 
@@ -305,37 +303,19 @@ const MAX_ELEMENT: usize = 16 * 1024 * 1024;
 impl ArrayItems {
     fn push(&mut self, chunk: &[u8], seen: &mut Seen) {
         for &b in chunk {
-            // Depth 1 is the array itself; its elements are at depth 2 and below.
-            let inside = self.depth >= 2;
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                }
-                self.keep(b, inside);
-                continue;
-            }
-            match b {
-                b'"' => {
-                    self.in_string = true;
+            // Depth 1 is the array itself; its elements are at depth 2 and below. A closer
+            // belongs to the element it closes, an opener to the element it opens.
+            let inside = self.depth.depth() >= 2;
+            match self.depth.step(b) {
+                Bracket::Open => self.keep(b, self.depth.depth() >= 2),
+                Bracket::Close => {
                     self.keep(b, inside);
-                }
-                b'{' | b'[' => {
-                    self.depth += 1;
-                    self.keep(b, self.depth >= 2);
-                }
-                b'}' | b']' => {
-                    self.keep(b, inside);
-                    self.depth = self.depth.saturating_sub(1);
-                    if self.depth == 1 && !self.item.is_empty() {
+                    if self.depth.depth() == 1 && !self.item.is_empty() {
                         seen.passthrough_event(&self.item);
                         self.item.clear();
                     }
                 }
-                _ => self.keep(b, inside),
+                Bracket::None => self.keep(b, inside),
             }
         }
     }

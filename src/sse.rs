@@ -31,38 +31,71 @@ pub struct SseParser {
 #[derive(Debug, Default)]
 struct Bare {
     text: Vec<u8>,
-    depth: i64,
-    in_string: bool,
-    escaped: bool,
+    depth: JsonDepth,
 }
 
 impl Bare {
-    /// Adds one line and tells whether the JSON value is now complete. Strings are tracked so
-    /// that brackets inside messages do not count.
+    /// Adds one line and tells whether the JSON value is now complete.
     fn feed(&mut self, line: &[u8]) -> bool {
         if !self.text.is_empty() {
             self.text.push(b'\n');
         }
         self.text.extend_from_slice(line);
         for &b in line {
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                }
-                continue;
-            }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => self.depth -= 1,
-                _ => {}
-            }
+            self.depth.step(b);
         }
-        self.depth <= 0
+        self.depth.depth() == 0
+    }
+}
+
+/// The bracket depth of JSON text read byte by byte, without parsing it: brackets inside
+/// strings (escapes included) do not count, and a stray closer never takes it below zero.
+#[derive(Debug, Default)]
+pub(crate) struct JsonDepth {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+}
+
+/// What one byte did to a [`JsonDepth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bracket {
+    Open,
+    Close,
+    None,
+}
+
+impl JsonDepth {
+    pub(crate) fn step(&mut self, b: u8) -> Bracket {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return Bracket::None;
+        }
+        match b {
+            b'"' => {
+                self.in_string = true;
+                Bracket::None
+            }
+            b'{' | b'[' => {
+                self.depth += 1;
+                Bracket::Open
+            }
+            b'}' | b']' => {
+                self.depth = self.depth.saturating_sub(1);
+                Bracket::Close
+            }
+            _ => Bracket::None,
+        }
+    }
+
+    pub(crate) fn depth(&self) -> u32 {
+        self.depth
     }
 }
 

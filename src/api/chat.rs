@@ -12,7 +12,9 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access::Caller;
-use crate::api::{allowed_chain, clean_model_name, json_bytes, resolve, unix_now};
+use crate::api::{
+    allowed_chain, chain_exhausted, clean_model_name, json_bytes, next_in_chain, resolve, unix_now,
+};
 use crate::classify::classify;
 use crate::error::ProxyError;
 use crate::media;
@@ -149,30 +151,10 @@ pub async fn complete(
                     }
                 };
             }
-            Err(e) if falls_back(&e) && i + 1 < chain.len() => {
-                tracing::info!(
-                    model = %target.model,
-                    next = %chain[i + 1].model,
-                    reason = %e,
-                    "falling back to the next model of the alias"
-                );
-                last_error = Some(e);
-            }
-            Err(e) => return Err(e),
+            Err(e) => last_error = Some(next_in_chain(&chain, i, e)?),
         }
     }
-    Err(last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into())))
-}
-
-/// Whether a fallback chain should move on to its next model after this error.
-pub(crate) fn falls_back(error: &ProxyError) -> bool {
-    match error {
-        ProxyError::NoKey { .. } => true,
-        ProxyError::UpstreamFailed { status, .. } => {
-            *status == StatusCode::SERVICE_UNAVAILABLE || *status == StatusCode::TOO_MANY_REQUESTS
-        }
-        _ => false,
-    }
+    Err(chain_exhausted(last_error))
 }
 
 /// A 200 from Gemini with nothing to show: an explicit error, never an empty success (clients

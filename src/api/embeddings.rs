@@ -14,8 +14,10 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access::Caller;
-use crate::api::chat::{falls_back, from_translate};
-use crate::api::{allowed_chain, clean_model_name, json_bytes, resolve};
+use crate::api::chat::from_translate;
+use crate::api::{
+    allowed_chain, chain_exhausted, clean_model_name, json_bytes, next_in_chain, resolve,
+};
 use crate::error::ProxyError;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
 use crate::request_log::RequestLog;
@@ -51,19 +53,10 @@ pub async fn create(
                 );
                 return Ok(Reply::Done(json_bytes(StatusCode::OK, out)));
             }
-            Err(e) if falls_back(&e) && i + 1 < chain.len() => {
-                tracing::info!(
-                    model = %target.model,
-                    next = %chain[i + 1].model,
-                    reason = %e,
-                    "falling back to the next model of the alias"
-                );
-                last_error = Some(e);
-            }
-            Err(e) => return Err(e),
+            Err(e) => last_error = Some(next_in_chain(&chain, i, e)?),
         }
     }
-    Err(last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into())))
+    Err(chain_exhausted(last_error))
 }
 
 /// Every input's vector from `model`, in input order.

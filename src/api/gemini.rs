@@ -86,7 +86,7 @@ pub async fn passthrough(
                     Err(e) => return Err(e),
                 }
             }
-            Err(last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into())))
+            Err(super::chain_exhausted(last_error))
         }
         _ => Err(ProxyError::not_found("unknown path")),
     }

@@ -120,6 +120,40 @@ pub fn clean_model_name(raw: &str) -> Result<&str, ProxyError> {
     }
 }
 
+/// After model `i` of an alias chain failed with `error`: `Ok(error)` (logged) when the chain
+/// goes on with the next model, `Err(error)` when the client gets it now. Only "no key can
+/// serve" and Google's 429/503 move on: any other error would fail the same way on the next.
+pub(crate) fn next_in_chain(
+    chain: &[Target],
+    i: usize,
+    error: ProxyError,
+) -> Result<ProxyError, ProxyError> {
+    let moves_on = match &error {
+        ProxyError::NoKey { .. } => true,
+        ProxyError::UpstreamFailed { status, .. } => {
+            *status == StatusCode::SERVICE_UNAVAILABLE || *status == StatusCode::TOO_MANY_REQUESTS
+        }
+        _ => false,
+    };
+    match (chain.get(i), chain.get(i + 1)) {
+        (Some(failed), Some(next)) if moves_on => {
+            tracing::info!(
+                model = %failed.model,
+                next = %next.model,
+                reason = %error,
+                "falling back to the next model of the alias"
+            );
+            Ok(error)
+        }
+        _ => Err(error),
+    }
+}
+
+/// What the client gets when every model of a chain failed over: the last model's error.
+pub(crate) fn chain_exhausted(last_error: Option<ProxyError>) -> ProxyError {
+    last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into()))
+}
+
 /// One model to try, with the settings an alias attaches to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

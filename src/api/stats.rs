@@ -111,7 +111,7 @@ fn labels(keys: &[KeyStatus]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     keys.iter()
         .map(|k| {
-            let base = k.name.clone().unwrap_or_else(|| k.masked.clone());
+            let base = k.label();
             if seen.insert(base.clone()) {
                 base
             } else {

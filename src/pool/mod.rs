@@ -274,6 +274,13 @@ pub struct KeyStatus {
     pub models: Vec<ModelStatus>,
 }
 
+impl KeyStatus {
+    /// How reports name the key: its configured name, else its masked form.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.masked.clone())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelStatus {
     pub model: String,
