@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::proxy::BIN;
 use support::*;
 
@@ -426,17 +426,6 @@ async fn wait_new_hash(proxy: &Proxy, old: &str) {
     }
 }
 
-async fn chat(proxy: &Proxy, token: &str, model: &str) -> u16 {
-    client()
-        .post(format!("{}/v1/chat/completions", proxy.url()))
-        .bearer_auth(token)
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn the_manifests_configmap_and_secret_swaps_reach_the_running_binary() {
     let fake = FakeGemini::start().await;
@@ -483,9 +472,12 @@ async fn the_manifests_configmap_and_secret_swaps_reach_the_running_binary() {
 
     // As shipped: every key of the Secret in the pool, its token accepted.
     assert_eq!(health(&proxy).await["totalKeys"], keys.len());
-    assert_eq!(chat(&proxy, &tokens[0], "gemini-2.5-flash").await, 200);
     assert_eq!(
-        chat(&proxy, "sk-not-in-the-secret-0000001", "gemini-2.5-flash").await,
+        chat_status_as(&proxy, &tokens[0], "gemini-2.5-flash").await,
+        200
+    );
+    assert_eq!(
+        chat_status_as(&proxy, "sk-not-in-the-secret-0000001", "gemini-2.5-flash").await,
         401
     );
 
@@ -498,7 +490,10 @@ async fn the_manifests_configmap_and_secret_swaps_reach_the_running_binary() {
         1,
     );
     wait_new_hash(&proxy, &old).await;
-    assert_eq!(chat(&proxy, &tokens[0], "deploy-alias").await, 200);
+    assert_eq!(
+        chat_status_as(&proxy, &tokens[0], "deploy-alias").await,
+        200
+    );
     assert_eq!(
         fake.last_request().and_then(|r| r.model).as_deref(),
         Some("gemini-deploy-target"),
@@ -521,14 +516,17 @@ async fn the_manifests_configmap_and_secret_swaps_reach_the_running_binary() {
     assert_eq!(health(&proxy).await["totalKeys"], keys.len() + 1);
     fake.reset_counters();
     for _ in 0..=keys.len() * 2 {
-        assert_eq!(chat(&proxy, new_token, "gemini-2.5-flash").await, 200);
+        assert_eq!(
+            chat_status_as(&proxy, new_token, "gemini-2.5-flash").await,
+            200
+        );
         if fake.hits_for_key(&new_key) > 0 {
             break;
         }
     }
     assert!(fake.hits_for_key(&new_key) > 0, "the added key serves");
     assert_eq!(
-        chat(&proxy, &tokens[0], "deploy-alias").await,
+        chat_status_as(&proxy, &tokens[0], "deploy-alias").await,
         200,
         "the ConfigMap's change outlives the Secret's"
     );

@@ -10,14 +10,7 @@ use support::*;
 const MODEL: &str = "gemini-embedding-001";
 
 async fn embed(proxy: &Proxy, body: &Value) -> (u16, Value) {
-    let response = proxy
-        .post("/v1/embeddings")
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    post_json(proxy, "/v1/embeddings", body).await
 }
 
 fn floats(v: &Value) -> Vec<f32> {

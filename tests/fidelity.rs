@@ -14,14 +14,7 @@ const G3: &str = "gemini-3-pro-preview";
 const FLASH: &str = "gemini-2.5-flash";
 
 async fn chat(proxy: &Proxy, body: &Value) -> (u16, Value) {
-    let response = proxy
-        .post("/v1/chat/completions")
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    post_json(proxy, "/v1/chat/completions", body).await
 }
 
 /// The body of the last generate call the fake saw.

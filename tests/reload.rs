@@ -70,17 +70,6 @@ async fn wait_rejected(proxy: &Proxy, needle: &str) -> Value {
     .await
 }
 
-async fn chat_as(proxy: &Proxy, token: &str, model: &str) -> u16 {
-    client()
-        .post(format!("{}/v1/chat/completions", proxy.url()))
-        .bearer_auth(token)
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 fn with_tokens(config: TestConfig, tokens: &[&str]) -> TestConfig {
     let list: Vec<String> = tokens.iter().map(|t| format!("\"{t}\"")).collect();
     config.set("auth", &format!("tokens = [{}]", list.join(", ")))
@@ -92,7 +81,10 @@ async fn in_place_write_is_applied() {
     let config = base(&fake, &[fake_key(1)]);
     let proxy = Proxy::builder().config(&config).start().await;
     let old = hash(&proxy).await;
-    assert_eq!(chat_as(&proxy, "sk-new-token-000000001", FLASH).await, 401);
+    assert_eq!(
+        chat_status_as(&proxy, "sk-new-token-000000001", FLASH).await,
+        401
+    );
 
     std::fs::write(
         proxy.path("config.toml"),
@@ -101,7 +93,10 @@ async fn in_place_write_is_applied() {
     .expect("write");
     let s = wait_new_hash(&proxy, &old).await;
     assert_eq!(s["config"]["last_reload"]["ok"], true);
-    assert_eq!(chat_as(&proxy, "sk-new-token-000000001", FLASH).await, 200);
+    assert_eq!(
+        chat_status_as(&proxy, "sk-new-token-000000001", FLASH).await,
+        200
+    );
     assert!(
         proxy.wait_for_log("tokens +1/-0", APPLY).await,
         "{}",
@@ -126,7 +121,10 @@ async fn a_file_truncated_then_written_in_two_chunks_is_never_applied_half_writt
     drop(file);
 
     wait_new_hash(&proxy, &old).await;
-    assert_eq!(chat_as(&proxy, "sk-two-chunks-00000001", FLASH).await, 200);
+    assert_eq!(
+        chat_status_as(&proxy, "sk-two-chunks-00000001", FLASH).await,
+        200
+    );
     assert!(
         !proxy.logs().contains("config change rejected"),
         "a half-written file was judged: {}",
@@ -155,7 +153,7 @@ async fn rename_over_five_times_in_a_row_ends_on_the_last_version() {
     // Settle on the fifth version (an early event may have applied an earlier one first).
     let deadline = Instant::now() + APPLY;
     loop {
-        chat_as(&proxy, TEST_TOKEN, "latest").await;
+        chat_status_as(&proxy, TEST_TOKEN, "latest").await;
         if fake.last_request().and_then(|r| r.model).as_deref() == Some("gemini-alias-5") {
             break;
         }
@@ -200,7 +198,7 @@ async fn configmap_and_secret_data_swaps_are_followed_every_time() {
             generation,
         );
         wait_new_hash(&proxy, &old).await;
-        assert_eq!(chat_as(&proxy, token, FLASH).await, 200);
+        assert_eq!(chat_status_as(&proxy, token, FLASH).await, 200);
 
         // The Secret changes: a different key replaces the old one.
         let old = hash(&proxy).await;
@@ -211,7 +209,7 @@ async fn configmap_and_secret_data_swaps_are_followed_every_time() {
         );
         wait_new_hash(&proxy, &old).await;
         fake.reset_counters();
-        assert_eq!(chat_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+        assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
         assert_eq!(fake.hits_for_key(key), 1, "the new key serves");
     }
     assert_eq!(fake.hits_for_key(&k1), 0);
@@ -232,7 +230,7 @@ async fn a_key_file_changed_on_its_own_adds_and_removes_keys() {
     assert_eq!(s["totalKeys"], 1);
     fake.reset_counters();
     for _ in 0..4 {
-        assert_eq!(chat_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+        assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
     }
     assert_eq!((fake.hits_for_key(&k1), fake.hits_for_key(&k2)), (0, 4));
     assert!(proxy.logs().contains("keys +1/-1"), "{}", proxy.logs());
@@ -253,7 +251,7 @@ async fn a_syntax_error_is_rejected_then_the_fix_applies() {
         "the running config stays"
     );
     assert_eq!(
-        chat_as(&proxy, TEST_TOKEN, FLASH).await,
+        chat_status_as(&proxy, TEST_TOKEN, FLASH).await,
         200,
         "still serving"
     );
@@ -272,7 +270,10 @@ async fn a_syntax_error_is_rejected_then_the_fix_applies() {
     );
     let s = wait_new_hash(&proxy, &old).await;
     assert_eq!(s["config"]["last_reload"]["ok"], true);
-    assert_eq!(chat_as(&proxy, "sk-after-fix-000000001", FLASH).await, 200);
+    assert_eq!(
+        chat_status_as(&proxy, "sk-after-fix-000000001", FLASH).await,
+        200
+    );
 }
 
 #[tokio::test]
@@ -298,7 +299,7 @@ async fn semantic_errors_are_rejected_with_their_position_then_the_fix_applies()
         "{error}"
     );
     assert_eq!(
-        chat_as(&proxy, TEST_TOKEN, FLASH).await,
+        chat_status_as(&proxy, TEST_TOKEN, FLASH).await,
         200,
         "old rules still apply"
     );
@@ -310,7 +311,7 @@ async fn semantic_errors_are_rejected_with_their_position_then_the_fix_applies()
     wait_rejected(&proxy, "pool").await;
     assert_eq!(hash(&proxy).await, old);
     assert_eq!(
-        chat_as(&proxy, TEST_TOKEN, FLASH).await,
+        chat_status_as(&proxy, TEST_TOKEN, FLASH).await,
         200,
         "the key pool is not emptied"
     );
@@ -322,7 +323,7 @@ async fn semantic_errors_are_rejected_with_their_position_then_the_fix_applies()
             .to_string(),
     );
     wait_new_hash(&proxy, &old).await;
-    assert_eq!(chat_as(&proxy, TEST_TOKEN, "fixed").await, 200);
+    assert_eq!(chat_status_as(&proxy, TEST_TOKEN, "fixed").await, 200);
 }
 
 #[tokio::test]
@@ -339,7 +340,7 @@ async fn a_folder_that_disappears_keeps_the_config_and_is_picked_up_when_it_retu
     std::fs::remove_dir_all(proxy.path("secret")).expect("remove folder");
     wait_rejected(&proxy, "keys.txt").await;
     assert_eq!(
-        chat_as(&proxy, TEST_TOKEN, FLASH).await,
+        chat_status_as(&proxy, TEST_TOKEN, FLASH).await,
         200,
         "last good config serves"
     );
@@ -348,7 +349,7 @@ async fn a_folder_that_disappears_keeps_the_config_and_is_picked_up_when_it_retu
     std::fs::write(proxy.path("secret/keys.txt"), format!("{k2}\n")).expect("restore keys");
     wait_new_hash(&proxy, &old).await;
     fake.reset_counters();
-    assert_eq!(chat_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+    assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
     assert_eq!(fake.hits_for_key(&k2), 1);
 }
 
@@ -363,7 +364,7 @@ async fn sighup_and_admin_reload_rebuild_even_without_a_change() {
         .await;
     // Disable k1 (Google calls it invalid once).
     for _ in 0..2 {
-        assert_eq!(chat_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+        assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
     }
     let disabled = |s: &Value| s["keys"][0]["isAvailable"] == false;
     wait_status(&proxy, "k1 disabled", disabled).await;
@@ -381,7 +382,7 @@ async fn sighup_and_admin_reload_rebuild_even_without_a_change() {
     let deadline = Instant::now() + APPLY;
     while !disabled(&status(&proxy).await) {
         assert!(Instant::now() < deadline, "k1 never disabled again");
-        chat_as(&proxy, TEST_TOKEN, FLASH).await;
+        chat_status_as(&proxy, TEST_TOKEN, FLASH).await;
     }
     let reply = proxy.post("/admin/reload").send().await.expect("reload");
     assert_eq!(reply.status().as_u16(), 200);
@@ -463,7 +464,7 @@ async fn key_state_survives_reloads_and_new_keys_join_at_once() {
     let deadline = Instant::now() + APPLY;
     while fake.hits_for_key(&k1) == 0 {
         assert!(Instant::now() < deadline);
-        assert_eq!(chat_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+        assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
     }
     let old = hash(&proxy).await;
     proxy.write_file(
@@ -474,7 +475,7 @@ async fn key_state_survives_reloads_and_new_keys_join_at_once() {
 
     fake.reset_counters();
     for _ in 0..6 {
-        assert_eq!(chat_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+        assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
     }
     assert_eq!(fake.hits_for_key(&k1), 0, "still resting after the reload");
     assert_eq!(fake.hits_for_key(&k2), 0, "removed keys get no work");
@@ -497,7 +498,7 @@ async fn a_changed_listen_address_needs_a_restart_and_says_so() {
     let note = s["config"]["restart_required"].as_str().unwrap_or_default();
     assert!(note.contains("server.listen"), "{s}");
     assert_eq!(
-        chat_as(&proxy, TEST_TOKEN, FLASH).await,
+        chat_status_as(&proxy, TEST_TOKEN, FLASH).await,
         200,
         "still on the old address"
     );

@@ -9,10 +9,11 @@ failure.
 """
 
 import os
-import sys
 
 from google import genai
 from google.genai import errors, types
+
+from checks import check, finish
 
 BASE = os.environ["GR_BASE_URL"]
 TOKEN = os.environ["GR_TOKEN"]
@@ -27,16 +28,6 @@ EMBED_MODEL = os.environ["GR_EMBED_MODEL"]
 # main client sets v1beta, as the README says; a default client is checked further down.
 OPTIONS = types.HttpOptions(base_url=BASE, api_version="v1beta", timeout=20_000)
 client = genai.Client(api_key=TOKEN, http_options=OPTIONS)
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 r = client.models.generate_content(
@@ -110,4 +101,4 @@ try:
 except errors.ClientError as e:
     check("bad token rejected", e.code == 401, repr(e))
 
-print(f"{passed} passed, 0 failed")
+finish()

@@ -12,10 +12,11 @@ import base64
 import json
 import os
 import struct
-import sys
 
 import openai
 import pydantic
+
+from checks import check, finish
 
 BASE = os.environ["GR_BASE_URL"]
 TOKEN = os.environ["GR_TOKEN"]
@@ -28,16 +29,6 @@ JSON_ANSWER = os.environ["GR_JSON"]
 EMBED_MODEL = os.environ["GR_EMBED_MODEL"]
 
 client = openai.OpenAI(base_url=BASE + "/v1", api_key=TOKEN, max_retries=0, timeout=20)
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 # Non-streaming.
@@ -212,4 +203,4 @@ try:
 except openai.BadRequestError as e:
     check("token-id input rejected", e.status_code == 400)
 
-print(f"{passed} passed, 0 failed")
+finish()

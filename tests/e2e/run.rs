@@ -4,6 +4,28 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs `tests/e2e/<script>` like [`python`] and asserts it passed every check (exit 0 and its
+/// closing "N passed, 0 failed" line); `logs` (the proxy's) go into the failure message.
+/// Returns what the script printed.
+pub async fn passing(
+    script: &str,
+    envs: Vec<(&'static str, String)>,
+    limit: Duration,
+    logs: impl FnOnce() -> String,
+) -> String {
+    let output = python(script, envs, limit).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{script} checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nproxy logs:\n{}",
+        logs()
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    stdout
+}
+
 /// Runs `tests/e2e/<script>` with `envs`; kills it after `limit`.
 pub async fn python(script: &str, envs: Vec<(&'static str, String)>, limit: Duration) -> Output {
     let python = std::env::var("GEMINI_ROTATOR_E2E_PYTHON")

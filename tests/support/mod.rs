@@ -69,3 +69,30 @@ pub async fn start(
         .start()
         .await
 }
+
+/// POSTs `body` as JSON to `path` with the test client token: the status and the JSON answer
+/// (`Null` when the answer is not JSON).
+pub async fn post_json(
+    proxy: &Proxy,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = proxy.post(path).json(body).send().await.expect("request");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A one-message chat for `model` as `token`: only the status (0 when the request failed).
+pub async fn chat_status_as(proxy: &Proxy, token: &str, model: &str) -> u16 {
+    client()
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
