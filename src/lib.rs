@@ -85,14 +85,15 @@ pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exi
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
-    // Handlers first: a supervisor may signal as soon as it reads "listening", and an
-    // uninstalled handler means the default action (killed, not a clean exit).
+    // Handlers and folder watches first: a supervisor may signal, and a test or an operator edit
+    // the config, as soon as it reads "listening"; an uninstalled SIGHUP/SIGTERM handler means
+    // the default action (killed, not a clean exit).
     let signals = Signals::install();
-    let hup = reload::hup_signal();
+    let triggers = reload::Triggers::install(&app);
     tracing::info!(%addr, config = %path, keys, tokens, "listening");
 
     tokio::spawn(watch_signals(app.clone(), signals));
-    tokio::spawn(reload::watch(app.clone(), hup));
+    tokio::spawn(reload::watch(app.clone(), triggers));
     server::serve(listener, app).await;
     tracing::info!("shut down cleanly");
     Exit::Clean

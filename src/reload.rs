@@ -369,28 +369,54 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// What starts a reload: folder events (hints), SIGHUP; the periodic check and admin requests
+/// need no setup. Installed before the proxy says it is listening, so an edit or a signal that
+/// follows that line at once is never missed.
+pub struct Triggers {
+    hint: Arc<Notify>,
+    watcher: Option<RecommendedWatcher>,
+    watched: Watched,
+    hup: Hup,
+}
+
+impl Triggers {
+    pub fn install(app: &App) -> Triggers {
+        let hint = Arc::new(Notify::new());
+        let sender = hint.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Any event, even an error, is only a hint to look again.
+            let _ = event;
+            sender.notify_one();
+        });
+        let mut watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for config changes; relying on the periodic check and SIGHUP");
+                None
+            }
+        };
+        let mut watched = Watched::default();
+        if let Some(w) = watcher.as_mut() {
+            watched.sync(w, &folders(&app.snapshot().config));
+        }
+        Triggers {
+            hint,
+            watcher,
+            watched,
+            hup: hup_signal(),
+        }
+    }
+}
+
 /// Runs the triggers: folder events (debounced), the periodic check, SIGHUP. Never returns
 /// while the process serves.
-pub async fn watch(app: Arc<App>, mut hup: Hup) {
-    let hint = Arc::new(Notify::new());
-    let sender = hint.clone();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Any event, even an error, is only a hint to look again.
-        let _ = event;
-        sender.notify_one();
-    });
-    let mut watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch for config changes; relying on the periodic check and SIGHUP");
-            None
-        }
-    };
-    let mut watched = Watched::default();
-    if let Some(w) = watcher.as_mut() {
-        watched.sync(w, &folders(&app.snapshot().config));
-    }
-
+pub async fn watch(app: Arc<App>, triggers: Triggers) {
+    let Triggers {
+        hint,
+        mut watcher,
+        mut watched,
+        mut hup,
+    } = triggers;
     loop {
         let poll = app.snapshot().config.server.reload_poll;
         let poll_sleep = if poll.is_zero() {
@@ -517,14 +543,14 @@ fn identity(dir: &Path) -> Option<u64> {
         .map(|_| 1)
 }
 
-/// SIGHUP, registered with the OS by [`hup_signal`] before the proxy says it is listening.
+/// SIGHUP, registered with the OS when [`Triggers`] are installed.
 #[cfg(unix)]
-pub type Hup = Option<tokio::signal::unix::Signal>;
+type Hup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-pub type Hup = Option<()>;
+type Hup = Option<()>;
 
 #[cfg(unix)]
-pub fn hup_signal() -> Hup {
+fn hup_signal() -> Hup {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -536,7 +562,7 @@ pub fn hup_signal() -> Hup {
 }
 
 #[cfg(not(unix))]
-pub fn hup_signal() -> Hup {
+fn hup_signal() -> Hup {
     None
 }
 
