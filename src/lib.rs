@@ -2,8 +2,8 @@
 //!
 //! A request travels one way through these modules:
 //!
-//! - [`server`]: accepts connections (hyper, HTTP/1.1), header timeout, body limit, graceful
-//!   shutdown.
+//! - [`server`]: worker threads (one single-threaded runtime each), accepts connections
+//!   (hyper, HTTP/1.1), header timeout, body limit, graceful shutdown.
 //! - [`access`]: client IP (through trusted proxies), IP allow/deny, bearer token to `Caller`,
 //!   admin gate.
 //! - [`router`]: `(method, path)` to a `Route`, each with its `Dialect` (OpenAI or Google).
@@ -58,7 +58,9 @@ pub enum Exit {
     CannotBind = 2,
 }
 
-/// Serves with a loaded config until SIGTERM/SIGINT. Logging must be initialised.
+/// Serves with a loaded config until SIGTERM/SIGINT. Logging must be initialised. The calling
+/// runtime runs only the control tasks (signals, reload); requests are served on the worker
+/// threads `server::serve_workers` starts.
 pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exit {
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
@@ -74,27 +76,29 @@ pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exi
             return Exit::BadConfig;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(&listen).await {
+    let workers = app.snapshot().config.server.workers;
+    let listeners = match server::bind(&listen, workers).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(listen = %listen, error = %e, "cannot bind");
             return Exit::CannotBind;
         }
     };
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or(listen);
+    let workers = listeners.len();
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(listen, |a| a.to_string());
     // Handlers and folder watches first: a supervisor may signal, and a test or an operator edit
     // the config, as soon as it reads "listening"; an uninstalled SIGHUP/SIGTERM handler means
     // the default action (killed, not a clean exit).
     let signals = Signals::install();
     let triggers = reload::Triggers::install(&app);
-    tracing::info!(%addr, config = %path, keys, tokens, "listening");
+    tracing::info!(%addr, config = %path, keys, tokens, workers, "listening");
 
     tokio::spawn(watch_signals(app.clone(), signals));
     tokio::spawn(reload::watch(app.clone(), triggers));
-    server::serve(listener, app).await;
+    server::serve_workers(listeners, app).await;
     tracing::info!("shut down cleanly");
     Exit::Clean
 }

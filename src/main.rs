@@ -84,7 +84,8 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::BadConfig as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Control tasks only (signals, reload); requests are served on the server's workers.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

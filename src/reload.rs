@@ -188,13 +188,26 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
         tracing::warn!("config: {warning}");
     }
 
-    let new = loaded.config;
-    let changes = describe_changes(&current.config, &new);
+    let mut new = loaded.config;
+    // What only a restart applies: the running process keeps its sockets and threads.
+    let mut restart = Vec::new();
     if new.server.listen != current.config.server.listen {
-        let note = format!(
+        restart.push(format!(
             "server.listen changed from {} to {}: restart to apply; still serving on the old address",
             current.config.server.listen, new.server.listen
-        );
+        ));
+    }
+    if new.server.workers != current.config.server.workers {
+        restart.push(format!(
+            "server.workers changed from {} to {}: restart to apply; still serving with {}",
+            current.config.server.workers, new.server.workers, current.config.server.workers
+        ));
+        // The snapshot describes the threads that exist (one upstream client per worker).
+        new.server.workers = current.config.server.workers;
+    }
+    let changes = describe_changes(&current.config, &new);
+    if !restart.is_empty() {
+        let note = restart.join("; ");
         tracing::warn!("{note}");
         *app.reload
             .restart_required

@@ -1,11 +1,14 @@
-//! The HTTP front end: accepts connections, runs hyper (HTTP/1.1 with keep-alive and a header
-//! read timeout), enforces `max_body`, and drains gracefully on shutdown.
+//! The HTTP front end: binds the listening sockets, runs one worker thread per socket (each
+//! with its own single-threaded runtime), accepts connections, runs hyper (HTTP/1.1 with
+//! keep-alive and a header read timeout), enforces `max_body`, and drains gracefully on
+//! shutdown.
 //!
 //! `handle` is where every request starts: it loads the config snapshot once, routes, applies
 //! the access rules, calls the route's handler and turns any `ProxyError` into a response in
 //! the route's dialect. Nothing below this module sees a raw connection.
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,8 +24,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::access;
 use crate::api;
@@ -56,6 +59,99 @@ impl http_body::Body for ChannelBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
     }
+}
+
+/// Binds `listen` once per worker. With more than one, every socket has `SO_REUSEPORT` and
+/// the kernel spreads new connections over them; a port of 0 is chosen by the first bind.
+pub async fn bind(listen: &str, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        match bind_group(addr, workers) {
+            Ok(listeners) => return Ok(listeners),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
+}
+
+fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    // Without SO_REUSEPORT there is one socket, and so one worker.
+    let workers = if cfg!(unix) { workers.max(1) } else { 1 };
+    let first = listen_socket(addr, workers > 1)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(listen_socket(addr, true)?);
+    }
+    Ok(listeners)
+}
+
+fn listen_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's own `bind`: a restarted proxy can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(reuse_port)?;
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.bind(addr)?;
+    // Registered with the calling runtime here; `into_std` releases it for a worker's runtime.
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
+/// Pending connections the kernel queues per listening socket.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Serves `listeners`, each on its own worker thread running a single-threaded runtime: a
+/// request, its upstream call (through that worker's connection pool) and its stream relay all
+/// run on the thread that accepted the connection, so serving a request never wakes another
+/// thread. Returns when every worker has drained (see `serve`).
+pub async fn serve_workers(listeners: Vec<std::net::TcpListener>, app: Arc<App>) {
+    let mut finished = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (done, finished_rx) = oneshot::channel::<()>();
+        let app = app.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                worker(index, listener, app);
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => finished.push(finished_rx),
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot start a worker thread"),
+        }
+    }
+    for worker in finished {
+        // An error means the worker thread ended without saying so (it panicked): done too.
+        let _ = worker.await;
+    }
+}
+
+fn worker(index: usize, listener: std::net::TcpListener, app: Arc<App>) {
+    crate::upstream::set_worker(index);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot start a worker's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => serve(listener, app).await,
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot listen on a worker"),
+        }
+    });
+    // Streams cut at shutdown may leave tasks behind; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
 }
 
 /// Accepts connections until the lifecycle says stop, then waits for in-flight requests for

@@ -35,7 +35,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Prepares a snapshot; fails (changing nothing) if the upstream client cannot be built.
     pub fn build(config: Config, keys: &KeyPool) -> Result<Snapshot, String> {
-        let upstream = Upstream::new(&config.upstream)?;
+        let upstream = Upstream::new(&config.upstream, config.server.workers)?;
         let pool = keys.bind(&config.pool);
         Ok(Snapshot {
             config,

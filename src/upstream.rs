@@ -4,11 +4,12 @@
 //! Keys travel only in the `x-goog-api-key` header, never in a URL. This module does not read
 //! Google's error bodies beyond collecting them; `classify` decides what they mean.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::Method;
+use http::{HeaderValue, Method};
 
 use crate::config;
 use crate::secret::ApiKey;
@@ -17,11 +18,28 @@ use crate::secret::ApiKey;
 const MAX_ERROR_BODY: usize = 256 * 1024;
 
 pub struct Upstream {
-    client: reqwest::Client,
-    base: String,
+    /// One client (and so one connection pool) per server worker: a pooled connection's task
+    /// lives on the worker that opened it, so a worker using only its own pool never wakes
+    /// another thread (see `server::Workers`).
+    clients: Box<[reqwest::Client]>,
+    /// `base_url` parsed once; each request copies it and sets path and query.
+    base: reqwest::Url,
+    /// The base URL's path prefix without its trailing slash (usually empty).
+    prefix: String,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub heartbeat: Option<Duration>,
+}
+
+thread_local! {
+    /// Which worker this thread is (0 outside the workers: control tasks, tests).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as server worker `index`, so its requests use that worker's
+/// upstream connection pool.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
 }
 
 /// A request that never produced a response.
@@ -43,27 +61,17 @@ impl std::fmt::Display for SendError {
 }
 
 impl Upstream {
-    pub fn new(cfg: &config::Upstream) -> Result<Upstream, String> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .user_agent(concat!("gemini-rotator/", env!("CARGO_PKG_VERSION")));
-        builder = match &cfg.proxy {
-            Some(url) => builder.proxy(
-                reqwest::Proxy::all(url)
-                    .map_err(|e| format!("upstream.proxy is not a usable proxy URL: {e}"))?,
-            ),
-            // Environment proxies would silently reroute key-bearing traffic: only the config's.
-            None => builder.no_proxy(),
-        };
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the upstream client: {e}"))?;
+    /// `workers`: how many server workers will send through it (one client each).
+    pub fn new(cfg: &config::Upstream, workers: usize) -> Result<Upstream, String> {
+        let clients = (0..workers.max(1))
+            .map(|_| client(cfg))
+            .collect::<Result<Box<[_]>, _>>()?;
+        let base = reqwest::Url::parse(&cfg.base_url)
+            .map_err(|e| format!("upstream.base_url is not a usable URL: {e}"))?;
         Ok(Upstream {
-            client,
-            base: cfg.base_url.trim_end_matches('/').to_string(),
+            clients,
+            prefix: base.path().trim_end_matches('/').to_string(),
+            base,
             first_byte_timeout: cfg.first_byte_timeout,
             idle_timeout: cfg.idle_timeout,
             heartbeat: cfg.heartbeat,
@@ -79,14 +87,16 @@ impl Upstream {
         key: &ApiKey,
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, SendError> {
-        let url = format!("{}{}", self.base, path_and_query);
-        let mut request = self
-            .client
-            .request(method, url)
-            .header("x-goog-api-key", key.expose());
+        let client = &self.clients[WORKER.with(Cell::get) % self.clients.len()];
+        let mut request = client
+            .request(method, self.url(path_and_query))
+            .header(API_KEY_HEADER, key_header(key)?);
         if let Some(body) = body {
             request = request
-                .header("content-type", "application/json")
+                .header(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )
                 .body(body);
         }
         match tokio::time::timeout(self.first_byte_timeout, request.send()).await {
@@ -96,6 +106,57 @@ impl Upstream {
             Ok(Ok(response)) => Ok(response),
         }
     }
+
+    /// The base URL with `path_and_query` appended to its path (no full re-parse per request).
+    fn url(&self, path_and_query: &str) -> reqwest::Url {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let mut url = self.base.clone();
+        if self.prefix.is_empty() {
+            url.set_path(path);
+        } else {
+            url.set_path(&format!("{}{path}", self.prefix));
+        }
+        url.set_query(query);
+        url
+    }
+}
+
+const API_KEY_HEADER: http::HeaderName = http::HeaderName::from_static("x-goog-api-key");
+
+/// The key as a header value marked sensitive (never indexed by HTTP/2 header compression).
+fn key_header(key: &ApiKey) -> Result<HeaderValue, SendError> {
+    let mut value = HeaderValue::from_str(key.expose())
+        .map_err(|_| SendError::Connect("the API key is not a valid header value".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// One pooled client as `upstream` configures it. Redirects are not followed (Google's API
+/// does not redirect, and a redirect must not carry a key elsewhere) and reqwest's own retries
+/// are off: the attempt loop in `proxy` decides what is retried, on which key.
+fn client(cfg: &config::Upstream) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
+        .user_agent(concat!("gemini-rotator/", env!("CARGO_PKG_VERSION")));
+    builder = match &cfg.proxy {
+        Some(url) => builder.proxy(
+            reqwest::Proxy::all(url)
+                .map_err(|e| format!("upstream.proxy is not a usable proxy URL: {e}"))?,
+        ),
+        // Environment proxies would silently reroute key-bearing traffic: only the config's.
+        None => builder.no_proxy(),
+    };
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the upstream client: {e}"))
 }
 
 /// A reqwest error as its kind and source chain, without the URL (keeps lines short).

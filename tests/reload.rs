@@ -504,6 +504,23 @@ async fn a_changed_listen_address_needs_a_restart_and_says_so() {
     );
 }
 
+#[tokio::test]
+async fn a_changed_worker_count_needs_a_restart_and_says_so() {
+    let fake = FakeGemini::start().await;
+    let config = base(&fake, &[fake_key(1)]).set("server", "workers = 2");
+    let proxy = Proxy::builder().config(&config).start().await;
+    let old = hash(&proxy).await;
+    proxy.write_file(
+        "config.toml",
+        &config.set("server", "workers = 3").to_string(),
+    );
+    let s = wait_new_hash(&proxy, &old).await;
+    let note = s["config"]["restart_required"].as_str().unwrap_or_default();
+    assert!(note.contains("server.workers changed from 2 to 3"), "{s}");
+    assert_eq!(s["config"]["workers"], 2, "still two threads: {s}");
+    assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_reloads_under_twenty_streaming_clients_break_nothing() {
     let fake = FakeGemini::start().await;

@@ -296,3 +296,67 @@ async fn header_timeout_applies_to_later_requests_on_a_kept_alive_connection() {
         "a stalled second request kept the connection open"
     );
 }
+
+/// The names of the proxy's threads (Linux: `/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_each_serve_their_own_connections() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &["workers = 3"]).await;
+
+    let status: serde_json::Value = proxy
+        .get("/status")
+        .send()
+        .await
+        .expect("/status")
+        .json()
+        .await
+        .expect("/status is JSON");
+    assert_eq!(status["config"]["workers"], 3, "{status}");
+    if cfg!(target_os = "linux") {
+        let mut workers: Vec<String> = thread_names(proxy.pid())
+            .into_iter()
+            .filter(|n| n.starts_with("worker-"))
+            .collect();
+        workers.sort();
+        assert_eq!(workers, ["worker-0", "worker-1", "worker-2"]);
+    }
+
+    // Twelve connections at once, two requests each (the second on the kept-alive
+    // connection): the kernel spreads them over the workers, and every one is served.
+    let addr = proxy.addr();
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut stream = connect(addr).await;
+                let mut statuses = Vec::new();
+                for turn in 0..2 {
+                    let body = small_chat(&format!("client {i} turn {turn}"));
+                    let request = format!(
+                        "{}{body}",
+                        chat_head(&format!("Content-Length: {}\r\n", body.len()))
+                    );
+                    stream.write_all(request.as_bytes()).await.expect("write");
+                    let (status, _, reply) = read_response(&mut stream).await;
+                    statuses.push((status, reply));
+                }
+                statuses
+            })
+        })
+        .collect();
+    for client in clients {
+        for (status, reply) in client.await.expect("client task") {
+            assert_eq!(status, 200, "{reply}");
+        }
+    }
+    assert_eq!(fake.total_hits(), 24);
+}

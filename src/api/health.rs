@@ -95,6 +95,7 @@ pub fn status(app: &App, snap: &Snapshot) -> Response<Body> {
                 "loaded_at": rfc3339(snap.loaded_at),
                 "last_reload": crate::api::admin::last_reload_json(app),
                 "restart_required": app.reload.restart_required(),
+                "workers": snap.config.server.workers,
             },
             "keys": keys,
         }),

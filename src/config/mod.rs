@@ -48,6 +48,9 @@ pub struct Server {
     /// How often the config and its files are re-read and hashed, for file systems that send
     /// no change events; `Duration::ZERO` turns the poll off.
     pub reload_poll: Duration,
+    /// Threads that serve connections, each with its own event loop and upstream connection
+    /// pool (`0` in the file: one per CPU the process may use). Applied at start only.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@ pub struct Server {
     pub shutdown_grace: String,
     pub metrics_public: bool,
     pub reload_poll: String,
+    pub workers: i64,
 }
 
 impl Default for Server {
@@ -41,6 +42,7 @@ impl Default for Server {
             shutdown_grace: "30s".into(),
             metrics_public: false,
             reload_poll: "30s".into(),
+            workers: 0,
         }
     }
 }

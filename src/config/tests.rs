@@ -72,7 +72,7 @@ fn problems_are_located() {
         ("[server\n", &[], &["config.toml:1:8: unclosed table, expected `]`"]),
         // Unknown fields, at every level and in every mixed form.
         ("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`"]),
+         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`"]),
         ("[servre]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`"]),
         ("[auth]\ntokens = [{ token = \"sk-test-token-0000000001\", nmae = \"x\" }]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
@@ -154,6 +154,8 @@ fn problems_are_located() {
                 "config.toml:5:13: logging.max_files: must be at least 1, got 0",
                 "config.toml:7:8: models.list: unknown model list `some`, expected `upstream` or `static`",
                 "config.toml:8:11: models.refresh: must be greater than zero"]),
+        ("[server]\nworkers = -1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:11: server.workers: must be 0 (one per CPU) or 1 to 1024, got -1"]),
         // Every section is checked even when another one does not deserialize.
         ("[server]\nlisten = 7860\n[pool]\ncooldown = \"0s\"\n",
          &[], &["config.toml:2:10: server.listen: invalid type: integer `7860`, expected a string",

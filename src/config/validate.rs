@@ -353,6 +353,7 @@ impl Cx<'_, '_> {
         let header_timeout = self.duration(&p.key("header_timeout"), &s.header_timeout, true);
         let shutdown_grace = self.duration(&p.key("shutdown_grace"), &s.shutdown_grace, false);
         let reload_poll = self.duration(&p.key("reload_poll"), &s.reload_poll, false);
+        let workers = self.workers(&p.key("workers"), s.workers);
         let trusted_proxies = trusted_proxies?
             .into_iter()
             .filter_map(|r| match r {
@@ -368,7 +369,24 @@ impl Cx<'_, '_> {
             shutdown_grace: shutdown_grace?,
             metrics_public: s.metrics_public,
             reload_poll: reload_poll?,
+            workers: workers?,
         })
+    }
+
+    /// `server.workers`: 0 means one per CPU this process may use (cgroup limits included).
+    fn workers(&mut self, path: &FieldPath, n: i64) -> Option<usize> {
+        const MAX_WORKERS: i64 = 1024;
+        match n {
+            0 => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            1..=MAX_WORKERS => usize::try_from(n).ok(),
+            _ => {
+                self.error(
+                    path,
+                    format!("must be 0 (one per CPU) or 1 to {MAX_WORKERS}, got {n}"),
+                );
+                None
+            }
+        }
     }
 
     fn upstream(&mut self, u: raw::Upstream) -> Option<Upstream> {
