@@ -7,8 +7,9 @@
 //! model names are capped (unknown names beyond the cap become "other"), keys appear only
 //! masked or by name.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
@@ -25,6 +26,10 @@ const MAX_MODELS: usize = 64;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Labels of the per-request recorders: no allocation per request (routes, classes and
+/// status classes are static, model names are interned by `model_label`).
+type Fixed<const N: usize> = [(&'static str, Cow<'static, str>); N];
+
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -34,13 +39,14 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 }
 
 struct Recorders {
-    requests: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram>,
-    upstream_ttfb: Family<Labels, Histogram>,
-    outcomes: Family<Labels, Counter>,
+    requests: Family<Fixed<3>, Counter>,
+    duration: Family<Fixed<1>, Histogram>,
+    upstream_ttfb: Family<Fixed<1>, Histogram>,
+    outcomes: Family<Fixed<1>, Counter>,
     attempts: Histogram,
-    reloads: Family<Labels, Counter>,
-    models_seen: Mutex<HashSet<String>>,
+    reloads: Family<Fixed<1>, Counter>,
+    /// Interned model names (at most `MAX_MODELS`, kept for the life of the process).
+    models_seen: RwLock<HashSet<&'static str>>,
 }
 
 static RECORDERS: LazyLock<Recorders> = LazyLock::new(|| Recorders {
@@ -50,33 +56,50 @@ static RECORDERS: LazyLock<Recorders> = LazyLock::new(|| Recorders {
     outcomes: Family::default(),
     attempts: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0]),
     reloads: Family::default(),
-    models_seen: Mutex::new(HashSet::new()),
+    models_seen: RwLock::new(HashSet::new()),
 });
 
 /// A model name as a label value, capped in number.
-fn model_label(model: &str) -> String {
+fn model_label(model: &str) -> Cow<'static, str> {
     if model.is_empty() || model == "-" {
-        return "-".into();
+        return Cow::Borrowed("-");
     }
-    let mut seen = RECORDERS
+    let r = &*RECORDERS;
+    if let Some(seen) = r
         .models_seen
-        .lock()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(model)
+    {
+        return Cow::Borrowed(seen);
+    }
+    let mut seen = r
+        .models_seen
+        .write()
         .unwrap_or_else(PoisonError::into_inner);
-    if seen.contains(model) {
-        return model.to_string();
+    if let Some(name) = seen.get(model) {
+        return Cow::Borrowed(name);
     }
     if seen.len() < MAX_MODELS {
-        seen.insert(model.to_string());
-        return model.to_string();
+        // Leaked on purpose: at most MAX_MODELS short names, each a label for good.
+        let name: &'static str = Box::leak(model.to_owned().into_boxed_str());
+        seen.insert(name);
+        return Cow::Borrowed(name);
     }
-    "other".into()
+    Cow::Borrowed("other")
 }
 
-fn status_class(status: u16) -> String {
-    format!("{}xx", status / 100)
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
 }
 
-/// One finished request (called once per request, with its log line).
+/// One finished request: counted by route, model and status class; its latency by route.
 pub fn record_request(
     route: &'static str,
     model: &str,
@@ -86,14 +109,14 @@ pub fn record_request(
 ) {
     let r = &*RECORDERS;
     r.requests
-        .get_or_create(&vec![
-            ("route", route.to_string()),
+        .get_or_create(&[
+            ("route", Cow::Borrowed(route)),
             ("model", model_label(model)),
-            ("status_class", status_class(status)),
+            ("status_class", Cow::Borrowed(status_class(status))),
         ])
         .inc();
     r.duration
-        .get_or_create(&vec![("route", route.to_string())])
+        .get_or_create(&[("route", Cow::Borrowed(route))])
         .observe(latency.as_secs_f64());
     if attempts > 0 {
         r.attempts.observe(f64::from(attempts));
@@ -104,11 +127,11 @@ pub fn record_request(
 pub fn record_attempt(model: &str, class: &'static str, ttfb: Option<Duration>) {
     let r = &*RECORDERS;
     r.outcomes
-        .get_or_create(&vec![("class", class.to_string())])
+        .get_or_create(&[("class", Cow::Borrowed(class))])
         .inc();
     if let Some(t) = ttfb {
         r.upstream_ttfb
-            .get_or_create(&vec![("model", model_label(model))])
+            .get_or_create(&[("model", model_label(model))])
             .observe(t.as_secs_f64());
     }
 }
@@ -117,10 +140,7 @@ pub fn record_attempt(model: &str, class: &'static str, ttfb: Option<Duration>) 
 pub fn record_reload(ok: bool) {
     RECORDERS
         .reloads
-        .get_or_create(&vec![(
-            "result",
-            if ok { "ok" } else { "failed" }.to_string(),
-        )])
+        .get_or_create(&[("result", Cow::Borrowed(if ok { "ok" } else { "failed" }))])
         .inc();
 }
 
