@@ -87,10 +87,7 @@ impl<'a, E: de::Error, const N: usize> Tagged<'a, E, N> {
     }
 
     /// Field `i` read as `T`; absent (or `null`, for `Option`s) is `T::default()`.
-    pub(crate) fn optional<T: Deserialize<'a> + Default>(
-        &self,
-        i: usize,
-    ) -> Result<T, E> {
+    pub(crate) fn optional<T: Deserialize<'a> + Default>(&self, i: usize) -> Result<T, E> {
         match self.fields[i] {
             None => Ok(T::default()),
             Some(raw) => serde_json::from_str(raw.get()).map_err(E::custom),

@@ -116,10 +116,18 @@ pub enum Content<'a> {
 /// One content part, by `type`.
 #[derive(Debug, Clone)]
 pub enum ContentPart<'a> {
-    Text { text: Cow<'a, str> },
-    ImageUrl { image_url: ImageUrl<'a> },
-    InputAudio { input_audio: InputAudio<'a> },
-    File { file: FileRef<'a> },
+    Text {
+        text: Cow<'a, str>,
+    },
+    ImageUrl {
+        image_url: ImageUrl<'a>,
+    },
+    InputAudio {
+        input_audio: InputAudio<'a>,
+    },
+    File {
+        file: FileRef<'a>,
+    },
     /// Assistant history may carry refusals; they are not sent back to the model.
     Refusal,
 }
@@ -429,7 +437,9 @@ struct NamedFn<'a> {
 impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ToolChoice<'a>> {
     type Value = ToolChoice<'a>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("\"auto\", \"none\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}")
+        f.write_str(
+            "\"auto\", \"none\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}",
+        )
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ToolChoice<'a>, E> {
         match v {

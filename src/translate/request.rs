@@ -79,10 +79,7 @@ pub(crate) fn build<'a>(
                 tool_call_id,
                 name,
             } => {
-                let name = call_names
-                    .get(&**tool_call_id)
-                    .copied()
-                    .or(name.as_deref());
+                let name = call_names.get(&**tool_call_id).copied().or(name.as_deref());
                 let part = match name {
                     Some(name) => Part {
                         function_response: Some(FunctionResponse {

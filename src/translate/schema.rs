@@ -47,8 +47,7 @@ const SCHEMA_VALUES: [&str; 15] = [
 pub(crate) fn clean(schema: &RawValue) -> Cow<'_, RawValue> {
     let text = schema.get();
     // A key is compared unescaped, so `\u` in the text could spell one.
-    let untouched =
-        !text.contains("\\u") && !NON_SCHEMA_KEYS.iter().any(|key| text.contains(key));
+    let untouched = !text.contains("\\u") && !NON_SCHEMA_KEYS.iter().any(|key| text.contains(key));
     if untouched {
         return Cow::Borrowed(schema);
     }
