@@ -3,14 +3,14 @@
 //!
 //! serde's `Cow<str>` always copies (its `#[serde(borrow)]` only works on a bare field), and
 //! `#[serde(tag = …)]` buffers every field into an owned tree before reading it again. Here a
-//! string without escapes stays a slice of the body, and a tagged object keeps its fields as
-//! raw JSON slices until the tag says how to read them.
+//! string without escapes stays a slice of the body, and a tagged object's fields are read
+//! straight for its variant (only fields before the tag wait, as raw JSON slices).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -46,63 +46,72 @@ pub(crate) fn opt_str<'de: 'a, 'a, D: Deserializer<'de>>(
     Ok(Option::<CowStr<'a>>::deserialize(d)?.map(|s| s.0))
 }
 
-/// The fields of an internally tagged object (`{"role": …, …}`), in any order: the tag's value
-/// and the raw JSON of each wanted field; other keys are skipped. A repeated key is an error,
-/// as with derived structs.
-pub(crate) struct Tagged<'a, E, const N: usize> {
-    pub tag: Cow<'a, str>,
-    fields: [Option<&'a RawValue>; N],
-    error: PhantomData<E>,
+/// The fields of one internally tagged object (`{"role": …, …}`), read for the tag's variant.
+pub(crate) trait TaggedFields<'a>: Default {
+    /// The tag's key.
+    const TAG: &'static str;
+    /// The keys read; any other is skipped.
+    const NAMES: &'static [&'static str];
+    /// Reads the value of `NAMES[i]` for variant `tag` (skipping it if that variant has no
+    /// such field).
+    fn read<'de: 'a, D: Deserializer<'de>>(
+        &mut self,
+        tag: &str,
+        i: usize,
+        value: D,
+    ) -> Result<(), D::Error>;
 }
 
-impl<'a, E: de::Error, const N: usize> Tagged<'a, E, N> {
-    pub(crate) fn read<'de: 'a, A: MapAccess<'de, Error = E>>(
-        mut map: A,
-        tag_name: &'static str,
-        names: &'static [&'static str; N],
-    ) -> Result<Self, A::Error> {
-        let mut tag = None;
-        let mut fields = [None; N];
-        while let Some(CowStr(key)) = map.next_key::<CowStr<'a>>()? {
-            if key == tag_name {
-                if tag.is_some() {
-                    return Err(de::Error::duplicate_field(tag_name));
-                }
-                tag = Some(map.next_value::<CowStr<'a>>()?.0);
-            } else if let Some(i) = names.iter().position(|n| *n == key) {
-                if fields[i].is_some() {
-                    return Err(de::Error::duplicate_field(names[i]));
-                }
-                fields[i] = Some(map.next_value::<&'a RawValue>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+/// Reads a tagged object with its keys in any order: fields after the tag are read straight
+/// away, fields before it are kept as raw JSON until the tag says how to read them. A repeated
+/// key is an error, as with derived structs.
+pub(crate) fn read_tagged<'de: 'a, 'a, F: TaggedFields<'a>, A: MapAccess<'de>>(
+    mut map: A,
+) -> Result<(Cow<'a, str>, F), A::Error> {
+    let mut tag: Option<Cow<'a, str>> = None;
+    let mut fields = F::default();
+    let mut early: Vec<(usize, &'a RawValue)> = Vec::new();
+    let mut seen = 0u64;
+    while let Some(CowStr(key)) = map.next_key::<CowStr<'a>>()? {
+        if key == F::TAG {
+            if tag.is_some() {
+                return Err(de::Error::duplicate_field(F::TAG));
             }
+            tag = Some(map.next_value::<CowStr<'a>>()?.0);
+        } else if let Some(i) = F::NAMES.iter().position(|n| *n == key) {
+            if seen & (1 << i) != 0 {
+                return Err(de::Error::duplicate_field(F::NAMES[i]));
+            }
+            seen |= 1 << i;
+            match &tag {
+                Some(tag) => map.next_value_seed(Field {
+                    fields: &mut fields,
+                    tag,
+                    i,
+                })?,
+                None => early.push((i, map.next_value()?)),
+            }
+        } else {
+            map.next_value::<IgnoredAny>()?;
         }
-        let tag = tag.ok_or_else(|| de::Error::missing_field(tag_name))?;
-        Ok(Tagged {
-            tag,
-            fields,
-            error: PhantomData,
-        })
     }
-
-    /// Field `i` read as `T`; absent (or `null`, for `Option`s) is `T::default()`.
-    pub(crate) fn optional<T: Deserialize<'a> + Default>(&self, i: usize) -> Result<T, E> {
-        match self.fields[i] {
-            None => Ok(T::default()),
-            Some(raw) => serde_json::from_str(raw.get()).map_err(E::custom),
-        }
+    let tag = tag.ok_or_else(|| de::Error::missing_field(F::TAG))?;
+    for (i, raw) in early {
+        fields.read(&tag, i, raw).map_err(de::Error::custom)?;
     }
+    Ok((tag, fields))
+}
 
-    /// Field `i` read as `T`; absent is a `missing field` error.
-    pub(crate) fn required<T: Deserialize<'a>>(
-        &self,
-        i: usize,
-        name: &'static str,
-    ) -> Result<T, E> {
-        match self.fields[i] {
-            None => Err(E::missing_field(name)),
-            Some(raw) => serde_json::from_str(raw.get()).map_err(E::custom),
-        }
+/// One field of a tagged object, read once its tag is known.
+struct Field<'f, F> {
+    fields: &'f mut F,
+    tag: &'f str,
+    i: usize,
+}
+
+impl<'de: 'a, 'a, F: TaggedFields<'a>> DeserializeSeed<'de> for Field<'_, F> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.fields.read(self.tag, self.i, d)
     }
 }

@@ -10,11 +10,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json::{opt_str, CowStr, Tagged};
+use super::json::{opt_str, read_tagged, CowStr, TaggedFields};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest<'a> {
@@ -254,15 +254,45 @@ fn null_as_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 // Hand-written visitors instead of `#[serde(untagged)]`: untagged enums report only "did not
-// match any variant", which tells a client nothing. Tagged objects go through `Tagged` rather
-// than `#[serde(tag)]`, which would buffer (and copy) every message before reading it.
+// match any variant", which tells a client nothing. Tagged objects go through `read_tagged`
+// rather than `#[serde(tag)]`, which would buffer (and copy) every message before reading it.
 
-/// A visitor for `Self` that borrows from the input for `'a`.
+/// A visitor for `T` that borrows from the input for `'a`.
 struct Of<'a, T>(PhantomData<&'a T>);
 
 impl<T> Of<'_, T> {
     fn new() -> Self {
         Of(PhantomData)
+    }
+}
+
+#[derive(Default)]
+struct MessageFields<'a> {
+    content: Content<'a>,
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+    tool_call_id: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+}
+
+impl<'a> TaggedFields<'a> for MessageFields<'a> {
+    const TAG: &'static str = "role";
+    const NAMES: &'static [&'static str] = &["content", "tool_calls", "tool_call_id", "name"];
+    fn read<'de: 'a, D: Deserializer<'de>>(
+        &mut self,
+        role: &str,
+        i: usize,
+        value: D,
+    ) -> Result<(), D::Error> {
+        match (i, role) {
+            (0, _) => self.content = Content::deserialize(value)?,
+            (1, "assistant") => self.tool_calls = Option::deserialize(value)?,
+            (2, "tool") => self.tool_call_id = Some(CowStr::deserialize(value)?.0),
+            (3, "tool") => self.name = Option::<CowStr>::deserialize(value)?.map(|s| s.0),
+            _ => {
+                IgnoredAny::deserialize(value)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -272,22 +302,23 @@ impl<'de: 'a, 'a> Visitor<'de> for Of<'a, Message<'a>> {
         f.write_str("a message object")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Message<'a>, A::Error> {
-        const FIELDS: [&str; 4] = ["content", "tool_calls", "tool_call_id", "name"];
         const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
-        let m = Tagged::read(map, "role", &FIELDS)?;
-        let content = m.optional(0)?;
-        Ok(match &*m.tag {
+        let (role, m) = read_tagged::<MessageFields, A>(map)?;
+        let content = m.content;
+        Ok(match &*role {
             "system" => Message::System { content },
             "developer" => Message::Developer { content },
             "user" => Message::User { content },
             "assistant" => Message::Assistant {
                 content,
-                tool_calls: m.optional(1)?,
+                tool_calls: m.tool_calls,
             },
             "tool" => Message::Tool {
                 content,
-                tool_call_id: m.required::<CowStr>(2, "tool_call_id")?.0,
-                name: m.optional::<Option<CowStr>>(3)?.map(|s| s.0),
+                tool_call_id: m
+                    .tool_call_id
+                    .ok_or_else(|| de::Error::missing_field("tool_call_id"))?,
+                name: m.name,
             },
             other => return Err(de::Error::unknown_variant(other, ROLES)),
         })
@@ -300,27 +331,59 @@ impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
     }
 }
 
+#[derive(Default)]
+struct PartFields<'a> {
+    text: Option<Cow<'a, str>>,
+    image_url: Option<ImageUrl<'a>>,
+    input_audio: Option<InputAudio<'a>>,
+    file: Option<FileRef<'a>>,
+}
+
+impl<'a> TaggedFields<'a> for PartFields<'a> {
+    const TAG: &'static str = "type";
+    const NAMES: &'static [&'static str] = &["text", "image_url", "input_audio", "file"];
+    fn read<'de: 'a, D: Deserializer<'de>>(
+        &mut self,
+        kind: &str,
+        i: usize,
+        value: D,
+    ) -> Result<(), D::Error> {
+        // Each variant reads the field named like it.
+        if Self::NAMES[i] != kind {
+            IgnoredAny::deserialize(value)?;
+            return Ok(());
+        }
+        match i {
+            0 => self.text = Some(CowStr::deserialize(value)?.0),
+            1 => self.image_url = Some(ImageUrl::deserialize(value)?),
+            2 => self.input_audio = Some(InputAudio::deserialize(value)?),
+            _ => self.file = Some(FileRef::deserialize(value)?),
+        }
+        Ok(())
+    }
+}
+
 impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ContentPart<'a>> {
     type Value = ContentPart<'a>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a content part object")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ContentPart<'a>, A::Error> {
-        const FIELDS: [&str; 4] = ["text", "image_url", "input_audio", "file"];
         const TYPES: &[&str] = &["text", "image_url", "input_audio", "file", "refusal"];
-        let p = Tagged::read(map, "type", &FIELDS)?;
-        Ok(match &*p.tag {
+        let (kind, p) = read_tagged::<PartFields, A>(map)?;
+        let missing = |field| de::Error::missing_field(field);
+        Ok(match &*kind {
             "text" => ContentPart::Text {
-                text: p.required::<CowStr>(0, "text")?.0,
+                text: p.text.ok_or_else(|| missing("text"))?,
             },
             "image_url" => ContentPart::ImageUrl {
-                image_url: p.required(1, "image_url")?,
+                image_url: p.image_url.ok_or_else(|| missing("image_url"))?,
             },
             "input_audio" => ContentPart::InputAudio {
-                input_audio: p.required(2, "input_audio")?,
+                input_audio: p.input_audio.ok_or_else(|| missing("input_audio"))?,
             },
             "file" => ContentPart::File {
-                file: p.required(3, "file")?,
+                file: p.file.ok_or_else(|| missing("file"))?,
             },
             "refusal" => ContentPart::Refusal,
             other => return Err(de::Error::unknown_variant(other, TYPES)),
@@ -334,6 +397,29 @@ impl<'de: 'a, 'a> Deserialize<'de> for ContentPart<'a> {
     }
 }
 
+#[derive(Default)]
+struct FormatFields<'a> {
+    json_schema: Option<JsonSchemaFormat<'a>>,
+}
+
+impl<'a> TaggedFields<'a> for FormatFields<'a> {
+    const TAG: &'static str = "type";
+    const NAMES: &'static [&'static str] = &["json_schema"];
+    fn read<'de: 'a, D: Deserializer<'de>>(
+        &mut self,
+        kind: &str,
+        _: usize,
+        value: D,
+    ) -> Result<(), D::Error> {
+        if kind == "json_schema" {
+            self.json_schema = Some(JsonSchemaFormat::deserialize(value)?);
+        } else {
+            IgnoredAny::deserialize(value)?;
+        }
+        Ok(())
+    }
+}
+
 impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ResponseFormat<'a>> {
     type Value = ResponseFormat<'a>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -341,12 +427,14 @@ impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ResponseFormat<'a>> {
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ResponseFormat<'a>, A::Error> {
         const TYPES: &[&str] = &["text", "json_object", "json_schema"];
-        let f = Tagged::read(map, "type", &["json_schema"])?;
-        Ok(match &*f.tag {
+        let (kind, f) = read_tagged::<FormatFields, A>(map)?;
+        Ok(match &*kind {
             "text" => ResponseFormat::Text,
             "json_object" => ResponseFormat::JsonObject,
             "json_schema" => ResponseFormat::JsonSchema {
-                json_schema: f.required(0, "json_schema")?,
+                json_schema: f
+                    .json_schema
+                    .ok_or_else(|| de::Error::missing_field("json_schema"))?,
             },
             other => return Err(de::Error::unknown_variant(other, TYPES)),
         })
