@@ -54,7 +54,7 @@ pub async fn complete(
     app: &Arc<App>,
     snap: &Arc<Snapshot>,
     caller: &Caller,
-    request: &ChatRequest,
+    request: &ChatRequest<'_>,
     log: &mut RequestLog,
 ) -> Result<Answer, ProxyError> {
     let requested = clean_model_name(&request.model)?;
@@ -75,7 +75,7 @@ pub async fn complete(
             fastrand::u32(..)
         ),
         created: unix_now(),
-        model: request.model.clone(),
+        model: request.model.to_string(),
     };
     let delivery = if request.stream {
         Delivery::Streaming

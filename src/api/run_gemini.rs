@@ -58,8 +58,8 @@ pub async fn run(
         "model": model,
         "messages": [{"role": "user", "content": run.command}],
     });
-    let request =
-        translate::parse_chat_request(chat.to_string().as_bytes()).map_err(from_translate)?;
+    let chat = chat.to_string();
+    let request = translate::parse_chat_request(chat.as_bytes()).map_err(from_translate)?;
     // Bad input is refused here, as a 400; from now on every failure is a failed run.
     let requested = clean_model_name(&model)?;
     allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;

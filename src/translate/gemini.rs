@@ -1,14 +1,28 @@
 //! Gemini `v1beta` wire types: the request we build and the response we read.
 //!
-//! Request types borrow from the parsed OpenAI request so that text and base64 payloads are
-//! written out without copies; every optional field is skipped when absent, because Gemini
-//! rejects fields it does not know. Response types read only what translation needs and
+//! Request types borrow from the parsed OpenAI request so that text, base64 payloads and raw
+//! JSON (schemas, call arguments, tool results) are written out without copies; every optional
+//! field is skipped when absent, because Gemini rejects fields it does not know. Response types read only what translation needs and
 //! ignore the rest. No mapping logic lives here.
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::json::opt_str;
+
+/// A JSON value written verbatim: borrowed from the client's body, or built once.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Json<'a>(pub Cow<'a, RawValue>);
+
+impl PartialEq for Json<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
 
 // ---------- request ----------
 
@@ -64,7 +78,7 @@ pub struct FunctionCall<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
     pub name: &'a str,
-    pub args: Value,
+    pub args: Json<'a>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,7 +86,29 @@ pub struct FunctionResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
     pub name: &'a str,
-    pub response: Value,
+    pub response: ToolResult<'a>,
+}
+
+/// A tool's result as Gemini's `response` object.
+#[derive(Debug)]
+pub enum ToolResult<'a> {
+    /// The result was a JSON object: sent as is.
+    Object(Json<'a>),
+    /// Anything else: `{"output": text}`.
+    Output(Cow<'a, str>),
+}
+
+impl Serialize for ToolResult<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ToolResult::Object(json) => json.serialize(s),
+            ToolResult::Output(text) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("output", text)?;
+                map.end()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -88,7 +124,7 @@ pub struct FunctionDeclaration<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameters_json_schema: Option<Value>,
+    pub parameters_json_schema: Option<Json<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,7 +173,7 @@ pub struct GenerationConfig<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_mime_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_json_schema: Option<Value>,
+    pub response_json_schema: Option<Json<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking_config: Option<ThinkingConfig>,
 }
@@ -180,7 +216,7 @@ pub struct GenerateContentResponse<'a> {
 pub struct Candidate<'a> {
     #[serde(default, borrow)]
     pub content: Option<ResponseContent<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub finish_reason: Option<Cow<'a, str>>,
     #[serde(default)]
     pub index: Option<u32>,
@@ -223,11 +259,11 @@ pub struct ResponseContent<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResponsePart<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub text: Option<Cow<'a, str>>,
     #[serde(default)]
     pub thought: Option<bool>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub thought_signature: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub function_call: Option<ResponseFunctionCall<'a>>,
@@ -235,18 +271,19 @@ pub struct ResponsePart<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ResponseFunctionCall<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub name: Cow<'a, str>,
-    #[serde(default)]
-    pub args: Option<Value>,
+    /// Kept raw: it becomes OpenAI's `arguments` string as is.
+    #[serde(default, borrow)]
+    pub args: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PromptFeedback<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub block_reason: Option<Cow<'a, str>>,
 }
 

@@ -3,13 +3,19 @@
 //! No I/O and no clock: ids and timestamps come in through `ResponseCtx`, and anything that
 //! needs the network (fetching image URLs) is done by the caller. Unknown OpenAI fields are
 //! dropped, never forwarded. Files: `openai` and `gemini` hold the wire types, `request` maps
-//! requests, `response` whole responses, `stream` SSE events, `embeddings` the embeddings API.
+//! requests, `schema` cleans tool and response schemas, `response` whole responses, `stream`
+//! SSE events, `embeddings` the embeddings API, `json` the serde helpers they share.
+//!
+//! A parsed request borrows from the client's body (strings, and schemas and tool-call
+//! arguments as raw JSON), and the Gemini body is serialised straight from those borrows.
 
 pub mod embeddings;
 pub mod gemini;
+mod json;
 pub mod openai;
 mod request;
 mod response;
+mod schema;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -69,8 +75,8 @@ pub enum TranslateError {
 
 /// Parses an OpenAI chat request; malformed JSON, wrong types and missing `model`/`messages`
 /// are `InvalidRequest`.
-pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
-    let req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
+pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError> {
+    let mut req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
         let message = e.to_string();
         // serde names the field only in the text; lift it out for OpenAI's `param`.
         let param = message
@@ -89,6 +95,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
     if req.messages.is_empty() {
         return Err(invalid("`messages` must not be empty", "messages".into()));
     }
+    req.body_len = body.len();
     Ok(req)
 }
 
@@ -121,25 +128,28 @@ pub struct FetchedFile {
 
 /// Builds the Gemini `GenerateContentRequest` JSON body for one target model. An http(s)
 /// image URL is `InvalidRequest` here; use `to_gemini_with` to supply fetched bytes.
-pub fn to_gemini(req: &ChatRequest, target: &Target<'_>) -> Result<Vec<u8>, TranslateError> {
+pub fn to_gemini(req: &ChatRequest<'_>, target: &Target<'_>) -> Result<Vec<u8>, TranslateError> {
     to_gemini_with(req, target, &Extras::default())
 }
 
 /// `to_gemini` with fetched media and remembered thought signatures.
 pub fn to_gemini_with(
-    req: &ChatRequest,
+    req: &ChatRequest<'_>,
     target: &Target<'_>,
     extras: &Extras<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
     let body = request::build(req, target, extras)?;
-    serde_json::to_vec(&body).map_err(|e| TranslateError::InvalidRequest {
+    // The Gemini body is about as long as the OpenAI one (plus any fetched media).
+    let mut out = Vec::with_capacity(req.body_len + 256);
+    serde_json::to_writer(&mut out, &body).map_err(|e| TranslateError::InvalidRequest {
         message: e.to_string(),
         param: None,
-    })
+    })?;
+    Ok(out)
 }
 
 /// Every http(s) image URL in the request's user messages, for the caller to fetch.
-pub fn remote_media_urls(req: &ChatRequest) -> Vec<&str> {
+pub fn remote_media_urls<'a>(req: &'a ChatRequest<'_>) -> Vec<&'a str> {
     request::remote_media_urls(req)
 }
 

@@ -3,24 +3,31 @@
 //! Lenient where clients differ (unknown fields are ignored and never forwarded, `null` means
 //! absent, content may be a string or parts) and strict where a wrong type would silently change
 //! meaning (a string `temperature` is an error). These types only describe the wire; mapping to
-//! Gemini lives in `request.rs`.
+//! Gemini lives in `request.rs`. They borrow from the request body: strings without escapes,
+//! and tool schemas and call arguments as raw JSON, are never copied.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::json::{opt_str, read_tagged, CowStr, TaggedFields};
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<Message>,
+pub struct ChatRequest<'a> {
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    #[serde(borrow)]
+    pub messages: Vec<Message<'a>>,
     #[serde(default, deserialize_with = "null_as_false")]
     pub stream: bool,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    pub reasoning_effort: Option<String>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub reasoning_effort: Option<Cow<'a, str>>,
     #[serde(default)]
     pub temperature: Option<f64>,
     #[serde(default)]
@@ -29,8 +36,8 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     #[serde(default)]
     pub max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    pub stop: Option<Stop>,
+    #[serde(default, borrow)]
+    pub stop: Option<Stop<'a>>,
     #[serde(default)]
     pub n: Option<u32>,
     #[serde(default)]
@@ -39,12 +46,12 @@ pub struct ChatRequest {
     pub presence_penalty: Option<f64>,
     #[serde(default)]
     pub frequency_penalty: Option<f64>,
-    #[serde(default)]
-    pub response_format: Option<ResponseFormat>,
-    #[serde(default)]
-    pub tools: Option<Vec<Tool>>,
-    #[serde(default)]
-    pub tool_choice: Option<ToolChoice>,
+    #[serde(default, borrow)]
+    pub response_format: Option<ResponseFormat<'a>>,
+    #[serde(default, borrow)]
+    pub tools: Option<Vec<Tool<'a>>>,
+    #[serde(default, borrow)]
+    pub tool_choice: Option<ToolChoice<'a>>,
     /// Gemini has no switch for it; read only so that a wrong type is still reported.
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
@@ -52,8 +59,11 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<u32>,
-    #[serde(default)]
-    pub user: Option<String>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub user: Option<Cow<'a, str>>,
+    /// The body's length, for sizing the Gemini body.
+    #[serde(skip)]
+    pub(crate) body_len: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,7 +72,7 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-impl ChatRequest {
+impl ChatRequest<'_> {
     pub fn include_usage(&self) -> bool {
         self.stream_options
             .as_ref()
@@ -70,116 +80,115 @@ impl ChatRequest {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "role", rename_all = "lowercase")]
-pub enum Message {
+/// One message, by `role`.
+#[derive(Debug, Clone)]
+pub enum Message<'a> {
     System {
-        #[serde(default)]
-        content: Content,
+        content: Content<'a>,
     },
     Developer {
-        #[serde(default)]
-        content: Content,
+        content: Content<'a>,
     },
     User {
-        #[serde(default)]
-        content: Content,
+        content: Content<'a>,
     },
     Assistant {
-        #[serde(default)]
-        content: Content,
-        #[serde(default)]
-        tool_calls: Option<Vec<ToolCall>>,
+        content: Content<'a>,
+        tool_calls: Option<Vec<ToolCall<'a>>>,
     },
     Tool {
-        #[serde(default)]
-        content: Content,
-        tool_call_id: String,
+        content: Content<'a>,
+        tool_call_id: Cow<'a, str>,
         /// Not in the OpenAI spec, but some older clients send it.
-        #[serde(default)]
-        name: Option<String>,
+        name: Option<Cow<'a, str>>,
     },
 }
 
 /// Message content: `null`, a string, or an array of parts.
 #[derive(Debug, Clone, Default)]
-pub enum Content {
+pub enum Content<'a> {
     #[default]
     None,
-    Text(String),
-    Parts(Vec<ContentPart>),
+    Text(Cow<'a, str>),
+    Parts(Vec<ContentPart<'a>>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ContentPart {
+/// One content part, by `type`.
+#[derive(Debug, Clone)]
+pub enum ContentPart<'a> {
     Text {
-        text: String,
+        text: Cow<'a, str>,
     },
     ImageUrl {
-        image_url: ImageUrl,
+        image_url: ImageUrl<'a>,
     },
     InputAudio {
-        input_audio: InputAudio,
+        input_audio: InputAudio<'a>,
     },
     File {
-        file: FileRef,
+        file: FileRef<'a>,
     },
     /// Assistant history may carry refusals; they are not sent back to the model.
-    Refusal {},
+    Refusal,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ImageUrl {
-    pub url: String,
+pub struct ImageUrl<'a> {
+    #[serde(borrow)]
+    pub url: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct InputAudio {
-    pub data: String,
-    pub format: String,
+pub struct InputAudio<'a> {
+    #[serde(borrow)]
+    pub data: Cow<'a, str>,
+    #[serde(borrow)]
+    pub format: Cow<'a, str>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FileRef<'a> {
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub file_data: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub file_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub filename: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct FileRef {
-    #[serde(default)]
-    pub file_data: Option<String>,
-    #[serde(default)]
-    pub file_id: Option<String>,
-    #[serde(default)]
-    pub filename: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    pub function: FunctionCall,
+pub struct ToolCall<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub function: FunctionCall<'a>,
     /// Google's carrier for Gemini 3 thought signatures: `{google: {thought_signature}}`.
-    #[serde(default)]
-    pub extra_content: Option<ExtraContent>,
+    #[serde(default, borrow)]
+    pub extra_content: Option<ExtraContent<'a>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct FunctionCall {
-    pub name: String,
-    /// A JSON string per the spec; some clients send the object itself.
-    #[serde(default)]
-    pub arguments: Value,
+pub struct FunctionCall<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// A JSON string per the spec; some clients send the object itself. Kept raw.
+    #[serde(default, borrow)]
+    pub arguments: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ExtraContent {
-    #[serde(default)]
-    pub google: Option<GoogleExtra>,
+pub struct ExtraContent<'a> {
+    #[serde(default, borrow)]
+    pub google: Option<GoogleExtra<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct GoogleExtra {
-    #[serde(default)]
-    pub thought_signature: Option<String>,
+pub struct GoogleExtra<'a> {
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub thought_signature: Option<Cow<'a, str>>,
 }
 
-impl ToolCall {
+impl ToolCall<'_> {
     pub fn thought_signature(&self) -> Option<&str> {
         self.extra_content
             .as_ref()?
@@ -191,50 +200,53 @@ impl ToolCall {
 }
 
 #[derive(Debug, Clone)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
+pub enum Stop<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ResponseFormat {
+/// `response_format`, by `type`.
+#[derive(Debug, Clone)]
+pub enum ResponseFormat<'a> {
     Text,
     JsonObject,
-    JsonSchema { json_schema: JsonSchemaFormat },
+    JsonSchema { json_schema: JsonSchemaFormat<'a> },
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct JsonSchemaFormat {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub schema: Option<Value>,
+pub struct JsonSchemaFormat<'a> {
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub name: Option<Cow<'a, str>>,
+    /// Kept raw; `request` cleans it while copying.
+    #[serde(default, borrow)]
+    pub schema: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Tool {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub function: Option<FunctionDef>,
+pub struct Tool<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub function: Option<FunctionDef<'a>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct FunctionDef {
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub parameters: Option<Value>,
+pub struct FunctionDef<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub description: Option<Cow<'a, str>>,
+    /// Kept raw; `request` cleans it while copying.
+    #[serde(default, borrow)]
+    pub parameters: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Clone)]
-pub enum ToolChoice {
+pub enum ToolChoice<'a> {
     /// `"auto"`, `"none"` or `"required"`.
-    Mode(String),
+    Mode(&'static str),
     /// `{type: "function", function: {name}}`.
-    Named(String),
+    Named(Cow<'a, str>),
 }
 
 fn null_as_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -242,93 +254,297 @@ fn null_as_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 // Hand-written visitors instead of `#[serde(untagged)]`: untagged enums report only "did not
-// match any variant", which tells a client nothing.
+// match any variant", which tells a client nothing. Tagged objects go through `read_tagged`
+// rather than `#[serde(tag)]`, which would buffer (and copy) every message before reading it.
 
-impl<'de> Deserialize<'de> for Content {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Content;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, null, or an array of content parts")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Content, E> {
-                Ok(Content::Text(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Content, E> {
-                Ok(Content::Text(v))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Content, E> {
-                Ok(Content::None)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Content, E> {
-                Ok(Content::None)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Content, D::Error> {
-                d.deserialize_any(V)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
-                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
-                while let Some(p) = seq.next_element()? {
-                    parts.push(p);
-                }
-                Ok(Content::Parts(parts))
-            }
-        }
-        d.deserialize_any(V)
+/// A visitor for `T` that borrows from the input for `'a`.
+struct Of<'a, T>(PhantomData<&'a T>);
+
+impl<T> Of<'_, T> {
+    fn new() -> Self {
+        Of(PhantomData)
     }
 }
 
-impl<'de> Deserialize<'de> for Stop {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Stop;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Stop, E> {
-                Ok(Stop::One(v.to_owned()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Stop, A::Error> {
-                let mut all = Vec::new();
-                while let Some(s) = seq.next_element()? {
-                    all.push(s);
-                }
-                Ok(Stop::Many(all))
+#[derive(Default)]
+struct MessageFields<'a> {
+    content: Content<'a>,
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+    tool_call_id: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+}
+
+impl<'a> TaggedFields<'a> for MessageFields<'a> {
+    const TAG: &'static str = "role";
+    const NAMES: &'static [&'static str] = &["content", "tool_calls", "tool_call_id", "name"];
+    fn read<'de: 'a, D: Deserializer<'de>>(
+        &mut self,
+        role: &str,
+        i: usize,
+        value: D,
+    ) -> Result<(), D::Error> {
+        match (i, role) {
+            (0, _) => self.content = Content::deserialize(value)?,
+            (1, "assistant") => self.tool_calls = Option::deserialize(value)?,
+            (2, "tool") => self.tool_call_id = Some(CowStr::deserialize(value)?.0),
+            (3, "tool") => self.name = Option::<CowStr>::deserialize(value)?.map(|s| s.0),
+            _ => {
+                IgnoredAny::deserialize(value)?;
             }
         }
-        d.deserialize_any(V)
+        Ok(())
     }
 }
 
-impl<'de> Deserialize<'de> for ToolChoice {
+impl<'de: 'a, 'a> Visitor<'de> for Of<'a, Message<'a>> {
+    type Value = Message<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a message object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Message<'a>, A::Error> {
+        const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+        let (role, m) = read_tagged::<MessageFields, A>(map)?;
+        let content = m.content;
+        Ok(match &*role {
+            "system" => Message::System { content },
+            "developer" => Message::Developer { content },
+            "user" => Message::User { content },
+            "assistant" => Message::Assistant {
+                content,
+                tool_calls: m.tool_calls,
+            },
+            "tool" => Message::Tool {
+                content,
+                tool_call_id: m
+                    .tool_call_id
+                    .ok_or_else(|| de::Error::missing_field("tool_call_id"))?,
+                name: m.name,
+            },
+            other => return Err(de::Error::unknown_variant(other, ROLES)),
+        })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Named {
-            function: NamedFn,
+        d.deserialize_map(Of::<Message>::new())
+    }
+}
+
+#[derive(Default)]
+struct PartFields<'a> {
+    text: Option<Cow<'a, str>>,
+    image_url: Option<ImageUrl<'a>>,
+    input_audio: Option<InputAudio<'a>>,
+    file: Option<FileRef<'a>>,
+}
+
+impl<'a> TaggedFields<'a> for PartFields<'a> {
+    const TAG: &'static str = "type";
+    const NAMES: &'static [&'static str] = &["text", "image_url", "input_audio", "file"];
+    fn read<'de: 'a, D: Deserializer<'de>>(
+        &mut self,
+        kind: &str,
+        i: usize,
+        value: D,
+    ) -> Result<(), D::Error> {
+        // Each variant reads the field named like it.
+        if Self::NAMES[i] != kind {
+            IgnoredAny::deserialize(value)?;
+            return Ok(());
         }
-        #[derive(Deserialize)]
-        struct NamedFn {
-            name: String,
+        match i {
+            0 => self.text = Some(CowStr::deserialize(value)?.0),
+            1 => self.image_url = Some(ImageUrl::deserialize(value)?),
+            2 => self.input_audio = Some(InputAudio::deserialize(value)?),
+            _ => self.file = Some(FileRef::deserialize(value)?),
         }
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ToolChoice;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"auto\", \"none\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ToolChoice, E> {
-                match v {
-                    "auto" | "none" | "required" => Ok(ToolChoice::Mode(v.to_owned())),
-                    other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
-                }
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ToolChoice, A::Error> {
-                let named = Named::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ToolChoice::Named(named.function.name))
-            }
+        Ok(())
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ContentPart<'a>> {
+    type Value = ContentPart<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a content part object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ContentPart<'a>, A::Error> {
+        const TYPES: &[&str] = &["text", "image_url", "input_audio", "file", "refusal"];
+        let (kind, p) = read_tagged::<PartFields, A>(map)?;
+        let missing = |field| de::Error::missing_field(field);
+        Ok(match &*kind {
+            "text" => ContentPart::Text {
+                text: p.text.ok_or_else(|| missing("text"))?,
+            },
+            "image_url" => ContentPart::ImageUrl {
+                image_url: p.image_url.ok_or_else(|| missing("image_url"))?,
+            },
+            "input_audio" => ContentPart::InputAudio {
+                input_audio: p.input_audio.ok_or_else(|| missing("input_audio"))?,
+            },
+            "file" => ContentPart::File {
+                file: p.file.ok_or_else(|| missing("file"))?,
+            },
+            "refusal" => ContentPart::Refusal,
+            other => return Err(de::Error::unknown_variant(other, TYPES)),
+        })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ContentPart<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Of::<ContentPart>::new())
+    }
+}
+
+#[derive(Default)]
+struct FormatFields<'a> {
+    json_schema: Option<JsonSchemaFormat<'a>>,
+}
+
+impl<'a> TaggedFields<'a> for FormatFields<'a> {
+    const TAG: &'static str = "type";
+    const NAMES: &'static [&'static str] = &["json_schema"];
+    fn read<'de: 'a, D: Deserializer<'de>>(
+        &mut self,
+        kind: &str,
+        _: usize,
+        value: D,
+    ) -> Result<(), D::Error> {
+        if kind == "json_schema" {
+            self.json_schema = Some(JsonSchemaFormat::deserialize(value)?);
+        } else {
+            IgnoredAny::deserialize(value)?;
         }
-        d.deserialize_any(V)
+        Ok(())
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ResponseFormat<'a>> {
+    type Value = ResponseFormat<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a response_format object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ResponseFormat<'a>, A::Error> {
+        const TYPES: &[&str] = &["text", "json_object", "json_schema"];
+        let (kind, f) = read_tagged::<FormatFields, A>(map)?;
+        Ok(match &*kind {
+            "text" => ResponseFormat::Text,
+            "json_object" => ResponseFormat::JsonObject,
+            "json_schema" => ResponseFormat::JsonSchema {
+                json_schema: f
+                    .json_schema
+                    .ok_or_else(|| de::Error::missing_field("json_schema"))?,
+            },
+            other => return Err(de::Error::unknown_variant(other, TYPES)),
+        })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ResponseFormat<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Of::<ResponseFormat>::new())
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Of<'a, Content<'a>> {
+    type Value = Content<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, null, or an array of content parts")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Content<'a>, E> {
+        Ok(Content::Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Content<'a>, E> {
+        Ok(Content::Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Content<'a>, E> {
+        Ok(Content::Text(Cow::Owned(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Content<'a>, E> {
+        Ok(Content::None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Content<'a>, E> {
+        Ok(Content::None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Content<'a>, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'a>, A::Error> {
+        let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+        while let Some(p) = seq.next_element()? {
+            parts.push(p);
+        }
+        Ok(Content::Parts(parts))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Of::<Content>::new())
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Of<'a, Stop<'a>> {
+    type Value = Stop<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Stop<'a>, E> {
+        Ok(Stop::One(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Stop<'a>, E> {
+        Ok(Stop::One(Cow::Owned(v.to_owned())))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Stop<'a>, A::Error> {
+        let mut all = Vec::new();
+        while let Some(CowStr(s)) = seq.next_element()? {
+            all.push(s);
+        }
+        Ok(Stop::Many(all))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Stop<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Of::<Stop>::new())
+    }
+}
+
+/// `{type: "function", function: {name}}`.
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow)]
+    function: NamedFn<'a>,
+}
+#[derive(Deserialize)]
+struct NamedFn<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ToolChoice<'a>> {
+    type Value = ToolChoice<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(
+            "\"auto\", \"none\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}",
+        )
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ToolChoice<'a>, E> {
+        match v {
+            "auto" => Ok(ToolChoice::Mode("auto")),
+            "none" => Ok(ToolChoice::Mode("none")),
+            "required" => Ok(ToolChoice::Mode("required")),
+            other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ToolChoice<'a>, A::Error> {
+        let named = Named::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(ToolChoice::Named(named.function.name))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ToolChoice<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Of::<ToolChoice>::new())
     }
 }

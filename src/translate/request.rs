@@ -8,18 +8,19 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use super::gemini::{
     Blob, Content, FunctionCall, FunctionCallingConfig, FunctionDeclaration, FunctionResponse,
-    GenerateContentRequest, GenerationConfig, Part, SafetySetting, ThinkingConfig, Tool,
-    ToolConfig,
+    GenerateContentRequest, GenerationConfig, Json, Part, SafetySetting, ThinkingConfig, Tool,
+    ToolConfig, ToolResult,
 };
+use super::json::CowStr;
 use super::openai::{
     ChatRequest, Content as MsgContent, ContentPart, Message, ResponseFormat, Stop, ToolCall,
     ToolChoice,
 };
-use super::{invalid, Extras, Target, TranslateError};
+use super::{invalid, schema, Extras, Target, TranslateError};
 
 /// Google's documented stand-in for a Gemini 3 thought signature we no longer have.
 pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
@@ -40,7 +41,7 @@ pub(crate) fn bare_model(model: &str) -> &str {
 }
 
 pub(crate) fn build<'a>(
-    req: &'a ChatRequest,
+    req: &'a ChatRequest<'_>,
     target: &Target<'a>,
     extras: &Extras<'_>,
 ) -> Result<GenerateContentRequest<'a>, TranslateError> {
@@ -68,7 +69,7 @@ pub(crate) fn build<'a>(
                 let mut parts = Vec::new();
                 text_parts(content, &mut parts);
                 for call in tool_calls.iter().flatten() {
-                    call_names.insert(call.id.as_str(), call.function.name.as_str());
+                    call_names.insert(&call.id, &call.function.name);
                     parts.push(function_call_part(call, extras));
                 }
                 push_turn(&mut out.contents, "model", parts);
@@ -78,14 +79,11 @@ pub(crate) fn build<'a>(
                 tool_call_id,
                 name,
             } => {
-                let name = call_names
-                    .get(tool_call_id.as_str())
-                    .copied()
-                    .or(name.as_deref());
+                let name = call_names.get(&**tool_call_id).copied().or(name.as_deref());
                 let part = match name {
                     Some(name) => Part {
                         function_response: Some(FunctionResponse {
-                            id: Some(tool_call_id.as_str()).filter(|id| !id.is_empty()),
+                            id: Some(&**tool_call_id).filter(|id| !id.is_empty()),
                             name,
                             response: tool_result(content),
                         }),
@@ -129,7 +127,7 @@ pub(crate) fn build<'a>(
         out.tool_config = req.tool_choice.as_ref().map(|choice| ToolConfig {
             function_calling_config: match choice {
                 ToolChoice::Mode(m) => FunctionCallingConfig {
-                    mode: match m.as_str() {
+                    mode: match *m {
                         "none" => "NONE",
                         "required" => "ANY",
                         _ => "AUTO",
@@ -138,7 +136,7 @@ pub(crate) fn build<'a>(
                 },
                 ToolChoice::Named(name) => FunctionCallingConfig {
                     mode: "ANY",
-                    allowed_function_names: Some([name.as_str()]),
+                    allowed_function_names: Some([&**name]),
                 },
             },
         });
@@ -156,7 +154,7 @@ pub(crate) fn build<'a>(
         Some(ResponseFormat::JsonSchema { json_schema }) => {
             out.generation_config.response_mime_type = Some("application/json");
             out.generation_config.response_json_schema =
-                json_schema.schema.as_ref().map(clean_schema);
+                json_schema.schema.map(|s| Json(schema::clean(s)));
         }
     }
     if let Some(threshold) = target.safety.filter(|t| !t.eq_ignore_ascii_case("default")) {
@@ -171,17 +169,8 @@ pub(crate) fn build<'a>(
     Ok(out)
 }
 
-fn function_call_part<'a>(call: &'a ToolCall, extras: &Extras<'_>) -> Part<'a> {
-    // `arguments` is JSON text per the spec; Gemini wants an object, and a model that wrote
-    // broken JSON is better answered with {} than with a 400 the client cannot fix.
-    let args = match &call.function.arguments {
-        Value::String(s) => match serde_json::from_str::<Value>(s) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => Value::Object(Map::new()),
-        },
-        v @ Value::Object(_) => v.clone(),
-        _ => Value::Object(Map::new()),
-    };
+fn function_call_part<'a>(call: &'a ToolCall<'_>, extras: &Extras<'_>) -> Part<'a> {
+    let args = call_args(call.function.arguments);
     let signature = match call.thought_signature() {
         Some(sig) => Some(Cow::Borrowed(sig)),
         None => extras
@@ -191,13 +180,42 @@ fn function_call_part<'a>(call: &'a ToolCall, extras: &Extras<'_>) -> Part<'a> {
     };
     Part {
         function_call: Some(FunctionCall {
-            id: Some(call.id.as_str()).filter(|id| !id.is_empty()),
+            id: Some(&*call.id).filter(|id| !id.is_empty()),
             name: &call.function.name,
             args,
         }),
         thought_signature: signature,
         ..Part::default()
     }
+}
+
+/// `arguments` is JSON text per the spec; Gemini wants an object, and a model that wrote
+/// broken JSON is better answered with {} than with a 400 the client cannot fix.
+fn call_args(arguments: Option<&RawValue>) -> Json<'_> {
+    let Some(raw) = arguments else {
+        return empty_object();
+    };
+    let text = raw.get();
+    let json = if text.starts_with('"') {
+        match serde_json::from_str::<CowStr>(text) {
+            Ok(CowStr(Cow::Borrowed(s))) => serde_json::from_str(s).ok().map(Cow::Borrowed),
+            Ok(CowStr(Cow::Owned(s))) => RawValue::from_string(s).ok().map(Cow::Owned),
+            Err(_) => None,
+        }
+    } else {
+        Some(Cow::Borrowed(raw))
+    };
+    match json {
+        Some(json) if json.get().starts_with('{') => Json(json),
+        _ => empty_object(),
+    }
+}
+
+fn empty_object() -> Json<'static> {
+    // Parsing a literal cannot fail.
+    Json(Cow::Borrowed(
+        serde_json::from_str("{}").unwrap_or(RawValue::NULL),
+    ))
 }
 
 /// Gemini 3 validates signatures for the current turn only (since the last real user prompt),
@@ -223,28 +241,30 @@ fn fill_missing_signatures(contents: &mut [Content<'_>]) {
 }
 
 /// A tool result as Gemini's `response` object: a JSON object as is, anything else wrapped.
-fn tool_result(content: &MsgContent) -> Value {
+fn tool_result<'a>(content: &'a MsgContent<'_>) -> ToolResult<'a> {
     let text = joined_text(content);
     if text.trim_start().starts_with('{') {
-        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
-            return v;
+        let json = match &text {
+            Cow::Borrowed(s) => serde_json::from_str(s).ok().map(Cow::Borrowed),
+            Cow::Owned(s) => RawValue::from_string(s.clone()).ok().map(Cow::Owned),
+        };
+        if let Some(json) = json {
+            return ToolResult::Object(Json(json));
         }
     }
-    let mut map = Map::new();
-    map.insert("output".into(), Value::String(text.into_owned()));
-    Value::Object(map)
+    ToolResult::Output(text)
 }
 
-fn joined_text(content: &MsgContent) -> Cow<'_, str> {
+fn joined_text<'a>(content: &'a MsgContent<'_>) -> Cow<'a, str> {
     match content {
         MsgContent::None => Cow::Borrowed(""),
-        MsgContent::Text(t) => Cow::Borrowed(t),
+        MsgContent::Text(t) => Cow::Borrowed(&**t),
         MsgContent::Parts(ps) => {
-            let mut acc = Cow::Borrowed("");
+            let mut acc: Cow<'a, str> = Cow::Borrowed("");
             for p in ps {
                 if let ContentPart::Text { text } = p {
                     if acc.is_empty() {
-                        acc = Cow::Borrowed(text.as_str());
+                        acc = Cow::Borrowed(&**text);
                     } else {
                         acc.to_mut().push_str(text);
                     }
@@ -255,7 +275,7 @@ fn joined_text(content: &MsgContent) -> Cow<'_, str> {
     }
 }
 
-fn tools(req: &ChatRequest) -> Result<Vec<Tool<'_>>, TranslateError> {
+fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> {
     let Some(tools) = &req.tools else {
         return Ok(Vec::new());
     };
@@ -275,7 +295,7 @@ fn tools(req: &ChatRequest) -> Result<Vec<Tool<'_>>, TranslateError> {
             ));
         };
         // Gemini rejects duplicate declarations; the first one wins.
-        if !seen.insert(f.name.as_str()) {
+        if !seen.insert(&*f.name) {
             continue;
         }
         decls.push(FunctionDeclaration {
@@ -283,9 +303,8 @@ fn tools(req: &ChatRequest) -> Result<Vec<Tool<'_>>, TranslateError> {
             description: f.description.as_deref().filter(|d| !d.is_empty()),
             parameters_json_schema: f
                 .parameters
-                .as_ref()
-                .map(clean_schema)
-                .filter(|s| !is_empty_object_schema(s)),
+                .filter(|s| !schema::is_empty_object(s))
+                .map(|s| Json(schema::clean(s))),
         });
     }
     if decls.is_empty() {
@@ -294,85 +313,6 @@ fn tools(req: &ChatRequest) -> Result<Vec<Tool<'_>>, TranslateError> {
     Ok(vec![Tool {
         function_declarations: decls,
     }])
-}
-
-/// Keys Gemini's JSON Schema support rejects and that carry no constraint.
-const NON_SCHEMA_KEYS: [&str; 3] = ["$schema", "strict", "$comment"];
-/// Keys whose value is a map from names to schemas.
-const SCHEMA_MAPS: [&str; 5] = [
-    "properties",
-    "$defs",
-    "definitions",
-    "patternProperties",
-    "dependentSchemas",
-];
-/// Keys whose value is a schema, or a list of schemas.
-const SCHEMA_VALUES: [&str; 14] = [
-    "items",
-    "additionalProperties",
-    "not",
-    "if",
-    "then",
-    "else",
-    "contains",
-    "propertyNames",
-    "additionalItems",
-    "unevaluatedProperties",
-    "unevaluatedItems",
-    "anyOf",
-    "oneOf",
-    "allOf",
-];
-
-/// A JSON Schema for `parametersJsonSchema`/`responseJsonSchema`: raw JSON Schema keeps
-/// anyOf, $ref and type arrays meaningful, so only the non-schema keys go. The walk follows
-/// the schema structure so that a property literally named `strict` survives.
-pub(crate) fn clean_schema(schema: &Value) -> Value {
-    let Value::Object(map) = schema else {
-        return schema.clone();
-    };
-    let mut out = Map::with_capacity(map.len());
-    for (k, v) in map {
-        let k = k.as_str();
-        if NON_SCHEMA_KEYS.contains(&k) {
-            continue;
-        }
-        let cleaned = if SCHEMA_MAPS.contains(&k) {
-            match v {
-                Value::Object(m) => Value::Object(
-                    m.iter()
-                        .map(|(name, s)| (name.clone(), clean_schema(s)))
-                        .collect(),
-                ),
-                other => other.clone(),
-            }
-        } else if SCHEMA_VALUES.contains(&k) || k == "prefixItems" {
-            match v {
-                Value::Array(items) => Value::Array(items.iter().map(clean_schema).collect()),
-                other => clean_schema(other),
-            }
-        } else {
-            v.clone()
-        };
-        out.insert(k.to_owned(), cleaned);
-    }
-    Value::Object(out)
-}
-
-/// `{}` or `{"type":"object","properties":{}}` (what clients send for "no parameters"):
-/// declaring it adds nothing and older Gemini paths reject an empty object schema.
-fn is_empty_object_schema(schema: &Value) -> bool {
-    let Value::Object(map) = schema else {
-        return false;
-    };
-    map.iter().all(|(k, v)| match k.as_str() {
-        "type" => v == "object",
-        "properties" => v.as_object().is_some_and(Map::is_empty),
-        "required" => v.as_array().is_some_and(Vec::is_empty),
-        "additionalProperties" => v.is_boolean(),
-        "title" | "description" => true,
-        _ => false,
-    })
 }
 
 /// protocol.md §1 and §5: Gemini 3 takes a level, 2.5 a budget within its model's range; other
@@ -421,13 +361,13 @@ fn thinking_config(model: &str, effort: &str) -> Result<Option<ThinkingConfig>, 
 }
 
 fn generation_config<'a>(
-    req: &'a ChatRequest,
+    req: &'a ChatRequest<'_>,
     model: &str,
 ) -> Result<GenerationConfig<'a>, TranslateError> {
     let stop_sequences: Vec<&str> = match &req.stop {
         None => Vec::new(),
-        Some(Stop::One(s)) => vec![s.as_str()],
-        Some(Stop::Many(all)) => all.iter().map(String::as_str).collect(),
+        Some(Stop::One(s)) => vec![&**s],
+        Some(Stop::Many(all)) => all.iter().map(|s| &**s).collect(),
     };
     if stop_sequences.len() > 5 {
         return Err(invalid(
@@ -464,19 +404,19 @@ fn text_part(text: Cow<'_, str>) -> Part<'_> {
 }
 
 /// Appends the non-empty text of `content`; Gemini rejects empty text parts.
-fn text_parts<'a>(content: &'a MsgContent, parts: &mut Vec<Part<'a>>) {
+fn text_parts<'a>(content: &'a MsgContent<'_>, parts: &mut Vec<Part<'a>>) {
     match content {
         MsgContent::None => {}
         MsgContent::Text(t) => {
             if !t.is_empty() {
-                parts.push(text_part(Cow::Borrowed(t)));
+                parts.push(text_part(Cow::Borrowed(&**t)));
             }
         }
         MsgContent::Parts(ps) => {
             for p in ps {
                 if let ContentPart::Text { text } = p {
                     if !text.is_empty() {
-                        parts.push(text_part(Cow::Borrowed(text)));
+                        parts.push(text_part(Cow::Borrowed(&**text)));
                     }
                 }
             }
@@ -485,7 +425,7 @@ fn text_parts<'a>(content: &'a MsgContent, parts: &mut Vec<Part<'a>>) {
 }
 
 fn user_parts<'a>(
-    content: &'a MsgContent,
+    content: &'a MsgContent<'_>,
     i: usize,
     extras: &Extras<'_>,
     parts: &mut Vec<Part<'a>>,
@@ -499,13 +439,13 @@ fn user_parts<'a>(
         let blob = match p {
             ContentPart::Text { text } => {
                 if !text.is_empty() {
-                    parts.push(text_part(Cow::Borrowed(text)));
+                    parts.push(text_part(Cow::Borrowed(&**text)));
                 }
                 continue;
             }
-            ContentPart::Refusal {} => continue,
+            ContentPart::Refusal => continue,
             ContentPart::ImageUrl { image_url } => {
-                let url = image_url.url.as_str();
+                let url = &*image_url.url;
                 if url.starts_with("data:") {
                     data_url(url, None).ok_or_else(|| {
                         invalid(
@@ -532,12 +472,12 @@ fn user_parts<'a>(
                 }
             }
             ContentPart::InputAudio { input_audio } => Blob {
-                mime_type: match input_audio.format.as_str() {
+                mime_type: match &*input_audio.format {
                     "wav" => Cow::Borrowed("audio/wav"),
                     "mp3" => Cow::Borrowed("audio/mp3"),
                     other => Cow::Owned(format!("audio/{other}")),
                 },
-                data: Cow::Borrowed(&input_audio.data),
+                data: Cow::Borrowed(&*input_audio.data),
             },
             ContentPart::File { file } => {
                 if file.file_id.is_some() {
@@ -640,7 +580,7 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
 
 /// Every http(s) media URL in the request, for the caller to fetch (with its SSRF rules) and
 /// hand back through `Extras::media`.
-pub(crate) fn remote_media_urls(req: &ChatRequest) -> Vec<&str> {
+pub(crate) fn remote_media_urls<'a>(req: &'a ChatRequest<'_>) -> Vec<&'a str> {
     let mut urls = Vec::new();
     for msg in &req.messages {
         if let Message::User {
@@ -649,7 +589,7 @@ pub(crate) fn remote_media_urls(req: &ChatRequest) -> Vec<&str> {
         {
             for p in ps {
                 if let ContentPart::ImageUrl { image_url } = p {
-                    let url = image_url.url.as_str();
+                    let url = &*image_url.url;
                     if url.starts_with("http://") || url.starts_with("https://") {
                         urls.push(url);
                     }

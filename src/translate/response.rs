@@ -206,10 +206,8 @@ pub(crate) fn tool_call<'a>(
     n: u32,
 ) -> Option<ToolCallOut<'a>> {
     let call = part.function_call.take()?;
-    let arguments = match &call.args {
-        None | Some(serde_json::Value::Null) => "{}".to_owned(),
-        Some(args) => serde_json::to_string(args).unwrap_or_else(|_| "{}".to_owned()),
-    };
+    // Gemini's args object, as the JSON text it sent.
+    let arguments = call.args.map_or("{}", |args| args.get()).to_owned();
     Some(ToolCallOut {
         index: None,
         id: match call.id {

@@ -23,7 +23,8 @@ fn target(model: &str) -> Target<'_> {
 
 /// OpenAI request → Gemini request body.
 fn check_request(input: Value, target: Target<'_>, expected: Value) {
-    let req = parse_chat_request(input.to_string().as_bytes()).expect("parses");
+    let text = input.to_string();
+    let req = parse_chat_request(text.as_bytes()).expect("parses");
     let body = to_gemini(&req, &target).expect("translates");
     let got: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(got, expected, "input: {input}");
@@ -219,7 +220,7 @@ fn request_invalid() {
 
 #[test]
 fn request_flags() {
-    let parse = |s: &str| parse_chat_request(s.as_bytes()).expect("parses");
+    let parse = |s: &'static str| parse_chat_request(s.as_bytes()).expect("parses");
     let r = parse(
         r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true},"reasoning_effort":"high"}"#,
     );
@@ -498,7 +499,8 @@ fn check_config(extra: Value, model: &str, expected: Value) {
     if let (Some(r), Some(e)) = (req.as_object_mut(), extra.as_object()) {
         r.extend(e.clone());
     }
-    let parsed = parse_chat_request(req.to_string().as_bytes()).expect("parses");
+    let text = req.to_string();
+    let parsed = parse_chat_request(text.as_bytes()).expect("parses");
     let body = to_gemini(&parsed, &target(model)).expect("translates");
     let got: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(
@@ -606,7 +608,8 @@ fn request_signature_standin() {
         {"role": "assistant", "tool_calls": [
             {"id": "d", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "d", "content": "4"}]});
-    let req = parse_chat_request(input.to_string().as_bytes()).expect("parses");
+    let text = input.to_string();
+    let req = parse_chat_request(text.as_bytes()).expect("parses");
     let lookup = |id: &str| (id == "d").then(|| "REMEMBERED".to_owned());
     let extras = Extras {
         signatures: Some(&lookup),
@@ -681,10 +684,8 @@ fn request_media() {
         Some("messages[0].content[0].image_url.url"),
     );
     // Fetched bytes for an http URL are inlined (base64 encoded here).
-    let req = parse_chat_request(
-        part(r#"{"type":"image_url","image_url":{"url":"https://x/y.png"}}"#).as_bytes(),
-    )
-    .expect("parses");
+    let text = part(r#"{"type":"image_url","image_url":{"url":"https://x/y.png"}}"#);
+    let req = parse_chat_request(text.as_bytes()).expect("parses");
     assert_eq!(remote_media_urls(&req), vec!["https://x/y.png"]);
     let mut media = HashMap::new();
     media.insert(

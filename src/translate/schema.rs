@@ -1,0 +1,206 @@
+//! JSON Schemas for Gemini's `parametersJsonSchema`/`responseJsonSchema`, cleaned while copied.
+//!
+//! Raw JSON Schema keeps anyOf, $ref and type arrays meaningful, so only the keys Gemini
+//! rejects and that carry no constraint go. A schema stays the client's raw JSON: when none of
+//! those keys can occur in it, it is passed on as is; otherwise one walk follows the schema
+//! structure (so a property literally named `strict` survives), copies every other value
+//! verbatim and writes the result once.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::json::CowStr;
+
+/// Keys Gemini's JSON Schema support rejects and that carry no constraint.
+const NON_SCHEMA_KEYS: [&str; 3] = ["$schema", "strict", "$comment"];
+/// Keys whose value is a map from names to schemas.
+const SCHEMA_MAPS: [&str; 5] = [
+    "properties",
+    "$defs",
+    "definitions",
+    "patternProperties",
+    "dependentSchemas",
+];
+/// Keys whose value is a schema, or a list of schemas.
+const SCHEMA_VALUES: [&str; 15] = [
+    "items",
+    "prefixItems",
+    "additionalProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "additionalItems",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "anyOf",
+    "oneOf",
+    "allOf",
+];
+
+/// The schema without its non-schema keys.
+pub(crate) fn clean(schema: &RawValue) -> Cow<'_, RawValue> {
+    let text = schema.get();
+    // A key is compared unescaped, so `\u` in the text could spell one.
+    let untouched = !text.contains("\\u") && !NON_SCHEMA_KEYS.iter().any(|key| text.contains(key));
+    if untouched {
+        return Cow::Borrowed(schema);
+    }
+    let mut out = Vec::with_capacity(text.len());
+    walk(schema, Kind::Schema, &mut out);
+    // The walk writes valid JSON; should it ever not, the schema goes as the client sent it.
+    match String::from_utf8(out).map(RawValue::from_string) {
+        Ok(Ok(cleaned)) => Cow::Owned(cleaned),
+        _ => Cow::Borrowed(schema),
+    }
+}
+
+/// `{}` or `{"type":"object","properties":{}}` (what clients send for "no parameters"), once
+/// cleaned: declaring it adds nothing and older Gemini paths reject an empty object schema.
+pub(crate) fn is_empty_object(schema: &RawValue) -> bool {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a schema object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut empty = true;
+            while let Some(CowStr(key)) = map.next_key()? {
+                let value: &RawValue = map.next_value()?;
+                let v = value.get();
+                empty &= match &*key {
+                    k if NON_SCHEMA_KEYS.contains(&k) => true,
+                    "type" => serde_json::from_str::<CowStr>(v).is_ok_and(|t| t.0 == "object"),
+                    "properties" => is_empty_container(v, '{', '}'),
+                    "required" => is_empty_container(v, '[', ']'),
+                    "additionalProperties" => v == "true" || v == "false",
+                    "title" | "description" => true,
+                    _ => false,
+                };
+            }
+            Ok(empty)
+        }
+    }
+    let text = schema.get();
+    text.starts_with('{')
+        && serde_json::Deserializer::from_str(text)
+            .deserialize_map(V)
+            .unwrap_or(false)
+}
+
+fn is_empty_container(json: &str, open: char, close: char) -> bool {
+    json.strip_prefix(open)
+        .is_some_and(|rest| rest.trim_start().starts_with(close))
+}
+
+/// Writes `value` as `kind`; a value of another shape (e.g. `true` for a schema) is copied.
+fn walk(value: &RawValue, kind: Kind, out: &mut Vec<u8>) {
+    let text = value.get();
+    let mark = out.len();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let visitor = Walk {
+        out: &mut *out,
+        kind,
+    };
+    let walked = match kind {
+        Kind::SchemaList if text.starts_with('[') => de.deserialize_seq(visitor).is_ok(),
+        Kind::Schema | Kind::SchemaMap if text.starts_with('{') => {
+            de.deserialize_map(visitor).is_ok()
+        }
+        _ => false,
+    };
+    if !walked {
+        out.truncate(mark);
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// What a walked JSON value holds.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A schema object: its keys decide what their values are.
+    Schema,
+    /// A map from names to schemas (`properties`, `$defs`, …).
+    SchemaMap,
+    /// A list of schemas (`anyOf`, `prefixItems`, …).
+    SchemaList,
+}
+
+struct Walk<'o> {
+    out: &'o mut Vec<u8>,
+    kind: Kind,
+}
+
+impl Walk<'_> {
+    fn key(&mut self, first: bool, key: &str) {
+        if !first {
+            self.out.push(b',');
+        }
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *self.out, key);
+        self.out.push(b':');
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON Schema")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let mut first = true;
+        while let Some(CowStr(key)) = map.next_key()? {
+            let value: &RawValue = map.next_value()?;
+            let key = &*key;
+            match self.kind {
+                Kind::SchemaMap => {
+                    self.key(first, key);
+                    walk(value, Kind::Schema, self.out);
+                }
+                _ if NON_SCHEMA_KEYS.contains(&key) => continue,
+                _ => {
+                    self.key(first, key);
+                    if SCHEMA_MAPS.contains(&key) {
+                        walk(value, Kind::SchemaMap, self.out);
+                    } else if SCHEMA_VALUES.contains(&key) {
+                        // A single schema or a list of them.
+                        let kind = if value.get().starts_with('[') {
+                            Kind::SchemaList
+                        } else {
+                            Kind::Schema
+                        };
+                        walk(value, kind, self.out);
+                    } else {
+                        self.out.extend_from_slice(value.get().as_bytes());
+                    }
+                }
+            }
+            first = false;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        while let Some(item) = seq.next_element::<&RawValue>()? {
+            if !first {
+                self.out.push(b',');
+            }
+            walk(item, Kind::Schema, self.out);
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+}
