@@ -34,8 +34,11 @@ pub enum Shape {
     Passthrough { sse: bool },
 }
 
-/// Starts relaying `response` and returns the client's response at once.
-pub fn start(
+/// Starts relaying `response` and returns the client's response without waiting for the
+/// upstream: the relay gets one turn of the scheduler first, so that an event which arrived
+/// with the upstream's headers leaves together with ours, in one write (one packet and one
+/// client wake-up less before the first byte). A stream with nothing yet is not waited for.
+pub async fn start(
     app: Arc<App>,
     snap: Arc<Snapshot>,
     lease: Lease,
@@ -44,9 +47,11 @@ pub fn start(
     log: RequestLog,
     content_type: HeaderValue,
 ) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(32);
     tokio::spawn(run(app, snap, lease, response, shape, log, tx));
-    let mut out = Response::new(channel_body(rx));
+    tokio::task::yield_now().await;
+    let first = rx.try_recv().ok();
+    let mut out = Response::new(channel_body(first, rx));
     let headers = out.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -139,15 +139,18 @@ pub async fn complete(
                     },
                     Upstream::Stream(response) => {
                         let translator = StreamTranslator::new(ctx, request.include_usage());
-                        Ok(Answer::Streaming(Reply::Streaming(relay::start(
-                            app.clone(),
-                            snap.clone(),
-                            served.lease,
-                            response,
-                            Shape::OpenAi(Box::new(translator)),
-                            log.hand_off(),
-                            HeaderValue::from_static("text/event-stream"),
-                        ))))
+                        Ok(Answer::Streaming(Reply::Streaming(
+                            relay::start(
+                                app.clone(),
+                                snap.clone(),
+                                served.lease,
+                                response,
+                                Shape::OpenAi(Box::new(translator)),
+                                log.hand_off(),
+                                HeaderValue::from_static("text/event-stream"),
+                            )
+                            .await,
+                        )))
                     }
                 };
             }

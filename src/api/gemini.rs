@@ -71,15 +71,18 @@ pub async fn passthrough(
                             .unwrap_or(HeaderValue::from_static("application/json"));
                         return Ok(match served.body {
                             Upstream::Full(bytes) => Reply::Done(respond(bytes, content_type)),
-                            Upstream::Stream(response) => Reply::Streaming(relay::start(
-                                app.clone(),
-                                snap.clone(),
-                                served.lease,
-                                response,
-                                Shape::Passthrough { sse },
-                                log.hand_off(),
-                                content_type,
-                            )),
+                            Upstream::Stream(response) => Reply::Streaming(
+                                relay::start(
+                                    app.clone(),
+                                    snap.clone(),
+                                    served.lease,
+                                    response,
+                                    Shape::Passthrough { sse },
+                                    log.hand_off(),
+                                    content_type,
+                                )
+                                .await,
+                            ),
                         });
                     }
                     Err(e @ ProxyError::NoKey { .. }) => last_error = Some(e),
