@@ -76,12 +76,15 @@ done
 FAKE_ADDR="$(sed -n 's/^listening on //p' "$WORK/fake.out")"
 [ -n "$FAKE_ADDR" ] || { log "the fake upstream did not start"; cat "$WORK/fake.out" >&2; exit 1; }
 
+# The proxy's config folder is watched for edits: results are written next to it, not in it.
+CONF="$WORK/proxy"
+mkdir -p "$CONF"
 for i in $(seq 1 100); do
     printf 'AIzaFAKE-bench-key-%05d-xxxxxxxxxxxxxxxx\n' "$i"
-done >"$WORK/keys.txt"
+done >"$CONF/keys.txt"
 PROXY_PORT="$(free_port)"
 PROXY_ADDR="127.0.0.1:$PROXY_PORT"
-cat >"$WORK/config.toml" <<EOF
+cat >"$CONF/config.toml" <<EOF
 [server]
 listen = "$PROXY_ADDR"
 reload_poll = "0s"
@@ -97,7 +100,7 @@ static = ["gemini-2.5-flash"]
 [logging]
 level = "warn"
 EOF
-"$PROXY_BIN" --config "$WORK/config.toml" >"$WORK/proxy.log" 2>&1 &
+"$PROXY_BIN" --config "$CONF/config.toml" >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
 for _ in $(seq 1 100); do

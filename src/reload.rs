@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -162,6 +163,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
             .unwrap_or(0)
     };
     if !trigger.explicit() && memo.rejected.is_none() && memo.fingerprint == Some(fingerprint) {
+        tracing::debug!(?trigger, "config files checked: unchanged");
         return Outcome::Unchanged;
     }
 
@@ -178,6 +180,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
         Err(e) => return reject(app, &mut memo, trigger, e.to_string()),
     };
     if !trigger.explicit() && loaded.config.hash == current.config.hash {
+        tracing::debug!(?trigger, "config files checked: unchanged");
         if memo.rejected.take().is_some() {
             tracing::info!("config is valid again (unchanged from the running one)");
             app.reload.record(true, None);
@@ -397,8 +400,10 @@ impl Triggers {
         let hint = Arc::new(Notify::new());
         let sender = hint.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Any event, even an error, is only a hint to look again.
-            let _ = event;
+            // An event (or an error) is only a hint to look again; reads are not even that.
+            if event.is_ok_and(|e| is_read(&e.kind)) {
+                return;
+            }
             sender.notify_one();
         });
         let mut watcher = match watcher {
@@ -419,6 +424,17 @@ impl Triggers {
             hup: hup_signal(),
         }
     }
+}
+
+/// Opening, reading and closing a file without writing it changes nothing. Checking the files
+/// reads them: were those hints, every check would cause the next one, forever.
+fn is_read(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(
+            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+        )
+    )
 }
 
 /// Runs the triggers: folder events (debounced), the periodic check, SIGHUP. Never returns

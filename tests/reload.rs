@@ -483,6 +483,36 @@ async fn key_state_survives_reloads_and_new_keys_join_at_once() {
 }
 
 #[tokio::test]
+async fn checking_the_files_is_not_itself_a_change() {
+    // The check reads the config and key files, which the folder watch sees as open/read
+    // events: those must not start the next check (an endless loop of re-reads when idle).
+    let fake = FakeGemini::start().await;
+    let config = base(&fake, &[fake_key(1)]).set("logging", r#"level = "debug""#);
+    // In a folder of its own: the watch covers the config's folder and that folder's parent,
+    // which must not be the system temp folder other tests write to.
+    let proxy = Proxy::builder()
+        .file("conf/config.toml", &config.to_string())
+        .config_path("conf/config.toml")
+        .start()
+        .await;
+    const CHECKED: &str = "config files checked: unchanged";
+    // Same content, written again: one event burst, one check.
+    proxy.write_file("conf/config.toml", &config.to_string());
+    assert!(
+        proxy.wait_for_log(CHECKED, APPLY).await,
+        "the rewrite was never checked:\n{}",
+        proxy.logs()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let checks = proxy.logs().matches(CHECKED).count();
+    assert!(
+        checks <= 2,
+        "{checks} checks after one rewrite: reading the files triggers more checks\n{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
 async fn a_changed_listen_address_needs_a_restart_and_says_so() {
     let fake = FakeGemini::start().await;
     let config = base(&fake, &[fake_key(1)]);
