@@ -83,6 +83,11 @@ pub async fn bind(listen: &str, workers: usize) -> io::Result<Vec<std::net::TcpL
 fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
     // Without SO_REUSEPORT there is one socket, and so one worker.
     let workers = if cfg!(unix) { workers.max(1) } else { 1 };
+    if workers > 1 && addr.port() != 0 {
+        // SO_REUSEPORT would let a second proxy started on the same port share it silently:
+        // a plain bind first fails on a port anyone holds, as a single socket's bind would.
+        drop(bound_socket(addr, false)?);
+    }
     let first = listen_socket(addr, workers > 1)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
@@ -93,6 +98,13 @@ fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::TcpL
 }
 
 fn listen_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    // Registered with the calling runtime here; `into_std` releases it for a worker's runtime.
+    bound_socket(addr, reuse_port)?
+        .listen(LISTEN_BACKLOG)?
+        .into_std()
+}
+
+fn bound_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -105,8 +117,7 @@ fn listen_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::Tcp
     #[cfg(not(unix))]
     let _ = reuse_port;
     socket.bind(addr)?;
-    // Registered with the calling runtime here; `into_std` releases it for a worker's runtime.
-    socket.listen(LISTEN_BACKLOG)?.into_std()
+    Ok(socket)
 }
 
 /// Pending connections the kernel queues per listening socket.

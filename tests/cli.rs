@@ -197,6 +197,30 @@ async fn port_in_use_exits_2() {
     drop(taken);
 }
 
+#[tokio::test]
+async fn a_second_proxy_on_the_same_port_exits_2() {
+    // Workers share their port (SO_REUSEPORT); another proxy must not join them silently.
+    let fake = FakeGemini::start().await;
+    let config = config_for(&fake.url(), &fake_keys(1)).set("server", "workers = 2");
+    let first = Proxy::builder().config(&config).start().await;
+    let port = first.addr().port();
+    let mut second = Proxy::builder()
+        .config(config.set("server", &format!(r#"listen = "127.0.0.1:{port}""#)))
+        .spawn();
+    let status = second.wait_exit(EXIT_BOUND).await.expect("still running");
+    assert_eq!(status.code(), Some(2), "logs:\n{}", second.logs());
+    assert_eq!(
+        first
+            .get("/livez")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok(),
+        Some(200),
+        "the first proxy keeps serving"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Graceful shutdown
 
