@@ -36,8 +36,9 @@ pub enum Shape {
 
 /// Starts relaying `response` and returns the client's response without waiting for the
 /// upstream: the relay gets one turn of the scheduler first, so that an event which arrived
-/// with the upstream's headers leaves together with ours, in one write (one packet and one
-/// client wake-up less before the first byte). A stream with nothing yet is not waited for.
+/// with the upstream's headers is already in the body channel when hyper writes our headers,
+/// and both leave in one write (one packet and one client wake-up less before the first
+/// byte). A stream with nothing yet is not waited for.
 pub async fn start(
     app: Arc<App>,
     snap: Arc<Snapshot>,
@@ -47,11 +48,10 @@ pub async fn start(
     log: RequestLog,
     content_type: HeaderValue,
 ) -> Response<Body> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
     tokio::spawn(run(app, snap, lease, response, shape, log, tx));
     tokio::task::yield_now().await;
-    let first = rx.try_recv().ok();
-    let mut out = Response::new(channel_body(first, rx));
+    let mut out = Response::new(channel_body(rx));
     let headers = out.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -156,14 +156,10 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
     let path = current.config.path.clone();
     let files = watched_files(&current.config);
 
-    let fingerprint = {
-        let files = files.clone();
-        tokio::task::spawn_blocking(move || fingerprint(&files))
-            .await
-            .unwrap_or(0)
-    };
+    let fingerprint = tokio::task::spawn_blocking(move || fingerprint(&files))
+        .await
+        .unwrap_or(0);
     if !trigger.explicit() && memo.rejected.is_none() && memo.fingerprint == Some(fingerprint) {
-        tracing::debug!(?trigger, "config files checked: unchanged");
         return Outcome::Unchanged;
     }
 
@@ -180,7 +176,6 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
         Err(e) => return reject(app, &mut memo, trigger, e.to_string()),
     };
     if !trigger.explicit() && loaded.config.hash == current.config.hash {
-        tracing::debug!(?trigger, "config files checked: unchanged");
         if memo.rejected.take().is_some() {
             tracing::info!("config is valid again (unchanged from the running one)");
             app.reload.record(true, None);
@@ -471,7 +466,9 @@ pub async fn watch(app: Arc<App>, triggers: Triggers) {
         if trigger == Trigger::Signal {
             tracing::info!("SIGHUP: reloading the config");
         }
-        reload(&app, trigger).await;
+        if matches!(reload(&app, trigger).await, Outcome::Unchanged) {
+            tracing::debug!(?trigger, "config files checked: unchanged");
+        }
         // Folders may have appeared, vanished or been replaced: (re)watch what is there now.
         if let Some(w) = watcher.as_mut() {
             watched.sync(w, &folders(&app.snapshot().config));

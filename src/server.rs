@@ -41,16 +41,13 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
-/// A body fed by a channel: `first` (if any), then each message as it arrives. When the client
-/// goes away hyper drops the body, which closes the channel and tells the sender.
-pub fn channel_body(first: Option<Bytes>, rx: mpsc::Receiver<Bytes>) -> Body {
-    ChannelBody { first, rx }.boxed()
+/// A body fed by a channel: each message is written to the client as it arrives. When the
+/// client goes away hyper drops the body, which closes the channel and tells the sender.
+pub fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
+    ChannelBody(rx).boxed()
 }
 
-struct ChannelBody {
-    first: Option<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
-}
+struct ChannelBody(mpsc::Receiver<Bytes>);
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
@@ -60,10 +57,7 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
-        }
-        self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
     }
 }
 

@@ -20,7 +20,7 @@ const MAX_ERROR_BODY: usize = 256 * 1024;
 pub struct Upstream {
     /// One client (and so one connection pool) per server worker: a pooled connection's task
     /// lives on the worker that opened it, so a worker using only its own pool never wakes
-    /// another thread (see `server::Workers`).
+    /// another thread (see `server::serve_workers`).
     clients: Box<[reqwest::Client]>,
     /// `base_url` parsed once; each request copies it and sets path and query.
     base: reqwest::Url,
