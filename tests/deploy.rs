@@ -674,20 +674,25 @@ fn the_image_and_compose_agree_with_the_docker_config() {
 
 // ---- --healthcheck, the image's HEALTHCHECK --------------------------------------------------
 
-fn healthcheck(url: &str) -> (i32, String) {
-    let out = Command::new(BIN)
-        .arg("--healthcheck")
-        .arg(url)
-        .env_remove("GEMINI_ROTATOR_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run --healthcheck");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+/// Runs `--healthcheck URL` (off the async threads: it blocks); exit code and output.
+async fn healthcheck(url: String) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(BIN)
+            .arg("--healthcheck")
+            .arg(&url)
+            .env_remove("GEMINI_ROTATOR_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run --healthcheck");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    })
+    .await
+    .expect("join")
 }
 
 #[tokio::test]
@@ -695,28 +700,16 @@ async fn healthcheck_passes_on_a_live_server_and_fails_otherwise() {
     let fake = FakeGemini::start().await;
     let proxy = start(&fake, &[fake_key(1)], |c| c).await;
     let url = proxy.url();
-    let (code, out) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || healthcheck(&format!("{url}/livez"))
-    })
-    .await
-    .expect("join");
+    let (code, out) = healthcheck(format!("{url}/livez")).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("200"), "{out}");
 
-    let (code, out) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || healthcheck(&format!("{url}/no-such-probe"))
-    })
-    .await
-    .expect("join");
+    let (code, out) = healthcheck(format!("{url}/no-such-probe")).await;
     assert_eq!(code, 1, "a 404 is not healthy: {out}");
 
     // Nobody listens once the proxy is gone.
     drop(proxy);
-    let (code, out) = tokio::task::spawn_blocking(move || healthcheck(&format!("{url}/livez")))
-        .await
-        .expect("join");
+    let (code, out) = healthcheck(format!("{url}/livez")).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("unhealthy"), "{out}");
 }
