@@ -264,6 +264,19 @@ async fn state_endpoint_gate() {
     assert_eq!(status, 401, "forged cookie");
 }
 
+/// Chats on FLASH (each answered 200) until `key` has been tried at least once; how many.
+async fn chat_until_hit(fake: &FakeGemini, proxy: &Proxy, key: &str) -> u64 {
+    let mut chats = 0;
+    while fake.hits(key, FLASH) == 0 {
+        assert!(chats < 10, "{key} never picked for {FLASH}");
+        let (status, body) =
+            json_of(proxy.post("/v1/chat/completions").json(&chat_body(FLASH))).await;
+        assert_eq!(status, 200, "{body}");
+        chats += 1;
+    }
+    chats
+}
+
 #[tokio::test]
 async fn state_shows_every_key_and_model_with_traffic() {
     let fake = FakeGemini::start().await;
@@ -273,14 +286,7 @@ async fn state_shows_every_key_and_model_with_traffic() {
     let proxy = start_with(config(&fake)).await;
 
     // Until key 2 has taken its 429 (the client never sees it: another key answers).
-    let mut chats = 0;
-    while fake.hits(&keys[1], FLASH) == 0 {
-        assert!(chats < 10, "key 2 never picked for {FLASH}");
-        let (status, body) =
-            json_of(proxy.post("/v1/chat/completions").json(&chat_body(FLASH))).await;
-        assert_eq!(status, 200, "{body}");
-        chats += 1;
-    }
+    let chats = chat_until_hit(&fake, &proxy, &keys[1]).await;
     let (status, _) = json_of(proxy.post("/v1/chat/completions").body("{not json")).await;
     assert_eq!(status, 400);
 
@@ -428,13 +434,7 @@ async fn dashboard_in_chromium() {
     fake.on(&keys[1], FLASH)
         .always(Reply::quota_per_minute(FLASH, Some("3600s")));
     let small = start_with(config(&fake)).await;
-    let mut chats = 0;
-    while fake.hits(&keys[1], FLASH) == 0 {
-        assert!(chats < 10, "key 2 never picked");
-        let (status, _) = json_of(small.post("/v1/chat/completions").json(&chat_body(FLASH))).await;
-        assert_eq!(status, 200);
-        chats += 1;
-    }
+    chat_until_hit(&fake, &small, &keys[1]).await;
     // Once cooled, key 2 may answer again when reset.
     fake.on(&keys[1], FLASH).clear();
     // Some traffic for the charts, one of it an error.
