@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::json::CowStr;
@@ -62,41 +62,59 @@ pub(crate) fn clean(schema: &RawValue) -> Cow<'_, RawValue> {
 
 /// `{}` or `{"type":"object","properties":{}}` (what clients send for "no parameters"), once
 /// cleaned: declaring it adds nothing and older Gemini paths reject an empty object schema.
+///
+/// Stops reading at the first sign of content (a property, an unknown key), so a real schema
+/// costs a few bytes here, not a second scan: the parser then reports the unread rest as an
+/// error, and any error means "not empty".
 pub(crate) fn is_empty_object(schema: &RawValue) -> bool {
-    struct V;
-    impl<'de> Visitor<'de> for V {
+    struct Schema;
+    impl<'de> Visitor<'de> for Schema {
         type Value = bool;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a schema object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-            let mut empty = true;
             while let Some(CowStr(key)) = map.next_key()? {
-                let value: &RawValue = map.next_value()?;
-                let v = value.get();
-                empty &= match &*key {
-                    k if NON_SCHEMA_KEYS.contains(&k) => true,
-                    "type" => serde_json::from_str::<CowStr>(v).is_ok_and(|t| t.0 == "object"),
-                    "properties" => is_empty_container(v, '{', '}'),
-                    "required" => is_empty_container(v, '[', ']'),
-                    "additionalProperties" => v == "true" || v == "false",
-                    "title" | "description" => true,
+                let empty = match &*key {
+                    "properties" => map.next_value_seed(NoEntries)?,
+                    "type" => map.next_value::<CowStr>()?.0 == "object",
+                    "required" => map.next_value::<Vec<IgnoredAny>>()?.is_empty(),
+                    "additionalProperties" => map.next_value::<bool>().is_ok(),
+                    k if NON_SCHEMA_KEYS.contains(&k) || k == "title" || k == "description" => {
+                        map.next_value::<IgnoredAny>()?;
+                        true
+                    }
                     _ => false,
                 };
+                if !empty {
+                    return Ok(false);
+                }
             }
-            Ok(empty)
+            Ok(true)
+        }
+    }
+    /// `{}`: reads at most the first key.
+    struct NoEntries;
+    impl<'de> DeserializeSeed<'de> for NoEntries {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for NoEntries {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            Ok(map.next_key::<IgnoredAny>()?.is_none())
         }
     }
     let text = schema.get();
     text.starts_with('{')
         && serde_json::Deserializer::from_str(text)
-            .deserialize_map(V)
+            .deserialize_map(Schema)
             .unwrap_or(false)
-}
-
-fn is_empty_container(json: &str, open: char, close: char) -> bool {
-    json.strip_prefix(open)
-        .is_some_and(|rest| rest.trim_start().starts_with(close))
 }
 
 /// Writes `value` as `kind`; a value of another shape (e.g. `true` for a schema) is copied.

@@ -929,3 +929,29 @@ fn stream_holds_back_the_finish_of_an_empty_answer() {
     assert!(text.contains("\"finish_reason\":null"), "{text}");
     assert!(!t.has_output());
 }
+
+#[test]
+fn empty_object_schemas_are_recognised_without_reading_real_ones() {
+    use super::schema::is_empty_object;
+    let raw = |v: Value| serde_json::value::RawValue::from_string(v.to_string()).expect("raw");
+    for empty in [
+        json!({}),
+        json!({"type": "object", "properties": {}, "required": []}),
+        json!({"$schema": "x", "title": "t", "description": "d", "additionalProperties": false,
+               "strict": true, "type": "object", "properties": {}}),
+    ] {
+        assert!(is_empty_object(&raw(empty.clone())), "{empty}");
+    }
+    for real in [
+        json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+        json!({"properties": {}, "type": "string"}),
+        json!({"type": "object", "properties": {}, "required": ["a"]}),
+        json!({"properties": {}, "additionalProperties": {"type": "string"}}),
+        json!({"properties": true}),
+        json!({"type": "object", "minProperties": 1}),
+        json!([]),
+        json!(true),
+    ] {
+        assert!(!is_empty_object(&raw(real.clone())), "{real}");
+    }
+}
