@@ -60,10 +60,16 @@ for n in NAMES:
         "ttfb99": ttfb.get("p99_ms"),
         "ttlb": ttfb.get("last_p50_ms"),
     }
-    if n != "direct":
-        us = 1_000_000 / clk_tck
-        r["cpu_load"] = load(f"{n}.load.ticks") * us / max(1, r["load_n"])
-        r["cpu_rate"] = load(f"{n}.rate.ticks") * us / max(1, r["rate_n"])
+    # CPU and context switches per request: the proxy's on the proxy runs, the fake's on the
+    # direct run (what one upstream round trip costs a program that does almost nothing).
+    who = "fake" if n == "direct" else "proxy"
+    us = 1_000_000 / clk_tck
+    for kind, served in (("load", r["load_n"]), ("rate", r["rate_n"])):
+        cpu = load(f"{n}.{kind}.{who}-cpu.json")
+        served = max(1, served)
+        r[f"cpu_{kind}"] = (cpu["user"] + cpu["sys"]) * us / served
+        r[f"sys_{kind}"] = cpu["sys"] * us / served
+        r[f"switches_{kind}"] = cpu["switches"] / served
     rows[n] = r
 
 d = rows["direct"]
@@ -98,8 +104,16 @@ row(
     ["–"] + [cell(None if rows[n]["ttfb"] is None or d["ttfb"] is None else rows[n]["ttfb"] - d["ttfb"], "{:+.3f}") for n in NAMES[1:]],
 )
 row("time to last streamed byte, p50 (ms)", [cell(rows[n]["ttlb"], "{:.1f}") for n in NAMES])
-row("proxy CPU per request at 64 conns (µs)", ["–"] + [f"{rows[n]['cpu_load']:.0f}" for n in NAMES[1:]])
-row("proxy CPU per request at 500 rps (µs)", ["–"] + [f"{rows[n]['cpu_rate']:.0f}" for n in NAMES[1:]])
+for kind, label in (("load", "64 conns"), ("rate", "500 rps")):
+    row(
+        f"CPU per request at {label}, µs (kernel's share)¹",
+        [f"{rows[n][f'cpu_{kind}']:.0f} ({rows[n][f'sys_{kind}']:.0f})" for n in NAMES],
+    )
+for kind, label in (("load", "64 conns"), ("rate", "500 rps")):
+    row(
+        f"context switches per request at {label}¹",
+        [f"{rows[n][f'switches_{kind}']:.2f}" for n in NAMES],
+    )
 row(
     "non-200 answers (load / 500 rps)",
     [f"{rows[n]['load_bad']} / {rows[n]['rate_bad']}" for n in NAMES],
@@ -115,6 +129,10 @@ print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.re
       "load generator, proxy and fake upstream share them.")
 print()
 print("\n".join(lines))
+print()
+print("¹ the proxy's in the proxy columns; in the direct column, the fake upstream's own.")
+if os.environ.get("AWAKE") == "1":
+    print("AWAKE=1: an idle-priority spinner kept every CPU from halting during this run.")
 print()
 print(f"Proxy RSS: idle {rss_idle:.1f} MiB, peak under the load runs {rss_peak:.1f} MiB", end="")
 if streams and streams.get("count"):

@@ -8,7 +8,8 @@
 # Knobs (environment): DURATION (load run length, default 10s), CONNS (default 64),
 # RATE (fixed-rate runs, default 500 rps), RATE_SECS (default 10), TTFB_SAMPLES (default 200),
 # STREAMS (concurrent open streams to hold, default 9000; 0 = skip), OHA (path to oha),
-# NO_BUILD=1 with PROXY_BIN / FAKE_BIN to run prebuilt binaries.
+# NO_BUILD=1 with PROXY_BIN / FAKE_BIN to run prebuilt binaries,
+# AWAKE=1 to keep every CPU from halting while idle (a diagnostic: see bench/README.md).
 # Every run is bounded in time and count; everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -70,6 +71,16 @@ cp "$PROXY_BIN" "$WORK/gemini-rotator"
 FAKE_BIN="$WORK/bench_upstream"
 PROXY_BIN="$WORK/gemini-rotator"
 
+# AWAKE=1: one spinner per CPU at SCHED_IDLE priority, so it only runs when nothing else wants
+# the CPU, and a CPU never halts. On a VM, waking a halted virtual CPU costs the host a round
+# trip; this shows how much of the low-load numbers is that cost rather than the programs' work.
+if [ "${AWAKE:-0}" = 1 ]; then
+    for _ in $(seq 1 "$(nproc)"); do
+        chrt --idle 0 bash -c 'while :; do :; done' &
+        PIDS+=("$!")
+    done
+fi
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
@@ -122,7 +133,13 @@ kill -0 "$PROXY_PID" 2>/dev/null || { log "the proxy did not start"; cat "$WORK/
 sleep 0.5
 
 rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# user ticks, system ticks, context switches (all threads; a worker blocks and wakes per I/O wait)
+cpu_now() {
+    local switches
+    switches="$(cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }')"
+    awk -v s="$switches" '{ print $14, $15, s }' "/proc/$1/stat"
+}
 RSS_IDLE="$(rss_kib "$PROXY_PID" VmRSS)"
 log "fake upstream on $FAKE_ADDR, proxy on $PROXY_ADDR (pid $PROXY_PID, idle RSS ${RSS_IDLE} KiB)"
 
@@ -139,12 +156,18 @@ TARGETS=(
 oha_run() { # name kind url body auth extra-args...
     local name="$1" kind="$2" url="$3" body="$4" auth="$5"
     shift 5
-    local before after
-    before="$(cpu_ticks "$PROXY_PID")"
+    local proxy_before fake_before
+    proxy_before="$(cpu_now "$PROXY_PID")"
+    fake_before="$(cpu_now "$FAKE_PID")"
     "$OHA" --no-tui --output-format json -m POST -T application/json -H "$auth" \
         -D "$body" "$@" "$url" >"$WORK/$name.$kind.json"
-    after="$(cpu_ticks "$PROXY_PID")"
-    echo "$((after - before))" >"$WORK/$name.$kind.ticks"
+    # What each program spent on this run: user ticks, system ticks, context switches.
+    paste -d' ' <(echo "$proxy_before") <(cpu_now "$PROXY_PID") |
+        awk '{ printf "{\"user\": %d, \"sys\": %d, \"switches\": %d}\n", $4-$1, $5-$2, $6-$3 }' \
+        >"$WORK/$name.$kind.proxy-cpu.json"
+    paste -d' ' <(echo "$fake_before") <(cpu_now "$FAKE_PID") |
+        awk '{ printf "{\"user\": %d, \"sys\": %d, \"switches\": %d}\n", $4-$1, $5-$2, $6-$3 }' \
+        >"$WORK/$name.$kind.fake-cpu.json"
 }
 
 # Warm up every path (connection pools, route caches, page faults).
