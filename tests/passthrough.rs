@@ -94,6 +94,74 @@ async fn stream_generate_content_passes_sse_through() {
     assert!(!raw.contains(": keep-alive"));
 }
 
+/// The text of a native answer, whole or streamed (SSE events joined).
+fn answer_text(raw: &str) -> String {
+    let events = sse_data(raw);
+    let bodies: Vec<&str> = if events.is_empty() {
+        vec![raw]
+    } else {
+        events.iter().map(String::as_str).collect()
+    };
+    bodies
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| {
+            v["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn alias_chains_move_on_after_an_overload_as_chat_does() {
+    const FALLBACK: &str = "gemini-2.0-flash";
+    let key = fake_key(1);
+    let fake = FakeGemini::start().await;
+    fake.on_model(MODEL).always(Reply::overloaded());
+    fake.on_model(FALLBACK)
+        .always(Reply::text("from the fallback"));
+    let proxy = Proxy::builder()
+        .config(config_for(&fake.url(), &[&key]).set(
+            "models.aliases",
+            &format!(r#""fast" = {{ models = ["{MODEL}", "{FALLBACK}"] }}"#),
+        ))
+        .start()
+        .await;
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    for action in ["generateContent", "streamGenerateContent?alt=sse"] {
+        let response = client()
+            .post(format!("{}/v1beta/models/fast:{action}", proxy.url()))
+            .header("x-goog-api-key", TEST_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let raw = response.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "{action}: {raw}");
+        assert_eq!(answer_text(&raw), "from the fallback", "{action}: {raw}");
+    }
+    assert_eq!(fake.hits_for_model(MODEL), 2, "the first model was tried");
+    assert_eq!(fake.hits_for_model(FALLBACK), 2);
+
+    // A client error would fail the same way on the next model: it is the answer.
+    fake.on_model(MODEL)
+        .always(Reply::bad_request("bad request"));
+    let response = client()
+        .post(format!(
+            "{}/v1beta/models/fast:generateContent",
+            proxy.url()
+        ))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(fake.hits_for_model(FALLBACK), 2, "no fallback after a 400");
+}
+
 #[tokio::test]
 async fn list_get_count_and_embed_pass_through() {
     let key = fake_key(1);

@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::access::Caller;
-use crate::api::{allowed_chain, clean_model_name, resolve};
+use crate::api::{allowed_chain, chain_exhausted, clean_model_name, next_in_chain, resolve};
 use crate::error::ProxyError;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
 use crate::relay::{self, Shape};
@@ -47,7 +47,7 @@ pub async fn passthrough(
             let streaming = action == GeminiAction::StreamGenerateContent;
             let sse = query.split('&').any(|p| p == "alt=sse");
             let mut last_error = None;
-            for target in &chain {
+            for (i, target) in chain.iter().enumerate() {
                 let path = with_query(
                     format!("/v1beta/models/{}:{}", target.model, action.as_str()),
                     &query,
@@ -85,11 +85,10 @@ pub async fn passthrough(
                             ),
                         });
                     }
-                    Err(e @ ProxyError::NoKey { .. }) => last_error = Some(e),
-                    Err(e) => return Err(e),
+                    Err(e) => last_error = Some(next_in_chain(&chain, i, e)?),
                 }
             }
-            Err(super::chain_exhausted(last_error))
+            Err(chain_exhausted(last_error))
         }
         _ => Err(ProxyError::not_found("unknown path")),
     }
