@@ -454,6 +454,7 @@ mod tests {
         config::Access {
             allow: parse(allow),
             deny: parse(deny),
+            max_token_failures: 10,
         }
     }
 

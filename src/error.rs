@@ -28,6 +28,12 @@ pub enum ProxyError {
     PayloadTooLarge { limit: u64 },
     #[error("missing or unknown bearer token")]
     Unauthorized,
+    /// Too many missing or wrong credentials from this address lately (`lockout`).
+    #[error(
+        "too many requests with a missing or wrong token from your address: try again in {}s",
+        whole_seconds(*retry_after)
+    )]
+    LockedOut { retry_after: Duration },
     #[error("your address is not allowed to use this proxy")]
     IpDenied,
     #[error("this token is not allowed to use model '{model}'")]
@@ -104,6 +110,7 @@ impl ProxyError {
             | ProxyError::CrossSite => StatusCode::FORBIDDEN,
             ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoKey { retry_after, .. } => {
                 if retry_after.is_some() {
                     StatusCode::TOO_MANY_REQUESTS
@@ -128,6 +135,7 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed
             | ProxyError::UpstreamClient { .. } => "invalid_request_error",
             ProxyError::Unauthorized => "authentication_error",
+            ProxyError::LockedOut { .. } => "rate_limit_error",
             ProxyError::IpDenied
             | ProxyError::ModelNotAllowed { .. }
             | ProxyError::AdminOnly
@@ -151,6 +159,7 @@ impl ProxyError {
         match self {
             ProxyError::PayloadTooLarge { .. } => Some("request_too_large"),
             ProxyError::Unauthorized => Some("invalid_api_key"),
+            ProxyError::LockedOut { .. } => Some("too_many_failed_credentials"),
             ProxyError::IpDenied => Some("ip_not_allowed"),
             ProxyError::ModelNotAllowed { .. } => Some("model_not_allowed"),
             ProxyError::CrossSite => Some("cross_site_request"),
@@ -251,8 +260,10 @@ impl ProxyError {
         } = &self
         {
             if let Some(wait) = retry_after {
-                let secs = wait.min(&MAX_RETRY_AFTER).as_secs_f64().ceil().max(1.0) as u64;
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(whole_seconds(*wait.min(&MAX_RETRY_AFTER))),
+                );
             }
             // Tell OpenAI's SDKs whether waiting helps: keys resting for minutes come back,
             // keys out for the day (or disabled) do not.
@@ -265,8 +276,19 @@ impl ProxyError {
         if let ProxyError::Unauthorized = self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let ProxyError::LockedOut { retry_after } = &self {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(whole_seconds(*retry_after)),
+            );
+        }
         response
     }
+}
+
+/// A wait as `Retry-After` states it: whole seconds, rounded up, at least one.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Gemini's "The input token count (N) exceeds the maximum number of tokens allowed (M)."

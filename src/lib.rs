@@ -5,7 +5,7 @@
 //! - [`server`]: worker threads (one single-threaded runtime each), accepts connections
 //!   (hyper, HTTP/1.1), header timeout, body limit, graceful shutdown.
 //! - [`access`]: client IP (through trusted proxies), IP allow/deny, bearer token to `Caller`,
-//!   admin gate.
+//!   admin gate; [`lockout`] slows addresses that keep presenting wrong tokens.
 //! - [`router`]: `(method, path)` to a `Route`, each with its `Dialect` (OpenAI or Google).
 //! - [`api`]: thin handlers per route: read the body, parse, resolve aliases.
 //! - [`translate`]: pure OpenAI <-> Gemini mapping (no I/O, no clock); [`media`] fetches the
@@ -28,6 +28,7 @@ pub mod classify;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod lockout;
 pub mod logging;
 pub mod media;
 pub mod metrics;

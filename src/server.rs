@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
@@ -284,6 +285,14 @@ async fn serve_route(
     let caller = if session && crate::dashboard::same_site(req.method(), req.headers()) {
         access::Caller::admin_session(ip)
     } else {
+        if matches!(gate, Gate::Client | Gate::Admin) {
+            if let Some(retry_after) =
+                app.lockout
+                    .wait(ip, snap.config.access.max_token_failures, Instant::now())
+            {
+                return Err(ProxyError::LockedOut { retry_after });
+            }
+        }
         let authenticated = access::authenticate(
             gate,
             route.dialect(),
@@ -296,6 +305,11 @@ async fn serve_route(
             // A session cookie alone does not authorise a state change (CSRF); an admin
             // token in the request still does.
             Err(_) if session => return Err(ProxyError::CrossSite),
+            Err(ProxyError::Unauthorized) => {
+                app.lockout
+                    .failed(ip, snap.config.access.max_token_failures, Instant::now());
+                return Err(ProxyError::Unauthorized);
+            }
             other => other?,
         };
         // With no admin tokens, loopback is admin without a credential: a web page open in a

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::models::ModelsCache;
 use crate::config::Config;
+use crate::lockout::Lockout;
 use crate::logging::LogHandle;
 use crate::pool::{KeyPool, PoolView};
 use crate::reload::ReloadState;
@@ -92,6 +93,8 @@ pub struct App {
     pub reload: ReloadState,
     /// Dashboard logins (server-side session ids).
     pub sessions: Sessions,
+    /// Addresses that presented too many wrong or missing credentials lately.
+    pub lockout: Lockout,
     /// Requests and errors per minute over the last hour (the dashboard's charts).
     pub timeline: Arc<Timeline>,
 }
@@ -109,6 +112,7 @@ impl App {
             lifecycle: Lifecycle::default(),
             reload: ReloadState::new(log),
             sessions: Sessions::default(),
+            lockout: Lockout::default(),
             timeline: Arc::default(),
         }))
     }

@@ -256,6 +256,111 @@ async fn admin_gate_with_admin_tokens() {
     );
 }
 
+#[tokio::test]
+async fn an_address_that_keeps_presenting_wrong_tokens_is_locked_out() {
+    use reqwest::Method;
+    let fake = FakeGemini::start().await;
+    let proxy = start(
+        base(&fake)
+            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+            .set("auth", &format!(r#"admin_tokens = ["{ADMIN}"]"#)),
+    )
+    .await;
+    let chat_from = |ip: &str, token: &str| {
+        anon(&proxy, Method::POST, "/v1/chat/completions")
+            .header("x-forwarded-for", ip)
+            .bearer_auth(token)
+            .json(&chat(FLASH))
+    };
+    let guesser = "203.0.113.7";
+
+    let login_from = |ip: &str, token: &str| {
+        anon(&proxy, Method::POST, "/dashboard/login")
+            .header("x-forwarded-for", ip)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+    };
+    // Ten wrong guesses, on the API and at the dashboard's login, are told they are wrong...
+    for i in 0..5 {
+        let got = send(chat_from(guesser, &format!("sk-guess-{i:04}"))).await;
+        assert_openai_error(&got, 401, "authentication_error");
+        let login = login_from(guesser, &format!("adm-guess-{i:04}"));
+        assert_eq!(status_of(login).await, 401, "login guess {i}");
+    }
+    // ...then even the right token is not looked at, with a wait to honour.
+    let resp = chat_from(guesser, TEST_TOKEN).send().await.expect("chat");
+    assert_eq!(resp.status().as_u16(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_openai_error(&(429, body.clone()), 429, "rate_limit_error");
+    assert_eq!(
+        body["error"]["code"], "too_many_failed_credentials",
+        "{body}"
+    );
+
+    // Every gate, each in its API's shape: native Gemini, admin, the dashboard login.
+    let native = anon(
+        &proxy,
+        Method::POST,
+        &format!("/v1beta/models/{FLASH}:generateContent"),
+    )
+    .header("x-forwarded-for", guesser)
+    .header("x-goog-api-key", TEST_TOKEN)
+    .json(&gemini_body());
+    assert_google_error(&send(native).await, 429, "RESOURCE_EXHAUSTED");
+    let admin = anon(&proxy, Method::GET, "/status")
+        .header("x-forwarded-for", guesser)
+        .bearer_auth(ADMIN);
+    assert_openai_error(&send(admin).await, 429, "rate_limit_error");
+    let login = login_from(guesser, ADMIN).send().await.expect("login");
+    assert_eq!(login.status().as_u16(), 429);
+    assert!(login.headers().get("set-cookie").is_none(), "no session");
+
+    // Other addresses are not affected, and loopback (this machine) is never locked out.
+    assert_eq!(status_of(chat_from("198.51.100.2", TEST_TOKEN)).await, 200);
+    for i in 0..15 {
+        let wrong = anon(&proxy, Method::POST, "/v1/chat/completions")
+            .bearer_auth(format!("sk-guess-{i:04}"))
+            .json(&chat(FLASH));
+        assert_eq!(status_of(wrong).await, 401, "loopback guess {i}");
+    }
+    assert_eq!(
+        status_of(proxy.post("/v1/chat/completions").json(&chat(FLASH))).await,
+        200
+    );
+    assert_eq!(
+        generation_hits(&fake),
+        2,
+        "nothing locked out reached Google"
+    );
+}
+
+#[tokio::test]
+async fn the_token_lockout_can_be_turned_off() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(
+        base(&fake)
+            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+            .set("access", "max_token_failures = 0"),
+    )
+    .await;
+    let chat_as = |token: &str| {
+        anon(&proxy, reqwest::Method::POST, "/v1/chat/completions")
+            .header("x-forwarded-for", "203.0.113.7")
+            .bearer_auth(token)
+            .json(&chat(FLASH))
+    };
+    for i in 0..15 {
+        assert_eq!(status_of(chat_as(&format!("sk-guess-{i:04}"))).await, 401);
+    }
+    assert_eq!(status_of(chat_as(TEST_TOKEN)).await, 200);
+}
+
 // ---------------------------------------------------------------------------------------------
 // IP rules
 

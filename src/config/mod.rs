@@ -97,6 +97,9 @@ impl ModelGlobs {
 pub struct Access {
     pub allow: Vec<IpRule>,
     pub deny: Vec<IpRule>,
+    /// Wrong or missing tokens an address may present per minute before `lockout` answers
+    /// 429 for the rest of it; 0 turns the lockout off.
+    pub max_token_failures: u32,
 }
 
 /// One allow/deny entry. A single address is a /32 or /128 network.

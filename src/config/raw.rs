@@ -103,6 +103,7 @@ pub struct TokenTable {
 pub struct Access {
     pub allow: Vec<String>,
     pub deny: Vec<String>,
+    pub max_token_failures: u32,
 }
 
 impl Default for Access {
@@ -110,6 +111,7 @@ impl Default for Access {
         Access {
             allow: vec!["*".into()],
             deny: Vec::new(),
+            max_token_failures: 10,
         }
     }
 }

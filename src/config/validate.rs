@@ -512,6 +512,7 @@ impl Cx<'_, '_> {
         Some(Access {
             allow: allow?,
             deny: deny?,
+            max_token_failures: a.max_token_failures,
         })
     }
 

@@ -15,6 +15,7 @@ mod state;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -77,6 +78,18 @@ pub async fn login(
     ip: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
+    if let Some(wait) = app
+        .lockout
+        .wait(ip, snap.config.access.max_token_failures, Instant::now())
+    {
+        let message = ProxyError::LockedOut { retry_after: wait }.to_string();
+        let mut page = login_page(StatusCode::TOO_MANY_REQUESTS, Some(&message));
+        page.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::error::whole_seconds(wait)),
+        );
+        return Ok(page);
+    }
     let body = read_body(req, MAX_LOGIN_BODY.min(snap.config.server.max_body)).await?;
     let form = String::from_utf8_lossy(&body);
     let presented = access::query_param(form.trim(), "token").unwrap_or_default();
@@ -92,6 +105,8 @@ pub async fn login(
         ok = ip.is_loopback();
     }
     if !ok {
+        app.lockout
+            .failed(ip, snap.config.access.max_token_failures, Instant::now());
         tracing::info!(%ip, "dashboard login refused");
         let message = if admin_tokens.is_empty() {
             "No admin tokens are configured: only a loopback client can log in."

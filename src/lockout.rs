@@ -1,0 +1,171 @@
+//! Guessing tokens is slowed per client address: after `access.max_token_failures` requests with
+//! a missing or wrong credential (client token, admin token, dashboard login) within `WINDOW`,
+//! that address gets 429 until the window ends, before its credential is even compared, so a
+//! right guess during the lockout tells it nothing.
+//!
+//! Loopback is exempt: it is this machine, and behind a local reverse proxy that is not in
+//! `server.trusted_proxies` every client comes from loopback, so one client could lock out all.
+//! The table is bounded: when it holds `MAX_TRACKED` live addresses, new ones are not tracked
+//! (per-address limits do not stop a guesser with that many addresses anyway). While no address
+//! has failed recently, a request pays one atomic load here.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The window failures are counted in; a locked-out address waits for its end.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at once.
+const MAX_TRACKED: usize = 10_000;
+
+#[derive(Default)]
+pub struct Lockout {
+    /// Entries in `table`; zero lets `wait` skip the lock.
+    tracked: AtomicUsize,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<IpAddr, Entry>,
+    /// When expired entries are next swept out.
+    next_sweep: Option<Instant>,
+}
+
+struct Entry {
+    since: Instant,
+    failures: u32,
+}
+
+impl Entry {
+    fn end(&self) -> Instant {
+        self.since + WINDOW
+    }
+}
+
+impl Lockout {
+    /// How long `ip` must still wait before its credentials are looked at again, if it has
+    /// presented `limit` failures this window (0: no limit).
+    pub fn wait(&self, ip: IpAddr, limit: u32, now: Instant) -> Option<Duration> {
+        if self.tracked.load(Ordering::Relaxed) == 0 || ip.is_loopback() || limit == 0 {
+            return None;
+        }
+        let mut table = self.lock();
+        self.sweep(&mut table, now);
+        let entry = table.entries.get(&ip)?;
+        (entry.failures >= limit && now < entry.end()).then(|| entry.end() - now)
+    }
+
+    /// Counts one missing or wrong credential from `ip`; `limit` as for `wait`.
+    pub fn failed(&self, ip: IpAddr, limit: u32, now: Instant) {
+        if ip.is_loopback() || limit == 0 {
+            return;
+        }
+        let mut table = self.lock();
+        self.sweep(&mut table, now);
+        if table.entries.len() >= MAX_TRACKED && !table.entries.contains_key(&ip) {
+            return;
+        }
+        let entry = table.entries.entry(ip).or_insert(Entry {
+            since: now,
+            failures: 0,
+        });
+        if now >= entry.end() {
+            *entry = Entry {
+                since: now,
+                failures: 0,
+            };
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        if entry.failures == limit {
+            tracing::warn!(%ip, "too many wrong or missing credentials: locked out for {WINDOW:?}");
+        }
+        table.next_sweep.get_or_insert(now + WINDOW);
+        self.tracked.store(table.entries.len(), Ordering::Relaxed);
+    }
+
+    /// Drops expired entries, at most once per window.
+    fn sweep(&self, table: &mut Table, now: Instant) {
+        if table.next_sweep.is_some_and(|at| now >= at) {
+            table.entries.retain(|_, e| now < e.end());
+            table.next_sweep = (!table.entries.is_empty()).then_some(now + WINDOW);
+            self.tracked.store(table.entries.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: u32 = 10;
+    const GUESSER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
+    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 2));
+
+    #[test]
+    fn locks_out_after_the_limit_until_the_window_ends() {
+        let lockout = Lockout::default();
+        let t0 = Instant::now();
+        for i in 0..LIMIT {
+            assert_eq!(lockout.wait(GUESSER, LIMIT, t0), None, "after {i} failures");
+            lockout.failed(GUESSER, LIMIT, t0);
+        }
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(
+            lockout.wait(GUESSER, LIMIT, later),
+            Some(WINDOW - Duration::from_secs(20))
+        );
+        assert_eq!(lockout.wait(OTHER, LIMIT, later), None, "only the guesser");
+        assert_eq!(
+            lockout.wait(GUESSER, LIMIT, t0 + WINDOW),
+            None,
+            "the window ended"
+        );
+        // A new window starts counting from zero.
+        lockout.failed(GUESSER, LIMIT, t0 + WINDOW);
+        assert_eq!(lockout.wait(GUESSER, LIMIT, t0 + WINDOW), None);
+    }
+
+    #[test]
+    fn loopback_is_never_locked_out() {
+        let lockout = Lockout::default();
+        let t0 = Instant::now();
+        let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        for _ in 0..LIMIT * 2 {
+            lockout.failed(loopback, LIMIT, t0);
+        }
+        assert_eq!(lockout.wait(loopback, LIMIT, t0), None);
+        assert_eq!(lockout.tracked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_limit_of_zero_turns_it_off() {
+        let lockout = Lockout::default();
+        let t0 = Instant::now();
+        for _ in 0..LIMIT * 2 {
+            lockout.failed(GUESSER, 0, t0);
+        }
+        assert_eq!(lockout.wait(GUESSER, 0, t0), None);
+        assert_eq!(lockout.tracked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn expired_entries_are_swept_and_the_table_is_bounded() {
+        let lockout = Lockout::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 10) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            lockout.failed(ip, LIMIT, t0);
+        }
+        assert_eq!(lockout.tracked.load(Ordering::Relaxed), MAX_TRACKED);
+        // After the window, the first look sweeps everything out: back to the lock-free path.
+        assert_eq!(lockout.wait(GUESSER, LIMIT, t0 + WINDOW), None);
+        assert_eq!(lockout.tracked.load(Ordering::Relaxed), 0);
+    }
+}
