@@ -24,6 +24,14 @@ fn base(fake: &FakeGemini) -> TestConfig {
     config_for(&fake.url(), &[fake_key(1)])
 }
 
+/// Clients seen through a trusted reverse proxy on loopback (`x-forwarded-for` counts), and
+/// an admin token.
+fn behind_a_proxy_with_an_admin_token(fake: &FakeGemini) -> TestConfig {
+    base(fake)
+        .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+        .set("auth", &format!(r#"admin_tokens = ["{ADMIN}"]"#))
+}
+
 async fn start(config: TestConfig) -> Proxy {
     Proxy::builder().config(config).start().await
 }
@@ -235,12 +243,7 @@ async fn admin_gate_without_admin_tokens_is_loopback_only() {
 #[tokio::test]
 async fn admin_gate_with_admin_tokens() {
     let fake = FakeGemini::start().await;
-    let proxy = start(
-        base(&fake)
-            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
-            .set("auth", &format!(r#"admin_tokens = ["{ADMIN}"]"#)),
-    )
-    .await;
+    let proxy = start(behind_a_proxy_with_an_admin_token(&fake)).await;
     let status = || anon(&proxy, reqwest::Method::GET, "/status");
 
     assert_openai_error(&send(status()).await, 401, "authentication_error");
@@ -260,12 +263,7 @@ async fn admin_gate_with_admin_tokens() {
 async fn an_address_that_keeps_presenting_wrong_tokens_is_locked_out() {
     use reqwest::Method;
     let fake = FakeGemini::start().await;
-    let proxy = start(
-        base(&fake)
-            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
-            .set("auth", &format!(r#"admin_tokens = ["{ADMIN}"]"#)),
-    )
-    .await;
+    let proxy = start(behind_a_proxy_with_an_admin_token(&fake)).await;
     let chat_from = |ip: &str, token: &str| {
         anon(&proxy, Method::POST, "/v1/chat/completions")
             .header("x-forwarded-for", ip)
