@@ -507,6 +507,47 @@ async fn reasoning_streams_as_reasoning_content() {
 }
 
 #[tokio::test]
+async fn googles_compat_extras_set_thinking_and_refuse_a_cache() {
+    let fake = FakeGemini::start().await;
+    fake.on_any().then(Reply::parts(vec![
+        json!({"text": "Counting first", "thought": true}),
+        json!({"text": "Four."}),
+    ]));
+    let proxy = start(&fake, &[fake_key(1)], |c| c).await;
+    // What Google's docs show for the openai SDK: extra_body={"extra_body": {"google": …}}.
+    let (status, body) = chat(
+        &proxy,
+        &json!({"model": FLASH, "messages": [{"role": "user", "content": "2+2?"}],
+                "extra_body": {"google": {"thinking_config": {
+                    "thinking_budget": 800, "include_thoughts": true}}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        last_generate(&fake)["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 800, "includeThoughts": true})
+    );
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], "Counting first", "{body}");
+    assert_eq!(message["content"], "Four.");
+
+    let before = fake.requests().len();
+    let (status, body) = chat(
+        &proxy,
+        &json!({"model": FLASH, "messages": [{"role": "user", "content": "hi"}],
+                "google": {"cached_content": "cachedContents/abc123"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "google.cached_content", "{body}");
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "refused before any key was used"
+    );
+}
+
+#[tokio::test]
 async fn empty_and_blocked_answers_are_errors() {
     let fake = FakeGemini::start().await;
     let proxy = start(&fake, &[fake_key(1)], |c| c).await;

@@ -188,7 +188,7 @@ impl GenerationConfig<'_> {
 #[serde(rename_all = "camelCase")]
 pub struct ThinkingConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thinking_budget: Option<u32>,
+    pub thinking_budget: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking_level: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]

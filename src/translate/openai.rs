@@ -61,6 +61,12 @@ pub struct ChatRequest<'a> {
     pub top_logprobs: Option<u32>,
     #[serde(default, borrow, deserialize_with = "opt_str")]
     pub user: Option<Cow<'a, str>>,
+    /// Google's compat-layer extras: the openai SDK's `extra_body={"google": …}` puts them here.
+    #[serde(default)]
+    pub google: Option<GoogleExtras>,
+    /// …and Google's own Python samples nest a second `extra_body`.
+    #[serde(default)]
+    pub extra_body: Option<ExtraBody>,
     /// The body's length, for sizing the Gemini body.
     #[serde(skip)]
     pub(crate) body_len: usize,
@@ -78,6 +84,40 @@ impl ChatRequest<'_> {
             .as_ref()
             .is_some_and(|o| o.include_usage)
     }
+
+    /// `google` from either place it is sent.
+    pub fn google(&self) -> Option<&GoogleExtras> {
+        self.google
+            .as_ref()
+            .or_else(|| self.extra_body.as_ref()?.google.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExtraBody {
+    #[serde(default)]
+    pub google: Option<GoogleExtras>,
+}
+
+/// `{thinking_config, cached_content}` as Google's OpenAI-compatible endpoint takes them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GoogleExtras {
+    #[serde(default)]
+    pub thinking_config: Option<ThinkingConfigIn>,
+    /// Read only to be refused: a cache belongs to one Google project.
+    #[serde(default)]
+    pub cached_content: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ThinkingConfigIn {
+    /// Tokens; -1 lets the model decide, 0 turns thinking off where the model allows it.
+    #[serde(default)]
+    pub thinking_budget: Option<i32>,
+    #[serde(default)]
+    pub thinking_level: Option<String>,
+    #[serde(default)]
+    pub include_thoughts: Option<bool>,
 }
 
 /// One message, by `role`.

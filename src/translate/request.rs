@@ -17,8 +17,8 @@ use super::gemini::{
 };
 use super::json::CowStr;
 use super::openai::{
-    ChatRequest, Content as MsgContent, ContentPart, Message, ResponseFormat, Stop, ToolCall,
-    ToolChoice,
+    ChatRequest, Content as MsgContent, ContentPart, Message, ResponseFormat, Stop,
+    ThinkingConfigIn, ToolCall, ToolChoice,
 };
 use super::{invalid, schema, Extras, Target, TranslateError};
 
@@ -142,9 +142,32 @@ pub(crate) fn build<'a>(
         });
     }
     out.generation_config = generation_config(req, model)?;
-    let effort = req.reasoning_effort.as_deref().or(target.reasoning_effort);
-    if let Some(effort) = effort {
-        out.generation_config.thinking_config = thinking_config(model, effort)?;
+    let google = req.google();
+    if google.is_some_and(|g| g.cached_content.is_some()) {
+        return Err(invalid(
+            "google.cached_content is not supported: a context cache belongs to the Google \
+             project that created it, and this proxy sends each request with a key from any \
+             project in its pool",
+            "google.cached_content".into(),
+        ));
+    }
+    match google.and_then(|g| g.thinking_config.as_ref()) {
+        // Google's compat layer takes one or the other; an alias's effort yields to it.
+        Some(_) if req.reasoning_effort.is_some() => {
+            return Err(invalid(
+                "reasoning_effort and google.thinking_config cannot be used together: send one",
+                "reasoning_effort".into(),
+            ));
+        }
+        Some(config) => {
+            out.generation_config.thinking_config = Some(client_thinking_config(config)?);
+        }
+        None => {
+            let effort = req.reasoning_effort.as_deref().or(target.reasoning_effort);
+            if let Some(effort) = effort {
+                out.generation_config.thinking_config = thinking_config(model, effort)?;
+            }
+        }
     }
     match &req.response_format {
         None | Some(ResponseFormat::Text) => {}
@@ -358,6 +381,30 @@ fn thinking_config(model: &str, effort: &str) -> Result<Option<ThinkingConfig>, 
         return Ok(None);
     };
     Ok(Some(config))
+}
+
+/// `google.thinking_config` as the client wrote it: Gemini judges the values for its model.
+fn client_thinking_config(config: &ThinkingConfigIn) -> Result<ThinkingConfig, TranslateError> {
+    const LEVELS: [&str; 4] = ["minimal", "low", "medium", "high"];
+    let thinking_level = match config.thinking_level.as_deref() {
+        None => None,
+        Some(level) => Some(
+            *LEVELS
+                .iter()
+                .find(|l| l.eq_ignore_ascii_case(level))
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("unknown thinking_level `{level}`; expected one of {LEVELS:?}"),
+                        "google.thinking_config.thinking_level".into(),
+                    )
+                })?,
+        ),
+    };
+    Ok(ThinkingConfig {
+        thinking_budget: config.thinking_budget,
+        thinking_level,
+        include_thoughts: config.include_thoughts,
+    })
 }
 
 fn generation_config<'a>(

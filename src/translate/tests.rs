@@ -749,6 +749,69 @@ fn request_thinking() {
 }
 
 #[test]
+fn request_google_extras() {
+    // The openai SDK's extra_body={"google": …} lands at the top level; Google's samples nest
+    // a second extra_body. Both reach Gemini as written.
+    let config = json!({"thinking_config": {"thinking_budget": -1, "include_thoughts": true}});
+    let expected = json!({"thinkingConfig": {"thinkingBudget": -1, "includeThoughts": true}});
+    check_config(
+        json!({"google": config}),
+        "gemini-2.5-flash",
+        expected.clone(),
+    );
+    check_config(
+        json!({"extra_body": {"google": config}}),
+        "gemini-2.5-flash",
+        expected,
+    );
+    check_config(
+        json!({"google": {"thinking_config": {"thinking_level": "LOW"}}}),
+        "gemini-3-pro-preview",
+        json!({"thinkingConfig": {"thinkingLevel": "low"}}),
+    );
+    // The client's config wins over an alias's effort...
+    let body = json!({"model": "m", "messages": [user_x()],
+                      "google": {"thinking_config": {"thinking_budget": 0}}})
+    .to_string();
+    let req = parse_chat_request(body.as_bytes()).expect("parses");
+    let mut t = target("gemini-2.5-flash");
+    t.reasoning_effort = Some("high");
+    let got: Value = serde_json::from_slice(&to_gemini(&req, &t).expect("ok")).expect("json");
+    assert_eq!(
+        got["generationConfig"],
+        json!({"thinkingConfig": {"thinkingBudget": 0}})
+    );
+    // ...but the request's own reasoning_effort and thinking_config exclude each other, a cache
+    // (tied to one Google project) is refused rather than silently dropped, and levels are
+    // Gemini's.
+    let flash = || target("gemini-2.5-flash");
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"low",
+            "google":{"thinking_config":{"thinking_budget":1024}}}"#,
+        flash(),
+        Some("reasoning_effort"),
+    );
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "extra_body":{"google":{"cached_content":"cachedContents/abc"}}}"#,
+        flash(),
+        Some("google.cached_content"),
+    );
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "google":{"thinking_config":{"thinking_level":"extreme"}}}"#,
+        flash(),
+        Some("google.thinking_config.thinking_level"),
+    );
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "google":{"thinking_config":{"thinking_budget":"lots"}}}"#,
+        flash(),
+        None,
+    );
+}
+
+#[test]
 fn request_response_format() {
     check_config(
         json!({"response_format": {"type": "json_object"}}),
