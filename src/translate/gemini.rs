@@ -114,8 +114,16 @@ impl Serialize for ToolResult<'_> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tool<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub function_declarations: Vec<FunctionDeclaration<'a>>,
+    /// Grounding with Google Search (`web_search_options` on the OpenAI side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub google_search: Option<GoogleSearch>,
 }
+
+/// `{}`: Google Search with its defaults.
+#[derive(Debug, Default, Serialize)]
+pub struct GoogleSearch {}
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

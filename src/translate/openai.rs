@@ -61,6 +61,10 @@ pub struct ChatRequest<'a> {
     pub top_logprobs: Option<u32>,
     #[serde(default, borrow, deserialize_with = "opt_str")]
     pub user: Option<Cow<'a, str>>,
+    /// Search models' option; present (even `{}`) means "ground the answer with a web search".
+    /// Its settings (`search_context_size`, `user_location`) have no Gemini counterpart.
+    #[serde(default)]
+    pub web_search_options: Option<IgnoredAny>,
     /// Google's compat-layer extras: the openai SDK's `extra_body={"google": …}` puts them here.
     #[serde(default)]
     pub google: Option<GoogleExtras>,

@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 
 use super::gemini::{
     Blob, Content, FunctionCall, FunctionCallingConfig, FunctionDeclaration, FunctionResponse,
-    GenerateContentRequest, GenerationConfig, Json, Part, SafetySetting, ThinkingConfig, Tool,
-    ToolConfig, ToolResult,
+    GenerateContentRequest, GenerationConfig, GoogleSearch, Json, Part, SafetySetting,
+    ThinkingConfig, Tool, ToolConfig, ToolResult,
 };
 use super::json::CowStr;
 use super::openai::{
@@ -123,7 +123,14 @@ pub(crate) fn build<'a>(
         });
     }
     out.tools = tools(req)?;
-    if !out.tools.is_empty() {
+    let has_functions = !out.tools.is_empty();
+    if req.web_search_options.is_some() {
+        out.tools.push(Tool {
+            function_declarations: Vec::new(),
+            google_search: Some(GoogleSearch {}),
+        });
+    }
+    if has_functions {
         out.tool_config = req.tool_choice.as_ref().map(|choice| ToolConfig {
             function_calling_config: match choice {
                 ToolChoice::Mode(m) => FunctionCallingConfig {
@@ -335,6 +342,7 @@ fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> 
     }
     Ok(vec![Tool {
         function_declarations: decls,
+        google_search: None,
     }])
 }
 

@@ -557,6 +557,33 @@ fn request_tools() {
 }
 
 #[test]
+fn request_web_search() {
+    check_request(
+        json!({"model": "m", "messages": [user_x()],
+               "web_search_options": {"search_context_size": "low"}}),
+        target("gemini-2.5-flash"),
+        json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+               "tools": [{"googleSearch": {}}]}),
+    );
+    // Beside functions, and the function calling config still applies to the functions only.
+    check_request(
+        json!({"model": "m", "messages": [user_x()], "web_search_options": {},
+               "tool_choice": "required",
+               "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        target("gemini-3-flash-preview"),
+        json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+               "tools": [{"functionDeclarations": [{"name": "f"}]}, {"googleSearch": {}}],
+               "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}),
+    );
+    check_request(
+        json!({"model": "m", "messages": [user_x()], "web_search_options": null,
+               "tool_choice": "auto"}),
+        target("gemini-2.5-flash"),
+        json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]}),
+    );
+}
+
+#[test]
 fn request_tool_history() {
     // openai SDK / AI SDK loop: parallel calls, results carrying only tool_call_id, one with
     // a JSON object result; LangChain's `content: ""`; an image in a following user message
