@@ -38,7 +38,8 @@ ENV GEMINI_ROTATOR_CONFIG=/etc/gemini-rotator/config.toml
 # distroless's nonroot user (uid/gid 65532); the files you mount must be readable by it.
 USER 65532:65532
 EXPOSE 7860
-# The binary checks itself: no curl in this image. Port 7860 as in deploy/docker/config.toml.
+# The binary checks itself: no curl in this image. Without a URL it knocks on /livez at the
+# config's server.listen (the port follows your config; loopback for 0.0.0.0).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["/usr/local/bin/gemini-rotator", "--healthcheck", "http://127.0.0.1:7860/livez"]
+    CMD ["/usr/local/bin/gemini-rotator", "--healthcheck"]
 ENTRYPOINT ["/usr/local/bin/gemini-rotator"]

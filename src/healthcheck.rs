@@ -1,15 +1,53 @@
 //! `gemini-rotator --healthcheck [URL]`: one plain HTTP/1.1 GET, for container health checks in
-//! images that have no curl (distroless). It owns only that request: no config is read, no
-//! runtime is started, nothing is retried. Every step has a short timeout, so a hung server
-//! fails the check instead of hanging it. Only `http://` is spoken: the check targets the
-//! process's own port on loopback, where there is no TLS.
+//! images that have no curl (distroless). It owns only that request: no runtime is started,
+//! nothing is retried, and of the config only `server.listen` is read (without a URL, to know
+//! where to knock). Every step has a short timeout, so a hung server fails the check instead
+//! of hanging it. Only `http://` is spoken: the check targets the process's own port on
+//! loopback, where there is no TLS.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
-/// What `--healthcheck` without a URL checks: the port the container config listens on.
+/// What `--healthcheck` without a URL checks when the config names no address: the default
+/// port on loopback.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7860/livez";
+
+/// `--healthcheck` without a URL: `/livez` at the address the config's `server.listen` names
+/// (an unspecified host, `0.0.0.0` or `::`, is checked on loopback). Only that field is read,
+/// leniently: a file that does not parse, or has no such field, means `DEFAULT_URL`.
+pub fn url_from_config(config: &Path) -> String {
+    #[derive(serde::Deserialize)]
+    struct File {
+        server: Option<Server>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Server {
+        listen: Option<String>,
+    }
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| toml::from_str::<File>(&text).ok())
+        .and_then(|file| file.server?.listen)
+        .and_then(|listen| livez_at(&listen))
+        .unwrap_or_else(|| DEFAULT_URL.to_string())
+}
+
+/// `host:port` as `server.listen` takes it -> the `/livez` URL to check.
+fn livez_at(listen: &str) -> Option<String> {
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        let ip = match addr.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        return Some(format!("http://{}/livez", SocketAddr::new(ip, addr.port())));
+    }
+    let (host, port) = listen.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty()).then(|| format!("http://{host}:{port}/livez"))
+}
 
 /// Connect, write and read each get this long.
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -110,7 +148,25 @@ fn get(addr: SocketAddr, host: &str, port: u16, path: &str) -> Result<String, St
 
 #[cfg(test)]
 mod tests {
-    use super::split_url;
+    use super::{livez_at, split_url};
+
+    #[test]
+    fn listen_addresses() {
+        let cases = [
+            ("0.0.0.0:7860", Some("http://127.0.0.1:7860/livez")),
+            ("127.0.0.1:8080", Some("http://127.0.0.1:8080/livez")),
+            ("[::]:9000", Some("http://[::1]:9000/livez")),
+            ("[::1]:9000", Some("http://[::1]:9000/livez")),
+            ("10.1.2.3:80", Some("http://10.1.2.3:80/livez")),
+            ("localhost:7861", Some("http://localhost:7861/livez")),
+            ("localhost", None),
+            (":7860", None),
+            ("0.0.0.0:http", None),
+        ];
+        for (listen, expected) in cases {
+            assert_eq!(livez_at(listen).as_deref(), expected, "{listen}");
+        }
+    }
 
     fn check(url: &str, expected: Option<(&str, u16, &str)>) {
         let got = split_url(url).ok();

@@ -24,22 +24,20 @@ struct Cli {
     /// Validate the config (and every file it names), report problems and exit 0 or 1.
     #[arg(long)]
     check: bool,
-    /// GET URL (default: the container's /livez on loopback) and exit 0 on a 2xx answer, 1
-    /// otherwise, without reading the config. For container health checks where there is no curl.
-    #[arg(
-        long,
-        value_name = "URL",
-        num_args = 0..=1,
-        default_missing_value = healthcheck::DEFAULT_URL,
-        conflicts_with = "check"
-    )]
-    healthcheck: Option<String>,
+    /// GET URL and exit 0 on a 2xx answer, 1 otherwise: for container health checks where there
+    /// is no curl. Without a URL: /livez at the config's `server.listen` (only that field is
+    /// read; 127.0.0.1:7860 if the file cannot be read).
+    #[arg(long, value_name = "URL", num_args = 0..=1, conflicts_with = "check")]
+    healthcheck: Option<Option<String>>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(url) = &cli.healthcheck {
-        return match healthcheck::check(url) {
+        let url = url
+            .clone()
+            .unwrap_or_else(|| healthcheck::url_from_config(&cli.config));
+        return match healthcheck::check(&url) {
             Ok(status) => {
                 println!("{url}: {status}");
                 ExitCode::SUCCESS

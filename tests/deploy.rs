@@ -637,16 +637,13 @@ fn the_image_and_compose_agree_with_the_docker_config() {
     assert!(dockerfile.contains(&format!("EXPOSE {port}")));
     assert!(dockerfile.contains("ENV GEMINI_ROTATOR_CONFIG=/etc/gemini-rotator/config.toml"));
     assert!(dockerfile.contains("COPY deploy/docker/config.toml /etc/gemini-rotator/config.toml"));
-    let livez = format!("http://127.0.0.1:{port}/livez");
+    // Without a URL, the check knocks where the config (found by GEMINI_ROTATOR_CONFIG) listens.
     let healthcheck = dockerfile
         .lines()
         .skip_while(|l| !l.starts_with("HEALTHCHECK"))
         .take(2)
         .collect::<String>();
-    assert!(
-        healthcheck.contains("--healthcheck") && healthcheck.contains(&livez),
-        "{healthcheck}"
-    );
+    assert!(healthcheck.contains(r#""--healthcheck"]"#), "{healthcheck}");
 
     let compose = Yaml::parse(&read(&repo("docker-compose.yml")));
     let service = compose.at("services.gemini-rotator");
@@ -667,7 +664,10 @@ fn the_image_and_compose_agree_with_the_docker_config() {
         .iter()
         .map(Yaml::str)
         .collect();
-    assert!(test.contains(&"--healthcheck") && test.contains(&livez.as_str()));
+    assert_eq!(
+        test,
+        ["CMD", "/usr/local/bin/gemini-rotator", "--healthcheck"]
+    );
     assert!(duration_secs(service.get("stop_grace_period").str()) > shutdown_grace(&config));
     assert_eq!(service.get("restart").str(), "unless-stopped");
 }
@@ -676,14 +676,19 @@ fn the_image_and_compose_agree_with_the_docker_config() {
 
 /// Runs `--healthcheck URL` (off the async threads: it blocks); exit code and output.
 async fn healthcheck(url: String) -> (i32, String) {
+    run_healthcheck(Some(url), None).await
+}
+
+/// Runs `--healthcheck [URL]` with `GEMINI_ROTATOR_CONFIG` set to `config` or unset.
+async fn run_healthcheck(url: Option<String>, config: Option<PathBuf>) -> (i32, String) {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(BIN)
-            .arg("--healthcheck")
-            .arg(&url)
-            .env_remove("GEMINI_ROTATOR_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run --healthcheck");
+        let mut command = Command::new(BIN);
+        command.arg("--healthcheck").args(url).stdin(Stdio::null());
+        match config {
+            Some(path) => command.env("GEMINI_ROTATOR_CONFIG", path),
+            None => command.env_remove("GEMINI_ROTATOR_CONFIG"),
+        };
+        let out = command.output().expect("run --healthcheck");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -712,6 +717,35 @@ async fn healthcheck_passes_on_a_live_server_and_fails_otherwise() {
     let (code, out) = healthcheck(format!("{url}/livez")).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("unhealthy"), "{out}");
+}
+
+#[tokio::test]
+async fn healthcheck_without_a_url_knocks_where_the_config_listens() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| c).await;
+    let port = proxy.addr().port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Only server.listen is read: the rest of the file need not even be valid config.
+    let config = dir.path().join("config.toml");
+    let write = |listen: &str| {
+        std::fs::write(
+            &config,
+            format!("[server]\nlisten = \"{listen}\"\n[pool]\nkeys = 7\n"),
+        )
+        .expect("write config")
+    };
+
+    write(&format!("0.0.0.0:{port}"));
+    let (code, out) = run_healthcheck(None, Some(config.clone())).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("http://127.0.0.1:{port}/livez")),
+        "{out}"
+    );
+
+    drop(proxy);
+    let (code, out) = run_healthcheck(None, Some(config.clone())).await;
+    assert_eq!(code, 1, "nobody listens there any more: {out}");
 }
 
 /// The Dockerfile builds dependencies from Cargo.toml with stub sources; Cargo refuses a manifest
