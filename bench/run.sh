@@ -134,11 +134,21 @@ sleep 0.5
 
 rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 # user ticks, system ticks, context switches (all threads; a worker blocks and wakes per I/O wait)
+# (A thread that ends while its status is read, or a failed read, must not shift the fields:
+# a reading without all three numbers is dropped below, never subtracted.)
 cpu_now() {
-    local switches
-    switches="$(cat /proc/"$1"/task/*/status 2>/dev/null |
+    local stat switches
+    stat="$(awk '{ print $14, $15 }' "/proc/$1/stat" 2>/dev/null || true)"
+    switches="$({ cat /proc/"$1"/task/*/status 2>/dev/null || true; } |
         awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }')"
-    awk -v s="$switches" '{ print $14, $15, s }' "/proc/$1/stat"
+    echo "$stat $switches"
+}
+# "before" and "after" readings -> {"user","sys","switches"}, or null if either is incomplete.
+cpu_delta() {
+    paste -d' ' <(echo "$1") <(echo "$2") | awk '
+        NF == 6 && $4 >= $1 && $5 >= $2 {
+            printf "{\"user\": %d, \"sys\": %d, \"switches\": %d}\n", $4-$1, $5-$2, $6-$3; next }
+        { print "null" }'
 }
 RSS_IDLE="$(rss_kib "$PROXY_PID" VmRSS)"
 log "fake upstream on $FAKE_ADDR, proxy on $PROXY_ADDR (pid $PROXY_PID, idle RSS ${RSS_IDLE} KiB)"
@@ -162,12 +172,8 @@ oha_run() { # name kind url body auth extra-args...
     "$OHA" --no-tui --output-format json -m POST -T application/json -H "$auth" \
         -D "$body" "$@" "$url" >"$WORK/$name.$kind.json"
     # What each program spent on this run: user ticks, system ticks, context switches.
-    paste -d' ' <(echo "$proxy_before") <(cpu_now "$PROXY_PID") |
-        awk '{ printf "{\"user\": %d, \"sys\": %d, \"switches\": %d}\n", $4-$1, $5-$2, $6-$3 }' \
-        >"$WORK/$name.$kind.proxy-cpu.json"
-    paste -d' ' <(echo "$fake_before") <(cpu_now "$FAKE_PID") |
-        awk '{ printf "{\"user\": %d, \"sys\": %d, \"switches\": %d}\n", $4-$1, $5-$2, $6-$3 }' \
-        >"$WORK/$name.$kind.fake-cpu.json"
+    cpu_delta "$proxy_before" "$(cpu_now "$PROXY_PID")" >"$WORK/$name.$kind.proxy-cpu.json"
+    cpu_delta "$fake_before" "$(cpu_now "$FAKE_PID")" >"$WORK/$name.$kind.fake-cpu.json"
 }
 
 # Warm up every path (connection pools, route caches, page faults).
