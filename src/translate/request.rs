@@ -158,7 +158,7 @@ pub(crate) fn build<'a>(
             "google.cached_content".into(),
         ));
     }
-    match google.and_then(|g| g.thinking_config.as_ref()) {
+    out.generation_config.thinking_config = match google.and_then(|g| g.thinking_config.as_ref()) {
         // Google's compat layer takes one or the other; an alias's effort yields to it.
         Some(_) if req.reasoning_effort.is_some() => {
             return Err(invalid(
@@ -166,16 +166,12 @@ pub(crate) fn build<'a>(
                 "reasoning_effort".into(),
             ));
         }
-        Some(config) => {
-            out.generation_config.thinking_config = Some(client_thinking_config(config)?);
-        }
-        None => {
-            let effort = req.reasoning_effort.as_deref().or(target.reasoning_effort);
-            if let Some(effort) = effort {
-                out.generation_config.thinking_config = thinking_config(model, effort)?;
-            }
-        }
-    }
+        Some(config) => Some(client_thinking_config(config)?),
+        None => match req.reasoning_effort.as_deref().or(target.reasoning_effort) {
+            Some(effort) => thinking_config(model, effort)?,
+            None => None,
+        },
+    };
     match &req.response_format {
         None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonObject) => {
