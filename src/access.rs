@@ -22,6 +22,9 @@ pub struct Caller {
     pub token_name: Option<String>,
     models: Option<ModelGlobs>,
     pub admin: bool,
+    /// The client reached us over HTTPS, by a trusted proxy's word (`forwarded_https`). Set
+    /// only on the dashboard's login and logout, where it decides the cookie's `Secure`.
+    pub https: bool,
 }
 
 impl Caller {
@@ -32,6 +35,7 @@ impl Caller {
             token_name: Some("dashboard".to_string()),
             models: None,
             admin: true,
+            https: false,
         }
     }
 
@@ -86,6 +90,31 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     current
+}
+
+/// Whether the client's connection was HTTPS, as the trusted proxy in front says: the last
+/// (nearest proxy's) `X-Forwarded-Proto` value, else the last `Forwarded` element's `proto`.
+/// From anyone else the headers mean nothing: the proxy itself speaks plain HTTP.
+pub fn forwarded_https(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> bool {
+    if !is_trusted(canonical(peer), trusted) {
+        return false;
+    }
+    let last = |name: &str| -> Option<String> {
+        let values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+        values
+            .flat_map(|v| v.split(','))
+            .last()
+            .map(|v| v.trim().to_string())
+    };
+    let proto = last("x-forwarded-proto").or_else(|| {
+        last("forwarded")?.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("proto")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
+    });
+    proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 /// The forwarding chain, client first. `None` marks an unreadable hop.
@@ -283,6 +312,7 @@ pub fn authenticate(
         token_name: None,
         models: None,
         admin: false,
+        https: false,
     };
     if matches!(gate, Gate::Probe | Gate::Open) {
         return Ok(open);

@@ -282,7 +282,7 @@ async fn serve_route(
         _ => {}
     }
     let session = gate == Gate::Admin && app.sessions.admits(req.headers());
-    let caller = if session && crate::dashboard::same_site(req.method(), req.headers()) {
+    let mut caller = if session && crate::dashboard::same_site(req.method(), req.headers()) {
         access::Caller::admin_session(ip)
     } else {
         if matches!(gate, Gate::Client | Gate::Admin) {
@@ -323,6 +323,13 @@ async fn serve_route(
         }
         caller
     };
+    if matches!(route, Route::DashboardLogin | Route::DashboardLogout) {
+        caller.https = access::forwarded_https(
+            peer.ip(),
+            req.headers(),
+            &snap.config.server.trusted_proxies,
+        );
+    }
     log.token = caller.token_name.clone();
     api::dispatch(app, snap, route, req, caller, log).await
 }

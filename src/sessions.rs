@@ -80,17 +80,30 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
-/// The `Set-Cookie` value for a new session.
-pub fn set_cookie(id: &str) -> String {
+/// The `Set-Cookie` value for a new session; `Secure` when the browser came over HTTPS (so
+/// the cookie never travels in clear), never on plain HTTP (the browser would drop it).
+pub fn set_cookie(id: &str, https: bool) -> String {
     format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        LIFETIME.as_secs()
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        LIFETIME.as_secs(),
+        secure(https)
     )
 }
 
 /// The `Set-Cookie` value that removes the session cookie.
-pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_cookie(https: bool) -> String {
+    format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        secure(https)
+    )
+}
+
+fn secure(https: bool) -> &'static str {
+    if https {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]

@@ -217,6 +217,65 @@ async fn logout_ends_the_session() {
     assert!(page.contains("id=\"login-form\""), "{page}");
 }
 
+/// The Set-Cookie of a login (or, with a session `cookie`, a logout) sent with `header`.
+async fn set_cookie_with(
+    proxy: &Proxy,
+    path: &str,
+    cookie: Option<&str>,
+    header: (&str, &str),
+) -> String {
+    let mut req = anon(proxy, Method::POST, path)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-dashboard", "1")
+        .header(header.0, header.1)
+        .body(format!("token={ADMIN}"));
+    if let Some(cookie) = cookie {
+        req = req.header(COOKIE, cookie);
+    }
+    let resp = req.send().await.expect("request");
+    resp.headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_https_proxy_the_cookie_is_secure() {
+    let fake = FakeGemini::start().await;
+    let proxy =
+        start_with(config(&fake).set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)).await;
+    let login = "/dashboard/login";
+    for https in [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-proto", "http, https"),
+        ("forwarded", r#"for=203.0.113.9;proto=https"#),
+    ] {
+        let cookie = set_cookie_with(&proxy, login, None, https).await;
+        assert!(cookie.ends_with("; Secure"), "{https:?}: {cookie}");
+        let pair = cookie.split(';').next().unwrap_or_default().to_string();
+        let cleared = set_cookie_with(&proxy, "/dashboard/logout", Some(&pair), https).await;
+        assert!(
+            cleared.starts_with("gr_session=;") && cleared.ends_with("; Secure"),
+            "{cleared}"
+        );
+    }
+    // Plain HTTP at the front: a Secure cookie would never come back, so none.
+    let cookie = set_cookie_with(&proxy, login, None, ("x-forwarded-proto", "http")).await;
+    assert!(
+        cookie.starts_with("gr_session=") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+
+    // From a peer that is not a trusted proxy the header means nothing.
+    let direct = start_with(config(&fake)).await;
+    let cookie = set_cookie_with(&direct, login, None, ("x-forwarded-proto", "https")).await;
+    assert!(
+        cookie.starts_with("gr_session=") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+}
+
 #[tokio::test]
 async fn without_admin_tokens_only_loopback_can_log_in() {
     let fake = FakeGemini::start().await;

@@ -55,10 +55,14 @@ pub async fn dispatch(
             crate::dashboard::page(app, &asset, req.headers()).map(Reply::Done)
         }
         Route::DashboardState => crate::dashboard::state(app, snap).map(Reply::Done),
-        Route::DashboardLogin => crate::dashboard::login(app, snap, caller.ip, req)
+        Route::DashboardLogin => crate::dashboard::login(app, snap, &caller, req)
             .await
             .map(Reply::Done),
-        Route::DashboardLogout => Ok(Reply::Done(crate::dashboard::logout(app, req.headers()))),
+        Route::DashboardLogout => Ok(Reply::Done(crate::dashboard::logout(
+            app,
+            req.headers(),
+            caller.https,
+        ))),
         Route::GeminiListModels | Route::GeminiGetModel(_) | Route::GeminiCall { .. } => {
             gemini::passthrough(app, snap, &caller, route, req, log).await
         }

@@ -13,7 +13,6 @@
 
 mod state;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -75,9 +74,10 @@ pub fn page(
 pub async fn login(
     app: &Arc<App>,
     snap: &Arc<Snapshot>,
-    ip: IpAddr,
+    caller: &access::Caller,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
+    let ip = caller.ip;
     if let Some(wait) = app
         .lockout
         .wait(ip, snap.config.access.max_token_failures, Instant::now())
@@ -122,17 +122,17 @@ pub async fn login(
     let headers = response.headers_mut();
     headers.insert(header::LOCATION, HeaderValue::from_static("/dashboard"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let cookie = HeaderValue::from_str(&sessions::set_cookie(&id))
+    let cookie = HeaderValue::from_str(&sessions::set_cookie(&id, caller.https))
         .map_err(|e| ProxyError::Internal(format!("session cookie: {e}")))?;
     headers.insert(header::SET_COOKIE, cookie);
     Ok(response)
 }
 
 /// `POST /dashboard/logout`: forgets the session and clears the cookie.
-pub fn logout(app: &Arc<App>, headers: &HeaderMap) -> Response<Body> {
+pub fn logout(app: &Arc<App>, headers: &HeaderMap, https: bool) -> Response<Body> {
     app.sessions.end(headers);
     let mut response = json_response(StatusCode::OK, &serde_json::json!({"ok": true}));
-    if let Ok(clear) = HeaderValue::from_str(&sessions::clear_cookie()) {
+    if let Ok(clear) = HeaderValue::from_str(&sessions::clear_cookie(https)) {
         response.headers_mut().insert(header::SET_COOKIE, clear);
     }
     response
