@@ -230,6 +230,54 @@ pub struct Candidate<'a> {
     pub index: Option<u32>,
     #[serde(default, borrow)]
     pub logprobs_result: Option<LogprobsResult<'a>>,
+    /// With the `googleSearch` tool: the web sources and which text each one supports.
+    #[serde(default, borrow)]
+    pub grounding_metadata: Option<GroundingMetadata<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroundingMetadata<'a> {
+    #[serde(default, borrow)]
+    pub grounding_chunks: Vec<GroundingChunk<'a>>,
+    #[serde(default)]
+    pub grounding_supports: Vec<GroundingSupport>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GroundingChunk<'a> {
+    #[serde(default, borrow)]
+    pub web: Option<WebSource<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WebSource<'a> {
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub uri: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub title: Option<Cow<'a, str>>,
+}
+
+/// A stretch of the answer and the chunks that support it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroundingSupport {
+    #[serde(default)]
+    pub segment: Option<Segment>,
+    #[serde(default)]
+    pub grounding_chunk_indices: Vec<usize>,
+}
+
+/// Byte offsets into one part's text (`part_index`, 0 when absent); the end is exclusive.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    #[serde(default)]
+    pub part_index: usize,
+    #[serde(default)]
+    pub start_index: usize,
+    #[serde(default)]
+    pub end_index: usize,
 }
 
 /// Per-token log probabilities (`responseLogprobs`): the chosen token at each step and, with

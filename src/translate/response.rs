@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::gemini::{
-    GenerateContentResponse, GoogleError, LogprobCandidate, LogprobsResult, ResponsePart,
-    UsageMetadata,
+    GenerateContentResponse, GoogleError, GroundingMetadata, LogprobCandidate, LogprobsResult,
+    ResponsePart, UsageMetadata,
 };
 use super::{ResponseCtx, TranslateError, Translated};
 
@@ -265,6 +265,77 @@ struct MessageOut<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
     refusal: Option<()>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    annotations: Vec<Annotation<'a>>,
+}
+
+/// OpenAI's `url_citation`: a web source and the characters of `content` it supports.
+#[derive(Debug, Serialize)]
+struct Annotation<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url_citation: UrlCitation<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct UrlCitation<'a> {
+    start_index: usize,
+    end_index: usize,
+    url: Cow<'a, str>,
+    title: Cow<'a, str>,
+}
+
+/// Gemini's grounding as OpenAI annotations. Gemini counts bytes within one part; OpenAI counts
+/// characters of the whole `content`, so each part's start in `text` (`part_starts`, by part
+/// index; `None` for parts that are not answer text) turns one into the other.
+fn annotations<'a>(
+    grounding: Option<GroundingMetadata<'a>>,
+    text: &str,
+    part_starts: &[Option<usize>],
+) -> Vec<Annotation<'a>> {
+    let Some(grounding) = grounding else {
+        return Vec::new();
+    };
+    let chars_before = |byte: usize| {
+        let mut b = byte.min(text.len());
+        while !text.is_char_boundary(b) {
+            b -= 1;
+        }
+        text[..b].chars().count()
+    };
+    let mut out = Vec::new();
+    for support in &grounding.grounding_supports {
+        let Some(seg) = &support.segment else {
+            continue;
+        };
+        let Some(Some(start)) = part_starts.get(seg.part_index) else {
+            continue;
+        };
+        let (start_index, end_index) = (
+            chars_before(start + seg.start_index),
+            chars_before(start + seg.end_index),
+        );
+        for &chunk in &support.grounding_chunk_indices {
+            let Some(web) = grounding
+                .grounding_chunks
+                .get(chunk)
+                .and_then(|c| c.web.as_ref())
+            else {
+                continue;
+            };
+            let Some(url) = &web.uri else { continue };
+            out.push(Annotation {
+                kind: "url_citation",
+                url_citation: UrlCitation {
+                    start_index,
+                    end_index,
+                    url: url.clone(),
+                    title: web.title.clone().unwrap_or(Cow::Borrowed("")),
+                },
+            });
+        }
+    }
+    out
 }
 
 pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, TranslateError> {
@@ -275,10 +346,13 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
     let mut calls = 0u32;
     let mut choices = Vec::with_capacity(resp.candidates.len().max(1));
     for (pos, cand) in resp.candidates.into_iter().enumerate() {
-        let mut text = None;
+        let mut text: Option<Cow<str>> = None;
         let mut reasoning = None;
         let mut tool_calls = Vec::new();
+        // Where each answer-text part starts in `text`, for grounding offsets.
+        let mut part_starts = Vec::new();
         for mut part in cand.content.map(|c| c.parts).unwrap_or_default() {
+            let mut start = None;
             if part.function_call.is_some() {
                 if let Some(tc) = tool_call(&mut part, &prefix, calls) {
                     calls += 1;
@@ -288,10 +362,17 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                 if part.thought == Some(true) {
                     append(&mut reasoning, t);
                 } else {
+                    start = Some(text.as_deref().map_or(0, str::len));
                     append(&mut text, t);
                 }
             }
+            part_starts.push(start);
         }
+        let annotations = annotations(
+            cand.grounding_metadata,
+            text.as_deref().unwrap_or(""),
+            &part_starts,
+        );
         let made_calls = !tool_calls.is_empty();
         has_output |= made_calls || text.is_some();
         signatures.extend(tool_calls.iter().filter_map(ToolCallOut::signature));
@@ -309,6 +390,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                 reasoning_content: reasoning,
                 tool_calls,
                 refusal: None,
+                annotations,
             },
             finish_reason: finish,
             logprobs,
@@ -327,6 +409,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                 reasoning_content: None,
                 tool_calls: Vec::new(),
                 refusal: None,
+                annotations: Vec::new(),
             },
             finish_reason: if blocked { "content_filter" } else { "stop" },
             logprobs: None,

@@ -1045,3 +1045,67 @@ fn empty_object_schemas_are_recognised_without_reading_real_ones() {
         assert!(!is_empty_object(&raw(real.clone())), "{real}");
     }
 }
+
+#[test]
+fn response_grounding_becomes_url_citations() {
+    let first = "Paris is the capital of France. ";
+    let second = "Café prices rose.";
+    let answer = json!({"candidates": [{
+        "content": {"role": "model", "parts": [
+            {"text": "Searching", "thought": true},
+            {"text": first},
+            {"text": second}]},
+        "finishReason": "STOP",
+        "groundingMetadata": {
+            "webSearchQueries": ["capital of france"],
+            "groundingChunks": [
+                {"web": {"uri": "https://example.com/a", "title": "example.com"}},
+                {"web": {"uri": "https://example.org/b", "title": "example.org"}},
+                {"retrievedContext": {"uri": "gs://not-web"}}],
+            "groundingSupports": [
+                {"segment": {"partIndex": 1, "startIndex": 0, "endIndex": 31,
+                             "text": "Paris is the capital of France."},
+                 "groundingChunkIndices": [0]},
+                // Byte offsets in Gemini ('é' is two bytes), characters in OpenAI.
+                {"segment": {"partIndex": 2, "startIndex": 0, "endIndex": second.len()},
+                 "groundingChunkIndices": [0, 1, 2, 9]},
+                {"segment": {"partIndex": 0, "startIndex": 0, "endIndex": 3},
+                 "groundingChunkIndices": [0]}]}}]});
+    let body = from_gemini(answer.to_string().as_bytes(), &ctx()).expect("translates");
+    let got: Value = serde_json::from_slice(&body).expect("json");
+    let message = &got["choices"][0]["message"];
+    assert_eq!(message["content"], format!("{first}{second}"));
+    let cite = |start: usize, end: usize, url: &str, title: &str| {
+        json!({"type": "url_citation", "url_citation": {
+            "start_index": start, "end_index": end, "url": url, "title": title}})
+    };
+    let second_start = first.chars().count();
+    let second_end = second_start + second.chars().count();
+    assert_eq!(
+        message["annotations"],
+        json!([
+            cite(0, 31, "https://example.com/a", "example.com"),
+            cite(
+                second_start,
+                second_end,
+                "https://example.com/a",
+                "example.com"
+            ),
+            cite(
+                second_start,
+                second_end,
+                "https://example.org/b",
+                "example.org"
+            ),
+        ]),
+        "thought parts and non-web chunks cite nothing: {got}"
+    );
+    // Without grounding there is no annotations field at all.
+    let plain = json!({"candidates": [{"content": {"parts": [{"text": "hi"}]}}]});
+    let body = from_gemini(plain.to_string().as_bytes(), &ctx()).expect("translates");
+    let got: Value = serde_json::from_slice(&body).expect("json");
+    assert!(
+        got["choices"][0]["message"].get("annotations").is_none(),
+        "{got}"
+    );
+}
