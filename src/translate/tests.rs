@@ -811,31 +811,28 @@ fn request_google_extras() {
     // ...but the request's own reasoning_effort and thinking_config exclude each other, a cache
     // (tied to one Google project) is refused rather than silently dropped, and levels are
     // Gemini's.
-    let flash = || target("gemini-2.5-flash");
-    check_invalid(
-        r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"low",
-            "google":{"thinking_config":{"thinking_budget":1024}}}"#,
-        flash(),
-        Some("reasoning_effort"),
-    );
-    check_invalid(
-        r#"{"model":"m","messages":[{"role":"user","content":"x"}],
-            "extra_body":{"google":{"cached_content":"cachedContents/abc"}}}"#,
-        flash(),
-        Some("google.cached_content"),
-    );
-    check_invalid(
-        r#"{"model":"m","messages":[{"role":"user","content":"x"}],
-            "google":{"thinking_config":{"thinking_level":"extreme"}}}"#,
-        flash(),
-        Some("google.thinking_config.thinking_level"),
-    );
-    check_invalid(
-        r#"{"model":"m","messages":[{"role":"user","content":"x"}],
-            "google":{"thinking_config":{"thinking_budget":"lots"}}}"#,
-        flash(),
-        None,
-    );
+    for (extra, param) in [
+        (
+            r#""reasoning_effort":"low","google":{"thinking_config":{"thinking_budget":1024}}"#,
+            Some("reasoning_effort"),
+        ),
+        (
+            r#""extra_body":{"google":{"cached_content":"cachedContents/abc"}}"#,
+            Some("google.cached_content"),
+        ),
+        (
+            r#""google":{"thinking_config":{"thinking_level":"extreme"}}"#,
+            Some("google.thinking_config.thinking_level"),
+        ),
+        (
+            r#""google":{"thinking_config":{"thinking_budget":"lots"}}"#,
+            None,
+        ),
+    ] {
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{extra}}}"#);
+        check_invalid(&body, target("gemini-2.5-flash"), param);
+    }
 }
 
 #[test]
