@@ -99,7 +99,7 @@ pub async fn execute(
         // guard hands the lease back so a probing key is not held for nothing.
         let mut guard = Unreported::new(pool, &lease);
         log.attempts += 1;
-        log.key = Some(lease.key.masked());
+        log.key = Some(lease.key.masked().clone());
 
         let sent_at = Instant::now();
         let sent = snap

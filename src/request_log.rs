@@ -18,7 +18,7 @@ pub struct RequestLog {
     pub token: Option<String>,
     pub model: Option<String>,
     /// Masked.
-    pub key: Option<String>,
+    pub key: Option<Arc<str>>,
     pub attempts: u32,
     pub upstream_status: Option<u16>,
     pub error: Option<String>,

@@ -30,39 +30,60 @@ pub fn mask_token(raw: &str) -> String {
     format!("{head}…")
 }
 
-/// A Gemini API key. Equality and hashing use the raw value: the key *is* its identity.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ApiKey(Arc<str>);
+/// A Gemini API key, with its masked form made once (every request's log line names it).
+/// Equality and hashing use the raw value: the key *is* its identity.
+#[derive(Clone)]
+pub struct ApiKey {
+    raw: Arc<str>,
+    masked: Arc<str>,
+}
 
 impl ApiKey {
     pub fn new(raw: impl Into<Arc<str>>) -> Self {
-        ApiKey(raw.into())
+        let raw = raw.into();
+        let masked = mask_key(&raw).into();
+        ApiKey { raw, masked }
     }
 
     /// The raw key. Only for the upstream `x-goog-api-key` header.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.raw
     }
 
-    pub fn masked(&self) -> String {
-        mask_key(&self.0)
+    /// `AIza****abcd`; cloning the `Arc` costs no allocation.
+    pub fn masked(&self) -> &Arc<str> {
+        &self.masked
     }
 
     /// True for both Google key formats (`AIza…`, `AQ.…`).
     pub fn looks_valid(&self) -> bool {
-        self.0.starts_with("AIza") || self.0.starts_with("AQ.")
+        self.raw.starts_with("AIza") || self.raw.starts_with("AQ.")
+    }
+}
+
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for ApiKey {}
+
+impl std::hash::Hash for ApiKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.raw.hash(state)
     }
 }
 
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApiKey({})", self.masked())
+        write!(f, "ApiKey({})", self.masked)
     }
 }
 
 impl fmt::Display for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.masked())
+        f.write_str(&self.masked)
     }
 }
 

@@ -73,7 +73,7 @@ pub async fn run(
         Err(e) => Err(e),
     };
     let execution_time = started.elapsed().as_secs_f64();
-    let api_key_used = log.key.clone();
+    let api_key_used = log.key.as_deref().map(str::to_string);
     let (stdout, stderr, exit_code) = match result {
         Ok(text) => (text, String::new(), 0),
         Err(e) => {

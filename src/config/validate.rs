@@ -25,7 +25,7 @@ use super::{
     Access, Alias, Auth, ClientToken, Config, ConfigError, IpRule, KeySpec, Loaded, LogFormat,
     Logging, ModelGlobs, ModelList, Models, Pool, Problem, Server, Strategy, Upstream,
 };
-use crate::secret::{mask_key, mask_token, ApiKey, Token};
+use crate::secret::{mask_token, ApiKey, Token};
 
 const SAFETY_THRESHOLDS: [&str; 5] = [
     "BLOCK_LOW_AND_ABOVE",
@@ -612,7 +612,8 @@ impl Cx<'_, '_> {
     }
 
     fn key(&mut self, at: &At, raw: String, seen: &mut HashMap<String, At>) -> Option<ApiKey> {
-        let masked = mask_key(&raw);
+        let key = ApiKey::new(raw.as_str());
+        let masked = key.masked();
         if raw.is_empty() {
             self.report(at, "empty key");
             return None;
@@ -629,7 +630,6 @@ impl Cx<'_, '_> {
             self.report(at, format!("duplicate key {masked} (first at {first})"));
             return None;
         }
-        let key = ApiKey::new(raw.clone());
         if !key.looks_valid() {
             self.warn(
                 at,

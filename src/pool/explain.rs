@@ -91,7 +91,7 @@ impl PoolView {
             .enumerate()
             .map(|(index, slot)| KeyVerdict {
                 index,
-                masked: slot.spec.key.masked(),
+                masked: slot.spec.key.masked().to_string(),
                 name: slot.spec.name.clone(),
                 project: slot.spec.project.clone(),
                 daily_requests: 0,

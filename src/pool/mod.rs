@@ -608,7 +608,7 @@ impl PoolView {
                 let st = slot.cell.status(&at, slot.spec.daily_limit);
                 KeyStatus {
                     index,
-                    masked: slot.spec.key.masked(),
+                    masked: slot.spec.key.masked().to_string(),
                     name: slot.spec.name.clone(),
                     project: slot.spec.project.clone(),
                     failure_count: st.failure_count,
@@ -644,7 +644,7 @@ impl PoolView {
         let mut count = 0;
         for slot in self.slots.iter() {
             let hit = pattern.is_none_or(|p| {
-                let masked = slot.spec.key.masked();
+                let masked = slot.spec.key.masked().to_string();
                 masked == p || (p.len() >= 4 && masked.ends_with(p))
             });
             if hit && slot.cell.reset(model) {
