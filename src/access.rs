@@ -22,20 +22,20 @@ pub struct Caller {
     pub token_name: Option<String>,
     models: Option<ModelGlobs>,
     pub admin: bool,
-    /// The client reached us over HTTPS, by a trusted proxy's word (`forwarded_https`). Set
-    /// only on the dashboard's login and logout, where it decides the cookie's `Secure`.
+    /// The client reached us over HTTPS, by a trusted proxy's word (`forwarded_https`); the
+    /// dashboard's session cookie is `Secure` then.
     pub https: bool,
 }
 
 impl Caller {
     /// An admin known by a dashboard session rather than a token.
-    pub fn admin_session(ip: IpAddr) -> Caller {
+    pub fn admin_session(ip: IpAddr, https: bool) -> Caller {
         Caller {
             ip,
             token_name: Some("dashboard".to_string()),
             models: None,
             admin: true,
-            https: false,
+            https,
         }
     }
 
@@ -306,13 +306,14 @@ pub fn authenticate(
     query: Option<&str>,
     auth: &config::Auth,
     ip: IpAddr,
+    https: bool,
 ) -> Result<Caller, ProxyError> {
     let open = Caller {
         ip,
         token_name: None,
         models: None,
         admin: false,
-        https: false,
+        https,
     };
     if matches!(gate, Gate::Probe | Gate::Open) {
         return Ok(open);
@@ -545,7 +546,7 @@ mod tests {
             &["adm"],
         );
         let ok = |h: &[(&str, &str)], q: Option<&str>, d: Dialect| {
-            authenticate(Gate::Client, d, &headers(h), q, &a, REMOTE)
+            authenticate(Gate::Client, d, &headers(h), q, &a, REMOTE, false)
         };
         assert_eq!(
             ok(&[("authorization", "Bearer tok-a")], None, Dialect::OpenAi)
@@ -584,7 +585,8 @@ mod tests {
             &headers(&[]),
             None,
             &open,
-            REMOTE
+            REMOTE,
+            false
         )
         .is_ok());
     }
@@ -594,7 +596,15 @@ mod tests {
         let with_admin = auth(&[("tok-a", None)], &["adm"]);
         let none = auth(&[("tok-a", None)], &[]);
         let gate = |a: &config::Auth, h: &[(&str, &str)], ip| {
-            authenticate(Gate::Admin, Dialect::OpenAi, &headers(h), None, a, ip)
+            authenticate(
+                Gate::Admin,
+                Dialect::OpenAi,
+                &headers(h),
+                None,
+                a,
+                ip,
+                false,
+            )
         };
         assert!(gate(&with_admin, &[("authorization", "Bearer adm")], REMOTE).is_ok());
         assert!(matches!(

@@ -47,19 +47,28 @@ impl Entry {
 
 impl Lockout {
     /// How long `ip` must still wait before its credentials are looked at again, if it has
-    /// presented `limit` failures this window (0: no limit).
-    pub fn wait(&self, ip: IpAddr, limit: u32, now: Instant) -> Option<Duration> {
+    /// presented `limit` failures this window (0: no limit). Reads no clock while nobody failed.
+    pub fn wait(&self, ip: IpAddr, limit: u32) -> Option<Duration> {
         if self.tracked.load(Ordering::Relaxed) == 0 || ip.is_loopback() || limit == 0 {
             return None;
         }
+        self.wait_at(ip, limit, Instant::now())
+    }
+
+    /// Counts one missing or wrong credential from `ip`; `limit` as for `wait`.
+    pub fn failed(&self, ip: IpAddr, limit: u32) {
+        self.failed_at(ip, limit, Instant::now());
+    }
+
+    /// `wait` past its quick checks, at `now`.
+    fn wait_at(&self, ip: IpAddr, limit: u32, now: Instant) -> Option<Duration> {
         let mut table = self.lock();
         self.sweep(&mut table, now);
         let entry = table.entries.get(&ip)?;
         (entry.failures >= limit && now < entry.end()).then(|| entry.end() - now)
     }
 
-    /// Counts one missing or wrong credential from `ip`; `limit` as for `wait`.
-    pub fn failed(&self, ip: IpAddr, limit: u32, now: Instant) {
+    fn failed_at(&self, ip: IpAddr, limit: u32, now: Instant) {
         if ip.is_loopback() || limit == 0 {
             return;
         }
@@ -113,23 +122,31 @@ mod tests {
         let lockout = Lockout::default();
         let t0 = Instant::now();
         for i in 0..LIMIT {
-            assert_eq!(lockout.wait(GUESSER, LIMIT, t0), None, "after {i} failures");
-            lockout.failed(GUESSER, LIMIT, t0);
+            assert_eq!(
+                lockout.wait_at(GUESSER, LIMIT, t0),
+                None,
+                "after {i} failures"
+            );
+            lockout.failed_at(GUESSER, LIMIT, t0);
         }
         let later = t0 + Duration::from_secs(20);
         assert_eq!(
-            lockout.wait(GUESSER, LIMIT, later),
+            lockout.wait_at(GUESSER, LIMIT, later),
             Some(WINDOW - Duration::from_secs(20))
         );
-        assert_eq!(lockout.wait(OTHER, LIMIT, later), None, "only the guesser");
         assert_eq!(
-            lockout.wait(GUESSER, LIMIT, t0 + WINDOW),
+            lockout.wait_at(OTHER, LIMIT, later),
+            None,
+            "only the guesser"
+        );
+        assert_eq!(
+            lockout.wait_at(GUESSER, LIMIT, t0 + WINDOW),
             None,
             "the window ended"
         );
         // A new window starts counting from zero.
-        lockout.failed(GUESSER, LIMIT, t0 + WINDOW);
-        assert_eq!(lockout.wait(GUESSER, LIMIT, t0 + WINDOW), None);
+        lockout.failed_at(GUESSER, LIMIT, t0 + WINDOW);
+        assert_eq!(lockout.wait_at(GUESSER, LIMIT, t0 + WINDOW), None);
     }
 
     #[test]
@@ -138,9 +155,9 @@ mod tests {
         let t0 = Instant::now();
         let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         for _ in 0..LIMIT * 2 {
-            lockout.failed(loopback, LIMIT, t0);
+            lockout.failed_at(loopback, LIMIT, t0);
         }
-        assert_eq!(lockout.wait(loopback, LIMIT, t0), None);
+        assert_eq!(lockout.wait(loopback, LIMIT), None);
         assert_eq!(lockout.tracked.load(Ordering::Relaxed), 0);
     }
 
@@ -149,9 +166,9 @@ mod tests {
         let lockout = Lockout::default();
         let t0 = Instant::now();
         for _ in 0..LIMIT * 2 {
-            lockout.failed(GUESSER, 0, t0);
+            lockout.failed_at(GUESSER, 0, t0);
         }
-        assert_eq!(lockout.wait(GUESSER, 0, t0), None);
+        assert_eq!(lockout.wait(GUESSER, 0), None);
         assert_eq!(lockout.tracked.load(Ordering::Relaxed), 0);
     }
 
@@ -161,11 +178,11 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..(MAX_TRACKED as u32 + 10) {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            lockout.failed(ip, LIMIT, t0);
+            lockout.failed_at(ip, LIMIT, t0);
         }
         assert_eq!(lockout.tracked.load(Ordering::Relaxed), MAX_TRACKED);
         // After the window, the first look sweeps everything out: back to the lock-free path.
-        assert_eq!(lockout.wait(GUESSER, LIMIT, t0 + WINDOW), None);
+        assert_eq!(lockout.wait_at(GUESSER, LIMIT, t0 + WINDOW), None);
         assert_eq!(lockout.tracked.load(Ordering::Relaxed), 0);
     }
 }

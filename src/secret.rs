@@ -7,6 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use subtle::ConstantTimeEq;
 
 /// Masks a Gemini key as `AIza****abcd` (first four, last four). Short values are fully hidden.
@@ -30,24 +31,41 @@ pub fn mask_token(raw: &str) -> String {
     format!("{head}…")
 }
 
-/// A Gemini API key, with its masked form made once (every request's log line names it).
-/// Equality and hashing use the raw value: the key *is* its identity.
+/// A Gemini API key, with what every request needs of it made once, at load: its masked form
+/// (for the log line) and its upstream header value. Equality and hashing use the raw value:
+/// the key *is* its identity.
 #[derive(Clone)]
 pub struct ApiKey {
     raw: Arc<str>,
     masked: Arc<str>,
+    /// Marked sensitive (never indexed by HTTP/2 header compression); `None` if the key has
+    /// characters a header cannot carry.
+    header: Option<HeaderValue>,
 }
 
 impl ApiKey {
     pub fn new(raw: impl Into<Arc<str>>) -> Self {
         let raw = raw.into();
         let masked = mask_key(&raw).into();
-        ApiKey { raw, masked }
+        let header = HeaderValue::from_str(&raw).ok().map(|mut value| {
+            value.set_sensitive(true);
+            value
+        });
+        ApiKey {
+            raw,
+            masked,
+            header,
+        }
     }
 
-    /// The raw key. Only for the upstream `x-goog-api-key` header.
+    /// The raw key, for comparing keys (a reload's diff) and tests; requests send `header`.
     pub fn expose(&self) -> &str {
         &self.raw
+    }
+
+    /// The upstream `x-goog-api-key` value; `None` for a key no header can carry.
+    pub fn header(&self) -> Option<&HeaderValue> {
+        self.header.as_ref()
     }
 
     /// `AIza****abcd`; cloning the `Arc` costs no allocation.

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
@@ -282,14 +281,16 @@ async fn serve_route(
         _ => {}
     }
     let session = gate == Gate::Admin && app.sessions.admits(req.headers());
-    let mut caller = if session && crate::dashboard::same_site(req.method(), req.headers()) {
-        access::Caller::admin_session(ip)
+    let https = access::forwarded_https(
+        peer.ip(),
+        req.headers(),
+        &snap.config.server.trusted_proxies,
+    );
+    let caller = if session && crate::dashboard::same_site(req.method(), req.headers()) {
+        access::Caller::admin_session(ip, https)
     } else {
         if matches!(gate, Gate::Client | Gate::Admin) {
-            if let Some(retry_after) =
-                app.lockout
-                    .wait(ip, snap.config.access.max_token_failures, Instant::now())
-            {
+            if let Some(retry_after) = app.lockout.wait(ip, snap.config.access.max_token_failures) {
                 return Err(ProxyError::LockedOut { retry_after });
             }
         }
@@ -300,6 +301,7 @@ async fn serve_route(
             req.uri().query(),
             &snap.config.auth,
             ip,
+            https,
         );
         let caller = match authenticated {
             // A session cookie alone does not authorise a state change (CSRF); an admin
@@ -307,7 +309,7 @@ async fn serve_route(
             Err(_) if session => return Err(ProxyError::CrossSite),
             Err(ProxyError::Unauthorized) => {
                 app.lockout
-                    .failed(ip, snap.config.access.max_token_failures, Instant::now());
+                    .failed(ip, snap.config.access.max_token_failures);
                 return Err(ProxyError::Unauthorized);
             }
             other => other?,
@@ -323,13 +325,6 @@ async fn serve_route(
         }
         caller
     };
-    if matches!(route, Route::DashboardLogin | Route::DashboardLogout) {
-        caller.https = access::forwarded_https(
-            peer.ip(),
-            req.headers(),
-            &snap.config.server.trusted_proxies,
-        );
-    }
     log.token = caller.token_name.clone();
     api::dispatch(app, snap, route, req, caller, log).await
 }

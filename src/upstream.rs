@@ -126,12 +126,11 @@ impl Upstream {
 
 const API_KEY_HEADER: http::HeaderName = http::HeaderName::from_static("x-goog-api-key");
 
-/// The key as a header value marked sensitive (never indexed by HTTP/2 header compression).
+/// The key's header value, made when the key was loaded.
 fn key_header(key: &ApiKey) -> Result<HeaderValue, SendError> {
-    let mut value = HeaderValue::from_str(key.expose())
-        .map_err(|_| SendError::Connect("the API key is not a valid header value".into()))?;
-    value.set_sensitive(true);
-    Ok(value)
+    key.header()
+        .cloned()
+        .ok_or_else(|| SendError::Connect("the API key is not a valid header value".into()))
 }
 
 /// One pooled client as `upstream` configures it. Redirects are not followed (Google's API

@@ -32,6 +32,14 @@ fn behind_a_proxy_with_an_admin_token(fake: &FakeGemini) -> TestConfig {
         .set("auth", &format!(r#"admin_tokens = ["{ADMIN}"]"#))
 }
 
+/// A chat with `token` from client `ip`, as a trusted reverse proxy on loopback forwards it.
+fn chat_via_proxy(proxy: &Proxy, ip: &str, token: &str) -> RequestBuilder {
+    anon(proxy, reqwest::Method::POST, "/v1/chat/completions")
+        .header("x-forwarded-for", ip)
+        .bearer_auth(token)
+        .json(&chat(FLASH))
+}
+
 async fn start(config: TestConfig) -> Proxy {
     Proxy::builder().config(config).start().await
 }
@@ -264,12 +272,7 @@ async fn an_address_that_keeps_presenting_wrong_tokens_is_locked_out() {
     use reqwest::Method;
     let fake = FakeGemini::start().await;
     let proxy = start(behind_a_proxy_with_an_admin_token(&fake)).await;
-    let chat_from = |ip: &str, token: &str| {
-        anon(&proxy, Method::POST, "/v1/chat/completions")
-            .header("x-forwarded-for", ip)
-            .bearer_auth(token)
-            .json(&chat(FLASH))
-    };
+    let chat_from = |ip: &str, token: &str| chat_via_proxy(&proxy, ip, token);
     let guesser = "203.0.113.7";
 
     let login_from = |ip: &str, token: &str| {
@@ -347,12 +350,7 @@ async fn the_token_lockout_can_be_turned_off() {
             .set("access", "max_token_failures = 0"),
     )
     .await;
-    let chat_as = |token: &str| {
-        anon(&proxy, reqwest::Method::POST, "/v1/chat/completions")
-            .header("x-forwarded-for", "203.0.113.7")
-            .bearer_auth(token)
-            .json(&chat(FLASH))
-    };
+    let chat_as = |token: &str| chat_via_proxy(&proxy, "203.0.113.7", token);
     for i in 0..15 {
         assert_eq!(status_of(chat_as(&format!("sk-guess-{i:04}"))).await, 401);
     }

@@ -14,7 +14,6 @@
 mod state;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -78,10 +77,7 @@ pub async fn login(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
     let ip = caller.ip;
-    if let Some(wait) = app
-        .lockout
-        .wait(ip, snap.config.access.max_token_failures, Instant::now())
-    {
+    if let Some(wait) = app.lockout.wait(ip, snap.config.access.max_token_failures) {
         let message = ProxyError::LockedOut { retry_after: wait }.to_string();
         let mut page = login_page(StatusCode::TOO_MANY_REQUESTS, Some(&message));
         page.headers_mut().insert(
@@ -106,7 +102,7 @@ pub async fn login(
     }
     if !ok {
         app.lockout
-            .failed(ip, snap.config.access.max_token_failures, Instant::now());
+            .failed(ip, snap.config.access.max_token_failures);
         tracing::info!(%ip, "dashboard login refused");
         let message = if admin_tokens.is_empty() {
             "No admin tokens are configured: only a loopback client can log in."

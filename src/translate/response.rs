@@ -349,7 +349,8 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
         let mut text: Option<Cow<str>> = None;
         let mut reasoning = None;
         let mut tool_calls = Vec::new();
-        // Where each answer-text part starts in `text`, for grounding offsets.
+        // Where each answer-text part starts in `text`, for grounding offsets (only then).
+        let grounded = cand.grounding_metadata.is_some();
         let mut part_starts = Vec::new();
         for mut part in cand.content.map(|c| c.parts).unwrap_or_default() {
             let mut start = None;
@@ -366,7 +367,9 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                     append(&mut text, t);
                 }
             }
-            part_starts.push(start);
+            if grounded {
+                part_starts.push(start);
+            }
         }
         let annotations = annotations(
             cand.grounding_metadata,
