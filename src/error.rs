@@ -3,16 +3,23 @@
 //! Handlers return `ProxyError`; `into_response` renders it in the caller's dialect: OpenAI's
 //! `{"error":{message,type,param,code}}` on `/v1` and the JSON admin endpoints, Google's
 //! `{"error":{code,message,status}}` on `/v1beta`. Adding a variant forces a decision on its
-//! status, its OpenAI type and its log level. Messages never carry a secret.
+//! status, its OpenAI type and its log level. Messages never carry a secret, and quote what
+//! the client sent only as a short `excerpt` (the whole message is capped too).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
+use crate::excerpt::excerpt_to;
 use crate::router::Dialect;
 use crate::server::{full, Body};
+
+/// The longest error message a client gets, in characters: a backstop, since every quote of
+/// the client's input in a message is already a short `excerpt`.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// `Retry-After` is capped so clients that honour it literally (Cline) never wait for hours.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -204,13 +211,19 @@ impl ProxyError {
     }
 
     /// The message as the client sees it. Gemini's context overflow is reworded so clients that
-    /// look for "context length exceeded" (Cline) truncate instead of failing.
+    /// look for "context length exceeded" (Cline) truncate instead of failing. Whatever a
+    /// message quotes, it is cut at `MAX_MESSAGE_CHARS` (each quote of the client's input is
+    /// already an `excerpt`; this is the backstop for a quote that was missed).
     pub fn client_message(&self) -> String {
         let message = self.to_string();
-        if is_context_overflow(&message) {
+        let message = if is_context_overflow(&message) {
             format!("context length exceeded: {message}")
         } else {
             message
+        };
+        match excerpt_to(&message, MAX_MESSAGE_CHARS) {
+            Cow::Borrowed(_) => message,
+            Cow::Owned(cut) => cut,
         }
     }
 

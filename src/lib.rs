@@ -14,7 +14,8 @@
 //! - [`pool`]: per (key, model) health and key selection; [`classify`] turns Google responses
 //!   into pool outcomes.
 //! - [`upstream`]: the reqwest client and the Gemini URLs.
-//! - [`error`]: every `ProxyError` becomes an HTTP response here, in the caller's dialect.
+//! - [`error`]: every `ProxyError` becomes an HTTP response here, in the caller's dialect;
+//!   what a client sent is quoted in it (and in logs) only as an [`excerpt`].
 //!
 //! Around them: [`config`] (TOML to validated types), [`state`] (the live snapshot behind an
 //! `ArcSwap`), [`secret`] (masked key and token types), [`sse`] (stream framing),
@@ -28,6 +29,7 @@ pub mod classify;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod excerpt;
 pub mod lockout;
 pub mod logging;
 pub mod media;

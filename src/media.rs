@@ -71,7 +71,7 @@ pub async fn fetch_all(
 }
 
 fn failure(url: &str, reason: &str) -> ProxyError {
-    let shown: String = url.chars().take(200).collect();
+    let shown = crate::excerpt::excerpt(url);
     ProxyError::BadRequest {
         message: format!("could not fetch image_url {shown}: {reason}"),
         param: Some("messages".into()),

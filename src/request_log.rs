@@ -1,13 +1,18 @@
 //! The one log line per request: method, path, model, masked key, status, upstream status,
 //! attempts, latency. Filled in as the request travels; emitted once at its end (for streams,
-//! when the stream ends).
+//! when the stream ends). What the client sent (the path, an error quoting its input) is cut
+//! to a bounded excerpt, so no line grows with the request.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::StatusCode;
 
+use crate::excerpt::excerpt_to;
 use crate::timeline::Timeline;
+
+/// The longest path a line shows, in characters (a real route's path is far shorter).
+const MAX_PATH_CHARS: usize = 256;
 
 #[derive(Debug)]
 pub struct RequestLog {
@@ -31,7 +36,7 @@ impl RequestLog {
     pub fn new(method: http::Method, path: &str, route: &'static str) -> Self {
         RequestLog {
             method,
-            path: path.to_string(),
+            path: excerpt_to(path, MAX_PATH_CHARS).into_owned(),
             route,
             start: Instant::now(),
             token: None,
@@ -101,7 +106,10 @@ impl RequestLog {
                     upstream_status,
                     attempts = self.attempts,
                     latency_ms = format_args!("{latency_ms:.2}"),
-                    error = self.error.as_deref().unwrap_or(""),
+                    error = &*excerpt_to(
+                        self.error.as_deref().unwrap_or(""),
+                        crate::error::MAX_MESSAGE_CHARS
+                    ),
                     "request"
                 )
             };

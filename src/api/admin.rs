@@ -63,8 +63,12 @@ pub async fn reset_key_health(
              {\"api_key_pattern\": …, \"model\": …} or {\"model\": …}",
         ));
     }
-    let r: ResetRequest = serde_json::from_slice(&body)
-        .map_err(|e| ProxyError::bad_request(format!("invalid reset request: {e}")))?;
+    let r: ResetRequest = serde_json::from_slice(&body).map_err(|e| {
+        ProxyError::bad_request(format!(
+            "invalid reset request: {}",
+            crate::excerpt::serde_error(&e)
+        ))
+    })?;
     let pattern = r.api_key_pattern.as_deref().filter(|p| !p.is_empty());
     let model = r.model.as_deref().filter(|m| !m.is_empty());
     if !r.reset_all && pattern.is_none() && model.is_none() {

@@ -1,6 +1,12 @@
 //! `/v1beta/models…`: the native Gemini API, passed through. Body bytes go upstream untouched;
 //! only the credential changes (the client's token out, a pool key in) and the same rotation,
 //! failover and health accounting apply. Errors are Google-shaped.
+//!
+//! What goes upstream is checked first: a body must be a UTF-8 JSON object (a syntax check,
+//! no tree is built), and the query keeps only Google's documented parameters for these
+//! methods (`FORWARDED_PARAMS`), decoded and re-encoded; a credential (`key`,
+//! `access_token`…) or any other parameter never travels. Whether a stream is SSE is read
+//! from the upstream's `Content-Type`, never from how the client spelled `alt`.
 
 use std::sync::Arc;
 
@@ -44,8 +50,8 @@ pub async fn passthrough(
             let chain =
                 allowed_chain(caller, &requested, resolve(&snap.config.models, &requested))?;
             let body = read_body(req, snap.config.server.max_body).await?;
+            check_json_object(&body)?;
             let streaming = action == GeminiAction::StreamGenerateContent;
-            let sse = query.split('&').any(|p| p == "alt=sse");
             let mut last_error = None;
             for (i, target) in chain.iter().enumerate() {
                 let path = with_query(
@@ -77,7 +83,9 @@ pub async fn passthrough(
                                     snap.clone(),
                                     served.lease,
                                     response,
-                                    Shape::Passthrough { sse },
+                                    Shape::Passthrough {
+                                        sse: is_event_stream(&content_type),
+                                    },
                                     log.hand_off(),
                                     content_type,
                                 )
@@ -127,14 +135,115 @@ fn respond(bytes: Bytes, content_type: HeaderValue) -> Response<crate::server::B
     response
 }
 
-/// The client's query without its credential (`key=`), which must never travel upstream.
+/// Google's documented query parameters for the models methods, by the name sent upstream:
+/// the system parameters `alt` (`$alt`), `fields` (`$fields`) and `prettyPrint`
+/// (`$prettyPrint`), and `models.list`'s `pageSize` and `pageToken`. Everything else is
+/// dropped: credentials (`key`, `$key`, `access_token`, `oauth_token`…), and the system
+/// parameters that would change what this proxy reads or who pays (`$.xgafv`, `callback`,
+/// `$ct`, `$httpMethod`, `userProject`, `quotaUser`…).
+const FORWARDED_PARAMS: [&str; 5] = ["alt", "fields", "prettyPrint", "pageSize", "pageToken"];
+
+/// The client's query as it may travel upstream: only `FORWARDED_PARAMS` (a `$` spelling
+/// becomes the plain name), each name once (the first wins), values percent-decoded (`+` is a
+/// space, as Google reads it) and re-encoded.
 fn forwarded_query(query: Option<&str>) -> String {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty() && p.split('=').next() != Some("key"))
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::new();
+    let mut sent = [false; FORWARDED_PARAMS.len()];
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = match pair.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (pair, None),
+        };
+        let name = percent_decode(name);
+        let name = name.strip_prefix(b"$").unwrap_or(&name);
+        let Some(i) = FORWARDED_PARAMS.iter().position(|p| p.as_bytes() == name) else {
+            continue;
+        };
+        if std::mem::replace(&mut sent[i], true) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(FORWARDED_PARAMS[i]);
+        if let Some(value) = value {
+            out.push('=');
+            percent_encode(&percent_decode(value), &mut out);
+        }
+    }
+    out
+}
+
+/// `%XX` escapes and `+` (a space) decoded; a `%` not followed by two hex digits stays itself.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+        match bytes[i] {
+            b'%' => match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(hi), Some(lo)) => {
+                    // Two hex digits make at most 0xFF.
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Appends `bytes` with everything but RFC 3986's unreserved characters as `%XX`.
+fn percent_encode(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+}
+
+/// Refuses, before any key is used, a body Google could only refuse: not UTF-8, not JSON, or
+/// not an object. A syntax check: no tree is built, and the bytes forwarded are the client's.
+fn check_json_object(body: &[u8]) -> Result<(), ProxyError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ProxyError::bad_request(format!(
+            "the request body is not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
+        ProxyError::bad_request(format!(
+            "the request body is not valid JSON: {}",
+            crate::excerpt::serde_error(&e)
+        ))
+    })?;
+    if !text.trim_start().starts_with('{') {
+        return Err(ProxyError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an upstream answer is a server-sent event stream (`text/event-stream`, any
+/// parameters, any case).
+fn is_event_stream(content_type: &HeaderValue) -> bool {
+    content_type
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 fn with_query(path: String, query: &str) -> String {
@@ -149,14 +258,88 @@ fn with_query(path: String, query: &str) -> String {
 mod tests {
     use super::*;
 
+    fn check(query: &str, expected: &str) {
+        assert_eq!(forwarded_query(Some(query)), expected, "{query}");
+    }
+
     #[test]
-    fn the_client_key_never_travels_upstream() {
-        assert_eq!(forwarded_query(Some("alt=sse&key=sk-secret")), "alt=sse");
-        assert_eq!(forwarded_query(Some("key=sk-secret")), "");
+    fn only_documented_parameters_travel_upstream() {
         assert_eq!(forwarded_query(None), "");
-        assert_eq!(
-            forwarded_query(Some("pageSize=5&pageToken=abc")),
-            "pageSize=5&pageToken=abc"
+        check("", "");
+        check("alt=sse", "alt=sse");
+        check("pageSize=5&pageToken=abc", "pageSize=5&pageToken=abc");
+        check(
+            "fields=candidates&prettyPrint=false",
+            "fields=candidates&prettyPrint=false",
         );
+        // Credentials, however spelled, never travel.
+        check("alt=sse&key=sk-secret", "alt=sse");
+        check("key=sk-secret", "");
+        check("$key=sk&%24key=sk&%6Bey=sk&KEY=sk", "");
+        check(
+            "access_token=t&oauth_token=t&$oauth_token=t&$access_token=t",
+            "",
+        );
+        // Neither do unknown or unwanted system parameters.
+        check(
+            "callback=f&$callback=f&$.xgafv=1&userProject=p&quotaUser=u",
+            "",
+        );
+        check("$httpMethod=DELETE&$ct=text/plain&foo=bar&alt", "alt");
+        // `$` spellings and encoded names are Google's too, sent plain.
+        check("$alt=sse", "alt=sse");
+        check("%24alt=sse", "alt=sse");
+        check("$fields=a&$prettyPrint=true", "fields=a&prettyPrint=true");
+        // One of each: the first wins.
+        check("alt=sse&$alt=json&alt=media", "alt=sse");
+        // Values are decoded and re-encoded; nothing can smuggle a second parameter in.
+        check("pageToken=a%26key%3Dx", "pageToken=a%26key%3Dx");
+        check("pageToken=a+b%2Bc", "pageToken=a%20b%2Bc");
+        check(
+            "fields=candidates(content,finishReason)",
+            "fields=candidates%28content%2CfinishReason%29",
+        );
+        check("pageToken=%zz%4", "pageToken=%25zz%254");
+        check("pageToken=%E2%9C%93", "pageToken=%E2%9C%93");
+        check("&&pageSize=1&", "pageSize=1");
+    }
+
+    #[test]
+    fn bodies_must_be_utf8_json_objects() {
+        assert!(check_json_object(br#"{"contents": []}"#).is_ok());
+        assert!(check_json_object(b" \n{}\n").is_ok());
+        assert!(check_json_object(b"{\"text\": \"\xc3\xa9\"}").is_ok());
+        for bad in [
+            &b""[..],
+            b"not json",
+            b"{\"contents\": [}",
+            b"{} {}",
+            b"[]",
+            b"\"text\"",
+            b"{\"text\": \"\xff\"}",
+            b"\xef\xbb\xbf{}",
+        ] {
+            let err = check_json_object(bad).err();
+            assert!(
+                matches!(err, Some(ProxyError::BadRequest { .. })),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn event_streams_are_known_by_content_type() {
+        let check = |v: &'static str, expected: bool| {
+            assert_eq!(
+                is_event_stream(&HeaderValue::from_static(v)),
+                expected,
+                "{v}"
+            );
+        };
+        check("text/event-stream", true);
+        check("Text/Event-Stream; charset=utf-8", true);
+        check("application/json; charset=UTF-8", false);
+        check("text/plain", false);
     }
 }

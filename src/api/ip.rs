@@ -66,7 +66,10 @@ pub async fn test(
 ) -> Result<Response<Body>, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
     let ask: TestIp = serde_json::from_slice(&body).map_err(|e| ProxyError::BadRequest {
-        message: format!("send {{\"test_ip\": \"203.0.113.7\"}}: {e}"),
+        message: format!(
+            "send {{\"test_ip\": \"203.0.113.7\"}}: {}",
+            crate::excerpt::serde_error(&e)
+        ),
         param: Some("test_ip".into()),
     })?;
     let ip: IpAddr = ask
@@ -74,7 +77,10 @@ pub async fn test(
         .trim()
         .parse()
         .map_err(|_| ProxyError::BadRequest {
-            message: format!("'{}' is not an IPv4 or IPv6 address", ask.test_ip),
+            message: format!(
+                "'{}' is not an IPv4 or IPv6 address",
+                crate::excerpt::excerpt(&ask.test_ip)
+            ),
             param: Some("test_ip".into()),
         })?;
     let verdict = access::check_ip(ip, &snap.config.access);

@@ -118,7 +118,10 @@ pub fn clean_model_name(raw: &str) -> Result<&str, ProxyError> {
         Ok(name)
     } else {
         Err(ProxyError::BadRequest {
-            message: format!("'{raw}' is not a valid model name"),
+            message: format!(
+                "'{}' is not a valid model name",
+                crate::excerpt::excerpt(raw)
+            ),
             param: Some("model".into()),
         })
     }

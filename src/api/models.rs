@@ -240,7 +240,8 @@ pub async fn get(
     match found {
         Some(model) => Ok(json_response(StatusCode::OK, &model)),
         None => Err(ProxyError::not_found(format!(
-            "The model '{wanted}' does not exist"
+            "The model '{}' does not exist",
+            crate::excerpt::excerpt(wanted)
         ))),
     }
 }

@@ -42,8 +42,12 @@ pub async fn run(
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
-    let run: RunRequest = serde_json::from_slice(&body)
-        .map_err(|e| ProxyError::bad_request(format!("invalid request body: {e}")))?;
+    let run: RunRequest = serde_json::from_slice(&body).map_err(|e| {
+        ProxyError::bad_request(format!(
+            "invalid request body: {}",
+            crate::excerpt::serde_error(&e)
+        ))
+    })?;
     if run.command.trim().is_empty() {
         return Err(ProxyError::BadRequest {
             message: "`command` must not be empty".into(),

@@ -46,7 +46,7 @@ struct Raw {
 /// `InvalidRequest` naming the field.
 pub fn parse_request(body: &[u8]) -> Result<EmbeddingsRequest, TranslateError> {
     let raw: Raw = serde_json::from_slice(body).map_err(|e| TranslateError::InvalidRequest {
-        message: format!("invalid request body: {e}"),
+        message: format!("invalid request body: {}", crate::excerpt::serde_error(&e)),
         param: None,
     })?;
     if raw.model.trim().is_empty() {
@@ -122,7 +122,10 @@ pub fn parse_request(body: &[u8]) -> Result<EmbeddingsRequest, TranslateError> {
         Some("base64") => Encoding::Base64,
         Some(other) => {
             return Err(invalid(
-                &format!("unknown encoding_format `{other}`; expected `float` or `base64`"),
+                &format!(
+                    "unknown encoding_format `{}`; expected `float` or `base64`",
+                    crate::excerpt::excerpt(other)
+                ),
                 "encoding_format".into(),
             ))
         }

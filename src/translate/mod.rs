@@ -77,7 +77,8 @@ pub enum TranslateError {
 /// are `InvalidRequest`.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError> {
     let mut req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
-        let message = e.to_string();
+        // serde quotes the offending value: only an excerpt of it comes back.
+        let message = crate::excerpt::serde_error(&e);
         // serde names the field only in the text; lift it out for OpenAI's `param`.
         let param = message
             .strip_prefix("missing field `")

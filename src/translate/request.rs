@@ -3,7 +3,8 @@
 //! Owns the turn rules Gemini enforces (system text apart, alternating user/model turns, a
 //! user turn first) and the parameter mapping of protocol.md §5. It reads only the parsed
 //! request and the target; it must not fetch, log or look at the clock, and it never forwards
-//! a field it does not know.
+//! a field it does not know. Media payloads are checked to be base64 (scanned, not decoded),
+//! so that a bad one is the client's 400 before any key is used.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -21,6 +22,7 @@ use super::openai::{
     ThinkingConfigIn, ToolCall, ToolChoice,
 };
 use super::{invalid, schema, Extras, Target, TranslateError};
+use crate::excerpt::excerpt;
 
 /// Google's documented stand-in for a Gemini 3 thought signature we no longer have.
 pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
@@ -310,7 +312,7 @@ fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> 
     for (i, tool) in tools.iter().enumerate() {
         if tool.kind != "function" {
             return Err(invalid(
-                &format!("unsupported tool type `{}`", tool.kind),
+                &format!("unsupported tool type `{}`", excerpt(&tool.kind)),
                 format!("tools[{i}].type"),
             ));
         }
@@ -348,7 +350,10 @@ fn thinking_config(model: &str, effort: &str) -> Result<Option<ThinkingConfig>, 
     const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
     if !EFFORTS.contains(&effort) {
         return Err(invalid(
-            &format!("unknown reasoning_effort `{effort}`; expected one of {EFFORTS:?}"),
+            &format!(
+                "unknown reasoning_effort `{}`; expected one of {EFFORTS:?}",
+                excerpt(effort)
+            ),
             "reasoning_effort".into(),
         ));
     }
@@ -398,7 +403,10 @@ fn client_thinking_config(config: &ThinkingConfigIn) -> Result<ThinkingConfig, T
                 .find(|l| l.eq_ignore_ascii_case(level))
                 .ok_or_else(|| {
                     invalid(
-                        &format!("unknown thinking_level `{level}`; expected one of {LEVELS:?}"),
+                        &format!(
+                            "unknown thinking_level `{}`; expected one of {LEVELS:?}",
+                            excerpt(level)
+                        ),
                         "google.thinking_config.thinking_level".into(),
                     )
                 })?,
@@ -498,12 +506,12 @@ fn user_parts<'a>(
             ContentPart::ImageUrl { image_url } => {
                 let url = &*image_url.url;
                 if url.starts_with("data:") {
-                    data_url(url, None).ok_or_else(|| {
-                        invalid(
-                            "image_url is not a base64 data URL",
-                            param() + ".image_url.url",
-                        )
-                    })?
+                    let field = param() + ".image_url.url";
+                    let blob = data_url(url, None).ok_or_else(|| {
+                        invalid("image_url is not a base64 data URL", field.clone())
+                    })?;
+                    check_base64(&blob.data, field)?;
+                    blob
                 } else if url.starts_with("http://") || url.starts_with("https://") {
                     let fetched = extras.media.and_then(|m| m.get(url)).ok_or_else(|| {
                         invalid(
@@ -522,14 +530,17 @@ fn user_parts<'a>(
                     ));
                 }
             }
-            ContentPart::InputAudio { input_audio } => Blob {
-                mime_type: match &*input_audio.format {
-                    "wav" => Cow::Borrowed("audio/wav"),
-                    "mp3" => Cow::Borrowed("audio/mp3"),
-                    other => Cow::Owned(format!("audio/{other}")),
-                },
-                data: Cow::Borrowed(&*input_audio.data),
-            },
+            ContentPart::InputAudio { input_audio } => {
+                check_base64(&input_audio.data, param() + ".input_audio.data")?;
+                Blob {
+                    mime_type: match &*input_audio.format {
+                        "wav" => Cow::Borrowed("audio/wav"),
+                        "mp3" => Cow::Borrowed("audio/mp3"),
+                        other => Cow::Owned(format!("audio/{other}")),
+                    },
+                    data: Cow::Borrowed(&*input_audio.data),
+                }
+            }
             ContentPart::File { file } => {
                 if file.file_id.is_some() {
                     return Err(invalid(
@@ -547,12 +558,15 @@ fn user_parts<'a>(
                     }),
                     None => None,
                 };
-                blob.ok_or_else(|| {
+                let field = param() + ".file.file_data";
+                let blob = blob.ok_or_else(|| {
                     invalid(
                         "file needs file_data as a base64 data URL (or base64 with a known filename)",
-                        param() + ".file.file_data",
+                        field.clone(),
                     )
-                })?
+                })?;
+                check_base64(&blob.data, field)?;
+                blob
             }
         };
         parts.push(Part {
@@ -561,6 +575,53 @@ fn user_parts<'a>(
         });
     }
     Ok(())
+}
+
+/// Refuses a media payload that Gemini could not decode, naming `field`: a 400 before any key
+/// is used, instead of Google's 400 after one was.
+fn check_base64(data: &str, field: String) -> Result<(), TranslateError> {
+    if is_base64(data) {
+        return Ok(());
+    }
+    Err(TranslateError::InvalidRequest {
+        message: format!(
+            "{field}: the payload is not valid base64 (the standard or the URL-safe alphabet, \
+             '=' padding only at the end)"
+        ),
+        param: Some(field),
+    })
+}
+
+/// Whether `data` is base64 as Google's decoder reads it, checked without decoding: one
+/// alphabet (standard `+/` or URL-safe `-_`, not both), at most two `=` and only at the end
+/// (then the length is a multiple of 4; unpadded, no length leaves a lone 6 bits), ASCII
+/// whitespace skipped.
+pub(crate) fn is_base64(data: &str) -> bool {
+    let (mut digits, mut padding) = (0usize, 0usize);
+    let (mut standard, mut url_safe) = (false, false);
+    for b in data.bytes() {
+        match b {
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            b'=' if padding < 2 => padding += 1,
+            _ if padding > 0 => return false,
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => digits += 1,
+            b'+' | b'/' => {
+                standard = true;
+                digits += 1;
+            }
+            b'-' | b'_' => {
+                url_safe = true;
+                digits += 1;
+            }
+            _ => return false,
+        }
+    }
+    let length_ok = if padding == 0 {
+        digits % 4 != 1
+    } else {
+        (digits + padding) % 4 == 0
+    };
+    length_ok && !(standard && url_safe)
 }
 
 /// `data:<mime>[;param]*;base64,<data>`; the payload is passed through without decoding.
@@ -663,5 +724,38 @@ fn push_turn<'a>(contents: &mut Vec<Content<'a>>, role: &'static str, parts: Vec
             role: Some(role),
             parts,
         }),
+    }
+}
+
+#[cfg(test)]
+mod base64_tests {
+    use super::is_base64;
+
+    fn check(data: &str, expected: bool) {
+        assert_eq!(is_base64(data), expected, "{data:?}");
+    }
+
+    #[test]
+    fn base64_is_checked_without_decoding() {
+        check("", true);
+        check("aGk=", true);
+        check("aGk", true);
+        check("aGVsbG8=", true);
+        check("aGVsbA==", true);
+        check("aGVsbA", true);
+        check("+/+/", true);
+        check("-_-_", true);
+        check("aGVs\r\nbA==", true);
+        check("aGVsbA==\n", true);
+        check("a", false);
+        check("aGVsb", false);
+        check("aGVsbA=", false);
+        check("aGVsbA===", false);
+        check("aG=k", false);
+        check("=", false);
+        check("+/-_", false);
+        check("hello world!", false);
+        check("https://example.com/cat.png", false);
+        check("aGk\u{e9}", false);
     }
 }
