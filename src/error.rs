@@ -360,6 +360,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_quoting_too_much_is_cut() {
+        let long = ProxyError::bad_request(format!("bad value '{}'", "v".repeat(100_000)));
+        assert_eq!(long.client_message().chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(long.client_message().ends_with('…'));
+        let (status, _, body) = render(long, Dialect::Google).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("bad value 'vvv"), "{message}");
+        assert!(message.len() < 2 * MAX_MESSAGE_CHARS, "{}", message.len());
+        let short = ProxyError::bad_request("short");
+        assert_eq!(short.client_message(), "short");
+    }
+
+    #[tokio::test]
     async fn context_overflow_is_reworded() {
         let (status, _, body) = render(
             ProxyError::UpstreamClient {
