@@ -98,6 +98,19 @@ async fn passthrough_forwards_only_documented_query_parameters() {
     .await;
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(fake.last_request().and_then(|r| r.query), None);
+
+    // `alt` asks for JSON or SSE; a protobuf or media answer is refused before any key is used.
+    let before = fake.total_hits();
+    for alt in ["proto", "media"] {
+        let response = native_post(
+            &proxy,
+            &format!("/v1beta/models/{MODEL}:generateContent?%24alt={alt}"),
+            gemini_body().to_string().into_bytes(),
+        )
+        .await;
+        assert_google_400(response, "alt=sse or alt=json").await;
+    }
+    assert_eq!(fake.total_hits(), before);
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@
 //!
 //! What goes upstream is checked first: a body must be a UTF-8 JSON object (a syntax check,
 //! no tree is built), and the query keeps only Google's documented parameters for these
-//! methods (`FORWARDED_PARAMS`), decoded and re-encoded; a credential (`key`,
-//! `access_token`…) or any other parameter never travels. Whether a stream is SSE is read
+//! methods (`FORWARDED_PARAMS`; `alt` only as `json` or `sse`), decoded and re-encoded; a
+//! credential (`key`, `access_token`…) or any other parameter never travels. Whether a stream is SSE is read
 //! from the upstream's `Content-Type`, never from how the client spelled `alt`.
 
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub async fn passthrough(
     req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
-    let query = forwarded_query(req.uri().query());
+    let query = forwarded_query(req.uri().query())?;
     match route {
         Route::GeminiListModels => {
             let path = with_query("/v1beta/models".to_string(), &query);
@@ -145,8 +145,10 @@ const FORWARDED_PARAMS: [&str; 5] = ["alt", "fields", "prettyPrint", "pageSize",
 
 /// The client's query as it may travel upstream: only `FORWARDED_PARAMS` (a `$` spelling
 /// becomes the plain name), each name once (the first wins), values percent-decoded (`+` is a
-/// space, as Google reads it) and re-encoded.
-fn forwarded_query(query: Option<&str>) -> String {
+/// space, as Google reads it) and re-encoded. `alt` may only ask for JSON or SSE: `media` and
+/// `proto` answers are nothing these methods give, and a protobuf body is one this proxy
+/// could not read (its errors, usage, stream events).
+fn forwarded_query(query: Option<&str>) -> Result<String, ProxyError> {
     let mut out = String::new();
     let mut sent = [false; FORWARDED_PARAMS.len()];
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -166,12 +168,25 @@ fn forwarded_query(query: Option<&str>) -> String {
             out.push('&');
         }
         out.push_str(FORWARDED_PARAMS[i]);
+        let value = value.map(percent_decode);
+        let wanted = |v: &[u8]| v.eq_ignore_ascii_case(b"json") || v.eq_ignore_ascii_case(b"sse");
+        if FORWARDED_PARAMS[i] == "alt" && !value.as_deref().is_some_and(wanted) {
+            return Err(ProxyError::BadRequest {
+                message: format!(
+                    "alt={} is not supported here: send alt=sse or alt=json",
+                    crate::excerpt::excerpt(&String::from_utf8_lossy(
+                        value.as_deref().unwrap_or_default()
+                    ))
+                ),
+                param: Some("alt".into()),
+            });
+        }
         if let Some(value) = value {
             out.push('=');
-            percent_encode(&percent_decode(value), &mut out);
+            percent_encode(&value, &mut out);
         }
     }
-    out
+    Ok(out)
 }
 
 /// `%XX` escapes and `+` (a space) decoded; a `%` not followed by two hex digits stays itself.
@@ -259,12 +274,16 @@ mod tests {
     use super::*;
 
     fn check(query: &str, expected: &str) {
-        assert_eq!(forwarded_query(Some(query)), expected, "{query}");
+        assert_eq!(
+            forwarded_query(Some(query)).ok().as_deref(),
+            Some(expected),
+            "{query}"
+        );
     }
 
     #[test]
     fn only_documented_parameters_travel_upstream() {
-        assert_eq!(forwarded_query(None), "");
+        assert_eq!(forwarded_query(None).ok().as_deref(), Some(""));
         check("", "");
         check("alt=sse", "alt=sse");
         check("pageSize=5&pageToken=abc", "pageSize=5&pageToken=abc");
@@ -285,7 +304,10 @@ mod tests {
             "callback=f&$callback=f&$.xgafv=1&userProject=p&quotaUser=u",
             "",
         );
-        check("$httpMethod=DELETE&$ct=text/plain&foo=bar&alt", "alt");
+        check(
+            "$httpMethod=DELETE&$ct=text/plain&foo=bar&prettyPrint",
+            "prettyPrint",
+        );
         // `$` spellings and encoded names are Google's too, sent plain.
         check("$alt=sse", "alt=sse");
         check("%24alt=sse", "alt=sse");
@@ -302,6 +324,24 @@ mod tests {
         check("pageToken=%zz%4", "pageToken=%25zz%254");
         check("pageToken=%E2%9C%93", "pageToken=%E2%9C%93");
         check("&&pageSize=1&", "pageSize=1");
+        // `alt` asks for JSON or SSE, in any case; anything else is refused.
+        check("alt=SSE&alt=proto", "alt=SSE");
+        check("%24alt=Json", "alt=Json");
+        for refused in [
+            "alt=proto",
+            "$alt=media",
+            "alt=",
+            "alt=sse%00",
+            "key=k&alt=x",
+        ] {
+            assert!(
+                matches!(
+                    forwarded_query(Some(refused)),
+                    Err(ProxyError::BadRequest { .. })
+                ),
+                "{refused}"
+            );
+        }
     }
 
     #[test]
