@@ -100,10 +100,12 @@ impl Sessions {
             }
             None => admin_tokens.is_empty() && local,
         };
-        if !holds && session.opened_by.is_some() {
+        // Its opener is gone for good: the token was removed, or (for a tokenless session)
+        // admin tokens now exist. A tokenless session merely presented from elsewhere stays.
+        if !holds && (session.opened_by.is_some() || !admin_tokens.is_empty()) {
             let id = id.clone();
             inner.remove(&id);
-            tracing::info!("dashboard session ended: the admin token that opened it is gone");
+            tracing::info!("dashboard session ended: what opened it no longer admits it");
         }
         holds
     }

@@ -5,8 +5,10 @@
 //! shows everything that is wrong. Positions come from the spans the TOML parser keeps
 //! (`toml::de::DeTable`); a field that is absent is reported at its nearest written ancestor.
 //! Messages never contain a key or a token, only their masked forms or positions, and never
-//! echo a URL (it may carry proxy credentials). It reads files and nothing else: no network,
-//! no clock, no global state.
+//! echo a URL (it may carry proxy credentials). It reads files (and their permission bits, to
+//! warn about a secret every user may read) and nothing else: no network, no clock, no global
+//! state. No rule here lets a config fail open: no client tokens needs `auth.open = true`, and
+//! an empty `access.allow` is refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
