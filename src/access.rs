@@ -1,15 +1,20 @@
-//! Who is calling: the client's address (believing forwarding headers only from trusted
-//! proxies), the IP allow/deny rules, and the bearer token that turns a request into a `Caller`.
+//! Who is calling: where the request comes from (`Origin`: the TCP peer, and the one forwarding
+//! header `server.real_ip_header` only when that peer is a trusted proxy), the IP allow/deny
+//! rules, and the bearer token that turns a request into a `Caller`.
 //!
-//! Token comparison is constant-time and looks at every configured token, so timing reveals
-//! nothing about which one nearly matched. Nothing here logs a credential.
+//! Loopback privilege (admin without an admin token, the lockout's exemption) comes from the
+//! TCP peer alone, never from a forwarded address, and the tokenless admin also needs a loopback
+//! `Host` (a DNS-rebound page names its own host) and no forwarding header of any kind (a local
+//! reverse proxy forwards for others). Token comparison is constant-time and looks at every
+//! configured token, so timing reveals nothing about which one nearly matched. Nothing here
+//! logs a credential.
 
 use std::net::IpAddr;
 
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::config::{self, IpRule, ModelGlobs};
+use crate::config::{self, IpRule, ModelGlobs, RealIpHeader};
 use crate::error::ProxyError;
 use crate::router::{Dialect, Gate};
 
@@ -18,24 +23,40 @@ use crate::router::{Dialect, Gate};
 pub struct Caller {
     /// The client address after trusted-proxy resolution.
     pub ip: IpAddr,
-    /// The client token's name; `None` when the proxy is open (no tokens configured).
+    /// The client token's name; `None` when the proxy is open (`auth.open`) or for the
+    /// tokenless loopback admin.
     pub token_name: Option<String>,
     models: Option<ModelGlobs>,
     pub admin: bool,
     /// The client reached us over HTTPS, by a trusted proxy's word (`forwarded_https`); the
     /// dashboard's session cookie is `Secure` then.
     pub https: bool,
+    /// See `Origin::loopback_peer`.
+    pub loopback_peer: bool,
+    /// See `Origin::local`.
+    pub local: bool,
 }
 
 impl Caller {
-    /// An admin known by a dashboard session rather than a token.
-    pub fn admin_session(ip: IpAddr, https: bool) -> Caller {
+    /// A caller with no credential (yet): what the open gates see.
+    pub fn anonymous(origin: &Origin) -> Caller {
         Caller {
-            ip,
-            token_name: Some("dashboard".to_string()),
+            ip: origin.ip,
+            token_name: None,
             models: None,
+            admin: false,
+            https: origin.https,
+            loopback_peer: origin.loopback_peer,
+            local: origin.local,
+        }
+    }
+
+    /// An admin known by a dashboard session rather than a token.
+    pub fn admin_session(origin: &Origin) -> Caller {
+        Caller {
+            token_name: Some("dashboard".to_string()),
             admin: true,
-            https,
+            ..Caller::anonymous(origin)
         }
     }
 
@@ -57,6 +78,89 @@ impl Caller {
     }
 }
 
+/// Where one request comes from, decided once before anything else looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The client address after trusted-proxy resolution.
+    pub ip: IpAddr,
+    /// `ip` is the TCP peer itself (no forwarding header was believed) and it is loopback:
+    /// this machine, or a local reverse proxy not in `trusted_proxies` through which every
+    /// client would look the same. Never locked out (`lockout`).
+    pub loopback_peer: bool,
+    /// `loopback_peer`, asking for a loopback `Host` (`localhost`, `127.x.y.z`, `[::1]`, any
+    /// port) and carrying no forwarding header of any kind: a program on this machine talking
+    /// to us directly. With no admin token configured, only such a caller is admin.
+    pub local: bool,
+    /// See `forwarded_https`.
+    pub https: bool,
+}
+
+/// Decides a request's `Origin` from its TCP peer and headers.
+pub fn origin(peer: IpAddr, headers: &HeaderMap, server: &config::Server) -> Origin {
+    let trusted = &server.trusted_proxies;
+    let (ip, forwarded) = client_ip(peer, headers, trusted, &server.real_ip_header);
+    let loopback_peer = !forwarded && ip.is_loopback();
+    let local = loopback_peer
+        && loopback_host(headers)
+        && !carries_forwarding(headers, &server.real_ip_header);
+    Origin {
+        ip,
+        loopback_peer,
+        local,
+        https: forwarded_https(peer, headers, trusted),
+    }
+}
+
+/// Every header a proxy uses to say whom it forwards for.
+const FORWARDING_HEADERS: [&str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
+
+fn carries_forwarding(headers: &HeaderMap, configured: &RealIpHeader) -> bool {
+    FORWARDING_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name))
+        || headers.contains_key(configured.name())
+}
+
+/// Whether the request's `Host` names this machine: `localhost` (or a name under
+/// `.localhost`), an address in 127.0.0.0/8, or `[::1]`, with or without a port. A missing or
+/// unreadable `Host` is not loopback.
+pub fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // `[::1]` or `[::1]:7860`
+        let Some((inner, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return false;
+        }
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if let Ok(ip) = name.parse::<std::net::Ipv4Addr>() {
+        return ip.is_loopback();
+    }
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) become IPv4 so IPv4 rules match them.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -69,27 +173,39 @@ fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
-/// The client's address. Forwarding headers (`X-Forwarded-For`, then `Forwarded`, then
-/// `X-Real-IP`) are believed only when the TCP peer is a trusted proxy; the chain is walked
-/// right to left past trusted hops, and the first untrusted hop is the client.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+/// The client's address, and whether a forwarding header decided it. Only `header` (the one
+/// `server.real_ip_header` names) is read, and only when the TCP peer is a trusted proxy; a
+/// chain (`X-Forwarded-For`, `Forwarded`) is walked right to left past trusted hops, and the
+/// first untrusted hop is the client.
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    header: &RealIpHeader,
+) -> (IpAddr, bool) {
     let peer = canonical(peer);
     if trusted.is_empty() || !is_trusted(peer, trusted) {
-        return peer;
+        return (peer, false);
     }
-    let hops = forwarded_hops(headers);
+    let Some(hops) = forwarded_hops(headers, header) else {
+        return (peer, false);
+    };
+    if let RealIpHeader::Single(_) = header {
+        // One address, set by the proxy: it is the client, trusted or not.
+        return (hops.last().copied().flatten().unwrap_or(peer), true);
+    }
     let mut current = peer;
     for hop in hops.iter().rev() {
         let Some(ip) = hop else {
             // A hop we cannot read: stop at the last address we could vouch for.
-            return current;
+            return (current, true);
         };
         current = *ip;
         if !is_trusted(current, trusted) {
-            return current;
+            return (current, true);
         }
     }
-    current
+    (current, true)
 }
 
 /// Whether the client's connection was HTTPS, as the trusted proxy in front says: the last
@@ -117,36 +233,36 @@ pub fn forwarded_https(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> 
     proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
-/// The forwarding chain, client first. `None` marks an unreadable hop.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let joined = |name: &str| -> Option<String> {
-        let values: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.join(","))
-    };
-    if let Some(xff) = joined("x-forwarded-for") {
-        return xff.split(',').map(|h| parse_hop(h.trim())).collect();
+/// The addresses `header` carries, client first (`None` marks an unreadable one); `None` when
+/// the request does not carry it.
+fn forwarded_hops(headers: &HeaderMap, header: &RealIpHeader) -> Option<Vec<Option<IpAddr>>> {
+    let values: Vec<&str> = headers
+        .get_all(header.name())
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+        .collect();
+    if values.is_empty() {
+        return None;
     }
-    if let Some(fwd) = joined("forwarded") {
-        return fwd
+    let joined = values.join(",");
+    let hops = match header {
+        RealIpHeader::Forwarded => joined
             .split(',')
-            .filter_map(|element| {
+            .map(|element| {
                 element.split(';').find_map(|pair| {
                     let (k, v) = pair.trim().split_once('=')?;
                     k.trim()
                         .eq_ignore_ascii_case("for")
                         .then(|| parse_hop(v.trim()))
+                        .flatten()
                 })
             })
-            .collect();
-    }
-    if let Some(real) = joined("x-real-ip") {
-        return vec![parse_hop(real.trim())];
-    }
-    Vec::new()
+            .collect(),
+        RealIpHeader::XForwardedFor | RealIpHeader::Single(_) => {
+            joined.split(',').map(|h| parse_hop(h.trim())).collect()
+        }
+    };
+    Some(hops)
 }
 
 /// Reads `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `"[2001:db8::1]:443"`.
@@ -184,7 +300,8 @@ fn rule_matches(rule: &IpRule, ip: IpAddr) -> bool {
     }
 }
 
-/// Deny rules first, then allow rules. An empty allow list allows everyone (like `["*"]`).
+/// Deny rules first, then allow rules. An empty allow list (refused by validation) allows
+/// nobody: a rule set never fails open.
 pub fn check_ip(ip: IpAddr, rules: &config::Access) -> IpVerdict {
     let ip = canonical(ip);
     if let Some((i, rule)) = rules
@@ -196,12 +313,6 @@ pub fn check_ip(ip: IpAddr, rules: &config::Access) -> IpVerdict {
         return IpVerdict {
             allowed: false,
             rule: format!("deny[{i}] {}", rule_text(rule)),
-        };
-    }
-    if rules.allow.is_empty() {
-        return IpVerdict {
-            allowed: true,
-            rule: "allow is empty: everyone".to_string(),
         };
     }
     match rules
@@ -305,16 +416,9 @@ pub fn authenticate(
     headers: &HeaderMap,
     query: Option<&str>,
     auth: &config::Auth,
-    ip: IpAddr,
-    https: bool,
+    origin: &Origin,
 ) -> Result<Caller, ProxyError> {
-    let open = Caller {
-        ip,
-        token_name: None,
-        models: None,
-        admin: false,
-        https,
-    };
+    let open = Caller::anonymous(origin);
     if matches!(gate, Gate::Probe | Gate::Open) {
         return Ok(open);
     }
@@ -346,7 +450,7 @@ pub fn authenticate(
                 });
             }
             if auth.admin_tokens.is_empty() {
-                return if ip.is_loopback() {
+                return if origin.local {
                     Ok(Caller {
                         admin: true,
                         ..open
@@ -375,7 +479,9 @@ pub fn authenticate(
                     ..open
                 });
             }
-            if auth.tokens.is_empty() {
+            // Validation allows no tokens only with `auth.open`; both are checked so that an
+            // empty list alone never opens the proxy.
+            if auth.tokens.is_empty() && auth.open {
                 return Ok(open);
             }
             Err(ProxyError::Unauthorized)
@@ -394,6 +500,22 @@ mod tests {
     }
 
     fn check_ip_from(peer: &str, headers: &[(&str, &str)], trusted: &[&str], expected: &str) {
+        check_ip_with(
+            &RealIpHeader::XForwardedFor,
+            peer,
+            headers,
+            trusted,
+            expected,
+        );
+    }
+
+    fn check_ip_with(
+        kind: &RealIpHeader,
+        peer: &str,
+        headers: &[(&str, &str)],
+        trusted: &[&str],
+        expected: &str,
+    ) {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.append(
@@ -402,8 +524,12 @@ mod tests {
             );
         }
         let peer: IpAddr = peer.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let got = client_ip(peer, &map, &nets(trusted));
-        assert_eq!(got.to_string(), expected, "peer {peer} headers {headers:?}");
+        let (got, _) = client_ip(peer, &map, &nets(trusted), kind);
+        assert_eq!(
+            got.to_string(),
+            expected,
+            "{kind:?}: peer {peer} headers {headers:?}"
+        );
     }
 
     #[test]
@@ -432,7 +558,9 @@ mod tests {
             &["10.0.0.0/8"],
             "8.8.8.8",
         );
-        check_ip_from(
+        let forwarded = RealIpHeader::Forwarded;
+        check_ip_with(
+            &forwarded,
             "10.0.0.2",
             &[(
                 "forwarded",
@@ -441,11 +569,45 @@ mod tests {
             &["10.0.0.0/8"],
             "2001:db8:cafe::17",
         );
-        check_ip_from(
+        let real_ip = RealIpHeader::Single(http::HeaderName::from_static("x-real-ip"));
+        check_ip_with(
+            &real_ip,
             "10.0.0.2",
             &[("x-real-ip", "192.0.2.7")],
             &["10.0.0.0/8"],
             "192.0.2.7",
+        );
+        // The nearest proxy's value counts when the header came twice.
+        check_ip_with(
+            &real_ip,
+            "10.0.0.2",
+            &[("x-real-ip", "127.0.0.1, 192.0.2.7")],
+            &["10.0.0.0/8"],
+            "192.0.2.7",
+        );
+        // Only the configured header counts: the others are what a client may have sent.
+        check_ip_from(
+            "10.0.0.2",
+            &[("x-real-ip", "192.0.2.7"), ("forwarded", "for=192.0.2.8")],
+            &["10.0.0.0/8"],
+            "10.0.0.2",
+        );
+        check_ip_with(
+            &real_ip,
+            "10.0.0.2",
+            &[("x-forwarded-for", "192.0.2.9")],
+            &["10.0.0.0/8"],
+            "10.0.0.2",
+        );
+        check_ip_with(
+            &RealIpHeader::Single(http::HeaderName::from_static("cf-connecting-ip")),
+            "10.0.0.2",
+            &[
+                ("cf-connecting-ip", "2001:db8::7"),
+                ("x-forwarded-for", "1.1.1.1"),
+            ],
+            &["10.0.0.0/8"],
+            "2001:db8::7",
         );
         // All hops trusted: the leftmost.
         check_ip_from(
@@ -507,7 +669,8 @@ mod tests {
         check("2001:db8::5", &["2001:db8::/32"], &[], true);
         check("2001:db8::5", &["2001:db8::5/128"], &[], true);
         check("2001:db9::5", &["2001:db8::/32"], &[], false);
-        check("1.2.3.4", &[], &[], true);
+        // Never open by an empty list (validation refuses one anyway).
+        check("1.2.3.4", &[], &[], false);
     }
 
     fn auth(tokens: &[(&str, Option<&str>)], admin: &[&str]) -> config::Auth {
@@ -522,6 +685,16 @@ mod tests {
                 })
                 .collect(),
             admin_tokens: admin.iter().map(|t| Token::new(*t)).collect(),
+            open: tokens.is_empty(),
+        }
+    }
+
+    fn from(ip: IpAddr, local: bool) -> Origin {
+        Origin {
+            ip,
+            loopback_peer: ip.is_loopback(),
+            local,
+            https: false,
         }
     }
 
@@ -546,7 +719,7 @@ mod tests {
             &["adm"],
         );
         let ok = |h: &[(&str, &str)], q: Option<&str>, d: Dialect| {
-            authenticate(Gate::Client, d, &headers(h), q, &a, REMOTE, false)
+            authenticate(Gate::Client, d, &headers(h), q, &a, &from(REMOTE, false))
         };
         assert_eq!(
             ok(&[("authorization", "Bearer tok-a")], None, Dialect::OpenAi)
@@ -577,33 +750,35 @@ mod tests {
         };
         assert!(b.allows("gemini-2.5-pro"));
         assert!(!b.allows("gemini-3-pro-preview"));
-        // No tokens: open.
-        let open = auth(&[], &[]);
-        assert!(authenticate(
-            Gate::Client,
-            Dialect::OpenAi,
-            &headers(&[]),
-            None,
-            &open,
-            REMOTE,
-            false
-        )
-        .is_ok());
+        // No tokens and `auth.open`: open; no tokens alone: closed.
+        let mut open = auth(&[], &[]);
+        let anyone = |a: &config::Auth| {
+            authenticate(
+                Gate::Client,
+                Dialect::OpenAi,
+                &headers(&[]),
+                None,
+                a,
+                &from(REMOTE, false),
+            )
+        };
+        assert!(anyone(&open).is_ok());
+        open.open = false;
+        assert!(matches!(anyone(&open), Err(ProxyError::Unauthorized)));
     }
 
     #[test]
     fn admin_gate() {
         let with_admin = auth(&[("tok-a", None)], &["adm"]);
         let none = auth(&[("tok-a", None)], &[]);
-        let gate = |a: &config::Auth, h: &[(&str, &str)], ip| {
+        let gate = |a: &config::Auth, h: &[(&str, &str)], ip: IpAddr| {
             authenticate(
                 Gate::Admin,
                 Dialect::OpenAi,
                 &headers(h),
                 None,
                 a,
-                ip,
-                false,
+                &from(ip, ip.is_loopback()),
             )
         };
         assert!(gate(&with_admin, &[("authorization", "Bearer adm")], REMOTE).is_ok());
@@ -616,10 +791,106 @@ mod tests {
             Err(ProxyError::Unauthorized)
         ));
         assert!(gate(&none, &[], LOOPBACK).is_ok());
+        // A loopback address that is not `local` (forwarded, or a foreign Host) is not admin.
+        let not_local = Origin {
+            local: false,
+            ..from(LOOPBACK, true)
+        };
+        assert!(matches!(
+            authenticate(
+                Gate::Admin,
+                Dialect::OpenAi,
+                &headers(&[]),
+                None,
+                &none,
+                &not_local
+            ),
+            Err(ProxyError::AdminOnly)
+        ));
         assert!(matches!(
             gate(&none, &[("authorization", "Bearer tok-a")], REMOTE),
             Err(ProxyError::AdminOnly)
         ));
+    }
+
+    #[test]
+    fn only_this_machine_asking_directly_is_local() {
+        let server = |trusted: &[&str], header: RealIpHeader| config::Server {
+            listen: "127.0.0.1:0".into(),
+            trusted_proxies: nets(trusted),
+            max_body: 1,
+            header_timeout: std::time::Duration::from_secs(1),
+            shutdown_grace: std::time::Duration::ZERO,
+            metrics_public: false,
+            reload_poll: std::time::Duration::ZERO,
+            workers: 1,
+            real_ip_header: header,
+        };
+        let direct = server(&[], RealIpHeader::XForwardedFor);
+        let behind = server(&["127.0.0.1/32"], RealIpHeader::XForwardedFor);
+        let check = |srv: &config::Server, peer: IpAddr, h: &[(&str, &str)], local, exempt| {
+            let o = origin(peer, &headers(h), srv);
+            assert_eq!(
+                (o.local, o.loopback_peer),
+                (local, exempt),
+                "peer {peer} {h:?}: {o:?}"
+            );
+        };
+        for host in [
+            "localhost",
+            "localhost:7860",
+            "LOCALHOST.",
+            "app.localhost:80",
+            "127.0.0.1",
+            "127.1.2.3:7860",
+            "[::1]",
+            "[::1]:7860",
+        ] {
+            check(&direct, LOOPBACK, &[("host", host)], true, true);
+        }
+        // DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own name.
+        for host in [
+            "evil.example",
+            "evil.example:7860",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "[::2]:7860",
+            "[::1]x",
+            "localhost:port",
+            "",
+        ] {
+            check(&direct, LOOPBACK, &[("host", host)], false, true);
+        }
+        check(&direct, LOOPBACK, &[], false, true);
+        // Not this machine.
+        check(&direct, REMOTE, &[("host", "localhost")], false, false);
+        // A forwarding header of any kind: someone else, through a local proxy.
+        for name in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            check(
+                &direct,
+                LOOPBACK,
+                &[("host", "localhost"), (name, "203.0.113.9")],
+                false,
+                true,
+            );
+        }
+        // Through a trusted proxy, a forwarded loopback address is not the TCP peer's.
+        check(
+            &behind,
+            LOOPBACK,
+            &[("host", "localhost"), ("x-forwarded-for", "127.0.0.1")],
+            false,
+            false,
+        );
+        check(
+            &behind,
+            LOOPBACK,
+            &[("host", "localhost"), ("x-forwarded-for", "203.0.113.9")],
+            false,
+            false,
+        );
+        // A trusted proxy that sends no header is the client itself.
+        check(&behind, LOOPBACK, &[("host", "localhost")], true, true);
     }
 
     #[test]

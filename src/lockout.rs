@@ -3,8 +3,10 @@
 //! that address gets 429 until the window ends, before its credential is even compared, so a
 //! right guess during the lockout tells it nothing.
 //!
-//! Loopback is exempt: it is this machine, and behind a local reverse proxy that is not in
-//! `server.trusted_proxies` every client comes from loopback, so one client could lock out all.
+//! A loopback TCP peer is exempt (`exempt`, from `access::Origin::loopback_peer`): it is this
+//! machine, and behind a local reverse proxy that is not in `server.trusted_proxies` every client
+//! comes from loopback, so one client could lock out all. A loopback address named by a
+//! forwarding header is not exempt: the exemption comes from the TCP peer alone.
 //! The table is bounded: when it holds `MAX_TRACKED` live addresses, new ones are not tracked
 //! (per-address limits do not stop a guesser with that many addresses anyway). While no address
 //! has failed recently, a request pays one atomic load here.
@@ -47,16 +49,20 @@ impl Entry {
 
 impl Lockout {
     /// How long `ip` must still wait before its credentials are looked at again, if it has
-    /// presented `limit` failures this window (0: no limit). Reads no clock while nobody failed.
-    pub fn wait(&self, ip: IpAddr, limit: u32) -> Option<Duration> {
-        if self.tracked.load(Ordering::Relaxed) == 0 || ip.is_loopback() || limit == 0 {
+    /// presented `limit` failures this window (0: no limit). An `exempt` caller (a loopback TCP
+    /// peer) never waits. Reads no clock while nobody failed.
+    pub fn wait(&self, ip: IpAddr, exempt: bool, limit: u32) -> Option<Duration> {
+        if self.tracked.load(Ordering::Relaxed) == 0 || exempt || limit == 0 {
             return None;
         }
         self.wait_at(ip, limit, Instant::now())
     }
 
-    /// Counts one missing or wrong credential from `ip`; `limit` as for `wait`.
-    pub fn failed(&self, ip: IpAddr, limit: u32) {
+    /// Counts one missing or wrong credential from `ip`; `exempt` and `limit` as for `wait`.
+    pub fn failed(&self, ip: IpAddr, exempt: bool, limit: u32) {
+        if exempt {
+            return;
+        }
         self.failed_at(ip, limit, Instant::now());
     }
 
@@ -69,7 +75,7 @@ impl Lockout {
     }
 
     fn failed_at(&self, ip: IpAddr, limit: u32, now: Instant) {
-        if ip.is_loopback() || limit == 0 {
+        if limit == 0 {
             return;
         }
         let mut table = self.lock();
@@ -150,15 +156,20 @@ mod tests {
     }
 
     #[test]
-    fn loopback_is_never_locked_out() {
+    fn a_loopback_peer_is_never_locked_out_a_forwarded_loopback_is() {
         let lockout = Lockout::default();
-        let t0 = Instant::now();
         let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         for _ in 0..LIMIT * 2 {
-            lockout.failed_at(loopback, LIMIT, t0);
+            lockout.failed(loopback, true, LIMIT);
         }
-        assert_eq!(lockout.wait(loopback, LIMIT), None);
+        assert_eq!(lockout.wait(loopback, true, LIMIT), None);
         assert_eq!(lockout.tracked.load(Ordering::Relaxed), 0);
+        // `127.0.0.1` named by a trusted proxy's header is just another address.
+        for _ in 0..LIMIT {
+            lockout.failed(loopback, false, LIMIT);
+        }
+        assert!(lockout.wait(loopback, false, LIMIT).is_some());
+        assert_eq!(lockout.wait(loopback, true, LIMIT), None);
     }
 
     #[test]
@@ -168,7 +179,7 @@ mod tests {
         for _ in 0..LIMIT * 2 {
             lockout.failed_at(GUESSER, 0, t0);
         }
-        assert_eq!(lockout.wait(GUESSER, 0), None);
+        assert_eq!(lockout.wait(GUESSER, false, 0), None);
         assert_eq!(lockout.tracked.load(Ordering::Relaxed), 0);
     }
 

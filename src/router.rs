@@ -16,13 +16,15 @@ pub enum Dialect {
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Anyone, and IP rules do not apply (probes).
+    /// Anyone, and IP rules do not apply (the kubelet's probes, `/livez` and `/readyz`).
     Probe,
-    /// Anyone the IP rules allow, without a token (the dashboard page, public metrics).
+    /// Anyone the IP rules allow, without a token (`/health`, the dashboard page, public
+    /// metrics).
     Open,
-    /// A client token (or anyone when none are configured), after IP rules.
+    /// A client token (or anyone with `auth.open`), after IP rules.
     Client,
-    /// An admin token (or a loopback client when none are configured), after IP rules.
+    /// An admin token (or, when none are configured, a client on this machine asking directly:
+    /// `access::Origin::local`), after IP rules.
     Admin,
 }
 
@@ -108,7 +110,7 @@ impl Route {
 
     pub fn gate(&self) -> Gate {
         match self {
-            Route::Health | Route::Livez | Route::Readyz => Gate::Probe,
+            Route::Livez | Route::Readyz => Gate::Probe,
             Route::Status
             | Route::Explain
             | Route::AdminReload
@@ -119,9 +121,11 @@ impl Route {
             | Route::IpConfig
             | Route::TestIp
             | Route::DashboardState => Gate::Admin,
-            // `/metrics` decides itself (admin, or anyone with `server.metrics_public`); the
-            // dashboard page and its login are public, the data it shows is not.
+            // `/metrics` decides itself (admin, or anyone with `server.metrics_public`); `/health`
+            // needs no token but obeys the IP rules; the dashboard page and its login are
+            // public, the data it shows is not.
             Route::Metrics
+            | Route::Health
             | Route::Dashboard(_)
             | Route::DashboardLogin
             | Route::DashboardLogout => Gate::Open,
@@ -362,7 +366,10 @@ mod tests {
 
     #[test]
     fn gates() {
-        assert_eq!(route(&Method::GET, "/health").gate(), Gate::Probe);
+        assert_eq!(route(&Method::GET, "/livez").gate(), Gate::Probe);
+        assert_eq!(route(&Method::GET, "/readyz").gate(), Gate::Probe);
+        // IP rules apply to /health like to everything but the kubelet's probes.
+        assert_eq!(route(&Method::GET, "/health").gate(), Gate::Open);
         assert_eq!(route(&Method::GET, "/dashboard").gate(), Gate::Open);
         assert_eq!(route(&Method::GET, "/status").gate(), Gate::Admin);
         assert_eq!(

@@ -1,8 +1,9 @@
 //! Secrets that must never be printed: Gemini API keys and client/admin tokens.
 //!
-//! Both types mask themselves in `Debug` and `Display`; the raw value is reachable only through
-//! `expose()`, which is called where the upstream header is built and where a presented token is
-//! compared. Nothing else should call it.
+//! Both types mask themselves in `Debug` and `Display`, showing at most four characters of the
+//! secret (a key's public format prefix `AIza`/`AQ.` is not secret); the raw value is reachable
+//! only through `expose()`, which is called where the upstream header is built and where a
+//! presented token is compared. Nothing else should call it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,25 +11,52 @@ use std::sync::Arc;
 use http::HeaderValue;
 use subtle::ConstantTimeEq;
 
-/// Masks a Gemini key as `AIza****abcd` (first four, last four). Short values are fully hidden.
+/// The public prefixes of Google's two key formats: they tell every key apart from nothing.
+const KEY_PREFIXES: [&str; 2] = ["AIza", "AQ."];
+
+/// Masks a Gemini key as `AIza****abcd`: its format prefix (the same for every key) and its last
+/// four characters, the only part of the secret shown. Short values are fully hidden.
 pub fn mask_key(raw: &str) -> String {
     let chars: Vec<char> = raw.chars().collect();
     if chars.len() < 12 {
         return "****".to_string();
     }
-    let head: String = chars[..4].iter().collect();
+    let head = KEY_PREFIXES
+        .iter()
+        .find(|p| raw.starts_with(*p))
+        .copied()
+        .unwrap_or("");
     let tail: String = chars[chars.len() - 4..].iter().collect();
     format!("{head}****{tail}")
 }
 
-/// Masks a client token as its first eight characters followed by `…` (SPEC §7).
+/// Tokens at least this long show their first four characters in the masked form.
+const SHOWN_FROM: usize = 16;
+
+/// Masks a client or admin token as its first four characters and a short id from its hash
+/// (`sk-l…#3fa9c2`), so two tokens that share a prefix still read apart; a token shorter than
+/// 16 characters shows none of its characters (`…#3fa9c2`).
 pub fn mask_token(raw: &str) -> String {
+    let id: String = fingerprint(raw)[..3]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let chars: Vec<char> = raw.chars().collect();
-    if chars.len() <= 8 {
-        return "****".to_string();
+    if chars.len() < SHOWN_FROM {
+        return format!("…#{id}");
     }
-    let head: String = chars[..8].iter().collect();
-    format!("{head}…")
+    let head: String = chars[..4].iter().collect();
+    format!("{head}…#{id}")
+}
+
+/// SHA-256 of a token under a fixed label: an identity that can be kept and compared (a
+/// dashboard session remembers the admin token that opened it this way) without the token.
+fn fingerprint(raw: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"gemini-rotator token fingerprint\0");
+    hasher.update(raw.as_bytes());
+    hasher.finalize().into()
 }
 
 /// A Gemini API key, with what every request needs of it made once, at load: its masked form
@@ -123,6 +151,11 @@ impl Token {
         mask_token(&self.0)
     }
 
+    /// The token's fingerprint (a hash, see `fingerprint`), to remember it without keeping it.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        fingerprint(&self.0)
+    }
+
     /// Constant-time comparison with a presented credential.
     pub fn matches(&self, presented: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(presented).into()
@@ -151,12 +184,35 @@ mod tests {
         assert_eq!(k.to_string(), "AIza****wxyz");
         assert_eq!(format!("{k:?}"), "ApiKey(AIza****wxyz)");
         assert_eq!(mask_key("short"), "****");
+        // At most four characters of the secret, whatever the format.
+        assert_eq!(mask_key("AQ.Ab8RN6-test-key-0000000000wxyz"), "AQ.****wxyz");
+        assert_eq!(mask_key("sk-not-a-gemini-key-000000"), "****0000");
     }
 
     #[test]
     fn tokens_mask_and_compare() {
         let t = Token::new("sk-local-change-me");
-        assert_eq!(t.to_string(), "sk-local…");
+        let shown = t.to_string();
+        assert!(shown.starts_with("sk-l…#"), "{shown}");
+        assert_eq!(
+            shown.chars().count(),
+            "sk-l…#".chars().count() + 6,
+            "{shown}"
+        );
+        assert_eq!(format!("{t:?}"), format!("Token({shown})"));
+        // Tokens with the same first characters still read apart.
+        assert_ne!(Token::new("sk-local-change-mf").to_string(), shown);
+        // A short token shows none of its characters.
+        assert!(!mask_token("sk-short-1").contains("sk"));
+        assert!(mask_token("sk-short-1").starts_with("…#"));
+        assert_eq!(
+            t.fingerprint(),
+            Token::new("sk-local-change-me").fingerprint()
+        );
+        assert_ne!(
+            t.fingerprint(),
+            Token::new("sk-local-change-mf").fingerprint()
+        );
         assert!(t.matches(b"sk-local-change-me"));
         assert!(!t.matches(b"sk-local-change-mf"));
         assert!(!t.matches(b"sk-local"));

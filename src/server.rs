@@ -263,11 +263,8 @@ async fn serve_route(
         Route::Metrics if !snap.config.server.metrics_public => Gate::Admin,
         _ => route.gate(),
     };
-    let ip = access::client_ip(
-        peer.ip(),
-        req.headers(),
-        &snap.config.server.trusted_proxies,
-    );
+    let origin = access::origin(peer.ip(), req.headers(), &snap.config.server);
+    let ip = origin.ip;
     if gate != Gate::Probe {
         let verdict = access::check_ip(ip, &snap.config.access);
         if !verdict.allowed {
@@ -280,17 +277,17 @@ async fn serve_route(
         Route::MethodNotAllowed(_) => return Err(ProxyError::MethodNotAllowed),
         _ => {}
     }
-    let session = gate == Gate::Admin && app.sessions.admits(req.headers());
-    let https = access::forwarded_https(
-        peer.ip(),
-        req.headers(),
-        &snap.config.server.trusted_proxies,
-    );
+    let auth = &snap.config.auth;
+    let session = gate == Gate::Admin
+        && app
+            .sessions
+            .admits(req.headers(), &auth.admin_tokens, origin.local);
     let caller = if session && crate::dashboard::same_site(req.method(), req.headers()) {
-        access::Caller::admin_session(ip, https)
+        access::Caller::admin_session(&origin)
     } else {
+        let limit = snap.config.access.max_token_failures;
         if matches!(gate, Gate::Client | Gate::Admin) {
-            if let Some(retry_after) = app.lockout.wait(ip, snap.config.access.max_token_failures) {
+            if let Some(retry_after) = app.lockout.wait(ip, origin.loopback_peer, limit) {
                 return Err(ProxyError::LockedOut { retry_after });
             }
         }
@@ -299,23 +296,21 @@ async fn serve_route(
             route.dialect(),
             req.headers(),
             req.uri().query(),
-            &snap.config.auth,
-            ip,
-            https,
+            auth,
+            &origin,
         );
         let caller = match authenticated {
             // A session cookie alone does not authorise a state change (CSRF); an admin
             // token in the request still does.
             Err(_) if session => return Err(ProxyError::CrossSite),
             Err(ProxyError::Unauthorized) => {
-                app.lockout
-                    .failed(ip, snap.config.access.max_token_failures);
+                app.lockout.failed(ip, origin.loopback_peer, limit);
                 return Err(ProxyError::Unauthorized);
             }
             other => other?,
         };
-        // With no admin tokens, loopback is admin without a credential: a web page open in a
-        // browser on this machine must not be able to use that (CSRF against localhost).
+        // With no admin tokens, a local client is admin without a credential: a web page open
+        // in a browser on this machine must not be able to use that (CSRF against localhost).
         if gate == Gate::Admin
             && caller.token_name.is_none()
             && !crate::dashboard::same_site(req.method(), req.headers())

@@ -1,6 +1,11 @@
 //! Dashboard sessions: an admin logs in once with an admin token and gets a random session id
 //! in an HttpOnly, SameSite=Strict cookie. The cookie never holds the token; the id is checked
 //! against this server-side table (constant time), expires, and is forgotten at logout.
+//!
+//! A session ends with its token: it remembers the fingerprint (a hash, never the token) of
+//! the admin token that opened it, and is admitted only while the running config still has that
+//! token, so a reload that removes the token ends the sessions it opened. A session opened with
+//! no token (no admin tokens configured, a local caller) lasts only while that is still so.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -9,6 +14,8 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
+use crate::secret::Token;
+
 /// The cookie's name.
 pub const COOKIE: &str = "gr_session";
 /// How long a login lasts.
@@ -16,46 +23,91 @@ pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Logins kept at most; the oldest go first.
 const MAX_SESSIONS: usize = 1024;
 
+/// What opened a session: an admin token (by its fingerprint), or nothing (the tokenless
+/// loopback admin).
+pub type OpenedBy = Option<[u8; 32]>;
+
+struct Session {
+    expires: Instant,
+    opened_by: OpenedBy,
+}
+
 #[derive(Default)]
 pub struct Sessions {
-    inner: Mutex<HashMap<String, Instant>>,
+    inner: Mutex<HashMap<String, Session>>,
 }
 
 impl Sessions {
-    /// Starts a session; returns its id (64 hex characters from the OS's random source).
-    pub fn create(&self) -> Result<String, String> {
+    /// Starts a session opened by `opened_by`; returns its id (64 hex characters from the OS's
+    /// random source).
+    pub fn create(&self, opened_by: OpenedBy) -> Result<String, String> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        inner.retain(|_, expires| *expires > now);
+        inner.retain(|_, s| s.expires > now);
         if inner.len() >= MAX_SESSIONS {
             if let Some(oldest) = inner
                 .iter()
-                .min_by_key(|(_, e)| **e)
+                .min_by_key(|(_, s)| s.expires)
                 .map(|(k, _)| k.clone())
             {
                 inner.remove(&oldest);
             }
         }
-        inner.insert(id.clone(), now + LIFETIME);
+        inner.insert(
+            id.clone(),
+            Session {
+                expires: now + LIFETIME,
+                opened_by,
+            },
+        );
         Ok(id)
     }
 
-    /// Whether the request carries a live session cookie.
-    pub fn admits(&self, headers: &HeaderMap) -> bool {
+    /// Whether the request carries a live session cookie whose opener still holds: its admin
+    /// token is among `admin_tokens` (the running config's), or, for a session opened without
+    /// one, there are still no admin tokens and the caller is `local`. A session whose opener
+    /// is gone is forgotten.
+    pub fn admits(&self, headers: &HeaderMap, admin_tokens: &[Token], local: bool) -> bool {
         let Some(presented) = session_cookie(headers) else {
             return false;
         };
-        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let mut ok = false;
-        for (id, expires) in inner.iter() {
+        // Compare with every id, so the time taken does not depend on which one matched.
+        let mut found: Option<(&String, &Session)> = None;
+        for (id, session) in inner.iter() {
             let same: bool = id.as_bytes().ct_eq(presented.as_bytes()).into();
-            ok |= same && *expires > now;
+            if same {
+                found = Some((id, session));
+            }
         }
-        ok
+        let Some((id, session)) = found else {
+            return false;
+        };
+        if session.expires <= now {
+            return false;
+        }
+        let holds = match &session.opened_by {
+            Some(fingerprint) => {
+                let mut held = false;
+                for token in admin_tokens {
+                    held |= bool::from(token.fingerprint().ct_eq(fingerprint));
+                }
+                held
+            }
+            None => admin_tokens.is_empty() && local,
+        };
+        // Its opener is gone for good: the token was removed, or (for a tokenless session)
+        // admin tokens now exist. A tokenless session merely presented from elsewhere stays.
+        if !holds && (session.opened_by.is_some() || !admin_tokens.is_empty()) {
+            let id = id.clone();
+            inner.remove(&id);
+            tracing::info!("dashboard session ended: what opened it no longer admits it");
+        }
+        holds
     }
 
     /// Ends the session the request carries, if any.
@@ -120,13 +172,43 @@ mod tests {
 
     #[test]
     fn sessions_admit_only_their_own_id_until_logout() {
+        let admin = [Token::new("adm-0123456789abcdef-admin")];
         let sessions = Sessions::default();
-        let id = sessions.create().unwrap_or_default();
+        let id = sessions
+            .create(Some(admin[0].fingerprint()))
+            .unwrap_or_default();
         assert_eq!(id.len(), 64);
-        assert!(sessions.admits(&with_cookie(&format!("theme=dark; {COOKIE}={id}"))));
-        assert!(!sessions.admits(&with_cookie(&format!("{COOKIE}={}", "0".repeat(64)))));
-        assert!(!sessions.admits(&with_cookie("theme=dark")));
+        let admits = |cookie: &str| sessions.admits(&with_cookie(cookie), &admin, false);
+        assert!(admits(&format!("theme=dark; {COOKIE}={id}")));
+        assert!(!admits(&format!("{COOKIE}={}", "0".repeat(64))));
+        assert!(!admits("theme=dark"));
         sessions.end(&with_cookie(&format!("{COOKIE}={id}")));
-        assert!(!sessions.admits(&with_cookie(&format!("{COOKIE}={id}"))));
+        assert!(!admits(&format!("{COOKIE}={id}")));
+    }
+
+    #[test]
+    fn a_session_ends_with_its_token() {
+        let (a, b) = (
+            Token::new("adm-aaaaaaaaaaaaaaaa-admin"),
+            Token::new("adm-bbbbbbbbbbbbbbbb-admin"),
+        );
+        let sessions = Sessions::default();
+        let id = sessions.create(Some(a.fingerprint())).unwrap_or_default();
+        let cookie = with_cookie(&format!("{COOKIE}={id}"));
+        assert!(sessions.admits(&cookie, &[a.clone(), b.clone()], false));
+        // The reload removed `a`: the session is over, and stays over if `a` comes back.
+        assert!(!sessions.admits(&cookie, std::slice::from_ref(&b), false));
+        assert!(!sessions.admits(&cookie, &[a, b], false));
+
+        // A session opened without a token, by a local caller, while no admin token existed.
+        let tokenless = sessions.create(None).unwrap_or_default();
+        let cookie = with_cookie(&format!("{COOKIE}={tokenless}"));
+        assert!(sessions.admits(&cookie, &[], true));
+        assert!(!sessions.admits(&cookie, &[], false), "not local");
+        let now_set = [Token::new("adm-cccccccccccccccc-admin")];
+        assert!(
+            !sessions.admits(&cookie, &now_set, true),
+            "admin tokens now"
+        );
     }
 }

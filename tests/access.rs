@@ -165,7 +165,13 @@ async fn client_tokens_and_model_globs() {
 #[tokio::test]
 async fn no_tokens_means_open_with_a_warning() {
     let fake = FakeGemini::start().await;
-    let proxy = start(base(&fake).set("auth", "tokens = []")).await;
+    // Without `auth.open = true` an empty token list is refused (tests/trust.rs).
+    let proxy = start(
+        base(&fake)
+            .set("auth", "tokens = []")
+            .set("auth", "open = true"),
+    )
+    .await;
 
     let (status, body) =
         send(anon(&proxy, reqwest::Method::POST, "/v1/chat/completions").json(&chat(FLASH))).await;
@@ -367,10 +373,13 @@ async fn ip_allow_list_spares_probes_and_ignores_untrusted_headers() {
 
     let refused = send(proxy.get("/v1/models")).await;
     assert_openai_error(&refused, 403, "permission_error");
-    for probe in ["/health", "/livez", "/readyz"] {
+    for probe in ["/livez", "/readyz"] {
         let status = status_of(anon(&proxy, reqwest::Method::GET, probe)).await;
         assert_eq!(status, 200, "{probe} must answer anyone");
     }
+    // `/health` is not a kubelet probe: the IP rules apply to it (issue #14, item 11).
+    let health = send(anon(&proxy, reqwest::Method::GET, "/health")).await;
+    assert_openai_error(&health, 403, "permission_error");
     // The peer is not a trusted proxy: its X-Forwarded-For is not believed.
     let spoofed = proxy
         .get("/v1/models")
@@ -384,15 +393,7 @@ async fn ip_allow_list_spares_probes_and_ignores_untrusted_headers() {
 #[tokio::test]
 async fn ip_rules_through_a_trusted_proxy() {
     let fake = FakeGemini::start().await;
-    let proxy = start(
-        base(&fake)
-            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
-            .set("access", r#"allow = ["10.0.0.0/8"]"#)
-            .set("access", r#"deny = ["10.1.0.0/16"]"#),
-    )
-    .await;
-    let from = |name: &str, value: &str| proxy.get("/v1/models").header(name, value);
-
+    // Each header is believed only when `server.real_ip_header` names it.
     let cases = [
         ("x-forwarded-for", "10.2.3.4", 200),
         // deny is checked before allow
@@ -408,11 +409,22 @@ async fn ip_rules_through_a_trusted_proxy() {
         ("x-real-ip", "192.0.2.1", 403),
         ("x-forwarded-for", "::ffff:10.2.3.4", 200),
     ];
-    for (name, value, want) in cases {
-        assert_eq!(status_of(from(name, value)).await, want, "{name}: {value}");
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let proxy = start(
+            base(&fake)
+                .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+                .set("server", &format!(r#"real_ip_header = "{header}""#))
+                .set("access", r#"allow = ["10.0.0.0/8"]"#)
+                .set("access", r#"deny = ["10.1.0.0/16"]"#),
+        )
+        .await;
+        let from = |name: &str, value: &str| proxy.get("/v1/models").header(name, value);
+        for (name, value, want) in cases.iter().filter(|(name, _, _)| *name == header) {
+            assert_eq!(status_of(from(name, value)).await, *want, "{name}: {value}");
+        }
+        // No forwarding header: the trusted peer itself (127.0.0.1) is the client.
+        assert_eq!(status_of(proxy.get("/v1/models")).await, 403);
     }
-    // No forwarding header: the trusted peer itself (127.0.0.1) is the client.
-    assert_eq!(status_of(proxy.get("/v1/models")).await, 403);
 }
 
 #[tokio::test]
@@ -446,19 +458,23 @@ async fn ip_rules_single_addresses_and_ipv6() {
     );
     drop(v6);
 
-    let v6_nets = start(
+    let v6_nets = |header: &str| {
         base(&fake)
             .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
-            .set("access", r#"allow = ["2001:db8::/32"]"#),
-    )
-    .await;
-    let from = |name: &str, value: &str| v6_nets.get("/v1/models").header(name, value);
+            .set("server", &format!(r#"real_ip_header = "{header}""#))
+            .set("access", r#"allow = ["2001:db8::/32"]"#)
+    };
+    let xff = start(v6_nets("x-forwarded-for")).await;
+    let from = |name: &str, value: &str| xff.get("/v1/models").header(name, value);
     assert_eq!(status_of(from("x-forwarded-for", "2001:db8::5")).await, 200);
+    assert_eq!(status_of(from("x-forwarded-for", "2001:db9::5")).await, 403);
+    drop(xff);
+    let forwarded = start(v6_nets("forwarded")).await;
+    let from = |name: &str, value: &str| forwarded.get("/v1/models").header(name, value);
     assert_eq!(
         status_of(from("forwarded", r#"for="[2001:db8::5]:443""#)).await,
         200
     );
-    assert_eq!(status_of(from("x-forwarded-for", "2001:db9::5")).await, 403);
 }
 
 #[tokio::test]

@@ -37,11 +37,15 @@ pub fn config(snap: &Snapshot, caller: &Caller) -> Response<Body> {
             "deny": access.deny.iter().map(explain).collect::<Vec<_>>(),
             "trusted_proxies": snap.config.server.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             "evaluation": "deny rules are checked first, then allow rules; an address no allow rule \
-                           matches is refused (403); an empty allow list allows everyone. /health, \
-                           /livez and /readyz answer every address.",
-            "client_address": "the TCP peer, unless the peer is in trusted_proxies: then \
-                               X-Forwarded-For (walked right to left past trusted hops), else \
-                               Forwarded, else X-Real-IP. IPv4-mapped IPv6 addresses match IPv4 rules.",
+                           matches is refused (403). The rules apply to every path, /health \
+                           included, except /livez and /readyz, which answer every address.",
+            "client_address": format!(
+                "the TCP peer, unless the peer is in trusted_proxies: then the {} header \
+                 (server.real_ip_header; a chain is walked right to left past trusted hops), and \
+                 no other. IPv4-mapped IPv6 addresses match IPv4 rules.",
+                snap.config.server.real_ip_header.name()
+            ),
+            "real_ip_header": snap.config.server.real_ip_header.name(),
             "forms": {
                 "*": "every address (also \"all\")",
                 "203.0.113.7": "one IPv4 address",

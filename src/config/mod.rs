@@ -51,6 +51,31 @@ pub struct Server {
     /// Threads that serve connections, each with its own event loop and upstream connection
     /// pool (`0` in the file: one per CPU the process may use). Applied at start only.
     pub workers: usize,
+    /// The one header `trusted_proxies` set to name the client; any other is ignored.
+    pub real_ip_header: RealIpHeader,
+}
+
+/// Which forwarding header a trusted proxy sets (`server.real_ip_header`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RealIpHeader {
+    /// `X-Forwarded-For`: a chain, walked right to left past trusted hops.
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`: the `for=` of each element, walked like `X-Forwarded-For`.
+    Forwarded,
+    /// A header holding one address (`X-Real-IP`, `CF-Connecting-IP`, …); when it was sent
+    /// more than once, the last value (the nearest proxy's) counts.
+    Single(http::HeaderName),
+}
+
+impl RealIpHeader {
+    /// The header's name, lowercase.
+    pub fn name(&self) -> &str {
+        match self {
+            RealIpHeader::XForwardedFor => "x-forwarded-for",
+            RealIpHeader::Forwarded => "forwarded",
+            RealIpHeader::Single(name) => name.as_str(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +97,9 @@ pub struct Upstream {
 pub struct Auth {
     pub tokens: Vec<ClientToken>,
     pub admin_tokens: Vec<Token>,
+    /// `auth.open = true`: no client tokens, on purpose; every client may use the pool.
+    /// Validation accepts an empty `tokens` only with this set.
+    pub open: bool,
 }
 
 #[derive(Debug, Clone)]

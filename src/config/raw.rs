@@ -30,6 +30,7 @@ pub struct Server {
     pub metrics_public: bool,
     pub reload_poll: String,
     pub workers: i64,
+    pub real_ip_header: String,
 }
 
 impl Default for Server {
@@ -43,6 +44,7 @@ impl Default for Server {
             metrics_public: false,
             reload_poll: "30s".into(),
             workers: 0,
+            real_ip_header: "x-forwarded-for".into(),
         }
     }
 }
@@ -81,6 +83,7 @@ pub struct Auth {
     pub tokens: Vec<TokenEntry>,
     pub token_files: Vec<String>,
     pub admin_tokens: Vec<String>,
+    pub open: bool,
 }
 
 /// `"sk-…"` or `{ name = "cline", token = "sk-…", models = ["gemini-2.5-*"] }`.

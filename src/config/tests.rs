@@ -12,6 +12,22 @@ const K1: &str = "AIzaSyTEST-key-number-one-00000001";
 const K2: &str = "AIzaSyTEST-key-number-two-00000002";
 const K3: &str = "AQ.TEST-key-number-three-00000003";
 
+/// A temp folder only its owner may enter, as a config folder should be: the files in it are
+/// not readable by every user, whatever their own mode (see `world_readable_files_are_warned`).
+fn private_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    dir
+}
+
+/// The client token `check` adds to a config that has no `[auth]` table and parses: a config
+/// without client tokens is refused (unless `auth.open`), which is not what most cases test.
+const HELPER_TOKEN: &str = "sk-test-token-helper-0000001";
+
 /// A config text, the extra files beside it (name, content), and the expected lines.
 type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
 
@@ -19,8 +35,13 @@ type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
 /// empty the load must succeed and the result is returned; otherwise the problems, with paths
 /// relative to the folder, must be exactly `expected`.
 fn check(toml: &str, files: &[(&str, &str)], expected: &[&str]) -> Option<Loaded> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.toml"), toml).unwrap();
+    let dir = private_dir();
+    let mut text = toml.to_string();
+    if !toml.contains("[auth]") && toml.parse::<toml::Table>().is_ok() {
+        // At the end, so that every position in `toml` stays where it was.
+        text.push_str(&format!("\n[auth]\ntokens = [\"{HELPER_TOKEN}\"]\n"));
+    }
+    std::fs::write(dir.path().join("config.toml"), &text).unwrap();
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
@@ -72,7 +93,7 @@ fn problems_are_located() {
         ("[server\n", &[], &["config.toml:1:8: unclosed table, expected `]`"]),
         // Unknown fields, at every level and in every mixed form.
         ("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`"]),
+         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`"]),
         ("[servre]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`"]),
         ("[auth]\ntokens = [{ token = \"sk-test-token-0000000001\", nmae = \"x\" }]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
@@ -134,12 +155,12 @@ fn problems_are_located() {
                 "config.toml:5:10: upstream.safety: unknown safety threshold `BLOCK_SOME`, expected `default`, `BLOCK_LOW_AND_ABOVE`, `BLOCK_MEDIUM_AND_ABOVE`, `BLOCK_ONLY_HIGH`, `BLOCK_NONE`, `OFF`"]),
         // Tokens, client and admin.
         ("[auth]\ntokens = [\"sk-test-token-0000000001\", { name = \"b\", token = \"sk-test-token-0000000001\" }, \"\"]\nadmin_tokens = [\"sk-test-admin-000000001\", \"sk-test-admin-000000001\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:2:61: auth.tokens[1].token: duplicate token sk-test-… (first at auth.tokens[0])",
+         &[], &["config.toml:2:61: auth.tokens[1].token: duplicate token sk-t…#7672c5 (first at auth.tokens[0])",
                 "config.toml:2:91: auth.tokens[2]: empty token",
-                "config.toml:3:44: auth.admin_tokens[1]: duplicate token sk-test-… (first at auth.admin_tokens[0])"]),
+                "config.toml:3:44: auth.admin_tokens[1]: duplicate token sk-t…#2a2a0f (first at auth.admin_tokens[0])"]),
         ("[auth]\ntokens = [\"sk-test-token-0000000001\"]\ntoken_files = [\"tokens.txt\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[("tokens.txt", "sk-test-token-0000000002\n# old one:\nsk-test-token-0000000001\n")],
-         &["tokens.txt:3:1: auth.token_files[0]: duplicate token sk-test-… (first at auth.tokens[0])"]),
+         &["tokens.txt:3:1: auth.token_files[0]: duplicate token sk-t…#7672c5 (first at auth.tokens[0])"]),
         // Aliases.
         ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[models.aliases]\na = \"b\"\nb = { models = [\"c\", \"m1\"] }\nc = \"a\"\nself = { model = \"self\" }\n",
          &[], &["config.toml:4:5: models.aliases.\"a\": alias loop: a -> b -> c -> a",
@@ -171,8 +192,8 @@ fn problems_are_located() {
 #[test]
 fn bad_log_level_is_located() {
     let toml =
-        "[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[logging]\nlevel = \"info,=[\"\n";
-    let dir = tempfile::tempdir().unwrap();
+        "[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[logging]\nlevel = \"info,=[\"\n[auth]\nopen = true\n";
+    let dir = private_dir();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, toml).unwrap();
     let problems = load(&path).unwrap_err().problems;
@@ -184,7 +205,7 @@ fn bad_log_level_is_located() {
 
 #[test]
 fn missing_config_file_names_the_path() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path().join("nope.toml");
     let e = load(&path).unwrap_err();
     assert_eq!(e.problems.len(), 1);
@@ -196,6 +217,15 @@ fn missing_config_file_names_the_path() {
 #[test]
 fn defaults_follow_the_spec() {
     let c = ok(&format!("[pool]\nkeys = [\"{K1}\"]\n"), &[]).config;
+    assert_eq!(c.auth.tokens[0].token.expose(), HELPER_TOKEN);
+    assert!(!c.auth.open);
+    assert_eq!(c.server.real_ip_header, RealIpHeader::XForwardedFor);
+    let c = ok(
+        &format!("[auth]\nopen = true\n[pool]\nkeys = [\"{K1}\"]\n"),
+        &[],
+    )
+    .config;
+    assert!(c.auth.open);
     assert_eq!(c.server.listen, "0.0.0.0:7860");
     assert!(c.server.trusted_proxies.is_empty());
     assert_eq!(c.server.max_body, 32 * 1024 * 1024);
@@ -286,7 +316,7 @@ directory = "logs"
 max_files = 7
 "#
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     std::fs::create_dir(dir.path().join("secrets")).unwrap();
     std::fs::write(
         dir.path().join("secrets/tokens.txt"),
@@ -316,7 +346,7 @@ max_files = 7
     assert_eq!(c.upstream.safety, None);
 
     let names: Vec<&str> = c.auth.tokens.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["sk-test-…", "cline", "sk-test-…"]);
+    assert_eq!(names, ["sk-t…#7672c5", "cline", "sk-t…#1e31bb"]);
     assert_eq!(c.auth.tokens[2].token.expose(), "sk-test-token-0000000003");
     let cline = c.auth.tokens[1].models.as_ref().unwrap();
     assert!(cline.matches("gemini-2.5-pro") && !cline.matches("gemini-2.0-flash"));
@@ -384,9 +414,13 @@ max_files = 7
 
 #[test]
 fn the_hash_covers_every_named_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, "[pool]\nkey_files = [\"keys.txt\"]\n").unwrap();
+    std::fs::write(
+        &path,
+        "[auth]\nopen = true\n[pool]\nkey_files = [\"keys.txt\"]\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("keys.txt"), format!("{K1}\n")).unwrap();
     let first = load(&path).unwrap().config.hash;
     assert_eq!(load(&path).unwrap().config.hash, first);
@@ -398,12 +432,14 @@ fn the_hash_covers_every_named_file() {
 fn warnings_do_not_reject() {
     #[rustfmt::skip]
     let cases: &[Case] = &[
-        ("[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:1:1: auth.tokens: no client tokens configured: every client is allowed"]),
+        ("[auth]\nopen = true\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:8: auth.open: auth.open = true and no client tokens: the proxy is OPEN, anyone who can reach it may use every key in the pool"]),
+        ("[auth]\nopen = true\ntokens = [\"sk-test-token-0000000001\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:8: auth.open: auth.open = true has no effect: client tokens are configured, so clients still need one of them"]),
         ("[auth]\ntokens = [\"sk-short-1\"]\n[pool]\nkey_files = [\"keys.txt\"]\n",
          &[("keys.txt", "\n\nsk-not-a-gemini-key-000000\n")],
-         &["config.toml:2:11: auth.tokens[0]: token sk-short… is short: logs show its first 8 characters, so use at least 16 random ones",
-           "keys.txt:3:1: pool.key_files[0]: key sk-n****0000 is in neither Google format (`AIza…` or `AQ.…`)"]),
+         &["config.toml:2:11: auth.tokens[0]: token …#d533ef is short: use at least 16 random characters (e.g. `openssl rand -hex 24`)",
+           "keys.txt:3:1: pool.key_files[0]: key ****0000 is in neither Google format (`AIza…` or `AQ.…`)"]),
         ("[auth]\ntokens = [\"sk-test-token-0000000001\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[models]\nstatic = [\"x\"]\n[models.aliases]\nq = { model = \"m\", reasoning_effort = \"max\" }\n",
          &[], &["config.toml:6:10: models.static: ignored: `models.list` is \"upstream\"",
                 "config.toml:8:39: models.aliases.\"q\".reasoning_effort: unknown reasoning_effort `max` (known: none, minimal, low, medium, high)"]),
@@ -456,7 +492,7 @@ key_files = ["keys.txt"]
         ("tokens.txt", &format!("{t1}\n{a1}\n{a1}\n")),
     ];
     for toml in &tomls {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_dir();
         std::fs::write(dir.path().join("config.toml"), toml).unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -500,4 +536,114 @@ fn shipped_configs_load() {
     .config;
     assert_eq!(c.server.listen, "127.0.0.1:7860");
     assert_eq!(c.auth.tokens[0].token.expose(), "sk-local-change-me");
+}
+
+/// No edit may open the proxy by accident: an empty token list, an empty allow list.
+#[test]
+fn no_config_fails_open_by_accident() {
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("[auth]\ntokens = []\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:10: auth.tokens: no client tokens: none in `auth.tokens`. Add one (e.g. `openssl rand -hex 24`), or set `auth.open = true` to let every client in on purpose"]),
+        // A Secret's tokens.txt emptied by a bad edit.
+        ("[auth]\ntoken_files = [\"tokens.txt\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[("tokens.txt", "# every token removed\n")],
+         &["config.toml:1:1: auth.tokens: no client tokens: none in `auth.tokens` and none in tokens.txt. Add one (e.g. `openssl rand -hex 24`), or set `auth.open = true` to let every client in on purpose"]),
+        // Admin tokens are not client tokens.
+        ("[auth]\nadmin_tokens = [\"sk-test-admin-000000001\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:1:1: auth.tokens: no client tokens: none in `auth.tokens`. Add one (e.g. `openssl rand -hex 24`), or set `auth.open = true` to let every client in on purpose"]),
+        ("[access]\nallow = []\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:9: access.allow: empty: write `allow = [\"*\"]` to allow every address, list the addresses or CIDRs to allow, or leave `allow` out (everyone)"]),
+        ("[server]\nreal_ip_header = \"x forwarded\"\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:18: server.real_ip_header: \"x forwarded\" is not a header name: use \"x-forwarded-for\", \"forwarded\", \"x-real-ip\" or the header your proxy sets (e.g. \"cf-connecting-ip\")"]),
+        ("[server]\nreal_ip_header = \"\"\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:18: server.real_ip_header: \"\" is not a header name: use \"x-forwarded-for\", \"forwarded\", \"x-real-ip\" or the header your proxy sets (e.g. \"cf-connecting-ip\")"]),
+    ];
+    for (toml, files, expected) in cases {
+        check(toml, files, expected);
+    }
+    // `["*"]` (or leaving `allow` out) is everyone; `auth.open` is the way to run without tokens.
+    let c = ok(
+        &format!("[access]\nallow = [\"*\"]\n[pool]\nkeys = [\"{K1}\"]\n"),
+        &[],
+    )
+    .config;
+    assert_eq!(c.access.allow, vec![IpRule::Any]);
+    let header = |name: &str| {
+        ok(
+            &format!("[server]\nreal_ip_header = \"{name}\"\n[pool]\nkeys = [\"{K1}\"]\n"),
+            &[],
+        )
+        .config
+        .server
+        .real_ip_header
+    };
+    assert_eq!(header("X-Forwarded-For"), RealIpHeader::XForwardedFor);
+    assert_eq!(header("forwarded"), RealIpHeader::Forwarded);
+    for name in ["x-real-ip", "CF-Connecting-IP", "true-client-ip"] {
+        assert_eq!(
+            header(name),
+            RealIpHeader::Single(
+                http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap()
+            )
+        );
+    }
+}
+
+/// A key, token or config file every user may read is warned about, naming the file only.
+#[cfg(unix)]
+#[test]
+fn world_readable_files_are_warned() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = private_dir();
+    let path = dir.path().join("config.toml");
+    let token = "sk-test-token-0000000001";
+    std::fs::write(
+        &path,
+        format!(
+            "[auth]\ntokens = [\"{token}\"]\ntoken_files = [\"tokens.txt\"]\n\
+             [pool]\nkey_files = [\"keys.txt\"]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("keys.txt"), format!("{K1}\n")).unwrap();
+    std::fs::write(dir.path().join("tokens.txt"), "sk-test-token-0000000002\n").unwrap();
+    let files = ["config.toml", "keys.txt", "tokens.txt"];
+    for f in files {
+        mode(&dir.path().join(f), 0o644);
+    }
+    let warnings = |dir: &Path| relative_warnings(load(&path).unwrap(), dir).warnings;
+
+    // In a folder only its owner may enter, nobody else can read them.
+    assert_eq!(warnings(dir.path()), Vec::<String>::new());
+
+    mode(dir.path(), 0o755);
+    let got = warnings(dir.path());
+    assert_eq!(
+        got,
+        [
+            "config.toml: holds keys, tokens or a proxy password and every user of this machine may read it (mode 0644): `chmod o-r` it",
+            "keys.txt: pool.key_files[0]: holds keys and every user of this machine may read it (mode 0644): `chmod o-r` it",
+            "tokens.txt: auth.token_files[0]: holds tokens and every user of this machine may read it (mode 0644): `chmod o-r` it",
+        ]
+    );
+    assert!(!got.concat().contains(token) && !got.concat().contains(K1));
+
+    for f in files {
+        mode(&dir.path().join(f), 0o640);
+    }
+    assert_eq!(warnings(dir.path()), Vec::<String>::new());
+
+    // A config file that holds no secret may be read by anyone.
+    std::fs::write(
+        &path,
+        "[auth]\ntoken_files = [\"tokens.txt\"]\n[pool]\nkey_files = [\"keys.txt\"]\n",
+    )
+    .unwrap();
+    mode(&path, 0o644);
+    assert_eq!(warnings(dir.path()), Vec::<String>::new());
+    mode(dir.path(), 0o700);
 }

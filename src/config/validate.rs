@@ -5,8 +5,10 @@
 //! shows everything that is wrong. Positions come from the spans the TOML parser keeps
 //! (`toml::de::DeTable`); a field that is absent is reported at its nearest written ancestor.
 //! Messages never contain a key or a token, only their masked forms or positions, and never
-//! echo a URL (it may carry proxy credentials). It reads files and nothing else: no network,
-//! no clock, no global state.
+//! echo a URL (it may carry proxy credentials). It reads files (and their permission bits, to
+//! warn about a secret every user may read) and nothing else: no network, no clock, no global
+//! state. No rule here lets a config fail open: no client tokens needs `auth.open = true`, and
+//! an empty `access.allow` is refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -23,7 +25,8 @@ use super::locate::{line_col, locate, path_at, redact, scrub, secrets_in, At, Fi
 use super::raw;
 use super::{
     Access, Alias, Auth, ClientToken, Config, ConfigError, IpRule, KeySpec, Loaded, LogFormat,
-    Logging, ModelGlobs, ModelList, Models, Pool, Problem, Server, Strategy, Upstream,
+    Logging, ModelGlobs, ModelList, Models, Pool, Problem, RealIpHeader, Server, Strategy,
+    Upstream,
 };
 use crate::secret::{mask_token, ApiKey, Token};
 
@@ -39,7 +42,8 @@ const SAFETY_THRESHOLDS: [&str; 5] = [
 /// typo there would otherwise silently mean "the model's default".
 const REASONING_EFFORTS: [&str; 5] = ["none", "minimal", "low", "medium", "high"];
 
-/// Below this length the masked form (first eight characters) gives most of a token away.
+/// Tokens shorter than this are guessable; they are warned about (and their masked form shows
+/// none of their characters).
 const SHORT_TOKEN: usize = 16;
 
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
@@ -96,6 +100,15 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         secrets,
     };
     let built = cx.build();
+    let inline_secrets = !cx.secrets.is_empty()
+        || built
+            .as_ref()
+            .and_then(|parts| parts.upstream.proxy.as_deref())
+            .and_then(|proxy| reqwest::Url::parse(proxy).ok())
+            .is_some_and(|url| url.password().is_some());
+    if inline_secrets {
+        cx.world_readable(path, &abs_path, "", "keys, tokens or a proxy password");
+    }
     let Cx {
         mut problems,
         mut warnings,
@@ -354,6 +367,7 @@ impl Cx<'_, '_> {
         let shutdown_grace = self.duration(&p.key("shutdown_grace"), &s.shutdown_grace, false);
         let reload_poll = self.duration(&p.key("reload_poll"), &s.reload_poll, false);
         let workers = self.workers(&p.key("workers"), s.workers);
+        let real_ip_header = self.real_ip_header(&p.key("real_ip_header"), &s.real_ip_header);
         let trusted_proxies = trusted_proxies?
             .into_iter()
             .filter_map(|r| match r {
@@ -370,7 +384,32 @@ impl Cx<'_, '_> {
             metrics_public: s.metrics_public,
             reload_poll: reload_poll?,
             workers: workers?,
+            real_ip_header: real_ip_header?,
         })
+    }
+
+    /// `server.real_ip_header`: `x-forwarded-for`, `forwarded`, or any other header name, read
+    /// as holding one address (`x-real-ip`, `cf-connecting-ip`, `true-client-ip`, …).
+    fn real_ip_header(&mut self, path: &FieldPath, s: &str) -> Option<RealIpHeader> {
+        let name = s.trim().to_ascii_lowercase();
+        match name.as_str() {
+            "x-forwarded-for" => return Some(RealIpHeader::XForwardedFor),
+            "forwarded" => return Some(RealIpHeader::Forwarded),
+            _ => {}
+        }
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) if !name.is_empty() => Some(RealIpHeader::Single(header)),
+            _ => {
+                self.error(
+                    path,
+                    format!(
+                        "{s:?} is not a header name: use \"x-forwarded-for\", \"forwarded\", \
+                         \"x-real-ip\" or the header your proxy sets (e.g. \"cf-connecting-ip\")"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// `server.workers`: 0 means one per CPU this process may use (cgroup limits included).
@@ -465,15 +504,38 @@ impl Cx<'_, '_> {
             }
         }
 
-        if ok && tokens.is_empty() {
-            self.warn(
-                &At::Cfg(p.key("tokens")),
-                "no client tokens configured: every client is allowed",
+        // An empty token list must never open the proxy by accident (a Secret's tokens.txt
+        // emptied by a bad edit): only `open = true` says it is meant.
+        if ok && tokens.is_empty() && !a.open {
+            let from_files = if a.token_files.is_empty() {
+                String::new()
+            } else {
+                format!(" and none in {}", a.token_files.join(", "))
+            };
+            self.error(
+                &p.key("tokens"),
+                format!(
+                    "no client tokens: none in `auth.tokens`{from_files}. Add one (e.g. \
+                     `openssl rand -hex 24`), or set `auth.open = true` to let every client in \
+                     on purpose"
+                ),
             );
+            ok = false;
+        }
+        if ok && a.open {
+            let message = if tokens.is_empty() {
+                "auth.open = true and no client tokens: the proxy is OPEN, anyone who can \
+                 reach it may use every key in the pool"
+            } else {
+                "auth.open = true has no effect: client tokens are configured, so clients \
+                 still need one of them"
+            };
+            self.warn(&At::Cfg(p.key("open")), message);
         }
         ok.then_some(Auth {
             tokens,
             admin_tokens,
+            open: a.open,
         })
     }
 
@@ -496,8 +558,8 @@ impl Cx<'_, '_> {
             self.warn(
                 at,
                 format!(
-                    "token {masked} is short: logs show its first 8 characters, so use at least \
-                     {SHORT_TOKEN} random ones"
+                    "token {masked} is short: use at least {SHORT_TOKEN} random characters \
+                     (e.g. `openssl rand -hex 24`)"
                 ),
             );
         }
@@ -507,6 +569,16 @@ impl Cx<'_, '_> {
 
     fn access(&mut self, a: raw::Access) -> Option<Access> {
         let p = FieldPath::root("access");
+        if a.allow.is_empty() {
+            // Leaving `allow` out means everyone; an empty list written out says nothing clear
+            // (nobody? everyone?), so it is refused rather than guessed.
+            self.error(
+                &p.key("allow"),
+                "empty: write `allow = [\"*\"]` to allow every address, list the addresses or \
+                 CIDRs to allow, or leave `allow` out (everyone)",
+            );
+            return None;
+        }
         let allow = self.ip_rules(&p.key("allow"), &a.allow, true);
         let deny = self.ip_rules(&p.key("deny"), &a.deny, true);
         Some(Access {
@@ -1072,6 +1144,7 @@ impl Cx<'_, '_> {
                 continue;
             };
             let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+            self.world_readable(&given, &abs, &field.to_string(), &format!("{what}s"));
             for (n, line) in text.lines().enumerate() {
                 let value = line.trim();
                 if value.is_empty() || value.starts_with('#') {
@@ -1093,6 +1166,48 @@ impl Cx<'_, '_> {
         }
         Lists { entries, files, ok }
     }
+}
+
+impl Cx<'_, '_> {
+    /// Warns (naming the file as given, never its content) when every user of this machine may
+    /// read the file at `real` that holds `what`.
+    fn world_readable(&mut self, shown: &Path, real: &Path, field: &str, what: &str) {
+        if let Some(mode) = readable_by_all(real) {
+            self.warnings.push(Problem {
+                file: shown.to_path_buf(),
+                line: 0,
+                col: 0,
+                field: field.to_string(),
+                message: format!(
+                    "holds {what} and every user of this machine may read it (mode {mode:04o}): \
+                     `chmod o-r` it"
+                ),
+            });
+        }
+    }
+}
+
+/// The file's mode when every user of the machine may read it: the file is readable by
+/// "other" (`mode & 0o004`) and every folder above it lets "other" through (`o+x`), so a file
+/// in a private folder is not reported.
+#[cfg(unix)]
+fn readable_by_all(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let real = std::fs::canonicalize(file).ok()?;
+    let mode = std::fs::metadata(&real).ok()?.permissions().mode() & 0o7777;
+    if mode & 0o004 == 0 {
+        return None;
+    }
+    let reachable = real
+        .ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    reachable.then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn readable_by_all(_file: &Path) -> Option<u32> {
+    None
 }
 
 impl KeySpec {

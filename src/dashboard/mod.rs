@@ -55,11 +55,16 @@ pub fn same_site(method: &Method, headers: &HeaderMap) -> bool {
 /// `GET /dashboard` (the page, or the login form without a session) and its assets.
 pub fn page(
     app: &Arc<App>,
+    snap: &Snapshot,
+    caller: &access::Caller,
     asset: &str,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ProxyError> {
+    let admin_tokens = &snap.config.auth.admin_tokens;
     match asset {
-        "" if app.sessions.admits(headers) => Ok(html(StatusCode::OK, PAGE.to_string())),
+        "" if app.sessions.admits(headers, admin_tokens, caller.local) => {
+            Ok(html(StatusCode::OK, PAGE.to_string()))
+        }
         "" => Ok(login_page(StatusCode::OK, None)),
         "dashboard.css" => Ok(asset_response(CSS, "text/css; charset=utf-8")),
         "dashboard.js" => Ok(asset_response(JS, "text/javascript; charset=utf-8")),
@@ -68,8 +73,10 @@ pub fn page(
 }
 
 /// `POST /dashboard/login` with a form field `token`: a session cookie and a redirect to the
-/// page, or the login form again with a 401. With no admin tokens configured, a loopback
-/// client may log in without one, as the admin gate lets it in anyway.
+/// page, or the login form again with a 401. With no admin tokens configured, a local client
+/// (`access::Origin::local`: loopback TCP peer, loopback `Host`, not forwarded) may log in
+/// without one, as the admin gate lets it in anyway. The session remembers which admin token
+/// opened it (by fingerprint), and ends when a reload removes that token.
 pub async fn login(
     app: &Arc<App>,
     snap: &Arc<Snapshot>,
@@ -77,7 +84,8 @@ pub async fn login(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
     let ip = caller.ip;
-    if let Some(wait) = app.lockout.wait(ip, snap.config.access.max_token_failures) {
+    let limit = snap.config.access.max_token_failures;
+    if let Some(wait) = app.lockout.wait(ip, caller.loopback_peer, limit) {
         let message = ProxyError::LockedOut { retry_after: wait }.to_string();
         let mut page = login_page(StatusCode::TOO_MANY_REQUESTS, Some(&message));
         page.headers_mut().insert(
@@ -93,25 +101,31 @@ pub async fn login(
 
     let admin_tokens = &snap.config.auth.admin_tokens;
     // Look at every token so the time taken does not depend on which one matched.
-    let mut ok = false;
+    let mut opened_by = None;
     for token in admin_tokens {
-        ok |= token.matches(presented.as_bytes());
+        if token.matches(presented.as_bytes()) {
+            opened_by = Some(token.fingerprint());
+        }
     }
-    if admin_tokens.is_empty() {
-        ok = ip.is_loopback();
-    }
+    let ok = if admin_tokens.is_empty() {
+        caller.local
+    } else {
+        opened_by.is_some()
+    };
     if !ok {
-        app.lockout
-            .failed(ip, snap.config.access.max_token_failures);
+        app.lockout.failed(ip, caller.loopback_peer, limit);
         tracing::info!(%ip, "dashboard login refused");
         let message = if admin_tokens.is_empty() {
-            "No admin tokens are configured: only a loopback client can log in."
+            "No admin tokens are configured: only this machine, at a localhost address, can log in."
         } else {
             "That is not an admin token."
         };
         return Ok(login_page(StatusCode::UNAUTHORIZED, Some(message)));
     }
-    let id = app.sessions.create().map_err(ProxyError::Internal)?;
+    let id = app
+        .sessions
+        .create(opened_by)
+        .map_err(ProxyError::Internal)?;
     tracing::info!(%ip, "dashboard login");
     let mut response = Response::new(full(""));
     *response.status_mut() = StatusCode::SEE_OTHER;
