@@ -346,6 +346,37 @@ async fn twenty_keys_all_answering_429_cost_at_most_max_quota_hops_calls() {
 }
 
 #[tokio::test]
+async fn the_process_wide_retry_budget_stops_a_retry_storm() {
+    let keys = fake_keys(20);
+    let fake = FakeGemini::start().await;
+    // Every key 429s with a zero delay, so every request walks all 20 keys again.
+    fake.on_any()
+        .always(Reply::quota_per_minute(FLASH, Some("0s")));
+    let proxy = start(&fake, &keys, |c| c.set("pool", "max_quota_hops = 20")).await;
+
+    // A quiet proxy gets 10 retries a second over 10 s: 100 retries, then first attempts only.
+    let mut costs = Vec::new();
+    for _ in 0..10 {
+        let before = fake.total_hits();
+        let (code, _, body) = chat(&proxy, FLASH).await;
+        assert_eq!(code, 429, "{body}");
+        costs.push(fake.total_hits() - before);
+        if costs.last() == Some(&1) {
+            break;
+        }
+    }
+    assert_eq!(costs[0], 20, "the first request walks every key: {costs:?}");
+    assert_eq!(
+        costs.last(),
+        Some(&1),
+        "the budget never ran out: {costs:?}"
+    );
+    // Exactly 100 when the run fits one window (it takes well under a second); never fewer.
+    let retries: u64 = costs.iter().map(|c| c - 1).sum();
+    assert!(retries >= 100, "the floor was not granted: {costs:?}");
+}
+
+#[tokio::test]
 async fn no_new_attempt_starts_after_the_request_deadline() {
     let keys = fake_keys(3);
     let fake = FakeGemini::start().await;
