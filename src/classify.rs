@@ -88,14 +88,23 @@ pub fn classify_event(event: &[u8]) -> Option<Outcome> {
 ///   the request moves on. An unknown 403 lands here on purpose: disabling a key for every model
 ///   on a message we cannot read would let one client's odd request empty the pool, while a
 ///   model-scoped rest costs at most one call per key for that model until reload or reset.
+///
+/// Google's own ErrorInfo reason is read first; a named resource comes before the message's
+/// wording, since a resource message may quote what the client wrote (a name), and no client
+/// text may disable a key.
 fn classify_403(err: &GoogleError) -> Outcome {
-    if err.key_dead() {
+    if err.key_dead_reason() {
         return Outcome::KeyInvalid {
             reason: err.reason(403),
         };
     }
     if err.names_resource() {
         return Outcome::ClientError;
+    }
+    if err.key_dead_message() {
+        return Outcome::KeyInvalid {
+            reason: err.reason(403),
+        };
     }
     Outcome::ModelDenied {
         reason: err.reason(403),
@@ -207,9 +216,9 @@ impl GoogleError {
             || self.message.contains("API key expired")
     }
 
-    /// The key itself is refused, whatever it asks for (403 only: a 400 uses `key_invalid`,
-    /// since a 400's "billing" or location message is about the egress, not the key).
-    fn key_dead(&self) -> bool {
+    /// ErrorInfo says the key itself is refused, whatever it asks for (403 only: a 400 uses
+    /// `key_invalid`, since a 400's "billing" or location message is about the egress).
+    fn key_dead_reason(&self) -> bool {
         const REASONS: &[&str] = &[
             "API_KEY_INVALID",
             "API_KEY_SERVICE_BLOCKED",
@@ -222,6 +231,12 @@ impl GoogleError {
             "CONSUMER_INVALID",
             "CONSUMER_SUSPENDED",
         ];
+        self.reasons.iter().any(|r| REASONS.contains(&r.as_str()))
+    }
+
+    /// The message says the key itself is refused (Google sends some, such as the leaked-key
+    /// one, without ErrorInfo).
+    fn key_dead_message(&self) -> bool {
         const MESSAGES: &[&str] = &[
             "api key not valid",
             "api key expired",
@@ -234,9 +249,6 @@ impl GoogleError {
             "consumer 'api_key:",
             "unregistered callers",
         ];
-        if self.reasons.iter().any(|r| REASONS.contains(&r.as_str())) {
-            return true;
-        }
         let message = self.message.to_ascii_lowercase();
         MESSAGES.iter().any(|m| message.contains(m))
     }
@@ -656,6 +668,8 @@ mod tests {
             (denied("You do not have permission to access the File abc123 or it may not exist.", ""), "client_error"),
             (denied("CachedContent not found (or permission denied)", ""), "client_error"),
             (denied("You do not have permission to access tuned model tunedModels/my-model-42.", ""), "client_error"),
+            // Client text quoted in a resource message never disables a key.
+            (denied("You do not have permission to access the File reported as leaked or it may not exist.", ""), "client_error"),
             (
                 denied("Permission denied.", &error_info("IAM_PERMISSION_DENIED", r#""resource":"corpora/other-project-corpus""#)),
                 "client_error",
