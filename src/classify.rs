@@ -25,9 +25,11 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
         400 if err.key_invalid() => Outcome::KeyInvalid {
             reason: err.reason(status),
         },
-        401 | 403 => Outcome::KeyInvalid {
+        // The only credential the proxy sends is the key: Google not accepting it is the key's.
+        401 => Outcome::KeyInvalid {
             reason: err.reason(status),
         },
+        403 => classify_403(&err),
         503 if err.message.to_ascii_lowercase().contains("overloaded") => Outcome::Overloaded,
         408 | 500..=599 => Outcome::Transient {
             reason: err.reason(status),
@@ -74,6 +76,41 @@ pub fn classify_event(event: &[u8]) -> Option<Outcome> {
     Some(classify(code, event))
 }
 
+/// A 403 PERMISSION_DENIED says one of three things, and only the first is about the key:
+/// - the key itself is bad: ErrorInfo names it (`API_KEY_INVALID`, `API_KEY_SERVICE_BLOCKED`,
+///   `SERVICE_DISABLED`, `BILLING_DISABLED`, `CONSUMER_INVALID`, …) or the message does (leaked,
+///   expired, deleted, API not enabled in the project, billing): disabled for every model;
+/// - a named resource of another project (a file, a cached content, a tuned model, a corpus):
+///   the client's request, passed back with no penalty and no retry (another key is another
+///   project, which cannot see it either);
+/// - anything else: access to this model (a free-tier key asking for a paid model, ErrorInfo
+///   metadata naming the model or method). That (key, model) is taken out like `limit: 0`, and
+///   the request moves on. An unknown 403 lands here on purpose: disabling a key for every model
+///   on a message we cannot read would let one client's odd request empty the pool, while a
+///   model-scoped rest costs at most one call per key for that model until reload or reset.
+///
+/// Google's own ErrorInfo reason is read first; a named resource comes before the message's
+/// wording, since a resource message may quote what the client wrote (a name), and no client
+/// text may disable a key.
+fn classify_403(err: &GoogleError) -> Outcome {
+    if err.key_dead_reason() {
+        return Outcome::KeyInvalid {
+            reason: err.reason(403),
+        };
+    }
+    if err.names_resource() {
+        return Outcome::ClientError;
+    }
+    if err.key_dead_message() {
+        return Outcome::KeyInvalid {
+            reason: err.reason(403),
+        };
+    }
+    Outcome::ModelDenied {
+        reason: err.reason(403),
+    }
+}
+
 /// Gemini CLI's order (protocol.md §3): `limit: 0`, then a per-day quotaId, then RetryInfo, then
 /// a per-minute quotaId, then the message's "Please retry in Xs".
 fn classify_429(err: &GoogleError) -> Outcome {
@@ -110,6 +147,8 @@ struct GoogleError {
     retry_delay: Option<Duration>,
     /// `ErrorInfo.reason`, e.g. `API_KEY_INVALID`.
     reasons: Vec<String>,
+    /// `ErrorInfo.metadata` values (`service`, `methodName`, `resource`, …).
+    metadata: Vec<String>,
 }
 
 impl GoogleError {
@@ -158,6 +197,12 @@ impl GoogleError {
                     if let Some(limit) = limit {
                         out.quota_ids.push(limit.to_string());
                     }
+                    let metadata = d.get("metadata").and_then(Value::as_object);
+                    for value in metadata.into_iter().flat_map(|m| m.values()) {
+                        if let Some(v) = value.as_str() {
+                            out.metadata.push(v.to_string());
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -169,6 +214,64 @@ impl GoogleError {
         self.reasons.iter().any(|r| r == "API_KEY_INVALID")
             || self.message.contains("API key not valid")
             || self.message.contains("API key expired")
+    }
+
+    /// ErrorInfo says the key itself is refused, whatever it asks for (403 only: a 400 uses
+    /// `key_invalid`, since a 400's "billing" or location message is about the egress).
+    fn key_dead_reason(&self) -> bool {
+        const REASONS: &[&str] = &[
+            "API_KEY_INVALID",
+            "API_KEY_SERVICE_BLOCKED",
+            "API_KEY_HTTP_REFERRER_BLOCKED",
+            "API_KEY_IP_ADDRESS_BLOCKED",
+            "API_KEY_ANDROID_APP_BLOCKED",
+            "API_KEY_IOS_APP_BLOCKED",
+            "SERVICE_DISABLED",
+            "BILLING_DISABLED",
+            "CONSUMER_INVALID",
+            "CONSUMER_SUSPENDED",
+        ];
+        self.reasons.iter().any(|r| REASONS.contains(&r.as_str()))
+    }
+
+    /// The message says the key itself is refused (Google sends some, such as the leaked-key
+    /// one, without ErrorInfo).
+    fn key_dead_message(&self) -> bool {
+        const MESSAGES: &[&str] = &[
+            "api key not valid",
+            "api key expired",
+            "api key was deleted",
+            "api key has been deleted",
+            "reported as leaked",
+            "has not been used in project",
+            "requires billing to be enabled",
+            "billing account",
+            "consumer 'api_key:",
+            "unregistered callers",
+        ];
+        let message = self.message.to_ascii_lowercase();
+        MESSAGES.iter().any(|m| message.contains(m))
+    }
+
+    /// The error is about a resource the request named (a file, cached content, tuned model,
+    /// corpus), not about the key or the model it asked for.
+    fn names_resource(&self) -> bool {
+        const NAMES: &[&str] = &[
+            "files/",
+            "cachedcontents/",
+            "tunedmodels/",
+            "corpora/",
+            "ragcorpora/",
+            "access the file",
+            "cachedcontent not found",
+            "tuned model",
+            "corpus",
+        ];
+        let names = |text: &str| {
+            let text = text.to_ascii_lowercase();
+            NAMES.iter().any(|n| text.contains(n))
+        };
+        names(&self.message) || self.metadata.iter().any(|m| names(m))
     }
 
     /// "403 PERMISSION_DENIED: Your API key was reported as leaked…", cut to `MAX_REASON`.
@@ -512,10 +615,95 @@ mod tests {
     #[test]
     fn reasons_never_carry_a_key() {
         let body = r#"{"error":{"code":403,"message":"Key AIzaSyFAKE-not-a-real-key-0000000000000 blocked","status":"PERMISSION_DENIED"}}"#;
-        let Outcome::KeyInvalid { reason } = classify(403, body.as_bytes()) else {
-            panic!("403 must disable the key");
+        // An unknown 403: model-scoped, and its reason is scrubbed like any other.
+        let Outcome::ModelDenied { reason } = classify(403, body.as_bytes()) else {
+            panic!("an unknown 403 rests the (key, model)");
         };
         assert!(!reason.contains("AIzaSyFAKE-not-a-real"), "{reason}");
         assert!(reason.contains("AIza****0000"), "{reason}");
+    }
+
+    fn denied(message: &str, details: &str) -> String {
+        format!(
+            r#"{{"error":{{"code":403,"message":"{message}","status":"PERMISSION_DENIED","details":[{details}]}}}}"#
+        )
+    }
+
+    fn error_info(reason: &str, metadata: &str) -> String {
+        format!(
+            r#"{{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"{reason}","domain":"googleapis.com","metadata":{{{metadata}}}}}"#
+        )
+    }
+
+    fn class_of(status: u16, body: &str) -> &'static str {
+        classify(status, body.as_bytes()).class()
+    }
+
+    /// Which 403s disable the key, which rest only (key, model), which are the client's.
+    #[test]
+    fn forbidden_is_judged_by_what_it_names() {
+        let svc = r#""service":"generativelanguage.googleapis.com","consumer":"projects/123""#;
+        let cases: &[(String, &str)] = &[
+            // The key itself: disabled for every model.
+            (fixture!("403_leaked_key").to_string(), "key_invalid"),
+            (fixture!("403_service_blocked").to_string(), "key_invalid"),
+            (
+                denied(
+                    "Generative Language API has not been used in project 123 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=123 then retry.",
+                    &error_info("SERVICE_DISABLED", svc),
+                ),
+                "key_invalid",
+            ),
+            (
+                denied(
+                    "This API method requires billing to be enabled. Please enable billing on project #123 by visiting https://console.developers.google.com/billing/enable?project=123 then retry.",
+                    &error_info("BILLING_DISABLED", svc),
+                ),
+                "key_invalid",
+            ),
+            (denied("Permission denied: Consumer 'api_key:x' has been suspended.", &error_info("CONSUMER_INVALID", svc)), "key_invalid"),
+            (denied("API key expired. Please renew the API key.", ""), "key_invalid"),
+            (denied("API key not valid. Please pass a valid API key.", &error_info("API_KEY_INVALID", svc)), "key_invalid"),
+            // A named resource of another project: the client's.
+            (denied("You do not have permission to access the File abc123 or it may not exist.", ""), "client_error"),
+            (denied("CachedContent not found (or permission denied)", ""), "client_error"),
+            (denied("You do not have permission to access tuned model tunedModels/my-model-42.", ""), "client_error"),
+            // Client text quoted in a resource message never disables a key.
+            (denied("You do not have permission to access the File reported as leaked or it may not exist.", ""), "client_error"),
+            (
+                denied("Permission denied.", &error_info("IAM_PERMISSION_DENIED", r#""resource":"corpora/other-project-corpus""#)),
+                "client_error",
+            ),
+            // The model: rested for this key only.
+            (
+                denied(
+                    "Permission denied: this API key has no access to model models/gemini-2.5-pro on the free tier.",
+                    &error_info("IAM_PERMISSION_DENIED", r#""resource":"models/gemini-2.5-pro","permission":"generativelanguage.models.generateContent""#),
+                ),
+                "model_denied",
+            ),
+            // Unknown: model-scoped too, never key-invalid.
+            (denied("The caller does not have permission", ""), "model_denied"),
+            ("".to_string(), "model_denied"),
+            ("not json".to_string(), "model_denied"),
+        ];
+        for (body, class) in cases {
+            assert_eq!(class_of(403, body), *class, "{body}");
+        }
+        // 401 is the key's credentials; a 400 "billing" or location message is not the key's.
+        assert_eq!(class_of(401, ""), "key_invalid");
+        assert_eq!(
+            class_of(400, fixture!("400_location_unsupported")),
+            "client_error"
+        );
+        // Inside a 200 stream, a 403 event is judged the same way.
+        let event = denied(
+            "You do not have permission to access the File abc or it may not exist.",
+            "",
+        );
+        assert_eq!(
+            classify_event(event.as_bytes()).map(|o| o.class()),
+            Some("client_error")
+        );
     }
 }

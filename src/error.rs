@@ -86,6 +86,11 @@ pub enum ProxyError {
     },
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
+    /// No configured key may serve the model (every key's `models` list leaves it out): the
+    /// model does not exist here, which waiting will not change. A 404 like OpenAI's and
+    /// Google's unknown model, not a 503 that SDKs retry.
+    #[error("the model '{model}' does not exist or no key of this proxy may serve it")]
+    ModelNotFound { model: String },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -115,7 +120,7 @@ impl ProxyError {
             | ProxyError::ModelNotAllowed { .. }
             | ProxyError::AdminOnly
             | ProxyError::CrossSite => StatusCode::FORBIDDEN,
-            ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NotFound { .. } | ProxyError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoKey { retry_after, .. } => {
@@ -139,8 +144,13 @@ impl ProxyError {
             ProxyError::BadRequest { .. }
             | ProxyError::PayloadTooLarge { .. }
             | ProxyError::NotFound { .. }
-            | ProxyError::MethodNotAllowed
-            | ProxyError::UpstreamClient { .. } => "invalid_request_error",
+            | ProxyError::ModelNotFound { .. }
+            | ProxyError::MethodNotAllowed => "invalid_request_error",
+            // Google refusing a named resource (another project's file) is a permission error.
+            ProxyError::UpstreamClient { status, .. } if *status == StatusCode::FORBIDDEN => {
+                "permission_error"
+            }
+            ProxyError::UpstreamClient { .. } => "invalid_request_error",
             ProxyError::Unauthorized => "authentication_error",
             ProxyError::LockedOut { .. } => "rate_limit_error",
             ProxyError::IpDenied
@@ -171,6 +181,7 @@ impl ProxyError {
             ProxyError::ModelNotAllowed { .. } => Some("model_not_allowed"),
             ProxyError::CrossSite => Some("cross_site_request"),
             ProxyError::NotFound { .. } => Some("not_found"),
+            ProxyError::ModelNotFound { .. } => Some("model_not_found"),
             ProxyError::NoKey { retry_after, .. } => Some(if retry_after.is_some() {
                 "rate_limit_exceeded"
             } else {
@@ -245,7 +256,9 @@ impl ProxyError {
             (_, Dialect::OpenAi) => {
                 let param = match &self {
                     ProxyError::BadRequest { param, .. } => param.clone(),
-                    ProxyError::ModelNotAllowed { .. } => Some("model".to_string()),
+                    ProxyError::ModelNotAllowed { .. } | ProxyError::ModelNotFound { .. } => {
+                        Some("model".to_string())
+                    }
                     _ => None,
                 };
                 Bytes::from(
@@ -371,6 +384,23 @@ mod tests {
         assert!(message.len() < 2 * MAX_MESSAGE_CHARS, "{}", message.len());
         let short = ProxyError::bad_request("short");
         assert_eq!(short.client_message(), "short");
+    }
+
+    #[tokio::test]
+    async fn a_model_no_key_may_serve_is_not_found() {
+        let err = || ProxyError::ModelNotFound {
+            model: "gemini-x".into(),
+        };
+        let (status, headers, body) = render(err(), Dialect::OpenAi).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(headers.get(header::RETRY_AFTER).is_none());
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_eq!(body["error"]["param"], "model");
+        let (status, _, body) = render(err(), Dialect::Google).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], 404);
+        assert_eq!(body["error"]["status"], "NOT_FOUND");
     }
 
     #[tokio::test]

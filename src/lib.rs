@@ -10,7 +10,8 @@
 //! - [`api`]: thin handlers per route: read the body, parse, resolve aliases.
 //! - [`translate`]: pure OpenAI <-> Gemini mapping (no I/O, no clock); [`media`] fetches the
 //!   image URLs a request names before it is translated.
-//! - [`proxy`]: the attempt loop: pick a key, send, classify, report, retry before the first byte.
+//! - [`proxy`]: the attempt loop: pick a key, send, classify, report, retry before the first byte
+//!   (bounded by [`retry_budget`], the process-wide cap on extra upstream calls).
 //! - [`pool`]: per (key, model) health and key selection; [`classify`] turns Google responses
 //!   into pool outcomes.
 //! - [`upstream`]: the reqwest client and the Gemini URLs.
@@ -39,6 +40,7 @@ pub mod proxy;
 pub mod relay;
 pub mod reload;
 pub mod request_log;
+pub mod retry_budget;
 pub mod router;
 pub mod secret;
 pub mod server;

@@ -1,11 +1,16 @@
 //! The attempt loop: pick a key, send, classify, report, and try another key while the client
 //! has received nothing yet.
 //!
-//! A request is retried on a different key (up to `pool.max_attempts`, quota 429s not counted)
-//! for every outcome that is not the client's fault. Once a 2xx arrives the choice is final: buffered bodies are read
-//! here (a failure while reading is still retried) and their usage is recorded, streams are
-//! handed back at their headers and never retried after that. This module never looks at
-//! Google's error details; it acts on the `Outcome` that `classify` returns.
+//! A request is retried on a different key (up to `pool.max_attempts`) for every outcome that is
+//! not the client's fault; quota answers (429, a model-scoped 403) do not use up `max_attempts`
+//! but stop at `pool.max_quota_hops`. Every retry must also start before `pool.request_deadline`
+//! and fit the process-wide `retry_budget`; otherwise the request fails with its last error. A
+//! call that may have reached Google (a timeout or a break after writing) is replayed only when
+//! repeating it is free (model lists, `countTokens`) or `pool.retry_after_send` allows it, so a
+//! generation is never run twice by default. Once a 2xx arrives the choice is final: buffered
+//! bodies are read here and their usage is recorded, streams are handed back at their headers
+//! and never retried after that. This module never looks at Google's error details; it acts on
+//! the `Outcome` that `classify` returns and on what `upstream::SendError` says was sent.
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +20,9 @@ use http::{Method, StatusCode};
 use crate::classify::classify;
 use crate::error::ProxyError;
 use crate::metrics;
-use crate::pool::{Lease, NoKey, Outcome, PoolView};
+use crate::pool::{Lease, NoKey, Now, Outcome, PoolView};
 use crate::request_log::RequestLog;
+use crate::retry_budget;
 use crate::state::Snapshot;
 use crate::upstream::{self, SendError};
 use crate::usage;
@@ -64,6 +70,55 @@ struct Failure {
     status: Option<StatusCode>,
     message: String,
     raw: Bytes,
+    /// How far the request got when no answer came back; `None` when Google answered.
+    sent: Option<SendError>,
+}
+
+impl Failure {
+    /// The request may have run at Google (so a replay could be billed twice).
+    fn maybe_processed(&self) -> bool {
+        self.sent.as_ref().is_some_and(SendError::maybe_processed)
+    }
+}
+
+/// Why the attempt loop stopped before every allowed key was tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// No untried key can serve, or `max_attempts` reached.
+    Keys,
+    /// `pool.max_quota_hops` quota answers in this request.
+    QuotaHops,
+    /// `pool.request_deadline` passed.
+    Deadline,
+    /// The process-wide retry budget is spent.
+    Budget,
+    /// The request may have run at Google and is not replayed (`pool.retry_after_send`).
+    NotReplayed,
+}
+
+impl Stop {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stop::Keys => "keys",
+            Stop::QuotaHops => "max_quota_hops",
+            Stop::Deadline => "request_deadline",
+            Stop::Budget => "retry_budget",
+            Stop::NotReplayed => "not_replayed",
+        }
+    }
+}
+
+/// Whether `call` may be sent again on another key after it may have reached Google. Model
+/// lists and gets (GET) and `countTokens` cost nothing and change nothing: always. Generations
+/// (`generateContent`, `streamGenerateContent`, the chat path) and embeddings are billed per
+/// call: only when the operator opted in with `pool.retry_after_send`.
+fn replayable(call: &Call<'_>, retry_after_send: bool) -> bool {
+    if retry_after_send || call.method == Method::GET {
+        return true;
+    }
+    let path = call.path_and_query.split('?').next().unwrap_or("");
+    path.rsplit_once(':')
+        .is_some_and(|(_, action)| action == "countTokens")
 }
 
 pub async fn execute(
@@ -72,16 +127,32 @@ pub async fn execute(
     log: &mut RequestLog,
 ) -> Result<Served, ProxyError> {
     let pool = &snap.pool;
+    let policy = &snap.config.pool.retry;
+    let budget = retry_budget::global();
     let max_attempts = pool.max_attempts().max(1) as usize;
+    let max_quota_hops = policy.max_quota_hops.max(1) as usize;
+    let replay = replayable(&call, policy.retry_after_send);
     let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
     let mut last: Option<Failure> = None;
     let model_name = call.model.unwrap_or("any");
+    let mut deadline: Option<Instant> = None;
 
-    // Quota 429s do not use up `max_attempts`: the key now rests (it will not be called again
+    // Quota answers do not use up `max_attempts`: the key now rests (it will not be called again
     // until its quota returns), so trying a fresh one costs one call per key per cooldown, and a
-    // client is not refused while a key could serve. Each key is tried at most once.
+    // client is not refused while a key could serve. They stop at `max_quota_hops`, so one
+    // request never walks a large pool. Each key is tried at most once.
     let mut counted = 0;
-    while counted < max_attempts {
+    let mut quota_hops = 0;
+    let stop = loop {
+        if let Some(deadline) = deadline {
+            // A retry: it must fit the request's deadline and the process's budget.
+            if Instant::now() >= deadline {
+                break Stop::Deadline;
+            }
+            if !budget.try_retry(Instant::now()) {
+                break Stop::Budget;
+            }
+        }
         let picked = match call.model {
             Some(model) => pool.pick(model, Instant::now(), &tried),
             None => pool.pick_any(Instant::now(), &tried),
@@ -91,9 +162,14 @@ pub async fn execute(
             Err(no_key) => match last {
                 None => return Err(no_key_error(model_name, &no_key, pool.len())),
                 // Keys remain, but none that we have not tried: report the last failure.
-                Some(_) => break,
+                Some(_) => break Stop::Keys,
             },
         };
+        if deadline.is_none() {
+            let now = Instant::now();
+            deadline = Some(now + policy.request_deadline);
+            budget.record_first(now);
+        }
         tried.push(lease.index);
         // If this future is dropped (the client left) before an outcome is reported, the
         // guard hands the lease back so a probing key is not held for nothing.
@@ -168,6 +244,7 @@ pub async fn execute(
                     status: Some(status),
                     outcome,
                     raw,
+                    sent: None,
                 }
             }
             Err(e) => send_failure(e),
@@ -183,9 +260,6 @@ pub async fn execute(
             attempt = tried.len(),
             "upstream attempt failed"
         );
-        if !is_quota(&failure.outcome) {
-            counted += 1;
-        }
         if !failure.outcome.retryable() {
             return Err(ProxyError::UpstreamClient {
                 status: failure.status.unwrap_or(StatusCode::BAD_REQUEST),
@@ -193,23 +267,56 @@ pub async fn execute(
                 raw: failure.raw,
             });
         }
-        if failure.outcome == Outcome::Overloaded {
+        let overloaded = failure.outcome == Outcome::Overloaded;
+        let quota = is_quota(&failure.outcome);
+        let not_replayed = failure.maybe_processed() && !replay;
+        last = Some(failure);
+        // Google's own error answers (429, 5xx) say the call failed, and failed calls are not
+        // billed, so another key may run it; a call that may be running at Google is not
+        // repeated unless it is free to repeat or the operator said so.
+        if not_replayed {
+            break Stop::NotReplayed;
+        }
+        if quota {
+            quota_hops += 1;
+            if quota_hops >= max_quota_hops {
+                break Stop::QuotaHops;
+            }
+        } else {
+            counted += 1;
+            if counted >= max_attempts {
+                break Stop::Keys;
+            }
+        }
+        if overloaded {
             // Other keys add no capacity to an overloaded model: give it a moment.
             tokio::time::sleep(Duration::from_millis(100 * tried.len() as u64)).await;
         }
-        last = Some(failure);
-    }
+    };
 
     let Some(last) = last else {
         return Err(ProxyError::Internal("no attempt was made".into()));
     };
+    if stop != Stop::Keys {
+        tracing::debug!(
+            model = model_name,
+            attempts = tried.len(),
+            stop = stop.as_str(),
+            "no further attempt"
+        );
+    }
     Err(exhausted(snap, model_name, last, tried.len()))
 }
 
+/// Answers that take the key out for the model (not for good): the request hops to another
+/// key without using up `max_attempts`, up to `max_quota_hops`.
 fn is_quota(outcome: &Outcome) -> bool {
     matches!(
         outcome,
-        Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota
+        Outcome::RateLimited { .. }
+            | Outcome::QuotaDaily
+            | Outcome::NoQuota
+            | Outcome::ModelDenied { .. }
     )
 }
 
@@ -249,14 +356,28 @@ impl Drop for Unreported<'_> {
     }
 }
 
+/// An exchange without an answer: a failure before the request was written is nobody's fault
+/// (`Network`, which the pool ignores); a key no header can carry is the key's; the rest (a
+/// timeout or a break after writing) counts towards `failure_threshold`.
 fn send_failure(e: SendError) -> Failure {
-    Failure {
-        outcome: Outcome::Transient {
-            reason: e.to_string(),
+    let reason = e.to_string();
+    let outcome = match &e {
+        SendError::NotSent(_) => Outcome::Network {
+            reason: reason.clone(),
         },
+        SendError::BadKey => Outcome::KeyInvalid {
+            reason: reason.clone(),
+        },
+        SendError::Timeout | SendError::Broken(_) => Outcome::Transient {
+            reason: reason.clone(),
+        },
+    };
+    Failure {
+        outcome,
         status: None,
-        message: e.to_string(),
+        message: reason,
         raw: Bytes::new(),
+        sent: Some(e),
     }
 }
 
@@ -267,38 +388,42 @@ fn exhausted(snap: &Snapshot, model: &str, last: Failure, attempts: usize) -> Pr
     } else {
         format!("{attempts} keys")
     };
-    match &last.outcome {
-        Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota => {
-            // Ask the pool when a key returns, as if this were a fresh request.
-            match snap.pool.pick(model, Instant::now(), &[]) {
-                Err(no_key) => no_key_error(model, &no_key, snap.pool.len()),
-                Ok(_) => ProxyError::NoKey {
-                    message: format!(
-                        "Gemini quota exhausted on every key tried for model '{model}' ({tried}); retry shortly"
-                    ),
-                    retry_after: Some(Duration::from_secs(1)),
-                    all_daily: false,
-                },
+    if is_quota(&last.outcome) {
+        // Ask the pool when a key returns, as a fresh request would, without taking one: a
+        // lease here would count a request against `daily_limit` and hold a probing key.
+        return match snap.pool.peek(model, Now::at(Instant::now())) {
+            // Every key is denied the model by Google: its own words say why.
+            Err(_) if matches!(last.outcome, Outcome::ModelDenied { .. }) => {
+                ProxyError::UpstreamClient {
+                    status: last.status.unwrap_or(StatusCode::FORBIDDEN),
+                    message: last.message,
+                    raw: last.raw,
+                }
             }
-        }
-        Outcome::KeyInvalid { reason } => ProxyError::UpstreamFailed {
+            Err(no_key) => no_key_error(model, &no_key, snap.pool.len()),
+            Ok(()) => ProxyError::NoKey {
+                message: format!(
+                    "Gemini quota exhausted on every key tried for model '{model}' ({tried}); retry shortly"
+                ),
+                retry_after: Some(Duration::from_secs(1)),
+                all_daily: false,
+            },
+        };
+    }
+    match (&last.outcome, &last.sent) {
+        (Outcome::KeyInvalid { reason }, _) => ProxyError::UpstreamFailed {
             status: StatusCode::BAD_GATEWAY,
             message: format!(
                 "Google rejected the API key ({tried} tried): {reason}. Check the keys in the pool."
             ),
             raw: last.raw,
         },
-        Outcome::Transient { .. } if last.status.is_none() => {
-            if last.message.contains("timed out") {
-                ProxyError::UpstreamTimeout
-            } else {
-                ProxyError::UpstreamFailed {
-                    status: StatusCode::BAD_GATEWAY,
-                    message: format!("{} ({tried} tried)", last.message),
-                    raw: Bytes::new(),
-                }
-            }
-        }
+        (_, Some(SendError::Timeout)) => ProxyError::UpstreamTimeout,
+        (_, Some(_)) => ProxyError::UpstreamFailed {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("{} ({tried} tried)", last.message),
+            raw: Bytes::new(),
+        },
         _ => ProxyError::UpstreamFailed {
             status: last
                 .status
@@ -313,10 +438,8 @@ fn exhausted(snap: &Snapshot, model: &str, last: Failure, attempts: usize) -> Pr
 /// The client-facing error when no key can serve `model`.
 pub fn no_key_error(model: &str, why: &NoKey, pool_size: usize) -> ProxyError {
     if why.none_allowed {
-        return ProxyError::NoKey {
-            message: format!("no key in the pool is allowed to serve model '{model}'"),
-            retry_after: None,
-            all_daily: false,
+        return ProxyError::ModelNotFound {
+            model: model.to_string(),
         };
     }
     if why.all_disabled {

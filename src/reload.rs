@@ -368,6 +368,7 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
         || old.pool.cooldown != new.pool.cooldown
         || old.pool.failure_threshold != new.pool.failure_threshold
         || old.pool.max_attempts != new.pool.max_attempts
+        || old.pool.retry != new.pool.retry
     {
         out.push("pool settings changed".into());
     }

@@ -2,7 +2,9 @@
 //! optional outbound proxy, timeouts) and the requests it sends.
 //!
 //! Keys travel only in the `x-goog-api-key` header, never in a URL. This module does not read
-//! Google's error bodies beyond collecting them; `classify` decides what they mean.
+//! Google's error bodies beyond collecting them; `classify` decides what they mean. A failed
+//! exchange says here, where it is known, whether the request may have reached Google
+//! (`SendError::maybe_processed`): `proxy` decides from that whether a repeat could be billed.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -42,20 +44,39 @@ pub fn set_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
-/// A request that never produced a response.
+/// An exchange that produced no usable response, and how far the request got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
-    /// No response headers within `first_byte_timeout`.
+    /// The request was never written: DNS failure, connection refused or timed out, or a
+    /// connection that closed before the request went out (hyper resends those itself on a
+    /// reused connection; what reaches here failed on a fresh one). Not the key's doing.
+    NotSent(String),
+    /// The key has no header value (keys are checked at load; kept so no key is ever sent
+    /// some other way).
+    BadKey,
+    /// No response headers within `first_byte_timeout`, or a body that stalled past
+    /// `idle_timeout`: the request may be running at Google.
     Timeout,
-    /// Could not connect, or the connection failed before a response.
-    Connect(String),
+    /// The request was (or may have been) written, then the exchange broke: a reset while
+    /// waiting for the headers, a body that failed mid-read.
+    Broken(String),
+}
+
+impl SendError {
+    /// Whether Google may have received, run and billed the request, so that replaying it on
+    /// another key could run it twice. Only failures that prove otherwise say no.
+    pub fn maybe_processed(&self) -> bool {
+        !matches!(self, SendError::NotSent(_) | SendError::BadKey)
+    }
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            SendError::NotSent(e) => write!(f, "could not reach the upstream: {e}"),
+            SendError::BadKey => f.write_str("the API key is not a valid header value"),
             SendError::Timeout => f.write_str("timed out waiting for the upstream's response"),
-            SendError::Connect(e) => write!(f, "upstream connection failed: {e}"),
+            SendError::Broken(e) => write!(f, "upstream connection failed: {e}"),
         }
     }
 }
@@ -100,10 +121,10 @@ impl Upstream {
                 .body(body);
         }
         match tokio::time::timeout(self.first_byte_timeout, request.send()).await {
+            // Possibly still connecting, more likely waiting for Google: assume it was sent.
             Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) if e.is_timeout() => Err(SendError::Timeout),
-            Ok(Err(e)) => Err(SendError::Connect(describe(&e))),
             Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(send_error(&e)),
         }
     }
 
@@ -128,9 +149,35 @@ const API_KEY_HEADER: http::HeaderName = http::HeaderName::from_static("x-goog-a
 
 /// The key's header value, made when the key was loaded.
 fn key_header(key: &ApiKey) -> Result<HeaderValue, SendError> {
-    key.header()
-        .cloned()
-        .ok_or_else(|| SendError::Connect("the API key is not a valid header value".into()))
+    key.header().cloned().ok_or(SendError::BadKey)
+}
+
+/// What a failed `send` means for a replay. `is_connect` covers DNS, refused and connect
+/// timeouts (checked before `is_timeout`, which a connect timeout also is); a request hyper
+/// gave back unsent ("canceled") was never written either. Anything else may have reached
+/// Google.
+fn send_error(e: &reqwest::Error) -> SendError {
+    if e.is_connect() || canceled_unsent(e) {
+        return SendError::NotSent(describe(e));
+    }
+    if e.is_timeout() {
+        return SendError::Timeout;
+    }
+    SendError::Broken(describe(e))
+}
+
+/// hyper-util's client error of kind `Canceled`: the connection closed before the request was
+/// written, and the request came back unsent. Its kind is only visible through `Display`; if
+/// that text ever changes, such errors count as maybe sent, which is the safe side.
+fn canceled_unsent(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.to_string() == "client error (Canceled)" {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// One pooled client as `upstream` configures it. Redirects are not followed (Google's API
@@ -195,7 +242,8 @@ pub async fn read_body(
         match tokio::time::timeout(idle, stream.next()).await {
             Err(_) => return Err(SendError::Timeout),
             Ok(None) => return Ok(out.freeze()),
-            Ok(Some(Err(e))) => return Err(SendError::Connect(describe(&e))),
+            // Google answered: the request was processed, whatever happened to the body.
+            Ok(Some(Err(e))) => return Err(SendError::Broken(describe(&e))),
             Ok(Some(Ok(chunk))) => {
                 if out.len() < limit {
                     let take = chunk.len().min(limit - out.len());

@@ -136,7 +136,7 @@ pub(crate) fn next_in_chain(
     error: ProxyError,
 ) -> Result<ProxyError, ProxyError> {
     let moves_on = match &error {
-        ProxyError::NoKey { .. } => true,
+        ProxyError::NoKey { .. } | ProxyError::ModelNotFound { .. } => true,
         ProxyError::UpstreamFailed { status, .. } => {
             *status == StatusCode::SERVICE_UNAVAILABLE || *status == StatusCode::TOO_MANY_REQUESTS
         }

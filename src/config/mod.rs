@@ -162,6 +162,30 @@ pub struct Pool {
     pub failure_threshold: u32,
     pub cooldown: Duration,
     pub max_attempts: u32,
+    /// How far the attempt loop may go for one request (read by `proxy` only).
+    pub retry: RetryPolicy,
+}
+
+/// Bounds on one request's attempts, beyond `max_attempts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Quota answers (429, model-scoped 403) after which the request stops hopping keys.
+    pub max_quota_hops: u32,
+    /// Replay a generation on another key after its request may have reached Google (a
+    /// timeout or a reset after writing). Off by default: such a call may be billed.
+    pub retry_after_send: bool,
+    /// No new attempt starts this long after the request's first one.
+    pub request_deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_quota_hops: 8,
+            retry_after_send: false,
+            request_deadline: Duration::from_secs(120),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

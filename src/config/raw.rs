@@ -129,6 +129,9 @@ pub struct Pool {
     pub failure_threshold: i64,
     pub cooldown: String,
     pub max_attempts: i64,
+    pub max_quota_hops: i64,
+    pub retry_after_send: bool,
+    pub request_deadline: String,
 }
 
 impl Default for Pool {
@@ -140,6 +143,9 @@ impl Default for Pool {
             failure_threshold: 3,
             cooldown: "60s".into(),
             max_attempts: 3,
+            max_quota_hops: 8,
+            retry_after_send: false,
+            request_deadline: "120s".into(),
         }
     }
 }

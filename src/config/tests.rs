@@ -647,3 +647,34 @@ fn world_readable_files_are_warned() {
     assert_eq!(warnings(dir.path()), Vec::<String>::new());
     mode(dir.path(), 0o700);
 }
+
+/// `pool.max_quota_hops`, `pool.retry_after_send`, `pool.request_deadline` (issue #14 item 4).
+#[test]
+fn retry_bounds() {
+    let c = ok(&format!("[pool]\nkeys = [\"{K1}\"]\n"), &[]).config;
+    assert_eq!(c.pool.retry, RetryPolicy::default());
+    assert_eq!(c.pool.retry.max_quota_hops, 8);
+    assert!(!c.pool.retry.retry_after_send);
+    assert_eq!(c.pool.retry.request_deadline, Duration::from_secs(120));
+    let c = ok(
+        &format!("[pool]\nkeys = [\"{K1}\"]\nmax_quota_hops = 2\nretry_after_send = true\nrequest_deadline = \"30s\"\n"),
+        &[],
+    )
+    .config;
+    assert_eq!(
+        c.pool.retry,
+        RetryPolicy {
+            max_quota_hops: 2,
+            retry_after_send: true,
+            request_deadline: Duration::from_secs(30),
+        }
+    );
+    check(
+        &format!("[pool]\nkeys = [\"{K1}\"]\nmax_quota_hops = 0\nrequest_deadline = \"0s\"\n"),
+        &[],
+        &[
+            "config.toml:3:18: pool.max_quota_hops: must be at least 1, got 0",
+            "config.toml:4:20: pool.request_deadline: must be greater than zero",
+        ],
+    );
+}

@@ -25,8 +25,8 @@ use super::locate::{line_col, locate, path_at, redact, scrub, secrets_in, At, Fi
 use super::raw;
 use super::{
     Access, Alias, Auth, ClientToken, Config, ConfigError, IpRule, KeySpec, Loaded, LogFormat,
-    Logging, ModelGlobs, ModelList, Models, Pool, Problem, RealIpHeader, Server, Strategy,
-    Upstream,
+    Logging, ModelGlobs, ModelList, Models, Pool, Problem, RealIpHeader, RetryPolicy, Server,
+    Strategy, Upstream,
 };
 use crate::secret::{mask_token, ApiKey, Token};
 
@@ -604,6 +604,8 @@ impl Cx<'_, '_> {
         let failure_threshold = self.at_least_one(&p.key("failure_threshold"), r.failure_threshold);
         let cooldown = self.duration(&p.key("cooldown"), &r.cooldown, true);
         let max_attempts = self.at_least_one(&p.key("max_attempts"), r.max_attempts);
+        let max_quota_hops = self.at_least_one(&p.key("max_quota_hops"), r.max_quota_hops);
+        let request_deadline = self.duration(&p.key("request_deadline"), &r.request_deadline, true);
 
         let mut ok = true;
         let mut seen: HashMap<String, At> = HashMap::new();
@@ -680,6 +682,11 @@ impl Cx<'_, '_> {
             failure_threshold: failure_threshold?,
             cooldown: cooldown?,
             max_attempts: max_attempts?,
+            retry: RetryPolicy {
+                max_quota_hops: max_quota_hops?,
+                retry_after_send: r.retry_after_send,
+                request_deadline: request_deadline?,
+            },
         })
     }
 

@@ -289,9 +289,9 @@ impl Cell {
                 m.probe_pending = false;
                 m.probe_since = None;
             }
-            // Neither says anything about this key: the model is busy, or the request was bad.
-            // A probe ends without proof, so the next request is a probe again.
-            Outcome::Overloaded | Outcome::ClientError => {
+            // None says anything about this key: the model is busy, the request was bad, or it
+            // never reached Google. A probe ends without proof, so the next request is a probe.
+            Outcome::Overloaded | Outcome::ClientError | Outcome::Network { .. } => {
                 if let Some(m) = st.models.iter_mut().find(|m| &*m.model == model) {
                     m.probe_since = None;
                 }
@@ -317,6 +317,12 @@ impl Cell {
                 let m = st.model_mut(model);
                 m.errors += 1;
                 m.quota_hit(outcome, at, policy);
+            }
+            Outcome::ModelDenied { reason } => {
+                let m = st.model_mut(model);
+                m.errors += 1;
+                m.no_quota = true;
+                m.last_error = Some(format!("{}: {reason}", outcome.class()));
             }
         }
     }

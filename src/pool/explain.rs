@@ -2,7 +2,7 @@
 //!
 //! It reads the same cells and follows the same order a pick would (the round-robin cursor, or
 //! fewest requests today), but takes no lease, moves no cursor and changes no state, so asking
-//! never changes the answer.
+//! never changes the answer. `peek` is the same read-only look for a request's final answer.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -163,5 +163,27 @@ fn skip_of(why: &Why, now: Instant) -> Skip {
             until: now + *left,
             daily: true,
         },
+    }
+}
+
+impl PoolView {
+    /// Whether a fresh pick for `model` would find a key now, and if not why (`NoKey`), as
+    /// `pick` would say it, but read-only: no lease, no request counted against `daily_limit`,
+    /// no probe started, no cursor moved. For answers computed after the attempts (Retry-After).
+    pub fn peek(&self, model: &str, now: Now) -> Result<(), NoKey> {
+        let at = self.at(now);
+        let route = self.route(model);
+        let mut tally = Tally {
+            allowed: route.allowed.len(),
+            ..Tally::default()
+        };
+        for &index in route.allowed.iter() {
+            let slot = &self.slots[index];
+            match slot.cell.check(model, &at, slot.spec.daily_limit) {
+                Ok(_) => return Ok(()),
+                Err(skip) => tally.add(skip),
+            }
+        }
+        Err(tally.no_key(at.instant))
     }
 }

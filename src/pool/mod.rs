@@ -52,6 +52,12 @@ pub enum Outcome {
     Transient { reason: String },
     /// Any other 4xx: the client's fault; no retry, no penalty.
     ClientError,
+    /// 403 about access to the model (not the key, not a named resource): out for that model
+    /// only, like `NoQuota`, until reload or admin reset; the key keeps serving other models.
+    ModelDenied { reason: String },
+    /// The call never reached Google (DNS, connect refused or timed out): not the key's fault,
+    /// so nothing is held against it.
+    Network { reason: String },
 }
 
 impl Outcome {
@@ -71,6 +77,8 @@ impl Outcome {
             Outcome::Overloaded => "overloaded",
             Outcome::Transient { .. } => "transient",
             Outcome::ClientError => "client_error",
+            Outcome::ModelDenied { .. } => "model_denied",
+            Outcome::Network { .. } => "network",
         }
     }
 }

@@ -30,6 +30,7 @@ fn cfg(keys: Vec<KeySpec>) -> config::Pool {
         failure_threshold: 3,
         cooldown: Duration::from_secs(60),
         max_attempts: 3,
+        retry: config::RetryPolicy::default(),
     }
 }
 

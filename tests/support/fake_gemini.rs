@@ -1813,3 +1813,79 @@ fn list_models(shared: &Shared, query: &HashMap<String, String>) -> Response<Fak
     }
     json_response(200, &body)
 }
+
+/// 403 shapes (issue #14): what Google answers when a key, a model or a named resource is
+/// refused. Bodies follow Google's `PERMISSION_DENIED` errors with `ErrorInfo` details.
+impl Reply {
+    /// 403: the key may not use `model` (a free-tier key asking for a model its tier lacks);
+    /// ErrorInfo names the model as the resource. The key itself is fine for other models.
+    pub fn model_denied(model: &str) -> Reply {
+        Reply::google(
+            403,
+            google_error(
+                403,
+                "PERMISSION_DENIED",
+                &format!(
+                    "Permission denied on resource models/{model}: the caller does not have \
+                     access to this model on its current tier."
+                ),
+                vec![json!({ "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                             "reason": "IAM_PERMISSION_DENIED", "domain": "googleapis.com",
+                             "metadata": { "resource": format!("models/{model}"),
+                                           "permission": "generativelanguage.models.generateContent",
+                                           "service": "generativelanguage.googleapis.com" } })],
+            ),
+        )
+    }
+
+    /// 403: the request names a file another project uploaded (the client's error).
+    pub fn file_denied(file: &str) -> Reply {
+        Reply::google(
+            403,
+            google_error(
+                403,
+                "PERMISSION_DENIED",
+                &format!(
+                    "You do not have permission to access the File {file} or it may not exist."
+                ),
+                vec![],
+            ),
+        )
+    }
+
+    /// 403: the request names a cached content the key's project cannot see.
+    pub fn cached_content_denied() -> Reply {
+        Reply::google(
+            403,
+            google_error(
+                403,
+                "PERMISSION_DENIED",
+                "CachedContent not found (or permission denied)",
+                vec![],
+            ),
+        )
+    }
+
+    /// 403: the Generative Language API is disabled in the key's project (`SERVICE_DISABLED`).
+    pub fn service_disabled() -> Reply {
+        let project = "projects/000000000000";
+        Reply::google(
+            403,
+            google_error(
+                403,
+                "PERMISSION_DENIED",
+                "Generative Language API has not been used in project 000000000000 before or it \
+                 is disabled. Enable it by visiting https://console.developers.google.com/apis/\
+                 api/generativelanguage.googleapis.com/overview?project=000000000000 then retry. \
+                 If you enabled this API recently, wait a few minutes for the action to propagate \
+                 to our systems and retry.",
+                vec![json!({ "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                             "reason": "SERVICE_DISABLED", "domain": "googleapis.com",
+                             "metadata": { "consumer": project,
+                                           "service": "generativelanguage.googleapis.com",
+                                           "serviceTitle": "Generative Language API",
+                                           "containerInfo": "000000000000" } })],
+            ),
+        )
+    }
+}
