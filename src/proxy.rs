@@ -4,7 +4,8 @@
 //! A request is retried on a different key (up to `pool.max_attempts`, quota 429s not counted)
 //! for every outcome that is not the client's fault. Once a 2xx arrives the choice is final: buffered bodies are read
 //! here (a failure while reading is still retried) and their usage is recorded, streams are
-//! handed back at their headers and never retried after that. This module never looks at
+//! handed back at their headers and never retried after that; a stream's outcome is reported by
+//! the relay when it ends, not here. This module never looks at
 //! Google's error details; it acts on the `Outcome` that `classify` returns.
 
 use std::time::{Duration, Instant};
@@ -119,8 +120,9 @@ pub async fn execute(
                 let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
                 match call.delivery {
                     Delivery::Streaming => {
+                        // Judged at its end: the relay reports the lease's outcome.
+                        pool.answered(&lease);
                         metrics::record_attempt(model_name, "ok", ttfb);
-                        report(pool, &call, &lease, &Outcome::Success);
                         guard.reported();
                         return Ok(Served {
                             lease,
@@ -138,8 +140,8 @@ pub async fn execute(
                         .await
                         {
                             Ok(bytes) => {
-                                metrics::record_attempt(model_name, "ok", ttfb);
                                 report(pool, &call, &lease, &Outcome::Success);
+                                metrics::record_attempt(model_name, "ok", ttfb);
                                 guard.reported();
                                 if call.model.is_some() {
                                     let tokens = usage::from_json(&bytes);
@@ -173,8 +175,9 @@ pub async fn execute(
             Err(e) => send_failure(e),
         };
 
-        metrics::record_attempt(model_name, failure.outcome.class(), ttfb);
+        // Reported first: a model name the answer confirmed gets its metrics label.
         report(pool, &call, &lease, &failure.outcome);
+        metrics::record_attempt(model_name, failure.outcome.class(), ttfb);
         guard.reported();
         tracing::debug!(
             key = %lease.key,
