@@ -354,12 +354,17 @@ impl Cell {
         match track {
             Track::Yes => {}
             Track::Late => st.track(model, at).counts_request(at),
-            Track::No => {
-                if let Outcome::KeyInvalid { reason } = outcome {
+            // A dead key, whatever the name: the model shows it (one entry at most, since a
+            // disabled key is not picked again until a reload or reset). Calls about no
+            // model (`""`) only disable.
+            Track::No => match outcome {
+                Outcome::KeyInvalid { reason } if model.is_empty() => {
                     st.disabled = Some(reason.clone());
+                    return;
                 }
-                return;
-            }
+                Outcome::KeyInvalid { .. } => {}
+                _ => return,
+            },
         }
         match outcome {
             Outcome::Success => {

@@ -198,6 +198,15 @@ impl KeyPool {
 }
 
 impl Shared {
+    /// A model just confirmed: its rotation goes on after `next - 1`, the position its first
+    /// (unknown, uncounted) pick took, rather than starting over at that key.
+    fn seed_cursor(&self, model: &str, next: usize) {
+        let mut cursors = lock(&self.cursors);
+        if !cursors.contains_key(model) && cursors.len() < MAX_ROUTES {
+            cursors.insert(Arc::from(model), Arc::new(AtomicUsize::new(next)));
+        }
+    }
+
     fn cursor(&self, model: &str) -> Arc<AtomicUsize> {
         let mut cursors = lock(&self.cursors);
         if let Some(c) = cursors.get(model) {
@@ -587,7 +596,7 @@ impl PoolView {
         let at = self.at(now);
         let track = lease.track(Some(outcome));
         if track == Track::Late {
-            self.shared.known.learn(&lease.model);
+            self.confirm(lease);
         }
         lease
             .cell
@@ -629,9 +638,36 @@ impl PoolView {
 
     pub fn answered_at(&self, lease: &Lease, now: Now) {
         if lease.track(None) == Track::Late {
-            self.shared.known.learn(&lease.model);
+            self.confirm(lease);
             lease.cell.count_late(&lease.model, &self.at(now));
         }
+    }
+
+    /// Google confirmed the lease's model name: it is known from now on, and its rotation
+    /// carries on after the key this lease took.
+    fn confirm(&self, lease: &Lease) {
+        if !self.shared.known.learn(&lease.model) {
+            return;
+        }
+        let Some(slot) = self.slots.get(lease.index) else {
+            return;
+        };
+        if !Arc::ptr_eq(&slot.cell, &lease.cell) {
+            return;
+        }
+        let position = match &self.all_keys {
+            Some(_) => lease.index,
+            None => self.slots[..lease.index]
+                .iter()
+                .filter(|s| {
+                    s.spec
+                        .models
+                        .as_ref()
+                        .is_none_or(|g| g.matches(&lease.model))
+                })
+                .count(),
+        };
+        self.shared.seed_cursor(&lease.model, position + 1);
     }
 
     /// Model names Google listed (`/v1/models`): known to be real.
@@ -810,10 +846,12 @@ impl PoolView {
         };
         let route = Arc::new(Route {
             allowed,
+            // An unknown name starts at the first allowed key each time and moves no cursor
+            // that lasts.
             cursor: if known {
                 self.shared.cursor(model)
             } else {
-                self.shared.overflow_cursor.clone()
+                Arc::new(AtomicUsize::new(0))
             },
             known,
         });
