@@ -36,7 +36,7 @@ async fn json_get(proxy: &Proxy, path: &str) -> Value {
     resp.json().await.expect("JSON")
 }
 
-fn key<'a>(status: &'a Value, index: usize) -> &'a Value {
+fn key(status: &Value, index: usize) -> &Value {
     status["keys"]
         .as_array()
         .and_then(|keys| keys.iter().find(|k| k["index"] == json!(index)))
