@@ -184,7 +184,6 @@ impl ModelState {
         self.consecutive_failures == 0
             && self.rest.is_none()
             && !self.no_quota
-            && !self.probe_pending
             && self.requests_today(at) == 0
             && self.tokens_today(at) == Tokens::default()
     }
