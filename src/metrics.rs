@@ -4,12 +4,14 @@
 //!
 //! Recorders are process-wide, like the log: the request log line, the attempt loop and the
 //! reloader each call one function here. Labels stay low-cardinality: routes are a closed set,
-//! model names are capped (unknown names beyond the cap become "other"), keys appear only
+//! a model name gets a label of its own only once the pool knows it (configured, listed by
+//! Google, or confirmed by an answer: `pool::KnownModels`, handed over by `follow_models`) and
+//! while fewer than 64 are interned; any other name is counted as "other". Keys appear only
 //! masked or by name.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::{LazyLock, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
@@ -19,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::pool::KnownModels;
 use crate::state::{App, Snapshot};
 
 /// Distinct model label values kept before the rest are counted as "other".
@@ -47,6 +50,8 @@ struct Recorders {
     reloads: Family<Fixed<1>, Counter>,
     /// Interned model names (at most `MAX_MODELS`, kept for the life of the process).
     models_seen: RwLock<HashSet<&'static str>>,
+    /// Which names may be interned: the app's known models.
+    known: RwLock<Option<Arc<KnownModels>>>,
 }
 
 static RECORDERS: LazyLock<Recorders> = LazyLock::new(|| Recorders {
@@ -57,9 +62,18 @@ static RECORDERS: LazyLock<Recorders> = LazyLock::new(|| Recorders {
     attempts: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0]),
     reloads: Family::default(),
     models_seen: RwLock::new(HashSet::new()),
+    known: RwLock::new(None),
 });
 
-/// A model name as a label value, capped in number.
+/// Model names get labels of their own only if `known` knows them (the app calls this once).
+pub fn follow_models(known: Arc<KnownModels>) {
+    *RECORDERS
+        .known
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = Some(known);
+}
+
+/// A model name as a label value: known names only, capped in number; the rest are "other".
 fn model_label(model: &str) -> Cow<'static, str> {
     if model.is_empty() || model == "-" {
         return Cow::Borrowed("-");
@@ -80,7 +94,13 @@ fn model_label(model: &str) -> Cow<'static, str> {
     if let Some(name) = seen.get(model) {
         return Cow::Borrowed(name);
     }
-    if seen.len() < MAX_MODELS {
+    let known = r
+        .known
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|k| k.is_label(model));
+    if known && seen.len() < MAX_MODELS {
         // Leaked on purpose: at most MAX_MODELS short names, each a label for good.
         let name: &'static str = Box::leak(model.to_owned().into_boxed_str());
         seen.insert(name);

@@ -9,7 +9,8 @@
 //! repeating it is free (model lists, `countTokens`) or `pool.retry_after_send` allows it, so a
 //! generation is never run twice by default. Once a 2xx arrives the choice is final: buffered
 //! bodies are read here and their usage is recorded, streams are handed back at their headers
-//! and never retried after that. This module never looks at Google's error details; it acts on
+//! and never retried after that;
+//! a stream's outcome is reported by the relay when it ends, not here. This module never looks at Google's error details; it acts on
 //! the `Outcome` that `classify` returns and on what `upstream::SendError` says was sent.
 
 use std::time::{Duration, Instant};
@@ -195,8 +196,9 @@ pub async fn execute(
                 let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
                 match call.delivery {
                     Delivery::Streaming => {
+                        // Judged at its end: the relay reports the lease's outcome.
+                        pool.answered(&lease);
                         metrics::record_attempt(model_name, "ok", ttfb);
-                        report(pool, &call, &lease, &Outcome::Success);
                         guard.reported();
                         return Ok(Served {
                             lease,
@@ -214,8 +216,8 @@ pub async fn execute(
                         .await
                         {
                             Ok(bytes) => {
-                                metrics::record_attempt(model_name, "ok", ttfb);
                                 report(pool, &call, &lease, &Outcome::Success);
+                                metrics::record_attempt(model_name, "ok", ttfb);
                                 guard.reported();
                                 if call.model.is_some() {
                                     let tokens = usage::from_json(&bytes);
@@ -250,8 +252,9 @@ pub async fn execute(
             Err(e) => send_failure(e),
         };
 
-        metrics::record_attempt(model_name, failure.outcome.class(), ttfb);
+        // Reported first: a model name the answer confirmed gets its metrics label.
         report(pool, &call, &lease, &failure.outcome);
+        metrics::record_attempt(model_name, failure.outcome.class(), ttfb);
         guard.reported();
         tracing::debug!(
             key = %lease.key,

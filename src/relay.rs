@@ -5,9 +5,12 @@
 //! sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
 //! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
 //! grace period runs out, and drops the upstream request the moment the client goes away.
-//! Errors that Google sends inside a 200 stream are classified and reported to the pool (on
-//! `/v1beta` too, where the bytes still reach the client untouched), and the last
-//! `usageMetadata` seen is recorded when the stream ends.
+//! The stream's lease is reported to the pool exactly once, when the stream ends (the attempt
+//! loop reports nothing at a stream's headers): success for a clean end, transient failure for
+//! a broken connection or an idle timeout, and for an error Google sends inside the 200 stream
+//! (on `/v1beta` too, where the bytes still reach the client untouched) what `classify` makes of
+//! it. A stream cut by the client leaving or by shutdown says nothing about the key: its lease
+//! is handed back. The last `usageMetadata` seen is recorded when the stream ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +69,38 @@ enum End {
     Failed(String),
 }
 
+/// The stream's lease until its outcome is reported: exactly once, by `settle`, or handed back
+/// (abandoned) if the relay ends without one (the task dropped).
+struct Unsettled {
+    snap: Arc<Snapshot>,
+    lease: Option<Lease>,
+}
+
+impl Unsettled {
+    /// Reports `outcome` for the lease, or hands it back when there is none.
+    fn settle(&mut self, outcome: Option<Outcome>) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        match outcome {
+            Some(outcome) => self.snap.pool.report(&lease, &outcome, Instant::now()),
+            None => self.snap.pool.abandon(&lease),
+        }
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        self.settle(None);
+    }
+}
+
+fn transient(message: &str) -> Outcome {
+    Outcome::Transient {
+        reason: message.to_string(),
+    }
+}
+
 async fn run(
     app: Arc<App>,
     snap: Arc<Snapshot>,
@@ -86,6 +121,12 @@ async fn run(
     let mut last_data = Instant::now();
     let mut next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
     let far = Duration::from_secs(365 * 24 * 3600);
+    let mut unsettled = Unsettled {
+        snap: snap.clone(),
+        lease: Some(lease.clone()),
+    };
+    // What the stream's end means for the key; `None` (client gone, shutdown): nothing.
+    let mut verdict: Option<Outcome> = None;
 
     let end = loop {
         let beat_at = next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far);
@@ -101,23 +142,26 @@ async fn run(
             chunk = upstream.next() => match chunk {
                 None => {
                     let tail = finish(&mut shape, &mut parser, &mut watch);
-                    report_in_stream_error(&snap, &lease, &mut watch, &mut log);
+                    in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
                     if let Shape::OpenAi(translator) = &mut shape {
                         app.signatures.remember(translator.take_signatures());
                     }
                     match tail {
                         Ok(bytes) => {
+                            // A clean end: the key did its part, whether or not the client
+                            // takes the tail.
+                            verdict.get_or_insert(Outcome::Success);
                             if !bytes.is_empty() && tx.send(bytes).await.is_err() {
                                 break End::ClientGone;
                             }
                             break End::Complete;
                         }
-                        Err(e) => break fail_in_stream(&snap, &lease, &shape, &tx, e).await,
+                        Err(e) => break fail_in_stream(&shape, &tx, e, &mut verdict).await,
                     }
                 }
                 Some(Err(e)) => {
                     let message = format!("the upstream stream broke: {e}");
-                    snap.pool.report(&lease, &Outcome::Transient { reason: message.clone() }, Instant::now());
+                    verdict.get_or_insert_with(|| transient(&message));
                     let _ = tx.send(error_event(&shape, &message, 502)).await;
                     break End::Failed(message);
                 }
@@ -127,14 +171,14 @@ async fn run(
                         next_beat = Some(tokio::time::Instant::now() + d);
                     }
                     let translated = translate_chunk(&mut shape, &mut parser, &mut watch, bytes);
-                    report_in_stream_error(&snap, &lease, &mut watch, &mut log);
+                    in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
                     match translated {
                         Ok(out) => {
                             if !out.is_empty() && tx.send(out).await.is_err() {
                                 break End::ClientGone;
                             }
                         }
-                        Err(e) => break fail_in_stream(&snap, &lease, &shape, &tx, e).await,
+                        Err(e) => break fail_in_stream(&shape, &tx, e, &mut verdict).await,
                     }
                 }
             },
@@ -146,13 +190,14 @@ async fn run(
             }
             _ = tokio::time::sleep_until(idle_at) => {
                 let message = format!("the upstream was silent for {}s; stream ended", idle.as_secs());
-                snap.pool.report(&lease, &Outcome::Transient { reason: message.clone() }, Instant::now());
+                verdict.get_or_insert_with(|| transient(&message));
                 let _ = tx.send(error_event(&shape, &message, 504)).await;
                 break End::Failed(message);
             }
         }
     };
 
+    unsettled.settle(verdict);
     // Gemini answered, whatever happened since: the request and its last usage count.
     snap.pool
         .record_usage(&lease, log.token.as_deref(), watch.seen.usage);
@@ -283,15 +328,21 @@ impl Watch {
     }
 }
 
-/// Reports an error found inside a passthrough stream to the pool (the client got its bytes).
-fn report_in_stream_error(snap: &Snapshot, lease: &Lease, watch: &mut Watch, log: &mut RequestLog) {
+/// An error found inside a passthrough stream (the client got its bytes) becomes the stream's
+/// verdict, reported when the stream ends.
+fn in_stream_error(
+    lease: &Lease,
+    watch: &mut Watch,
+    log: &mut RequestLog,
+    verdict: &mut Option<Outcome>,
+) {
     if let Some(outcome) = watch.seen.error.take() {
         tracing::debug!(key = %lease.key, model = %lease.model, outcome = outcome.class(), "error inside a passthrough stream");
         log.error = Some(format!(
             "upstream error inside the stream: {}",
             outcome.class()
         ));
-        snap.pool.report(lease, &outcome, Instant::now());
+        verdict.get_or_insert(outcome);
     }
 }
 
@@ -332,24 +383,28 @@ impl ArrayItems {
     }
 }
 
-/// An error inside a 200 stream: tell the pool what it means for the key, and the client.
+/// An error inside a 200 stream: what it means for the key (the verdict), and the client's
+/// final error event.
 async fn fail_in_stream(
-    snap: &Snapshot,
-    lease: &Lease,
     shape: &Shape,
     tx: &mpsc::Sender<Bytes>,
     error: TranslateError,
+    verdict: &mut Option<Outcome>,
 ) -> End {
-    let (message, code) = match &error {
+    let (outcome, message, code) = match &error {
         TranslateError::UpstreamError {
             code, message, raw, ..
-        } => {
-            let outcome = classify(*code, raw);
-            snap.pool.report(lease, &outcome, Instant::now());
-            (message.clone(), *code)
+        } => (classify(*code, raw), message.clone(), *code),
+        // Gemini ended cleanly with nothing to show (blocked, thoughts only): not the key's
+        // fault.
+        TranslateError::EmptyAnswer { .. } => (Outcome::Success, error.to_string(), 502),
+        TranslateError::InvalidRequest { .. } => (Outcome::ClientError, error.to_string(), 502),
+        // Bytes that are not Gemini's events: a broken exchange.
+        TranslateError::BadUpstream { .. } => {
+            (transient(&error.to_string()), error.to_string(), 502)
         }
-        other => (other.to_string(), 502),
     };
+    verdict.get_or_insert(outcome);
     let _ = tx.send(error_event(shape, &message, code)).await;
     End::Failed(message)
 }

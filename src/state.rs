@@ -38,6 +38,7 @@ impl Snapshot {
     pub fn build(config: Config, keys: &KeyPool) -> Result<Snapshot, String> {
         let upstream = Upstream::new(&config.upstream, config.server.workers)?;
         let pool = keys.bind(&config.pool);
+        keys.configure_models(&config.models);
         Ok(Snapshot {
             config,
             pool,
@@ -103,6 +104,7 @@ impl App {
     pub fn new(config: Config, log: Option<LogHandle>) -> Result<Arc<App>, String> {
         let keys = KeyPool::new();
         let snapshot = Snapshot::build(config, &keys)?;
+        crate::metrics::follow_models(keys.known_models());
         Ok(Arc::new(App {
             live: ArcSwap::from_pointee(snapshot),
             usage: keys.token_usage(),

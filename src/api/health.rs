@@ -1,4 +1,5 @@
-//! Probes and state reports: `/health` (anyone; the seed's shape), `/livez`, `/readyz`, and
+//! Probes and state reports: `/health` (anyone; the seed's shape, from a count the pool caches
+//! for a second), `/livez`, `/readyz`, and
 //! `/status` (admin: per key and per model state, today's requests and tokens, config
 //! identity).
 
@@ -13,7 +14,8 @@ use crate::state::{App, Snapshot};
 
 pub fn health(snap: &Snapshot) -> Response<Body> {
     let total = snap.pool.len();
-    let available = snap.pool.available_count(Instant::now());
+    // Cached: computed at most once a second, however often probes come.
+    let available = snap.pool.health_count(Instant::now());
     let status = if available > 0 { "healthy" } else { "degraded" };
     json_response(
         StatusCode::OK,

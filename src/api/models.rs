@@ -77,6 +77,8 @@ impl ModelsCache {
         }
         match fetch_all(snap, log).await {
             Ok(models) => {
+                // Listed names are real: the pool and metrics may keep state for them.
+                snap.pool.learn_models(models.iter().map(|m| m.id.as_str()));
                 let models = Arc::new(models);
                 *guard = Some(Cached {
                     fetched: Instant::now(),

@@ -4,6 +4,12 @@
 //! All state sits behind one short mutex per key; nothing here blocks, awaits or looks at a clock
 //! (the caller passes `Now`). It knows nothing about other keys: project-wide effects and the
 //! choice between keys belong to the view in `mod.rs`.
+//!
+//! Model names can come from clients, so a model gets an entry only when the caller says it is
+//! tracked (known to be real, see `known.rs`): untracked requests are checked against what is
+//! there and change nothing. At most `MAX_MODELS_PER_KEY` entries; an entry holding today's
+//! counts (or a rest, failures, `limit: 0`) is never recycled: when every entry holds something,
+//! further models share one overflow entry, so their counts and rests are shared, not lost.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -12,9 +18,23 @@ use super::quota_day::QuotaDay;
 use super::{ModelStatus, Outcome};
 use crate::usage::Tokens;
 
-/// Per key, at most this many models are tracked. Model names can come from clients, so junk
-/// names must not grow a key's state without bound; past the cap, clean entries are recycled.
+/// Per key, at most this many models have an entry of their own; past the cap, an entry with
+/// nothing worth keeping is recycled, else the model shares the overflow entry.
 const MAX_MODELS_PER_KEY: usize = 64;
+
+/// How the overflow entry shows in `/status` and metrics.
+pub(super) const OVERFLOW: &str = "(other models)";
+
+/// Whether a report may give its model an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Track {
+    /// The lease was counted: the model has (or may have) an entry.
+    Yes,
+    /// Google just confirmed a model the lease did not count: count the request now.
+    Late,
+    /// An unconfirmed name: only key-wide effects (`disabled`) apply.
+    No,
+}
 
 /// Locks a std mutex, taking the data even if a panicking thread poisoned it: every update here
 /// leaves the state consistent field by field, so a poisoned lock must not take the proxy down.
@@ -61,6 +81,8 @@ struct KeyState {
     disabled: Option<String>,
     last_used: Option<SystemTime>,
     models: Vec<ModelState>,
+    /// Shared by models that found the table full of entries worth keeping.
+    overflow: Option<ModelState>,
 }
 
 #[derive(Debug)]
@@ -156,9 +178,20 @@ impl ModelState {
         }
     }
 
-    /// Nothing worth keeping: may be recycled when the per-key cap is reached.
-    fn is_clean(&self) -> bool {
-        self.consecutive_failures == 0 && self.rest.is_none() && !self.no_quota
+    /// Nothing worth keeping: no rest, failures, `limit: 0` or counts for today. May be recycled
+    /// when the per-key cap is reached (a recycled entry's daily count would start over).
+    fn is_recyclable(&self, at: &At) -> bool {
+        self.consecutive_failures == 0
+            && self.rest.is_none()
+            && !self.no_quota
+            && self.requests_today(at) == 0
+            && self.tokens_today(at) == Tokens::default()
+    }
+
+    fn counts_request(&mut self, at: &At) {
+        self.roll_day(at);
+        self.daily_requests += 1;
+        self.last_used = Some(at.instant);
     }
 
     fn skip(&self, at: &At, daily_limit: Option<u64>) -> Option<Skip> {
@@ -208,29 +241,52 @@ impl ModelState {
 }
 
 impl KeyState {
+    /// The entry that decides for `model`: its own, else the overflow (if any).
     fn model(&self, model: &str) -> Option<&ModelState> {
+        self.own(model).or(self.overflow.as_ref())
+    }
+
+    fn own(&self, model: &str) -> Option<&ModelState> {
         self.models.iter().find(|m| &*m.model == model)
     }
 
-    fn model_mut(&mut self, model: &str) -> &mut ModelState {
+    fn model_mut(&mut self, model: &str) -> Option<&mut ModelState> {
+        match self.models.iter().position(|m| &*m.model == model) {
+            Some(i) => Some(&mut self.models[i]),
+            None => self.overflow.as_mut(),
+        }
+    }
+
+    /// The entry for a tracked `model`, made if needed: its own, a new one (recycling one with
+    /// nothing worth keeping), or the overflow when every entry holds something. While the
+    /// overflow holds something, new models join it, so none leaves it mid-day with a fresh count.
+    fn track(&mut self, model: &str, at: &At) -> &mut ModelState {
         if let Some(i) = self.models.iter().position(|m| &*m.model == model) {
             return &mut self.models[i];
         }
-        if self.models.len() >= MAX_MODELS_PER_KEY {
-            let oldest_clean = self
-                .models
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.is_clean())
-                .min_by_key(|(_, m)| m.last_used)
-                .map(|(i, _)| i);
-            if let Some(i) = oldest_clean {
-                self.models.swap_remove(i);
+        let overflow_busy = self.overflow.as_ref().is_some_and(|o| !o.is_recyclable(at));
+        if !overflow_busy {
+            self.overflow = None;
+            if self.models.len() >= MAX_MODELS_PER_KEY {
+                let oldest = self
+                    .models
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.is_recyclable(at))
+                    .min_by_key(|(_, m)| m.last_used)
+                    .map(|(i, _)| i);
+                if let Some(i) = oldest {
+                    self.models.swap_remove(i);
+                }
+            }
+            if self.models.len() < MAX_MODELS_PER_KEY {
+                self.models.push(ModelState::new(Arc::from(model)));
+                let last = self.models.len() - 1;
+                return &mut self.models[last];
             }
         }
-        self.models.push(ModelState::new(Arc::from(model)));
-        let last = self.models.len() - 1;
-        &mut self.models[last]
+        self.overflow
+            .get_or_insert_with(|| ModelState::new(Arc::from(OVERFLOW)))
     }
 
     fn skip(&self, model: &str, at: &At, daily_limit: Option<u64>) -> Option<Skip> {
@@ -260,30 +316,58 @@ impl Cell {
     }
 
     /// Takes the key for one request to `model` if it can serve it, counting the request (at
-    /// lease time, so concurrent requests cannot overshoot a `daily_limit`).
-    pub fn try_lease(&self, model: &str, at: &At, daily_limit: Option<u64>) -> Result<(), Skip> {
+    /// lease time, so concurrent requests cannot overshoot a `daily_limit`) when the model is
+    /// `known` or already has an entry of its own. Returns whether it was counted (tracked).
+    pub fn try_lease(
+        &self,
+        model: &str,
+        at: &At,
+        daily_limit: Option<u64>,
+        known: bool,
+    ) -> Result<bool, Skip> {
         let mut st = lock(&self.state);
         if let Some(skip) = st.skip(model, at, daily_limit) {
             return Err(skip);
         }
         st.last_used = Some(at.wall);
-        let m = st.model_mut(model);
+        if !known && st.own(model).is_none() {
+            return Ok(false);
+        }
+        let m = st.track(model, at);
         m.rest = None;
-        m.roll_day(at);
-        m.daily_requests += 1;
-        m.last_used = Some(at.instant);
+        m.counts_request(at);
         if m.probe_pending {
             m.probe_since = Some(at.instant);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Google answered (2xx) for a model the lease did not count: count the request now.
+    pub fn count_late(&self, model: &str, at: &At) {
+        lock(&self.state).track(model, at).counts_request(at);
     }
 
     /// Applies `outcome` for `model` to the key that made the request.
-    pub fn report(&self, model: &str, outcome: &Outcome, at: &At, policy: Policy) {
+    pub fn report(&self, model: &str, outcome: &Outcome, at: &At, policy: Policy, track: Track) {
         let mut st = lock(&self.state);
+        match track {
+            Track::Yes => {}
+            Track::Late => st.track(model, at).counts_request(at),
+            // A dead key, whatever the name: the model shows it (one entry at most, since a
+            // disabled key is not picked again until a reload or reset). Calls about no
+            // model (`""`) only disable.
+            Track::No => match outcome {
+                Outcome::KeyInvalid { reason } if model.is_empty() => {
+                    st.disabled = Some(reason.clone());
+                    return;
+                }
+                Outcome::KeyInvalid { .. } => {}
+                _ => return,
+            },
+        }
         match outcome {
             Outcome::Success => {
-                let m = st.model_mut(model);
+                let m = st.track(model, at);
                 m.consecutive_failures = 0;
                 m.successes += 1;
                 m.probe_pending = false;
@@ -292,18 +376,18 @@ impl Cell {
             // None says anything about this key: the model is busy, the request was bad, or it
             // never reached Google. A probe ends without proof, so the next request is a probe.
             Outcome::Overloaded | Outcome::ClientError | Outcome::Network { .. } => {
-                if let Some(m) = st.models.iter_mut().find(|m| &*m.model == model) {
+                if let Some(m) = st.model_mut(model) {
                     m.probe_since = None;
                 }
             }
             Outcome::KeyInvalid { reason } => {
                 st.disabled = Some(reason.clone());
-                let m = st.model_mut(model);
+                let m = st.track(model, at);
                 m.errors += 1;
                 m.last_error = Some(format!("{}: {reason}", outcome.class()));
             }
             Outcome::Transient { reason } => {
-                let m = st.model_mut(model);
+                let m = st.track(model, at);
                 m.errors += 1;
                 m.last_error = Some(format!("{}: {reason}", outcome.class()));
                 m.consecutive_failures += 1;
@@ -314,12 +398,12 @@ impl Cell {
                 }
             }
             Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota => {
-                let m = st.model_mut(model);
+                let m = st.track(model, at);
                 m.errors += 1;
                 m.quota_hit(outcome, at, policy);
             }
             Outcome::ModelDenied { reason } => {
-                let m = st.model_mut(model);
+                let m = st.track(model, at);
                 m.errors += 1;
                 m.no_quota = true;
                 m.last_error = Some(format!("{}: {reason}", outcome.class()));
@@ -327,10 +411,10 @@ impl Cell {
         }
     }
 
-    /// Adds what Gemini reported a served request to `model` cost to today's counts.
+    /// Adds what Gemini reported a served request to a tracked `model` cost to today's counts.
     pub fn record_tokens(&self, model: &str, tokens: Tokens, at: &At) {
         let mut st = lock(&self.state);
-        let m = st.model_mut(model);
+        let m = st.track(model, at);
         m.roll_day(at);
         m.daily_tokens.prompt += tokens.prompt;
         m.daily_tokens.completion += tokens.completion;
@@ -341,13 +425,13 @@ impl Cell {
     /// so this key is out just as long. Its own counters are untouched.
     pub fn project_quota_hit(&self, model: &str, outcome: &Outcome, at: &At, policy: Policy) {
         let mut st = lock(&self.state);
-        st.model_mut(model).quota_hit(outcome, at, policy);
+        st.track(model, at).quota_hit(outcome, at, policy);
     }
 
     /// The request ended without an outcome (client gone): frees a probe slot at once.
     pub fn abandon(&self, model: &str) {
         let mut st = lock(&self.state);
-        if let Some(m) = st.models.iter_mut().find(|m| &*m.model == model) {
+        if let Some(m) = st.model_mut(model) {
             m.probe_since = None;
         }
     }
@@ -366,6 +450,13 @@ impl Cell {
                 found = true;
             }
         }
+        // A model without an entry of its own is decided by the overflow.
+        if let Some(o) = st.overflow.as_mut() {
+            if model.is_none() || !found {
+                o.clear();
+                found = true;
+            }
+        }
         found
     }
 
@@ -373,19 +464,40 @@ impl Cell {
     /// (SPEC §6); rests and counters carry on.
     pub fn revive(&self) {
         let mut st = lock(&self.state);
+        let st = &mut *st;
         st.disabled = None;
-        for m in st.models.iter_mut() {
+        for m in st.models.iter_mut().chain(st.overflow.as_mut()) {
             m.no_quota = false;
         }
     }
 
-    /// The key's state for `/status`; `available` means not disabled and usable for some tracked
-    /// model (a key that has served nothing yet counts as available).
-    pub fn status(&self, at: &At, daily_limit: Option<u64>) -> CellStatus {
+    /// Whether the key could serve at least one model now: not disabled, and an entry that is
+    /// usable, or a model among `candidates` (the known models its globs allow) that has no
+    /// entry of its own and is not held back by the overflow. A key that has served nothing yet
+    /// counts as available. Allocates nothing.
+    pub fn available<'a>(
+        &self,
+        at: &At,
+        daily_limit: Option<u64>,
+        candidates: impl Iterator<Item = &'a str>,
+    ) -> bool {
+        lock(&self.state).available(at, daily_limit, candidates)
+    }
+
+    /// The key's state for `/status` (its own entries, then the overflow entry if it holds
+    /// anything); `available` as in [`Cell::available`].
+    pub fn status<'a>(
+        &self,
+        at: &At,
+        daily_limit: Option<u64>,
+        candidates: impl Iterator<Item = &'a str>,
+    ) -> CellStatus {
         let st = lock(&self.state);
+        let overflow = st.overflow.as_ref().filter(|o| !o.is_recyclable(at));
         let models = st
             .models
             .iter()
+            .chain(overflow)
             .map(|m| {
                 let skip = if st.disabled.is_some() {
                     Some(Skip::Disabled)
@@ -394,14 +506,7 @@ impl Cell {
                 };
                 ModelStatus {
                     model: m.model.to_string(),
-                    state: match skip {
-                        None | Some(Skip::Probing) => "ok",
-                        Some(Skip::Disabled) => "disabled",
-                        Some(Skip::NoQuota) | Some(Skip::Resting { daily: true, .. }) => {
-                            "exhausted"
-                        }
-                        Some(Skip::Resting { daily: false, .. }) => "cooling",
-                    },
+                    state: state_name(skip),
                     consecutive_failures: m.consecutive_failures,
                     cooldown_remaining: match skip {
                         Some(Skip::Resting { until, .. }) => {
@@ -420,13 +525,48 @@ impl Cell {
             })
             .collect::<Vec<_>>();
         CellStatus {
-            available: st.disabled.is_none()
-                && (models.is_empty() || models.iter().any(|m| m.state == "ok")),
-            failure_count: st.models.iter().map(|m| m.consecutive_failures).sum(),
+            available: st.available(at, daily_limit, candidates),
+            failure_count: st
+                .models
+                .iter()
+                .chain(overflow)
+                .map(|m| m.consecutive_failures)
+                .sum(),
             disabled: st.disabled.clone(),
             last_used: st.last_used,
             models,
         }
+    }
+}
+
+impl KeyState {
+    fn available<'a>(
+        &self,
+        at: &At,
+        daily_limit: Option<u64>,
+        mut candidates: impl Iterator<Item = &'a str>,
+    ) -> bool {
+        if self.disabled.is_some() {
+            return false;
+        }
+        let usable = |m: &ModelState| matches!(m.skip(at, daily_limit), None | Some(Skip::Probing));
+        if self.models.iter().any(usable) {
+            return true;
+        }
+        // Every entry of its own is out; models without one are decided by the overflow.
+        if self.overflow.as_ref().is_some_and(|o| !usable(o)) {
+            return false;
+        }
+        self.models.is_empty() || candidates.any(|c| self.own(c).is_none())
+    }
+}
+
+fn state_name(skip: Option<Skip>) -> &'static str {
+    match skip {
+        None | Some(Skip::Probing) => "ok",
+        Some(Skip::Disabled) => "disabled",
+        Some(Skip::NoQuota) | Some(Skip::Resting { daily: true, .. }) => "exhausted",
+        Some(Skip::Resting { daily: false, .. }) => "cooling",
     }
 }
 

@@ -7,28 +7,35 @@
 //! which `classify` produces. Time is an input (`now`, or `Now` with the wall clock that decides
 //! the quota day, midnight America/Los_Angeles), so tests drive it directly.
 //!
+//! Client-chosen model names reach per-key state only once they are known to be real
+//! (`KnownModels`: configured, listed by Google, or confirmed by an answer that is not the
+//! client's error); a lease for an unknown name is checked like any other but counted only when
+//! Google's answer confirms the name (`Lease::confirmed`), so junk names leave no trace.
+//!
 //! It must not block or await: each key has one short mutex, never held while another is taken,
 //! and round-robin selection touches one or two keys when most are usable, whatever the pool's
 //! size. It does no I/O and never logs a raw key.
 
 mod cell;
 mod explain;
+mod known;
 pub(crate) mod quota_day;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config;
 use crate::secret::ApiKey;
 
-use cell::{lock, At, Cell, Policy, Skip};
+use cell::{lock, At, Cell, Policy, Skip, Track};
 use quota_day::QuotaClock;
 
 pub use cell::Why;
 pub use explain::{Explanation, KeyVerdict, Verdict};
+pub use known::KnownModels;
 
 use crate::usage::{TokenUsage, Tokens};
 
@@ -81,6 +88,12 @@ impl Outcome {
             Outcome::Network { .. } => "network",
         }
     }
+
+    /// Whether Google's answer shows the model name is real (anything but the client's error,
+    /// or a verdict on the key that says nothing about the model).
+    fn confirms_model(&self) -> bool {
+        !matches!(self, Outcome::ClientError | Outcome::KeyInvalid { .. })
+    }
 }
 
 /// Health cells by key identity. Lives in the app state, outside any config snapshot.
@@ -102,6 +115,8 @@ struct Shared {
     clock: QuotaClock,
     /// Requests and tokens per client token name; `App` holds the same ledger.
     usage: Arc<TokenUsage>,
+    /// Model names that may have per-key state and metrics labels.
+    known: Arc<KnownModels>,
 }
 
 /// Models with their own cursor / cached route; beyond this, junk names share a fallback.
@@ -115,6 +130,17 @@ impl KeyPool {
     /// The per client token ledger every view of this pool records into.
     pub fn token_usage(&self) -> Arc<TokenUsage> {
         self.shared.usage.clone()
+    }
+
+    /// The model names known to be real (metrics label only these).
+    pub fn known_models(&self) -> Arc<KnownModels> {
+        self.shared.known.clone()
+    }
+
+    /// The config's model names (`models.list`, alias targets, alias names) as known; replaces
+    /// the previous config's. Call with each config bound.
+    pub fn configure_models(&self, models: &config::Models) {
+        self.shared.known.configure(models);
     }
 
     /// The view of the pool for one config snapshot. Keys that stay keep their cell (rests,
@@ -156,7 +182,15 @@ impl KeyPool {
             .filter(|(_, keys)| keys.len() > 1)
             .map(|(p, keys)| (Box::from(p), keys.into_boxed_slice()))
             .collect();
+        let all_keys = cfg
+            .keys
+            .iter()
+            .all(|k| k.models.is_none())
+            .then(|| (0..cfg.keys.len()).collect());
         PoolView {
+            all_keys,
+            health: Mutex::new(None),
+            health_busy: AtomicBool::new(false),
             strategy: cfg.strategy,
             projects,
             slots: slots.into_boxed_slice(),
@@ -172,6 +206,15 @@ impl KeyPool {
 }
 
 impl Shared {
+    /// A model just confirmed: its rotation goes on after `next - 1`, the position its first
+    /// (unknown, uncounted) pick took, rather than starting over at that key.
+    fn seed_cursor(&self, model: &str, next: usize) {
+        let mut cursors = lock(&self.cursors);
+        if !cursors.contains_key(model) && cursors.len() < MAX_ROUTES {
+            cursors.insert(Arc::from(model), Arc::new(AtomicUsize::new(next)));
+        }
+    }
+
     fn cursor(&self, model: &str) -> Arc<AtomicUsize> {
         let mut cursors = lock(&self.cursors);
         if let Some(c) = cursors.get(model) {
@@ -194,10 +237,19 @@ pub struct PoolView {
     projects: HashMap<Box<str>, Box<[usize]>>,
     policy: Policy,
     max_attempts: u32,
-    /// Per model: which keys may serve it, computed once per snapshot (globs are not free).
+    /// Per known model: which keys may serve it, computed once per snapshot (globs are not
+    /// free). Unknown names are routed afresh each time and never stored.
     routes: RwLock<HashMap<Box<str>, Arc<Route>>>,
+    /// Every key, when no key has `models` globs (the route of any unknown name).
+    all_keys: Option<Arc<[usize]>>,
+    /// `/health`'s count and when it was computed (at most once per `HEALTH_TTL`).
+    health: Mutex<Option<(Instant, usize)>>,
+    health_busy: AtomicBool,
     shared: Arc<Shared>,
 }
+
+/// How long `/health`'s available-key count is reused.
+const HEALTH_TTL: Duration = Duration::from_secs(1);
 
 struct Slot {
     spec: config::KeySpec,
@@ -206,8 +258,10 @@ struct Slot {
 
 struct Route {
     /// Indices into `slots` of keys whose `models` globs allow the model.
-    allowed: Box<[usize]>,
+    allowed: Arc<[usize]>,
     cursor: Arc<AtomicUsize>,
+    /// A known model: leases count at once and the model may get entries.
+    known: bool,
 }
 
 /// A key chosen for one attempt. Hand it back to `report` with the outcome.
@@ -219,6 +273,35 @@ pub struct Lease {
     /// The upstream model this lease is for.
     pub model: Arc<str>,
     cell: Arc<Cell>,
+    /// `None`: counted at lease time. `Some`: an unknown model name, not counted; set (once,
+    /// shared by clones) when Google's answer confirms the name and the request is counted.
+    confirmed: Option<Arc<AtomicBool>>,
+}
+
+impl Lease {
+    /// How a report with `outcome` (`None`: a 2xx at the headers) may touch the model's state.
+    fn track(&self, outcome: Option<&Outcome>) -> Track {
+        let Some(flag) = &self.confirmed else {
+            return Track::Yes;
+        };
+        if flag.load(Ordering::Acquire) {
+            return Track::Yes;
+        }
+        if !outcome.is_none_or(Outcome::confirms_model) || self.model.is_empty() {
+            return Track::No;
+        }
+        if flag.swap(true, Ordering::AcqRel) {
+            Track::Yes
+        } else {
+            Track::Late
+        }
+    }
+
+    fn tracked(&self) -> bool {
+        self.confirmed
+            .as_ref()
+            .is_none_or(|f| f.load(Ordering::Acquire))
+    }
 }
 
 impl fmt::Debug for Lease {
@@ -389,7 +472,7 @@ impl PoolView {
             config::Strategy::LeastUsed => self.least_used(&route, model, &at, exclude, &mut tally),
         };
         match found {
-            Some(index) => Ok(self.lease(index, model)),
+            Some((index, tracked)) => Ok(self.lease(index, model, tracked)),
             None => Err(tally.no_key(at.instant)),
         }
     }
@@ -403,7 +486,7 @@ impl PoolView {
         at: &At,
         exclude: &[usize],
         tally: &mut Tally,
-    ) -> Option<usize> {
+    ) -> Option<(usize, bool)> {
         let n = route.allowed.len();
         let start = route.cursor.fetch_add(1, Ordering::Relaxed);
         for step in 0..n {
@@ -416,13 +499,16 @@ impl PoolView {
                 }
                 continue;
             }
-            match slot.cell.try_lease(model, at, slot.spec.daily_limit) {
-                Ok(()) => {
+            match slot
+                .cell
+                .try_lease(model, at, slot.spec.daily_limit, route.known)
+            {
+                Ok(tracked) => {
                     if step > 0 {
                         // Skipped keys must not hand their turn to the next key twice.
                         route.cursor.fetch_add(step, Ordering::Relaxed);
                     }
-                    return Some(index);
+                    return Some((index, tracked));
                 }
                 Err(skip) => tally.add(skip),
             }
@@ -439,7 +525,7 @@ impl PoolView {
         at: &At,
         exclude: &[usize],
         tally: &mut Tally,
-    ) -> Option<usize> {
+    ) -> Option<(usize, bool)> {
         // A concurrent pick may take the best key between the scan and the lease; a few
         // rescans settle that without holding more than one cell's lock at a time.
         for _ in 0..3 {
@@ -463,24 +549,24 @@ impl PoolView {
             *tally = scan;
             let (_, index) = best?;
             let slot = &self.slots[index];
-            if slot
+            if let Ok(tracked) = slot
                 .cell
-                .try_lease(model, at, slot.spec.daily_limit)
-                .is_ok()
+                .try_lease(model, at, slot.spec.daily_limit, route.known)
             {
-                return Some(index);
+                return Some((index, tracked));
             }
         }
         None
     }
 
-    fn lease(&self, index: usize, model: &str) -> Lease {
+    fn lease(&self, index: usize, model: &str, tracked: bool) -> Lease {
         let slot = &self.slots[index];
         Lease {
             index,
             key: slot.spec.key.clone(),
             model: Arc::from(model),
             cell: slot.cell.clone(),
+            confirmed: (!tracked).then(|| Arc::new(AtomicBool::new(false))),
         }
     }
 
@@ -496,7 +582,7 @@ impl PoolView {
                 continue;
             }
             if self.slots[index].cell.check("", &at, None).is_ok() {
-                return Ok(self.lease(index, ""));
+                return Ok(self.lease(index, "", false));
             }
         }
         Err(NoKey {
@@ -516,12 +602,18 @@ impl PoolView {
     /// `project` for that model, with the same deadline.
     pub fn report_at(&self, lease: &Lease, outcome: &Outcome, now: Now) {
         let at = self.at(now);
-        lease.cell.report(&lease.model, outcome, &at, self.policy);
+        let track = lease.track(Some(outcome));
+        if track == Track::Late {
+            self.confirm(lease);
+        }
+        lease
+            .cell
+            .report(&lease.model, outcome, &at, self.policy, track);
         let quota = matches!(
             outcome,
             Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota
         );
-        if !quota {
+        if !quota || track == Track::No {
             return;
         }
         // The lease may come from an older snapshot, whose indices mean other keys here.
@@ -546,6 +638,55 @@ impl PoolView {
         }
     }
 
+    /// Google answered 2xx at the headers (a stream, whose outcome is reported at its end):
+    /// the model name is real. A lease that was not counted is counted now.
+    pub fn answered(&self, lease: &Lease) {
+        self.answered_at(lease, Now::at(Instant::now()));
+    }
+
+    pub fn answered_at(&self, lease: &Lease, now: Now) {
+        if lease.track(None) == Track::Late {
+            self.confirm(lease);
+            lease.cell.count_late(&lease.model, &self.at(now));
+        }
+    }
+
+    /// Google confirmed the lease's model name: it is known from now on, and its rotation
+    /// carries on after the key this lease took.
+    fn confirm(&self, lease: &Lease) {
+        if !self.shared.known.learn(&lease.model) {
+            return;
+        }
+        let Some(slot) = self.slots.get(lease.index) else {
+            return;
+        };
+        if !Arc::ptr_eq(&slot.cell, &lease.cell) {
+            return;
+        }
+        let position = match &self.all_keys {
+            Some(_) => lease.index,
+            None => self.slots[..lease.index]
+                .iter()
+                .filter(|s| {
+                    s.spec
+                        .models
+                        .as_ref()
+                        .is_none_or(|g| g.matches(&lease.model))
+                })
+                .count(),
+        };
+        self.shared.seed_cursor(&lease.model, position + 1);
+    }
+
+    /// Model names Google listed (`/v1/models`): known to be real.
+    pub fn learn_models<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            if !self.shared.known.learn(name) {
+                break;
+            }
+        }
+    }
+
     /// A model request Gemini answered: counts it for the client `token` (its name) and adds
     /// the response's `usageMetadata`, when it had one, to the key's counts for the model.
     pub fn record_usage(&self, lease: &Lease, token: Option<&str>, tokens: Option<Tokens>) {
@@ -563,7 +704,7 @@ impl PoolView {
             return;
         }
         let tokens = tokens.unwrap_or_default();
-        if tokens != Tokens::default() {
+        if tokens != Tokens::default() && lease.tracked() {
             lease
                 .cell
                 .record_tokens(&lease.model, tokens, &self.at(now));
@@ -574,7 +715,9 @@ impl PoolView {
     /// The request ended without an outcome (client disconnected before the upstream
     /// answered). Nothing is held against the key; a probe slot is freed at once.
     pub fn abandon(&self, lease: &Lease) {
-        lease.cell.abandon(&lease.model);
+        if lease.tracked() {
+            lease.cell.abandon(&lease.model);
+        }
     }
 
     fn at(&self, now: Now) -> At {
@@ -590,17 +733,43 @@ impl PoolView {
         }
     }
 
-    /// Keys usable for at least one model right now (for `/health`).
+    /// Keys usable for at least one model right now: not disabled, and not out for every
+    /// known model their globs allow (a key cooling on one model only is available).
     pub fn available_count(&self, now: Instant) -> usize {
         self.available_count_at(Now::at(now))
     }
 
     pub fn available_count_at(&self, now: Now) -> usize {
         let at = self.at(now);
+        let known = self.shared.known.models();
         self.slots
             .iter()
-            .filter(|s| s.cell.status(&at, s.spec.daily_limit).available)
+            .filter(|s| {
+                s.cell
+                    .available(&at, s.spec.daily_limit, candidates(&s.spec, &known))
+            })
             .count()
+    }
+
+    /// `available_count` for `/health`: computed at most once per second and shared by every
+    /// caller meanwhile (reading it allocates nothing). While one caller recomputes, the others
+    /// get the previous count.
+    pub fn health_count(&self, now: Instant) -> usize {
+        let cached = *lock(&self.health);
+        if let Some((at, count)) = cached {
+            if now.saturating_duration_since(at) < HEALTH_TTL {
+                return count;
+            }
+            if self.health_busy.swap(true, Ordering::Acquire) {
+                return count;
+            }
+        } else {
+            self.health_busy.store(true, Ordering::Release);
+        }
+        let count = self.available_count(now);
+        *lock(&self.health) = Some((now, count));
+        self.health_busy.store(false, Ordering::Release);
+        count
     }
 
     pub fn status(&self, now: Instant) -> Vec<KeyStatus> {
@@ -609,11 +778,14 @@ impl PoolView {
 
     pub fn status_at(&self, now: Now) -> Vec<KeyStatus> {
         let at = self.at(now);
+        let known = self.shared.known.models();
         self.slots
             .iter()
             .enumerate()
             .map(|(index, slot)| {
-                let st = slot.cell.status(&at, slot.spec.daily_limit);
+                let st =
+                    slot.cell
+                        .status(&at, slot.spec.daily_limit, candidates(&slot.spec, &known));
                 KeyStatus {
                     index,
                     masked: slot.spec.key.masked().to_string(),
@@ -662,28 +834,54 @@ impl PoolView {
         count
     }
 
-    /// Keys allowed for `model` in this snapshot, with the model's shared cursor.
+    /// Keys allowed for `model` in this snapshot, with the model's shared cursor. Only known
+    /// models get a cursor of their own and a stored route: unknown names share the overflow
+    /// cursor and leave nothing behind.
     fn route(&self, model: &str) -> Arc<Route> {
         if let Some(r) = read(&self.routes).get(model) {
             return r.clone();
         }
-        let allowed = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.spec.models.as_ref().is_none_or(|g| g.matches(model)))
-            .map(|(i, _)| i)
-            .collect();
+        let known = self.shared.known.is_model(model);
+        let allowed = match &self.all_keys {
+            Some(all) => all.clone(),
+            None => self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.spec.models.as_ref().is_none_or(|g| g.matches(model)))
+                .map(|(i, _)| i)
+                .collect(),
+        };
         let route = Arc::new(Route {
             allowed,
-            cursor: self.shared.cursor(model),
+            // An unknown name starts at the first allowed key each time and moves no cursor
+            // that lasts.
+            cursor: if known {
+                self.shared.cursor(model)
+            } else {
+                Arc::new(AtomicUsize::new(0))
+            },
+            known,
         });
-        let mut routes = write(&self.routes);
-        if routes.len() < MAX_ROUTES {
-            routes.insert(Box::from(model), route.clone());
+        if known {
+            let mut routes = write(&self.routes);
+            if routes.len() < MAX_ROUTES {
+                routes.insert(Box::from(model), route.clone());
+            }
         }
         route
     }
+}
+
+/// The known models a key's globs allow, as names.
+fn candidates<'a>(
+    spec: &'a config::KeySpec,
+    known: &'a [Arc<str>],
+) -> impl Iterator<Item = &'a str> + 'a {
+    known
+        .iter()
+        .map(|m| &**m)
+        .filter(move |m| spec.models.as_ref().is_none_or(|g| g.matches(m)))
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {

@@ -34,9 +34,16 @@ fn cfg(keys: Vec<KeySpec>) -> config::Pool {
     }
 }
 
+/// Binds `c`, with the test models known (as a config or Google's list would make them).
+fn bind(pool: &KeyPool, c: &config::Pool) -> PoolView {
+    let view = pool.bind(c);
+    view.learn_models([PRO, FLASH, "gemini-2.0-flash"]);
+    view
+}
+
 fn pool(n: usize) -> (KeyPool, PoolView) {
     let pool = KeyPool::new();
-    let view = pool.bind(&cfg((0..n).map(spec).collect()));
+    let view = bind(&pool, &cfg((0..n).map(spec).collect()));
     (pool, view)
 }
 
@@ -286,7 +293,7 @@ fn globs_restrict_keys_to_models() {
     let mut keys: Vec<KeySpec> = (0..3).map(spec).collect();
     keys[0].models = globs(&["gemini-2.5-*"]);
     keys[1].models = globs(&["gemini-2.0-*"]);
-    let view = pool.bind(&cfg(keys));
+    let view = bind(&pool, &cfg(keys));
     let t = Instant::now();
     let pro = spread(&view, PRO, t, 10);
     assert_eq!(pro.get(&1), None);
@@ -298,7 +305,7 @@ fn globs_restrict_keys_to_models() {
     let mut keys: Vec<KeySpec> = (0..2).map(spec).collect();
     keys[0].models = globs(&["gemini-2.5-*"]);
     keys[1].models = globs(&["gemini-2.5-*"]);
-    let view = pool.bind(&cfg(keys));
+    let view = bind(&pool, &cfg(keys));
     let err = pick(&view, "gemini-1.5-pro", t).expect_err("none allowed");
     assert!(err.none_allowed && !err.all_disabled && !err.all_daily);
 }
@@ -306,7 +313,7 @@ fn globs_restrict_keys_to_models() {
 #[test]
 fn state_survives_a_reload_for_keys_that_stay() {
     let pool = KeyPool::new();
-    let v1 = pool.bind(&cfg((0..3).map(spec).collect()));
+    let v1 = bind(&pool, &cfg((0..3).map(spec).collect()));
     let t = Instant::now();
     // Rest key 1 (the second pick) for an hour.
     let _ = v1.pick(PRO, t, &[]).expect("key 0");
@@ -315,7 +322,7 @@ fn state_survives_a_reload_for_keys_that_stay() {
     v1.report(&k1, &rate_limited(3600), t);
 
     // Key 0 removed, key 1 stays (now at index 0), keys 3 and 4 added.
-    let v2 = pool.bind(&cfg(vec![spec(1), spec(2), spec(3), spec(4)]));
+    let v2 = bind(&pool, &cfg(vec![spec(1), spec(2), spec(3), spec(4)]));
     let seen = spread(&v2, PRO, t, 30);
     assert_eq!(seen.get(&0), None, "key 1 still rests after the reload");
     assert_eq!(seen.len(), 3);
@@ -342,18 +349,18 @@ fn state_survives_a_reload_for_keys_that_stay() {
 #[test]
 fn rotation_continues_across_reloads() {
     let pool = KeyPool::new();
-    let v1 = pool.bind(&cfg((0..4).map(spec).collect()));
+    let v1 = bind(&pool, &cfg((0..4).map(spec).collect()));
     let t = Instant::now();
     assert_eq!(pick(&v1, PRO, t), Ok(0));
     assert_eq!(pick(&v1, PRO, t), Ok(1));
-    let v2 = pool.bind(&cfg((0..4).map(spec).collect()));
+    let v2 = bind(&pool, &cfg((0..4).map(spec).collect()));
     assert_eq!(pick(&v2, PRO, t), Ok(2));
 }
 
 #[test]
 fn a_reload_forgives_disabled_keys() {
     let pool = KeyPool::new();
-    let v1 = pool.bind(&cfg(vec![spec(0)]));
+    let v1 = bind(&pool, &cfg(vec![spec(0)]));
     let t = Instant::now();
     let lease = v1.pick(PRO, t, &[]).expect("key");
     v1.report(
@@ -364,7 +371,7 @@ fn a_reload_forgives_disabled_keys() {
         t,
     );
     assert!(pick(&v1, PRO, t).is_err());
-    let v2 = pool.bind(&cfg(vec![spec(0)]));
+    let v2 = bind(&pool, &cfg(vec![spec(0)]));
     assert_eq!(pick(&v2, PRO, t), Ok(0));
 }
 
@@ -404,7 +411,19 @@ fn status_and_health() {
     );
     let lease = view.pick(PRO, t, &[]).expect("key");
     view.report(&lease, &rate_limited(10), t);
+    assert_eq!(lease.index, 1);
+    // Cooling on one model only: still usable for the other known ones.
+    assert_eq!(view.available_count(t), 2);
+    assert!(view.status(t)[1].available);
+    let lease = view.pick_at(FLASH, Now::at(t), &[0, 2]).expect("key 1");
+    view.report(&lease, &rate_limited(10), t);
+    let lease = view
+        .pick_at("gemini-2.0-flash", Now::at(t), &[0, 2])
+        .expect("key 1");
+    view.report(&lease, &rate_limited(10), t);
+    // Out on every known model.
     assert_eq!(view.available_count(t), 1);
+    assert!(!view.status(t)[1].available);
     assert_eq!(view.available_count(t + Duration::from_secs(10)), 2);
     let st = view.status(t);
     assert_eq!(st.len(), 3);
@@ -526,7 +545,7 @@ fn daily_limit_per_model_until_the_day_ends() {
     let pool = KeyPool::new();
     let mut keys = vec![spec(0)];
     keys[0].daily_limit = Some(2);
-    let view = pool.bind(&cfg(keys));
+    let view = bind(&pool, &cfg(keys));
     // 22:00 PST: two hours left in the quota day.
     let clock = Clock::at("2026-01-16T06:00:00Z");
     assert_eq!(pick_at(&view, PRO, clock.after(0)), Ok(0));
@@ -553,7 +572,7 @@ fn a_project_shares_its_quota() {
     keys[0].project = Some("proj-a".into());
     keys[1].project = Some("proj-a".into());
     keys[2].project = Some("proj-b".into());
-    let view = pool.bind(&cfg(keys));
+    let view = bind(&pool, &cfg(keys));
     let clock = Clock::at("2026-01-15T20:00:00Z");
     let lease = view.pick_at(PRO, clock.after(0), &[]).expect("key");
     assert_eq!(lease.index, 0);
@@ -625,7 +644,7 @@ fn least_used_prefers_fewest_requests_today_then_least_recent() {
     let pool = KeyPool::new();
     let mut c = cfg((0..3).map(spec).collect());
     c.strategy = Strategy::LeastUsed;
-    let view = pool.bind(&c);
+    let view = bind(&pool, &c);
     let clock = Clock::at("2026-01-15T20:00:00Z");
     let mut order = Vec::new();
     for s in 0..6 {
@@ -742,7 +761,7 @@ fn explain_names_the_next_key_and_why_not_the_others() {
     keys[5].models = globs(&["gemini-2.0-*"]);
     keys[6].daily_limit = Some(1);
     keys[7].name = Some("spare".into());
-    let view = pool.bind(&cfg(keys));
+    let view = bind(&pool, &cfg(keys));
     let clock = Clock::at("2026-01-15T20:00:00Z");
     let now = clock.after(0);
     let take = |i: usize| {
@@ -850,7 +869,7 @@ fn explain_follows_the_rotation_and_least_used() {
     let pool = KeyPool::new();
     let mut c = cfg((0..3).map(spec).collect());
     c.strategy = Strategy::LeastUsed;
-    let view = pool.bind(&c);
+    let view = bind(&pool, &c);
     for s in 0..5 {
         let e = view.explain_at(PRO, clock.after(s));
         let next = e.next.expect("a key");
@@ -862,7 +881,7 @@ fn explain_follows_the_rotation_and_least_used() {
     let pool = KeyPool::new();
     let mut keys = vec![spec(0)];
     keys[0].models = globs(&["gemini-2.0-*"]);
-    let view = pool.bind(&cfg(keys));
+    let view = bind(&pool, &cfg(keys));
     let e = view.explain_at(PRO, clock.after(0));
     assert_eq!(states(&e), ["not_allowed"]);
     assert!(e.no_key.is_some_and(|n| n.none_allowed));
@@ -949,4 +968,159 @@ async fn retry_info_rest_on_the_paused_clock() {
     view.report(&probe, &Outcome::Success, now());
     let seen = spread(&view, PRO, now(), 4);
     assert_eq!(seen.get(&0), Some(&2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client-chosen model names (issue #14 item 2) and stream outcomes (item 5)
+
+fn not_found_names(view: &PoolView, n: usize, now: Now) {
+    for i in 0..n {
+        let junk = format!("junk-model-{i}");
+        let lease = view
+            .pick_at(&junk, now, &[])
+            .expect("a key for an unknown name");
+        view.report_at(&lease, &Outcome::ClientError, now);
+    }
+}
+
+#[test]
+fn junk_names_answered_not_found_leave_no_state() {
+    let (pool, view) = pool(2);
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    not_found_names(&view, 10_000, clock.after(0));
+    for key in view.status_at(clock.after(0)) {
+        assert!(key.models.is_empty(), "junk names got entries: {key:?}");
+        assert!(key.available);
+    }
+    let known = pool.known_models();
+    assert!(!known.is_model("junk-model-1") && !known.is_label("junk-model-1"));
+    assert!(
+        read(&view.routes).len() <= 3,
+        "junk names were routed for good"
+    );
+    assert!(
+        lock(&pool.shared.cursors).len() <= 3,
+        "junk names got cursors"
+    );
+}
+
+#[test]
+fn an_unknown_name_counts_once_google_confirms_it() {
+    let pool = KeyPool::new();
+    let mut keys = vec![spec(0)];
+    keys[0].daily_limit = Some(2);
+    let view = bind(&pool, &cfg(keys));
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    let model = "gemini-new-model";
+    let lease = view.pick_at(model, clock.after(0), &[]).expect("key");
+    let again = lease.clone();
+    view.report_at(&lease, &Outcome::Success, clock.after(0));
+    // Reported twice through clones (a buffered body's in-band error): counted once.
+    view.report_at(&again, &Outcome::ClientError, clock.after(0));
+    assert!(pool.known_models().is_model(model));
+    let st = view.status_at(clock.after(0));
+    assert_eq!(st[0].models.len(), 1);
+    assert_eq!(st[0].models[0].daily_requests, 1);
+    // Known now: counted at lease time, and the limit holds.
+    assert_eq!(pick_at(&view, model, clock.after(1)), Ok(0));
+    assert!(pick_at(&view, model, clock.after(2)).is_err());
+}
+
+#[test]
+fn a_stream_answered_at_its_headers_counts_once_and_fails_at_its_end() {
+    let pool = KeyPool::new();
+    let mut c = cfg(vec![spec(0), spec(1)]);
+    c.failure_threshold = 2;
+    let view = pool.bind(&c);
+    let t = Instant::now();
+    let model = "gemini-streamed";
+    for _ in 0..2 {
+        let lease = view.pick_at(model, Now::at(t), &[1]).expect("key 0");
+        view.answered(&lease);
+        view.report(
+            &lease,
+            &Outcome::Transient {
+                reason: "reset".into(),
+            },
+            t,
+        );
+    }
+    let st = view.status(t);
+    let m = &st[0].models[0];
+    assert_eq!((m.model.as_str(), m.state), (model, "cooling"));
+    assert_eq!(m.daily_requests, 2);
+    assert_eq!(
+        pick(&view, model, t),
+        Ok(1),
+        "rested after two broken streams"
+    );
+}
+
+#[test]
+fn entries_holding_todays_counts_are_never_recycled() {
+    let pool = KeyPool::new();
+    let mut keys = vec![spec(0)];
+    keys[0].daily_limit = Some(2);
+    let view = bind(&pool, &cfg(keys));
+    let clock = Clock::at("2026-01-15T20:00:00Z");
+    for s in 0..2 {
+        let lease = view.pick_at(PRO, clock.after(s), &[]).expect("key");
+        view.report_at(&lease, &Outcome::Success, clock.after(s));
+    }
+    // 70 other real models (confirmed by Google), each used once today: the table fills, and
+    // the last ones share the overflow entry, whose daily limit is theirs together.
+    let mut served = 0;
+    for i in 0..70 {
+        let name = format!("gemini-real-{i}");
+        if let Ok(lease) = view.pick_at(&name, clock.after(3), &[]) {
+            view.report_at(&lease, &Outcome::Success, clock.after(3));
+            served += 1;
+        }
+    }
+    assert_eq!(served, MAX_MODELS_FOR_TESTS - 1 + 2);
+    assert!(
+        pick_at(&view, PRO, clock.after(4)).is_err(),
+        "PRO's daily count was evicted"
+    );
+    let st = view.status_at(clock.after(4));
+    assert_eq!(st[0].models.len(), MAX_MODELS_FOR_TESTS + 1);
+    assert_eq!(st[0].models[0].model, PRO);
+    assert_eq!(st[0].models[0].daily_requests, 2);
+    let other = st[0]
+        .models
+        .iter()
+        .find(|m| m.model == cell::OVERFLOW)
+        .expect("the overflow entry");
+    assert_eq!((other.daily_requests, other.state), (2, "exhausted"));
+    assert!(pick_at(&view, "gemini-real-69", clock.after(5)).is_err());
+    // The next quota day, yesterday's entries are recycled again.
+    let day2 = clock.after(24 * HOUR);
+    let lease = view
+        .pick_at("gemini-real-69", day2, &[])
+        .expect("a new day");
+    view.report_at(&lease, &Outcome::Success, day2);
+    let st = view.status_at(day2);
+    assert!(st[0].models.iter().any(|m| m.model == "gemini-real-69"));
+    assert!(st[0].models.iter().all(|m| m.model != cell::OVERFLOW));
+}
+
+const MAX_MODELS_FOR_TESTS: usize = 64;
+
+#[test]
+fn health_count_is_cached_for_a_second() {
+    let (_pool, view) = pool(2);
+    let t = Instant::now();
+    assert_eq!(view.health_count(t), 2);
+    let lease = view.pick(PRO, t, &[]).expect("key");
+    view.report(&lease, &Outcome::KeyInvalid { reason: "x".into() }, t);
+    assert_eq!(
+        view.health_count(t + Duration::from_millis(500)),
+        2,
+        "cached"
+    );
+    assert_eq!(
+        view.health_count(t + Duration::from_secs(1)),
+        1,
+        "recomputed"
+    );
 }
