@@ -143,13 +143,16 @@ fn reload(c: &mut Criterion) {
     group.bench_function("load_config_10k_keys", |b| b.iter(|| load(&path)));
     let cfg = load(&path);
     group.bench_function("first_snapshot_10k_keys", |b| {
-        b.iter(|| Snapshot::build(cfg.clone(), &KeyPool::new()).expect("snapshot"))
+        b.iter(|| {
+            Snapshot::build(cfg.clone(), &KeyPool::new(), &Default::default()).expect("snapshot")
+        })
     });
     let keys = KeyPool::new();
-    let _first = Snapshot::build(cfg.clone(), &keys).expect("snapshot");
+    let usage = Default::default();
+    let _first = Snapshot::build(cfg.clone(), &keys, &usage).expect("snapshot");
     group.bench_function("reload_10k_keys", |b| {
         // What a reload does: load the files, then build the snapshot on the live key pool.
-        b.iter(|| Snapshot::build(load(&path), &keys).expect("snapshot"))
+        b.iter(|| Snapshot::build(load(&path), &keys, &usage).expect("snapshot"))
     });
     group.finish();
 }

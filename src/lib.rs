@@ -37,6 +37,7 @@ pub mod media;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod quota_day;
 pub mod relay;
 pub mod reload;
 pub mod request_log;

@@ -221,7 +221,7 @@ pub async fn execute(
                                 guard.reported();
                                 if call.model.is_some() {
                                     let tokens = usage::from_json(&bytes);
-                                    pool.record_usage(&lease, log.token.as_deref(), tokens);
+                                    snap.record_usage(&lease, log.token.as_deref(), tokens);
                                 }
                                 return Ok(Served {
                                     lease,

@@ -199,8 +199,7 @@ async fn run(
 
     unsettled.settle(verdict);
     // Gemini answered, whatever happened since: the request and its last usage count.
-    snap.pool
-        .record_usage(&lease, log.token.as_deref(), watch.seen.usage);
+    snap.record_usage(&lease, log.token.as_deref(), watch.seen.usage);
     match end {
         End::Complete => {}
         End::ClientGone => log.error = Some("client disconnected".into()),

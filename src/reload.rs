@@ -226,7 +226,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
     }
 
     let hash = new.hash.clone();
-    let snapshot = match Snapshot::build(new, &app.keys) {
+    let snapshot = match Snapshot::build(new, &app.keys, &app.usage) {
         Ok(s) => s,
         Err(e) => return reject(app, &mut memo, trigger, e),
     };

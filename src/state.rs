@@ -17,25 +17,32 @@ use crate::api::models::ModelsCache;
 use crate::config::Config;
 use crate::lockout::Lockout;
 use crate::logging::LogHandle;
-use crate::pool::{KeyPool, PoolView};
+use crate::pool::{KeyPool, Lease, PoolView};
 use crate::reload::ReloadState;
 use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
 use crate::timeline::Timeline;
 use crate::upstream::Upstream;
-use crate::usage::TokenUsage;
+use crate::usage::{TokenUsage, Tokens};
 
 /// Everything one config produces for the hot path.
 pub struct Snapshot {
     pub config: Config,
     pub pool: PoolView,
     pub upstream: Upstream,
+    /// Requests and tokens per client token name today: the ledger on `App`, reachable here
+    /// from the hot path. It outlives snapshots (every snapshot holds the same one).
+    pub usage: Arc<TokenUsage>,
     pub loaded_at: SystemTime,
 }
 
 impl Snapshot {
     /// Prepares a snapshot; fails (changing nothing) if the upstream client cannot be built.
-    pub fn build(config: Config, keys: &KeyPool) -> Result<Snapshot, String> {
+    pub fn build(
+        config: Config,
+        keys: &KeyPool,
+        usage: &Arc<TokenUsage>,
+    ) -> Result<Snapshot, String> {
         let upstream = Upstream::new(&config.upstream, config.server.workers)?;
         let pool = keys.bind(&config.pool);
         keys.configure_models(&config.models);
@@ -43,8 +50,19 @@ impl Snapshot {
             config,
             pool,
             upstream,
+            usage: usage.clone(),
             loaded_at: SystemTime::now(),
         })
+    }
+
+    /// A model request Gemini answered: the key's token counts (in the pool) and the client
+    /// token's request and tokens (in the ledger, by the token's name).
+    pub fn record_usage(&self, lease: &Lease, token: Option<&str>, tokens: Option<Tokens>) {
+        if lease.model.is_empty() {
+            return;
+        }
+        self.pool.record_tokens(lease, tokens);
+        self.usage.record(token, tokens.unwrap_or_default());
     }
 }
 
@@ -86,7 +104,7 @@ pub struct App {
     live: ArcSwap<Snapshot>,
     /// Key health by key identity; outlives snapshots.
     pub keys: KeyPool,
-    /// Requests and tokens per client token name today (the ledger the pool records into).
+    /// Requests and tokens per client token name today (every snapshot holds it too).
     pub usage: Arc<TokenUsage>,
     pub models: ModelsCache,
     pub signatures: SignatureCache,
@@ -103,11 +121,12 @@ pub struct App {
 impl App {
     pub fn new(config: Config, log: Option<LogHandle>) -> Result<Arc<App>, String> {
         let keys = KeyPool::new();
-        let snapshot = Snapshot::build(config, &keys)?;
+        let usage = Arc::new(TokenUsage::default());
+        let snapshot = Snapshot::build(config, &keys, &usage)?;
         crate::metrics::follow_models(keys.known_models());
         Ok(Arc::new(App {
             live: ArcSwap::from_pointee(snapshot),
-            usage: keys.token_usage(),
+            usage,
             keys,
             models: ModelsCache::default(),
             signatures: SignatureCache::default(),

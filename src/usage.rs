@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use crate::pool::quota_day::{QuotaClock, QuotaDay};
+use crate::quota_day::{QuotaClock, QuotaDay};
 use crate::translate::gemini::UsageMetadata;
 
 /// What one response cost, in Gemini's terms. `completion` is the visible output only

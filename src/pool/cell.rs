@@ -14,8 +14,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::quota_day::QuotaDay;
 use super::{ModelStatus, Outcome};
+use crate::quota_day::QuotaDay;
 use crate::usage::Tokens;
 
 /// Per key, at most this many models have an entry of their own; past the cap, an entry with

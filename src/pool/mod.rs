@@ -19,7 +19,6 @@
 mod cell;
 mod explain;
 mod known;
-pub(crate) mod quota_day;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,14 +29,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config;
 use crate::secret::ApiKey;
 
+use crate::quota_day::QuotaClock;
 use cell::{lock, At, Cell, Policy, Skip, Track};
-use quota_day::QuotaClock;
 
 pub use cell::Why;
 pub use explain::{Explanation, KeyVerdict, Verdict};
 pub use known::KnownModels;
 
-use crate::usage::{TokenUsage, Tokens};
+use crate::usage::Tokens;
 
 /// What an upstream response means for the key that made it. Produced by `classify`.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,8 +112,6 @@ struct Shared {
     /// Used once `cursors` is full (model names may come from clients).
     overflow_cursor: Arc<AtomicUsize>,
     clock: QuotaClock,
-    /// Requests and tokens per client token name; `App` holds the same ledger.
-    usage: Arc<TokenUsage>,
     /// Model names that may have per-key state and metrics labels.
     known: Arc<KnownModels>,
 }
@@ -125,11 +122,6 @@ const MAX_ROUTES: usize = 1024;
 impl KeyPool {
     pub fn new() -> Self {
         KeyPool::default()
-    }
-
-    /// The per client token ledger every view of this pool records into.
-    pub fn token_usage(&self) -> Arc<TokenUsage> {
-        self.shared.usage.clone()
     }
 
     /// The model names known to be real (metrics label only these).
@@ -687,29 +679,22 @@ impl PoolView {
         }
     }
 
-    /// A model request Gemini answered: counts it for the client `token` (its name) and adds
-    /// the response's `usageMetadata`, when it had one, to the key's counts for the model.
-    pub fn record_usage(&self, lease: &Lease, token: Option<&str>, tokens: Option<Tokens>) {
-        self.record_usage_at(lease, token, tokens, Now::at(Instant::now()));
+    /// A model request Gemini answered: adds the response's `usageMetadata`, when it had one,
+    /// to the key's counts for the model. (Client tokens are counted apart, in `usage`: the
+    /// pool knows keys only.)
+    pub fn record_tokens(&self, lease: &Lease, tokens: Option<Tokens>) {
+        self.record_tokens_at(lease, tokens, Now::at(Instant::now()));
     }
 
-    pub fn record_usage_at(
-        &self,
-        lease: &Lease,
-        token: Option<&str>,
-        tokens: Option<Tokens>,
-        now: Now,
-    ) {
-        if lease.model.is_empty() {
+    pub fn record_tokens_at(&self, lease: &Lease, tokens: Option<Tokens>, now: Now) {
+        let Some(tokens) = tokens.filter(|t| *t != Tokens::default()) else {
             return;
-        }
-        let tokens = tokens.unwrap_or_default();
-        if tokens != Tokens::default() && lease.tracked() {
+        };
+        if !lease.model.is_empty() && lease.tracked() {
             lease
                 .cell
                 .record_tokens(&lease.model, tokens, &self.at(now));
         }
-        self.shared.usage.record_at(token, tokens, now.wall);
     }
 
     /// The request ended without an outcome (client disconnected before the upstream

@@ -889,7 +889,9 @@ fn explain_follows_the_rotation_and_least_used() {
 
 #[test]
 fn tokens_are_counted_per_key_model_and_token_per_quota_day() {
-    let (pool, view) = pool(2);
+    let (_pool, view) = pool(2);
+    // Client tokens are counted in their own ledger (`usage`), next to the pool.
+    let ledger = crate::usage::TokenUsage::default();
     // 23:59 PST.
     let clock = Clock::at("2026-01-16T07:59:00Z");
     let tokens = crate::usage::Tokens {
@@ -900,10 +902,12 @@ fn tokens_are_counted_per_key_model_and_token_per_quota_day() {
     for _ in 0..2 {
         let l = view.pick_at(PRO, clock.after(0), &[1]).expect("key 0");
         view.report_at(&l, &Outcome::Success, clock.after(0));
-        view.record_usage_at(&l, Some("cline"), Some(tokens), clock.after(0));
+        view.record_tokens_at(&l, Some(tokens), clock.after(0));
+        ledger.record_at(Some("cline"), tokens, clock.after(0).wall);
     }
     let l = view.pick_at(FLASH, clock.after(0), &[1]).expect("key 0");
-    view.record_usage_at(&l, None, None, clock.after(0));
+    view.record_tokens_at(&l, None, clock.after(0));
+    ledger.record_at(None, Tokens::default(), clock.after(0).wall);
 
     let st = view.status_at(clock.after(1));
     let pro = st[0].models.iter().find(|m| m.model == PRO).expect("pro");
@@ -924,8 +928,8 @@ fn tokens_are_counted_per_key_model_and_token_per_quota_day() {
     assert_eq!((flash.daily_requests, flash.prompt_tokens), (1, 0));
     assert!(st[1].models.is_empty());
 
-    let ledger = pool.token_usage().snapshot_at(clock.after(1).wall);
-    let names: Vec<(&str, u64, u64)> = ledger
+    let day = ledger.snapshot_at(clock.after(1).wall);
+    let names: Vec<(&str, u64, u64)> = day
         .iter()
         .map(|(n, t)| (n.as_str(), t.requests, t.prompt_tokens))
         .collect();
@@ -935,10 +939,7 @@ fn tokens_are_counted_per_key_model_and_token_per_quota_day() {
     let st = view.status_at(clock.after(60));
     let pro = st[0].models.iter().find(|m| m.model == PRO).expect("pro");
     assert_eq!((pro.daily_requests, pro.prompt_tokens), (0, 0));
-    assert!(pool
-        .token_usage()
-        .snapshot_at(clock.after(60).wall)
-        .is_empty());
+    assert!(ledger.snapshot_at(clock.after(60).wall).is_empty());
 }
 
 /// The whole chain on tokio's paused clock: Google's per-minute 429 body, classified, rests the
