@@ -81,6 +81,13 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The proxy is at one of its admission limits (connections, requests in flight, memory
+    /// budget): a fast 503 the client may retry after `RETRY_AFTER`.
+    #[error("the proxy is busy ({what}); retry in a moment")]
+    Overloaded { what: &'static str },
+    /// The request body did not arrive whole within `server.body_timeout`.
+    #[error("the request body did not arrive within {}s", whole_seconds(*after))]
+    BodyTimeout { after: Duration },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -121,7 +128,10 @@ impl ProxyError {
             ProxyError::UpstreamClient { status, .. }
             | ProxyError::UpstreamFailed { status, .. } => *status,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ShuttingDown | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,6 +143,7 @@ impl ProxyError {
             | ProxyError::PayloadTooLarge { .. }
             | ProxyError::NotFound { .. }
             | ProxyError::MethodNotAllowed
+            | ProxyError::BodyTimeout { .. }
             | ProxyError::UpstreamClient { .. } => "invalid_request_error",
             ProxyError::Unauthorized => "authentication_error",
             ProxyError::LockedOut { .. } => "rate_limit_error",
@@ -150,6 +161,7 @@ impl ProxyError {
             ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTimeout
             | ProxyError::ShuttingDown
+            | ProxyError::Overloaded { .. }
             | ProxyError::Internal(_) => "server_error",
         }
     }
@@ -173,6 +185,8 @@ impl ProxyError {
                 Some("context_length_exceeded")
             }
             ProxyError::UpstreamTimeout => Some("upstream_timeout"),
+            ProxyError::Overloaded { .. } => Some("overloaded"),
+            ProxyError::BodyTimeout { .. } => Some("request_timeout"),
             _ => None,
         }
     }
@@ -186,7 +200,7 @@ impl ProxyError {
             StatusCode::NOT_FOUND => "NOT_FOUND",
             StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
             StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
-            StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
             StatusCode::METHOD_NOT_ALLOWED => "UNIMPLEMENTED",
             _ => "INTERNAL",
         }
@@ -281,6 +295,17 @@ impl ProxyError {
                 header::RETRY_AFTER,
                 HeaderValue::from(whole_seconds(*retry_after)),
             );
+        }
+        if let ProxyError::Overloaded { .. } = self {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(whole_seconds(crate::admission::RETRY_AFTER)),
+            );
+            headers.insert("x-should-retry", HeaderValue::from_static("true"));
+        }
+        if let ProxyError::BodyTimeout { .. } = self {
+            // The rest of the body is still on its way: the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

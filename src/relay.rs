@@ -4,7 +4,9 @@
 //! translates Gemini SSE to OpenAI chunks on `/v1` (or copies bytes untouched on `/v1beta`),
 //! sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
 //! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
-//! grace period runs out, and drops the upstream request the moment the client goes away.
+//! grace period runs out, and drops the upstream request the moment the client goes away or
+//! stops reading for `server.write_timeout` (every write is bounded, heartbeats and error
+//! events included).
 //! Errors that Google sends inside a 200 stream are classified and reported to the pool (on
 //! `/v1beta` too, where the bytes still reach the client untouched), and the last
 //! `usageMetadata` seen is recorded when the stream ends.
@@ -59,6 +61,27 @@ pub async fn start(
     out
 }
 
+/// Hands one piece of the answer to the client's body channel. A client that stops reading
+/// fills the channel; after `limit` without room it is cut off (as if gone) instead of being
+/// waited for, which ends the relay and drops the upstream stream.
+async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes, limit: Duration) -> Result<(), ()> {
+    let bytes = match tx.try_send(bytes) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+        Err(mpsc::error::TrySendError::Full(bytes)) => bytes,
+    };
+    match tokio::time::timeout(limit, tx.send(bytes)).await {
+        Ok(sent) => sent.map_err(|_| ()),
+        Err(_) => {
+            tracing::debug!(
+                write_timeout_s = limit.as_secs_f64(),
+                "the client stopped reading; stream cut"
+            );
+            Err(())
+        }
+    }
+}
+
 /// How the stream ended, for the log line.
 enum End {
     Complete,
@@ -76,6 +99,7 @@ async fn run(
     tx: mpsc::Sender<Bytes>,
 ) {
     let idle = snap.upstream.idle_timeout;
+    let write = snap.config.server.write_timeout;
     let heartbeat = match shape {
         Shape::OpenAi(_) => snap.upstream.heartbeat,
         Shape::Passthrough { .. } => None,
@@ -95,7 +119,7 @@ async fn run(
             _ = tx.closed() => break End::ClientGone,
             _ = app.lifecycle.draining().cancelled() => {
                 let event = error_event(&shape, "the server is shutting down; the stream was cut short", 503);
-                let _ = tx.send(event).await;
+                let _ = send(&tx, event, write).await;
                 break End::Failed("server shutting down".into());
             }
             chunk = upstream.next() => match chunk {
@@ -107,7 +131,7 @@ async fn run(
                     }
                     match tail {
                         Ok(bytes) => {
-                            if !bytes.is_empty() && tx.send(bytes).await.is_err() {
+                            if !bytes.is_empty() && send(&tx, bytes, write).await.is_err() {
                                 break End::ClientGone;
                             }
                             break End::Complete;
@@ -118,7 +142,7 @@ async fn run(
                 Some(Err(e)) => {
                     let message = format!("the upstream stream broke: {e}");
                     snap.pool.report(&lease, &Outcome::Transient { reason: message.clone() }, Instant::now());
-                    let _ = tx.send(error_event(&shape, &message, 502)).await;
+                    let _ = send(&tx, error_event(&shape, &message, 502), write).await;
                     break End::Failed(message);
                 }
                 Some(Ok(bytes)) => {
@@ -130,7 +154,7 @@ async fn run(
                     report_in_stream_error(&snap, &lease, &mut watch, &mut log);
                     match translated {
                         Ok(out) => {
-                            if !out.is_empty() && tx.send(out).await.is_err() {
+                            if !out.is_empty() && send(&tx, out, write).await.is_err() {
                                 break End::ClientGone;
                             }
                         }
@@ -139,7 +163,9 @@ async fn run(
                 }
             },
             _ = tokio::time::sleep_until(beat_at), if next_beat.is_some() => {
-                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                if send(&tx, Bytes::from_static(b": keep-alive\n\n"), write)
+                    .await
+                    .is_err() {
                     break End::ClientGone;
                 }
                 next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
@@ -147,7 +173,7 @@ async fn run(
             _ = tokio::time::sleep_until(idle_at) => {
                 let message = format!("the upstream was silent for {}s; stream ended", idle.as_secs());
                 snap.pool.report(&lease, &Outcome::Transient { reason: message.clone() }, Instant::now());
-                let _ = tx.send(error_event(&shape, &message, 504)).await;
+                let _ = send(&tx, error_event(&shape, &message, 504), write).await;
                 break End::Failed(message);
             }
         }
@@ -350,7 +376,12 @@ async fn fail_in_stream(
         }
         other => (other.to_string(), 502),
     };
-    let _ = tx.send(error_event(shape, &message, code)).await;
+    let _ = send(
+        tx,
+        error_event(shape, &message, code),
+        snap.config.server.write_timeout,
+    )
+    .await;
     End::Failed(message)
 }
 

@@ -30,6 +30,14 @@ pub struct Server {
     pub metrics_public: bool,
     pub reload_poll: String,
     pub workers: i64,
+    /// 0: derived from the memory the process may use (`admission::Defaults`).
+    pub max_connections: i64,
+    /// 0: derived from the memory the process may use.
+    pub max_in_flight: i64,
+    /// A size, or "auto" (a quarter of the memory the process may use).
+    pub memory_budget: String,
+    pub body_timeout: String,
+    pub write_timeout: String,
 }
 
 impl Default for Server {
@@ -43,6 +51,11 @@ impl Default for Server {
             metrics_public: false,
             reload_poll: "30s".into(),
             workers: 0,
+            max_connections: 0,
+            max_in_flight: 0,
+            memory_budget: "auto".into(),
+            body_timeout: "60s".into(),
+            write_timeout: "30s".into(),
         }
     }
 }
