@@ -349,6 +349,26 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.server.trusted_proxies != new.server.trusted_proxies {
         out.push("trusted_proxies changed".into());
     }
+    let limits = |s: &crate::config::Server| {
+        (
+            s.max_connections,
+            s.max_in_flight,
+            s.memory_budget,
+            s.body_timeout,
+            s.write_timeout,
+        )
+    };
+    if limits(&old.server) != limits(&new.server) {
+        out.push(format!(
+            "server limits: max_connections {} -> {}, max_in_flight {} -> {}, memory_budget {} -> {}",
+            old.server.max_connections,
+            new.server.max_connections,
+            old.server.max_in_flight,
+            new.server.max_in_flight,
+            old.server.memory_budget,
+            new.server.memory_budget
+        ));
+    }
     let aliases = |c: &Config| -> HashMap<String, Vec<String>> {
         c.models
             .aliases
