@@ -676,3 +676,118 @@ async fn the_last_log_lines_are_written_at_exit() {
         proxy.logs()
     );
 }
+
+/// The binary under `sh -c 'ulimit -n N; exec …'`, its stderr collected by a thread.
+struct Limited {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Limited {
+    fn logs(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- proxy logs -----\n{}----- end -----", self.logs());
+        }
+    }
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    use std::io::BufRead;
+    let fake = FakeGemini::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_for(&fake.url(), &[fake_key(1)])
+        .set("models", r#"list = "static""#)
+        .set("server", "workers = 1")
+        // Above the descriptor limit, so accept() itself runs out.
+        .set("server", "max_connections = 1000");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config.render()).expect("write config");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" --config "$1""#)
+        .arg(support::proxy::BIN)
+        .arg(&config_path)
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the binary");
+    let stderr = child.stderr.take().expect("stderr pipe");
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if let Ok(mut all) = sink.lock() {
+                all.push_str(&line);
+                all.push('\n');
+            }
+        }
+    });
+    let proxy = Limited {
+        child,
+        stderr: logs,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let addr = loop {
+        if let Some(addr) = support::proxy::parse_listening_addr(&proxy.logs()) {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "not listening: {}", proxy.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // More connections than the proxy has descriptors, held for a while.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(connect(addr).await);
+    }
+    let deadline = Instant::now() + READ_BOUND;
+    while !proxy.logs().contains("accept failed") {
+        assert!(
+            Instant::now() < deadline,
+            "accept never failed: {}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Backing off (5 ms doubling to 1 s, a line at the 1st, 2nd, 4th… failure) rather than
+    // retrying in a loop: a handful of lines in 3 s, not one per attempt.
+    let failures = proxy.logs().matches("accept failed").count();
+    assert!(failures <= 6, "{failures} accept failures logged");
+
+    // Once the descriptors are free again, the proxy serves.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = support::client()
+            .get(format!("http://{addr}/livez"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if probe.is_ok_and(|r| r.status().as_u16() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not recover: {}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
