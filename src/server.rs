@@ -239,7 +239,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
         let service = service_fn(move |req: Request<Incoming>| {
             let app = conn_app.clone();
             async move {
-                if overflow && router::route(req.method(), req.uri().path()).gate() != Gate::Probe {
+                if overflow && !always_admitted(&router::route(req.method(), req.uri().path())) {
                     return Ok::<_, Infallible>(refuse_overloaded(
                         &app,
                         &req,
@@ -275,6 +275,12 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
             }
         }
     }
+}
+
+/// Probes stay cheap and always answer, over any admission limit: a busy proxy is not a dead
+/// one, and a kubelet must not restart it for being busy.
+fn always_admitted(route: &Route) -> bool {
+    matches!(route, Route::Health | Route::Livez | Route::Readyz)
 }
 
 /// Says, at most every 10 s, that connections are at `max_connections`.
@@ -404,8 +410,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let snap = app.snapshot();
     let route = router::route(req.method(), req.uri().path());
     let dialect = route.dialect();
-    // Probes stay cheap and always answer: a busy proxy is not a dead one.
-    let slot = if matches!(route, Route::Health | Route::Livez | Route::Readyz) {
+    let slot = if always_admitted(&route) {
         None
     } else {
         match admission::request(snap.config.server.max_in_flight) {
