@@ -825,6 +825,11 @@ mod tests {
             reload_poll: std::time::Duration::ZERO,
             workers: 1,
             real_ip_header: header,
+            max_connections: 1,
+            max_in_flight: 1,
+            memory_budget: 1,
+            body_timeout: std::time::Duration::from_secs(1),
+            write_timeout: std::time::Duration::from_secs(1),
         };
         let direct = server(&[], RealIpHeader::XForwardedFor);
         let behind = server(&["127.0.0.1/32"], RealIpHeader::XForwardedFor);

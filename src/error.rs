@@ -93,6 +93,13 @@ pub enum ProxyError {
     ModelNotFound { model: String },
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The proxy is at one of its admission limits (connections, requests in flight, memory
+    /// budget): a fast 503 the client may retry after `RETRY_AFTER`.
+    #[error("the proxy is busy ({what}); retry in a moment")]
+    Overloaded { what: &'static str },
+    /// The request body did not arrive whole within `server.body_timeout`.
+    #[error("the request body did not arrive within {}s", whole_seconds(*after))]
+    BodyTimeout { after: Duration },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -133,7 +140,10 @@ impl ProxyError {
             ProxyError::UpstreamClient { status, .. }
             | ProxyError::UpstreamFailed { status, .. } => *status,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ShuttingDown | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -145,7 +155,8 @@ impl ProxyError {
             | ProxyError::PayloadTooLarge { .. }
             | ProxyError::NotFound { .. }
             | ProxyError::ModelNotFound { .. }
-            | ProxyError::MethodNotAllowed => "invalid_request_error",
+            | ProxyError::MethodNotAllowed
+            | ProxyError::BodyTimeout { .. } => "invalid_request_error",
             // Google refusing a named resource (another project's file) is a permission error.
             ProxyError::UpstreamClient { status, .. } if *status == StatusCode::FORBIDDEN => {
                 "permission_error"
@@ -167,6 +178,7 @@ impl ProxyError {
             ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTimeout
             | ProxyError::ShuttingDown
+            | ProxyError::Overloaded { .. }
             | ProxyError::Internal(_) => "server_error",
         }
     }
@@ -191,6 +203,8 @@ impl ProxyError {
                 Some("context_length_exceeded")
             }
             ProxyError::UpstreamTimeout => Some("upstream_timeout"),
+            ProxyError::Overloaded { .. } => Some("overloaded"),
+            ProxyError::BodyTimeout { .. } => Some("request_timeout"),
             _ => None,
         }
     }
@@ -204,7 +218,7 @@ impl ProxyError {
             StatusCode::NOT_FOUND => "NOT_FOUND",
             StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
             StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
-            StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
             StatusCode::METHOD_NOT_ALLOWED => "UNIMPLEMENTED",
             _ => "INTERNAL",
         }
@@ -307,6 +321,17 @@ impl ProxyError {
                 header::RETRY_AFTER,
                 HeaderValue::from(whole_seconds(*retry_after)),
             );
+        }
+        if let ProxyError::Overloaded { .. } = self {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(whole_seconds(crate::admission::RETRY_AFTER)),
+            );
+            headers.insert("x-should-retry", HeaderValue::from_static("true"));
+        }
+        if let ProxyError::BodyTimeout { .. } = self {
+            // The rest of the body is still on its way: the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

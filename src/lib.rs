@@ -3,7 +3,8 @@
 //! A request travels one way through these modules:
 //!
 //! - [`server`]: worker threads (one single-threaded runtime each), accepts connections
-//!   (hyper, HTTP/1.1), header timeout, body limit, graceful shutdown.
+//!   (hyper, HTTP/1.1), header, body and write timeouts, body limit, graceful shutdown;
+//!   [`admission`] bounds connections, requests in flight and the bytes bodies and images hold.
 //! - [`access`]: client IP (through trusted proxies), IP allow/deny, bearer token to `Caller`,
 //!   admin gate; [`lockout`] slows addresses that keep presenting wrong tokens.
 //! - [`router`]: `(method, path)` to a `Route`, each with its `Dialect` (OpenAI or Google).
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admission;
 pub mod api;
 pub mod classify;
 pub mod config;

@@ -96,5 +96,7 @@ fn main() -> ExitCode {
     let exit = runtime.block_on(gemini_rotator::run(loaded, Some(log)));
     // Streams cut at shutdown may leave tasks behind; do not wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    // The log writers run on their own threads: write out what they still hold.
+    logging::flush();
     ExitCode::from(exit as u8)
 }

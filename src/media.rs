@@ -2,7 +2,8 @@
 //!
 //! `translate` is pure: it lists the URLs (`remote_media_urls`), this module fetches them, and
 //! the bytes go back in through `Extras::media`. Each fetch is bounded (size, time, redirects;
-//! all of a request's images share one size budget) and must answer with an image. Unless `upstream.fetch_private_urls` is on, a URL whose host
+//! all of a request's images share one size budget, and their bytes are reserved against the
+//! process-wide `server.memory_budget`: 503 when it is full) and must answer with an image. Unless `upstream.fetch_private_urls` is on, a URL whose host
 //! is, or resolves to, a loopback, private, link-local or otherwise non-public address is
 //! refused, redirects included: the check runs in the DNS resolver and on every redirect hop,
 //! so a public name that resolves to 10.0.0.1 is caught after resolution. Every failure is the
@@ -59,7 +60,10 @@ pub async fn fetch_all(
         let result = tokio::time::timeout(TIMEOUT, fetch(client, url, allow_private, budget)).await;
         match result {
             Ok(Ok(file)) => Ok((url.to_string(), file)),
-            Ok(Err(reason)) => Err(failure(url, &reason)),
+            Ok(Err(Failed::Url(reason))) => Err(failure(url, &reason)),
+            Ok(Err(Failed::Busy)) => Err(ProxyError::Overloaded {
+                what: "memory budget for fetched images",
+            }),
             Err(_) => Err(failure(
                 url,
                 &format!("no complete answer within {}s", TIMEOUT.as_secs()),
@@ -78,12 +82,25 @@ fn failure(url: &str, reason: &str) -> ProxyError {
     }
 }
 
+/// Why one fetch failed: the URL's fault (a 400 naming it), or the proxy's memory budget is
+/// held by other requests (a 503 to retry).
+enum Failed {
+    Url(String),
+    Busy,
+}
+
+impl From<String> for Failed {
+    fn from(reason: String) -> Self {
+        Failed::Url(reason)
+    }
+}
+
 async fn fetch(
     client: &reqwest::Client,
     url: &str,
     allow_private: bool,
     budget: &AtomicUsize,
-) -> Result<FetchedFile, String> {
+) -> Result<FetchedFile, Failed> {
     let parsed = Url::parse(url).map_err(|e| format!("not a valid URL ({e})"))?;
     check_literal_host(&parsed, allow_private)?;
     let response = client
@@ -94,13 +111,13 @@ async fn fetch(
         .map_err(|e| describe(&e))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("the server answered HTTP {}", status.as_u16()));
+        return Err(format!("the server answered HTTP {}", status.as_u16()).into());
     }
     if response
         .content_length()
         .is_some_and(|n| n > MAX_BYTES as u64)
     {
-        return Err(format!("larger than {} MiB", MAX_BYTES / (1024 * 1024)));
+        return Err(format!("larger than {} MiB", MAX_BYTES / (1024 * 1024)).into());
     }
     let declared = response
         .headers()
@@ -119,16 +136,25 @@ async fn fetch(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| describe(&e))?;
         if body.len() + chunk.len() > MAX_BYTES {
-            return Err(format!("larger than {} MiB", MAX_BYTES / (1024 * 1024)));
+            return Err(format!("larger than {} MiB", MAX_BYTES / (1024 * 1024)).into());
         }
         let taken = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
             left.checked_sub(chunk.len())
         });
         if taken.is_err() {
-            return Err(format!(
+            return Err(Failed::Url(format!(
                 "the request's images together exceed {} MiB",
                 MAX_TOTAL_BYTES / (1024 * 1024)
-            ));
+            )));
+        }
+        match crate::admission::reserve(chunk.len() as u64) {
+            Ok(()) => {}
+            Err(crate::admission::Refusal::Busy) => return Err(Failed::Busy),
+            Err(crate::admission::Refusal::TooBig { limit }) => {
+                return Err(Failed::Url(format!(
+                    "larger than the proxy's memory budget ({limit} bytes, server.memory_budget)"
+                )))
+            }
         }
         body.extend_from_slice(&chunk);
     }
@@ -143,7 +169,7 @@ async fn fetch(
         } else {
             declared.as_str()
         };
-        return Err(format!("not an image ({shown})"));
+        return Err(Failed::Url(format!("not an image ({shown})")));
     };
     Ok(FetchedFile {
         mime_type,

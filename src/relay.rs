@@ -4,13 +4,16 @@
 //! translates Gemini SSE to OpenAI chunks on `/v1` (or copies bytes untouched on `/v1beta`),
 //! sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
 //! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
-//! grace period runs out, and drops the upstream request the moment the client goes away.
+//! grace period runs out, and drops the upstream request the moment the client goes away or
+//! stops reading for `server.write_timeout` (every write is bounded, heartbeats and error
+//! events included).
 //! The stream's lease is reported to the pool exactly once, when the stream ends (the attempt
 //! loop reports nothing at a stream's headers): success for a clean end, transient failure for
 //! a broken connection or an idle timeout, and for an error Google sends inside the 200 stream
 //! (on `/v1beta` too, where the bytes still reach the client untouched) what `classify` makes of
-//! it. A stream cut by the client leaving or by shutdown says nothing about the key: its lease
-//! is handed back. The last `usageMetadata` seen is recorded when the stream ends.
+//! it. A stream cut by the client leaving, by a client that stopped reading, or by shutdown says
+//! nothing about the key: its lease is handed back. The last `usageMetadata` seen is recorded
+//! when the stream ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +65,27 @@ pub async fn start(
     out
 }
 
+/// Hands one piece of the answer to the client's body channel. A client that stops reading
+/// fills the channel; after `limit` without room it is cut off (as if gone) instead of being
+/// waited for, which ends the relay and drops the upstream stream.
+async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes, limit: Duration) -> Result<(), ()> {
+    let bytes = match tx.try_send(bytes) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+        Err(mpsc::error::TrySendError::Full(bytes)) => bytes,
+    };
+    match tokio::time::timeout(limit, tx.send(bytes)).await {
+        Ok(sent) => sent.map_err(|_| ()),
+        Err(_) => {
+            tracing::debug!(
+                write_timeout_s = limit.as_secs_f64(),
+                "the client stopped reading; stream cut"
+            );
+            Err(())
+        }
+    }
+}
+
 /// How the stream ended, for the log line.
 enum End {
     Complete,
@@ -111,6 +135,7 @@ async fn run(
     tx: mpsc::Sender<Bytes>,
 ) {
     let idle = snap.upstream.idle_timeout;
+    let write = snap.config.server.write_timeout;
     let heartbeat = match shape {
         Shape::OpenAi(_) => snap.upstream.heartbeat,
         Shape::Passthrough { .. } => None,
@@ -136,7 +161,7 @@ async fn run(
             _ = tx.closed() => break End::ClientGone,
             _ = app.lifecycle.draining().cancelled() => {
                 let event = error_event(&shape, "the server is shutting down; the stream was cut short", 503);
-                let _ = tx.send(event).await;
+                let _ = send(&tx, event, write).await;
                 break End::Failed("server shutting down".into());
             }
             chunk = upstream.next() => match chunk {
@@ -151,18 +176,18 @@ async fn run(
                             // A clean end: the key did its part, whether or not the client
                             // takes the tail.
                             verdict.get_or_insert(Outcome::Success);
-                            if !bytes.is_empty() && tx.send(bytes).await.is_err() {
+                            if !bytes.is_empty() && send(&tx, bytes, write).await.is_err() {
                                 break End::ClientGone;
                             }
                             break End::Complete;
                         }
-                        Err(e) => break fail_in_stream(&shape, &tx, e, &mut verdict).await,
+                        Err(e) => break fail_in_stream(&shape, &tx, write, e, &mut verdict).await,
                     }
                 }
                 Some(Err(e)) => {
                     let message = format!("the upstream stream broke: {e}");
                     verdict.get_or_insert_with(|| transient(&message));
-                    let _ = tx.send(error_event(&shape, &message, 502)).await;
+                    let _ = send(&tx, error_event(&shape, &message, 502), write).await;
                     break End::Failed(message);
                 }
                 Some(Ok(bytes)) => {
@@ -174,16 +199,18 @@ async fn run(
                     in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
                     match translated {
                         Ok(out) => {
-                            if !out.is_empty() && tx.send(out).await.is_err() {
+                            if !out.is_empty() && send(&tx, out, write).await.is_err() {
                                 break End::ClientGone;
                             }
                         }
-                        Err(e) => break fail_in_stream(&shape, &tx, e, &mut verdict).await,
+                        Err(e) => break fail_in_stream(&shape, &tx, write, e, &mut verdict).await,
                     }
                 }
             },
             _ = tokio::time::sleep_until(beat_at), if next_beat.is_some() => {
-                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                if send(&tx, Bytes::from_static(b": keep-alive\n\n"), write)
+                    .await
+                    .is_err() {
                     break End::ClientGone;
                 }
                 next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
@@ -191,7 +218,7 @@ async fn run(
             _ = tokio::time::sleep_until(idle_at) => {
                 let message = format!("the upstream was silent for {}s; stream ended", idle.as_secs());
                 verdict.get_or_insert_with(|| transient(&message));
-                let _ = tx.send(error_event(&shape, &message, 504)).await;
+                let _ = send(&tx, error_event(&shape, &message, 504), write).await;
                 break End::Failed(message);
             }
         }
@@ -387,6 +414,7 @@ impl ArrayItems {
 async fn fail_in_stream(
     shape: &Shape,
     tx: &mpsc::Sender<Bytes>,
+    write: Duration,
     error: TranslateError,
     verdict: &mut Option<Outcome>,
 ) -> End {
@@ -404,7 +432,7 @@ async fn fail_in_stream(
         }
     };
     verdict.get_or_insert(outcome);
-    let _ = tx.send(error_event(shape, &message, code)).await;
+    let _ = send(tx, error_event(shape, &message, code), write).await;
     End::Failed(message)
 }
 

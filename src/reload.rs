@@ -8,6 +8,8 @@
 //! `ArcSwap` store: a rejected config changes nothing, is logged once, and shows in `/status`.
 //! A burst of events is debounced, and a config that fails to parse right after an event is
 //! tried again once the writer has had time to finish, so a half-written file is never applied.
+//! Events about the process's own log files (`logging.directory` may be a watched folder) are
+//! ignored: otherwise each check would log a line, and each line be the next event.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -347,6 +349,26 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.server.trusted_proxies != new.server.trusted_proxies {
         out.push("trusted_proxies changed".into());
     }
+    let limits = |s: &crate::config::Server| {
+        (
+            s.max_connections,
+            s.max_in_flight,
+            s.memory_budget,
+            s.body_timeout,
+            s.write_timeout,
+        )
+    };
+    if limits(&old.server) != limits(&new.server) {
+        out.push(format!(
+            "server limits: max_connections {} -> {}, max_in_flight {} -> {}, memory_budget {} -> {}",
+            old.server.max_connections,
+            new.server.max_connections,
+            old.server.max_in_flight,
+            new.server.max_in_flight,
+            old.server.memory_budget,
+            new.server.memory_budget
+        ));
+    }
     let aliases = |c: &Config| -> HashMap<String, Vec<String>> {
         c.models
             .aliases
@@ -395,9 +417,13 @@ impl Triggers {
     pub fn install(app: &App) -> Triggers {
         let hint = Arc::new(Notify::new());
         let sender = hint.clone();
+        // Where this process writes its log files (fixed until a restart): at `debug` and below
+        // every event would log a line, and every line be an event, were they in a watched folder.
+        let log_dir = app.snapshot().config.logging.directory.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // An event (or an error) is only a hint to look again; reads are not even that.
-            if event.is_ok_and(|e| is_read(&e.kind)) {
+            // An event (or an error) is only a hint to look again; reads are not even that, nor
+            // are our own log writes.
+            if event.is_ok_and(|e| is_read(&e.kind) || only_own_logs(&e, log_dir.as_deref())) {
                 return;
             }
             sender.notify_one();
@@ -431,6 +457,18 @@ fn is_read(kind: &EventKind) -> bool {
             AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
         )
     )
+}
+
+/// Whether every path of `event` is one of this process's log files in `log_dir`.
+fn only_own_logs(event: &notify::Event, log_dir: Option<&Path>) -> bool {
+    let Some(dir) = log_dir else {
+        return false;
+    };
+    !event.paths.is_empty()
+        && event
+            .paths
+            .iter()
+            .all(|p| crate::logging::is_own_log_file(p, dir))
 }
 
 /// Runs the triggers: folder events (debounced), the periodic check, SIGHUP. Never returns

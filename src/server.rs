@@ -1,13 +1,20 @@
 //! The HTTP front end: binds the listening sockets, runs one worker thread per socket (each
 //! with its own single-threaded runtime), accepts connections, runs hyper (HTTP/1.1 with
-//! keep-alive and a header read timeout), enforces `max_body`, and drains gracefully on
-//! shutdown.
+//! keep-alive and a header read timeout), enforces `max_body` and `body_timeout`, cuts a client
+//! that stops reading for `write_timeout`, and drains gracefully on shutdown.
+//!
+//! Admission (`admission`): a connection beyond `max_connections` is served in refusal mode
+//! (one request, probes answered, everything else a 503) or, beyond a small reserve, closed at
+//! once; a request beyond `max_in_flight` gets a fast 503 with `Retry-After` before its body is
+//! read (`/livez`, `/readyz` and `/health` are exempt); a failing `accept()` backs off
+//! exponentially instead of spinning.
 //!
 //! `handle` is where every request starts: it loads the config snapshot once, routes, applies
 //! the access rules, calls the route's handler and turns any `ProxyError` into a response in
 //! the route's dialect. Nothing below this module sees a raw connection.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,10 +31,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::access;
+use crate::admission;
 use crate::api;
 use crate::error::ProxyError;
 use crate::request_log::RequestLog;
@@ -169,34 +178,82 @@ fn worker(index: usize, listener: std::net::TcpListener, app: Arc<App>) {
 /// `shutdown_grace`, then ends the streams still open and returns.
 pub async fn serve(listener: TcpListener, app: Arc<App>) {
     let graceful = GracefulShutdown::new();
+    let mut backoff = admission::Backoff::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    backoff.succeeded();
+                    pair
+                }
                 Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Out of file descriptors and similar: back off (5 ms doubling to 1 s)
+                    // instead of spinning; the pending connection waits in the backlog.
+                    let wait = backoff.failed();
+                    if backoff.failures().is_power_of_two() {
+                        tracing::warn!(error = %e, failures = backoff.failures(), wait_ms = wait.as_millis() as u64, "accept failed; backing off");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = app.lifecycle.stopping().cancelled() => break,
+                    }
                     continue;
                 }
             },
             _ = app.lifecycle.stopping().cancelled() => break,
         };
-        let _ = stream.set_nodelay(true);
         let snap = app.snapshot();
+        let server = &snap.config.server;
+        let (slot, overflow) = match admission::connection(server.max_connections) {
+            admission::Connection::Normal(slot) => (slot, false),
+            admission::Connection::Overflow(slot) => {
+                warn_full(server.max_connections);
+                (slot, true)
+            }
+            admission::Connection::Refused => {
+                warn_full(server.max_connections);
+                tracing::debug!(%peer, "connection refused: over max_connections and its reserve");
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
         let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(snap.config.server.header_timeout)
-            .keep_alive(true);
+        builder.timer(TokioTimer::new());
+        if overflow {
+            // One request, answered at once: probes as usual, anything else a 503.
+            builder
+                .header_read_timeout(
+                    server
+                        .header_timeout
+                        .min(admission::OVERFLOW_HEADER_TIMEOUT),
+                )
+                .keep_alive(false);
+        } else {
+            builder
+                .header_read_timeout(server.header_timeout)
+                .keep_alive(true);
+        }
+        let io = TokioIo::new(WriteDeadline::new(stream, server.write_timeout));
         let conn_app = app.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: Request<Incoming>| {
             let app = conn_app.clone();
-            async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+            async move {
+                if overflow && !always_admitted(&router::route(req.method(), req.uri().path())) {
+                    return Ok::<_, Infallible>(refuse_overloaded(
+                        &app,
+                        &req,
+                        "too many connections",
+                    ));
+                }
+                Ok::<_, Infallible>(handle(app, req, peer).await)
+            }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(io, service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            // Counted until the connection is gone.
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
@@ -220,16 +277,159 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
     }
 }
 
+/// Probes stay cheap and always answer, over any admission limit: a busy proxy is not a dead
+/// one, and a kubelet must not restart it for being busy.
+fn always_admitted(route: &Route) -> bool {
+    matches!(route, Route::Health | Route::Livez | Route::Readyz)
+}
+
+/// Says, at most every 10 s, that connections are at `max_connections`.
+fn warn_full(max_connections: usize) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(
+            max_connections,
+            open = admission::connections(),
+            "at max_connections: new connections get a 503 or are closed"
+        );
+    }
+}
+
+/// The fast 503 for a request refused at admission, in its route's dialect.
+fn refuse_overloaded(app: &App, req: &Request<Incoming>, what: &'static str) -> Response<Body> {
+    let route = router::route(req.method(), req.uri().path());
+    let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
+    log.timeline = Some(app.timeline.clone());
+    let error = ProxyError::Overloaded { what };
+    log.error = Some(error.to_string());
+    let response = error.into_response(route.dialect());
+    log.emit(response.status());
+    response
+}
+
+/// A connection's IO, whose writes fail after `timeout` without progress: a client that stops
+/// reading (its receive window full) is cut off, which ends the response and so frees the
+/// stream behind it.
+struct WriteDeadline<T> {
+    io: T,
+    timeout: std::time::Duration,
+    /// Set while writes are pending; cleared when one makes progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(io: T, timeout: std::time::Duration) -> Self {
+        WriteDeadline {
+            io,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    fn check<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client accepted no bytes for {}s",
+                    timeout.as_secs_f64()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.check(cx, poll)
+    }
+}
+
 /// Every request starts here.
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let snap = app.snapshot();
     let route = router::route(req.method(), req.uri().path());
     let dialect = route.dialect();
+    let slot = if always_admitted(&route) {
+        None
+    } else {
+        match admission::request(snap.config.server.max_in_flight) {
+            Some(slot) => Some(slot),
+            None => return refuse_overloaded(&app, &req, "too many requests in flight"),
+        }
+    };
     let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
     log.timeline = Some(app.timeline.clone());
 
-    let result = serve_route(&app, &snap, route, req, peer, &mut log).await;
-    match result {
+    // The request's share of the memory budget is held until its handler is done.
+    let scope = admission::Scope::new(
+        snap.config.server.memory_budget,
+        snap.config.server.body_timeout,
+    );
+    let result = scope
+        .run(serve_route(&app, &snap, route, req, peer, &mut log))
+        .await;
+    let response = match result {
         Ok(Reply::Done(response)) => {
             log.emit(response.status());
             response
@@ -242,6 +442,37 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
             log.emit(response.status());
             response
         }
+    };
+    match slot {
+        // In flight until the last byte of the answer (a stream's end) is written or dropped.
+        Some(slot) => response.map(|body| SlotBody { body, _slot: slot }.boxed()),
+        None => response,
+    }
+}
+
+/// A response body that holds its request's place in `max_in_flight` until it is dropped.
+struct SlotBody {
+    body: Body,
+    _slot: admission::Slot,
+}
+
+impl http_body::Body for SlotBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -344,7 +575,10 @@ fn from_another_site(headers: &http::HeaderMap) -> bool {
 }
 
 /// Reads a request body within `limit`: 413 before reading when Content-Length says it is too
-/// big, and while reading when a chunked body grows past it.
+/// big, and while reading when a chunked body grows past it. The body must arrive whole within
+/// `server.body_timeout` (else 408), and its bytes are reserved against `server.memory_budget`
+/// (a declared length before reading, a chunked body as it grows): 503 with `Retry-After` when
+/// other requests hold the budget, 413 when this body alone is larger than all of it.
 pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ProxyError> {
     let declared = req
         .headers()
@@ -354,14 +588,67 @@ pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Prox
     if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::PayloadTooLarge { limit });
     }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(req.into_body(), limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::PayloadTooLarge { limit })
-        }
-        Err(e) => Err(ProxyError::bad_request(format!(
-            "could not read the request body: {e}"
-        ))),
+    let read = collect_body(req.into_body(), limit, declared);
+    match admission::body_timeout() {
+        Some(after) => tokio::time::timeout(after, read)
+            .await
+            .unwrap_or(Err(ProxyError::BodyTimeout { after })),
+        None => read.await,
     }
+}
+
+async fn collect_body(
+    body: Incoming,
+    limit: u64,
+    declared: Option<u64>,
+) -> Result<Bytes, ProxyError> {
+    if let Some(n) = declared {
+        reserve_body(n)?;
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limit_usize));
+    // The common single-frame body is kept as it came, without a copy.
+    let mut whole = Bytes::new();
+    let mut growing: Option<bytes::BytesMut> = None;
+    let mut body = Limited::new(body, limit_usize);
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ProxyError::PayloadTooLarge { limit })
+            }
+            Err(e) => {
+                return Err(ProxyError::bad_request(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if declared.is_none() {
+            reserve_body(data.len() as u64)?;
+        }
+        if let Some(buf) = growing.as_mut() {
+            buf.extend_from_slice(&data);
+        } else if whole.is_empty() {
+            whole = data;
+        } else {
+            let mut buf = bytes::BytesMut::with_capacity(capacity.max(whole.len() + data.len()));
+            buf.extend_from_slice(&whole);
+            buf.extend_from_slice(&data);
+            whole = Bytes::new();
+            growing = Some(buf);
+        }
+    }
+    Ok(growing.map_or(whole, bytes::BytesMut::freeze))
+}
+
+fn reserve_body(n: u64) -> Result<(), ProxyError> {
+    admission::reserve(n).map_err(|refusal| match refusal {
+        admission::Refusal::TooBig { limit } => ProxyError::PayloadTooLarge { limit },
+        admission::Refusal::Busy => ProxyError::Overloaded {
+            what: "memory budget for request bodies",
+        },
+    })
 }

@@ -53,6 +53,19 @@ pub struct Server {
     pub workers: usize,
     /// The one header `trusted_proxies` set to name the client; any other is ignored.
     pub real_ip_header: RealIpHeader,
+    /// Client connections served at once (`0` in the file: derived from memory); a small
+    /// reserve beyond it gets a 503, beyond that a connection is closed at once.
+    pub max_connections: usize,
+    /// Requests served at once, streams until their end (`0` in the file: derived from memory);
+    /// beyond it a fast 503 with `Retry-After`. `/livez`, `/readyz` and `/health` are exempt.
+    pub max_in_flight: usize,
+    /// Bytes that request bodies and fetched images may hold at once, over all requests
+    /// (`"auto"` in the file: a quarter of the memory the process may use).
+    pub memory_budget: u64,
+    /// A request body must arrive whole within this, else 408.
+    pub body_timeout: Duration,
+    /// A client that accepts no bytes for this long while the proxy writes to it is cut off.
+    pub write_timeout: Duration,
 }
 
 /// Which forwarding header a trusted proxy sets (`server.real_ip_header`).

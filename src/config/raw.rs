@@ -31,6 +31,14 @@ pub struct Server {
     pub reload_poll: String,
     pub workers: i64,
     pub real_ip_header: String,
+    /// 0: derived from the memory the process may use (`admission::Defaults`).
+    pub max_connections: i64,
+    /// 0: derived from the memory the process may use.
+    pub max_in_flight: i64,
+    /// A size, or "auto" (a quarter of the memory the process may use).
+    pub memory_budget: String,
+    pub body_timeout: String,
+    pub write_timeout: String,
 }
 
 impl Default for Server {
@@ -45,6 +53,11 @@ impl Default for Server {
             reload_poll: "30s".into(),
             workers: 0,
             real_ip_header: "x-forwarded-for".into(),
+            max_connections: 0,
+            max_in_flight: 0,
+            memory_budget: "auto".into(),
+            body_timeout: "60s".into(),
+            write_timeout: "30s".into(),
         }
     }
 }

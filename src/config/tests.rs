@@ -93,7 +93,7 @@ fn problems_are_located() {
         ("[server\n", &[], &["config.toml:1:8: unclosed table, expected `]`"]),
         // Unknown fields, at every level and in every mixed form.
         ("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`"]),
+         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`, `max_connections`, `max_in_flight`, `memory_budget`, `body_timeout`, `write_timeout`"]),
         ("[servre]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`"]),
         ("[auth]\ntokens = [{ token = \"sk-test-token-0000000001\", nmae = \"x\" }]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
@@ -676,5 +676,59 @@ fn retry_bounds() {
             "config.toml:3:18: pool.max_quota_hops: must be at least 1, got 0",
             "config.toml:4:20: pool.request_deadline: must be greater than zero",
         ],
+    );
+}
+
+/// Admission limits and timeouts: 0 / "auto" follow memory, explicit values are kept, bad
+/// ones are located, and a budget below `max_body` warns.
+#[test]
+fn admission_limits() {
+    let auto = crate::admission::Defaults::detect();
+    let c = ok(
+        &format!("[auth]\ntokens = [\"sk-test-token-for-limits\"]\n[pool]\nkeys = [\"{K1}\"]\n"),
+        &[],
+    )
+    .config;
+    assert_eq!(c.server.max_in_flight, auto.max_in_flight);
+    assert_eq!(c.server.max_connections, auto.max_connections);
+    assert_eq!(c.server.memory_budget, auto.memory_budget);
+    assert_eq!(c.server.body_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.write_timeout, Duration::from_secs(30));
+    let c = ok(
+        &format!(
+            "[server]\nmax_connections = 10\nmax_in_flight = 4\nmemory_budget = \"64MiB\"\n\
+             body_timeout = \"5s\"\nwrite_timeout = \"2s\"\n[auth]\ntokens = [\"sk-test-token-for-limits\"]\n[pool]\nkeys = [\"{K1}\"]\n"
+        ),
+        &[],
+    )
+    .config;
+    assert_eq!((c.server.max_connections, c.server.max_in_flight), (10, 4));
+    assert_eq!(c.server.memory_budget, 64 * 1024 * 1024);
+    assert_eq!(c.server.body_timeout, Duration::from_secs(5));
+    assert_eq!(c.server.write_timeout, Duration::from_secs(2));
+    let limit =
+        |n: usize| format!("must be 0 (derived from memory, {n} here) or 1 to 1000000, got -1");
+    check(
+        &format!(
+            "[server]\nmax_connections = -1\nmax_in_flight = -1\nmemory_budget = \"lots\"\n\
+             body_timeout = \"0s\"\n[auth]\ntokens = [\"sk-test-token-for-limits\"]\n[pool]\nkeys = [\"{K1}\"]\n"
+        ),
+        &[],
+        &[
+            &format!("config.toml:2:19: server.max_connections: {}", limit(auto.max_connections)),
+            &format!("config.toml:3:17: server.max_in_flight: {}", limit(auto.max_in_flight)),
+            "config.toml:4:17: server.memory_budget: invalid size \"lots\": write e.g. \"32MiB\", \"512KiB\", \"1GB\"",
+            "config.toml:5:16: server.body_timeout: must be greater than zero",
+        ],
+    );
+    let warned = ok(
+        &format!("[server]\nmemory_budget = \"1MiB\"\n[auth]\ntokens = [\"sk-test-token-for-limits\"]\n[pool]\nkeys = [\"{K1}\"]\n"),
+        &[],
+    );
+    assert_eq!(warned.warnings.len(), 1, "{:?}", warned.warnings);
+    assert!(
+        warned.warnings[0].contains("server.memory_budget"),
+        "{:?}",
+        warned.warnings
     );
 }

@@ -368,6 +368,35 @@ impl Cx<'_, '_> {
         let reload_poll = self.duration(&p.key("reload_poll"), &s.reload_poll, false);
         let workers = self.workers(&p.key("workers"), s.workers);
         let real_ip_header = self.real_ip_header(&p.key("real_ip_header"), &s.real_ip_header);
+        let defaults = crate::admission::Defaults::detect();
+        let max_connections = self.limit(
+            &p.key("max_connections"),
+            s.max_connections,
+            defaults.max_connections,
+        );
+        let max_in_flight = self.limit(
+            &p.key("max_in_flight"),
+            s.max_in_flight,
+            defaults.max_in_flight,
+        );
+        let memory_budget = if s.memory_budget.trim() == "auto" {
+            Some(defaults.memory_budget)
+        } else {
+            self.size(&p.key("memory_budget"), &s.memory_budget)
+        };
+        if let (Some(budget), Some(body)) = (memory_budget, max_body) {
+            if budget < body {
+                self.warn(
+                    &At::Cfg(p.key("memory_budget")),
+                    format!(
+                        "is smaller than server.max_body ({budget} < {body} bytes): bodies larger \
+                         than the budget are refused with 413"
+                    ),
+                );
+            }
+        }
+        let body_timeout = self.duration(&p.key("body_timeout"), &s.body_timeout, true);
+        let write_timeout = self.duration(&p.key("write_timeout"), &s.write_timeout, true);
         let trusted_proxies = trusted_proxies?
             .into_iter()
             .filter_map(|r| match r {
@@ -385,6 +414,11 @@ impl Cx<'_, '_> {
             reload_poll: reload_poll?,
             workers: workers?,
             real_ip_header: real_ip_header?,
+            max_connections: max_connections?,
+            max_in_flight: max_in_flight?,
+            memory_budget: memory_budget?,
+            body_timeout: body_timeout?,
+            write_timeout: write_timeout?,
         })
     }
 
@@ -406,6 +440,22 @@ impl Cx<'_, '_> {
                         "{s:?} is not a header name: use \"x-forwarded-for\", \"forwarded\", \
                          \"x-real-ip\" or the header your proxy sets (e.g. \"cf-connecting-ip\")"
                     ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `server.max_connections` / `server.max_in_flight`: 0 means `auto` (derived from memory).
+    fn limit(&mut self, path: &FieldPath, n: i64, auto: usize) -> Option<usize> {
+        const MAX: i64 = 1_000_000;
+        match n {
+            0 => Some(auto),
+            1..=MAX => usize::try_from(n).ok(),
+            _ => {
+                self.error(
+                    path,
+                    format!("must be 0 (derived from memory, {auto} here) or 1 to {MAX}, got {n}"),
                 );
                 None
             }

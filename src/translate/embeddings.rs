@@ -1,9 +1,10 @@
 //! OpenAI `/v1/embeddings` ⇄ Gemini `embedContent` / `batchEmbedContents` (protocol.md §8).
 //!
-//! Owns parsing the OpenAI request (string or string-array input; token-id input cannot be
-//! mapped and is refused), the Gemini bodies for one batch of at most `MAX_BATCH` inputs, reading
-//! Gemini's vectors back, and the OpenAI response with vectors as floats or as base64 of
-//! little-endian f32. Pure: the handler sends the batches and collects the vectors in order.
+//! Owns parsing the OpenAI request (string or string-array input of at most `MAX_INPUTS` items,
+//! as OpenAI; token-id input cannot be mapped and is refused), the Gemini bodies for one batch
+//! of at most `MAX_BATCH` inputs, reading Gemini's vectors back, and the OpenAI response with
+//! vectors as floats or as base64 of little-endian f32. Pure: the handler sends the batches and
+//! collects the vectors in order.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -42,6 +43,14 @@ struct Raw {
     encoding_format: Option<String>,
 }
 
+/// `input` with more than `MAX_INPUTS` items (OpenAI answers the same 400).
+fn too_many(n: usize) -> TranslateError {
+    invalid(
+        &format!("`input` has {n} items; at most {MAX_INPUTS} are allowed"),
+        "input".into(),
+    )
+}
+
 /// Parses `{input, model, dimensions?, encoding_format?, user?}`; anything unmappable is
 /// `InvalidRequest` naming the field.
 pub fn parse_request(body: &[u8]) -> Result<EmbeddingsRequest, TranslateError> {
@@ -61,6 +70,10 @@ pub fn parse_request(body: &[u8]) -> Result<EmbeddingsRequest, TranslateError> {
     let (inputs, single) = match raw.input {
         Value::String(s) => (vec![s], true),
         Value::Array(items) => {
+            // Refused before a single item is looked at (or copied).
+            if items.len() > MAX_INPUTS {
+                return Err(too_many(items.len()));
+            }
             let mut inputs = Vec::with_capacity(items.len());
             for item in items {
                 match item {
@@ -86,15 +99,7 @@ pub fn parse_request(body: &[u8]) -> Result<EmbeddingsRequest, TranslateError> {
     if inputs.is_empty() {
         return Err(invalid("`input` must not be empty", "input".into()));
     }
-    if inputs.len() > MAX_INPUTS {
-        return Err(invalid(
-            &format!(
-                "`input` has {} items; at most {MAX_INPUTS} are allowed",
-                inputs.len()
-            ),
-            "input".into(),
-        ));
-    }
+
     if let Some(i) = inputs.iter().position(|s| s.is_empty()) {
         return Err(invalid(
             "`input` must not contain empty strings",
