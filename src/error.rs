@@ -13,9 +13,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
+use crate::body::{full, Body, BodyError};
 use crate::excerpt::excerpt_to;
 use crate::router::Dialect;
-use crate::server::{full, Body};
 
 /// The longest error message a client gets, in characters: a backstop, since every quote of
 /// the client's input in a message is already a short `excerpt`.
@@ -102,6 +102,21 @@ pub enum ProxyError {
     BodyTimeout { after: Duration },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<BodyError> for ProxyError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
+            BodyError::Timeout { after } => ProxyError::BodyTimeout { after },
+            BodyError::Busy => ProxyError::Overloaded {
+                what: "memory budget for request bodies",
+            },
+            BodyError::Unreadable(e) => {
+                ProxyError::bad_request(format!("could not read the request body: {e}"))
+            }
+        }
+    }
 }
 
 impl ProxyError {

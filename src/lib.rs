@@ -28,7 +28,9 @@
 pub mod access;
 pub mod admission;
 pub mod api;
+pub mod body;
 pub mod classify;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod error;
@@ -37,11 +39,13 @@ pub mod lockout;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod models_cache;
 pub mod pool;
 pub mod proxy;
 pub mod quota_day;
 pub mod relay;
 pub mod reload;
+pub mod reload_state;
 pub mod request_log;
 pub mod retry_budget;
 pub mod router;
@@ -84,6 +88,8 @@ pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exi
             return Exit::BadConfig;
         }
     };
+    // Metrics label only the model names the pool knows to be real.
+    metrics::follow_models(app.keys.known_models());
     let workers = app.snapshot().config.server.workers;
     let listeners = match server::bind(&listen, workers).await {
         Ok(l) => l,

@@ -23,10 +23,10 @@ use futures_util::StreamExt;
 use http::{header, HeaderValue, Response, StatusCode};
 use tokio::sync::mpsc;
 
+use crate::body::{channel_body, Body};
 use crate::classify::{classify, classify_event};
 use crate::pool::{Lease, Outcome};
 use crate::request_log::RequestLog;
-use crate::server::{channel_body, Body};
 use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
 use crate::state::{App, Snapshot};
 use crate::translate::{self, StreamTranslator, TranslateError};

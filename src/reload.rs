@@ -14,8 +14,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::config::{self, Config, ConfigError};
-use crate::logging::LogHandle;
+use crate::reload_state::Memo;
 use crate::state::{App, Snapshot};
 
 /// Quiet time that ends a burst of events.
@@ -84,71 +84,10 @@ impl Outcome {
     }
 }
 
-/// The last reload result, for `/status`.
-#[derive(Debug, Clone)]
-pub struct LastReload {
-    pub ok: bool,
-    pub at: SystemTime,
-    pub error: Option<String>,
-}
-
-/// Reload bookkeeping that lives in `App`.
-pub struct ReloadState {
-    /// Serialises reloads; holds what the last attempt saw.
-    attempt: tokio::sync::Mutex<Memo>,
-    last: Mutex<LastReload>,
-    /// Set when a reload changed something that needs a restart (`server.listen`).
-    restart_required: Mutex<Option<String>>,
-    log: Option<LogHandle>,
-    /// Woken when the files to watch may have changed.
-    rewatch: Notify,
-}
-
-#[derive(Default)]
-struct Memo {
-    /// Content fingerprint of the files at the last attempt.
-    fingerprint: Option<u64>,
-    /// Whether the last attempt was rejected, and with what error (logged once).
-    rejected: Option<String>,
-}
-
-impl ReloadState {
-    pub fn new(log: Option<LogHandle>) -> Self {
-        ReloadState {
-            attempt: tokio::sync::Mutex::new(Memo::default()),
-            last: Mutex::new(LastReload {
-                ok: true,
-                at: SystemTime::now(),
-                error: None,
-            }),
-            restart_required: Mutex::new(None),
-            log,
-            rewatch: Notify::new(),
-        }
-    }
-
-    pub fn last(&self) -> LastReload {
-        self.last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn restart_required(&self) -> Option<String> {
-        self.restart_required
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn record(&self, ok: bool, error: Option<String>) {
-        crate::metrics::record_reload(ok);
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = LastReload {
-            ok,
-            at: SystemTime::now(),
-            error,
-        };
-    }
+/// Notes a reload's result: `/status` and the metric.
+fn record(app: &App, ok: bool, error: Option<String>) {
+    crate::metrics::record_reload(ok);
+    app.reload.set_last(ok, error);
 }
 
 /// Reloads now. Serialised: concurrent triggers run one after the other.
@@ -180,7 +119,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
     if !trigger.explicit() && loaded.config.hash == current.config.hash {
         if memo.rejected.take().is_some() {
             tracing::info!("config is valid again (unchanged from the running one)");
-            app.reload.record(true, None);
+            record(app, true, None);
         }
         return Outcome::Unchanged;
     }
@@ -234,7 +173,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
     };
     app.install(snapshot);
     memo.rejected = None;
-    app.reload.record(true, None);
+    record(app, true, None);
     app.reload.rewatch.notify_one();
     tracing::info!(
         trigger = trigger.name(),
@@ -271,7 +210,7 @@ fn reject(app: &App, memo: &mut Memo, trigger: Trigger, error: String) -> Outcom
             trigger = trigger.name(),
             "config change rejected, the running config stays:\n{error}"
         );
-        app.reload.record(false, Some(error.clone()));
+        record(app, false, Some(error.clone()));
     }
     memo.rejected = Some(error.clone());
     Outcome::Rejected { error }

@@ -24,8 +24,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{header, Request, Response};
 use http_body::Frame;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -33,42 +32,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::access;
 use crate::admission;
 use crate::api;
+use crate::body::{Body, Reply};
 use crate::error::ProxyError;
 use crate::request_log::RequestLog;
 use crate::router::{self, Gate, Route};
 use crate::state::App;
-
-/// The body type of every response.
-pub type Body = BoxBody<Bytes, Infallible>;
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
-}
-
-/// A body fed by a channel: each message is written to the client as it arrives. When the
-/// client goes away hyper drops the body, which closes the channel and tells the sender.
-pub fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
-    ChannelBody(rx).boxed()
-}
-
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
-}
 
 /// Binds `listen` once per worker. With more than one, every socket has `SO_REUSEPORT` and
 /// the kernel spreads new connections over them; a port of 0 is chosen by the first bind.
@@ -476,12 +449,6 @@ impl http_body::Body for SlotBody {
     }
 }
 
-/// A handler's answer: finished, or a stream whose log line the relay will write.
-pub enum Reply {
-    Done(Response<Body>),
-    Streaming(Response<Body>),
-}
-
 async fn serve_route(
     app: &Arc<App>,
     snap: &Arc<crate::state::Snapshot>,
@@ -572,83 +539,4 @@ fn from_another_site(headers: &http::HeaderMap) -> bool {
         .trim_end_matches('/');
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     host != Some(origin_host)
-}
-
-/// Reads a request body within `limit`: 413 before reading when Content-Length says it is too
-/// big, and while reading when a chunked body grows past it. The body must arrive whole within
-/// `server.body_timeout` (else 408), and its bytes are reserved against `server.memory_budget`
-/// (a declared length before reading, a chunked body as it grows): 503 with `Retry-After` when
-/// other requests hold the budget, 413 when this body alone is larger than all of it.
-pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ProxyError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ProxyError::PayloadTooLarge { limit });
-    }
-    let read = collect_body(req.into_body(), limit, declared);
-    match admission::body_timeout() {
-        Some(after) => tokio::time::timeout(after, read)
-            .await
-            .unwrap_or(Err(ProxyError::BodyTimeout { after })),
-        None => read.await,
-    }
-}
-
-async fn collect_body(
-    body: Incoming,
-    limit: u64,
-    declared: Option<u64>,
-) -> Result<Bytes, ProxyError> {
-    if let Some(n) = declared {
-        reserve_body(n)?;
-    }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limit_usize));
-    // The common single-frame body is kept as it came, without a copy.
-    let mut whole = Bytes::new();
-    let mut growing: Option<bytes::BytesMut> = None;
-    let mut body = Limited::new(body, limit_usize);
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(ProxyError::PayloadTooLarge { limit })
-            }
-            Err(e) => {
-                return Err(ProxyError::bad_request(format!(
-                    "could not read the request body: {e}"
-                )))
-            }
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
-        if declared.is_none() {
-            reserve_body(data.len() as u64)?;
-        }
-        if let Some(buf) = growing.as_mut() {
-            buf.extend_from_slice(&data);
-        } else if whole.is_empty() {
-            whole = data;
-        } else {
-            let mut buf = bytes::BytesMut::with_capacity(capacity.max(whole.len() + data.len()));
-            buf.extend_from_slice(&whole);
-            buf.extend_from_slice(&data);
-            whole = Bytes::new();
-            growing = Some(buf);
-        }
-    }
-    Ok(growing.map_or(whole, bytes::BytesMut::freeze))
-}
-
-fn reserve_body(n: u64) -> Result<(), ProxyError> {
-    admission::reserve(n).map_err(|refusal| match refusal {
-        admission::Refusal::TooBig { limit } => ProxyError::PayloadTooLarge { limit },
-        admission::Refusal::Busy => ProxyError::Overloaded {
-            what: "memory budget for request bodies",
-        },
-    })
 }

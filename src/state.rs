@@ -13,12 +13,12 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::models::ModelsCache;
 use crate::config::Config;
 use crate::lockout::Lockout;
 use crate::logging::LogHandle;
+use crate::models_cache::ModelsCache;
 use crate::pool::{KeyPool, Lease, PoolView};
-use crate::reload::ReloadState;
+use crate::reload_state::ReloadState;
 use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
 use crate::timeline::Timeline;
@@ -123,7 +123,6 @@ impl App {
         let keys = KeyPool::new();
         let usage = Arc::new(TokenUsage::default());
         let snapshot = Snapshot::build(config, &keys, &usage)?;
-        crate::metrics::follow_models(keys.known_models());
         Ok(Arc::new(App {
             live: ArcSwap::from_pointee(snapshot),
             usage,

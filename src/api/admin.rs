@@ -9,10 +9,10 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{json_response, rfc3339};
+use crate::body::json_response;
+use crate::body::{read_body, Body};
 use crate::error::ProxyError;
 use crate::reload::{self, Outcome, Trigger};
-use crate::server::{read_body, Body};
 use crate::state::{App, Snapshot};
 
 pub async fn reload(app: &Arc<App>) -> Result<Response<Body>, ProxyError> {
@@ -22,12 +22,6 @@ pub async fn reload(app: &Arc<App>) -> Result<Response<Body>, ProxyError> {
         Outcome::Applied { .. } | Outcome::Unchanged => StatusCode::OK,
     };
     Ok(json_response(status, &outcome.to_json()))
-}
-
-/// `config.last_reload` for `/status`.
-pub fn last_reload_json(app: &App) -> serde_json::Value {
-    let last = app.reload.last();
-    json!({"ok": last.ok, "at": rfc3339(last.at), "error": last.error})
 }
 
 /// `POST /admin/reset-keys`: every key available again for every model.

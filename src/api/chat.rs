@@ -12,16 +12,16 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access::Caller;
-use crate::api::{
-    allowed_chain, chain_exhausted, clean_model_name, json_bytes, next_in_chain, resolve, unix_now,
-};
+use crate::api::{allowed_chain, chain_exhausted, clean_model_name, next_in_chain, resolve};
+use crate::body::json_bytes;
+use crate::body::{read_body, Reply};
 use crate::classify::classify;
+use crate::clock::unix_now;
 use crate::error::ProxyError;
 use crate::media;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
 use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
-use crate::server::{read_body, Reply};
 use crate::state::{App, Snapshot};
 use crate::translate::{
     self, ChatRequest, Extras, ResponseCtx, StreamTranslator, Target, TranslateError,

@@ -15,13 +15,12 @@ use hyper::body::Incoming;
 
 use crate::access::Caller;
 use crate::api::chat::from_translate;
-use crate::api::{
-    allowed_chain, chain_exhausted, clean_model_name, json_bytes, next_in_chain, resolve,
-};
+use crate::api::{allowed_chain, chain_exhausted, clean_model_name, next_in_chain, resolve};
+use crate::body::json_bytes;
+use crate::body::{read_body, Reply};
 use crate::error::ProxyError;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
 use crate::request_log::RequestLog;
-use crate::server::{read_body, Reply};
 use crate::state::{App, Snapshot};
 use crate::translate::embeddings::{self, EmbeddingsRequest, MAX_BATCH};
 

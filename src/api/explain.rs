@@ -12,11 +12,13 @@ use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::access::query_param;
-use crate::api::{clean_model_name, json_response, resolve, rfc3339};
+use crate::api::{clean_model_name, resolve};
+use crate::body::json_response;
+use crate::body::Body;
+use crate::clock::rfc3339;
 use crate::config::Strategy;
 use crate::error::ProxyError;
 use crate::pool::{Explanation, KeyVerdict, Now, Verdict, Why};
-use crate::server::Body;
 use crate::state::Snapshot;
 
 pub fn explain(snap: &Snapshot, query: Option<&str>) -> Result<Response<Body>, ProxyError> {

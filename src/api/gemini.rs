@@ -16,12 +16,12 @@ use hyper::body::Incoming;
 
 use crate::access::Caller;
 use crate::api::{allowed_chain, chain_exhausted, clean_model_name, next_in_chain, resolve};
+use crate::body::{full, read_body, Reply};
 use crate::error::ProxyError;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
 use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::router::{GeminiAction, Route};
-use crate::server::{full, read_body, Reply};
 use crate::state::{App, Snapshot};
 
 pub async fn passthrough(
@@ -127,7 +127,7 @@ async fn buffered(
     }
 }
 
-fn respond(bytes: Bytes, content_type: HeaderValue) -> Response<crate::server::Body> {
+fn respond(bytes: Bytes, content_type: HeaderValue) -> Response<crate::body::Body> {
     let mut response = Response::new(full(bytes));
     response
         .headers_mut()

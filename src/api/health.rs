@@ -8,8 +8,9 @@ use std::time::{Instant, SystemTime};
 use http::{Response, StatusCode};
 use serde_json::json;
 
-use crate::api::{json_response, rfc3339};
-use crate::server::Body;
+use crate::body::json_response;
+use crate::body::Body;
+use crate::clock::rfc3339;
 use crate::state::{App, Snapshot};
 
 pub fn health(snap: &Snapshot) -> Response<Body> {
@@ -95,7 +96,7 @@ pub fn status(app: &App, snap: &Snapshot) -> Response<Body> {
                 "path": snap.config.path.display().to_string(),
                 "hash": snap.config.hash,
                 "loaded_at": rfc3339(snap.loaded_at),
-                "last_reload": crate::api::admin::last_reload_json(app),
+                "last_reload": app.reload.last_json(),
                 "restart_required": app.reload.restart_required(),
                 "workers": snap.config.server.workers,
             },

@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::access::{self, Caller};
-use crate::api::json_response;
+use crate::body::json_response;
+use crate::body::{read_body, Body};
 use crate::config::IpRule;
 use crate::error::ProxyError;
-use crate::server::{read_body, Body};
 use crate::state::Snapshot;
 
 fn explain(rule: &IpRule) -> serde_json::Value {

@@ -19,11 +19,11 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access::Caller;
+use crate::body::{full, Body, Reply};
 use crate::config::Models;
 use crate::error::ProxyError;
 use crate::request_log::RequestLog;
 use crate::router::Route;
-use crate::server::{full, Body, Reply};
 use crate::state::{App, Snapshot};
 
 pub async fn dispatch(
@@ -85,21 +85,6 @@ fn metrics_response(app: &App, snap: &Snapshot) -> Result<Response<Body>, ProxyE
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     Ok(response)
-}
-
-/// A JSON response.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    json_bytes(status, value.to_string().into_bytes())
-}
-
-pub fn json_bytes(status: StatusCode, bytes: impl Into<bytes::Bytes>) -> Response<Body> {
-    let mut response = Response::new(full(bytes.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// The model a client named, without the prefixes some clients add (`models/`, `google/`).
@@ -206,18 +191,6 @@ pub fn allowed_chain(
         });
     }
     Ok(allowed)
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]

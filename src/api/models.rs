@@ -4,16 +4,17 @@
 //! The list is fetched with any usable key; a failed refresh keeps serving the last list.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::access::Caller;
-use crate::api::{json_response, unix_now};
+use crate::body::json_response;
+use crate::clock::unix_now;
 use crate::config::ModelList;
 use crate::error::ProxyError;
+use crate::models_cache::ModelInfo;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
@@ -21,26 +22,6 @@ use crate::state::{App, Snapshot};
 /// Google's page size limit; also bounds how many pages we walk.
 const PAGE_SIZE: u32 = 1000;
 const MAX_PAGES: usize = 20;
-
-#[derive(Debug, Clone)]
-pub struct ModelInfo {
-    pub id: String,
-    pub input_token_limit: Option<u64>,
-    pub output_token_limit: Option<u64>,
-}
-
-struct Cached {
-    fetched: Instant,
-    created: u64,
-    base_url: String,
-    models: Arc<Vec<ModelInfo>>,
-}
-
-/// Outlives snapshots; a change of `upstream.base_url` invalidates it.
-#[derive(Default)]
-pub struct ModelsCache {
-    inner: tokio::sync::Mutex<Option<Cached>>,
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,53 +40,6 @@ struct RawModel {
     input_token_limit: Option<u64>,
     #[serde(default)]
     output_token_limit: Option<u64>,
-}
-
-impl ModelsCache {
-    /// The upstream list, from cache when fresh. Returns `(models, created)`.
-    async fn upstream_models(
-        &self,
-        snap: &Snapshot,
-        log: &mut RequestLog,
-    ) -> Result<(Arc<Vec<ModelInfo>>, u64), ProxyError> {
-        let mut guard = self.inner.lock().await;
-        let base = &snap.config.upstream.base_url;
-        if let Some(c) = guard.as_ref() {
-            if &c.base_url == base && c.fetched.elapsed() < snap.config.models.refresh {
-                return Ok((c.models.clone(), c.created));
-            }
-        }
-        match fetch_all(snap, log).await {
-            Ok(models) => {
-                // Listed names are real: the pool and metrics may keep state for them.
-                snap.pool.learn_models(models.iter().map(|m| m.id.as_str()));
-                let models = Arc::new(models);
-                *guard = Some(Cached {
-                    fetched: Instant::now(),
-                    created: unix_now(),
-                    base_url: base.clone(),
-                    models: models.clone(),
-                });
-                Ok((models, unix_now()))
-            }
-            Err(e) => match guard.as_mut() {
-                Some(c) if &c.base_url == base => {
-                    tracing::warn!(error = %e, "model list refresh failed; serving the cached list");
-                    // Try again after a short pause rather than on every request.
-                    c.fetched = Instant::now()
-                        .checked_sub(
-                            snap.config
-                                .models
-                                .refresh
-                                .saturating_sub(Duration::from_secs(30)),
-                        )
-                        .unwrap_or_else(Instant::now);
-                    Ok((c.models.clone(), c.created))
-                }
-                _ => Err(e),
-            },
-        }
-    }
 }
 
 async fn fetch_all(snap: &Snapshot, log: &mut RequestLog) -> Result<Vec<ModelInfo>, ProxyError> {
@@ -186,7 +120,19 @@ async fn catalogue(
             unix_now(),
         ),
         ModelList::Upstream => {
-            let (models, created) = app.models.upstream_models(snap, log).await?;
+            let (models, created) = app
+                .models
+                .get_or_fetch(
+                    &snap.config.upstream.base_url,
+                    snap.config.models.refresh,
+                    || async {
+                        let models = fetch_all(snap, log).await?;
+                        // Listed names are real: the pool and metrics may keep state for them.
+                        snap.pool.learn_models(models.iter().map(|m| m.id.as_str()));
+                        Ok::<_, ProxyError>(models)
+                    },
+                )
+                .await?;
             (models.as_ref().clone(), created)
         }
     };
@@ -215,7 +161,7 @@ pub async fn list(
     snap: &Arc<Snapshot>,
     caller: &Caller,
     log: &mut RequestLog,
-) -> Result<http::Response<crate::server::Body>, ProxyError> {
+) -> Result<http::Response<crate::body::Body>, ProxyError> {
     let data: Vec<serde_json::Value> = catalogue(app, snap, log)
         .await?
         .into_iter()
@@ -233,7 +179,7 @@ pub async fn get(
     caller: &Caller,
     id: &str,
     log: &mut RequestLog,
-) -> Result<http::Response<crate::server::Body>, ProxyError> {
+) -> Result<http::Response<crate::body::Body>, ProxyError> {
     let wanted = id.strip_prefix("models/").unwrap_or(id);
     let found = catalogue(app, snap, log)
         .await?

@@ -17,10 +17,11 @@ use serde_json::json;
 
 use crate::access::Caller;
 use crate::api::chat::{complete, from_translate, Answer};
-use crate::api::{allowed_chain, clean_model_name, json_response, resolve};
+use crate::api::{allowed_chain, clean_model_name, resolve};
+use crate::body::json_response;
+use crate::body::{read_body, Reply};
 use crate::error::ProxyError;
 use crate::request_log::RequestLog;
-use crate::server::{read_body, Reply};
 use crate::state::{App, Snapshot};
 use crate::translate;
 

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::api::{json_response, rfc3339};
+use crate::body::json_response;
+use crate::body::Body;
+use crate::clock::rfc3339;
 use crate::config::Strategy;
 use crate::pool::{KeyStatus, ModelStatus, Now};
-use crate::server::Body;
 use crate::state::{App, Snapshot};
 
 /// The time zone Google's daily quotas follow.

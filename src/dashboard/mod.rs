@@ -19,9 +19,9 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use hyper::body::Incoming;
 
 use crate::access;
-use crate::api::json_response;
+use crate::body::json_response;
+use crate::body::{full, read_body, Body};
 use crate::error::ProxyError;
-use crate::server::{full, read_body, Body};
 use crate::sessions;
 use crate::state::{App, Snapshot};
 

@@ -13,11 +13,12 @@ use std::time::{Instant, SystemTime};
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use crate::api::{json_bytes, rfc3339};
+use crate::body::json_bytes;
+use crate::body::Body;
+use crate::clock::rfc3339;
 use crate::config::ModelList;
 use crate::error::ProxyError;
 use crate::pool::KeyStatus;
-use crate::server::Body;
 use crate::state::{App, Snapshot};
 use crate::timeline::Minute;
 
@@ -189,7 +190,7 @@ pub fn state(app: &App, snap: &Snapshot) -> Result<Response<Body>, ProxyError> {
             path: snap.config.path.display().to_string(),
             hash: snap.config.hash.clone(),
             loaded_at: rfc3339(snap.loaded_at),
-            last_reload: crate::api::admin::last_reload_json(app),
+            last_reload: app.reload.last_json(),
             restart_required: app.reload.restart_required(),
         },
     };
