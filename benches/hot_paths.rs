@@ -19,7 +19,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use gemini_rotator::config;
 use gemini_rotator::pool::{KeyPool, Outcome};
 use gemini_rotator::state::Snapshot;
-use gemini_rotator::translate::{self, ResponseCtx, StreamTranslator, Target};
+use gemini_rotator::translate::chat::{self, StreamTranslator};
+use gemini_rotator::translate::{ResponseCtx, Target};
 
 const CHAT: &str = include_str!("../bench/bodies/chat.json");
 const MODEL: &str = "gemini-2.5-flash";
@@ -108,13 +109,13 @@ fn translation(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(CHAT.len() as u64));
     group.bench_function("request_cline_tools", |b| {
         b.iter(|| {
-            let req = translate::parse_chat_request(black_box(CHAT.as_bytes())).expect("parses");
-            translate::to_gemini(&req, &target).expect("translates")
+            let req = chat::parse_chat_request(black_box(CHAT.as_bytes())).expect("parses");
+            chat::to_gemini(&req, &target).expect("translates")
         })
     });
     group.throughput(Throughput::Bytes(ANSWER.len() as u64));
     group.bench_function("response", |b| {
-        b.iter(|| translate::from_gemini(black_box(ANSWER.as_bytes()), &ctx).expect("translates"))
+        b.iter(|| chat::from_gemini(black_box(ANSWER.as_bytes()), &ctx).expect("translates"))
     });
     group.throughput(Throughput::Elements(EVENTS.len() as u64));
     group.bench_function("stream_4_events", |b| {

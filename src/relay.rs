@@ -29,7 +29,8 @@ use crate::pool::{Lease, Outcome};
 use crate::request_log::RequestLog;
 use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
 use crate::state::{App, Snapshot};
-use crate::translate::{self, StreamTranslator, TranslateError};
+use crate::translate::chat::{self, StreamTranslator};
+use crate::translate::TranslateError;
 use crate::usage::{self, Tokens};
 
 /// What the relay does with upstream bytes.
@@ -445,7 +446,7 @@ fn error_event(shape: &Shape, message: &str, code: u16) -> Bytes {
             } else {
                 "server_error"
             };
-            translate::error_event(message, kind, None)
+            chat::error_event(message, kind, None)
         }
         Shape::Passthrough { sse } => {
             let status = match code {

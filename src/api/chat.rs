@@ -23,9 +23,8 @@ use crate::proxy::{self, Body as Upstream, Call, Delivery};
 use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
-use crate::translate::{
-    self, ChatRequest, Extras, ResponseCtx, StreamTranslator, Target, TranslateError,
-};
+use crate::translate::chat::{self, ChatRequest, StreamTranslator};
+use crate::translate::{Extras, ResponseCtx, Target, TranslateError};
 
 pub async fn completions(
     app: &Arc<App>,
@@ -35,7 +34,7 @@ pub async fn completions(
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
-    let request = translate::parse_chat_request(&body).map_err(from_translate)?;
+    let request = chat::parse_chat_request(&body).map_err(from_translate)?;
     Ok(match complete(app, snap, caller, &request, log).await? {
         Answer::Whole(body) => Reply::Done(json_bytes(StatusCode::OK, body)),
         Answer::Streaming(reply) => reply,
@@ -61,7 +60,7 @@ pub async fn complete(
     log.model = Some(requested.to_string());
     let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
     // Fetched once, before any key is used: a bad URL is the client's 400, not a key's fault.
-    let urls = translate::remote_media_urls(request);
+    let urls = chat::remote_media_urls(request);
     let media = if urls.is_empty() {
         None
     } else {
@@ -86,7 +85,7 @@ pub async fn complete(
     let mut last_error = None;
     for (i, target) in chain.iter().enumerate() {
         let lookup = |id: &str| app.signatures.get(id);
-        let gemini_body = translate::to_gemini_with(
+        let gemini_body = chat::to_gemini_with(
             request,
             &Target {
                 model: &target.model,
@@ -120,7 +119,7 @@ pub async fn complete(
                     log.model = Some(format!("{requested}->{}", target.model));
                 }
                 return match served.body {
-                    Upstream::Full(bytes) => match translate::from_gemini_detailed(&bytes, &ctx) {
+                    Upstream::Full(bytes) => match chat::from_gemini_detailed(&bytes, &ctx) {
                         Ok(done) if done.has_output => {
                             app.signatures.remember(done.signatures);
                             Ok(Answer::Whole(done.body))

@@ -23,7 +23,7 @@ use crate::body::{read_body, Reply};
 use crate::error::ProxyError;
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
-use crate::translate;
+use crate::translate::chat;
 
 /// The model when the request names none (the Gemini CLI's default family).
 pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
@@ -64,7 +64,7 @@ pub async fn run(
         "messages": [{"role": "user", "content": run.command}],
     });
     let chat = chat.to_string();
-    let request = translate::parse_chat_request(chat.as_bytes()).map_err(from_translate)?;
+    let request = chat::parse_chat_request(chat.as_bytes()).map_err(from_translate)?;
     // Bad input is refused here, as a 400; from now on every failure is a failed run.
     let requested = clean_model_name(&model)?;
     allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;

@@ -219,7 +219,7 @@ pub fn openai_response(
                     for v in values {
                         bytes.extend_from_slice(&(*v as f32).to_le_bytes());
                     }
-                    json!(super::request::base64(&bytes))
+                    json!(super::base64::encode(&bytes))
                 }
             };
             json!({"object": "embedding", "index": index, "embedding": embedding})

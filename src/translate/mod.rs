@@ -1,32 +1,24 @@
-//! Pure OpenAI <-> Gemini mapping: request bodies, whole responses and stream chunks.
+//! Pure mapping between the client dialects and Gemini: request bodies, whole responses and
+//! stream events. One folder per dialect (`chat`: OpenAI chat completions), each with its wire
+//! types and its `request`, `response` and `stream` mappings; `embeddings` maps OpenAI's
+//! embeddings API. Shared here: Gemini's wire types (`gemini`), the schema cleaner (`schema`),
+//! serde helpers (`json`), and the types every dialect uses (`Target`, `Extras`, `ResponseCtx`,
+//! `TranslateError`).
 //!
 //! No I/O and no clock: ids and timestamps come in through `ResponseCtx`, and anything that
-//! needs the network (fetching image URLs) is done by the caller. Unknown OpenAI fields are
-//! dropped, never forwarded. Files: `openai` and `gemini` hold the wire types, `request` maps
-//! requests, `schema` cleans tool and response schemas, `response` whole responses, `stream`
-//! SSE events, `embeddings` the embeddings API, `json` the serde helpers they share.
-//!
-//! A parsed request borrows from the client's body (strings, and schemas and tool-call
-//! arguments as raw JSON), and the Gemini body is serialised straight from those borrows.
+//! needs the network (fetching image URLs) is done by the caller. Unknown client fields are
+//! dropped, never forwarded.
 
+pub mod base64;
+pub mod chat;
 pub mod embeddings;
 pub mod gemini;
 mod json;
-pub mod openai;
-mod request;
-mod response;
 mod schema;
-mod stream;
-#[cfg(test)]
-mod tests;
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-
-pub use openai::ChatRequest;
-
-/// What the OpenAI-side response needs that the Gemini response does not carry.
+/// What the client-side response needs that the Gemini response does not carry.
 #[derive(Debug, Clone)]
 pub struct ResponseCtx {
     /// `chatcmpl-…`, the same on every chunk of a stream.
@@ -73,33 +65,6 @@ pub enum TranslateError {
     },
 }
 
-/// Parses an OpenAI chat request; malformed JSON, wrong types and missing `model`/`messages`
-/// are `InvalidRequest`.
-pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError> {
-    let mut req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
-        // serde quotes the offending value: only an excerpt of it comes back.
-        let message = crate::excerpt::serde_error(&e);
-        // serde names the field only in the text; lift it out for OpenAI's `param`.
-        let param = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-            .filter(|field| matches!(*field, "model" | "messages"))
-            .map(str::to_owned);
-        TranslateError::InvalidRequest {
-            message: format!("invalid request body: {message}"),
-            param,
-        }
-    })?;
-    if req.model.is_empty() {
-        return Err(invalid("`model` must not be empty", "model".into()));
-    }
-    if req.messages.is_empty() {
-        return Err(invalid("`messages` must not be empty", "messages".into()));
-    }
-    req.body_len = body.len();
-    Ok(req)
-}
-
 pub(crate) fn invalid(message: &str, param: String) -> TranslateError {
     TranslateError::InvalidRequest {
         message: message.to_owned(),
@@ -125,63 +90,4 @@ pub struct Extras<'a> {
 pub struct FetchedFile {
     pub mime_type: String,
     pub bytes: Vec<u8>,
-}
-
-/// Builds the Gemini `GenerateContentRequest` JSON body for one target model. An http(s)
-/// image URL is `InvalidRequest` here; use `to_gemini_with` to supply fetched bytes.
-pub fn to_gemini(req: &ChatRequest<'_>, target: &Target<'_>) -> Result<Vec<u8>, TranslateError> {
-    to_gemini_with(req, target, &Extras::default())
-}
-
-/// `to_gemini` with fetched media and remembered thought signatures.
-pub fn to_gemini_with(
-    req: &ChatRequest<'_>,
-    target: &Target<'_>,
-    extras: &Extras<'_>,
-) -> Result<Vec<u8>, TranslateError> {
-    let body = request::build(req, target, extras)?;
-    // The Gemini body is about as long as the OpenAI one (plus any fetched media).
-    let mut out = Vec::with_capacity(req.body_len + 256);
-    serde_json::to_writer(&mut out, &body).map_err(|e| TranslateError::InvalidRequest {
-        message: e.to_string(),
-        param: None,
-    })?;
-    Ok(out)
-}
-
-/// Every http(s) image URL in the request's user messages, for the caller to fetch.
-pub fn remote_media_urls<'a>(req: &'a ChatRequest<'_>) -> Vec<&'a str> {
-    request::remote_media_urls(req)
-}
-
-/// Turns a Gemini `GenerateContentResponse` body into an OpenAI `chat.completion` body.
-pub fn from_gemini(body: &[u8], ctx: &ResponseCtx) -> Result<Vec<u8>, TranslateError> {
-    response::translate(body, ctx).map(|t| t.body)
-}
-
-/// `from_gemini` with what the caller may act on besides the body.
-pub fn from_gemini_detailed(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, TranslateError> {
-    response::translate(body, ctx)
-}
-
-/// A translated non-streaming response.
-#[derive(Debug, Clone)]
-pub struct Translated {
-    /// The OpenAI `chat.completion` JSON.
-    pub body: Vec<u8>,
-    /// `(tool call id, thought signature)` for a server-side signature cache.
-    pub signatures: Vec<(String, String)>,
-    /// Some choice has text or a tool call. Without one the answer is empty (blocked,
-    /// thoughts only, MAX_TOKENS before any text), which SPEC §5 wants reported as an error.
-    pub has_output: bool,
-}
-
-pub use stream::StreamTranslator;
-
-/// An OpenAI error as one SSE event: `data: {"error":{…}}\n\n`.
-pub fn error_event(message: &str, kind: &str, code: Option<&str>) -> Bytes {
-    let body = serde_json::json!({
-        "error": {"message": message, "type": kind, "param": null, "code": code}
-    });
-    Bytes::from(format!("data: {body}\n\n"))
 }

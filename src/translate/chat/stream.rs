@@ -11,9 +11,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::gemini::UsageMetadata;
 use super::response::{self, append, LogprobsOut, ToolCallOut};
-use super::{ResponseCtx, TranslateError};
+use crate::translate::gemini::UsageMetadata;
+use crate::translate::{ResponseCtx, TranslateError};
 
 /// Gemini allows at most 8 candidates; more than this is a broken upstream, not a reason to
 /// allocate.

@@ -9,11 +9,12 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::gemini::{
+use super::Translated;
+use crate::translate::gemini::{
     GenerateContentResponse, GoogleError, GroundingMetadata, LogprobCandidate, LogprobsResult,
     ResponsePart, UsageMetadata,
 };
-use super::{ResponseCtx, TranslateError, Translated};
+use crate::translate::{ResponseCtx, TranslateError};
 
 /// Parses one upstream body, turning Google's error shapes (`{"error":…}` or
 /// `[{"error":…}]`) into `UpstreamError`. `raw` is always the object form.

@@ -3,7 +3,10 @@
 
 use serde_json::{json, Value};
 
+use std::collections::HashMap;
+
 use super::*;
+use crate::translate::FetchedFile;
 
 fn ctx() -> ResponseCtx {
     ResponseCtx {
@@ -1019,7 +1022,7 @@ fn stream_holds_back_the_finish_of_an_empty_answer() {
 
 #[test]
 fn empty_object_schemas_are_recognised_without_reading_real_ones() {
-    use super::schema::is_empty_object;
+    use crate::translate::schema::is_empty_object;
     let raw = |v: Value| serde_json::value::RawValue::from_string(v.to_string()).expect("raw");
     for empty in [
         json!({}),

@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json::{opt_str, read_tagged, CowStr, TaggedFields};
+use crate::translate::json::{opt_str, read_tagged, CowStr, TaggedFields};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest<'a> {

@@ -1,0 +1,104 @@
+//! OpenAI chat completions (`/v1/chat/completions`) <-> Gemini: `wire` holds the OpenAI
+//! types, `request` maps a chat request to a `GenerateContentRequest`, `response` a whole
+//! answer to a `chat.completion`, `stream` Gemini's SSE events to `chat.completion.chunk`s.
+//!
+//! A parsed request borrows from the client's body (strings, and schemas and tool-call
+//! arguments as raw JSON), and the Gemini body is serialised straight from those borrows.
+
+mod request;
+mod response;
+mod stream;
+#[cfg(test)]
+mod tests;
+pub mod wire;
+
+use bytes::Bytes;
+
+use super::{invalid, Extras, ResponseCtx, Target, TranslateError};
+
+pub use stream::StreamTranslator;
+pub use wire::ChatRequest;
+
+/// Parses an OpenAI chat request; malformed JSON, wrong types and missing `model`/`messages`
+/// are `InvalidRequest`.
+pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError> {
+    let mut req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
+        // serde quotes the offending value: only an excerpt of it comes back.
+        let message = crate::excerpt::serde_error(&e);
+        // serde names the field only in the text; lift it out for OpenAI's `param`.
+        let param = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .filter(|field| matches!(*field, "model" | "messages"))
+            .map(str::to_owned);
+        TranslateError::InvalidRequest {
+            message: format!("invalid request body: {message}"),
+            param,
+        }
+    })?;
+    if req.model.is_empty() {
+        return Err(invalid("`model` must not be empty", "model".into()));
+    }
+    if req.messages.is_empty() {
+        return Err(invalid("`messages` must not be empty", "messages".into()));
+    }
+    req.body_len = body.len();
+    Ok(req)
+}
+
+/// Builds the Gemini `GenerateContentRequest` JSON body for one target model. An http(s)
+/// image URL is `InvalidRequest` here; use `to_gemini_with` to supply fetched bytes.
+pub fn to_gemini(req: &ChatRequest<'_>, target: &Target<'_>) -> Result<Vec<u8>, TranslateError> {
+    to_gemini_with(req, target, &Extras::default())
+}
+
+/// `to_gemini` with fetched media and remembered thought signatures.
+pub fn to_gemini_with(
+    req: &ChatRequest<'_>,
+    target: &Target<'_>,
+    extras: &Extras<'_>,
+) -> Result<Vec<u8>, TranslateError> {
+    let body = request::build(req, target, extras)?;
+    // The Gemini body is about as long as the OpenAI one (plus any fetched media).
+    let mut out = Vec::with_capacity(req.body_len + 256);
+    serde_json::to_writer(&mut out, &body).map_err(|e| TranslateError::InvalidRequest {
+        message: e.to_string(),
+        param: None,
+    })?;
+    Ok(out)
+}
+
+/// Every http(s) image URL in the request's user messages, for the caller to fetch.
+pub fn remote_media_urls<'a>(req: &'a ChatRequest<'_>) -> Vec<&'a str> {
+    request::remote_media_urls(req)
+}
+
+/// Turns a Gemini `GenerateContentResponse` body into an OpenAI `chat.completion` body.
+pub fn from_gemini(body: &[u8], ctx: &ResponseCtx) -> Result<Vec<u8>, TranslateError> {
+    response::translate(body, ctx).map(|t| t.body)
+}
+
+/// `from_gemini` with what the caller may act on besides the body.
+pub fn from_gemini_detailed(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, TranslateError> {
+    response::translate(body, ctx)
+}
+
+/// A translated non-streaming response.
+#[derive(Debug, Clone)]
+pub struct Translated {
+    /// The OpenAI `chat.completion` JSON.
+    pub body: Vec<u8>,
+    /// `(tool call id, thought signature)` for a server-side signature cache.
+    pub signatures: Vec<(String, String)>,
+    /// Some choice has text or a tool call. Without one the answer is empty (blocked,
+    /// thoughts only, MAX_TOKENS before any text), which SPEC §5 wants reported as an error.
+    pub has_output: bool,
+}
+
+/// An OpenAI error as one SSE event: `data: {"error":{…}}\n\n`.
+pub fn error_event(message: &str, kind: &str, code: Option<&str>) -> Bytes {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": kind, "param": null, "code": code}
+    });
+    Bytes::from(format!("data: {body}\n\n"))
+}
