@@ -40,7 +40,7 @@ pub enum Delivery {
     Streaming,
 }
 
-pub enum Body {
+pub enum Payload {
     Full(Bytes),
     Stream(reqwest::Response),
 }
@@ -50,7 +50,7 @@ pub struct Served {
     pub lease: Lease,
     pub status: StatusCode,
     pub content_type: Option<http::HeaderValue>,
-    pub body: Body,
+    pub body: Payload,
 }
 
 /// One upstream call to make, possibly several times.
@@ -182,6 +182,7 @@ pub async fn execute(
         let sent = snap
             .upstream
             .send(
+                log.worker,
                 call.method.clone(),
                 call.path_and_query,
                 &lease.key,
@@ -204,11 +205,11 @@ pub async fn execute(
                             lease,
                             status,
                             content_type,
-                            body: Body::Stream(response),
+                            body: Payload::Stream(response),
                         });
                     }
                     Delivery::Buffered => {
-                        match upstream::read_body(
+                        match upstream::read_answer(
                             response,
                             snap.upstream.idle_timeout,
                             MAX_BUFFERED_BODY,
@@ -227,7 +228,7 @@ pub async fn execute(
                                     lease,
                                     status,
                                     content_type,
-                                    body: Body::Full(bytes),
+                                    body: Payload::Full(bytes),
                                 });
                             }
                             Err(e) => send_failure(e),
@@ -359,13 +360,15 @@ impl Drop for Unreported<'_> {
     }
 }
 
-/// An exchange without an answer: a failure before the request was written is nobody's fault
-/// (`Network`, which the pool ignores); a key no header can carry is the key's; the rest (a
+/// An exchange without an answer: a failure before the request was written, or an answer too
+/// big to hold, is nobody's fault (`Network`, which the pool ignores); a key no header can carry is the key's; the rest (a
 /// timeout or a break after writing) counts towards `failure_threshold`.
 fn send_failure(e: SendError) -> Failure {
     let reason = e.to_string();
     let outcome = match &e {
-        SendError::NotSent(_) => Outcome::Network {
+        // An answer too big to hold is not the key's doing either (it was processed, so
+        // `maybe_processed` keeps a generation from being replayed).
+        SendError::NotSent(_) | SendError::TooLarge { .. } => Outcome::Network {
             reason: reason.clone(),
         },
         SendError::BadKey => Outcome::KeyInvalid {

@@ -66,20 +66,20 @@ impl Trigger {
 
 /// The result of one reload attempt.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub enum Reloaded {
     Applied { hash: String, changes: Vec<String> },
     Unchanged,
     Rejected { error: String },
 }
 
-impl Outcome {
+impl Reloaded {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            Outcome::Applied { hash, changes } => {
+            Reloaded::Applied { hash, changes } => {
                 json!({"ok": true, "applied": true, "hash": hash, "changes": changes})
             }
-            Outcome::Unchanged => json!({"ok": true, "applied": false, "changes": []}),
-            Outcome::Rejected { error } => json!({"ok": false, "applied": false, "error": error}),
+            Reloaded::Unchanged => json!({"ok": true, "applied": false, "changes": []}),
+            Reloaded::Rejected { error } => json!({"ok": false, "applied": false, "error": error}),
         }
     }
 }
@@ -91,7 +91,7 @@ fn record(app: &App, ok: bool, error: Option<String>) {
 }
 
 /// Reloads now. Serialised: concurrent triggers run one after the other.
-pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
+pub async fn reload(app: &App, trigger: Trigger) -> Reloaded {
     let mut memo = app.reload.attempt.lock().await;
     let current = app.snapshot();
     let path = current.config.path.clone();
@@ -101,7 +101,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
         .await
         .unwrap_or(0);
     if !trigger.explicit() && memo.rejected.is_none() && memo.fingerprint == Some(fingerprint) {
-        return Outcome::Unchanged;
+        return Reloaded::Unchanged;
     }
 
     let mut loaded = load(&path).await;
@@ -121,7 +121,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
             tracing::info!("config is valid again (unchanged from the running one)");
             record(app, true, None);
         }
-        return Outcome::Unchanged;
+        return Reloaded::Unchanged;
     }
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
@@ -185,7 +185,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Outcome {
             changes.join("; ")
         }
     );
-    Outcome::Applied { hash, changes }
+    Reloaded::Applied { hash, changes }
 }
 
 async fn load(path: &Path) -> Result<config::Loaded, ConfigError> {
@@ -204,7 +204,7 @@ async fn load(path: &Path) -> Result<config::Loaded, ConfigError> {
     }
 }
 
-fn reject(app: &App, memo: &mut Memo, trigger: Trigger, error: String) -> Outcome {
+fn reject(app: &App, memo: &mut Memo, trigger: Trigger, error: String) -> Reloaded {
     if memo.rejected.as_deref() != Some(error.as_str()) {
         tracing::error!(
             trigger = trigger.name(),
@@ -213,7 +213,7 @@ fn reject(app: &App, memo: &mut Memo, trigger: Trigger, error: String) -> Outcom
         record(app, false, Some(error.clone()));
     }
     memo.rejected = Some(error.clone());
-    Outcome::Rejected { error }
+    Reloaded::Rejected { error }
 }
 
 fn short(hash: &str) -> &str {
@@ -444,7 +444,7 @@ pub async fn watch(app: Arc<App>, triggers: Triggers) {
         if trigger == Trigger::Signal {
             tracing::info!("SIGHUP: reloading the config");
         }
-        if matches!(reload(&app, trigger).await, Outcome::Unchanged) {
+        if matches!(reload(&app, trigger).await, Reloaded::Unchanged) {
             tracing::debug!(?trigger, "config files checked: unchanged");
         }
         // Folders may have appeared, vanished or been replaced: (re)watch what is there now.

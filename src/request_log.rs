@@ -29,6 +29,9 @@ pub struct RequestLog {
     pub error: Option<String>,
     /// Where the dashboard's per-minute traffic is counted (set by the server).
     pub timeline: Option<Arc<Timeline>>,
+    /// The server worker serving the request (set by the server): its upstream calls go through
+    /// that worker's connection pool.
+    pub worker: usize,
     emitted: bool,
 }
 
@@ -46,6 +49,7 @@ impl RequestLog {
             upstream_status: None,
             error: None,
             timeline: None,
+            worker: 0,
             emitted: false,
         }
     }
@@ -65,6 +69,7 @@ impl RequestLog {
             upstream_status: self.upstream_status,
             error: self.error.take(),
             timeline: self.timeline.take(),
+            worker: self.worker,
             emitted: self.emitted,
         };
         self.emitted = true;

@@ -126,7 +126,6 @@ pub async fn serve_workers(listeners: Vec<std::net::TcpListener>, app: Arc<App>)
 }
 
 fn worker(index: usize, listener: std::net::TcpListener, app: Arc<App>) {
-    crate::upstream::set_worker(index);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,7 +138,7 @@ fn worker(index: usize, listener: std::net::TcpListener, app: Arc<App>) {
     };
     runtime.block_on(async move {
         match TcpListener::from_std(listener) {
-            Ok(listener) => serve(listener, app).await,
+            Ok(listener) => serve(listener, app, index).await,
             Err(e) => tracing::error!(worker = index, error = %e, "cannot listen on a worker"),
         }
     });
@@ -149,7 +148,7 @@ fn worker(index: usize, listener: std::net::TcpListener, app: Arc<App>) {
 
 /// Accepts connections until the lifecycle says stop, then waits for in-flight requests for
 /// `shutdown_grace`, then ends the streams still open and returns.
-pub async fn serve(listener: TcpListener, app: Arc<App>) {
+pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize) {
     let graceful = GracefulShutdown::new();
     let mut backoff = admission::Backoff::default();
     loop {
@@ -219,7 +218,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
                         "too many connections",
                     ));
                 }
-                Ok::<_, Infallible>(handle(app, req, peer).await)
+                Ok::<_, Infallible>(handle(app, req, peer, worker).await)
             }
         });
         let conn = builder.serve_connection(io, service);
@@ -379,7 +378,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
 }
 
 /// Every request starts here.
-async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    worker: usize,
+) -> Response<Body> {
     let snap = app.snapshot();
     let route = router::route(req.method(), req.uri().path());
     let dialect = route.dialect();
@@ -393,6 +397,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     };
     let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
     log.timeline = Some(app.timeline.clone());
+    log.worker = worker;
 
     // The request's share of the memory budget is held until its handler is done.
     let scope = admission::Scope::new(

@@ -6,7 +6,6 @@
 //! exchange says here, where it is known, whether the request may have reached Google
 //! (`SendError::maybe_processed`): `proxy` decides from that whether a repeat could be billed.
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -33,17 +32,6 @@ pub struct Upstream {
     pub heartbeat: Option<Duration>,
 }
 
-thread_local! {
-    /// Which worker this thread is (0 outside the workers: control tasks, tests).
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks the current thread as server worker `index`, so its requests use that worker's
-/// upstream connection pool.
-pub fn set_worker(index: usize) {
-    WORKER.with(|w| w.set(index));
-}
-
 /// An exchange that produced no usable response, and how far the request got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
@@ -60,6 +48,8 @@ pub enum SendError {
     /// The request was (or may have been) written, then the exchange broke: a reset while
     /// waiting for the headers, a body that failed mid-read.
     Broken(String),
+    /// Google answered 2xx with a body larger than the proxy reads into memory.
+    TooLarge { limit: usize },
 }
 
 impl SendError {
@@ -77,6 +67,9 @@ impl std::fmt::Display for SendError {
             SendError::BadKey => f.write_str("the API key is not a valid header value"),
             SendError::Timeout => f.write_str("timed out waiting for the upstream's response"),
             SendError::Broken(e) => write!(f, "upstream connection failed: {e}"),
+            SendError::TooLarge { limit } => {
+                write!(f, "the upstream's answer is larger than {limit} bytes")
+            }
         }
     }
 }
@@ -99,16 +92,18 @@ impl Upstream {
         })
     }
 
-    /// Sends one request with `key`, waiting at most `first_byte_timeout` for the headers.
+    /// Sends one request with `key` through server worker `worker`'s connection pool, waiting
+    /// at most `first_byte_timeout` for the headers.
     /// `path_and_query` starts with `/v1beta/…` and never carries a key.
     pub async fn send(
         &self,
+        worker: usize,
         method: Method,
         path_and_query: &str,
         key: &ApiKey,
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, SendError> {
-        let client = &self.clients[WORKER.with(Cell::get) % self.clients.len()];
+        let client = &self.clients[worker % self.clients.len()];
         let mut request = client
             .request(method, self.url(path_and_query))
             .header(API_KEY_HEADER, key_header(key)?);
@@ -229,12 +224,30 @@ pub(crate) fn push_sources(text: &mut String, e: &dyn std::error::Error) {
     }
 }
 
-/// Reads a whole response body, allowing at most `idle` between chunks and keeping at most
-/// `limit` bytes (the rest is drained and dropped).
-pub async fn read_body(
+/// Reads a successful answer whole: at most `limit` bytes (more is `TooLarge`, never a
+/// silently cut body), each chunk within `idle` of the last.
+pub async fn read_answer(
     response: reqwest::Response,
     idle: Duration,
     limit: usize,
+) -> Result<Bytes, SendError> {
+    read_bounded(response, idle, limit, Overflow::Fail).await
+}
+
+/// What reading does with bytes beyond its limit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    /// The answer is refused: a cut JSON body would be misread.
+    Fail,
+    /// The rest is dropped: an error body is read only to classify it.
+    Truncate,
+}
+
+async fn read_bounded(
+    response: reqwest::Response,
+    idle: Duration,
+    limit: usize,
+    overflow: Overflow,
 ) -> Result<Bytes, SendError> {
     let mut stream = response.bytes_stream();
     let mut out = BytesMut::new();
@@ -245,6 +258,9 @@ pub async fn read_body(
             // Google answered: the request was processed, whatever happened to the body.
             Ok(Some(Err(e))) => return Err(SendError::Broken(describe(&e))),
             Ok(Some(Ok(chunk))) => {
+                if out.len() + chunk.len() > limit && overflow == Overflow::Fail {
+                    return Err(SendError::TooLarge { limit });
+                }
                 if out.len() < limit {
                     let take = chunk.len().min(limit - out.len());
                     out.extend_from_slice(&chunk[..take]);
@@ -256,7 +272,7 @@ pub async fn read_body(
 
 /// Reads an error body (bounded) for classification.
 pub async fn read_error_body(response: reqwest::Response, idle: Duration) -> Bytes {
-    read_body(response, idle, MAX_ERROR_BODY)
+    read_bounded(response, idle, MAX_ERROR_BODY, Overflow::Truncate)
         .await
         .unwrap_or_default()
 }

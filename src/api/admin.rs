@@ -12,14 +12,14 @@ use serde_json::json;
 use crate::body::json_response;
 use crate::body::{read_body, Body};
 use crate::error::ProxyError;
-use crate::reload::{self, Outcome, Trigger};
+use crate::reload::{self, Reloaded, Trigger};
 use crate::state::{App, Snapshot};
 
 pub async fn reload(app: &Arc<App>) -> Result<Response<Body>, ProxyError> {
     let outcome = reload::reload(app, Trigger::Admin).await;
     let status = match outcome {
-        Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        Outcome::Applied { .. } | Outcome::Unchanged => StatusCode::OK,
+        Reloaded::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Reloaded::Applied { .. } | Reloaded::Unchanged => StatusCode::OK,
     };
     Ok(json_response(status, &outcome.to_json()))
 }

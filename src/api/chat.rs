@@ -19,7 +19,7 @@ use crate::classify::classify;
 use crate::clock::unix_now;
 use crate::error::ProxyError;
 use crate::media;
-use crate::proxy::{self, Body as Upstream, Call, Delivery};
+use crate::proxy::{self, Call, Delivery, Payload};
 use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
@@ -119,7 +119,7 @@ pub async fn complete(
                     log.model = Some(format!("{requested}->{}", target.model));
                 }
                 return match served.body {
-                    Upstream::Full(bytes) => match chat::from_gemini_detailed(&bytes, &ctx) {
+                    Payload::Full(bytes) => match chat::from_gemini_detailed(&bytes, &ctx) {
                         Ok(done) if done.has_output => {
                             app.signatures.remember(done.signatures);
                             Ok(Answer::Whole(done.body))
@@ -136,7 +136,7 @@ pub async fn complete(
                             Err(from_translate(e))
                         }
                     },
-                    Upstream::Stream(response) => {
+                    Payload::Stream(response) => {
                         let translator = StreamTranslator::new(ctx, request.include_usage());
                         Ok(Answer::Streaming(Reply::Streaming(
                             relay::start(

@@ -19,7 +19,7 @@ use crate::api::{allowed_chain, chain_exhausted, clean_model_name, next_in_chain
 use crate::body::json_bytes;
 use crate::body::{read_body, Reply};
 use crate::error::ProxyError;
-use crate::proxy::{self, Body as Upstream, Call, Delivery};
+use crate::proxy::{self, Call, Delivery, Payload};
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
 use crate::translate::embeddings::{self, EmbeddingsRequest, MAX_BATCH};
@@ -82,7 +82,7 @@ async fn embed_all(
             delivery: Delivery::Buffered,
         };
         let served = proxy::execute(snap, call, log).await?;
-        let Upstream::Full(bytes) = served.body else {
+        let Payload::Full(bytes) = served.body else {
             return Err(ProxyError::Internal(
                 "a buffered call returned a stream".into(),
             ));

@@ -18,7 +18,7 @@ use crate::access::Caller;
 use crate::api::{allowed_chain, chain_exhausted, clean_model_name, next_in_chain, resolve};
 use crate::body::{full, read_body, Reply};
 use crate::error::ProxyError;
-use crate::proxy::{self, Body as Upstream, Call, Delivery};
+use crate::proxy::{self, Call, Delivery, Payload};
 use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::router::{GeminiAction, Route};
@@ -76,8 +76,8 @@ pub async fn passthrough(
                             .clone()
                             .unwrap_or(HeaderValue::from_static("application/json"));
                         return Ok(match served.body {
-                            Upstream::Full(bytes) => Reply::Done(respond(bytes, content_type)),
-                            Upstream::Stream(response) => Reply::Streaming(
+                            Payload::Full(bytes) => Reply::Done(respond(bytes, content_type)),
+                            Payload::Stream(response) => Reply::Streaming(
                                 relay::start(
                                     app.clone(),
                                     snap.clone(),
@@ -122,8 +122,8 @@ async fn buffered(
         .content_type
         .unwrap_or(HeaderValue::from_static("application/json"));
     match served.body {
-        Upstream::Full(bytes) => Ok(Reply::Done(respond(bytes, content_type))),
-        Upstream::Stream(_) => Err(ProxyError::Internal("expected a buffered body".into())),
+        Payload::Full(bytes) => Ok(Reply::Done(respond(bytes, content_type))),
+        Payload::Stream(_) => Err(ProxyError::Internal("expected a buffered body".into())),
     }
 }
 

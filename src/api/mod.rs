@@ -116,7 +116,7 @@ pub fn clean_model_name(raw: &str) -> Result<&str, ProxyError> {
 /// goes on with the next model, `Err(error)` when the client gets it now. Only "no key can
 /// serve" and Google's 429/503 move on: any other error would fail the same way on the next.
 pub(crate) fn next_in_chain(
-    chain: &[Target],
+    chain: &[ChainStep],
     i: usize,
     error: ProxyError,
 ) -> Result<ProxyError, ProxyError> {
@@ -148,23 +148,23 @@ pub(crate) fn chain_exhausted(last_error: Option<ProxyError>) -> ProxyError {
 
 /// One model to try, with the settings an alias attaches to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct ChainStep {
     pub model: String,
     pub reasoning_effort: Option<String>,
 }
 
 /// Resolves an alias to its chain of real models; a plain model name is a chain of one.
-pub fn resolve(models: &Models, name: &str) -> Vec<Target> {
+pub fn resolve(models: &Models, name: &str) -> Vec<ChainStep> {
     match models.aliases.get(name) {
         Some(alias) => alias
             .models
             .iter()
-            .map(|m| Target {
+            .map(|m| ChainStep {
                 model: m.clone(),
                 reasoning_effort: alias.reasoning_effort.clone(),
             })
             .collect(),
-        None => vec![Target {
+        None => vec![ChainStep {
             model: name.to_string(),
             reasoning_effort: None,
         }],
@@ -176,12 +176,12 @@ pub fn resolve(models: &Models, name: &str) -> Vec<Target> {
 pub fn allowed_chain(
     caller: &Caller,
     requested: &str,
-    chain: Vec<Target>,
-) -> Result<Vec<Target>, ProxyError> {
+    chain: Vec<ChainStep>,
+) -> Result<Vec<ChainStep>, ProxyError> {
     if caller.allows(requested) {
         return Ok(chain);
     }
-    let allowed: Vec<Target> = chain
+    let allowed: Vec<ChainStep> = chain
         .into_iter()
         .filter(|t| caller.allows(&t.model))
         .collect();

@@ -15,7 +15,7 @@ use crate::clock::unix_now;
 use crate::config::ModelList;
 use crate::error::ProxyError;
 use crate::models_cache::ModelInfo;
-use crate::proxy::{self, Body as Upstream, Call, Delivery};
+use crate::proxy::{self, Call, Delivery, Payload};
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
 
@@ -61,7 +61,7 @@ async fn fetch_all(snap: &Snapshot, log: &mut RequestLog) -> Result<Vec<ModelInf
             delivery: Delivery::Buffered,
         };
         let served = proxy::execute(snap, call, log).await?;
-        let Upstream::Full(bytes) = served.body else {
+        let Payload::Full(bytes) = served.body else {
             return Err(ProxyError::Internal("model list was not buffered".into()));
         };
         let page: Page =

@@ -58,11 +58,11 @@ struct KeyRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_used: Option<String>,
     /// One per column of `models`, in the same order.
-    cells: Vec<Cell>,
+    cells: Vec<GridCell>,
 }
 
 #[derive(Serialize, Default)]
-struct Cell {
+struct GridCell {
     state: &'static str,
     /// Seconds until a resting key is back (cooling, or out for the day).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,7 +108,7 @@ fn columns(snap: &Snapshot, keys: &[KeyStatus]) -> Vec<String> {
     models.into_iter().map(str::to_string).collect()
 }
 
-fn cell(snap: &Snapshot, key: &KeyStatus, model: &str) -> Cell {
+fn cell(snap: &Snapshot, key: &KeyStatus, model: &str) -> GridCell {
     let allowed = snap
         .config
         .pool
@@ -117,9 +117,9 @@ fn cell(snap: &Snapshot, key: &KeyStatus, model: &str) -> Cell {
         .and_then(|spec| spec.models.as_ref())
         .is_none_or(|globs| globs.matches(model));
     if !allowed {
-        return Cell {
+        return GridCell {
             state: "not_allowed",
-            ..Cell::default()
+            ..GridCell::default()
         };
     }
     let status = key.models.iter().find(|m| m.model == model);
@@ -129,12 +129,12 @@ fn cell(snap: &Snapshot, key: &KeyStatus, model: &str) -> Cell {
         (None, None) => "ok",
     };
     let Some(m) = status else {
-        return Cell {
+        return GridCell {
             state,
-            ..Cell::default()
+            ..GridCell::default()
         };
     };
-    Cell {
+    GridCell {
         state,
         left_s: m
             .cooldown_remaining
@@ -162,7 +162,7 @@ pub fn state(app: &App, snap: &Snapshot) -> Result<Response<Body>, ProxyError> {
     let keys: Vec<KeyRow> = statuses
         .iter()
         .map(|k| {
-            let cells: Vec<Cell> = models.iter().map(|m| cell(snap, k, m)).collect();
+            let cells: Vec<GridCell> = models.iter().map(|m| cell(snap, k, m)).collect();
             for (count, c) in usable.iter_mut().zip(&cells) {
                 count.allowed += usize::from(c.state != "not_allowed");
                 count.usable += usize::from(c.state == "ok");

@@ -1,5 +1,5 @@
 //! One key's health: whether it is disabled, and per model its failures, rest, counters and last
-//! error. A `Cell` is shared by every config snapshot that holds the key and by in-flight leases.
+//! error. A `KeyCell` is shared by every config snapshot that holds the key and by in-flight leases.
 //!
 //! All state sits behind one short mutex per key; nothing here blocks, awaits or looks at a clock
 //! (the caller passes `Now`). It knows nothing about other keys: project-wide effects and the
@@ -71,7 +71,7 @@ pub(super) struct Policy {
 }
 
 #[derive(Debug)]
-pub(crate) struct Cell {
+pub(crate) struct KeyCell {
     state: Mutex<KeyState>,
 }
 
@@ -297,9 +297,9 @@ impl KeyState {
     }
 }
 
-impl Cell {
+impl KeyCell {
     pub fn new() -> Self {
-        Cell {
+        KeyCell {
             state: Mutex::new(KeyState::default()),
         }
     }
@@ -485,7 +485,7 @@ impl Cell {
     }
 
     /// The key's state for `/status` (its own entries, then the overflow entry if it holds
-    /// anything); `available` as in [`Cell::available`].
+    /// anything); `available` as in [`KeyCell::available`].
     pub fn status<'a>(
         &self,
         at: &At,
@@ -593,7 +593,7 @@ pub enum Why {
     Probing,
 }
 
-impl Cell {
+impl KeyCell {
     /// Like `check`, with the reason spelled out; changes nothing.
     pub fn why(&self, model: &str, at: &At, daily_limit: Option<u64>) -> (Result<Usage, Why>, u64) {
         let st = lock(&self.state);

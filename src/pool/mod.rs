@@ -30,7 +30,7 @@ use crate::config;
 use crate::secret::ApiKey;
 
 use crate::quota_day::QuotaClock;
-use cell::{lock, At, Cell, Policy, Skip, Track};
+use cell::{lock, At, KeyCell, Policy, Skip, Track};
 
 pub use cell::Why;
 pub use explain::{Explanation, KeyVerdict, Verdict};
@@ -105,7 +105,7 @@ pub struct KeyPool {
 struct Shared {
     /// Cells of the keys in the last bound config. Views hold their own `Arc`s, so dropping a
     /// removed key here never pulls a cell from under an in-flight request.
-    cells: Mutex<HashMap<ApiKey, Arc<Cell>>>,
+    cells: Mutex<HashMap<ApiKey, Arc<KeyCell>>>,
     /// Round-robin position per model, shared by every view so rotation carries on across
     /// reloads instead of restarting at key 0.
     cursors: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
@@ -139,7 +139,7 @@ impl KeyPool {
     /// counters); a reload forgives `disabled` and `limit: 0` ("until reload or admin reset").
     pub fn bind(&self, cfg: &config::Pool) -> PoolView {
         let mut cells = lock(&self.shared.cells);
-        let mut next: HashMap<ApiKey, Arc<Cell>> = HashMap::with_capacity(cfg.keys.len());
+        let mut next: HashMap<ApiKey, Arc<KeyCell>> = HashMap::with_capacity(cfg.keys.len());
         let mut slots = Vec::with_capacity(cfg.keys.len());
         for spec in &cfg.keys {
             let cell = match next.get(&spec.key) {
@@ -150,7 +150,7 @@ impl KeyPool {
                             cell.revive();
                             cell
                         }
-                        None => Arc::new(Cell::new()),
+                        None => Arc::new(KeyCell::new()),
                     };
                     next.insert(spec.key.clone(), cell.clone());
                     cell
@@ -231,7 +231,7 @@ pub struct PoolView {
     max_attempts: u32,
     /// Per known model: which keys may serve it, computed once per snapshot (globs are not
     /// free). Unknown names are routed afresh each time and never stored.
-    routes: RwLock<HashMap<Box<str>, Arc<Route>>>,
+    routes: RwLock<HashMap<Box<str>, Arc<ModelRoute>>>,
     /// Every key, when no key has `models` globs (the route of any unknown name).
     all_keys: Option<Arc<[usize]>>,
     /// `/health`'s count and when it was computed (at most once per `HEALTH_TTL`).
@@ -245,10 +245,10 @@ const HEALTH_TTL: Duration = Duration::from_secs(1);
 
 struct Slot {
     spec: config::KeySpec,
-    cell: Arc<Cell>,
+    cell: Arc<KeyCell>,
 }
 
-struct Route {
+struct ModelRoute {
     /// Indices into `slots` of keys whose `models` globs allow the model.
     allowed: Arc<[usize]>,
     cursor: Arc<AtomicUsize>,
@@ -264,7 +264,7 @@ pub struct Lease {
     pub key: ApiKey,
     /// The upstream model this lease is for.
     pub model: Arc<str>,
-    cell: Arc<Cell>,
+    cell: Arc<KeyCell>,
     /// `None`: counted at lease time. `Some`: an unknown model name, not counted; set (once,
     /// shared by clones) when Google's answer confirms the name and the request is counted.
     confirmed: Option<Arc<AtomicBool>>,
@@ -473,7 +473,7 @@ impl PoolView {
     /// this touches one or two cells, whatever the pool's size.
     fn round_robin(
         &self,
-        route: &Route,
+        route: &ModelRoute,
         model: &str,
         at: &At,
         exclude: &[usize],
@@ -512,7 +512,7 @@ impl PoolView {
     /// every allowed key (O(keys) per pick); round robin is the strategy for huge pools.
     fn least_used(
         &self,
-        route: &Route,
+        route: &ModelRoute,
         model: &str,
         at: &At,
         exclude: &[usize],
@@ -822,7 +822,7 @@ impl PoolView {
     /// Keys allowed for `model` in this snapshot, with the model's shared cursor. Only known
     /// models get a cursor of their own and a stored route: unknown names share the overflow
     /// cursor and leave nothing behind.
-    fn route(&self, model: &str) -> Arc<Route> {
+    fn route(&self, model: &str) -> Arc<ModelRoute> {
         if let Some(r) = read(&self.routes).get(model) {
             return r.clone();
         }
@@ -837,7 +837,7 @@ impl PoolView {
                 .map(|(i, _)| i)
                 .collect(),
         };
-        let route = Arc::new(Route {
+        let route = Arc::new(ModelRoute {
             allowed,
             // An unknown name starts at the first allowed key each time and moves no cursor
             // that lasts.
