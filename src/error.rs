@@ -102,6 +102,10 @@ pub enum ProxyError {
     BodyTimeout { after: Duration },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A stream already under way failed (Google's error event, a broken or silent
+    /// connection, shutdown): rendered as the stream's last event, never as a response.
+    #[error("{message}")]
+    StreamBroken { code: u16, message: String },
 }
 
 impl From<BodyError> for ProxyError {
@@ -160,6 +164,9 @@ impl ProxyError {
             }
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::StreamBroken { code, .. } => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
         }
     }
 
@@ -190,10 +197,12 @@ impl ProxyError {
                     "server_error"
                 }
             }
+            ProxyError::StreamBroken { code: 429, .. } => "rate_limit_error",
             ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTimeout
             | ProxyError::ShuttingDown
             | ProxyError::Overloaded { .. }
+            | ProxyError::StreamBroken { .. }
             | ProxyError::Internal(_) => "server_error",
         }
     }
@@ -240,13 +249,32 @@ impl ProxyError {
     }
 
     /// How loudly the request log line reports this error.
+    /// Every variant says: a new one must decide. The client's own mistakes and refusals
+    /// that protect the proxy are INFO (one line per request; a flood of them must not drown
+    /// the log in warnings); what the operator should look at (the pool cannot serve, Google
+    /// fails, a stream broke) is WARN; a bug is ERROR.
     pub fn log_level(&self) -> tracing::Level {
         match self {
             ProxyError::Internal(_) => tracing::Level::ERROR,
             ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTimeout
-            | ProxyError::NoKey { .. } => tracing::Level::WARN,
-            _ => tracing::Level::INFO,
+            | ProxyError::NoKey { .. }
+            | ProxyError::StreamBroken { .. } => tracing::Level::WARN,
+            ProxyError::BadRequest { .. }
+            | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::Unauthorized
+            | ProxyError::LockedOut { .. }
+            | ProxyError::IpDenied
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::AdminOnly
+            | ProxyError::CrossSite
+            | ProxyError::NotFound { .. }
+            | ProxyError::MethodNotAllowed
+            | ProxyError::UpstreamClient { .. }
+            | ProxyError::ModelNotFound { .. }
+            | ProxyError::ShuttingDown
+            | ProxyError::Overloaded { .. }
+            | ProxyError::BodyTimeout { .. } => tracing::Level::INFO,
         }
     }
 
@@ -267,9 +295,10 @@ impl ProxyError {
         }
     }
 
-    pub fn into_response(self, dialect: Dialect) -> Response<Body> {
+    /// The error's JSON body in `dialect`'s shape (Google's own bytes when it sent some).
+    fn body(&self, dialect: Dialect) -> Bytes {
         let status = self.status();
-        let body = match (&self, dialect) {
+        match (self, dialect) {
             (
                 ProxyError::UpstreamClient { raw, .. } | ProxyError::UpstreamFailed { raw, .. },
                 Dialect::Google,
@@ -283,7 +312,7 @@ impl ProxyError {
                 .to_string(),
             ),
             (_, Dialect::OpenAi) => {
-                let param = match &self {
+                let param = match self {
                     ProxyError::BadRequest { param, .. } => param.clone(),
                     ProxyError::ModelNotAllowed { .. } | ProxyError::ModelNotFound { .. } => {
                         Some("model".to_string())
@@ -300,7 +329,25 @@ impl ProxyError {
                     .to_string(),
                 )
             }
-        };
+        }
+    }
+
+    /// The error as the last event of a stream already under way, framed as that stream is:
+    /// SSE (`data: …`, with Google's CRLF on `/v1beta`), or the closing element of Google's
+    /// JSON-array stream.
+    pub fn stream_event(&self, dialect: Dialect, framing: Framing) -> Bytes {
+        let body = self.body(dialect);
+        let body = String::from_utf8_lossy(&body);
+        Bytes::from(match (framing, dialect) {
+            (Framing::Sse, Dialect::Google) => format!("data: {body}\r\n\r\n"),
+            (Framing::Sse, _) => format!("data: {body}\n\n"),
+            (Framing::JsonArray, _) => format!(",\r\n{body}]"),
+        })
+    }
+
+    pub fn into_response(self, dialect: Dialect) -> Response<Body> {
+        let status = self.status();
+        let body = self.body(dialect);
         let mut response = Response::new(full(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -308,11 +355,18 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        self.add_headers(headers);
+        response
+    }
+
+    /// The headers that go with the error whatever carries it (`Retry-After`, `x-should-retry`,
+    /// `WWW-Authenticate`, `Connection: close`): the dashboard's login page adds them too.
+    pub fn add_headers(&self, headers: &mut http::HeaderMap) {
         if let ProxyError::NoKey {
             retry_after,
             all_daily,
             ..
-        } = &self
+        } = self
         {
             if let Some(wait) = retry_after {
                 headers.insert(
@@ -331,7 +385,7 @@ impl ProxyError {
         if let ProxyError::Unauthorized = self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let ProxyError::LockedOut { retry_after } = &self {
+        if let ProxyError::LockedOut { retry_after } = self {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(whole_seconds(*retry_after)),
@@ -348,8 +402,16 @@ impl ProxyError {
             // The rest of the body is still on its way: the connection cannot be reused.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        response
     }
+}
+
+/// How a stream in progress carries its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events.
+    Sse,
+    /// Google's `alt`-less stream: one JSON array, an element per event.
+    JsonArray,
 }
 
 /// A wait as `Retry-After` states it: whole seconds, rounded up, at least one.
@@ -366,6 +428,7 @@ fn is_context_overflow(message: &str) -> bool {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use serde_json::Value;
 
     async fn render(
         err: ProxyError,
@@ -441,6 +504,51 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"]["code"], 404);
         assert_eq!(body["error"]["status"], "NOT_FOUND");
+    }
+
+    #[test]
+    fn a_broken_stream_ends_with_one_event_in_its_framing() {
+        let broken = |code| ProxyError::StreamBroken {
+            code,
+            message: "boom".into(),
+        };
+        let data = |ev: Bytes, end: &str| -> Value {
+            let text = String::from_utf8(ev.to_vec()).expect("utf8");
+            let inner = text
+                .strip_prefix("data: ")
+                .and_then(|t| t.strip_suffix(end))
+                .unwrap_or_else(|| panic!("framed: {text:?}"));
+            serde_json::from_str(inner).expect("json")
+        };
+        let openai = data(
+            broken(502).stream_event(Dialect::OpenAi, Framing::Sse),
+            "\n\n",
+        );
+        assert_eq!(
+            openai,
+            json!({"error": {"message": "boom", "type": "server_error", "param": null, "code": null}})
+        );
+        let limited = data(
+            broken(429).stream_event(Dialect::OpenAi, Framing::Sse),
+            "\n\n",
+        );
+        assert_eq!(limited["error"]["type"], "rate_limit_error");
+        let google = data(
+            broken(504).stream_event(Dialect::Google, Framing::Sse),
+            "\r\n\r\n",
+        );
+        assert_eq!(
+            google,
+            json!({"error": {"code": 504, "message": "boom", "status": "DEADLINE_EXCEEDED"}})
+        );
+        let array = broken(503).stream_event(Dialect::Google, Framing::JsonArray);
+        let text = String::from_utf8(array.to_vec()).expect("utf8");
+        let element = text
+            .strip_prefix(",\r\n")
+            .and_then(|t| t.strip_suffix(']'))
+            .expect("closing element");
+        let v: Value = serde_json::from_str(element).expect("json");
+        assert_eq!(v["error"]["status"], "UNAVAILABLE");
     }
 
     #[tokio::test]

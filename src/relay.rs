@@ -25,11 +25,13 @@ use tokio::sync::mpsc;
 
 use crate::body::{channel_body, Body};
 use crate::classify::{classify, classify_event};
+use crate::error::{Framing, ProxyError};
 use crate::pool::{Lease, Outcome};
 use crate::request_log::RequestLog;
+use crate::router::Dialect;
 use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
 use crate::state::{App, Snapshot};
-use crate::translate::chat::{self, StreamTranslator};
+use crate::translate::chat::StreamTranslator;
 use crate::translate::TranslateError;
 use crate::usage::{self, Tokens};
 
@@ -437,31 +439,17 @@ async fn fail_in_stream(
     End::Failed(message)
 }
 
-/// A final error event in the stream's own dialect.
+/// A final error event in the stream's own dialect and framing (rendered by `error`).
 fn error_event(shape: &Shape, message: &str, code: u16) -> Bytes {
+    let error = ProxyError::StreamBroken {
+        code,
+        message: message.to_string(),
+    };
     match shape {
-        Shape::OpenAi(_) => {
-            let kind = if code == 429 {
-                "rate_limit_error"
-            } else {
-                "server_error"
-            };
-            chat::error_event(message, kind, None)
-        }
-        Shape::Passthrough { sse } => {
-            let status = match code {
-                429 => "RESOURCE_EXHAUSTED",
-                503 => "UNAVAILABLE",
-                504 => "DEADLINE_EXCEEDED",
-                _ => "INTERNAL",
-            };
-            let body =
-                serde_json::json!({"error": {"code": code, "message": message, "status": status}});
-            if *sse {
-                Bytes::from(format!("data: {body}\r\n\r\n"))
-            } else {
-                Bytes::from(format!(",\r\n{body}]"))
-            }
+        Shape::OpenAi(_) => error.stream_event(Dialect::OpenAi, Framing::Sse),
+        Shape::Passthrough { sse: true } => error.stream_event(Dialect::Google, Framing::Sse),
+        Shape::Passthrough { sse: false } => {
+            error.stream_event(Dialect::Google, Framing::JsonArray)
         }
     }
 }

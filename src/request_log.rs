@@ -32,6 +32,9 @@ pub struct RequestLog {
     /// The server worker serving the request (set by the server): its upstream calls go through
     /// that worker's connection pool.
     pub worker: usize,
+    /// How loudly the line is written when the request failed (`ProxyError::log_level`);
+    /// otherwise by status: 5xx warn, the rest info.
+    pub level: Option<tracing::Level>,
     emitted: bool,
 }
 
@@ -50,6 +53,7 @@ impl RequestLog {
             error: None,
             timeline: None,
             worker: 0,
+            level: None,
             emitted: false,
         }
     }
@@ -70,6 +74,7 @@ impl RequestLog {
             error: self.error.take(),
             timeline: self.timeline.take(),
             worker: self.worker,
+            level: self.level,
             emitted: self.emitted,
         };
         self.emitted = true;
@@ -77,6 +82,12 @@ impl RequestLog {
     }
 
     /// Writes the line. Later calls do nothing.
+    /// The request failed with `error`: its message and its log level go on the line.
+    pub fn failed(&mut self, error: &crate::error::ProxyError) {
+        self.error = Some(error.to_string());
+        self.level = Some(error.log_level());
+    }
+
     pub fn emit(&mut self, status: StatusCode) {
         if std::mem::replace(&mut self.emitted, true) {
             return;
@@ -119,10 +130,17 @@ impl RequestLog {
                 )
             };
         }
-        if status >= 500 {
-            line!(warn);
+        let level = self.level.unwrap_or(if status >= 500 {
+            tracing::Level::WARN
         } else {
-            line!(info);
+            tracing::Level::INFO
+        });
+        match level {
+            tracing::Level::ERROR => line!(error),
+            tracing::Level::WARN => line!(warn),
+            tracing::Level::INFO => line!(info),
+            tracing::Level::DEBUG => line!(debug),
+            tracing::Level::TRACE => line!(trace),
         }
     }
 }

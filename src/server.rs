@@ -286,7 +286,7 @@ fn refuse_overloaded(app: &App, req: &Request<Incoming>, what: &'static str) -> 
     let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
     log.timeline = Some(app.timeline.clone());
     let error = ProxyError::Overloaded { what };
-    log.error = Some(error.to_string());
+    log.failed(&error);
     let response = error.into_response(route.dialect());
     log.emit(response.status());
     response
@@ -415,7 +415,7 @@ async fn handle(
         // The relay owns the log line and writes it when the stream ends.
         Ok(Reply::Streaming(response)) => response,
         Err(error) => {
-            log.error = Some(error.to_string());
+            log.failed(&error);
             let response = error.into_response(dialect);
             log.emit(response.status());
             response

@@ -86,13 +86,7 @@ pub async fn login(
     let ip = caller.ip;
     let limit = snap.config.access.max_token_failures;
     if let Some(wait) = app.lockout.wait(ip, caller.loopback_peer, limit) {
-        let message = ProxyError::LockedOut { retry_after: wait }.to_string();
-        let mut page = login_page(StatusCode::TOO_MANY_REQUESTS, Some(&message));
-        page.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(crate::error::whole_seconds(wait)),
-        );
-        return Ok(page);
+        return Ok(refused(&ProxyError::LockedOut { retry_after: wait }, None));
     }
     let body = read_body(req, MAX_LOGIN_BODY.min(snap.config.server.max_body)).await?;
     let form = String::from_utf8_lossy(&body);
@@ -120,7 +114,7 @@ pub async fn login(
         } else {
             "That is not an admin token."
         };
-        return Ok(login_page(StatusCode::UNAUTHORIZED, Some(message)));
+        return Ok(refused(&ProxyError::Unauthorized, Some(message)));
     }
     let id = app
         .sessions
@@ -146,6 +140,16 @@ pub fn logout(app: &Arc<App>, headers: &HeaderMap, https: bool) -> Response<Body
         response.headers_mut().insert(header::SET_COOKIE, clear);
     }
     response
+}
+
+/// The login form again, showing why the login was refused: status and headers (such as
+/// `Retry-After`) are the error's, decided in `error` like every other refusal; the page says
+/// `message`, or the error's own message.
+fn refused(error: &ProxyError, message: Option<&str>) -> Response<Body> {
+    let text = message.map_or_else(|| error.client_message(), str::to_string);
+    let mut page = login_page(error.status(), Some(&text));
+    error.add_headers(page.headers_mut());
+    page
 }
 
 fn login_page(status: StatusCode, error: Option<&str>) -> Response<Body> {

@@ -12,8 +12,6 @@ mod stream;
 mod tests;
 pub mod wire;
 
-use bytes::Bytes;
-
 use super::{invalid, Extras, ResponseCtx, Target, TranslateError};
 
 pub use stream::StreamTranslator;
@@ -93,12 +91,4 @@ pub struct Translated {
     /// Some choice has text or a tool call. Without one the answer is empty (blocked,
     /// thoughts only, MAX_TOKENS before any text), which SPEC §5 wants reported as an error.
     pub has_output: bool,
-}
-
-/// An OpenAI error as one SSE event: `data: {"error":{…}}\n\n`.
-pub fn error_event(message: &str, kind: &str, code: Option<&str>) -> Bytes {
-    let body = serde_json::json!({
-        "error": {"message": message, "type": kind, "param": null, "code": code}
-    });
-    Bytes::from(format!("data: {body}\n\n"))
 }

@@ -475,21 +475,6 @@ fn stream_errors() {
     assert!(!thoughts_only.has_output());
 }
 
-#[test]
-fn error_event_shape() {
-    let ev = error_event("boom", "server_error", Some("upstream"));
-    let text = std::str::from_utf8(&ev).expect("utf8");
-    let data = text
-        .strip_prefix("data: ")
-        .and_then(|t| t.strip_suffix("\n\n"))
-        .expect("framed");
-    let v: Value = serde_json::from_str(data).expect("json");
-    assert_eq!(
-        v,
-        json!({"error": {"message": "boom", "type": "server_error", "param": null, "code": "upstream"}})
-    );
-}
-
 // ---------- phase 2: tools, media, thinking, response_format ----------
 
 fn user_x() -> Value {
