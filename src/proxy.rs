@@ -9,9 +9,12 @@
 //! repeating it is free (model lists, `countTokens`) or `pool.retry_after_send` allows it, so a
 //! generation is never run twice by default. Once a 2xx arrives the choice is final: buffered
 //! bodies are read here and their usage is recorded, streams are handed back at their headers
-//! and never retried after that;
-//! a stream's outcome is reported by the relay when it ends, not here. This module never looks at Google's error details; it acts on
-//! the `Outcome` that `classify` returns and on what `upstream::SendError` says was sent.
+//! and never retried after that; a stream's outcome is reported by the relay when it ends, not
+//! here. This module never looks at Google's error details; it acts on the `Outcome` that
+//! `classify` returns and on what `upstream::SendError` says was sent.
+//!
+//! Three parts: `execute` (the loop), `Attempts` (the retry rules of one request) and
+//! `attempt` (one exchange: send, read or hand over, classify, report, count).
 
 use std::time::{Duration, Instant};
 
@@ -122,41 +125,23 @@ fn replayable(call: &Call<'_>, retry_after_send: bool) -> bool {
         .is_some_and(|(_, action)| action == "countTokens")
 }
 
+/// Runs `call` on the pool's keys until one answers or the retry rules say stop.
 pub async fn execute(
     snap: &Snapshot,
     call: Call<'_>,
     log: &mut RequestLog,
 ) -> Result<Served, ProxyError> {
     let pool = &snap.pool;
-    let policy = &snap.config.pool.retry;
-    let budget = retry_budget::global();
-    let max_attempts = pool.max_attempts().max(1) as usize;
-    let max_quota_hops = policy.max_quota_hops.max(1) as usize;
-    let replay = replayable(&call, policy.retry_after_send);
-    let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
-    let mut last: Option<Failure> = None;
     let model_name = call.model.unwrap_or("any");
-    let mut deadline: Option<Instant> = None;
-
-    // Quota answers do not use up `max_attempts`: the key now rests (it will not be called again
-    // until its quota returns), so trying a fresh one costs one call per key per cooldown, and a
-    // client is not refused while a key could serve. They stop at `max_quota_hops`, so one
-    // request never walks a large pool. Each key is tried at most once.
-    let mut counted = 0;
-    let mut quota_hops = 0;
+    let mut attempts = Attempts::new(snap, &call);
+    let mut last: Option<Failure> = None;
     let stop = loop {
-        if let Some(deadline) = deadline {
-            // A retry: it must fit the request's deadline and the process's budget.
-            if Instant::now() >= deadline {
-                break Stop::Deadline;
-            }
-            if !budget.try_retry(Instant::now()) {
-                break Stop::Budget;
-            }
+        if let Err(stop) = attempts.may_start() {
+            break stop;
         }
         let picked = match call.model {
-            Some(model) => pool.pick(model, Instant::now(), &tried),
-            None => pool.pick_any(Instant::now(), &tried),
+            Some(model) => pool.pick(model, Instant::now(), &attempts.tried),
+            None => pool.pick_any(Instant::now(), &attempts.tried),
         };
         let lease = match picked {
             Ok(lease) => lease,
@@ -166,104 +151,11 @@ pub async fn execute(
                 Some(_) => break Stop::Keys,
             },
         };
-        if deadline.is_none() {
-            let now = Instant::now();
-            deadline = Some(now + policy.request_deadline);
-            budget.record_first(now);
-        }
-        tried.push(lease.index);
-        // If this future is dropped (the client left) before an outcome is reported, the
-        // guard hands the lease back so a probing key is not held for nothing.
-        let mut guard = Unreported::new(pool, &lease);
-        log.attempts += 1;
-        log.key = Some(lease.key.masked().clone());
-
-        let sent_at = Instant::now();
-        let sent = snap
-            .upstream
-            .send(
-                log.worker,
-                call.method.clone(),
-                call.path_and_query,
-                &lease.key,
-                call.body.clone(),
-            )
-            .await;
-        let ttfb = sent.is_ok().then(|| sent_at.elapsed());
-        let failure = match sent {
-            Ok(response) if response.status().is_success() => {
-                let status = response.status();
-                log.upstream_status = Some(status.as_u16());
-                let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
-                match call.delivery {
-                    Delivery::Streaming => {
-                        // Judged at its end: the relay reports the lease's outcome.
-                        pool.answered(&lease);
-                        metrics::record_attempt(model_name, "ok", ttfb);
-                        guard.reported();
-                        return Ok(Served {
-                            lease,
-                            status,
-                            content_type,
-                            body: Payload::Stream(response),
-                        });
-                    }
-                    Delivery::Buffered => {
-                        match upstream::read_answer(
-                            response,
-                            snap.upstream.idle_timeout,
-                            MAX_BUFFERED_BODY,
-                        )
-                        .await
-                        {
-                            Ok(bytes) => {
-                                report(pool, &call, &lease, &Outcome::Success);
-                                metrics::record_attempt(model_name, "ok", ttfb);
-                                guard.reported();
-                                if call.model.is_some() {
-                                    let tokens = usage::from_json(&bytes);
-                                    snap.record_usage(&lease, log.token.as_deref(), tokens);
-                                }
-                                return Ok(Served {
-                                    lease,
-                                    status,
-                                    content_type,
-                                    body: Payload::Full(bytes),
-                                });
-                            }
-                            Err(e) => send_failure(e),
-                        }
-                    }
-                }
-            }
-            Ok(response) => {
-                let status = response.status();
-                log.upstream_status = Some(status.as_u16());
-                let raw = upstream::read_error_body(response, snap.upstream.idle_timeout).await;
-                let outcome = classify(status.as_u16(), &raw);
-                Failure {
-                    message: google_message(&raw)
-                        .unwrap_or_else(|| format!("upstream answered {status}")),
-                    status: Some(status),
-                    outcome,
-                    raw,
-                    sent: None,
-                }
-            }
-            Err(e) => send_failure(e),
+        attempts.started(lease.index);
+        let failure = match attempt(snap, &call, lease, log).await {
+            Ok(served) => return Ok(served),
+            Err(failure) => failure,
         };
-
-        // Reported first: a model name the answer confirmed gets its metrics label.
-        report(pool, &call, &lease, &failure.outcome);
-        metrics::record_attempt(model_name, failure.outcome.class(), ttfb);
-        guard.reported();
-        tracing::debug!(
-            key = %lease.key,
-            model = model_name,
-            outcome = failure.outcome.class(),
-            attempt = tried.len(),
-            "upstream attempt failed"
-        );
         if !failure.outcome.retryable() {
             return Err(ProxyError::UpstreamClient {
                 status: failure.status.unwrap_or(StatusCode::BAD_REQUEST),
@@ -271,30 +163,16 @@ pub async fn execute(
                 raw: failure.raw,
             });
         }
+        let next = attempts.after(&failure);
         let overloaded = failure.outcome == Outcome::Overloaded;
-        let quota = is_quota(&failure.outcome);
-        let not_replayed = failure.maybe_processed() && !replay;
         last = Some(failure);
-        // Google's own error answers (429, 5xx) say the call failed, and failed calls are not
-        // billed, so another key may run it; a call that may be running at Google is not
-        // repeated unless it is free to repeat or the operator said so.
-        if not_replayed {
-            break Stop::NotReplayed;
-        }
-        if quota {
-            quota_hops += 1;
-            if quota_hops >= max_quota_hops {
-                break Stop::QuotaHops;
-            }
-        } else {
-            counted += 1;
-            if counted >= max_attempts {
-                break Stop::Keys;
-            }
+        if let Some(stop) = next {
+            break stop;
         }
         if overloaded {
             // Other keys add no capacity to an overloaded model: give it a moment.
-            tokio::time::sleep(Duration::from_millis(100 * tried.len() as u64)).await;
+            let pause = 100 * attempts.tried.len() as u64;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     };
 
@@ -304,12 +182,195 @@ pub async fn execute(
     if stop != Stop::Keys {
         tracing::debug!(
             model = model_name,
-            attempts = tried.len(),
+            attempts = attempts.tried.len(),
             stop = stop.as_str(),
             "no further attempt"
         );
     }
-    Err(exhausted(snap, model_name, last, tried.len()))
+    Err(exhausted(snap, model_name, last, attempts.tried.len()))
+}
+
+/// The retry rules of one request: which keys it tried, how many attempts and quota hops it
+/// used, its deadline, and the process-wide budget every retry must fit.
+struct Attempts {
+    tried: Vec<usize>,
+    /// Attempts that used up `max_attempts` (quota answers do not).
+    counted: usize,
+    quota_hops: usize,
+    max_attempts: usize,
+    max_quota_hops: usize,
+    /// Set at the first attempt: no retry starts after it.
+    deadline: Option<Instant>,
+    request_deadline: Duration,
+    /// Whether a call that may have reached Google may be sent again.
+    replay: bool,
+    budget: &'static retry_budget::RetryBudget,
+}
+
+impl Attempts {
+    fn new(snap: &Snapshot, call: &Call<'_>) -> Self {
+        let policy = &snap.config.pool.retry;
+        let max_attempts = snap.pool.max_attempts().max(1) as usize;
+        Attempts {
+            tried: Vec::with_capacity(max_attempts),
+            counted: 0,
+            quota_hops: 0,
+            max_attempts,
+            max_quota_hops: policy.max_quota_hops.max(1) as usize,
+            deadline: None,
+            request_deadline: policy.request_deadline,
+            replay: replayable(call, policy.retry_after_send),
+            budget: retry_budget::global(),
+        }
+    }
+
+    /// Whether another attempt may start: the first always does; a retry must fit the
+    /// request's deadline and the process's budget.
+    fn may_start(&self) -> Result<(), Stop> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Stop::Deadline);
+        }
+        if !self.budget.try_retry(now) {
+            return Err(Stop::Budget);
+        }
+        Ok(())
+    }
+
+    /// An attempt on key `index` is about to be sent.
+    fn started(&mut self, index: usize) {
+        if self.deadline.is_none() {
+            let now = Instant::now();
+            self.deadline = Some(now + self.request_deadline);
+            self.budget.record_first(now);
+        }
+        self.tried.push(index);
+    }
+
+    /// After a retryable failure: why to stop, if the rules say so. Quota answers do not use
+    /// up `max_attempts` (the key now rests, so trying a fresh one costs one call per key per
+    /// cooldown, and a client is not refused while a key could serve) but stop at
+    /// `max_quota_hops`, so one request never walks a large pool. Google's own error answers
+    /// (429, 5xx) say the call failed, and failed calls are not billed, so another key may run
+    /// it; a call that may be running at Google is not repeated unless it is free to repeat or
+    /// the operator said so.
+    fn after(&mut self, failure: &Failure) -> Option<Stop> {
+        if failure.maybe_processed() && !self.replay {
+            return Some(Stop::NotReplayed);
+        }
+        if is_quota(&failure.outcome) {
+            self.quota_hops += 1;
+            (self.quota_hops >= self.max_quota_hops).then_some(Stop::QuotaHops)
+        } else {
+            self.counted += 1;
+            (self.counted >= self.max_attempts).then_some(Stop::Keys)
+        }
+    }
+}
+
+/// One exchange with Google on `lease`: the answer when it is a success (a buffered body read
+/// whole and its usage recorded; a stream handed over at its headers, for the relay to judge
+/// at its end), else the failure, already reported to the pool and the metrics.
+async fn attempt(
+    snap: &Snapshot,
+    call: &Call<'_>,
+    lease: Lease,
+    log: &mut RequestLog,
+) -> Result<Served, Failure> {
+    let pool = &snap.pool;
+    let model_name = call.model.unwrap_or("any");
+    // If this future is dropped (the client left) before an outcome is reported, the guard
+    // hands the lease back so a probing key is not held for nothing.
+    let mut guard = Unreported::new(pool, &lease);
+    log.attempts += 1;
+    log.key = Some(lease.key.masked().clone());
+
+    let sent_at = Instant::now();
+    let sent = snap
+        .upstream
+        .send(
+            log.worker,
+            call.method.clone(),
+            call.path_and_query,
+            &lease.key,
+            call.body.clone(),
+        )
+        .await;
+    let ttfb = sent.is_ok().then(|| sent_at.elapsed());
+    let failure = match sent {
+        Ok(response) if response.status().is_success() => {
+            let status = response.status();
+            log.upstream_status = Some(status.as_u16());
+            let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+            let read = match call.delivery {
+                Delivery::Streaming => {
+                    // Judged at its end: the relay reports the lease's outcome.
+                    pool.answered(&lease);
+                    metrics::record_attempt(model_name, "ok", ttfb);
+                    guard.reported();
+                    return Ok(Served {
+                        lease,
+                        status,
+                        content_type,
+                        body: Payload::Stream(response),
+                    });
+                }
+                Delivery::Buffered => {
+                    upstream::read_answer(response, snap.upstream.idle_timeout, MAX_BUFFERED_BODY)
+                        .await
+                }
+            };
+            match read {
+                Ok(bytes) => {
+                    report(pool, call, &lease, &Outcome::Success);
+                    metrics::record_attempt(model_name, "ok", ttfb);
+                    guard.reported();
+                    if call.model.is_some() {
+                        let tokens = usage::from_json(&bytes);
+                        snap.record_usage(&lease, log.token.as_deref(), tokens);
+                    }
+                    return Ok(Served {
+                        lease,
+                        status,
+                        content_type,
+                        body: Payload::Full(bytes),
+                    });
+                }
+                Err(e) => send_failure(e),
+            }
+        }
+        Ok(response) => {
+            let status = response.status();
+            log.upstream_status = Some(status.as_u16());
+            let raw = upstream::read_error_body(response, snap.upstream.idle_timeout).await;
+            let outcome = classify(status.as_u16(), &raw);
+            Failure {
+                message: google_message(&raw)
+                    .unwrap_or_else(|| format!("upstream answered {status}")),
+                status: Some(status),
+                outcome,
+                raw,
+                sent: None,
+            }
+        }
+        Err(e) => send_failure(e),
+    };
+
+    // Reported first: a model name the answer confirmed gets its metrics label.
+    report(pool, call, &lease, &failure.outcome);
+    metrics::record_attempt(model_name, failure.outcome.class(), ttfb);
+    guard.reported();
+    tracing::debug!(
+        key = %lease.key,
+        model = model_name,
+        outcome = failure.outcome.class(),
+        attempt = log.attempts,
+        "upstream attempt failed"
+    );
+    Err(failure)
 }
 
 /// Answers that take the key out for the model (not for good): the request hops to another
