@@ -14,6 +14,11 @@
 //! it. A stream cut by the client leaving, by a client that stopped reading, or by shutdown says
 //! nothing about the key: its lease is handed back. The last `usageMetadata` seen is recorded
 //! when the stream ends.
+//!
+//! Parts, one concern each: `Shape` (the dialect side: feed a chunk, finish, frame the last
+//! error event), `Watch` (what the passing events teach: usage, the first in-stream error),
+//! `Unsettled` (the lease, reported exactly once) and `run` (the I/O loop: reads, bounded
+//! writes, heartbeats, idle and shutdown deadlines).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +46,88 @@ pub enum Shape {
     OpenAi(Box<StreamTranslator>),
     /// Bytes out as they came in (`/v1beta`); `sse` tells the error-event framing.
     Passthrough { sse: bool },
+}
+
+/// The dialect side of a stream: how upstream bytes become the client's, and how the
+/// stream's last error event is framed. The rest of the relay is dialect-free.
+impl Shape {
+    /// Feeds one upstream chunk through the shape.
+    fn feed(
+        &mut self,
+        parser: &mut SseParser,
+        watch: &mut Watch,
+        bytes: Bytes,
+    ) -> Result<Bytes, TranslateError> {
+        match self {
+            Shape::Passthrough { sse: true } => {
+                for item in parser.push(&bytes) {
+                    watch.passthrough_event(item_bytes(&item));
+                }
+                Ok(bytes)
+            }
+            Shape::Passthrough { sse: false } => {
+                watch.array.push(&bytes, &mut watch.seen);
+                Ok(bytes)
+            }
+            Shape::OpenAi(translator) => {
+                let mut out = Vec::new();
+                for item in parser.push(&bytes) {
+                    watch.seen.usage(item_bytes(&item));
+                    out.extend_from_slice(&on_item(translator, item)?);
+                }
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+
+    /// The upstream ended: whatever the parser still holds, then the translator's tail.
+    fn finish(
+        &mut self,
+        parser: &mut SseParser,
+        watch: &mut Watch,
+    ) -> Result<Bytes, TranslateError> {
+        match self {
+            Shape::Passthrough { sse: true } => {
+                for item in parser.finish() {
+                    watch.passthrough_event(item_bytes(&item));
+                }
+                Ok(Bytes::new())
+            }
+            Shape::Passthrough { sse: false } => Ok(Bytes::new()),
+            Shape::OpenAi(translator) => {
+                let mut out = Vec::new();
+                for item in parser.finish() {
+                    watch.seen.usage(item_bytes(&item));
+                    out.extend_from_slice(&on_item(translator, item)?);
+                }
+                if !translator.has_output() {
+                    return Err(TranslateError::EmptyAnswer {
+                        message:
+                            "Gemini ended the stream without an answer (blocked, thoughts only, \
+                                  or the token limit was reached before any text)"
+                                .into(),
+                    });
+                }
+                out.extend_from_slice(&translator.finish());
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+
+    /// A final error event in the stream's own dialect and framing (rendered by `error`).
+    fn error_event(&self, message: &str, code: u16) -> Bytes {
+        let error = ProxyError::StreamBroken {
+            code,
+            message: message.to_string(),
+        };
+        match self {
+            Shape::OpenAi(_) => error.stream_event(Dialect::OpenAi, Framing::Sse),
+            Shape::Passthrough { sse: true } => error.stream_event(Dialect::Google, Framing::Sse),
+            Shape::Passthrough { sse: false } => {
+                error.stream_event(Dialect::Google, Framing::JsonArray)
+            }
+        }
+    }
 }
 
 /// Starts relaying `response` and returns the client's response without waiting for the
@@ -163,13 +250,13 @@ async fn run(
             biased;
             _ = tx.closed() => break End::ClientGone,
             _ = app.lifecycle.draining().cancelled() => {
-                let event = error_event(&shape, "the server is shutting down; the stream was cut short", 503);
+                let event = shape.error_event("the server is shutting down; the stream was cut short", 503);
                 let _ = send(&tx, event, write).await;
                 break End::Failed("server shutting down".into());
             }
             chunk = upstream.next() => match chunk {
                 None => {
-                    let tail = finish(&mut shape, &mut parser, &mut watch);
+                    let tail = shape.finish(&mut parser, &mut watch);
                     in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
                     if let Shape::OpenAi(translator) = &mut shape {
                         app.signatures.remember(translator.take_signatures());
@@ -190,7 +277,7 @@ async fn run(
                 Some(Err(e)) => {
                     let message = format!("the upstream stream broke: {e}");
                     verdict.get_or_insert_with(|| transient(&message));
-                    let _ = send(&tx, error_event(&shape, &message, 502), write).await;
+                    let _ = send(&tx, shape.error_event(&message, 502), write).await;
                     break End::Failed(message);
                 }
                 Some(Ok(bytes)) => {
@@ -198,7 +285,7 @@ async fn run(
                     if let Some(d) = heartbeat {
                         next_beat = Some(tokio::time::Instant::now() + d);
                     }
-                    let translated = translate_chunk(&mut shape, &mut parser, &mut watch, bytes);
+                    let translated = shape.feed(&mut parser, &mut watch, bytes);
                     in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
                     match translated {
                         Ok(out) => {
@@ -221,7 +308,7 @@ async fn run(
             _ = tokio::time::sleep_until(idle_at) => {
                 let message = format!("the upstream was silent for {}s; stream ended", idle.as_secs());
                 verdict.get_or_insert_with(|| transient(&message));
-                let _ = send(&tx, error_event(&shape, &message, 504), write).await;
+                let _ = send(&tx, shape.error_event(&message, 504), write).await;
                 break End::Failed(message);
             }
         }
@@ -238,35 +325,6 @@ async fn run(
     log.emit(StatusCode::OK);
 }
 
-/// Feeds one upstream chunk through the shape.
-fn translate_chunk(
-    shape: &mut Shape,
-    parser: &mut SseParser,
-    watch: &mut Watch,
-    bytes: Bytes,
-) -> Result<Bytes, TranslateError> {
-    match shape {
-        Shape::Passthrough { sse: true } => {
-            for item in parser.push(&bytes) {
-                watch.passthrough_event(item_bytes(&item));
-            }
-            Ok(bytes)
-        }
-        Shape::Passthrough { sse: false } => {
-            watch.array.push(&bytes, &mut watch.seen);
-            Ok(bytes)
-        }
-        Shape::OpenAi(translator) => {
-            let mut out = Vec::new();
-            for item in parser.push(&bytes) {
-                watch.seen.usage(item_bytes(&item));
-                out.extend_from_slice(&on_item(translator, item)?);
-            }
-            Ok(Bytes::from(out))
-        }
-    }
-}
-
 fn item_bytes(item: &SseItem) -> &[u8] {
     match item {
         SseItem::Data(d) | SseItem::Bare(d) => d,
@@ -278,39 +336,6 @@ fn on_item(translator: &mut StreamTranslator, item: SseItem) -> Result<Bytes, Tr
         SseItem::Data(data) => translator.on_event(&data),
         // Unframed JSON in a stream is how Google reports errors mid-stream.
         SseItem::Bare(raw) => translator.on_event(&raw),
-    }
-}
-
-/// The upstream ended: whatever the parser still holds, then the translator's tail.
-fn finish(
-    shape: &mut Shape,
-    parser: &mut SseParser,
-    watch: &mut Watch,
-) -> Result<Bytes, TranslateError> {
-    match shape {
-        Shape::Passthrough { sse: true } => {
-            for item in parser.finish() {
-                watch.passthrough_event(item_bytes(&item));
-            }
-            Ok(Bytes::new())
-        }
-        Shape::Passthrough { sse: false } => Ok(Bytes::new()),
-        Shape::OpenAi(translator) => {
-            let mut out = Vec::new();
-            for item in parser.finish() {
-                watch.seen.usage(item_bytes(&item));
-                out.extend_from_slice(&on_item(translator, item)?);
-            }
-            if !translator.has_output() {
-                return Err(TranslateError::EmptyAnswer {
-                    message: "Gemini ended the stream without an answer (blocked, thoughts only, \
-                              or the token limit was reached before any text)"
-                        .into(),
-                });
-            }
-            out.extend_from_slice(&translator.finish());
-            Ok(Bytes::from(out))
-        }
     }
 }
 
@@ -435,21 +460,6 @@ async fn fail_in_stream(
         }
     };
     verdict.get_or_insert(outcome);
-    let _ = send(tx, error_event(shape, &message, code), write).await;
+    let _ = send(tx, shape.error_event(&message, code), write).await;
     End::Failed(message)
-}
-
-/// A final error event in the stream's own dialect and framing (rendered by `error`).
-fn error_event(shape: &Shape, message: &str, code: u16) -> Bytes {
-    let error = ProxyError::StreamBroken {
-        code,
-        message: message.to_string(),
-    };
-    match shape {
-        Shape::OpenAi(_) => error.stream_event(Dialect::OpenAi, Framing::Sse),
-        Shape::Passthrough { sse: true } => error.stream_event(Dialect::Google, Framing::Sse),
-        Shape::Passthrough { sse: false } => {
-            error.stream_event(Dialect::Google, Framing::JsonArray)
-        }
-    }
 }
