@@ -168,9 +168,10 @@ pub struct Target {
     pub reasoning_effort: Option<String>,
 }
 
-/// Resolves an alias to its chain of real models; a plain model name is a chain of one.
+/// Resolves an alias (exact, or the most specific glob key: `Models::alias`) to its chain of
+/// real models; a plain model name is a chain of one.
 pub fn resolve(models: &Models, name: &str) -> Vec<Target> {
-    match models.aliases.get(name) {
+    match models.alias(name) {
         Some(alias) => alias
             .models
             .iter()
