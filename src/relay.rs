@@ -1,8 +1,8 @@
 //! Relays an upstream stream to the client chunk by chunk, never buffering it whole.
 //!
 //! One task per stream reads the upstream body and writes to the client's body channel. It
-//! translates Gemini SSE to OpenAI chunks on `/v1` (or copies bytes untouched on `/v1beta`),
-//! sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
+//! translates Gemini SSE to OpenAI chunks on `/v1` and to Anthropic events on `/v1/messages`
+//! (or copies bytes untouched on `/v1beta`), sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
 //! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
 //! grace period runs out, and drops the upstream request the moment the client goes away.
 //! The stream's lease is reported to the pool exactly once, when the stream ends (the attempt
@@ -35,6 +35,8 @@ pub enum Shape {
     OpenAi(Box<StreamTranslator>),
     /// Bytes out as they came in (`/v1beta`); `sse` tells the error-event framing.
     Passthrough { sse: bool },
+    /// Gemini SSE in, Anthropic Messages events out (`/v1/messages`, issue #17).
+    Anthropic(Box<translate::anthropic::StreamTranslator>),
 }
 
 /// Starts relaying `response` and returns the client's response without waiting for the
@@ -112,7 +114,7 @@ async fn run(
 ) {
     let idle = snap.upstream.idle_timeout;
     let heartbeat = match shape {
-        Shape::OpenAi(_) => snap.upstream.heartbeat,
+        Shape::OpenAi(_) | Shape::Anthropic(_) => snap.upstream.heartbeat,
         Shape::Passthrough { .. } => None,
     };
     let mut upstream = response.bytes_stream();
@@ -144,6 +146,9 @@ async fn run(
                     let tail = finish(&mut shape, &mut parser, &mut watch);
                     in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
                     if let Shape::OpenAi(translator) = &mut shape {
+                        app.signatures.remember(translator.take_signatures());
+                    }
+                    if let Shape::Anthropic(translator) = &mut shape {
                         app.signatures.remember(translator.take_signatures());
                     }
                     match tail {
@@ -235,6 +240,14 @@ fn translate_chunk(
             }
             Ok(Bytes::from(out))
         }
+        Shape::Anthropic(translator) => {
+            let mut out = Vec::new();
+            for item in parser.push(&bytes) {
+                watch.seen.usage(item_bytes(&item));
+                out.extend_from_slice(&translator.on_event(item_bytes(&item))?);
+            }
+            Ok(Bytes::from(out))
+        }
     }
 }
 
@@ -271,6 +284,22 @@ fn finish(
             for item in parser.finish() {
                 watch.seen.usage(item_bytes(&item));
                 out.extend_from_slice(&on_item(translator, item)?);
+            }
+            if !translator.has_output() {
+                return Err(TranslateError::EmptyAnswer {
+                    message: "Gemini ended the stream without an answer (blocked, thoughts only, \
+                              or the token limit was reached before any text)"
+                        .into(),
+                });
+            }
+            out.extend_from_slice(&translator.finish());
+            Ok(Bytes::from(out))
+        }
+        Shape::Anthropic(translator) => {
+            let mut out = Vec::new();
+            for item in parser.finish() {
+                watch.seen.usage(item_bytes(&item));
+                out.extend_from_slice(&translator.on_event(item_bytes(&item))?);
             }
             if !translator.has_output() {
                 return Err(TranslateError::EmptyAnswer {
@@ -420,6 +449,10 @@ fn error_event(shape: &Shape, message: &str, code: u16) -> Bytes {
             };
             translate::error_event(message, kind, None)
         }
+        Shape::Anthropic(_) => translate::anthropic::error_event(&crate::error::anthropic_body(
+            crate::error::anthropic_stream_kind(code),
+            message,
+        )),
         Shape::Passthrough { sse } => {
             let status = match code {
                 429 => "RESOURCE_EXHAUSTED",

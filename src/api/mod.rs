@@ -3,6 +3,8 @@
 //! never builds an error response itself (that is `error`'s job).
 
 pub mod admin;
+// Anthropic Messages API (issue #17).
+pub mod anthropic;
 pub mod chat;
 pub mod embeddings;
 pub mod explain;
@@ -36,6 +38,8 @@ pub async fn dispatch(
 ) -> Result<Reply, ProxyError> {
     match route {
         Route::ChatCompletions => chat::completions(app, snap, &caller, req, log).await,
+        Route::Messages => anthropic::messages(app, snap, &caller, req, log).await,
+        Route::CountTokens => anthropic::count_tokens(app, snap, &caller, req, log).await,
         Route::ListModels => models::list(app, snap, &caller, log).await.map(Reply::Done),
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await

@@ -9,12 +9,14 @@
 //! A parsed request borrows from the client's body (strings, and schemas and tool-call
 //! arguments as raw JSON), and the Gemini body is serialised straight from those borrows.
 
+// The Anthropic Messages dialect (issue #17).
+pub mod anthropic;
 pub mod embeddings;
 pub mod gemini;
 mod json;
 pub mod openai;
-mod request;
-mod response;
+pub(crate) mod request;
+pub(crate) mod response;
 mod schema;
 mod stream;
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::excerpt::excerpt;
 /// Google's documented stand-in for a Gemini 3 thought signature we no longer have.
 pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 
-const HARM_CATEGORIES: [&str; 4] = [
+pub(crate) const HARM_CATEGORIES: [&str; 4] = [
     "HARM_CATEGORY_HARASSMENT",
     "HARM_CATEGORY_HATE_SPEECH",
     "HARM_CATEGORY_SEXUALLY_EXPLICIT",
@@ -35,7 +35,7 @@ const HARM_CATEGORIES: [&str; 4] = [
 ];
 
 /// Gemini rejects a history that opens with a model turn; this stands in for the lost prompt.
-const OPENING_USER_TEXT: &str = "Continue.";
+pub(crate) const OPENING_USER_TEXT: &str = "Continue.";
 
 /// The model id without the `models/` prefix some clients keep.
 pub(crate) fn bare_model(model: &str) -> &str {
@@ -185,16 +185,23 @@ pub(crate) fn build<'a>(
                 json_schema.schema.map(|s| Json(schema::clean(s)));
         }
     }
-    if let Some(threshold) = target.safety.filter(|t| !t.eq_ignore_ascii_case("default")) {
-        out.safety_settings = HARM_CATEGORIES
+    out.safety_settings = safety_settings(target);
+    Ok(out)
+}
+
+/// `upstream.safety` as Gemini's settings: one threshold for every category; none for
+/// `default`.
+pub(crate) fn safety_settings<'a>(target: &Target<'a>) -> Vec<SafetySetting<'a>> {
+    match target.safety.filter(|t| !t.eq_ignore_ascii_case("default")) {
+        Some(threshold) => HARM_CATEGORIES
             .iter()
             .map(|&category| SafetySetting {
                 category,
                 threshold,
             })
-            .collect();
+            .collect(),
+        None => Vec::new(),
     }
-    Ok(out)
 }
 
 fn function_call_part<'a>(call: &'a ToolCall<'_>, extras: &Extras<'_>) -> Part<'a> {
@@ -239,7 +246,7 @@ fn call_args(arguments: Option<&RawValue>) -> Json<'_> {
     }
 }
 
-fn empty_object() -> Json<'static> {
+pub(crate) fn empty_object() -> Json<'static> {
     // Parsing a literal cannot fail.
     Json(Cow::Borrowed(
         serde_json::from_str("{}").unwrap_or(RawValue::NULL),
@@ -249,7 +256,7 @@ fn empty_object() -> Json<'static> {
 /// Gemini 3 validates signatures for the current turn only (since the last real user prompt),
 /// and only on the first function call of each step; where the client dropped it, the stand-in
 /// keeps the request valid.
-fn fill_missing_signatures(contents: &mut [Content<'_>]) {
+pub(crate) fn fill_missing_signatures(contents: &mut [Content<'_>]) {
     let current = contents
         .iter()
         .rposition(|c| {
@@ -270,7 +277,11 @@ fn fill_missing_signatures(contents: &mut [Content<'_>]) {
 
 /// A tool result as Gemini's `response` object: a JSON object as is, anything else wrapped.
 fn tool_result<'a>(content: &'a MsgContent<'_>) -> ToolResult<'a> {
-    let text = joined_text(content);
+    result_from_text(joined_text(content))
+}
+
+/// A tool's result text as Gemini's `response`: a JSON object as is, anything else wrapped.
+pub(crate) fn result_from_text(text: Cow<'_, str>) -> ToolResult<'_> {
     if text.trim_start().starts_with('{') {
         let json = match &text {
             Cow::Borrowed(s) => serde_json::from_str(s).ok().map(Cow::Borrowed),
@@ -346,7 +357,10 @@ fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> 
 
 /// protocol.md §1 and §5: Gemini 3 takes a level, 2.5 a budget within its model's range; other
 /// families have no thinking switch, so the effort is ignored there.
-fn thinking_config(model: &str, effort: &str) -> Result<Option<ThinkingConfig>, TranslateError> {
+pub(crate) fn thinking_config(
+    model: &str,
+    effort: &str,
+) -> Result<Option<ThinkingConfig>, TranslateError> {
     const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
     if !EFFORTS.contains(&effort) {
         return Err(invalid(
@@ -455,7 +469,7 @@ pub(crate) fn is_gemini3(model: &str) -> bool {
     bare_model(model).starts_with("gemini-3")
 }
 
-fn text_part(text: Cow<'_, str>) -> Part<'_> {
+pub(crate) fn text_part(text: Cow<'_, str>) -> Part<'_> {
     Part {
         text: Some(text),
         ..Part::default()
@@ -579,7 +593,7 @@ fn user_parts<'a>(
 
 /// Refuses a media payload that Gemini could not decode, naming `field`: a 400 before any key
 /// is used, instead of Google's 400 after one was.
-fn check_base64(data: &str, field: String) -> Result<(), TranslateError> {
+pub(crate) fn check_base64(data: &str, field: String) -> Result<(), TranslateError> {
     if is_base64(data) {
         return Ok(());
     }
@@ -642,7 +656,7 @@ fn data_url<'a>(url: &'a str, fallback_mime: Option<&'static str>) -> Option<Blo
     })
 }
 
-fn normalise_mime(mime: &str) -> &str {
+pub(crate) fn normalise_mime(mime: &str) -> &str {
     if mime.eq_ignore_ascii_case("image/jpg") {
         "image/jpeg"
     } else {
@@ -714,7 +728,11 @@ pub(crate) fn remote_media_urls<'a>(req: &'a ChatRequest<'_>) -> Vec<&'a str> {
 
 /// Appends a turn, merging it into the previous one when the role repeats (Gemini wants
 /// alternating turns) and dropping it when it has nothing to say.
-fn push_turn<'a>(contents: &mut Vec<Content<'a>>, role: &'static str, parts: Vec<Part<'a>>) {
+pub(crate) fn push_turn<'a>(
+    contents: &mut Vec<Content<'a>>,
+    role: &'static str,
+    parts: Vec<Part<'a>>,
+) {
     if parts.is_empty() {
         return;
     }
