@@ -338,11 +338,17 @@ impl<'a> DeltaEvent<'a> {
 }
 
 fn stop_event(out: &mut Vec<u8>, index: u32) {
-    event(
-        out,
-        "content_block_stop",
-        &serde_json::json!({"type": "content_block_stop", "index": index}),
-    );
+    #[derive(Serialize)]
+    struct Stop {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        index: u32,
+    }
+    let stop = Stop {
+        kind: "content_block_stop",
+        index,
+    };
+    event(out, "content_block_stop", &stop);
 }
 
 /// One SSE event: `event: <name>\ndata: <json>\n\n`.
