@@ -555,6 +555,8 @@ fn generation_config<'a>(
 /// - `{type: adaptive}`: Gemini's own dynamic thinking, thoughts included; with
 ///   `output_config.effort` the effort's level or budget (as `reasoning_effort` on chat).
 /// - `{type: disabled}`: as little thinking as the model allows, no thoughts.
+/// - any other type (`between_tools`, whatever comes next): as `adaptive`.
+/// - `display: "omitted"`: thoughts not included (thought signatures still come back).
 /// - absent: the effort if one is given (request, then alias), else Gemini's defaults.
 fn thinking(
     req: &MessagesRequest<'_>,
@@ -581,7 +583,7 @@ fn thinking(
             None => Ok(None),
         };
     };
-    match thinking.kind.as_str() {
+    let config = match thinking.kind.as_str() {
         "enabled" => {
             let budget = thinking.budget_tokens.ok_or_else(|| {
                 invalid(
@@ -598,41 +600,43 @@ fn thinking(
                     (1, 24576)
                 };
                 let budget = i32::try_from(budget).unwrap_or(i32::MAX).clamp(min, max);
-                return Ok(Some(ThinkingConfig {
+                Some(ThinkingConfig {
                     thinking_budget: Some(budget),
                     include_thoughts: Some(true),
                     ..ThinkingConfig::default()
-                }));
+                })
+            } else {
+                by_effort(match budget {
+                    0..=2048 => "low",
+                    2049..=16384 => "medium",
+                    _ => "high",
+                })?
             }
-            let effort = match budget {
-                0..=2048 => "low",
-                2049..=16384 => "medium",
-                _ => "high",
-            };
-            by_effort(effort)
         }
-        "adaptive" => match effort {
-            Some(e) => by_effort(e),
-            None if model.starts_with("gemini-2.5") || is_gemini3(model) => {
-                Ok(Some(ThinkingConfig {
-                    include_thoughts: Some(true),
-                    ..ThinkingConfig::default()
-                }))
-            }
-            None => Ok(None),
+        "disabled" => {
+            return Ok(by_effort("none")?.map(|mut c| {
+                c.include_thoughts = None;
+                c
+            }))
+        }
+        // `adaptive`, and types Anthropic added since (`between_tools`): Gemini's own dynamic
+        // thinking, or the effort's.
+        _ => match effort {
+            Some(e) => by_effort(e)?,
+            None if model.starts_with("gemini-2.5") || is_gemini3(model) => Some(ThinkingConfig {
+                include_thoughts: Some(true),
+                ..ThinkingConfig::default()
+            }),
+            None => None,
         },
-        "disabled" => Ok(by_effort("none")?.map(|mut c| {
+    };
+    // `display: "omitted"`: no thought text; the signatures come back anyway.
+    Ok(config.map(|mut c| {
+        if thinking.display.as_deref() == Some("omitted") {
             c.include_thoughts = None;
-            c
-        })),
-        other => Err(invalid(
-            &format!(
-                "unknown thinking type `{}`: expected enabled, adaptive or disabled",
-                excerpt(other)
-            ),
-            "thinking.type".into(),
-        )),
-    }
+        }
+        c
+    }))
 }
 
 /// Every http(s) image URL in the request (user turns and tool results), for the caller to

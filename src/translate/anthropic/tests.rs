@@ -336,9 +336,6 @@ fn refusals() {
     r["output_config"] = json!({"effort": "extreme"});
     check_refused(r, "output_config.effort");
     let mut r = msg(json!("x"));
-    r["thinking"] = json!({"type": "maybe"});
-    check_refused(r, "thinking.type");
-    let mut r = msg(json!("x"));
     r["stop_sequences"] = json!(["a", "b", "c", "d", "e", "f"]);
     check_refused(r, "stop_sequences");
     let mut r = msg(json!("x"));

@@ -165,13 +165,16 @@ pub struct ToolChoice {
     pub disable_parallel_tool_use: Option<bool>,
 }
 
-/// `{type: "enabled", budget_tokens}`, `{type: "disabled"}`, `{type: "adaptive"}`.
+/// `{type: "enabled", budget_tokens}`, `{type: "disabled"}`, `{type: "adaptive"}` (and types
+/// added since, such as `between_tools`); `display: "omitted"` asks for signatures only.
 #[derive(Debug, Deserialize)]
 pub struct Thinking {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub budget_tokens: Option<u32>,
+    #[serde(default)]
+    pub display: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
