@@ -732,3 +732,63 @@ async fn a_claude_code_request_is_accepted() {
         true
     );
 }
+
+/// Serves `body` as a PNG once, on loopback: the URL to fetch.
+async fn one_png(body: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/cat.png", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        if let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = vec![0u8; 8192];
+            let read = socket.read(&mut head);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+            let _ = socket.write_all(body).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn image_urls_are_fetched_like_chats() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| {
+        c.set("upstream", "fetch_private_urls = true")
+    })
+    .await;
+    let url = one_png(b"\x89PNG\r\n\x1a\nfake image bytes").await;
+    let (status, body) = messages(
+        &proxy,
+        json!({"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": url}},
+            {"type": "text", "text": "Describe this image."}]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let parts = &upstream_body(&fake)["contents"][0]["parts"];
+    assert_eq!(
+        parts[0],
+        json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgpmYWtlIGltYWdlIGJ5dGVz"}})
+    );
+    // Without the opt-in a loopback URL is the client's 400, before any key is used.
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| c).await;
+    let url = one_png(b"\x89PNG\r\n\x1a\n").await;
+    let (status, body) = messages(
+        &proxy,
+        json!({"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": url}}]}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(fake.total_hits(), 0);
+}
