@@ -26,7 +26,7 @@ use crate::request_log::RequestLog;
 use crate::server::{channel_body, Body};
 use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
 use crate::state::{App, Snapshot};
-use crate::translate::{self, StreamTranslator, TranslateError};
+use crate::translate::{self, EventStream, StreamTranslator, TranslateError};
 use crate::usage::{self, Tokens};
 
 /// What the relay does with upstream bytes.
@@ -145,10 +145,7 @@ async fn run(
                 None => {
                     let tail = finish(&mut shape, &mut parser, &mut watch);
                     in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
-                    if let Shape::OpenAi(translator) = &mut shape {
-                        app.signatures.remember(translator.take_signatures());
-                    }
-                    if let Shape::Anthropic(translator) = &mut shape {
+                    if let Some(translator) = shape.events() {
                         app.signatures.remember(translator.take_signatures());
                     }
                     match tail {
@@ -232,21 +229,52 @@ fn translate_chunk(
             watch.array.push(&bytes, &mut watch.seen);
             Ok(bytes)
         }
-        Shape::OpenAi(translator) => {
-            let mut out = Vec::new();
-            for item in parser.push(&bytes) {
-                watch.seen.usage(item_bytes(&item));
-                out.extend_from_slice(&on_item(translator, item)?);
-            }
-            Ok(Bytes::from(out))
-        }
-        Shape::Anthropic(translator) => {
-            let mut out = Vec::new();
-            for item in parser.push(&bytes) {
-                watch.seen.usage(item_bytes(&item));
-                out.extend_from_slice(&translator.on_event(item_bytes(&item))?);
-            }
-            Ok(Bytes::from(out))
+        Shape::OpenAi(translator) => events(translator.as_mut(), parser.push(&bytes), watch),
+        Shape::Anthropic(translator) => events(translator.as_mut(), parser.push(&bytes), watch),
+    }
+}
+
+/// Parsed upstream events through a dialect's translator (each event's usage watched).
+fn events(
+    translator: &mut dyn EventStream,
+    items: Vec<SseItem>,
+    watch: &mut Watch,
+) -> Result<Bytes, TranslateError> {
+    let mut out = Vec::new();
+    for item in items {
+        watch.seen.usage(item_bytes(&item));
+        // Unframed JSON (`Bare`) in a stream is how Google reports errors mid-stream.
+        out.extend_from_slice(&translator.on_event(item_bytes(&item))?);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The upstream ended: the parser's last events, then the translator's tail; a stream that
+/// never answered is an empty answer.
+fn finish_events(
+    translator: &mut dyn EventStream,
+    items: Vec<SseItem>,
+    watch: &mut Watch,
+) -> Result<Bytes, TranslateError> {
+    let mut out = events(translator, items, watch)?.to_vec();
+    if !translator.has_output() {
+        return Err(TranslateError::EmptyAnswer {
+            message: "Gemini ended the stream without an answer (blocked, thoughts only, \
+                      or the token limit was reached before any text)"
+                .into(),
+        });
+    }
+    out.extend_from_slice(&translator.finish());
+    Ok(Bytes::from(out))
+}
+
+impl Shape {
+    /// The dialect translator, when the shape has one.
+    fn events(&mut self) -> Option<&mut dyn EventStream> {
+        match self {
+            Shape::OpenAi(t) => Some(t.as_mut()),
+            Shape::Anthropic(t) => Some(t.as_mut()),
+            Shape::Passthrough { .. } => None,
         }
     }
 }
@@ -254,14 +282,6 @@ fn translate_chunk(
 fn item_bytes(item: &SseItem) -> &[u8] {
     match item {
         SseItem::Data(d) | SseItem::Bare(d) => d,
-    }
-}
-
-fn on_item(translator: &mut StreamTranslator, item: SseItem) -> Result<Bytes, TranslateError> {
-    match item {
-        SseItem::Data(data) => translator.on_event(&data),
-        // Unframed JSON in a stream is how Google reports errors mid-stream.
-        SseItem::Bare(raw) => translator.on_event(&raw),
     }
 }
 
@@ -279,38 +299,8 @@ fn finish(
             Ok(Bytes::new())
         }
         Shape::Passthrough { sse: false } => Ok(Bytes::new()),
-        Shape::OpenAi(translator) => {
-            let mut out = Vec::new();
-            for item in parser.finish() {
-                watch.seen.usage(item_bytes(&item));
-                out.extend_from_slice(&on_item(translator, item)?);
-            }
-            if !translator.has_output() {
-                return Err(TranslateError::EmptyAnswer {
-                    message: "Gemini ended the stream without an answer (blocked, thoughts only, \
-                              or the token limit was reached before any text)"
-                        .into(),
-                });
-            }
-            out.extend_from_slice(&translator.finish());
-            Ok(Bytes::from(out))
-        }
-        Shape::Anthropic(translator) => {
-            let mut out = Vec::new();
-            for item in parser.finish() {
-                watch.seen.usage(item_bytes(&item));
-                out.extend_from_slice(&translator.on_event(item_bytes(&item))?);
-            }
-            if !translator.has_output() {
-                return Err(TranslateError::EmptyAnswer {
-                    message: "Gemini ended the stream without an answer (blocked, thoughts only, \
-                              or the token limit was reached before any text)"
-                        .into(),
-                });
-            }
-            out.extend_from_slice(&translator.finish());
-            Ok(Bytes::from(out))
-        }
+        Shape::OpenAi(translator) => finish_events(translator.as_mut(), parser.finish(), watch),
+        Shape::Anthropic(translator) => finish_events(translator.as_mut(), parser.finish(), watch),
     }
 }
 

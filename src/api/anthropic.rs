@@ -17,9 +17,9 @@ use hyper::body::Incoming;
 use crate::access::Caller;
 use crate::api::chat::from_translate;
 use crate::api::{
-    allowed_chain, chain_exhausted, clean_model_name, json_bytes, next_in_chain, resolve,
+    allowed_chain, chain_exhausted, clean_model_name, failed_body, generate_path, json_bytes,
+    next_in_chain, resolve, Target as ApiTarget,
 };
-use crate::classify::classify;
 use crate::error::ProxyError;
 use crate::media;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
@@ -28,7 +28,7 @@ use crate::request_log::RequestLog;
 use crate::server::{read_body, Reply};
 use crate::state::{App, Snapshot};
 use crate::translate::anthropic::{self, MessagesRequest, StreamTranslator};
-use crate::translate::{Extras, FetchedFile, ResponseCtx, Target, TranslateError};
+use crate::translate::{Extras, FetchedFile, ResponseCtx, Target};
 
 /// `POST /v1/messages`.
 pub async fn messages(
@@ -46,10 +46,7 @@ pub async fn messages(
             param: Some("max_tokens".into()),
         });
     }
-    let requested = clean_model_name(&request.model)?;
-    log.model = Some(requested.to_string());
-    let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
-    let media = fetch_media(snap, &request).await?;
+    let (requested, chain, media) = prepare(snap, caller, &request, log).await?;
     let stream = request.stream == Some(true);
     let ctx = ResponseCtx {
         id: format!("msg_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..)),
@@ -76,14 +73,7 @@ pub async fn messages(
         for note in &built.notes {
             tracing::debug!(model = %target.model, "{note}");
         }
-        let path = if stream {
-            format!(
-                "/v1beta/models/{}:streamGenerateContent?alt=sse",
-                target.model
-            )
-        } else {
-            format!("/v1beta/models/{}:generateContent", target.model)
-        };
+        let path = generate_path(&target.model, stream);
         let call = Call {
             model: Some(&target.model),
             method: Method::POST,
@@ -107,16 +97,7 @@ pub async fn messages(
                             Ok(Reply::Done(json_bytes(StatusCode::OK, done.body)))
                         }
                         Ok(_) => Err(crate::api::chat::empty_answer(&bytes)),
-                        Err(e) => {
-                            if let TranslateError::UpstreamError { code, raw, .. } = &e {
-                                snap.pool.report(
-                                    &served.lease,
-                                    &classify(*code, raw),
-                                    std::time::Instant::now(),
-                                );
-                            }
-                            Err(from_translate(e))
-                        }
+                        Err(e) => Err(failed_body(snap, &served.lease, e)),
                     },
                     Upstream::Stream(response) => Ok(Reply::Streaming(
                         relay::start(
@@ -149,10 +130,7 @@ pub async fn count_tokens(
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
     let request = anthropic::parse(&body).map_err(from_translate)?;
-    let requested = clean_model_name(&request.model)?;
-    log.model = Some(requested.to_string());
-    let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
-    let media = fetch_media(snap, &request).await?;
+    let (_, chain, media) = prepare(snap, caller, &request, log).await?;
     let mut last_error = None;
     for (i, target) in chain.iter().enumerate() {
         let lookup = |id: &str| app.signatures.get(id);
@@ -193,16 +171,24 @@ pub async fn count_tokens(
     Err(chain_exhausted(last_error))
 }
 
-/// Fetched once, before any key is used: a bad URL is the client's 400, not a key's fault.
-async fn fetch_media(
+/// The model chain this caller may use for the request's model, and the request's image URLs
+/// fetched: once, before any key is used, so a bad URL is the client's 400, not a key's fault.
+async fn prepare<'r>(
     snap: &Snapshot,
-    request: &MessagesRequest<'_>,
-) -> Result<Option<std::collections::HashMap<String, FetchedFile>>, ProxyError> {
+    caller: &Caller,
+    request: &'r MessagesRequest<'_>,
+    log: &mut RequestLog,
+) -> Result<(&'r str, Vec<ApiTarget>, Option<Media>), ProxyError> {
+    let requested = clean_model_name(&request.model)?;
+    log.model = Some(requested.to_string());
+    let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
     let urls = anthropic::remote_media_urls(request);
-    if urls.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        media::fetch_all(&urls, snap.config.upstream.fetch_private_urls).await?,
-    ))
+    let media = if urls.is_empty() {
+        None
+    } else {
+        Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls).await?)
+    };
+    Ok((requested, chain, media))
 }
+
+type Media = std::collections::HashMap<String, FetchedFile>;

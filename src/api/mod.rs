@@ -160,6 +160,33 @@ pub(crate) fn next_in_chain(
     }
 }
 
+/// The upstream path of a generation for `model`: `streamGenerateContent?alt=sse` or
+/// `generateContent`.
+pub(crate) fn generate_path(model: &str, stream: bool) -> String {
+    if stream {
+        format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+    } else {
+        format!("/v1beta/models/{model}:generateContent")
+    }
+}
+
+/// A 200 whose body turned out to be a Google error: reported against the key that served it
+/// (the attempt loop saw only the status), and the client's error.
+pub(crate) fn failed_body(
+    snap: &Snapshot,
+    lease: &crate::pool::Lease,
+    error: crate::translate::TranslateError,
+) -> ProxyError {
+    if let crate::translate::TranslateError::UpstreamError { code, raw, .. } = &error {
+        snap.pool.report(
+            lease,
+            &crate::classify::classify(*code, raw),
+            std::time::Instant::now(),
+        );
+    }
+    chat::from_translate(error)
+}
+
 /// What the client gets when every model of a chain failed over: the last model's error.
 pub(crate) fn chain_exhausted(last_error: Option<ProxyError>) -> ProxyError {
     last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into()))

@@ -180,6 +180,49 @@ pub struct Translated {
 
 pub use stream::StreamTranslator;
 
+/// A stream translator of one dialect (`/v1` chat chunks, `/v1/messages` events): what the
+/// relay drives, one upstream event at a time.
+pub trait EventStream {
+    /// One upstream event's data: zero or more complete client events.
+    fn on_event(&mut self, data: &[u8]) -> Result<Bytes, TranslateError>;
+    /// The upstream ended cleanly: the closing events.
+    fn finish(&mut self) -> Bytes;
+    /// Some text or tool call went out (thoughts alone do not answer).
+    fn has_output(&self) -> bool;
+    /// `(tool call id, thought signature)` pairs seen since the last call.
+    fn take_signatures(&mut self) -> Vec<(String, String)>;
+}
+
+impl EventStream for StreamTranslator {
+    fn on_event(&mut self, data: &[u8]) -> Result<Bytes, TranslateError> {
+        StreamTranslator::on_event(self, data)
+    }
+    fn finish(&mut self) -> Bytes {
+        StreamTranslator::finish(self)
+    }
+    fn has_output(&self) -> bool {
+        StreamTranslator::has_output(self)
+    }
+    fn take_signatures(&mut self) -> Vec<(String, String)> {
+        StreamTranslator::take_signatures(self)
+    }
+}
+
+impl EventStream for anthropic::StreamTranslator {
+    fn on_event(&mut self, data: &[u8]) -> Result<Bytes, TranslateError> {
+        anthropic::StreamTranslator::on_event(self, data)
+    }
+    fn finish(&mut self) -> Bytes {
+        anthropic::StreamTranslator::finish(self)
+    }
+    fn has_output(&self) -> bool {
+        anthropic::StreamTranslator::has_output(self)
+    }
+    fn take_signatures(&mut self) -> Vec<(String, String)> {
+        anthropic::StreamTranslator::take_signatures(self)
+    }
+}
+
 /// An OpenAI error as one SSE event: `data: {"error":{…}}\n\n`.
 pub fn error_event(message: &str, kind: &str, code: Option<&str>) -> Bytes {
     let body = serde_json::json!({

@@ -35,7 +35,7 @@ pub(crate) const HARM_CATEGORIES: [&str; 4] = [
 ];
 
 /// Gemini rejects a history that opens with a model turn; this stands in for the lost prompt.
-pub(crate) const OPENING_USER_TEXT: &str = "Continue.";
+const OPENING_USER_TEXT: &str = "Continue.";
 
 /// The model id without the `models/` prefix some clients keep.
 pub(crate) fn bare_model(model: &str) -> &str {
@@ -102,28 +102,7 @@ pub(crate) fn build<'a>(
             }
         }
     }
-    if out
-        .contents
-        .first()
-        .is_some_and(|c| c.role == Some("model"))
-    {
-        out.contents.insert(
-            0,
-            Content {
-                role: Some("user"),
-                parts: vec![text_part(Cow::Borrowed(OPENING_USER_TEXT))],
-            },
-        );
-    }
-    if is_gemini3(model) {
-        fill_missing_signatures(&mut out.contents);
-    }
-    if !system.is_empty() {
-        out.system_instruction = Some(Content {
-            role: None,
-            parts: system,
-        });
-    }
+    finish_turns(&mut out, system, model);
     out.tools = tools(req)?;
     let has_functions = !out.tools.is_empty();
     if req.web_search_options.is_some() {
@@ -204,6 +183,37 @@ pub(crate) fn safety_settings<'a>(target: &Target<'a>) -> Vec<SafetySetting<'a>>
     }
 }
 
+/// The turn rules every dialect's history needs before it goes to Gemini: a user turn first,
+/// Gemini 3's signature stand-in where a client dropped one, the system text apart.
+pub(crate) fn finish_turns<'a>(
+    out: &mut GenerateContentRequest<'a>,
+    system: Vec<Part<'a>>,
+    model: &str,
+) {
+    if out
+        .contents
+        .first()
+        .is_some_and(|c| c.role == Some("model"))
+    {
+        out.contents.insert(
+            0,
+            Content {
+                role: Some("user"),
+                parts: vec![text_part(Cow::Borrowed(OPENING_USER_TEXT))],
+            },
+        );
+    }
+    if is_gemini3(model) {
+        fill_missing_signatures(&mut out.contents);
+    }
+    if !system.is_empty() {
+        out.system_instruction = Some(Content {
+            role: None,
+            parts: system,
+        });
+    }
+}
+
 fn function_call_part<'a>(call: &'a ToolCall<'_>, extras: &Extras<'_>) -> Part<'a> {
     let args = call_args(call.function.arguments);
     let signature = match call.thought_signature() {
@@ -256,7 +266,7 @@ pub(crate) fn empty_object() -> Json<'static> {
 /// Gemini 3 validates signatures for the current turn only (since the last real user prompt),
 /// and only on the first function call of each step; where the client dropped it, the stand-in
 /// keeps the request valid.
-pub(crate) fn fill_missing_signatures(contents: &mut [Content<'_>]) {
+fn fill_missing_signatures(contents: &mut [Content<'_>]) {
     let current = contents
         .iter()
         .rposition(|c| {

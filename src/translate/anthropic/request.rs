@@ -14,13 +14,13 @@ use std::collections::{HashMap, HashSet};
 use super::wire::{Block, Blocks, MessagesRequest};
 use crate::excerpt::excerpt;
 use crate::translate::gemini::{
-    Blob, Content, FunctionCall, FunctionCallingConfig, FunctionDeclaration, FunctionResponse,
+    Blob, FunctionCall, FunctionCallingConfig, FunctionDeclaration, FunctionResponse,
     GenerateContentRequest, GenerationConfig, GoogleSearch, Json, Part, ThinkingConfig, Tool,
     ToolConfig, ToolResult,
 };
 use crate::translate::request::{
-    bare_model, check_base64, empty_object, fill_missing_signatures, is_gemini3, normalise_mime,
-    push_turn, result_from_text, safety_settings, text_part, thinking_config, OPENING_USER_TEXT,
+    bare_model, check_base64, empty_object, finish_turns, is_gemini3, normalise_mime, push_turn,
+    result_from_text, safety_settings, text_part, thinking_config,
 };
 use crate::translate::{invalid, schema, Extras, Target, TranslateError};
 
@@ -78,28 +78,7 @@ pub fn build<'a>(
             "messages".into(),
         ));
     }
-    if out
-        .contents
-        .first()
-        .is_some_and(|c| c.role == Some("model"))
-    {
-        out.contents.insert(
-            0,
-            Content {
-                role: Some("user"),
-                parts: vec![text_part(Cow::Borrowed(OPENING_USER_TEXT))],
-            },
-        );
-    }
-    if is_gemini3(model) {
-        fill_missing_signatures(&mut out.contents);
-    }
-    if !system.is_empty() {
-        out.system_instruction = Some(Content {
-            role: None,
-            parts: system,
-        });
-    }
+    finish_turns(&mut out, system, model);
     let (decls, web_search) = tools(req, &mut notes)?;
     let has_functions = !decls.is_empty();
     if has_functions {
@@ -159,6 +138,15 @@ fn text_blocks<'a>(
     Ok(())
 }
 
+/// A turn given as a plain string: one text part, none when empty.
+fn string_turn(text: &str) -> Vec<Part<'_>> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![text_part(Cow::Borrowed(text))]
+    }
+}
+
 fn user_parts<'a>(
     content: &'a Blocks<'_>,
     call_names: &HashMap<&'a str, &'a str>,
@@ -166,13 +154,7 @@ fn user_parts<'a>(
     at: &dyn Fn(usize) -> String,
 ) -> Result<Vec<Part<'a>>, TranslateError> {
     let list = match content {
-        Blocks::Text(t) => {
-            return Ok(if t.is_empty() {
-                Vec::new()
-            } else {
-                vec![text_part(Cow::Borrowed(t))]
-            })
-        }
+        Blocks::Text(t) => return Ok(string_turn(t)),
         Blocks::List(list) => list,
     };
     // Gemini wants the function responses of a step together, before anything else said.
@@ -359,13 +341,7 @@ fn assistant_parts<'a>(
     at: &dyn Fn(usize) -> String,
 ) -> Result<Vec<Part<'a>>, TranslateError> {
     let list = match content {
-        Blocks::Text(t) => {
-            return Ok(if t.is_empty() {
-                Vec::new()
-            } else {
-                vec![text_part(Cow::Borrowed(t))]
-            })
-        }
+        Blocks::Text(t) => return Ok(string_turn(t)),
         Blocks::List(list) => list,
     };
     let mut parts = Vec::new();
