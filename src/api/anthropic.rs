@@ -28,7 +28,7 @@ use crate::request_log::RequestLog;
 use crate::server::{read_body, Reply};
 use crate::state::{App, Snapshot};
 use crate::translate::anthropic::{self, MessagesRequest, StreamTranslator};
-use crate::translate::{Extras, FetchedFile, ResponseCtx, Target};
+use crate::translate::{Extras, FetchedFile, ResponseCtx};
 
 /// `POST /v1/messages`.
 pub async fn messages(
@@ -59,11 +59,7 @@ pub async fn messages(
         let lookup = |id: &str| app.signatures.get(id);
         let built = anthropic::to_gemini(
             &request,
-            &Target {
-                model: &target.model,
-                reasoning_effort: target.reasoning_effort.as_deref(),
-                safety: snap.config.upstream.safety.as_deref(),
-            },
+            &target.translated(snap.config.upstream.safety.as_deref()),
             &Extras {
                 signatures: Some(&lookup),
                 media: media.as_ref(),
@@ -136,11 +132,7 @@ pub async fn count_tokens(
         let lookup = |id: &str| app.signatures.get(id);
         let gemini_body = anthropic::count_tokens_body(
             &request,
-            &Target {
-                model: &target.model,
-                reasoning_effort: target.reasoning_effort.as_deref(),
-                safety: None,
-            },
+            &target.translated(None),
             &Extras {
                 signatures: Some(&lookup),
                 media: media.as_ref(),

@@ -23,9 +23,7 @@ use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::server::{read_body, Reply};
 use crate::state::{App, Snapshot};
-use crate::translate::{
-    self, ChatRequest, Extras, ResponseCtx, StreamTranslator, Target, TranslateError,
-};
+use crate::translate::{self, ChatRequest, Extras, ResponseCtx, StreamTranslator, TranslateError};
 
 pub async fn completions(
     app: &Arc<App>,
@@ -88,11 +86,7 @@ pub async fn complete(
         let lookup = |id: &str| app.signatures.get(id);
         let gemini_body = translate::to_gemini_with(
             request,
-            &Target {
-                model: &target.model,
-                reasoning_effort: target.reasoning_effort.as_deref(),
-                safety: snap.config.upstream.safety.as_deref(),
-            },
+            &target.translated(snap.config.upstream.safety.as_deref()),
             &Extras {
                 signatures: Some(&lookup),
                 media: media.as_ref(),

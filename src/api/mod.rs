@@ -199,6 +199,17 @@ pub struct Target {
     pub reasoning_effort: Option<String>,
 }
 
+impl Target {
+    /// What the translators need of this target, with `upstream.safety`.
+    pub fn translated<'a>(&'a self, safety: Option<&'a str>) -> crate::translate::Target<'a> {
+        crate::translate::Target {
+            model: &self.model,
+            reasoning_effort: self.reasoning_effort.as_deref(),
+            safety,
+        }
+    }
+}
+
 /// Resolves an alias (exact, or the most specific glob key: `Models::alias`) to its chain of
 /// real models; a plain model name is a chain of one.
 pub fn resolve(models: &Models, name: &str) -> Vec<Target> {

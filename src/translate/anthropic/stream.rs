@@ -40,13 +40,18 @@ pub struct StreamTranslator {
     signatures: Vec<(String, String)>,
 }
 
+/// A `content_block_delta`'s delta: `text_delta`, `thinking_delta`, …
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum Delta<'a> {
-    TextDelta { text: &'a str },
-    ThinkingDelta { thinking: &'a str },
-    SignatureDelta { signature: &'a str },
-    InputJsonDelta { partial_json: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
 }
 
 #[derive(Serialize)]
@@ -103,7 +108,7 @@ impl StreamTranslator {
                     event(
                         &mut out,
                         "content_block_delta",
-                        &DeltaEvent::new(self.next - 1, Delta::ThinkingDelta { thinking: text }),
+                        &DeltaEvent::new(self.next - 1, Delta::Thinking { thinking: text }),
                     );
                 }
                 if let Some(sig) = signature {
@@ -131,7 +136,7 @@ impl StreamTranslator {
                         index,
                         content_block: StartBlock::ToolUse {
                             id: &id,
-                            name: &*call.name,
+                            name: &call.name,
                             input: empty_input(),
                         },
                     },
@@ -143,7 +148,7 @@ impl StreamTranslator {
                 event(
                     &mut out,
                     "content_block_delta",
-                    &DeltaEvent::new(index, Delta::InputJsonDelta { partial_json: args }),
+                    &DeltaEvent::new(index, Delta::InputJson { partial_json: args }),
                 );
                 stop_event(&mut out, index);
                 continue;
@@ -162,7 +167,7 @@ impl StreamTranslator {
             event(
                 &mut out,
                 "content_block_delta",
-                &DeltaEvent::new(self.next - 1, Delta::TextDelta { text }),
+                &DeltaEvent::new(self.next - 1, Delta::Text { text }),
             );
         }
         if let Some(reason) = cand.finish_reason {
@@ -299,7 +304,7 @@ impl StreamTranslator {
         event(
             out,
             "content_block_delta",
-            &DeltaEvent::new(self.next - 1, Delta::SignatureDelta { signature: sig }),
+            &DeltaEvent::new(self.next - 1, Delta::Signature { signature: sig }),
         );
         self.close(out);
     }
