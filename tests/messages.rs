@@ -792,3 +792,93 @@ async fn image_urls_are_fetched_like_chats() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(fake.total_hits(), 0);
 }
+
+#[tokio::test]
+async fn usage_and_metrics_count_messages_like_chat() {
+    let (fake, proxy) = setup(&[fake_key(1)]).await;
+    fake.on_any().always(Reply::text("counted").chunks(2));
+    let (status, _) = messages(&proxy, hi(MODEL)).await;
+    assert_eq!(status, 200);
+    let (status, events) = stream(&proxy, hi(MODEL)).await;
+    assert_eq!(status, 200);
+    assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("message_stop"));
+    // The stream's usage is recorded when it ends: bounded wait for it.
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        let response = proxy.get("/stats").send().await.expect("/stats");
+        stats = response.json().await.unwrap_or(Value::Null);
+        if stats["clients"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, c)| c["requests"] == 2)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let clients = stats["clients"].as_object().cloned().unwrap_or_default();
+    assert_eq!(clients.len(), 1, "{stats}");
+    let (_, mine) = clients.iter().next().expect("one client");
+    assert_eq!(mine["requests"], 2, "{stats}");
+    assert!(mine["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{stats}");
+    let key = &stats["api_key_stats"][mask(&fake_key(1))]["models"][MODEL];
+    assert_eq!(key["total_requests"], 2, "{stats}");
+    let metrics = proxy
+        .get("/metrics")
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(metrics.contains("route=\"messages\""), "{metrics}");
+}
+
+/// Glob aliases work wherever aliases do: chat, the native API, /v1/models.
+#[tokio::test]
+async fn glob_aliases_work_on_every_route() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| {
+        c.set("models.aliases", r#""gpt-5*" = "gemini-2.5-pro""#)
+            .set("models.aliases", r#""gpt-5*mini*" = "gemini-2.5-flash""#)
+    })
+    .await;
+    for (name, upstream) in [
+        ("gpt-5-codex", "gemini-2.5-pro"),
+        ("gpt-5-mini", "gemini-2.5-flash"),
+    ] {
+        let (status, body) = post_json(
+            &proxy,
+            "/v1/chat/completions",
+            &json!({"model": name, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let path = fake.last_request().expect("a request").path;
+        assert!(
+            path.contains(&format!("/models/{upstream}:")),
+            "{name}: {path}"
+        );
+    }
+    let (status, body) = post_json(
+        &proxy,
+        "/v1beta/models/gpt-5.1:generateContent",
+        &json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let path = fake.last_request().expect("a request").path;
+    assert!(path.contains("/models/gemini-2.5-pro:"), "{path}");
+    // A glob is a pattern, not a model id: not listed; a name it matches exists.
+    let listed = proxy.get("/v1/models").send().await.expect("list");
+    let listed: Value = listed.json().await.unwrap_or(Value::Null);
+    assert!(listed["data"].is_array(), "{listed}");
+    assert!(!listed.to_string().contains('*'), "{listed}");
+    let one = proxy
+        .get("/v1/models/gpt-5-codex")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(one.status(), 200);
+}
