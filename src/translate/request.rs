@@ -4,7 +4,9 @@
 //! user turn first) and the parameter mapping of protocol.md §5. It reads only the parsed
 //! request and the target; it must not fetch, log or look at the clock, and it never forwards
 //! a field it does not know. Media payloads are checked to be base64 (scanned, not decoded),
-//! so that a bad one is the client's 400 before any key is used.
+//! so that a bad one is the client's 400 before any key is used. The pieces every dialect
+//! needs (turn rules, signature stand-in, media checks, thinking levels, safety) are
+//! `pub(crate)` for `translate::anthropic`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
