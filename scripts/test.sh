@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust suites (unit, integration against the real binary) and the
-# end-to-end checks with real client SDKs (openai, google-genai), installed into a private
+# end-to-end checks with real client SDKs (openai, google-genai, anthropic), installed into a private
 # virtualenv on first use and again whenever tests/e2e/requirements.txt changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

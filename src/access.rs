@@ -332,8 +332,9 @@ pub fn check_ip(ip: IpAddr, rules: &config::Access) -> IpVerdict {
     }
 }
 
-/// The credential a client presented: `Authorization: Bearer T`, and on `/v1beta` also
-/// `x-goog-api-key: T` or `?key=T` (Google SDKs and the Gemini CLI send those).
+/// The credential a client presented: `Authorization: Bearer T`, on `/v1beta` also
+/// `x-goog-api-key: T` or `?key=T` (Google SDKs and the Gemini CLI send those), and on
+/// `/v1/messages` also `x-api-key: T` (Anthropic's SDKs).
 fn presented_credential<'a>(
     headers: &'a HeaderMap,
     query: Option<&'a str>,
@@ -351,6 +352,15 @@ fn presented_credential<'a>(
         });
     if let Some(token) = bearer {
         return Some(token.into());
+    }
+    // Anthropic's SDKs (and Claude Code with ANTHROPIC_API_KEY) send `x-api-key: T`.
+    if dialect == Dialect::Anthropic {
+        return headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(Into::into);
     }
     if dialect != Dialect::Google {
         return None;

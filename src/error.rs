@@ -2,7 +2,8 @@
 //!
 //! Handlers return `ProxyError`; `into_response` renders it in the caller's dialect: OpenAI's
 //! `{"error":{message,type,param,code}}` on `/v1` and the JSON admin endpoints, Google's
-//! `{"error":{code,message,status}}` on `/v1beta`. Adding a variant forces a decision on its
+//! `{"error":{code,message,status}}` on `/v1beta`, Anthropic's
+//! `{"type":"error","error":{type,message}}` on `/v1/messages` (with its own status codes). Adding a variant forces a decision on its
 //! status, its OpenAI type and its log level. Messages never carry a secret, and quote what
 //! the client sent only as a short `excerpt` (the whole message is capped too).
 
@@ -295,6 +296,68 @@ impl ProxyError {
         }
     }
 
+    /// Anthropic's status and `error.type` (issue #17): its own codes (529 for overloaded), and
+    /// a 404 only for an unknown model, because Claude Code reports every 404 as "the model
+    /// does not exist".
+    pub fn anthropic(&self) -> (StatusCode, &'static str) {
+        const OVERLOADED: u16 = 529;
+        let overloaded =
+            StatusCode::from_u16(OVERLOADED).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        match self {
+            ProxyError::BadRequest { .. } | ProxyError::MethodNotAllowed => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            // An unknown path on /v1/messages…: not a 404, which Claude Code would misreport.
+            ProxyError::NotFound { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            ProxyError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+            }
+            ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            ProxyError::IpDenied
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::AdminOnly
+            | ProxyError::CrossSite => (StatusCode::FORBIDDEN, "permission_error"),
+            ProxyError::ModelNotFound { .. } => (StatusCode::NOT_FOUND, "not_found_error"),
+            ProxyError::LockedOut { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            ProxyError::NoKey { retry_after, .. } => match retry_after {
+                Some(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+                // No key comes back by itself: overloaded, with x-should-retry: false.
+                None => (overloaded, "overloaded_error"),
+            },
+            ProxyError::UpstreamClient { status, .. } => match status.as_u16() {
+                401 => (*status, "authentication_error"),
+                403 => (*status, "permission_error"),
+                // Google's 404 on a model call is an unknown model.
+                404 => (*status, "not_found_error"),
+                413 => (*status, "request_too_large"),
+                429 => (*status, "rate_limit_error"),
+                _ => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            },
+            ProxyError::UpstreamFailed { status, .. } => match status.as_u16() {
+                429 => (*status, "rate_limit_error"),
+                503 | 529 => (overloaded, "overloaded_error"),
+                404 => (StatusCode::BAD_GATEWAY, "api_error"),
+                _ => (*status, "api_error"),
+            },
+            ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "api_error"),
+            ProxyError::ShuttingDown => (overloaded, "overloaded_error"),
+            ProxyError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
+            ProxyError::Overloaded { .. } => (overloaded, "overloaded_error"),
+            ProxyError::BodyTimeout { .. } => {
+                (StatusCode::REQUEST_TIMEOUT, "invalid_request_error")
+            }
+            ProxyError::StreamBroken { code, .. } => (
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
+                match code {
+                    429 => "rate_limit_error",
+                    503 | 529 => "overloaded_error",
+                    400 => "invalid_request_error",
+                    _ => "api_error",
+                },
+            ),
+        }
+    }
+
     /// The error's JSON body in `dialect`'s shape (Google's own bytes when it sent some).
     fn body(&self, dialect: Dialect) -> Bytes {
         let status = self.status();
@@ -303,6 +366,9 @@ impl ProxyError {
                 ProxyError::UpstreamClient { raw, .. } | ProxyError::UpstreamFailed { raw, .. },
                 Dialect::Google,
             ) if !raw.is_empty() => raw.clone(),
+            (_, Dialect::Anthropic) => {
+                Bytes::from(anthropic_body(self.anthropic().1, &self.client_message()).to_string())
+            }
             (_, Dialect::Google) => Bytes::from(
                 json!({"error": {
                     "code": status.as_u16(),
@@ -340,13 +406,17 @@ impl ProxyError {
         let body = String::from_utf8_lossy(&body);
         Bytes::from(match (framing, dialect) {
             (Framing::Sse, Dialect::Google) => format!("data: {body}\r\n\r\n"),
+            (Framing::Sse, Dialect::Anthropic) => format!("event: error\ndata: {body}\n\n"),
             (Framing::Sse, _) => format!("data: {body}\n\n"),
             (Framing::JsonArray, _) => format!(",\r\n{body}]"),
         })
     }
 
     pub fn into_response(self, dialect: Dialect) -> Response<Body> {
-        let status = self.status();
+        let status = match dialect {
+            Dialect::Anthropic => self.anthropic().0,
+            _ => self.status(),
+        };
         let body = self.body(dialect);
         let mut response = Response::new(full(body));
         *response.status_mut() = status;
@@ -403,6 +473,12 @@ impl ProxyError {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
+}
+
+/// Anthropic's error body: `{"type":"error","error":{"type":kind,"message":…}}` (also the
+/// data of a stream's final `error` event).
+fn anthropic_body(kind: &str, message: &str) -> serde_json::Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
 /// How a stream in progress carries its events.
@@ -504,6 +580,45 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"]["code"], 404);
         assert_eq!(body["error"]["status"], "NOT_FOUND");
+    }
+
+    #[tokio::test]
+    async fn anthropic_dialect_uses_anthropic_shape_and_codes() {
+        let check = |err: ProxyError, status: u16, kind: &'static str| async move {
+            let (got, headers, body) = render(err, Dialect::Anthropic).await;
+            assert_eq!(got.as_u16(), status, "{body}");
+            assert_eq!(body["type"], "error", "{body}");
+            assert_eq!(body["error"]["type"], kind, "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+            headers
+        };
+        check(ProxyError::bad_request("x"), 400, "invalid_request_error").await;
+        check(ProxyError::Unauthorized, 401, "authentication_error").await;
+        let model = || ProxyError::ModelNotAllowed { model: "m".into() };
+        check(model(), 403, "permission_error").await;
+        let unknown = ProxyError::ModelNotFound { model: "m".into() };
+        check(unknown, 404, "not_found_error").await;
+        // Only an unknown model is a 404.
+        check(
+            ProxyError::not_found("unknown path"),
+            400,
+            "invalid_request_error",
+        )
+        .await;
+        let no_key = ProxyError::NoKey {
+            message: "resting".into(),
+            retry_after: Some(Duration::from_secs(7)),
+            all_daily: false,
+        };
+        let headers = check(no_key, 429, "rate_limit_error").await;
+        assert_eq!(headers[header::RETRY_AFTER], "7");
+        let overloaded = ProxyError::UpstreamFailed {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "overloaded".into(),
+            raw: Bytes::new(),
+        };
+        check(overloaded, 529, "overloaded_error").await;
+        check(ProxyError::Internal("x".into()), 500, "api_error").await;
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Relays an upstream stream to the client chunk by chunk, never buffering it whole.
 //!
 //! One task per stream reads the upstream body and writes to the client's body channel. It
-//! translates Gemini SSE to OpenAI chunks on `/v1` (or copies bytes untouched on `/v1beta`),
-//! sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
+//! translates Gemini SSE to OpenAI chunks on `/v1` and to Anthropic events on `/v1/messages`
+//! (or copies bytes untouched on `/v1beta`), sends SSE comment heartbeats on those while the upstream is silent, ends the stream with an
 //! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
 //! grace period runs out, and drops the upstream request the moment the client goes away or
 //! stops reading for `server.write_timeout` (every write is bounded, heartbeats and error
@@ -36,14 +36,17 @@ use crate::request_log::RequestLog;
 use crate::router::Dialect;
 use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
 use crate::state::{App, Snapshot};
+use crate::translate::anthropic;
 use crate::translate::chat::StreamTranslator;
-use crate::translate::TranslateError;
+use crate::translate::{EventStream, TranslateError};
 use crate::usage::{self, Tokens};
 
 /// What the relay does with upstream bytes.
 pub enum Shape {
     /// Gemini SSE in, OpenAI chunks out.
     OpenAi(Box<StreamTranslator>),
+    /// Gemini SSE in, Anthropic Messages events out (`/v1/messages`).
+    Anthropic(Box<anthropic::StreamTranslator>),
     /// Bytes out as they came in (`/v1beta`); `sse` tells the error-event framing.
     Passthrough { sse: bool },
 }
@@ -51,6 +54,15 @@ pub enum Shape {
 /// The dialect side of a stream: how upstream bytes become the client's, and how the
 /// stream's last error event is framed. The rest of the relay is dialect-free.
 impl Shape {
+    /// The dialect's stream translator, when the shape has one.
+    fn translator(&mut self) -> Option<&mut dyn EventStream> {
+        match self {
+            Shape::OpenAi(t) => Some(t.as_mut()),
+            Shape::Anthropic(t) => Some(t.as_mut()),
+            Shape::Passthrough { .. } => None,
+        }
+    }
+
     /// Feeds one upstream chunk through the shape.
     fn feed(
         &mut self,
@@ -69,49 +81,45 @@ impl Shape {
                 watch.array.push(&bytes, &mut watch.seen);
                 Ok(bytes)
             }
-            Shape::OpenAi(translator) => {
-                let mut out = Vec::new();
-                for item in parser.push(&bytes) {
-                    watch.seen.usage(item_bytes(&item));
-                    out.extend_from_slice(&on_item(translator, item)?);
+            Shape::OpenAi(_) | Shape::Anthropic(_) => {
+                let items = parser.push(&bytes);
+                match self.translator() {
+                    Some(t) => events(t, items, watch),
+                    None => Ok(Bytes::new()),
                 }
-                Ok(Bytes::from(out))
             }
         }
     }
 
-    /// The upstream ended: whatever the parser still holds, then the translator's tail.
+    /// The upstream ended: whatever the parser still holds, then the translator's tail; a
+    /// stream that never answered is an empty answer.
     fn finish(
         &mut self,
         parser: &mut SseParser,
         watch: &mut Watch,
     ) -> Result<Bytes, TranslateError> {
-        match self {
-            Shape::Passthrough { sse: true } => {
+        if let Shape::Passthrough { sse } = self {
+            if *sse {
                 for item in parser.finish() {
                     watch.passthrough_event(item_bytes(&item));
                 }
-                Ok(Bytes::new())
             }
-            Shape::Passthrough { sse: false } => Ok(Bytes::new()),
-            Shape::OpenAi(translator) => {
-                let mut out = Vec::new();
-                for item in parser.finish() {
-                    watch.seen.usage(item_bytes(&item));
-                    out.extend_from_slice(&on_item(translator, item)?);
-                }
-                if !translator.has_output() {
-                    return Err(TranslateError::EmptyAnswer {
-                        message:
-                            "Gemini ended the stream without an answer (blocked, thoughts only, \
-                                  or the token limit was reached before any text)"
-                                .into(),
-                    });
-                }
-                out.extend_from_slice(&translator.finish());
-                Ok(Bytes::from(out))
-            }
+            return Ok(Bytes::new());
         }
+        let items = parser.finish();
+        let Some(translator) = self.translator() else {
+            return Ok(Bytes::new());
+        };
+        let mut out = events(translator, items, watch)?.to_vec();
+        if !translator.has_output() {
+            return Err(TranslateError::EmptyAnswer {
+                message: "Gemini ended the stream without an answer (blocked, thoughts only, \
+                          or the token limit was reached before any text)"
+                    .into(),
+            });
+        }
+        out.extend_from_slice(&translator.finish());
+        Ok(Bytes::from(out))
     }
 
     /// A final error event in the stream's own dialect and framing (rendered by `error`).
@@ -122,6 +130,7 @@ impl Shape {
         };
         match self {
             Shape::OpenAi(_) => error.stream_event(Dialect::OpenAi, Framing::Sse),
+            Shape::Anthropic(_) => error.stream_event(Dialect::Anthropic, Framing::Sse),
             Shape::Passthrough { sse: true } => error.stream_event(Dialect::Google, Framing::Sse),
             Shape::Passthrough { sse: false } => {
                 error.stream_event(Dialect::Google, Framing::JsonArray)
@@ -227,7 +236,7 @@ async fn run(
     let idle = snap.upstream.idle_timeout;
     let write = snap.config.server.write_timeout;
     let heartbeat = match shape {
-        Shape::OpenAi(_) => snap.upstream.heartbeat,
+        Shape::OpenAi(_) | Shape::Anthropic(_) => snap.upstream.heartbeat,
         Shape::Passthrough { .. } => None,
     };
     let mut upstream = response.bytes_stream();
@@ -258,7 +267,7 @@ async fn run(
                 None => {
                     let tail = shape.finish(&mut parser, &mut watch);
                     in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
-                    if let Shape::OpenAi(translator) = &mut shape {
+                    if let Some(translator) = shape.translator() {
                         app.signatures.remember(translator.take_signatures());
                     }
                     match tail {
@@ -331,12 +340,19 @@ fn item_bytes(item: &SseItem) -> &[u8] {
     }
 }
 
-fn on_item(translator: &mut StreamTranslator, item: SseItem) -> Result<Bytes, TranslateError> {
-    match item {
-        SseItem::Data(data) => translator.on_event(&data),
-        // Unframed JSON in a stream is how Google reports errors mid-stream.
-        SseItem::Bare(raw) => translator.on_event(&raw),
+/// Parsed upstream events through a dialect's translator (each event's usage watched).
+/// Unframed JSON (`Bare`) in a stream is how Google reports errors mid-stream.
+fn events(
+    translator: &mut dyn EventStream,
+    items: Vec<SseItem>,
+    watch: &mut Watch,
+) -> Result<Bytes, TranslateError> {
+    let mut out = Vec::new();
+    for item in items {
+        watch.seen.usage(item_bytes(&item));
+        out.extend_from_slice(&translator.on_event(item_bytes(&item))?);
     }
+    Ok(Bytes::from(out))
 }
 
 /// What the relay learns from the events it passes on: the last `usageMetadata` and, on

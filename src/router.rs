@@ -11,6 +11,8 @@ use http::Method;
 pub enum Dialect {
     OpenAi,
     Google,
+    /// Anthropic's Messages API (`/v1/messages`, issue #17): its error shape, `x-api-key`.
+    Anthropic,
 }
 
 /// Who may call a route.
@@ -93,6 +95,10 @@ pub enum Route {
     DashboardState,
     DashboardLogin,
     DashboardLogout,
+    /// `POST /v1/messages` (Anthropic, issue #17).
+    Messages,
+    /// `POST /v1/messages/count_tokens` (Anthropic, issue #17).
+    CountTokens,
     NotFound(Dialect),
     MethodNotAllowed(Dialect),
 }
@@ -104,6 +110,7 @@ impl Route {
                 Dialect::Google
             }
             Route::NotFound(d) | Route::MethodNotAllowed(d) => *d,
+            Route::Messages | Route::CountTokens => Dialect::Anthropic,
             _ => Dialect::OpenAi,
         }
     }
@@ -159,6 +166,8 @@ impl Route {
             Route::Livez => "livez",
             Route::Readyz => "readyz",
             Route::Status => "status",
+            Route::Messages => "messages",
+            Route::CountTokens => "count_tokens",
             Route::NotFound(_) => "not_found",
             Route::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -171,6 +180,8 @@ pub fn route(method: &Method, path: &str) -> Route {
     let path = normalise(path);
     let dialect = if path.starts_with("/v1beta") {
         Dialect::Google
+    } else if path.starts_with("/v1/messages") {
+        Dialect::Anthropic
     } else {
         Dialect::OpenAi
     };
@@ -188,6 +199,9 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/v1/chat/completions" | "/chat/completions" => expect(post, Route::ChatCompletions),
         "/v1/models" | "/models" => expect(get, Route::ListModels),
         "/v1/embeddings" | "/embeddings" => expect(post, Route::Embeddings),
+        // Anthropic (issue #17); Claude Code adds `?beta=true`, which routing never reads.
+        "/v1/messages" => expect(post, Route::Messages),
+        "/v1/messages/count_tokens" => expect(post, Route::CountTokens),
         "/v1beta/models" => expect(get, Route::GeminiListModels),
         "/health" => expect(get, Route::Health),
         "/livez" => expect(get, Route::Livez),
@@ -298,6 +312,18 @@ mod tests {
             GetModel("gemini-2.5-pro".into()),
         );
         check(Method::POST, "/v1/embeddings", Embeddings);
+        check(Method::POST, "/v1/messages", Messages);
+        check(Method::POST, "/v1/messages/count_tokens", CountTokens);
+        check(
+            Method::GET,
+            "/v1/messages",
+            MethodNotAllowed(Dialect::Anthropic),
+        );
+        check(
+            Method::POST,
+            "/v1/messages/batches",
+            NotFound(Dialect::Anthropic),
+        );
         check(Method::GET, "/v1beta/models", GeminiListModels);
         check(
             Method::GET,

@@ -12,10 +12,12 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access::Caller;
-use crate::api::{allowed_chain, chain_exhausted, clean_model_name, next_in_chain, resolve};
+use crate::api::{
+    allowed_chain, chain_exhausted, clean_model_name, failed_body, generate_path, next_in_chain,
+    resolve,
+};
 use crate::body::json_bytes;
 use crate::body::{read_body, Reply};
-use crate::classify::classify;
 use crate::clock::unix_now;
 use crate::error::ProxyError;
 use crate::media;
@@ -24,7 +26,7 @@ use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
 use crate::translate::chat::{self, ChatRequest, StreamTranslator};
-use crate::translate::{Extras, ResponseCtx, Target, TranslateError};
+use crate::translate::{Extras, ResponseCtx, TranslateError};
 
 pub async fn completions(
     app: &Arc<App>,
@@ -87,25 +89,14 @@ pub async fn complete(
         let lookup = |id: &str| app.signatures.get(id);
         let gemini_body = chat::to_gemini_with(
             request,
-            &Target {
-                model: &target.model,
-                reasoning_effort: target.reasoning_effort.as_deref(),
-                safety: snap.config.upstream.safety.as_deref(),
-            },
+            &target.translated(snap.config.upstream.safety.as_deref()),
             &Extras {
                 signatures: Some(&lookup),
                 media: media.as_ref(),
             },
         )
         .map_err(from_translate)?;
-        let path = if request.stream {
-            format!(
-                "/v1beta/models/{}:streamGenerateContent?alt=sse",
-                target.model
-            )
-        } else {
-            format!("/v1beta/models/{}:generateContent", target.model)
-        };
+        let path = generate_path(&target.model, request.stream);
         let call = Call {
             model: Some(&target.model),
             method: Method::POST,
@@ -125,16 +116,7 @@ pub async fn complete(
                             Ok(Answer::Whole(done.body))
                         }
                         Ok(_) => Err(empty_answer(&bytes)),
-                        Err(e) => {
-                            if let TranslateError::UpstreamError { code, raw, .. } = &e {
-                                snap.pool.report(
-                                    &served.lease,
-                                    &classify(*code, raw),
-                                    std::time::Instant::now(),
-                                );
-                            }
-                            Err(from_translate(e))
-                        }
+                        Err(e) => Err(failed_body(snap, &served.lease, e)),
                     },
                     Payload::Stream(response) => {
                         let translator = StreamTranslator::new(ctx, request.include_usage());
@@ -161,7 +143,7 @@ pub async fn complete(
 
 /// A 200 from Gemini with nothing to show: an explicit error, never an empty success (clients
 /// such as Cline fail confusingly on an empty assistant message).
-fn empty_answer(gemini_body: &[u8]) -> ProxyError {
+pub(crate) fn empty_answer(gemini_body: &[u8]) -> ProxyError {
     let value: serde_json::Value = serde_json::from_slice(gemini_body).unwrap_or_default();
     if let Some(reason) = value["promptFeedback"]["blockReason"].as_str() {
         return ProxyError::BadRequest {

@@ -3,6 +3,8 @@
 //! never builds an error response itself (that is `error`'s job).
 
 pub mod admin;
+// Anthropic Messages API (issue #17).
+pub mod anthropic;
 pub mod chat;
 pub mod embeddings;
 pub mod explain;
@@ -36,6 +38,8 @@ pub async fn dispatch(
 ) -> Result<Reply, ProxyError> {
     match route {
         Route::ChatCompletions => chat::completions(app, snap, &caller, req, log).await,
+        Route::Messages => anthropic::messages(app, snap, &caller, req, log).await,
+        Route::CountTokens => anthropic::count_tokens(app, snap, &caller, req, log).await,
         Route::ListModels => models::list(app, snap, &caller, log).await.map(Reply::Done),
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await
@@ -141,6 +145,33 @@ pub(crate) fn next_in_chain(
     }
 }
 
+/// The upstream path of a generation for `model`: `streamGenerateContent?alt=sse` or
+/// `generateContent`.
+pub(crate) fn generate_path(model: &str, stream: bool) -> String {
+    if stream {
+        format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+    } else {
+        format!("/v1beta/models/{model}:generateContent")
+    }
+}
+
+/// A 200 whose body turned out to be a Google error: reported against the key that served it
+/// (the attempt loop saw only the status), and the client's error.
+pub(crate) fn failed_body(
+    snap: &Snapshot,
+    lease: &crate::pool::Lease,
+    error: crate::translate::TranslateError,
+) -> ProxyError {
+    if let crate::translate::TranslateError::UpstreamError { code, raw, .. } = &error {
+        snap.pool.report(
+            lease,
+            &crate::classify::classify(*code, raw),
+            std::time::Instant::now(),
+        );
+    }
+    chat::from_translate(error)
+}
+
 /// What the client gets when every model of a chain failed over: the last model's error.
 pub(crate) fn chain_exhausted(last_error: Option<ProxyError>) -> ProxyError {
     last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into()))
@@ -153,9 +184,21 @@ pub struct ChainStep {
     pub reasoning_effort: Option<String>,
 }
 
-/// Resolves an alias to its chain of real models; a plain model name is a chain of one.
+impl ChainStep {
+    /// What the translators need of this target, with `upstream.safety`.
+    pub fn translated<'a>(&'a self, safety: Option<&'a str>) -> crate::translate::Target<'a> {
+        crate::translate::Target {
+            model: &self.model,
+            reasoning_effort: self.reasoning_effort.as_deref(),
+            safety,
+        }
+    }
+}
+
+/// Resolves an alias (exact, or the most specific glob key: `Models::alias`) to its chain of
+/// real models; a plain model name is a chain of one.
 pub fn resolve(models: &Models, name: &str) -> Vec<ChainStep> {
-    match models.aliases.get(name) {
+    match models.alias(name) {
         Some(alias) => alias
             .models
             .iter()

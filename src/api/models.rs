@@ -136,7 +136,10 @@ async fn catalogue(
             (models.as_ref().clone(), created)
         }
     };
-    let mut aliases: Vec<&String> = snap.config.models.aliases.keys().collect();
+    // A glob key (`claude-*`) is a pattern, not a model id: not listed.
+    let mut aliases: Vec<&String> = (snap.config.models.aliases.keys())
+        .filter(|k| !crate::config::is_glob(k))
+        .collect();
     aliases.sort();
     let mut data: Vec<serde_json::Value> = aliases
         .into_iter()
@@ -184,7 +187,13 @@ pub async fn get(
     let found = catalogue(app, snap, log)
         .await?
         .into_iter()
-        .find(|m| m["id"].as_str() == Some(wanted) && caller.allows(wanted));
+        .find(|m| m["id"].as_str() == Some(wanted) && caller.allows(wanted))
+        .or_else(|| {
+            // A name only a glob alias knows (`claude-sonnet-4-5`) exists too.
+            (snap.config.models.alias(wanted).is_some() && caller.allows(wanted)).then(|| {
+                json!({"id": wanted, "object": "model", "created": unix_now(), "owned_by": "gemini-rotator"})
+            })
+        });
     match found {
         Some(model) => Ok(json_response(StatusCode::OK, &model)),
         None => Err(ProxyError::not_found(format!(

@@ -232,6 +232,65 @@ pub struct Alias {
     pub reasoning_effort: Option<String>,
 }
 
+// ---- glob aliases (issue #17): `"claude-*haiku*" = "gemini-2.5-flash"` ----
+
+impl Models {
+    /// The alias a requested model name resolves through: an exact key first, else the most
+    /// specific glob key that matches the whole name (`glob_beats`); `None` for a plain model.
+    pub fn alias(&self, name: &str) -> Option<&Alias> {
+        if let Some(alias) = self.aliases.get(name) {
+            return Some(alias);
+        }
+        let mut best: Option<(&str, &Alias)> = None;
+        for (key, alias) in &self.aliases {
+            if is_glob(key) && glob_matches(key, name) {
+                match best {
+                    Some((b, _)) if !glob_beats(key, b) => {}
+                    _ => best = Some((key, alias)),
+                }
+            }
+        }
+        best.map(|(_, alias)| alias)
+    }
+}
+
+/// An alias key with a `*` is a glob: `*` matches any run of characters (none included);
+/// nothing else is special.
+pub fn is_glob(key: &str) -> bool {
+    key.contains('*')
+}
+
+/// Whether `pattern` (`*` wildcards only) matches all of `name`, case-sensitively.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty(); // no `*` at all: an exact match
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Whether glob `a` is more specific than glob `b` when both match: more literal (non-`*`)
+/// characters wins, then fewer `*`, then the alphabetically first key (so the choice never
+/// depends on the table's order).
+pub fn glob_beats(a: &str, b: &str) -> bool {
+    let rank = |k: &str| {
+        let stars = k.matches('*').count();
+        (std::cmp::Reverse(k.len() - stars), stars)
+    };
+    (rank(a), a) < (rank(b), b)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,

@@ -732,3 +732,92 @@ fn admission_limits() {
         warned.warnings
     );
 }
+
+// ---- glob aliases (issue #17) ----
+
+#[test]
+fn glob_aliases_pick_the_most_specific_match() {
+    let toml = "[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[models.aliases]\n\
+        \"claude-*\" = \"gemini-2.5-pro\"\n\"claude-*haiku*\" = \"gemini-2.5-flash\"\n\
+        \"claude-3-5-*\" = \"fast\"\nfast = \"gemini-2.0-flash\"\n\"*-codex\" = \"gemini-2.5-pro\"\n\
+        \"gpt-5*\" = { model = \"gemini-3-pro-preview\", reasoning_effort = \"high\" }\n\
+        \"claude-opus-4-1\" = \"gemini-3-pro-preview\"\n";
+    let c = check(toml, &[], &[]).unwrap().config;
+    let resolved = |name: &str| {
+        c.models
+            .alias(name)
+            .map(|a| (a.models.join(" "), a.reasoning_effort.clone()))
+    };
+    let check = |name: &str, expected: Option<&str>| {
+        assert_eq!(
+            resolved(name).map(|(m, _)| m).as_deref(),
+            expected,
+            "{name}"
+        );
+    };
+    check("claude-sonnet-4-5", Some("gemini-2.5-pro"));
+    check("claude-haiku-4-5-20251001", Some("gemini-2.5-flash"));
+    check("claude-3-5-haiku-latest", Some("gemini-2.5-flash")); // 12 literal chars beat 11
+    check("claude-3-5-sonnet", Some("gemini-2.0-flash"));
+    check("claude-opus-4-1", Some("gemini-3-pro-preview")); // an exact key beats every glob
+    check("claude-", Some("gemini-2.5-pro")); // `*` matches nothing too
+    check("gpt-5-codex", Some("gemini-2.5-pro")); // "-codex" (6 literal chars) beats "gpt-5" (5)
+    check("gemini-2.5-flash", None);
+    check("my-claude-x", None);
+    assert_eq!(
+        resolved("gpt-5.1").and_then(|(_, e)| e).as_deref(),
+        Some("high")
+    );
+}
+
+#[test]
+fn glob_matching_and_ranking() {
+    let m = |p: &str, n: &str| super::glob_matches(p, n);
+    assert!(m("claude-*", "claude-x"));
+    assert!(m("*haiku*", "claude-haiku-4-5"));
+    assert!(m("a*b*c", "abc") && m("a*b*c", "aXbYc") && !m("a*b*c", "acb"));
+    assert!(m("*", "") && m("**", "x"));
+    assert!(!m("ab*ba", "aba")); // prefix and suffix may not overlap
+    assert!(!m("claude-*", "Claude-x"));
+    assert!(super::glob_beats("claude-*haiku*", "claude-*"));
+    assert!(super::glob_beats("claude-*", "claude*-*")); // as many literals, fewer `*`
+    assert!(super::glob_beats("a*b", "ab*")); // a tie: the alphabetically first key
+    assert!(!super::glob_beats("claude-*", "claude-*"));
+}
+
+#[test]
+fn glob_alias_problems() {
+    check(
+        "[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n[models.aliases]\n\"claude *\" = \"m\"\nx = \"gemini-*\"\n",
+        &[],
+        &[
+            "config.toml:4:14: models.aliases.\"claude *\": a glob alias may hold only letters, digits, `-`, `_`, `.`, `:`, `/`, `@` and `*`",
+            "config.toml:5:5: models.aliases.\"x\": an alias target is a model or alias name, not a glob (`*` belongs in the key)",
+        ],
+    );
+}
+
+/// The shipped configs map the agents' own model names, so no model flag is needed.
+#[test]
+fn shipped_configs_map_agent_model_names() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let keys = std::fs::read_to_string(root.join("keys.txt.example")).unwrap();
+    for name in ["config.example.toml", "config.toml"] {
+        let toml = std::fs::read_to_string(root.join(name)).unwrap();
+        let c = ok(&toml, &[("keys.txt", &keys)]).config;
+        let target = |model: &str| c.models.alias(model).map(|a| a.models[0].clone());
+        for (model, expected) in [
+            ("claude-sonnet-4-5-20250929", "gemini-2.5-pro"),
+            ("claude-opus-4-1", "gemini-2.5-pro"),
+            ("claude-haiku-4-5", "gemini-2.5-flash"),
+            ("claude-3-5-haiku-latest", "gemini-2.5-flash"),
+            ("gpt-5-codex", "gemini-2.5-pro"),
+            ("gpt-5.1-codex-max", "gemini-2.5-pro"),
+            ("gpt-5-mini", "gemini-2.5-flash"),
+            ("codex-mini-latest", "gemini-2.5-flash"),
+        ] {
+            assert_eq!(target(model).as_deref(), Some(expected), "{name}: {model}");
+        }
+        assert_eq!(target("gemini-2.5-pro"), None, "{name}");
+    }
+}

@@ -829,6 +829,14 @@ impl Cx<'_, '_> {
                 self.error(&ap, "empty alias name");
                 ok = false;
             }
+            // Glob keys (issue #17): only `*` is special; the rest must be model-name characters.
+            if super::is_glob(&name) && !glob_key_ok(&name) {
+                self.error(
+                    &ap,
+                    "a glob alias may hold only letters, digits, `-`, `_`, `.`, `:`, `/`, `@` and `*`",
+                );
+                ok = false;
+            }
             let parsed = match entry {
                 raw::AliasEntry::Plain(target) => self.model_name(&ap, &target).then(|| Alias {
                     models: vec![target],
@@ -918,6 +926,13 @@ impl Cx<'_, '_> {
     fn model_name(&mut self, path: &FieldPath, name: &str) -> bool {
         if name.trim().is_empty() {
             self.error(path, "empty model name");
+            return false;
+        }
+        if super::is_glob(name) {
+            self.error(
+                path,
+                "an alias target is a model or alias name, not a glob (`*` belongs in the key)",
+            );
             return false;
         }
         true
@@ -1277,6 +1292,13 @@ impl KeySpec {
             daily_limit: None,
         }
     }
+}
+
+/// A glob alias key's characters: `*` and what model names are made of.
+fn glob_key_ok(key: &str) -> bool {
+    key.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'_' | b'.' | b':' | b'/' | b'@')
+    })
 }
 
 enum Mark {

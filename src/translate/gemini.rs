@@ -184,6 +184,9 @@ pub struct GenerationConfig<'a> {
     pub response_json_schema: Option<Json<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking_config: Option<ThinkingConfig>,
+    /// Anthropic's `top_k` (issue #17).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
 }
 
 impl GenerationConfig<'_> {

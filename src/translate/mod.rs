@@ -1,14 +1,16 @@
 //! Pure mapping between the client dialects and Gemini: request bodies, whole responses and
-//! stream events. One folder per dialect (`chat`: OpenAI chat completions), each with its wire
+//! stream events. One folder per dialect (`chat`: OpenAI chat completions; `anthropic`: the
+//! Anthropic Messages API), each with its wire
 //! types and its `request`, `response` and `stream` mappings; `embeddings` maps OpenAI's
 //! embeddings API. Shared here: Gemini's wire types (`gemini`), the schema cleaner (`schema`),
 //! serde helpers (`json`), and the types every dialect uses (`Target`, `Extras`, `ResponseCtx`,
-//! `TranslateError`).
+//! `TranslateError`) and `EventStream`, what the relay drives for any dialect's stream.
 //!
 //! No I/O and no clock: ids and timestamps come in through `ResponseCtx`, and anything that
 //! needs the network (fetching image URLs) is done by the caller. Unknown client fields are
 //! dropped, never forwarded.
 
+pub mod anthropic;
 pub mod base64;
 pub mod chat;
 pub mod embeddings;
@@ -90,4 +92,47 @@ pub struct Extras<'a> {
 pub struct FetchedFile {
     pub mime_type: String,
     pub bytes: Vec<u8>,
+}
+
+/// A dialect's stream translator (`/v1` chat chunks, `/v1/messages` events): what the relay
+/// drives, one upstream event at a time.
+pub trait EventStream {
+    /// One upstream event's data: zero or more complete client events.
+    fn on_event(&mut self, data: &[u8]) -> Result<bytes::Bytes, TranslateError>;
+    /// The upstream ended cleanly: the closing events.
+    fn finish(&mut self) -> bytes::Bytes;
+    /// Some text or tool call went out (thoughts alone do not answer).
+    fn has_output(&self) -> bool;
+    /// `(tool call id, thought signature)` pairs seen since the last call.
+    fn take_signatures(&mut self) -> Vec<(String, String)>;
+}
+
+impl EventStream for chat::StreamTranslator {
+    fn on_event(&mut self, data: &[u8]) -> Result<bytes::Bytes, TranslateError> {
+        chat::StreamTranslator::on_event(self, data)
+    }
+    fn finish(&mut self) -> bytes::Bytes {
+        chat::StreamTranslator::finish(self)
+    }
+    fn has_output(&self) -> bool {
+        chat::StreamTranslator::has_output(self)
+    }
+    fn take_signatures(&mut self) -> Vec<(String, String)> {
+        chat::StreamTranslator::take_signatures(self)
+    }
+}
+
+impl EventStream for anthropic::StreamTranslator {
+    fn on_event(&mut self, data: &[u8]) -> Result<bytes::Bytes, TranslateError> {
+        anthropic::StreamTranslator::on_event(self, data)
+    }
+    fn finish(&mut self) -> bytes::Bytes {
+        anthropic::StreamTranslator::finish(self)
+    }
+    fn has_output(&self) -> bool {
+        anthropic::StreamTranslator::has_output(self)
+    }
+    fn take_signatures(&mut self) -> Vec<(String, String)> {
+        anthropic::StreamTranslator::take_signatures(self)
+    }
 }

@@ -5,8 +5,8 @@
 //! A parsed request borrows from the client's body (strings, and schemas and tool-call
 //! arguments as raw JSON), and the Gemini body is serialised straight from those borrows.
 
-mod request;
-mod response;
+pub(crate) mod request;
+pub(crate) mod response;
 mod stream;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,9 @@
 //! user turn first) and the parameter mapping of protocol.md §5. It reads only the parsed
 //! request and the target; it must not fetch, log or look at the clock, and it never forwards
 //! a field it does not know. Media payloads are checked to be base64 (scanned, not decoded),
-//! so that a bad one is the client's 400 before any key is used.
+//! so that a bad one is the client's 400 before any key is used. The pieces every dialect
+//! needs (turn rules, signature stand-in, media checks, thinking levels, safety) are
+//! `pub(crate)` for `translate::anthropic`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -28,7 +30,7 @@ use crate::translate::{invalid, schema, Extras, Target, TranslateError};
 /// Google's documented stand-in for a Gemini 3 thought signature we no longer have.
 pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 
-const HARM_CATEGORIES: [&str; 4] = [
+pub(crate) const HARM_CATEGORIES: [&str; 4] = [
     "HARM_CATEGORY_HARASSMENT",
     "HARM_CATEGORY_HATE_SPEECH",
     "HARM_CATEGORY_SEXUALLY_EXPLICIT",
@@ -103,28 +105,7 @@ pub(crate) fn build<'a>(
             }
         }
     }
-    if out
-        .contents
-        .first()
-        .is_some_and(|c| c.role == Some("model"))
-    {
-        out.contents.insert(
-            0,
-            Content {
-                role: Some("user"),
-                parts: vec![text_part(Cow::Borrowed(OPENING_USER_TEXT))],
-            },
-        );
-    }
-    if is_gemini3(model) {
-        fill_missing_signatures(&mut out.contents);
-    }
-    if !system.is_empty() {
-        out.system_instruction = Some(Content {
-            role: None,
-            parts: system,
-        });
-    }
+    finish_turns(&mut out, system, model);
     out.tools = tools(req)?;
     let has_functions = !out.tools.is_empty();
     if req.web_search_options.is_some() {
@@ -186,16 +167,54 @@ pub(crate) fn build<'a>(
                 json_schema.schema.map(|s| Json(schema::clean(s)));
         }
     }
-    if let Some(threshold) = target.safety.filter(|t| !t.eq_ignore_ascii_case("default")) {
-        out.safety_settings = HARM_CATEGORIES
+    out.safety_settings = safety_settings(target);
+    Ok(out)
+}
+
+/// `upstream.safety` as Gemini's settings: one threshold for every category; none for
+/// `default`.
+pub(crate) fn safety_settings<'a>(target: &Target<'a>) -> Vec<SafetySetting<'a>> {
+    match target.safety.filter(|t| !t.eq_ignore_ascii_case("default")) {
+        Some(threshold) => HARM_CATEGORIES
             .iter()
             .map(|&category| SafetySetting {
                 category,
                 threshold,
             })
-            .collect();
+            .collect(),
+        None => Vec::new(),
     }
-    Ok(out)
+}
+
+/// The turn rules every dialect's history needs before it goes to Gemini: a user turn first,
+/// Gemini 3's signature stand-in where a client dropped one, the system text apart.
+pub(crate) fn finish_turns<'a>(
+    out: &mut GenerateContentRequest<'a>,
+    system: Vec<Part<'a>>,
+    model: &str,
+) {
+    if out
+        .contents
+        .first()
+        .is_some_and(|c| c.role == Some("model"))
+    {
+        out.contents.insert(
+            0,
+            Content {
+                role: Some("user"),
+                parts: vec![text_part(Cow::Borrowed(OPENING_USER_TEXT))],
+            },
+        );
+    }
+    if is_gemini3(model) {
+        fill_missing_signatures(&mut out.contents);
+    }
+    if !system.is_empty() {
+        out.system_instruction = Some(Content {
+            role: None,
+            parts: system,
+        });
+    }
 }
 
 fn function_call_part<'a>(call: &'a ToolCall<'_>, extras: &Extras<'_>) -> Part<'a> {
@@ -240,7 +259,7 @@ fn call_args(arguments: Option<&RawValue>) -> Json<'_> {
     }
 }
 
-fn empty_object() -> Json<'static> {
+pub(crate) fn empty_object() -> Json<'static> {
     // Parsing a literal cannot fail.
     Json(Cow::Borrowed(
         serde_json::from_str("{}").unwrap_or(RawValue::NULL),
@@ -271,7 +290,11 @@ fn fill_missing_signatures(contents: &mut [Content<'_>]) {
 
 /// A tool result as Gemini's `response` object: a JSON object as is, anything else wrapped.
 fn tool_result<'a>(content: &'a MsgContent<'_>) -> ToolResult<'a> {
-    let text = joined_text(content);
+    result_from_text(joined_text(content))
+}
+
+/// A tool's result text as Gemini's `response`: a JSON object as is, anything else wrapped.
+pub(crate) fn result_from_text(text: Cow<'_, str>) -> ToolResult<'_> {
     if text.trim_start().starts_with('{') {
         let json = match &text {
             Cow::Borrowed(s) => serde_json::from_str(s).ok().map(Cow::Borrowed),
@@ -347,7 +370,10 @@ fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> 
 
 /// protocol.md §1 and §5: Gemini 3 takes a level, 2.5 a budget within its model's range; other
 /// families have no thinking switch, so the effort is ignored there.
-fn thinking_config(model: &str, effort: &str) -> Result<Option<ThinkingConfig>, TranslateError> {
+pub(crate) fn thinking_config(
+    model: &str,
+    effort: &str,
+) -> Result<Option<ThinkingConfig>, TranslateError> {
     const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
     if !EFFORTS.contains(&effort) {
         return Err(invalid(
@@ -456,7 +482,7 @@ pub(crate) fn is_gemini3(model: &str) -> bool {
     bare_model(model).starts_with("gemini-3")
 }
 
-fn text_part(text: Cow<'_, str>) -> Part<'_> {
+pub(crate) fn text_part(text: Cow<'_, str>) -> Part<'_> {
     Part {
         text: Some(text),
         ..Part::default()
@@ -580,7 +606,7 @@ fn user_parts<'a>(
 
 /// Refuses a media payload that Gemini could not decode, naming `field`: a 400 before any key
 /// is used, instead of Google's 400 after one was.
-fn check_base64(data: &str, field: String) -> Result<(), TranslateError> {
+pub(crate) fn check_base64(data: &str, field: String) -> Result<(), TranslateError> {
     if is_base64(data) {
         return Ok(());
     }
@@ -611,7 +637,7 @@ fn data_url<'a>(url: &'a str, fallback_mime: Option<&'static str>) -> Option<Blo
     })
 }
 
-fn normalise_mime(mime: &str) -> &str {
+pub(crate) fn normalise_mime(mime: &str) -> &str {
     if mime.eq_ignore_ascii_case("image/jpg") {
         "image/jpeg"
     } else {
@@ -663,7 +689,11 @@ pub(crate) fn remote_media_urls<'a>(req: &'a ChatRequest<'_>) -> Vec<&'a str> {
 
 /// Appends a turn, merging it into the previous one when the role repeats (Gemini wants
 /// alternating turns) and dropping it when it has nothing to say.
-fn push_turn<'a>(contents: &mut Vec<Content<'a>>, role: &'static str, parts: Vec<Part<'a>>) {
+pub(crate) fn push_turn<'a>(
+    contents: &mut Vec<Content<'a>>,
+    role: &'static str,
+    parts: Vec<Part<'a>>,
+) {
     if parts.is_empty() {
         return;
     }

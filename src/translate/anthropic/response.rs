@@ -1,0 +1,195 @@
+//! Gemini `GenerateContentResponse` → Anthropic `message`, plus what the stream translator
+//! shares with it: stop reasons, usage, tool-use ids.
+//!
+//! Gemini's thought signature (on a `functionCall` or text part) leaves in a `thinking` block
+//! just before the block of its part: the thoughts of that step when Gemini sent them, an empty
+//! `thinking` otherwise. Ids come from `ResponseCtx`; nothing here reads a clock or a random
+//! source.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::translate::chat::response::parse;
+use crate::translate::gemini::UsageMetadata;
+use crate::translate::{ResponseCtx, TranslateError};
+
+/// A translated whole answer.
+#[derive(Debug)]
+pub struct Whole {
+    /// The Anthropic `message` JSON.
+    pub body: Vec<u8>,
+    /// `(tool_use id, thought signature)` for the server-side signature cache.
+    pub signatures: Vec<(String, String)>,
+    /// Some text or tool call came back (thinking alone does not answer).
+    pub has_output: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum BlockOut<'a> {
+    Text {
+        text: Cow<'a, str>,
+    },
+    Thinking {
+        thinking: Cow<'a, str>,
+        signature: Cow<'a, str>,
+    },
+    ToolUse {
+        id: String,
+        name: Cow<'a, str>,
+        input: &'a RawValue,
+    },
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+/// Anthropic counts cache reads apart from `input_tokens`, and thinking inside output.
+pub(crate) fn usage(u: &UsageMetadata) -> Usage {
+    let prompt = u.prompt_token_count + u.tool_use_prompt_token_count;
+    Usage {
+        input_tokens: prompt.saturating_sub(u.cached_content_token_count),
+        output_tokens: u.candidates_token_count + u.thoughts_token_count,
+        cache_creation_input_tokens: 0,
+        cache_read_input_tokens: u.cached_content_token_count,
+    }
+}
+
+/// Gemini's finish reason as Anthropic's `stop_reason`. Gemini does not say which stop
+/// sequence ended the text, so a stop is always `end_turn`.
+pub(crate) fn stop_reason(finish: Option<&str>, made_calls: bool) -> &'static str {
+    match finish {
+        Some("MAX_TOKENS") => "max_tokens",
+        Some("SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII") => "refusal",
+        Some(r) if r.starts_with("IMAGE_") => "refusal",
+        _ if made_calls => "tool_use",
+        _ => "end_turn",
+    }
+}
+
+/// The id of the `n`th tool call of an answer Gemini left without an id:
+/// `toolu_<message id suffix>_<n>`.
+pub(crate) fn tool_use_id(ctx: &ResponseCtx, gemini_id: Option<&str>, n: u32) -> String {
+    match gemini_id {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => {
+            let suffix = ctx.id.strip_prefix("msg_").unwrap_or(&ctx.id);
+            format!("toolu_{suffix}_{n}")
+        }
+    }
+}
+
+pub(crate) fn empty_input() -> &'static RawValue {
+    // Parsing a literal cannot fail.
+    serde_json::from_str("{}").unwrap_or(RawValue::NULL)
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<BlockOut<'a>>,
+    stop_reason: &'static str,
+    stop_sequence: Option<()>,
+    usage: Usage,
+}
+
+pub fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Whole, TranslateError> {
+    let resp = parse(body)?;
+    let mut content: Vec<BlockOut<'_>> = Vec::new();
+    let mut signatures = Vec::new();
+    let mut calls = 0u32;
+    let mut finish = None;
+    if let Some(cand) = resp.candidates.into_iter().next() {
+        finish = cand.finish_reason;
+        for part in cand.content.map(|c| c.parts).unwrap_or_default() {
+            if part.thought == Some(true) {
+                let text = part.text.unwrap_or_default();
+                match content.last_mut() {
+                    Some(BlockOut::Thinking {
+                        thinking,
+                        signature,
+                    }) if signature.is_empty() => {
+                        thinking.to_mut().push_str(&text);
+                        if let Some(sig) = part.thought_signature {
+                            *signature = sig;
+                        }
+                    }
+                    _ => content.push(BlockOut::Thinking {
+                        thinking: text,
+                        signature: part.thought_signature.unwrap_or_default(),
+                    }),
+                }
+                continue;
+            }
+            let signature = part.thought_signature;
+            if let Some(call) = part.function_call {
+                let id = tool_use_id(ctx, call.id.as_deref(), calls);
+                calls += 1;
+                if let Some(sig) = signature {
+                    signatures.push((id.clone(), sig.to_string()));
+                    sign(&mut content, sig);
+                }
+                content.push(BlockOut::ToolUse {
+                    id,
+                    name: call.name,
+                    input: call
+                        .args
+                        .filter(|a| a.get().starts_with('{'))
+                        .unwrap_or_else(|| empty_input()),
+                });
+            } else if let Some(text) = part.text.filter(|t| !t.is_empty()) {
+                if let Some(sig) = signature {
+                    sign(&mut content, sig);
+                }
+                match content.last_mut() {
+                    Some(BlockOut::Text { text: acc }) => acc.to_mut().push_str(&text),
+                    _ => content.push(BlockOut::Text { text }),
+                }
+            }
+        }
+    }
+    let has_output = content
+        .iter()
+        .any(|b| !matches!(b, BlockOut::Thinking { .. }));
+    let message = MessageOut {
+        id: &ctx.id,
+        kind: "message",
+        role: "assistant",
+        model: &ctx.model,
+        content,
+        stop_reason: stop_reason(finish.as_deref(), calls > 0),
+        stop_sequence: None,
+        usage: usage(&resp.usage_metadata.unwrap_or_default()),
+    };
+    let body = serde_json::to_vec(&message).map_err(|e| TranslateError::BadUpstream {
+        message: e.to_string(),
+    })?;
+    Ok(Whole {
+        body,
+        signatures,
+        has_output,
+    })
+}
+
+/// Puts `sig` on the thinking block just before (the thoughts of this step), or opens an
+/// empty one to carry it.
+fn sign<'a>(content: &mut Vec<BlockOut<'a>>, sig: Cow<'a, str>) {
+    match content.last_mut() {
+        Some(BlockOut::Thinking { signature, .. }) if signature.is_empty() => *signature = sig,
+        _ => content.push(BlockOut::Thinking {
+            thinking: Cow::Borrowed(""),
+            signature: sig,
+        }),
+    }
+}

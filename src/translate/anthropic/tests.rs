@@ -1,0 +1,579 @@
+//! Table tests of the Anthropic mapping on the shapes of Anthropic's own documentation (the
+//! Messages API reference, the tool-use, vision, PDF and extended-thinking guides, the
+//! streaming event reference): each case is one `check_*` call, input in, exact output out.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::translate::{Extras, ResponseCtx, Target};
+
+fn ctx() -> ResponseCtx {
+    ResponseCtx {
+        id: "msg_013Zva2CMHLNnXjNJJKqJ2EF".into(),
+        created: 0,
+        model: "claude-sonnet-4-5".into(),
+    }
+}
+
+/// The Gemini body built for `request` on `model`, as JSON.
+fn gemini(request: &Value, model: &str) -> Result<Value, TranslateError> {
+    let text = request.to_string();
+    let parsed = parse(text.as_bytes())?;
+    let lookup = |id: &str| (id == "toolu_cached").then(|| "sig-from-cache".to_string());
+    let built = to_gemini(
+        &parsed,
+        &Target {
+            model,
+            ..Target::default()
+        },
+        &Extras {
+            signatures: Some(&lookup),
+            media: None,
+        },
+    )?;
+    Ok(serde_json::from_slice(&built.body).unwrap_or_default())
+}
+
+fn check_request(request: Value, model: &str, expected: Value) {
+    match gemini(&request, model) {
+        Ok(got) => assert_eq!(got, expected, "\nrequest: {request}"),
+        Err(e) => panic!("{e}\nrequest: {request}"),
+    }
+}
+
+fn check_refused(request: Value, param: &str) {
+    match gemini(&request, "gemini-2.5-flash") {
+        Err(TranslateError::InvalidRequest { param: got, .. }) => {
+            assert_eq!(got.as_deref(), Some(param), "{request}")
+        }
+        other => panic!("expected a 400 on {param}, got {other:?}\nrequest: {request}"),
+    }
+}
+
+fn check_response(gemini_body: Value, expected: Value) {
+    let whole = from_gemini(gemini_body.to_string().as_bytes(), &ctx()).expect("translates");
+    let got: Value = serde_json::from_slice(&whole.body).unwrap_or_default();
+    assert_eq!(got, expected, "\ngemini: {gemini_body}");
+}
+
+/// Feeds `events` through a stream translator: every Anthropic event out, as (name, data).
+fn run_stream(events: &[Value]) -> Vec<(String, Value)> {
+    let mut translator = StreamTranslator::new(ctx());
+    let mut out = Vec::new();
+    for e in events {
+        let bytes = translator
+            .on_event(e.to_string().as_bytes())
+            .expect("event");
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(&translator.finish());
+    let text = String::from_utf8(out).unwrap_or_default();
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap_or((e, ""));
+            let name = name.strip_prefix("event: ").unwrap_or("?").to_string();
+            let data: Value =
+                serde_json::from_str(data.strip_prefix("data: ").unwrap_or("")).unwrap_or_default();
+            assert_eq!(data["type"], name.as_str(), "{e}");
+            (name, data)
+        })
+        .collect()
+}
+
+const WEATHER_SCHEMA: &str = r#"{"type":"object","properties":{"location":{"type":"string","description":"The city and state, e.g. San Francisco, CA"},"unit":{"type":"string","enum":["celsius","fahrenheit"]}},"required":["location"]}"#;
+
+fn weather_tool() -> Value {
+    json!({"name": "get_weather", "description": "Get the current weather in a given location",
+           "input_schema": serde_json::from_str::<Value>(WEATHER_SCHEMA).unwrap_or_default()})
+}
+
+#[test]
+fn requests() {
+    // The API reference's first example, with a string system prompt.
+    check_request(
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 1024, "system": "You are a scientist",
+               "messages": [{"role": "user", "content": "Hello, world"}]}),
+        "gemini-2.5-pro",
+        json!({"contents": [{"role": "user", "parts": [{"text": "Hello, world"}]}],
+               "systemInstruction": {"parts": [{"text": "You are a scientist"}]},
+               "generationConfig": {"maxOutputTokens": 1024}}),
+    );
+    // Multiple turns and a prefilled answer; system blocks with cache_control; sampling.
+    check_request(
+        json!({"model": "m", "max_tokens": 1, "temperature": 0.5, "top_p": 0.9, "top_k": 40,
+               "stop_sequences": ["\n\nHuman:"],
+               "system": [{"type": "text", "text": "A", "cache_control": {"type": "ephemeral"}},
+                          {"type": "text", "text": "B"}],
+               "messages": [
+                   {"role": "user", "content": "Hello there."},
+                   {"role": "assistant", "content": "Hi, I'm Claude. How can I help you?"},
+                   {"role": "user", "content": "What is latin for Ant? (A) Apoidea, (B) Rhopalocera, (C) Formicidae"},
+                   {"role": "assistant", "content": "The answer is ("}]}),
+        "gemini-2.5-flash",
+        json!({"contents": [
+                   {"role": "user", "parts": [{"text": "Hello there."}]},
+                   {"role": "model", "parts": [{"text": "Hi, I'm Claude. How can I help you?"}]},
+                   {"role": "user", "parts": [{"text": "What is latin for Ant? (A) Apoidea, (B) Rhopalocera, (C) Formicidae"}]},
+                   {"role": "model", "parts": [{"text": "The answer is ("}]}],
+               "systemInstruction": {"parts": [{"text": "A"}, {"text": "B"}]},
+               "generationConfig": {"temperature": 0.5, "topP": 0.9, "maxOutputTokens": 1,
+                                    "stopSequences": ["\n\nHuman:"], "topK": 40}}),
+    );
+    // Vision: a base64 image before the question; a PDF document.
+    check_request(
+        json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQSkZJRg=="}},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQ="},
+             "title": "paper", "citations": {"enabled": true}},
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain words"}},
+            {"type": "text", "text": "Describe this image."}]}]}),
+        "gemini-2.5-flash",
+        json!({"contents": [{"role": "user", "parts": [
+                   {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQSkZJRg=="}},
+                   {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0xLjQ="}},
+                   {"text": "plain words"},
+                   {"text": "Describe this image."}]}],
+               "generationConfig": {"maxOutputTokens": 1}}),
+    );
+    // The tool-use guide's loop: tool_use then tool_result; tool_choice any.
+    check_request(
+        json!({"model": "m", "max_tokens": 1, "tools": [weather_tool()], "tool_choice": {"type": "any"},
+               "messages": [
+                   {"role": "user", "content": "What is the weather like in San Francisco?"},
+                   {"role": "assistant", "content": [
+                       {"type": "text", "text": "<thinking>I need to use get_weather</thinking>"},
+                       {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather",
+                        "input": {"location": "San Francisco, CA", "unit": "celsius"}}]},
+                   {"role": "user", "content": [
+                       {"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
+                        "content": "15 degrees"}]}]}),
+        "gemini-2.5-flash",
+        json!({"contents": [
+                   {"role": "user", "parts": [{"text": "What is the weather like in San Francisco?"}]},
+                   {"role": "model", "parts": [
+                       {"text": "<thinking>I need to use get_weather</thinking>"},
+                       {"functionCall": {"id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather",
+                                         "args": {"location": "San Francisco, CA", "unit": "celsius"}}}]},
+                   {"role": "user", "parts": [
+                       {"functionResponse": {"id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather",
+                                             "response": {"output": "15 degrees"}}}]}],
+               "tools": [{"functionDeclarations": [{"name": "get_weather",
+                   "description": "Get the current weather in a given location",
+                   "parametersJsonSchema": serde_json::from_str::<Value>(WEATHER_SCHEMA).unwrap_or_default()}]}],
+               "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+               "generationConfig": {"maxOutputTokens": 1}}),
+    );
+    // Extended thinking with tools on Gemini 3: the thinking block's signature goes onto the
+    // call after it; a call whose block was dropped gets the remembered signature; a result
+    // made of blocks (text and an image) keeps its text and sends the image beside it.
+    check_request(
+        json!({"model": "m", "max_tokens": 16000, "thinking": {"type": "enabled", "budget_tokens": 10000},
+               "tools": [weather_tool()],
+               "messages": [
+                   {"role": "user", "content": "Weather in Paris and Oslo?"},
+                   {"role": "assistant", "content": [
+                       {"type": "thinking", "thinking": "Two calls.", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"},
+                       {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"location": "Paris"}},
+                       {"type": "tool_use", "id": "toolu_cached", "name": "get_weather", "input": {"location": "Oslo"}}]},
+                   {"role": "user", "content": [
+                       {"type": "tool_result", "tool_use_id": "toolu_a", "content": [
+                           {"type": "text", "text": "12C"},
+                           {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]},
+                       {"type": "tool_result", "tool_use_id": "toolu_cached", "content": "{\"temp\": -3}"}]}]}),
+        "gemini-3-pro-preview",
+        json!({"contents": [
+                   {"role": "user", "parts": [{"text": "Weather in Paris and Oslo?"}]},
+                   {"role": "model", "parts": [
+                       {"functionCall": {"id": "toolu_a", "name": "get_weather", "args": {"location": "Paris"}},
+                        "thoughtSignature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"},
+                       {"functionCall": {"id": "toolu_cached", "name": "get_weather", "args": {"location": "Oslo"}},
+                        "thoughtSignature": "sig-from-cache"}]},
+                   {"role": "user", "parts": [
+                       {"functionResponse": {"id": "toolu_a", "name": "get_weather", "response": {"output": "12C"}}},
+                       {"functionResponse": {"id": "toolu_cached", "name": "get_weather", "response": {"temp": -3}}},
+                       {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]}],
+               "tools": [{"functionDeclarations": [{"name": "get_weather",
+                   "description": "Get the current weather in a given location",
+                   "parametersJsonSchema": serde_json::from_str::<Value>(WEATHER_SCHEMA).unwrap_or_default()}]}],
+               "generationConfig": {"maxOutputTokens": 16000,
+                                    "thinkingConfig": {"thinkingLevel": "high", "includeThoughts": true}}}),
+    );
+    // Gemini 3 without any signature: the documented stand-in on the step's first call; a
+    // system-role message joins the system instruction; server tools are left out.
+    check_request(
+        json!({"model": "m", "max_tokens": 5,
+               "tools": [weather_tool(), {"type": "bash_20250124", "name": "bash"}],
+               "messages": [
+                   {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                   {"role": "user", "content": "go"},
+                   {"role": "assistant", "content": [
+                       {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+                       {"type": "tool_use", "id": "toolu_x", "name": "get_weather", "input": {}}]},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x"}]}]}),
+        "gemini-3-flash-preview",
+        json!({"contents": [
+                   {"role": "user", "parts": [{"text": "go"}]},
+                   {"role": "model", "parts": [
+                       {"functionCall": {"id": "toolu_x", "name": "get_weather", "args": {}},
+                        "thoughtSignature": "skip_thought_signature_validator"}]},
+                   {"role": "user", "parts": [
+                       {"functionResponse": {"id": "toolu_x", "name": "get_weather", "response": {"output": ""}}}]}],
+               "systemInstruction": {"parts": [{"text": "Be brief."}]},
+               "tools": [{"functionDeclarations": [{"name": "get_weather",
+                   "description": "Get the current weather in a given location",
+                   "parametersJsonSchema": serde_json::from_str::<Value>(WEATHER_SCHEMA).unwrap_or_default()}]}],
+               "generationConfig": {"maxOutputTokens": 5}}),
+    );
+    // The web search server tool alone is Google Search grounding; thinking disabled.
+    check_request(
+        json!({"model": "m", "max_tokens": 5, "thinking": {"type": "disabled"},
+               "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}],
+               "messages": [{"role": "user", "content": "news?"}]}),
+        "gemini-2.5-flash",
+        json!({"contents": [{"role": "user", "parts": [{"text": "news?"}]}],
+               "tools": [{"googleSearch": {}}],
+               "generationConfig": {"maxOutputTokens": 5, "thinkingConfig": {"thinkingBudget": 0}}}),
+    );
+}
+
+#[test]
+fn thinking_settings() {
+    let config = |thinking: Value, output: Value, model: &str| {
+        let mut request =
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+        if !thinking.is_null() {
+            request["thinking"] = thinking;
+        }
+        if !output.is_null() {
+            request["output_config"] = output;
+        }
+        gemini(&request, model).expect("builds")["generationConfig"]["thinkingConfig"].clone()
+    };
+    let enabled = |budget: u32| json!({"type": "enabled", "budget_tokens": budget});
+    assert_eq!(
+        config(enabled(1024), Value::Null, "gemini-2.5-pro"),
+        json!({"thinkingBudget": 1024, "includeThoughts": true})
+    );
+    // Within the model's range.
+    assert_eq!(
+        config(enabled(100_000), Value::Null, "gemini-2.5-pro"),
+        json!({"thinkingBudget": 32768, "includeThoughts": true})
+    );
+    assert_eq!(
+        config(enabled(1024), Value::Null, "gemini-3-pro-preview"),
+        json!({"thinkingLevel": "low", "includeThoughts": true})
+    );
+    assert_eq!(
+        config(enabled(31999), Value::Null, "gemini-3-pro-preview"),
+        json!({"thinkingLevel": "high", "includeThoughts": true})
+    );
+    let adaptive = json!({"type": "adaptive"});
+    assert_eq!(
+        config(adaptive.clone(), Value::Null, "gemini-2.5-flash"),
+        json!({"includeThoughts": true})
+    );
+    assert_eq!(
+        config(
+            adaptive,
+            json!({"effort": "medium"}),
+            "gemini-3-flash-preview"
+        ),
+        json!({"thinkingLevel": "medium", "includeThoughts": true})
+    );
+    assert_eq!(
+        config(Value::Null, json!({"effort": "high"}), "gemini-2.5-flash"),
+        json!({"thinkingBudget": 24576, "includeThoughts": true})
+    );
+    assert_eq!(
+        config(Value::Null, Value::Null, "gemini-2.5-flash"),
+        Value::Null
+    );
+}
+
+#[test]
+fn refusals() {
+    let msg = |content: Value| json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]});
+    check_refused(
+        json!({"model": "m", "max_tokens": 5, "messages": []}),
+        "messages",
+    );
+    check_refused(
+        json!({"model": "", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+        "model",
+    );
+    check_refused(
+        msg(
+            json!([{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "%%%"}}]),
+        ),
+        "messages[0].content[0].source.data",
+    );
+    check_refused(
+        msg(json!([{"type": "image", "source": {"type": "file", "file_id": "file_1"}}])),
+        "messages[0].content[0].source.type",
+    );
+    check_refused(
+        msg(
+            json!([{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]),
+        ),
+        "messages[0].content[0].source.url",
+    );
+    check_refused(
+        msg(json!([{"type": "video"}])),
+        "messages[0].content[0].type",
+    );
+    check_refused(
+        msg(json!([{"type": "tool_result"}])),
+        "messages[0].content[0].tool_use_id",
+    );
+    let mut r = msg(json!("x"));
+    r["tool_choice"] = json!({"type": "tool"});
+    r["tools"] = json!([weather_tool()]);
+    check_refused(r.clone(), "tool_choice.name");
+    r["tool_choice"] = json!({"type": "sometimes"});
+    check_refused(r, "tool_choice.type");
+    let mut r = msg(json!("x"));
+    r["output_config"] = json!({"effort": "extreme"});
+    check_refused(r, "output_config.effort");
+    let mut r = msg(json!("x"));
+    r["stop_sequences"] = json!(["a", "b", "c", "d", "e", "f"]);
+    check_refused(r, "stop_sequences");
+    let mut r = msg(json!("x"));
+    r["system"] = json!([{"type": "image"}]);
+    check_refused(r, "system[0].type");
+}
+
+#[test]
+fn responses() {
+    // The API reference's answer.
+    check_response(
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi! My name is Claude."}]},
+                               "finishReason": "STOP"}],
+               "usageMetadata": {"promptTokenCount": 2095, "candidatesTokenCount": 503, "totalTokenCount": 2598}}),
+        json!({"id": "msg_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message", "role": "assistant",
+               "model": "claude-sonnet-4-5",
+               "content": [{"type": "text", "text": "Hi! My name is Claude."}],
+               "stop_reason": "end_turn", "stop_sequence": null,
+               "usage": {"input_tokens": 2095, "output_tokens": 503,
+                         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
+    );
+    // A signed tool call (Gemini 3): thinking block with the signature, then tool_use; cached
+    // prompt tokens are cache reads; thoughts count as output.
+    check_response(
+        json!({"candidates": [{"content": {"parts": [
+                   {"text": "I should check.", "thought": true},
+                   {"text": "Checking."},
+                   {"functionCall": {"name": "get_weather", "args": {"location": "San Francisco, CA"}},
+                    "thoughtSignature": "c2lnLTE="},
+                   {"functionCall": {"id": "call-2", "name": "get_time", "args": {}}}]},
+                   "finishReason": "STOP"}],
+               "usageMetadata": {"promptTokenCount": 100, "cachedContentTokenCount": 60,
+                                 "candidatesTokenCount": 10, "thoughtsTokenCount": 5}}),
+        json!({"id": "msg_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message", "role": "assistant",
+               "model": "claude-sonnet-4-5",
+               "content": [
+                   {"type": "thinking", "thinking": "I should check.", "signature": ""},
+                   {"type": "text", "text": "Checking."},
+                   {"type": "thinking", "thinking": "", "signature": "c2lnLTE="},
+                   {"type": "tool_use", "id": "toolu_013Zva2CMHLNnXjNJJKqJ2EF_0", "name": "get_weather",
+                    "input": {"location": "San Francisco, CA"}},
+                   {"type": "tool_use", "id": "call-2", "name": "get_time", "input": {}}],
+               "stop_reason": "tool_use", "stop_sequence": null,
+               "usage": {"input_tokens": 40, "output_tokens": 15,
+                         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 60}}),
+    );
+    // Thoughts then a signed call: the signature lands on the thoughts' own block.
+    check_response(
+        json!({"candidates": [{"content": {"parts": [
+                   {"text": "Plan.", "thought": true},
+                   {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "sig"}]},
+                   "finishReason": "MAX_TOKENS"}]}),
+        json!({"id": "msg_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message", "role": "assistant",
+               "model": "claude-sonnet-4-5",
+               "content": [
+                   {"type": "thinking", "thinking": "Plan.", "signature": "sig"},
+                   {"type": "tool_use", "id": "toolu_013Zva2CMHLNnXjNJJKqJ2EF_0", "name": "f", "input": {"a": 1}}],
+               "stop_reason": "max_tokens", "stop_sequence": null,
+               "usage": {"input_tokens": 0, "output_tokens": 0,
+                         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
+    );
+    let whole = from_gemini(
+        br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}},"thoughtSignature":"s1"}]}}]}"#,
+        &ctx(),
+    )
+    .expect("translates");
+    assert_eq!(
+        whole.signatures,
+        [(
+            "toolu_013Zva2CMHLNnXjNJJKqJ2EF_0".to_string(),
+            "s1".to_string()
+        )]
+    );
+    assert!(whole.has_output);
+    let thoughts_only = from_gemini(
+        br#"{"candidates":[{"content":{"parts":[{"text":"hmm","thought":true}]},"finishReason":"MAX_TOKENS"}]}"#,
+        &ctx(),
+    )
+    .expect("translates");
+    assert!(!thoughts_only.has_output);
+    assert!(matches!(
+        from_gemini(
+            br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#,
+            &ctx()
+        ),
+        Err(TranslateError::UpstreamError { code: 429, .. })
+    ));
+}
+
+#[test]
+fn stream_event_order() {
+    let usage = json!({"promptTokenCount": 25, "candidatesTokenCount": 3});
+    // The streaming reference's text answer.
+    let events = run_stream(&[
+        json!({"candidates": [{"content": {"parts": [{"text": "Hello"}]}}], "usageMetadata": usage}),
+        json!({"candidates": [{"content": {"parts": [{"text": "!"}]}, "finishReason": "STOP"}], "usageMetadata": usage}),
+    ]);
+    let expected = vec![
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {
+            "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 25, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+        ),
+        ("ping", json!({"type": "ping"})),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"input_tokens": 25, "output_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
+    let got: Vec<(&str, Value)> = events
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.clone()))
+        .collect();
+    assert_eq!(got, expected);
+
+    // Thinking, then a signed tool call (the extended-thinking-with-tools reference).
+    let events = run_stream(&[
+        json!({"candidates": [{"content": {"parts": [{"text": "Let me", "thought": true}]}}]}),
+        json!({"candidates": [{"content": {"parts": [{"text": " think.", "thought": true}]}}]}),
+        json!({"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather", "args": {"location": "Paris"}},
+                                                       "thoughtSignature": "EqQBCg"}]},
+                               "finishReason": "STOP"}]}),
+    ]);
+    let deltas: Vec<Value> = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta" || n == "content_block_start")
+        .map(|(_, d)| {
+            let mut d = d.clone();
+            d.as_object_mut().map(|o| o.remove("type"));
+            d
+        })
+        .collect();
+    assert_eq!(
+        deltas,
+        vec![
+            json!({"index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            json!({"index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me"}}),
+            json!({"index": 0, "delta": {"type": "thinking_delta", "thinking": " think."}}),
+            json!({"index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCg"}}),
+            json!({"index": 1, "content_block": {"type": "tool_use", "id": "toolu_013Zva2CMHLNnXjNJJKqJ2EF_0",
+                                                  "name": "get_weather", "input": {}}}),
+            json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"location\":\"Paris\"}"}}),
+        ]
+    );
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(events[10].1["delta"]["stop_reason"], "tool_use");
+
+    // An upstream error inside the stream is the translator's error (the relay frames it).
+    let mut translator = StreamTranslator::new(ctx());
+    let error = translator
+        .on_event(br#"{"error":{"code":503,"message":"overloaded","status":"UNAVAILABLE"}}"#);
+    assert!(matches!(
+        error,
+        Err(TranslateError::UpstreamError { code: 503, .. })
+    ));
+}
+
+#[test]
+fn count_tokens_bodies() {
+    let request = json!({"model": "m", "system": "S", "messages": [{"role": "user", "content": "Hello"}],
+                         "temperature": 0.2});
+    let text = request.to_string();
+    let parsed = parse(text.as_bytes()).expect("parses");
+    let body = count_tokens_body(
+        &parsed,
+        &Target {
+            model: "gemini-2.5-pro",
+            ..Target::default()
+        },
+        &Extras::default(),
+    )
+    .expect("builds");
+    let got: Value = serde_json::from_slice(&body).unwrap_or_default();
+    assert_eq!(
+        got,
+        json!({"generateContentRequest": {"model": "models/gemini-2.5-pro",
+               "contents": [{"role": "user", "parts": [{"text": "Hello"}]}],
+               "systemInstruction": {"parts": [{"text": "S"}]}}})
+    );
+    let answer =
+        count_tokens_answer(br#"{"totalTokens": 14, "promptTokensDetails": []}"#).expect("reads");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&answer).unwrap_or_default(),
+        json!({"input_tokens": 14})
+    );
+}
+
+#[test]
+fn remote_image_urls_are_listed_for_fetching() {
+    let request = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "https://upload.wikimedia.org/a.jpg"}},
+        {"type": "tool_result", "tool_use_id": "t", "content": [
+            {"type": "image", "source": {"type": "url", "url": "http://example.com/b.png"}}]},
+        {"type": "image", "source": {"type": "url", "url": "ftp://example.com/c.png"}}]}]});
+    let text = request.to_string();
+    let parsed = parse(text.as_bytes()).expect("parses");
+    assert_eq!(
+        remote_media_urls(&parsed),
+        [
+            "https://upload.wikimedia.org/a.jpg",
+            "http://example.com/b.png"
+        ]
+    );
+}
