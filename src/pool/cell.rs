@@ -326,9 +326,11 @@ impl Cell {
         let mut st = lock(&self.state);
         let m = st.model_mut(model);
         m.roll_day(at);
-        m.daily_tokens.prompt += tokens.prompt;
-        m.daily_tokens.completion += tokens.completion;
-        m.daily_tokens.thoughts += tokens.thoughts;
+        // Saturating: the counts come from Google's answers.
+        let t = &mut m.daily_tokens;
+        t.prompt = t.prompt.saturating_add(tokens.prompt);
+        t.completion = t.completion.saturating_add(tokens.completion);
+        t.thoughts = t.thoughts.saturating_add(tokens.thoughts);
     }
 
     /// A quota 429 seen by another key of the same project: Google's bucket is the project's,
