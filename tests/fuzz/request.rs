@@ -1,6 +1,7 @@
 //! OpenAI chat request -> Gemini request, the way `api/chat.rs` runs it: `parse_chat_request`,
 //! `remote_media_urls`, then `to_gemini_with` for several targets. Property: never a panic; a
-//! refused request is an error that becomes a 400; an accepted one yields a JSON object.
+//! refused request is an error that becomes a 400; an accepted one (of valid JSON) yields a
+//! JSON object.
 
 use std::collections::HashMap;
 
@@ -88,9 +89,13 @@ fn check(body: &[u8]) -> Result<(), TestCaseError> {
         for extras in [Extras::default(), with_extras] {
             match translate::to_gemini_with(&request, &target, &extras) {
                 Ok(out) => {
+                    // Schemas and tool arguments are copied raw, as the client wrote them: a lone
+                    // surrogate escape (`"\ud800"`), which serde_json refuses in a tree but not
+                    // in a raw value, reaches Google as sent. Valid JSON in, valid JSON out.
                     let parsed: Result<Value, _> = serde_json::from_slice(&out);
+                    let strict_input = serde_json::from_slice::<Value>(body).is_ok();
                     prop_assert!(
-                        matches!(parsed, Ok(Value::Object(_))),
+                        matches!(parsed, Ok(Value::Object(_))) || !strict_input,
                         "the Gemini body is not a JSON object: {}",
                         String::from_utf8_lossy(&out)
                     );
@@ -414,14 +419,14 @@ fn seeds_as_they_are() {
 #[test]
 fn structured_requests() {
     crate::with_big_stack(|| {
-        proptest!(fuzz_config("request", 1500), |(request in mutated_json(chat_request()))| {
+        proptest!(fuzz_config("request", 3000), |(request in mutated_json(chat_request()))| {
             check(&serde_json::to_vec(&request).expect("a Value serialises"))?;
         });
     });
 }
 
 proptest! {
-    #![proptest_config(fuzz_config("request", 1500))]
+    #![proptest_config(fuzz_config("request", 3000))]
 
     #[test]
     fn mutated_seed_bytes(body in mutated_bytes(seeds("request"))) {
