@@ -285,7 +285,7 @@ fn run_seed_line(line: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config("access", 6000))]
+    #![proptest_config(fuzz_config("access", 9000))]
 
     #[test]
     fn client_address(peer in ip(), h in headers(), trusted in prop::collection::vec(net(), 0..4)) {

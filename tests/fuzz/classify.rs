@@ -234,7 +234,7 @@ fn quoted_keys_are_masked() {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config("classify", 5000))]
+    #![proptest_config(fuzz_config("classify", 7500))]
 
     #[test]
     fn structured_errors(status in status(), body in mutated_json(google_error())) {

@@ -511,7 +511,7 @@ fn seeds_as_they_are() {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config("config", 2000))]
+    #![proptest_config(fuzz_config("config", 2500))]
 
     #[test]
     fn structured_documents(

@@ -419,14 +419,14 @@ fn seeds_as_they_are() {
 #[test]
 fn structured_requests() {
     crate::with_big_stack(|| {
-        proptest!(fuzz_config("request", 3000), |(request in mutated_json(chat_request()))| {
+        proptest!(fuzz_config("request", 4500), |(request in mutated_json(chat_request()))| {
             check(&serde_json::to_vec(&request).expect("a Value serialises"))?;
         });
     });
 }
 
 proptest! {
-    #![proptest_config(fuzz_config("request", 3000))]
+    #![proptest_config(fuzz_config("request", 4500))]
 
     #[test]
     fn mutated_seed_bytes(body in mutated_bytes(seeds("request"))) {

@@ -252,7 +252,7 @@ fn huge_token_counts() {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config("response", 3000))]
+    #![proptest_config(fuzz_config("response", 4500))]
 
     #[test]
     fn structured_responses(body in mutated_json(gemini_response())) {

@@ -111,7 +111,7 @@ fn empty_chunk_after_a_carriage_return() {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config("sse", 6000))]
+    #![proptest_config(fuzz_config("sse", 9000))]
 
     #[test]
     fn framing_dense_bytes(input in tokens_bytes(ALPHABET, 48), cuts in cuts()) {

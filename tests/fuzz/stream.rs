@@ -101,7 +101,7 @@ fn seeds_as_they_are() {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config("stream", 3000))]
+    #![proptest_config(fuzz_config("stream", 4500))]
 
     #[test]
     fn event_sequences(events in prop::collection::vec(event(), 0..8), include_usage in any::<bool>()) {
