@@ -336,20 +336,27 @@ fn retry_in_message(message: &str) -> Option<Duration> {
 
 /// Masks anything shaped like a Gemini key. Google's messages carry none, but a reason is shown
 /// in `/status` and logs, so this is the last line of defence rather than a trust in Google.
+/// A key is a run of key characters wherever it stands: quoted, after `api_key:`, on a line of
+/// its own (splitting on spaces alone let `'AIza…'` through).
 fn scrub(message: &str) -> String {
-    message
-        .split(' ')
-        .map(|word| {
-            let looks_like_key =
-                (word.starts_with("AIza") || word.starts_with("AQ.")) && word.len() >= 20;
-            if looks_like_key {
-                crate::secret::mask_key(word)
-            } else {
-                word.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while !rest.is_empty() {
+        let start = rest.find(is_key_char).unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(|c: char| !is_key_char(c)).unwrap_or(rest.len());
+        let run = &rest[..end];
+        let looks_like_key = (run.starts_with("AIza") || run.starts_with("AQ.")) && run.len() >= 20;
+        if looks_like_key {
+            out.push_str(&crate::secret::mask_key(run));
+        } else {
+            out.push_str(run);
+        }
+        rest = &rest[end..];
+    }
+    out
 }
 
 fn truncate(mut s: String, max: usize) -> String {

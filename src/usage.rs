@@ -30,7 +30,10 @@ pub struct Tokens {
 impl From<&UsageMetadata> for Tokens {
     fn from(u: &UsageMetadata) -> Self {
         Tokens {
-            prompt: u.prompt_token_count + u.tool_use_prompt_token_count,
+            // Google's numbers: a sum that would overflow saturates instead.
+            prompt: u
+                .prompt_token_count
+                .saturating_add(u.tool_use_prompt_token_count),
             completion: u.candidates_token_count,
             thoughts: u.thoughts_token_count,
         }
@@ -133,9 +136,9 @@ impl TokenUsage {
             None => ledger.by_name.entry(name.to_string()).or_default(),
         };
         t.requests += 1;
-        t.prompt_tokens += tokens.prompt;
-        t.completion_tokens += tokens.completion;
-        t.thoughts_tokens += tokens.thoughts;
+        t.prompt_tokens = t.prompt_tokens.saturating_add(tokens.prompt);
+        t.completion_tokens = t.completion_tokens.saturating_add(tokens.completion);
+        t.thoughts_tokens = t.thoughts_tokens.saturating_add(tokens.thoughts);
     }
 
     /// Today's totals by token name, sorted by name.

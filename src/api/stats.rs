@@ -75,9 +75,10 @@ impl Totals {
         self.requests += m.successes + m.errors;
         self.daily_requests += m.daily_requests;
         self.errors += m.errors;
-        self.prompt_tokens += m.prompt_tokens;
-        self.completion_tokens += m.completion_tokens;
-        self.thoughts_tokens += m.thoughts_tokens;
+        // Token counts are Google's numbers summed over keys: saturate rather than overflow.
+        self.prompt_tokens = self.prompt_tokens.saturating_add(m.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(m.completion_tokens);
+        self.thoughts_tokens = self.thoughts_tokens.saturating_add(m.thoughts_tokens);
         match m.state {
             "ok" => self.usable += 1,
             "cooling" => self.cooling += 1,

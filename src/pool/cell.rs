@@ -416,9 +416,11 @@ impl KeyCell {
         let mut st = lock(&self.state);
         let m = st.track(model, at);
         m.roll_day(at);
-        m.daily_tokens.prompt += tokens.prompt;
-        m.daily_tokens.completion += tokens.completion;
-        m.daily_tokens.thoughts += tokens.thoughts;
+        // Saturating: the counts come from Google's answers.
+        let t = &mut m.daily_tokens;
+        t.prompt = t.prompt.saturating_add(tokens.prompt);
+        t.completion = t.completion.saturating_add(tokens.completion);
+        t.thoughts = t.thoughts.saturating_add(tokens.thoughts);
     }
 
     /// A quota 429 seen by another key of the same project: Google's bucket is the project's,

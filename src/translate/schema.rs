@@ -43,6 +43,12 @@ const SCHEMA_VALUES: [&str; 15] = [
     "allOf",
 ];
 
+/// Schema levels the walk descends; deeper values are copied as sent. The client's body is
+/// parsed into raw values, which serde_json does not limit in depth, and each level of the walk
+/// is a few stack frames: without a limit a deeply nested schema (10,000 levels is a 160 kB
+/// body) overflowed the worker's stack and aborted the process.
+const MAX_DEPTH: usize = 64;
+
 /// The schema without its non-schema keys.
 pub(crate) fn clean(schema: &RawValue) -> Cow<'_, RawValue> {
     let text = schema.get();
@@ -52,7 +58,7 @@ pub(crate) fn clean(schema: &RawValue) -> Cow<'_, RawValue> {
         return Cow::Borrowed(schema);
     }
     let mut out = Vec::with_capacity(text.len());
-    walk(schema, Kind::Schema, &mut out);
+    walk(schema, Kind::Schema, &mut out, 0);
     // The walk writes valid JSON; should it ever not, the schema goes as the client sent it.
     match String::from_utf8(out).map(RawValue::from_string) {
         Ok(Ok(cleaned)) => Cow::Owned(cleaned),
@@ -117,16 +123,19 @@ pub(crate) fn is_empty_object(schema: &RawValue) -> bool {
             .unwrap_or(false)
 }
 
-/// Writes `value` as `kind`; a value of another shape (e.g. `true` for a schema) is copied.
-fn walk(value: &RawValue, kind: Kind, out: &mut Vec<u8>) {
+/// Writes `value` as `kind`; a value of another shape (e.g. `true` for a schema), or one deeper
+/// than `MAX_DEPTH`, is copied.
+fn walk(value: &RawValue, kind: Kind, out: &mut Vec<u8>, depth: usize) {
     let text = value.get();
     let mark = out.len();
     let mut de = serde_json::Deserializer::from_str(text);
     let visitor = Walk {
         out: &mut *out,
         kind,
+        depth: depth + 1,
     };
     let walked = match kind {
+        _ if depth >= MAX_DEPTH => false,
         Kind::SchemaList if text.starts_with('[') => de.deserialize_seq(visitor).is_ok(),
         Kind::Schema | Kind::SchemaMap if text.starts_with('{') => {
             de.deserialize_map(visitor).is_ok()
@@ -153,6 +162,8 @@ enum Kind {
 struct Walk<'o> {
     out: &'o mut Vec<u8>,
     kind: Kind,
+    /// The depth of the values this visitor's children are walked at.
+    depth: usize,
 }
 
 impl Walk<'_> {
@@ -182,13 +193,13 @@ impl<'de> Visitor<'de> for Walk<'_> {
             match self.kind {
                 Kind::SchemaMap => {
                     self.key(first, key);
-                    walk(value, Kind::Schema, self.out);
+                    walk(value, Kind::Schema, self.out, self.depth);
                 }
                 _ if NON_SCHEMA_KEYS.contains(&key) => continue,
                 _ => {
                     self.key(first, key);
                     if SCHEMA_MAPS.contains(&key) {
-                        walk(value, Kind::SchemaMap, self.out);
+                        walk(value, Kind::SchemaMap, self.out, self.depth);
                     } else if SCHEMA_VALUES.contains(&key) {
                         // A single schema or a list of them.
                         let kind = if value.get().starts_with('[') {
@@ -196,7 +207,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
                         } else {
                             Kind::Schema
                         };
-                        walk(value, kind, self.out);
+                        walk(value, kind, self.out, self.depth);
                     } else {
                         self.out.extend_from_slice(value.get().as_bytes());
                     }
@@ -215,7 +226,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
             if !first {
                 self.out.push(b',');
             }
-            walk(item, Kind::Schema, self.out);
+            walk(item, Kind::Schema, self.out, self.depth);
             first = false;
         }
         self.out.push(b']');

@@ -86,16 +86,21 @@ struct CompletionDetails {
     reasoning_tokens: u64,
 }
 
-/// OpenAI counts reasoning inside completion tokens; Gemini counts them apart.
+/// OpenAI counts reasoning inside completion tokens; Gemini counts them apart. Sums saturate:
+/// the counts are Google's numbers, not ours to trust.
 pub(crate) fn usage(u: &UsageMetadata) -> Usage {
-    let prompt_tokens = u.prompt_token_count + u.tool_use_prompt_token_count;
-    let completion_tokens = u.candidates_token_count + u.thoughts_token_count;
+    let prompt_tokens = u
+        .prompt_token_count
+        .saturating_add(u.tool_use_prompt_token_count);
+    let completion_tokens = u
+        .candidates_token_count
+        .saturating_add(u.thoughts_token_count);
     Usage {
         prompt_tokens,
         completion_tokens,
         total_tokens: u
             .total_token_count
-            .unwrap_or(prompt_tokens + completion_tokens),
+            .unwrap_or(prompt_tokens.saturating_add(completion_tokens)),
         prompt_tokens_details: PromptDetails {
             cached_tokens: u.cached_content_token_count,
         },
