@@ -44,10 +44,9 @@ const TOKENS: [&str; 5] = [
 /// A run of this many characters of a key anywhere is a leak. Key masks show the first and
 /// the last four characters, apart (`AIza****0Ks`), so 8 is the bound.
 const KEY_WINDOW: usize = 8;
-/// The same for tokens. The current token mask shows a token's first EIGHT characters
-/// (`sk-cline…`, SPEC §7), so 8 would flag the mask itself: 9 until masks show at most 4
-/// characters (issue #14 item 9), then this becomes 8 like keys.
-const TOKEN_WINDOW: usize = 9;
+/// The same for tokens, whose masks show at most their first four characters and a hash id
+/// (`sk-c…#3fa9c2`).
+const TOKEN_WINDOW: usize = 8;
 
 /// Everything the proxy answered, as text: `== what: status`, the headers, the body.
 #[derive(Default)]
@@ -421,6 +420,6 @@ fn the_search_finds_a_leak() {
     assert!(leaks(&format!("x {KEY_MAIN} y"), KEY_MAIN, KEY_WINDOW).len() == 1);
     assert!(leaks("…Vb9Xc4Nm…", KEY_MAIN, KEY_WINDOW).len() == 1);
     assert!(leaks("AIza****g0Ks", KEY_MAIN, KEY_WINDOW).is_empty());
-    assert!(leaks("sk-cline…", TOKEN_CLINE, TOKEN_WINDOW).is_empty());
-    assert!(leaks("sk-cline-7", TOKEN_CLINE, TOKEN_WINDOW).len() == 1);
+    assert!(leaks("sk-c…#3fa9c2", TOKEN_CLINE, TOKEN_WINDOW).is_empty());
+    assert!(leaks("sk-cline", TOKEN_CLINE, TOKEN_WINDOW).len() == 1);
 }

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use gemini_rotator::access::{self, canonical};
-use gemini_rotator::config::{Access, Auth, ClientToken, IpRule, ModelGlobs};
+use gemini_rotator::config::{Access, Auth, ClientToken, IpRule, ModelGlobs, RealIpHeader};
 use gemini_rotator::router::{self, Dialect, Gate};
 use gemini_rotator::secret::Token;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -159,10 +159,35 @@ fn header_map(h: &Headers) -> HeaderMap {
     map
 }
 
+/// The header kinds a trusted proxy may be said to set (`server.real_ip_header`).
+fn real_ip_headers() -> [RealIpHeader; 3] {
+    [
+        RealIpHeader::XForwardedFor,
+        RealIpHeader::Forwarded,
+        RealIpHeader::Single(HeaderName::from_static("x-real-ip")),
+    ]
+}
+
 fn check_client_ip(peer: IpAddr, h: &Headers, trusted: &[IpNet]) -> Result<(), TestCaseError> {
+    for header in real_ip_headers() {
+        check_client_ip_by(peer, h, trusted, &header)?;
+    }
+    Ok(())
+}
+
+fn check_client_ip_by(
+    peer: IpAddr,
+    h: &Headers,
+    trusted: &[IpNet],
+    header: &RealIpHeader,
+) -> Result<(), TestCaseError> {
     let headers = header_map(h);
-    let got = access::client_ip(peer, &headers, trusted);
+    let (got, forwarded) = access::client_ip(peer, &headers, trusted, header);
     let peer_c = canonical(peer);
+    prop_assert!(
+        forwarded || got == peer_c,
+        "an address not from a header must be the peer"
+    );
     let peer_trusted = trusted.iter().any(|n| n.contains(&peer_c));
     if !peer_trusted {
         prop_assert_eq!(got, peer_c, "an untrusted peer's headers were believed");
@@ -276,9 +301,11 @@ fn run_seed_line(line: &[u8]) -> Result<(), TestCaseError> {
             headers.append(name, v);
         }
     }
-    let got = access::client_ip(peer, &headers, &trusted);
-    if !trusted.iter().any(|n| n.contains(&canonical(peer))) {
-        prop_assert_eq!(got, canonical(peer));
+    for header in real_ip_headers() {
+        let (got, _) = access::client_ip(peer, &headers, &trusted, &header);
+        if !trusted.iter().any(|n| n.contains(&canonical(peer))) {
+            prop_assert_eq!(got, canonical(peer));
+        }
     }
     let _ = access::forwarded_https(peer, &headers, &trusted);
     Ok(())
@@ -329,7 +356,13 @@ proptest! {
     ) {
         let headers = header_map(&h);
         let auth = auth(tokens, admins);
-        let result = access::authenticate(gate, dialect, &headers, query.as_deref(), &auth, peer, false);
+        let origin = access::Origin {
+            ip: peer,
+            loopback_peer: peer.is_loopback(),
+            local: false,
+            https: false,
+        };
+        let result = access::authenticate(gate, dialect, &headers, query.as_deref(), &auth, &origin);
         if let Ok(caller) = &result {
             if caller.admin && admins && gate == Gate::Admin {
                 // An admin by token: the admin token was presented somewhere.

@@ -49,7 +49,7 @@ fn targets() -> Vec<Target<'static>> {
 
 /// The whole path for one body.
 fn check(body: &[u8]) -> Result<(), TestCaseError> {
-    let request = match translate::parse_chat_request(body) {
+    let request = match translate::chat::parse_chat_request(body) {
         Ok(request) => request,
         Err(e) => {
             let status = from_translate(e.clone()).status();
@@ -63,7 +63,7 @@ fn check(body: &[u8]) -> Result<(), TestCaseError> {
         }
     };
     // Half the URLs "fetched", as media.rs would hand them over; the rest missing.
-    let urls = translate::remote_media_urls(&request);
+    let urls = translate::chat::remote_media_urls(&request);
     let media: HashMap<String, FetchedFile> = urls
         .iter()
         .enumerate()
@@ -87,7 +87,7 @@ fn check(body: &[u8]) -> Result<(), TestCaseError> {
     };
     for target in targets() {
         for extras in [Extras::default(), with_extras] {
-            match translate::to_gemini_with(&request, &target, &extras) {
+            match translate::chat::to_gemini_with(&request, &target, &extras) {
                 Ok(out) => {
                     // Schemas and tool arguments are copied raw, as the client wrote them: a lone
                     // surrogate escape (`"\ud800"`), which serde_json refuses in a tree but not
@@ -405,10 +405,10 @@ fn seeds_as_they_are() {
             panic!("{name}: {e}");
         }
         // The seeds are real requests: they must go through.
-        let request = translate::parse_chat_request(&body)
+        let request = translate::chat::parse_chat_request(&body)
             .unwrap_or_else(|e| panic!("seed {name} does not parse: {e}"));
-        if translate::remote_media_urls(&request).is_empty() {
-            translate::to_gemini(&request, &targets()[0])
+        if translate::chat::remote_media_urls(&request).is_empty() {
+            translate::chat::to_gemini(&request, &targets()[0])
                 .unwrap_or_else(|e| panic!("seed {name} does not translate: {e}"));
         }
     }
@@ -463,8 +463,8 @@ fn deeply_nested_schema() {
         })
         .to_string()
         .replace("\"SCHEMA\"", &schema);
-        let request = translate::parse_chat_request(body.as_bytes()).expect("parses");
-        let out = translate::to_gemini(&request, &targets()[0]).expect("translates");
+        let request = translate::chat::parse_chat_request(body.as_bytes()).expect("parses");
+        let out = translate::chat::to_gemini(&request, &targets()[0]).expect("translates");
         assert!(out.len() > schema.len(), "depth {depth}");
     }
 }

@@ -1,4 +1,4 @@
-//! Gemini `GenerateContentResponse` -> OpenAI `chat.completion` (`translate::from_gemini_detailed`),
+//! Gemini `GenerateContentResponse` -> OpenAI `chat.completion` (`translate::chat::from_gemini_detailed`),
 //! and reading `usageMetadata` out of the same bytes (`usage::from_json`). Property: no panic;
 //! a translated answer is a JSON object with `choices`; a Google error in a 200 becomes an
 //! error whose status is 4xx or 5xx.
@@ -204,7 +204,7 @@ pub fn gemini_response() -> impl Strategy<Value = Value> {
 fn check(body: &[u8]) -> Result<(), TestCaseError> {
     let _ = usage::from_json(body);
     let _ = gemini_rotator::classify::classify_event(body);
-    match translate::from_gemini_detailed(body, &ctx()) {
+    match translate::chat::from_gemini_detailed(body, &ctx()) {
         Ok(done) => {
             let parsed: Value = serde_json::from_slice(&done.body)
                 .map_err(|e| TestCaseError::fail(format!("not JSON ({e})")))?;
@@ -243,7 +243,7 @@ fn huge_token_counts() {
             "candidatesTokenCount": u64::MAX, "thoughtsTokenCount": 2}
     });
     let bytes = serde_json::to_vec(&body).expect("serialises");
-    let done = translate::from_gemini_detailed(&bytes, &ctx()).expect("translates");
+    let done = translate::chat::from_gemini_detailed(&bytes, &ctx()).expect("translates");
     let parsed: Value = serde_json::from_slice(&done.body).expect("JSON");
     assert_eq!(parsed["usage"]["prompt_tokens"], u64::MAX);
     assert_eq!(parsed["usage"]["completion_tokens"], u64::MAX);

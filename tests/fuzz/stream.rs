@@ -5,7 +5,7 @@
 //! `[DONE]`, and a second `finish` writes nothing.
 
 use gemini_rotator::classify::classify_event;
-use gemini_rotator::translate::StreamTranslator;
+use gemini_rotator::translate::chat::StreamTranslator;
 use gemini_rotator::usage;
 use proptest::prelude::*;
 use serde_json::Value;
