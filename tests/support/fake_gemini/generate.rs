@@ -1,0 +1,171 @@
+//! generateContent and streamGenerateContent: the checks Google makes on the body before it
+//! answers (valid JSON, known top-level fields when strict, Gemini 3 thought signatures), and a
+//! scripted success rendered as a GenerateContentResponse (usage, model version, response id),
+//! whole or as stream events (framed by `stream.rs`).
+
+use bytes::Bytes;
+use http::Response;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+use super::body::{json_response, FakeBody};
+use super::count_tokens::{count_text_chars, tokens_for_chars};
+use super::errors::{google_error, invalid_json};
+use super::replies::{Content, StreamEnd, Success};
+use super::route::Route;
+use super::signatures::signature_violation;
+use super::{lock, mask, stream, Ctx, Responded, Shared};
+
+/// The text of the default success reply, so tests can assert which model and key served.
+pub fn default_text(model: &str, key: &str) -> String {
+    format!("Hello from {model} served with key {}.", mask(key))
+}
+
+/// One streamed GenerateContentResponse carrying `parts`, optionally finishing the turn.
+pub fn chunk_with_parts(parts: Vec<Value>, finish_reason: Option<&str>) -> Value {
+    let mut candidate = json!({ "content": { "parts": parts, "role": "model" }, "index": 0 });
+    if let Some(reason) = finish_reason {
+        candidate["finishReason"] = json!(reason);
+    }
+    json!({ "candidates": [candidate] })
+}
+
+/// One streamed GenerateContentResponse with a single text part.
+pub fn text_chunk(text: &str, finish_reason: Option<&str>) -> Value {
+    chunk_with_parts(vec![json!({ "text": text })], finish_reason)
+}
+
+const KNOWN_GENERATE_FIELDS: &[&str] = &[
+    "model",
+    "contents",
+    "systemInstruction",
+    "system_instruction",
+    "tools",
+    "toolConfig",
+    "tool_config",
+    "safetySettings",
+    "safety_settings",
+    "generationConfig",
+    "generation_config",
+    "cachedContent",
+    "cached_content",
+];
+
+/// Google's refusal of a generate body, if it has one: not a JSON object, a bad thought
+/// signature, or (when strict) an unknown top-level field.
+pub(super) fn refuse(
+    shared: &Shared,
+    route: &Route,
+    body: Option<&Value>,
+    raw_body: &Bytes,
+) -> Option<Response<FakeBody>> {
+    let Some(Value::Object(map)) = body else {
+        let snippet = String::from_utf8_lossy(&raw_body[..raw_body.len().min(16)]).into_owned();
+        return Some(invalid_json(&format!(
+            "Invalid JSON payload received. Unexpected token.\n{snippet}\n^"
+        )));
+    };
+    if shared.require_signatures.load(Ordering::SeqCst)
+        && route.model().is_some_and(|m| m.starts_with("gemini-3"))
+    {
+        let issued = lock(&shared.issued_signatures);
+        if let Some(message) = signature_violation(map, &issued) {
+            return Some(json_response(
+                400,
+                &google_error(400, "INVALID_ARGUMENT", &message, vec![]),
+            ));
+        }
+    }
+    if shared.strict.load(Ordering::SeqCst) {
+        if let Some(unknown) = map
+            .keys()
+            .find(|k| !KNOWN_GENERATE_FIELDS.contains(&k.as_str()))
+        {
+            return Some(invalid_json(&format!(
+                "Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."
+            )));
+        }
+    }
+    None
+}
+
+/// A success on generateContent (one JSON answer) or streamGenerateContent (one event per
+/// piece, the last one carrying the finish reason), with `usageMetadata` counted by
+/// [`super::count_tokens`].
+pub(super) fn render_success(s: Success, ctx: &Ctx) -> Responded {
+    use Responded::Now;
+    let prompt_chars = ctx.body.as_ref().map_or(0, count_text_chars);
+    let prompt_tokens = tokens_for_chars(prompt_chars);
+
+    // The pieces each stream event carries; non-streamed replies join them.
+    let pieces: Vec<Vec<Value>> = match &s.content {
+        Content::Text(text) => split_text(text, s.chunks)
+            .into_iter()
+            .map(|t| vec![json!({ "text": t })])
+            .collect(),
+        Content::Parts(parts) if parts.is_empty() => vec![vec![]],
+        Content::Parts(parts) => parts.iter().map(|p| vec![p.clone()]).collect(),
+    };
+    let usage = |chars: usize| {
+        let candidates = if chars == 0 {
+            0
+        } else {
+            tokens_for_chars(chars)
+        };
+        let thoughts = s.thoughts_tokens.unwrap_or(0);
+        let mut u = json!({
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": candidates,
+            "totalTokenCount": prompt_tokens + candidates + thoughts,
+            "promptTokensDetails": [{ "modality": "TEXT", "tokenCount": prompt_tokens }],
+        });
+        if let Some(t) = s.thoughts_tokens {
+            u["thoughtsTokenCount"] = json!(t);
+        }
+        u
+    };
+    let decorate = |mut ev: Value, chars: usize| {
+        ev["usageMetadata"] = usage(chars);
+        ev["modelVersion"] = json!(ctx.model);
+        ev["responseId"] = json!(ctx.response_id);
+        ev
+    };
+
+    match &ctx.route {
+        Route::Stream { sse, .. } => {
+            let n = pieces.len();
+            let mut chars = 0;
+            let events: Vec<Value> = pieces
+                .into_iter()
+                .enumerate()
+                .map(|(i, parts)| {
+                    chars += count_text_chars(&Value::Array(parts.clone()));
+                    let finish = (i + 1 == n).then_some(s.finish_reason.as_str());
+                    decorate(chunk_with_parts(parts, finish), chars)
+                })
+                .collect();
+            stream::respond(&events, *sse, s.event_delay, StreamEnd::Eof)
+        }
+        _ => {
+            let parts: Vec<Value> = match &s.content {
+                Content::Text(text) => vec![json!({ "text": text })],
+                Content::Parts(parts) => parts.clone(),
+            };
+            let chars = count_text_chars(&Value::Array(parts.clone()));
+            let mut ev = decorate(chunk_with_parts(parts, Some(&s.finish_reason)), chars);
+            ev["candidates"][0]["avgLogprobs"] = json!(-0.12);
+            Now(json_response(200, &ev))
+        }
+    }
+}
+
+/// Splits `text` into at most `n` non-empty pieces at char boundaries (one empty piece for "").
+fn split_text(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    let n = n.clamp(1, chars.len());
+    let size = chars.len().div_ceil(n);
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}

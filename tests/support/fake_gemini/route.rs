@@ -1,0 +1,110 @@
+//! Which surface a request names: `Route::parse` over method, path and query (v1beta models
+//! and their `:action`s), and the query-string decoding it needs. A new surface adds a variant.
+
+use std::collections::HashMap;
+
+use http::Method;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    Generate(String),
+    Stream { model: String, sse: bool },
+    CountTokens(String),
+    Embed(String),
+    BatchEmbed(String),
+    ListModels,
+    GetModel(String),
+    Unknown,
+}
+
+impl Route {
+    pub(super) fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> Route {
+        let Some(rest) = path.strip_prefix("/v1beta/models") else {
+            return Route::Unknown;
+        };
+        if rest.is_empty() || rest == "/" {
+            return if method == Method::GET {
+                Route::ListModels
+            } else {
+                Route::Unknown
+            };
+        }
+        let Some(rest) = rest.strip_prefix('/') else {
+            return Route::Unknown;
+        };
+        if method == Method::GET {
+            return Route::GetModel(rest.to_string());
+        }
+        if method != Method::POST {
+            return Route::Unknown;
+        }
+        let Some((model, action)) = rest.rsplit_once(':') else {
+            return Route::Unknown;
+        };
+        let model = model.to_string();
+        match action {
+            "generateContent" => Route::Generate(model),
+            "streamGenerateContent" => Route::Stream {
+                model,
+                sse: query.get("alt").map(String::as_str) == Some("sse"),
+            },
+            "countTokens" => Route::CountTokens(model),
+            "embedContent" => Route::Embed(model),
+            "batchEmbedContents" => Route::BatchEmbed(model),
+            _ => Route::Unknown,
+        }
+    }
+
+    pub(super) fn model(&self) -> Option<&str> {
+        match self {
+            Route::Generate(m)
+            | Route::Stream { model: m, .. }
+            | Route::CountTokens(m)
+            | Route::Embed(m)
+            | Route::BatchEmbed(m)
+            | Route::GetModel(m) => Some(m),
+            Route::ListModels | Route::Unknown => None,
+        }
+    }
+}
+
+pub(super) fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k), percent_decode(v));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
