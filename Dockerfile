@@ -33,7 +33,9 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /src/target/release/gemini-rotator /usr/local/bin/gemini-rotator
 # A default config (listen 0.0.0.0:7860, keys in keys.txt beside it). Mount your own config
 # FOLDER over /etc/gemini-rotator (not the file alone), so edits reach the running proxy.
-COPY deploy/docker/config.toml /etc/gemini-rotator/config.toml
+# It holds a (placeholder) client token, so only the proxy's user may read it: a config with
+# secrets that every user can read is warned about at each load.
+COPY --chown=65532:65532 --chmod=0600 deploy/docker/config.toml /etc/gemini-rotator/config.toml
 ENV GEMINI_ROTATOR_CONFIG=/etc/gemini-rotator/config.toml
 # distroless's nonroot user (uid/gid 65532); the files you mount must be readable by it.
 USER 65532:65532
