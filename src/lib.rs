@@ -48,6 +48,7 @@ pub mod sessions;
 pub mod signatures;
 pub mod sse;
 pub mod state;
+pub mod stored_responses;
 pub mod timeline;
 pub mod translate;
 pub mod upstream;

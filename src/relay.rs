@@ -26,6 +26,8 @@ use crate::request_log::RequestLog;
 use crate::server::{channel_body, Body};
 use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
 use crate::state::{App, Snapshot};
+use crate::stored_responses::Ticket;
+use crate::translate::responses::ResponsesStream;
 use crate::translate::{self, StreamTranslator, TranslateError};
 use crate::usage::{self, Tokens};
 
@@ -35,6 +37,12 @@ pub enum Shape {
     OpenAi(Box<StreamTranslator>),
     /// Bytes out as they came in (`/v1beta`); `sse` tells the error-event framing.
     Passthrough { sse: bool },
+    /// Gemini SSE in, Responses API events out (issue #17); a completed response is stored
+    /// when `store` holds its ticket.
+    Responses {
+        stream: Box<ResponsesStream>,
+        store: Option<Ticket>,
+    },
 }
 
 /// Starts relaying `response` and returns the client's response without waiting for the
@@ -112,7 +120,7 @@ async fn run(
 ) {
     let idle = snap.upstream.idle_timeout;
     let heartbeat = match shape {
-        Shape::OpenAi(_) => snap.upstream.heartbeat,
+        Shape::OpenAi(_) | Shape::Responses { .. } => snap.upstream.heartbeat,
         Shape::Passthrough { .. } => None,
     };
     let mut upstream = response.bytes_stream();
@@ -145,6 +153,15 @@ async fn run(
                     in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
                     if let Shape::OpenAi(translator) = &mut shape {
                         app.signatures.remember(translator.take_signatures());
+                    }
+                    // Responses API (issue #17): signatures cached, the response stored.
+                    if let Shape::Responses { stream, store } = &mut shape {
+                        app.signatures.remember(stream.take_signatures());
+                        if let (Some(ticket), Some((response, output))) =
+                            (store.take(), stream.take_finished())
+                        {
+                            app.stored_responses.keep(ticket, &response, &output);
+                        }
                     }
                     match tail {
                         Ok(bytes) => {
@@ -235,6 +252,14 @@ fn translate_chunk(
             }
             Ok(Bytes::from(out))
         }
+        Shape::Responses { stream, .. } => {
+            let mut out = Vec::new();
+            for item in parser.push(&bytes) {
+                watch.seen.usage(item_bytes(&item));
+                out.extend_from_slice(&stream.on_event(item_bytes(&item))?);
+            }
+            Ok(Bytes::from(out))
+        }
     }
 }
 
@@ -280,6 +305,15 @@ fn finish(
                 });
             }
             out.extend_from_slice(&translator.finish());
+            Ok(Bytes::from(out))
+        }
+        Shape::Responses { stream, .. } => {
+            let mut out = Vec::new();
+            for item in parser.finish() {
+                watch.seen.usage(item_bytes(&item));
+                out.extend_from_slice(&stream.on_event(item_bytes(&item))?);
+            }
+            out.extend_from_slice(&stream.finish()?);
             Ok(Bytes::from(out))
         }
     }
@@ -420,6 +454,7 @@ fn error_event(shape: &Shape, message: &str, code: u16) -> Bytes {
             };
             translate::error_event(message, kind, None)
         }
+        Shape::Responses { stream, .. } => stream.failed(message, code),
         Shape::Passthrough { sse } => {
             let status = match code {
                 429 => "RESOURCE_EXHAUSTED",

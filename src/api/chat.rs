@@ -162,7 +162,7 @@ pub async fn complete(
 
 /// A 200 from Gemini with nothing to show: an explicit error, never an empty success (clients
 /// such as Cline fail confusingly on an empty assistant message).
-fn empty_answer(gemini_body: &[u8]) -> ProxyError {
+pub(crate) fn empty_answer(gemini_body: &[u8]) -> ProxyError {
     let value: serde_json::Value = serde_json::from_slice(gemini_body).unwrap_or_default();
     if let Some(reason) = value["promptFeedback"]["blockReason"].as_str() {
         return ProxyError::BadRequest {

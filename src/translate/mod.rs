@@ -15,6 +15,7 @@ mod json;
 pub mod openai;
 mod request;
 mod response;
+pub mod responses;
 mod schema;
 mod stream;
 #[cfg(test)]
