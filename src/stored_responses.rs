@@ -192,7 +192,7 @@ mod tests {
         assert!(store.delete("e", Some("alice"), now));
         assert!(store.get("e", Some("alice"), now).is_none());
 
-        store.put("big".into(), stored("alice", 9_000), now);
+        store.put("big".into(), stored("alice", 9_400), now);
         assert!(store.get("big", Some("alice"), now).is_some());
         assert!(
             store.get("c", Some("alice"), now).is_none(),
