@@ -408,6 +408,8 @@ async fn a_codex_like_request_streams_and_keeps_its_signature() {
         {"type": "namespace", "name": "mcp__docs", "description": "Docs server",
          "tools": [{"type": "function", "name": "search", "description": "Search docs",
                     "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]},
+        {"type": "custom", "name": "apply_patch", "description": "Edit files",
+         "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}},
         {"type": "web_search", "external_web_access": false}
     ]);
     let mut history = vec![
@@ -468,7 +470,10 @@ async fn a_codex_like_request_streams_and_keeps_its_signature() {
         .iter()
         .map(|d| d["name"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["shell", "update_plan", "mcp__docs__search"]);
+    assert_eq!(
+        names,
+        ["shell", "update_plan", "mcp__docs__search", "apply_patch"]
+    );
     assert_eq!(sent["tools"][1], json!({"googleSearch": {}}));
     assert!(sent["systemInstruction"]["parts"][1]["text"]
         .as_str()

@@ -57,7 +57,7 @@ pub async fn create(
     let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
 
     let id = format!("resp_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    let mut names = Names::new();
+    let mut names = Names::default();
     // Built once for the first model, to list media URLs (and to refuse a bad request before
     // any fetch).
     let first = chain
@@ -229,7 +229,7 @@ fn gemini_body(
     body_len: usize,
     media: Option<&std::collections::HashMap<String, translate::FetchedFile>>,
 ) -> Result<Vec<u8>, ProxyError> {
-    let mut names = Names::new();
+    let mut names = Names::default();
     let chat = wire::to_chat(
         request,
         conversation,

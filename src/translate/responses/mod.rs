@@ -127,13 +127,26 @@ impl Ctx {
         item
     }
 
-    /// A function call item; a flattened namespace name is split back.
-    fn function_call(&self, id: String, call_id: &str, name: &str, arguments: &str) -> Value {
-        let mut item = json!({
-            "id": id, "type": "function_call", "status": "completed",
-            "call_id": call_id, "name": name, "arguments": arguments,
-        });
-        if let Some((ns, inner)) = self.names.get(name) {
+    /// Whether Gemini's call of `name` is a custom tool's.
+    fn is_custom(&self, name: &str) -> bool {
+        self.names.custom.contains(name)
+    }
+
+    /// A call item, `n`th of the output: a `function_call`, or a `custom_tool_call` with its
+    /// input taken out of the arguments; a flattened namespace name is split back.
+    fn tool_call(&self, n: usize, call_id: &str, name: &str, arguments: &str) -> Value {
+        let mut item = if self.is_custom(name) {
+            json!({
+                "id": self.item_id("ctc", n), "type": "custom_tool_call", "status": "completed",
+                "call_id": call_id, "name": name, "input": custom_input(arguments),
+            })
+        } else {
+            json!({
+                "id": self.item_id("fc", n), "type": "function_call", "status": "completed",
+                "call_id": call_id, "name": name, "arguments": arguments,
+            })
+        };
+        if let Some((ns, inner)) = self.names.namespaced.get(name) {
             item["name"] = json!(inner);
             item["namespace"] = json!(ns);
         }
@@ -255,6 +268,18 @@ pub fn input_items(req: &ResponsesRequest<'_>) -> Vec<Value> {
         }
         Some(Value::Array(items)) => items,
         _ => Vec::new(),
+    }
+}
+
+/// A custom tool's input, out of the arguments Gemini wrote for its one-string function.
+fn custom_input(arguments: &str) -> String {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(map)) => match map.get("input") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        },
+        _ => arguments.to_string(),
     }
 }
 

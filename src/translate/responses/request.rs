@@ -5,10 +5,12 @@
 //! `reasoning` items (whose `encrypted_content` carries Gemini 3 thought signatures back).
 //! So this module reads the items into a `ChatRequest` borrowing from them, and the turn rules,
 //! media checks, schema cleaning, effort mapping and signature stand-ins stay in one place.
-//! `namespace` tools are flattened (`{namespace}__{name}`); `Names` maps Gemini's names back.
+//! `namespace` tools are flattened (`{namespace}__{name}`) and `custom` tools (freeform text
+//! input) become functions of one string parameter, `input`; `Names` maps Gemini's calls back.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -26,8 +28,28 @@ use crate::excerpt::excerpt;
 /// The separator of a flattened namespace tool name.
 pub const NAMESPACE_SEP: &str = "__";
 
-/// Flattened tool name → `(namespace, name)`, for the calls Gemini makes.
-pub type Names = HashMap<String, (String, String)>;
+/// What the calls Gemini makes are on the Responses side.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    /// Flattened tool name → `(namespace, name)`.
+    pub namespaced: HashMap<String, (String, String)>,
+    /// Gemini names of `custom` tools: their calls are `custom_tool_call`s.
+    pub custom: HashSet<String>,
+}
+
+/// The one parameter of a `custom` tool's function.
+const CUSTOM_INPUT: &str = "input";
+
+fn custom_schema() -> &'static RawValue {
+    static SCHEMA: OnceLock<Box<RawValue>> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let schema = serde_json::json!({"type": "object", "properties": {CUSTOM_INPUT: {
+            "type": "string",
+            "description": "The whole input, as raw text in the format the tool describes"}},
+            "required": [CUSTOM_INPUT]});
+        RawValue::from_string(schema.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    })
+}
 
 /// One conversation entry, read from an item.
 #[derive(Debug)]
@@ -39,7 +61,8 @@ pub enum Entry<'a> {
     Call {
         call_id: Cow<'a, str>,
         name: Cow<'a, str>,
-        arguments: Option<&'a RawValue>,
+        /// Borrowed JSON text, or the object a custom call's input became.
+        arguments: Option<Cow<'a, RawValue>>,
     },
     Output {
         call_id: Cow<'a, str>,
@@ -155,13 +178,31 @@ fn entry<'a>(item: Item<'a>, param: &str) -> Result<Option<Entry<'a>>, Translate
             Entry::Call {
                 call_id,
                 name,
-                arguments: item.arguments,
+                arguments: item.arguments.map(Cow::Borrowed),
             }
         }
-        "function_call_output" => {
+        "custom_tool_call" => {
+            let (Some(call_id), Some(name)) = (item.call_id, item.name) else {
+                return Err(invalid(
+                    "a custom_tool_call needs `call_id` and `name`",
+                    param.into(),
+                ));
+            };
+            let name = match item.namespace {
+                Some(ns) if !ns.is_empty() => Cow::Owned(format!("{ns}{NAMESPACE_SEP}{name}")),
+                _ => name,
+            };
+            let args = serde_json::json!({CUSTOM_INPUT: item.input.as_deref().unwrap_or("")});
+            Entry::Call {
+                call_id,
+                name,
+                arguments: RawValue::from_string(args.to_string()).ok().map(Cow::Owned),
+            }
+        }
+        "function_call_output" | "custom_tool_call_output" => {
             let Some(call_id) = item.call_id else {
                 return Err(invalid(
-                    "a function_call_output needs `call_id`",
+                    "a tool call output needs `call_id`",
                     format!("{param}.call_id"),
                 ));
             };
@@ -190,28 +231,26 @@ fn tools<'a>(
     let mut out = Vec::new();
     for (i, def) in defs.iter().enumerate() {
         match &*def.kind {
-            "function" => out.push(function(def, None, &format!("tools[{i}]"))?),
+            "function" | "custom" => out.push(function(def, None, &format!("tools[{i}]"), names)?),
             "namespace" => {
                 let ns = def.name.as_deref().unwrap_or("");
                 for (j, inner) in def.tools.iter().flatten().enumerate() {
-                    if inner.kind != "function" {
+                    if inner.kind != "function" && inner.kind != "custom" {
                         continue;
                     }
-                    let tool = function(inner, Some(ns), &format!("tools[{i}].tools[{j}]"))?;
+                    let param = format!("tools[{i}].tools[{j}]");
+                    let tool = function(inner, Some(ns), &param, names)?;
                     if let Some(f) = &tool.function {
-                        names.insert(
-                            f.name.to_string(),
-                            (
-                                ns.to_string(),
-                                inner.name.as_deref().unwrap_or("").to_string(),
-                            ),
-                        );
+                        let inner_name = inner.name.as_deref().unwrap_or("").to_string();
+                        names
+                            .namespaced
+                            .insert(f.name.to_string(), (ns.to_string(), inner_name));
                     }
                     out.push(tool);
                 }
             }
             k if k.starts_with("web_search") => *web_search = true,
-            // file_search, computer_use, image_generation, local_shell, custom…: not Gemini's.
+            // file_search, computer_use, image_generation, local_shell…: not Gemini's.
             _ => {}
         }
     }
@@ -222,6 +261,7 @@ fn function<'a>(
     def: &'a ToolDef<'a>,
     namespace: Option<&str>,
     param: &str,
+    names: &mut Names,
 ) -> Result<Tool<'a>, TranslateError> {
     let Some(name) = def.name.as_deref().filter(|n| !n.is_empty()) else {
         return Err(invalid(
@@ -233,6 +273,31 @@ fn function<'a>(
         Some(ns) => Cow::Owned(format!("{ns}{NAMESPACE_SEP}{name}")),
         None => Cow::Borrowed(name),
     };
+    if def.kind == "custom" {
+        names.custom.insert(name.to_string());
+        // The input's format goes into the description: the model writes it as the string.
+        let format = def
+            .format
+            .as_ref()
+            .filter(|f| f.kind.as_deref() == Some("grammar"));
+        let description = match format {
+            Some(f) => Cow::Owned(format!(
+                "{}\n\nThe `input` follows this {} grammar:\n{}",
+                def.description.as_deref().unwrap_or(""),
+                f.syntax.as_deref().unwrap_or(""),
+                f.definition.as_deref().unwrap_or("")
+            )),
+            None => Cow::Borrowed(def.description.as_deref().unwrap_or("")),
+        };
+        return Ok(Tool {
+            kind: Cow::Borrowed("function"),
+            function: Some(FunctionDef {
+                name,
+                description: Some(description).filter(|d| !d.is_empty()),
+                parameters: Some(custom_schema()),
+            }),
+        });
+    }
     Ok(Tool {
         kind: Cow::Borrowed("function"),
         function: Some(FunctionDef {
@@ -262,7 +327,7 @@ fn tool_choice(raw: &RawValue) -> Result<Option<ToolChoice<'static>>, TranslateE
             }
         })),
         serde_json::Value::Object(map) => match map.get("type").and_then(|t| t.as_str()) {
-            Some("function") => match map.get("name").and_then(|n| n.as_str()) {
+            Some("function" | "custom") => match map.get("name").and_then(|n| n.as_str()) {
                 Some(name) => {
                     let name = match map.get("namespace").and_then(|n| n.as_str()) {
                         Some(ns) => format!("{ns}{NAMESPACE_SEP}{name}"),
@@ -405,7 +470,7 @@ pub fn to_chat<'a>(
                     id: Cow::Borrowed(call_id),
                     function: FunctionCall {
                         name: Cow::Borrowed(name),
-                        arguments: *arguments,
+                        arguments: arguments.as_deref(),
                     },
                     extra_content: signatures.get(&**call_id).map(|sig| ExtraContent {
                         google: Some(GoogleExtra {

@@ -85,8 +85,7 @@ pub fn from_gemini(body: &[u8], ctx: &Ctx) -> Result<Finished, TranslateError> {
         }));
     }
     for (call_id, name, arguments) in &calls {
-        let id = ctx.item_id("fc", output.len());
-        output.push(ctx.function_call(id, call_id, name, arguments));
+        output.push(ctx.tool_call(output.len(), call_id, name, arguments));
     }
     let client_output = output.iter().map(|i| ctx.for_client(i)).collect();
     let mut response = ctx.response(

@@ -249,30 +249,38 @@ impl ResponsesStream {
             }
         }
         let index = self.index();
-        let id = self.ctx.item_id("fc", index);
-        let mut item = self
-            .ctx
-            .function_call(id.clone(), &call_id, name, arguments);
-        item["status"] = json!("in_progress");
-        item["arguments"] = json!("");
-        self.emit(
-            out,
-            "response.output_item.added",
-            json!({"output_index": index, "item": item}),
-        );
-        self.emit(
-            out,
-            "response.function_call_arguments.delta",
-            json!({
-            "item_id": id, "output_index": index, "delta": arguments}),
-        );
-        self.emit(
-            out,
-            "response.function_call_arguments.done",
-            json!({
-            "item_id": id, "output_index": index, "arguments": arguments, "name": name}),
-        );
-        let item = self.ctx.function_call(id, &call_id, name, arguments);
+        let item = self.ctx.tool_call(index, &call_id, name, arguments);
+        let id = item["id"].clone();
+        let mut added = item.clone();
+        added["status"] = json!("in_progress");
+        let (delta, done) = if self.ctx.is_custom(name) {
+            added["input"] = json!("");
+            let input = item["input"].clone();
+            (
+                ("response.custom_tool_call_input.delta", input.clone()),
+                (
+                    "response.custom_tool_call_input.done",
+                    json!({
+                    "item_id": id, "output_index": index, "input": input}),
+                ),
+            )
+        } else {
+            added["arguments"] = json!("");
+            (
+                ("response.function_call_arguments.delta", json!(arguments)),
+                (
+                    "response.function_call_arguments.done",
+                    json!({
+                    "item_id": id, "output_index": index, "arguments": arguments,
+                    "name": name}),
+                ),
+            )
+        };
+        let added = json!({"output_index": index, "item": added});
+        self.emit(out, "response.output_item.added", added);
+        let delta_event = json!({"item_id": id, "output_index": index, "delta": delta.1});
+        self.emit(out, delta.0, delta_event);
+        self.emit(out, done.0, done.1);
         self.done_item(out, item);
         self.answered = true;
     }

@@ -10,7 +10,7 @@ fn gemini(input: &Value, model: &str) -> Result<Value, TranslateError> {
     let body = input.to_string();
     let req = parse_request(body.as_bytes())?;
     let conversation = parse_input(req.input, "input")?;
-    let mut names = Names::new();
+    let mut names = Names::default();
     let chat = to_chat(
         &req,
         &conversation,
@@ -195,8 +195,11 @@ fn invalid_requests() {
 }
 
 fn ctx(include_encrypted: bool) -> Ctx {
-    let mut names = Names::new();
-    names.insert("crm__lookup".into(), ("crm".into(), "lookup".into()));
+    let mut names = Names::default();
+    names
+        .namespaced
+        .insert("crm__lookup".into(), ("crm".into(), "lookup".into()));
+    names.custom.insert("apply_patch".into());
     Ctx {
         id: "resp_abc".into(),
         created_at: 1_700_000_000,
@@ -427,4 +430,69 @@ fn stream_event_order() {
             "response.failed"
         ]
     );
+}
+
+/// Codex's `apply_patch` is a `custom` tool with a Lark grammar: a function of one string.
+#[test]
+fn custom_tools() {
+    let input = json!({"model": "m",
+        "tools": [{"type": "custom", "name": "apply_patch", "description": "Edit files.",
+                   "format": {"type": "grammar", "syntax": "lark", "definition": "start: patch"}}],
+        "input": [{"role": "user", "content": "fix it"},
+                  {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch",
+                   "input": "*** Begin Patch\n*** End Patch"},
+                  {"type": "custom_tool_call_output", "call_id": "c1", "output": "Done"}]});
+    let got = gemini(&input, "gemini-2.5-flash").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        got["tools"][0]["functionDeclarations"][0],
+        json!({"name": "apply_patch",
+               "description": "Edit files.\n\nThe `input` follows this lark grammar:\nstart: patch",
+               "parametersJsonSchema": {"type": "object", "properties": {"input": {"type": "string",
+                   "description": "The whole input, as raw text in the format the tool describes"}},
+                   "required": ["input"]}})
+    );
+    assert_eq!(
+        got["contents"][1]["parts"][0]["functionCall"],
+        json!({"id": "c1", "name": "apply_patch",
+               "args": {"input": "*** Begin Patch\n*** End Patch"}})
+    );
+    assert_eq!(
+        got["contents"][2]["parts"][0]["functionResponse"],
+        json!({"id": "c1", "name": "apply_patch", "response": {"output": "Done"}})
+    );
+
+    let body = json!({"candidates": [{"content": {"parts": [
+        {"functionCall": {"id": "c2", "name": "apply_patch", "args": {"input": "*** Begin Patch"}}}]}}]});
+    let done =
+        from_gemini(body.to_string().as_bytes(), &ctx(false)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        done.response["output"][0],
+        json!({"id": "ctc_abc_0", "type": "custom_tool_call",
+        "status": "completed", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"})
+    );
+
+    let mut s = ResponsesStream::new(ctx(false));
+    let mut all = s
+        .on_event(body.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_vec();
+    all.extend_from_slice(&s.finish().unwrap_or_else(|e| panic!("{e}")));
+    let evs = events(&all);
+    let kinds: Vec<&str> = evs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.custom_tool_call_input.delta",
+            "response.custom_tool_call_input.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    assert_eq!(evs[2].1["item"]["input"], "");
+    assert_eq!(evs[3].1["delta"], "*** Begin Patch");
+    assert_eq!(evs[4].1["input"], "*** Begin Patch");
+    assert_eq!(evs[5].1["item"]["type"], "custom_tool_call");
 }

@@ -84,8 +84,9 @@ impl ResponsesRequest<'_> {
     }
 }
 
-/// One tool; only `function`, `namespace` (holding function tools) and `web_search*` mean
-/// something to Gemini, other hosted tools are ignored.
+/// One tool; `function`, `custom` (freeform input, as Codex's `apply_patch`), `namespace`
+/// (holding function and custom tools) and `web_search*` mean something to Gemini, other
+/// hosted tools are ignored.
 #[derive(Debug, Deserialize)]
 pub struct ToolDef<'a> {
     #[serde(rename = "type", borrow)]
@@ -102,6 +103,20 @@ pub struct ToolDef<'a> {
     /// A namespace's own tools.
     #[serde(default, borrow)]
     pub tools: Option<Vec<ToolDef<'a>>>,
+    /// A `custom` tool's input format: `{type: "text"}` or `{type: "grammar", syntax,
+    /// definition}`.
+    #[serde(default, borrow)]
+    pub format: Option<CustomFormat<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CustomFormat<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "opt_str")]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub syntax: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub definition: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +169,9 @@ pub struct Item<'a> {
     /// A function call's arguments: JSON text in a string. Kept raw.
     #[serde(default, borrow)]
     pub arguments: Option<&'a RawValue>,
+    /// A custom tool call's freeform input.
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub input: Option<Cow<'a, str>>,
     /// A function call's output: a string or a list of parts.
     #[serde(default, borrow)]
     pub output: Option<&'a RawValue>,
