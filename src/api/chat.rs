@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 
 use crate::access::Caller;
 use crate::api::{
-    allowed_chain, chain_exhausted, clean_model_name, json_bytes, next_in_chain, resolve, unix_now,
+    allowed_chain, chain_exhausted, clean_model_name, generate_path, json_bytes, next_in_chain,
+    report_body_error, resolve, unix_now,
 };
-use crate::classify::classify;
 use crate::error::ProxyError;
 use crate::media;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
@@ -99,14 +99,7 @@ pub async fn complete(
             },
         )
         .map_err(from_translate)?;
-        let path = if request.stream {
-            format!(
-                "/v1beta/models/{}:streamGenerateContent?alt=sse",
-                target.model
-            )
-        } else {
-            format!("/v1beta/models/{}:generateContent", target.model)
-        };
+        let path = generate_path(&target.model, request.stream);
         let call = Call {
             model: Some(&target.model),
             method: Method::POST,
@@ -127,13 +120,7 @@ pub async fn complete(
                         }
                         Ok(_) => Err(empty_answer(&bytes)),
                         Err(e) => {
-                            if let TranslateError::UpstreamError { code, raw, .. } = &e {
-                                snap.pool.report(
-                                    &served.lease,
-                                    &classify(*code, raw),
-                                    std::time::Instant::now(),
-                                );
-                            }
+                            report_body_error(snap, &served.lease, &e);
                             Err(from_translate(e))
                         }
                     },

@@ -163,6 +163,31 @@ pub(crate) fn next_in_chain(
     }
 }
 
+/// The Gemini generation path for `model`: `streamGenerateContent` as SSE, or
+/// `generateContent`. Shared by the dialects that translate to Gemini.
+pub(crate) fn generate_path(model: &str, stream: bool) -> String {
+    if stream {
+        format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+    } else {
+        format!("/v1beta/models/{model}:generateContent")
+    }
+}
+
+/// A Google error inside a 200 body counts against the key that served it.
+pub(crate) fn report_body_error(
+    snap: &Snapshot,
+    lease: &crate::pool::Lease,
+    error: &crate::translate::TranslateError,
+) {
+    if let crate::translate::TranslateError::UpstreamError { code, raw, .. } = error {
+        snap.pool.report(
+            lease,
+            &crate::classify::classify(*code, raw),
+            std::time::Instant::now(),
+        );
+    }
+}
+
 /// What the client gets when every model of a chain failed over: the last model's error.
 pub(crate) fn chain_exhausted(last_error: Option<ProxyError>) -> ProxyError {
     last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into()))

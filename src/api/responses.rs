@@ -20,10 +20,9 @@ use serde_json::{json, Value};
 use crate::access::Caller;
 use crate::api::chat::{empty_answer, from_translate};
 use crate::api::{
-    allowed_chain, chain_exhausted, clean_model_name, json_bytes, json_response, next_in_chain,
-    resolve, unix_now,
+    allowed_chain, chain_exhausted, clean_model_name, generate_path, json_bytes, json_response,
+    next_in_chain, report_body_error, resolve, unix_now,
 };
-use crate::classify::classify;
 use crate::error::ProxyError;
 use crate::media;
 use crate::proxy::{self, Body as Upstream, Call, Delivery};
@@ -35,7 +34,7 @@ use crate::stored_responses::{Stored, Ticket};
 use crate::translate::responses::{
     self as wire, Ctx, Entry, Names, ResponsesRequest, ResponsesStream, Shaping,
 };
-use crate::translate::{self, Extras, Target, TranslateError};
+use crate::translate::{self, Extras, Target};
 
 /// `POST /v1/responses`.
 pub async fn create(
@@ -49,8 +48,7 @@ pub async fn create(
     let request = wire::parse_request(&body).map_err(from_translate)?;
     let owner = caller.token_name.clone();
     let previous = previous(app, caller, &request)?;
-    let mut conversation = history(previous.as_deref())?;
-    conversation.extend(wire::parse_input(request.input, "input").map_err(from_translate)?);
+    let conversation = conversation(previous.as_deref(), &request)?;
 
     let requested = clean_model_name(&request.model)?;
     log.model = Some(requested.to_string());
@@ -122,14 +120,7 @@ pub async fn create(
             body.len(),
             media.as_ref(),
         )?;
-        let path = if stream {
-            format!(
-                "/v1beta/models/{}:streamGenerateContent?alt=sse",
-                target.model
-            )
-        } else {
-            format!("/v1beta/models/{}:generateContent", target.model)
-        };
+        let path = generate_path(&target.model, stream);
         let call = Call {
             model: Some(&target.model),
             method: Method::POST,
@@ -154,13 +145,7 @@ pub async fn create(
                         }
                         Ok(_) => Err(empty_answer(&bytes)),
                         Err(e) => {
-                            if let TranslateError::UpstreamError { code, raw, .. } = &e {
-                                snap.pool.report(
-                                    &served.lease,
-                                    &classify(*code, raw),
-                                    Instant::now(),
-                                );
-                            }
+                            report_body_error(snap, &served.lease, &e);
                             Err(from_translate(e))
                         }
                     },
@@ -202,14 +187,22 @@ fn previous(
         .ok_or_else(|| not_found(id))
 }
 
-/// The stored conversation's entries.
-fn history(previous: Option<&Stored>) -> Result<Vec<Entry<'_>>, ProxyError> {
-    let Some(previous) = previous else {
-        return Ok(Vec::new());
+/// The conversation to send: the stored one `previous` continues (if any), then `input`.
+fn conversation<'a>(
+    previous: Option<&'a Stored>,
+    request: &ResponsesRequest<'a>,
+) -> Result<Vec<Entry<'a>>, ProxyError> {
+    let mut entries = match previous {
+        None => Vec::new(),
+        Some(previous) => {
+            let raw: &RawValue = serde_json::from_slice(&previous.conversation).map_err(|e| {
+                ProxyError::Internal(format!("a stored conversation is unreadable: {e}"))
+            })?;
+            wire::parse_input(Some(raw), "previous_response_id").map_err(from_translate)?
+        }
     };
-    let raw: &RawValue = serde_json::from_slice(&previous.conversation)
-        .map_err(|e| ProxyError::Internal(format!("a stored conversation is unreadable: {e}")))?;
-    wire::parse_input(Some(raw), "previous_response_id").map_err(from_translate)
+    entries.extend(wire::parse_input(request.input, "input").map_err(from_translate)?);
+    Ok(entries)
 }
 
 fn not_found(id: &str) -> ProxyError {
@@ -294,8 +287,7 @@ pub async fn input_tokens(
     let body = read_body(req, snap.config.server.max_body).await?;
     let request = wire::parse_request(&body).map_err(from_translate)?;
     let previous = previous(app, caller, &request)?;
-    let mut conversation = history(previous.as_deref())?;
-    conversation.extend(wire::parse_input(request.input, "input").map_err(from_translate)?);
+    let conversation = conversation(previous.as_deref(), &request)?;
     let requested = clean_model_name(&request.model)?;
     log.model = Some(requested.to_string());
     let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;

@@ -77,20 +77,8 @@ pub enum TranslateError {
 /// Parses an OpenAI chat request; malformed JSON, wrong types and missing `model`/`messages`
 /// are `InvalidRequest`.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError> {
-    let mut req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
-        // serde quotes the offending value: only an excerpt of it comes back.
-        let message = crate::excerpt::serde_error(&e);
-        // serde names the field only in the text; lift it out for OpenAI's `param`.
-        let param = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-            .filter(|field| matches!(*field, "model" | "messages"))
-            .map(str::to_owned);
-        TranslateError::InvalidRequest {
-            message: format!("invalid request body: {message}"),
-            param,
-        }
-    })?;
+    let mut req: ChatRequest = serde_json::from_slice(body)
+        .map_err(|e| invalid_body(&e, |field| matches!(field, "model" | "messages")))?;
     if req.model.is_empty() {
         return Err(invalid("`model` must not be empty", "model".into()));
     }
@@ -99,6 +87,25 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError
     }
     req.body_len = body.len();
     Ok(req)
+}
+
+/// A request body serde refused, as `InvalidRequest`: serde quotes the offending value (only
+/// an excerpt of it comes back) and names a missing field only in its text, lifted out for
+/// OpenAI's `param` when `param_field` accepts it.
+pub(crate) fn invalid_body(
+    e: &serde_json::Error,
+    param_field: impl Fn(&str) -> bool,
+) -> TranslateError {
+    let message = crate::excerpt::serde_error(e);
+    let param = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .filter(|field| param_field(field))
+        .map(str::to_owned);
+    TranslateError::InvalidRequest {
+        message: format!("invalid request body: {message}"),
+        param,
+    }
 }
 
 pub(crate) fn invalid(message: &str, param: String) -> TranslateError {

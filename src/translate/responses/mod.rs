@@ -34,17 +34,8 @@ const SIGNATURE_PREFIX: &str = "gr1:";
 
 /// Parses a Responses request; malformed JSON and wrong types are `InvalidRequest`.
 pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest<'_>, TranslateError> {
-    let req: ResponsesRequest = serde_json::from_slice(body).map_err(|e| {
-        let message = serde_message(&e);
-        let param = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-            .map(str::to_owned);
-        TranslateError::InvalidRequest {
-            message: format!("invalid request body: {message}"),
-            param,
-        }
-    })?;
+    let req: ResponsesRequest =
+        serde_json::from_slice(body).map_err(|e| super::invalid_body(&e, |_| true))?;
     if req.model.is_empty() {
         return Err(super::invalid("`model` must not be empty", "model".into()));
     }
