@@ -1,7 +1,8 @@
 //! Relays an upstream stream to the client chunk by chunk, never buffering it whole.
 //!
 //! One task per stream reads the upstream body and writes to the client's body channel. It
-//! translates Gemini SSE to OpenAI chunks on `/v1` (or copies bytes untouched on `/v1beta`),
+//! translates Gemini SSE to OpenAI chunks on `/v1` (to Responses API events on `/v1/responses`,
+//! whose completed response it then stores when asked; or copies bytes untouched on `/v1beta`),
 //! sends SSE comment heartbeats on `/v1` while the upstream is silent, ends the stream with an
 //! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
 //! grace period runs out, and drops the upstream request the moment the client goes away.

@@ -653,3 +653,59 @@ async fn an_upstream_failure_mid_stream_is_response_failed() {
     );
     assert!(kinds(&events).contains(&"response.output_text.delta"));
 }
+
+/// One loopback HTTP server answering every request with a PNG; its URL.
+async fn png_server() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/cat.png", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let body = b"\x89PNG\r\n\x1a\nfake image bytes";
+                let mut buf = vec![0u8; 8192];
+                let wait = std::time::Duration::from_secs(5);
+                let _ = tokio::time::timeout(wait, socket.read(&mut buf)).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn input_image_urls_are_fetched_and_data_urls_inlined() {
+    let (url, server) = png_server().await;
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| {
+        c.set("upstream", "fetch_private_urls = true")
+    })
+    .await;
+    let (status, body) = create(
+        &proxy,
+        &json!({"model": MODEL, "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "Compare"},
+            {"type": "input_image", "image_url": url, "detail": "auto"},
+            {"type": "input_image", "image_url": "data:image/jpeg;base64,aGk="}]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let parts = &upstream_body(&fake)["contents"][0]["parts"];
+    assert_eq!(
+        parts[1],
+        json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgpmYWtlIGltYWdlIGJ5dGVz"}})
+    );
+    assert_eq!(
+        parts[2],
+        json!({"inlineData": {"mimeType": "image/jpeg", "data": "aGk="}})
+    );
+    server.abort();
+}

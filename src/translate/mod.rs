@@ -4,7 +4,8 @@
 //! needs the network (fetching image URLs) is done by the caller. Unknown OpenAI fields are
 //! dropped, never forwarded. Files: `openai` and `gemini` hold the wire types, `request` maps
 //! requests, `schema` cleans tool and response schemas, `response` whole responses, `stream`
-//! SSE events, `embeddings` the embeddings API, `json` the serde helpers they share.
+//! SSE events, `embeddings` the embeddings API, `json` the serde helpers they share;
+//! `responses/` is the OpenAI Responses API dialect (its own wire types, mapped through `request`).
 //!
 //! A parsed request borrows from the client's body (strings, and schemas and tool-call
 //! arguments as raw JSON), and the Gemini body is serialised straight from those borrows.
