@@ -474,7 +474,8 @@ async fn a_codex_like_request_streams_and_keeps_its_signature() {
         names,
         ["shell", "update_plan", "mcp__docs__search", "apply_patch"]
     );
-    assert_eq!(sent["tools"][1], json!({"googleSearch": {}}));
+    // web_search beside function tools is dropped: Gemini refuses the mix.
+    assert_eq!(sent["tools"].as_array().map(Vec::len), Some(1), "{sent}");
     assert!(sent["systemInstruction"]["parts"][1]["text"]
         .as_str()
         .is_some_and(|t| t.starts_with("You are Codex")));

@@ -513,6 +513,8 @@ pub fn to_chat<'a>(
         Some(defs) => tools(defs, names, &mut web_search)?,
         None => Vec::new(),
     };
+    let tools = (!tools.is_empty()).then_some(tools);
+    let web_search = web_search && tools.is_none();
     let tool_choice = match req.tool_choice {
         Some(raw) => tool_choice(raw)?,
         None => None,
@@ -574,12 +576,14 @@ pub fn to_chat<'a>(
         presence_penalty: None,
         frequency_penalty: None,
         response_format,
-        tools: (!tools.is_empty()).then_some(tools),
+        tools,
         tool_choice,
         parallel_tool_calls: req.parallel_tool_calls,
         logprobs: None,
         top_logprobs: None,
         user: None,
+        // Gemini before 3 refuses built-in tools beside functions, and Gemini 3 only with
+        // server-side tool invocations replayed: with function tools, web_search is dropped.
         web_search_options: web_search.then_some(IgnoredAny),
         google,
         extra_body: None,

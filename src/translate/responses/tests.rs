@@ -101,8 +101,8 @@ fn requests() {
                 "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}},
                                          "required": ["city"], "additionalProperties": false}}]}]}),
     );
-    // Images: a data URL becomes inline data; a namespace tool is flattened; web_search is
-    // Google Search; tool_choice required is ANY.
+    // Images: a data URL becomes inline data; a namespace tool is flattened; web_search beside
+    // functions is dropped (Gemini refuses the mix); tool_choice required is ANY.
     check(
         json!({"model": "m", "tool_choice": "required",
             "tools": [{"type": "namespace", "name": "crm", "description": "CRM",
@@ -118,7 +118,7 @@ fn requests() {
                 {"text": "What is this?"},
                 {"inlineData": {"mimeType": "image/png", "data": "aGk="}},
                 {"inlineData": {"mimeType": "application/pdf", "data": "aGk="}}]}],
-               "tools": [{"functionDeclarations": [{"name": "crm__lookup"}]}, {"googleSearch": {}}],
+               "tools": [{"functionDeclarations": [{"name": "crm__lookup"}]}],
                "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}),
     );
     // A replayed namespaced call, reasoning effort on Gemini 3, output limits, JSON schema.
@@ -147,6 +147,13 @@ fn requests() {
                 "responseMimeType": "application/json",
                 "responseJsonSchema": {"type": "object", "additionalProperties": false},
                 "thinkingConfig": {"thinkingLevel": "high", "includeThoughts": true}}}),
+    );
+    // web_search alone is Google Search.
+    check(
+        json!({"model": "m", "input": "news?", "tools": [{"type": "web_search_preview"}]}),
+        "gemini-2.5-flash",
+        json!({"contents": [{"role": "user", "parts": [{"text": "news?"}]}],
+               "tools": [{"googleSearch": {}}]}),
     );
     // A summary asked for without an effort turns thoughts on.
     check(
