@@ -66,3 +66,37 @@ async fn openai_python_sdk_responses() {
     assert!(fake.hits(&keys[0], MODEL) >= 1);
     assert_eq!(fake.keys_in_url(), 0);
 }
+
+/// The OpenAI Agents SDK (`openai-agents`): an agent with a function tool on Gemini 3, run
+/// whole and streamed over the Responses API.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the openai-agents SDK: run scripts/test.sh"]
+async fn openai_agents_sdk() {
+    let fake = FakeGemini::start().await;
+    fake.require_signatures(true);
+    let call = |city: &str, signature: &str| {
+        serde_json::json!({"functionCall": {"name": "get_weather", "args": {"city": city}},
+                           "thoughtSignature": signature})
+    };
+    fake.on_model(TOOL_MODEL)
+        .then(Reply::parts(vec![call("Paris", "sig-agent-1")]))
+        .then(Reply::text("21 degrees and sunny."))
+        .then(Reply::parts(vec![call("Oslo", "sig-agent-2")]))
+        .then(Reply::text("Cold in Oslo.").chunks(2));
+    let proxy = Proxy::builder()
+        .config(config_for(&fake.url(), &[fake_key(1)]).set("models", r#"list = "static""#))
+        .start()
+        .await;
+    run::passing(
+        "agents_sdk.py",
+        vec![
+            ("GR_BASE_URL", proxy.url()),
+            ("GR_TOKEN", TEST_TOKEN.to_string()),
+            ("GR_TOOL_MODEL", TOOL_MODEL.to_string()),
+        ],
+        Duration::from_secs(120),
+        || proxy.logs(),
+    )
+    .await;
+    assert_eq!(fake.hits_for_model(TOOL_MODEL), 4);
+}
