@@ -475,6 +475,18 @@ impl ProxyError {
     }
 }
 
+impl ProxyError {
+    /// The `error` of a Responses API `response` object that failed (its stream's
+    /// `response.failed` event): `{code, message}`.
+    pub fn response_error(&self) -> serde_json::Value {
+        let code = match self.status().as_u16() {
+            429 => "rate_limit_exceeded",
+            _ => "server_error",
+        };
+        json!({"code": code, "message": self.client_message()})
+    }
+}
+
 /// Anthropic's error body: `{"type":"error","error":{"type":kind,"message":…}}` (also the
 /// data of a stream's final `error` event).
 fn anthropic_body(kind: &str, message: &str) -> serde_json::Value {

@@ -55,6 +55,7 @@ pub mod sessions;
 pub mod signatures;
 pub mod sse;
 pub mod state;
+pub mod stored_responses;
 pub mod timeline;
 pub mod translate;
 pub mod upstream;

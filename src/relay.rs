@@ -1,8 +1,9 @@
 //! Relays an upstream stream to the client chunk by chunk, never buffering it whole.
 //!
 //! One task per stream reads the upstream body and writes to the client's body channel. It
-//! translates Gemini SSE to OpenAI chunks on `/v1` and to Anthropic events on `/v1/messages`
-//! (or copies bytes untouched on `/v1beta`), sends SSE comment heartbeats on those while the upstream is silent, ends the stream with an
+//! translates Gemini SSE to OpenAI chunks on `/v1`, to Anthropic events on `/v1/messages` and
+//! to Responses API events on `/v1/responses` (storing a completed response when asked), or
+//! copies bytes untouched on `/v1beta`; sends SSE comment heartbeats on those while the upstream is silent, ends the stream with an
 //! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
 //! grace period runs out, and drops the upstream request the moment the client goes away or
 //! stops reading for `server.write_timeout` (every write is bounded, heartbeats and error
@@ -36,8 +37,10 @@ use crate::request_log::RequestLog;
 use crate::router::Dialect;
 use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
 use crate::state::{App, Snapshot};
+use crate::stored_responses::Ticket;
 use crate::translate::anthropic;
 use crate::translate::chat::StreamTranslator;
+use crate::translate::responses::ResponsesStream;
 use crate::translate::{EventStream, TranslateError};
 use crate::usage::{self, Tokens};
 
@@ -47,6 +50,12 @@ pub enum Shape {
     OpenAi(Box<StreamTranslator>),
     /// Gemini SSE in, Anthropic Messages events out (`/v1/messages`).
     Anthropic(Box<anthropic::StreamTranslator>),
+    /// Gemini SSE in, Responses API events out (`/v1/responses`); a completed response is
+    /// stored when `store` holds its ticket.
+    Responses {
+        stream: Box<ResponsesStream>,
+        store: Option<Ticket>,
+    },
     /// Bytes out as they came in (`/v1beta`); `sse` tells the error-event framing.
     Passthrough { sse: bool },
 }
@@ -59,6 +68,7 @@ impl Shape {
         match self {
             Shape::OpenAi(t) => Some(t.as_mut()),
             Shape::Anthropic(t) => Some(t.as_mut()),
+            Shape::Responses { stream, .. } => Some(stream.as_mut()),
             Shape::Passthrough { .. } => None,
         }
     }
@@ -81,7 +91,7 @@ impl Shape {
                 watch.array.push(&bytes, &mut watch.seen);
                 Ok(bytes)
             }
-            Shape::OpenAi(_) | Shape::Anthropic(_) => {
+            Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => {
                 let items = parser.push(&bytes);
                 match self.translator() {
                     Some(t) => events(t, items, watch),
@@ -111,14 +121,7 @@ impl Shape {
             return Ok(Bytes::new());
         };
         let mut out = events(translator, items, watch)?.to_vec();
-        if !translator.has_output() {
-            return Err(TranslateError::EmptyAnswer {
-                message: "Gemini ended the stream without an answer (blocked, thoughts only, \
-                          or the token limit was reached before any text)"
-                    .into(),
-            });
-        }
-        out.extend_from_slice(&translator.finish());
+        out.extend_from_slice(&translator.finish()?);
         Ok(Bytes::from(out))
     }
 
@@ -131,6 +134,8 @@ impl Shape {
         match self {
             Shape::OpenAi(_) => error.stream_event(Dialect::OpenAi, Framing::Sse),
             Shape::Anthropic(_) => error.stream_event(Dialect::Anthropic, Framing::Sse),
+            // The Responses API ends a stream with `response.failed`, the error inside it.
+            Shape::Responses { stream, .. } => stream.failed(error.response_error()),
             Shape::Passthrough { sse: true } => error.stream_event(Dialect::Google, Framing::Sse),
             Shape::Passthrough { sse: false } => {
                 error.stream_event(Dialect::Google, Framing::JsonArray)
@@ -236,7 +241,7 @@ async fn run(
     let idle = snap.upstream.idle_timeout;
     let write = snap.config.server.write_timeout;
     let heartbeat = match shape {
-        Shape::OpenAi(_) | Shape::Anthropic(_) => snap.upstream.heartbeat,
+        Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => snap.upstream.heartbeat,
         Shape::Passthrough { .. } => None,
     };
     let mut upstream = response.bytes_stream();
@@ -269,6 +274,14 @@ async fn run(
                     in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
                     if let Some(translator) = shape.translator() {
                         app.signatures.remember(translator.take_signatures());
+                    }
+                    // A completed Responses API answer is kept for `previous_response_id`.
+                    if let Shape::Responses { stream, store } = &mut shape {
+                        if let (Some(ticket), Some((response, output))) =
+                            (store.take(), stream.take_finished())
+                        {
+                            app.stored_responses.keep(ticket, &response, &output);
+                        }
                     }
                     match tail {
                         Ok(bytes) => {

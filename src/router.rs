@@ -66,6 +66,17 @@ impl GeminiAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     ChatCompletions,
+    // --- Responses API (issue #17) ---
+    /// `POST /v1/responses`.
+    Responses,
+    /// `POST /v1/responses/input_tokens`.
+    ResponsesInputTokens,
+    /// `GET` (`delete: false`) or `DELETE` `/v1/responses/{id}`.
+    StoredResponse {
+        id: String,
+        delete: bool,
+    },
+    // --- end Responses API ---
     ListModels,
     GetModel(String),
     Embeddings,
@@ -144,6 +155,9 @@ impl Route {
     pub fn name(&self) -> &'static str {
         match self {
             Route::ChatCompletions => "chat_completions",
+            Route::Responses => "responses",
+            Route::ResponsesInputTokens => "responses_input_tokens",
+            Route::StoredResponse { .. } => "stored_response",
             Route::ListModels | Route::GetModel(_) => "models",
             Route::Embeddings => "embeddings",
             Route::GeminiListModels | Route::GeminiGetModel(_) => "gemini_models",
@@ -197,6 +211,11 @@ pub fn route(method: &Method, path: &str) -> Route {
 
     match path.as_ref() {
         "/v1/chat/completions" | "/chat/completions" => expect(post, Route::ChatCompletions),
+        // Responses API (issue #17).
+        "/v1/responses" | "/responses" => expect(post, Route::Responses),
+        "/v1/responses/input_tokens" | "/responses/input_tokens" => {
+            expect(post, Route::ResponsesInputTokens)
+        }
         "/v1/models" | "/models" => expect(get, Route::ListModels),
         "/v1/embeddings" | "/embeddings" => expect(post, Route::Embeddings),
         // Anthropic (issue #17); Claude Code adds `?beta=true`, which routing never reads.
@@ -245,6 +264,24 @@ pub fn route(method: &Method, path: &str) -> Route {
                 .filter(|id| !id.is_empty())
             {
                 return expect(get, Route::GetModel(id.to_string()));
+            }
+            // Responses API (issue #17): one stored response.
+            if let Some(id) = p
+                .strip_prefix("/v1/responses/")
+                .or_else(|| p.strip_prefix("/responses/"))
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            {
+                return match *method {
+                    Method::GET => Route::StoredResponse {
+                        id: id.to_string(),
+                        delete: false,
+                    },
+                    Method::DELETE => Route::StoredResponse {
+                        id: id.to_string(),
+                        delete: true,
+                    },
+                    _ => Route::MethodNotAllowed(dialect),
+                };
             }
             if let Some(asset) = p.strip_prefix("/dashboard/") {
                 return expect(get, Route::Dashboard(asset.to_string()));
@@ -301,6 +338,33 @@ mod tests {
         check(
             Method::GET,
             "/v1/chat/completions",
+            MethodNotAllowed(Dialect::OpenAi),
+        );
+        check(Method::POST, "/v1/responses", Responses);
+        check(
+            Method::POST,
+            "/v1/responses/input_tokens",
+            ResponsesInputTokens,
+        );
+        check(
+            Method::GET,
+            "/v1/responses/resp_1",
+            StoredResponse {
+                id: "resp_1".into(),
+                delete: false,
+            },
+        );
+        check(
+            Method::DELETE,
+            "/v1/responses/resp_1",
+            StoredResponse {
+                id: "resp_1".into(),
+                delete: true,
+            },
+        );
+        check(
+            Method::GET,
+            "/v1/responses",
             MethodNotAllowed(Dialect::OpenAi),
         );
         check(Method::GET, "/v1/models", ListModels);

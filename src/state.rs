@@ -116,6 +116,8 @@ pub struct App {
     pub lockout: Lockout,
     /// Requests and errors per minute over the last hour (the dashboard's charts).
     pub timeline: Arc<Timeline>,
+    /// Responses API responses kept for `previous_response_id` and `GET` (issue #17).
+    pub stored_responses: crate::stored_responses::StoredResponses,
 }
 
 impl App {
@@ -134,6 +136,7 @@ impl App {
             sessions: Sessions::default(),
             lockout: Lockout::default(),
             timeline: Arc::default(),
+            stored_responses: Default::default(),
         }))
     }
 

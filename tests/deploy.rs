@@ -636,7 +636,10 @@ fn the_image_and_compose_agree_with_the_docker_config() {
     let dockerfile = read(&repo("Dockerfile"));
     assert!(dockerfile.contains(&format!("EXPOSE {port}")));
     assert!(dockerfile.contains("ENV GEMINI_ROTATOR_CONFIG=/etc/gemini-rotator/config.toml"));
-    assert!(dockerfile.contains("COPY deploy/docker/config.toml /etc/gemini-rotator/config.toml"));
+    // The image's copy holds a placeholder token: readable by the proxy's user only.
+    assert!(dockerfile.contains(
+        "COPY --chown=65532:65532 --chmod=0600 deploy/docker/config.toml /etc/gemini-rotator/config.toml"
+    ));
     // Without a URL, the check knocks where the config (found by GEMINI_ROTATOR_CONFIG) listens.
     let healthcheck = dockerfile
         .lines()

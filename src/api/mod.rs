@@ -12,6 +12,7 @@ pub mod gemini;
 pub mod health;
 pub mod ip;
 pub mod models;
+pub mod responses;
 pub mod run_gemini;
 pub mod stats;
 
@@ -40,6 +41,12 @@ pub async fn dispatch(
         Route::ChatCompletions => chat::completions(app, snap, &caller, req, log).await,
         Route::Messages => anthropic::messages(app, snap, &caller, req, log).await,
         Route::CountTokens => anthropic::count_tokens(app, snap, &caller, req, log).await,
+        // Responses API (issue #17).
+        Route::Responses => responses::create(app, snap, &caller, req, log).await,
+        Route::ResponsesInputTokens => responses::input_tokens(app, snap, &caller, req, log).await,
+        Route::StoredResponse { id, delete } => {
+            responses::stored(app, &caller, &id, delete).map(Reply::Done)
+        }
         Route::ListModels => models::list(app, snap, &caller, log).await.map(Reply::Done),
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await

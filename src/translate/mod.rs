@@ -16,6 +16,7 @@ pub mod chat;
 pub mod embeddings;
 pub mod gemini;
 mod json;
+pub mod responses;
 mod schema;
 
 use std::collections::HashMap;
@@ -67,6 +68,25 @@ pub enum TranslateError {
     },
 }
 
+/// A request body serde refused, as `InvalidRequest`: serde quotes the offending value (only
+/// an excerpt of it comes back) and names a missing field only in its text, lifted out for
+/// OpenAI's `param` when `param_field` accepts it.
+pub(crate) fn invalid_body(
+    e: &serde_json::Error,
+    param_field: impl Fn(&str) -> bool,
+) -> TranslateError {
+    let message = crate::excerpt::serde_error(e);
+    let param = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .filter(|field| param_field(field))
+        .map(str::to_owned);
+    TranslateError::InvalidRequest {
+        message: format!("invalid request body: {message}"),
+        param,
+    }
+}
+
 pub(crate) fn invalid(message: &str, param: String) -> TranslateError {
     TranslateError::InvalidRequest {
         message: message.to_owned(),
@@ -94,28 +114,36 @@ pub struct FetchedFile {
     pub bytes: Vec<u8>,
 }
 
-/// A dialect's stream translator (`/v1` chat chunks, `/v1/messages` events): what the relay
-/// drives, one upstream event at a time.
+/// A dialect's stream translator (`/v1` chat chunks, `/v1/messages` events, `/v1/responses`
+/// events): what the relay drives, one upstream event at a time.
 pub trait EventStream {
     /// One upstream event's data: zero or more complete client events.
     fn on_event(&mut self, data: &[u8]) -> Result<bytes::Bytes, TranslateError>;
-    /// The upstream ended cleanly: the closing events.
-    fn finish(&mut self) -> bytes::Bytes;
-    /// Some text or tool call went out (thoughts alone do not answer).
-    fn has_output(&self) -> bool;
+    /// The upstream ended cleanly: the closing events, or `EmptyAnswer` when nothing was
+    /// answered (blocked, thoughts only, no text before the token limit).
+    fn finish(&mut self) -> Result<bytes::Bytes, TranslateError>;
     /// `(tool call id, thought signature)` pairs seen since the last call.
     fn take_signatures(&mut self) -> Vec<(String, String)>;
+}
+
+/// What a stream that ended without an answer says.
+pub(crate) fn empty_stream() -> TranslateError {
+    TranslateError::EmptyAnswer {
+        message: "Gemini ended the stream without an answer (blocked, thoughts only, or the \
+                  token limit was reached before any text)"
+            .into(),
+    }
 }
 
 impl EventStream for chat::StreamTranslator {
     fn on_event(&mut self, data: &[u8]) -> Result<bytes::Bytes, TranslateError> {
         chat::StreamTranslator::on_event(self, data)
     }
-    fn finish(&mut self) -> bytes::Bytes {
-        chat::StreamTranslator::finish(self)
-    }
-    fn has_output(&self) -> bool {
-        chat::StreamTranslator::has_output(self)
+    fn finish(&mut self) -> Result<bytes::Bytes, TranslateError> {
+        if !self.has_output() {
+            return Err(empty_stream());
+        }
+        Ok(chat::StreamTranslator::finish(self))
     }
     fn take_signatures(&mut self) -> Vec<(String, String)> {
         chat::StreamTranslator::take_signatures(self)
@@ -126,13 +154,25 @@ impl EventStream for anthropic::StreamTranslator {
     fn on_event(&mut self, data: &[u8]) -> Result<bytes::Bytes, TranslateError> {
         anthropic::StreamTranslator::on_event(self, data)
     }
-    fn finish(&mut self) -> bytes::Bytes {
-        anthropic::StreamTranslator::finish(self)
-    }
-    fn has_output(&self) -> bool {
-        anthropic::StreamTranslator::has_output(self)
+    fn finish(&mut self) -> Result<bytes::Bytes, TranslateError> {
+        if !self.has_output() {
+            return Err(empty_stream());
+        }
+        Ok(anthropic::StreamTranslator::finish(self))
     }
     fn take_signatures(&mut self) -> Vec<(String, String)> {
         anthropic::StreamTranslator::take_signatures(self)
+    }
+}
+
+impl EventStream for responses::ResponsesStream {
+    fn on_event(&mut self, data: &[u8]) -> Result<bytes::Bytes, TranslateError> {
+        responses::ResponsesStream::on_event(self, data)
+    }
+    fn finish(&mut self) -> Result<bytes::Bytes, TranslateError> {
+        responses::ResponsesStream::finish(self)
+    }
+    fn take_signatures(&mut self) -> Vec<(String, String)> {
+        responses::ResponsesStream::take_signatures(self)
     }
 }

@@ -21,17 +21,8 @@ use super::{Extras, ResponseCtx, Target, TranslateError};
 /// Parses a Messages request: malformed JSON, wrong types in known fields and a missing
 /// `model` or `messages` are `InvalidRequest`; unknown fields are ignored.
 pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, TranslateError> {
-    let req: MessagesRequest = serde_json::from_slice(body).map_err(|e| {
-        let message = crate::excerpt::serde_error(&e);
-        let param = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-            .map(str::to_owned);
-        TranslateError::InvalidRequest {
-            message: format!("invalid request body: {message}"),
-            param,
-        }
-    })?;
+    let req: MessagesRequest =
+        serde_json::from_slice(body).map_err(|e| super::invalid_body(&e, |_| true))?;
     if req.model.trim().is_empty() {
         return Err(super::invalid("`model` must not be empty", "model".into()));
     }

@@ -12,7 +12,7 @@ mod stream;
 mod tests;
 pub mod wire;
 
-use super::{invalid, Extras, ResponseCtx, Target, TranslateError};
+use super::{invalid, invalid_body, Extras, ResponseCtx, Target, TranslateError};
 
 pub use stream::StreamTranslator;
 pub use wire::ChatRequest;
@@ -20,20 +20,8 @@ pub use wire::ChatRequest;
 /// Parses an OpenAI chat request; malformed JSON, wrong types and missing `model`/`messages`
 /// are `InvalidRequest`.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError> {
-    let mut req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
-        // serde quotes the offending value: only an excerpt of it comes back.
-        let message = crate::excerpt::serde_error(&e);
-        // serde names the field only in the text; lift it out for OpenAI's `param`.
-        let param = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-            .filter(|field| matches!(*field, "model" | "messages"))
-            .map(str::to_owned);
-        TranslateError::InvalidRequest {
-            message: format!("invalid request body: {message}"),
-            param,
-        }
-    })?;
+    let mut req: ChatRequest = serde_json::from_slice(body)
+        .map_err(|e| invalid_body(&e, |field| matches!(field, "model" | "messages")))?;
     if req.model.is_empty() {
         return Err(invalid("`model` must not be empty", "model".into()));
     }
