@@ -36,6 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "models_cache",
             "retry_budget",
             "reload_state",
+            "stored_responses",
         ],
     ),
     ("key pool", &["pool"]),
