@@ -172,6 +172,9 @@ pub async fn reload(app: &App, trigger: Trigger) -> Reloaded {
         Err(e) => return reject(app, &mut memo, trigger, e),
     };
     app.install(snapshot);
+    // A changed `[state]` builds the new store and swaps it in (a small file read at most,
+    // on the control runtime, never a request's thread).
+    app.configure_state();
     memo.rejected = None;
     record(app, true, None);
     app.reload.rewatch.notify_one();
@@ -243,6 +246,9 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
 /// What a reload changes, in words, without secrets.
 fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if old.state != new.state {
+        out.push("state store changed".to_string());
+    }
     let counted = |what: &str, added: usize, removed: usize, out: &mut Vec<String>| {
         if added + removed > 0 {
             out.push(format!("{what} +{added}/-{removed}"));

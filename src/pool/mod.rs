@@ -19,6 +19,7 @@
 mod cell;
 mod explain;
 mod known;
+mod saved;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +36,7 @@ use cell::{lock, At, KeyCell, Policy, Skip, Track};
 pub use cell::Why;
 pub use explain::{Explanation, KeyVerdict, Verdict};
 pub use known::KnownModels;
+pub use saved::{SavedKey, SavedModel, SavedRest};
 
 use crate::usage::Tokens;
 
