@@ -162,10 +162,13 @@ impl TokenUsage {
     }
 }
 
+/// A quota day's totals by client token name, as a state store keeps them.
+pub type LedgerDay = (QuotaDay, Vec<(String, TokenTotals)>);
+
 impl TokenUsage {
     /// The ledger's quota day and totals at `wall` (for a state store); `None` when it holds
     /// nothing for the day `wall` falls in.
-    pub fn export_at(&self, wall: SystemTime) -> Option<(QuotaDay, Vec<(String, TokenTotals)>)> {
+    pub fn export_at(&self, wall: SystemTime) -> Option<LedgerDay> {
         let today = self.clock.day(wall).map(|(d, _)| d)?;
         let totals = self.snapshot_at(wall);
         (!totals.is_empty()).then_some((today, totals))

@@ -95,7 +95,7 @@ fn problems_are_located() {
         ("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`, `max_connections`, `max_in_flight`, `memory_budget`, `body_timeout`, `write_timeout`"]),
         ("[servre]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`"]),
+         &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`, `state`"]),
         ("[auth]\ntokens = [{ token = \"sk-test-token-0000000001\", nmae = \"x\" }]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:2:49: auth.tokens[0].nmae: unknown field `nmae`, expected one of `name`, `token`, `models`"]),
         ("[[pool.keys]]\nkey = \"AIzaSyTEST-key-number-one-00000001\"\ndaily = 5\n",

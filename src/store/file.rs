@@ -1,6 +1,6 @@
 //! `store = "file"`: the pool's learned state in one JSON file next to the config, written
 //! atomically (a temp file in the same folder, fsync, rename, then the folder fsynced) with
-//! mode 0600, and only when its content changed.
+//! mode 0600, when its content changed and once at shutdown.
 //!
 //! The file holds no secret: keys and client token names appear as salted fingerprints (the
 //! salt is the file's own, made at random when the file is first written), rests as wall-clock
@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::pool::{KeyPool, Now, SavedKey, SavedModel, SavedRest};
 use crate::quota_day::{QuotaClock, QuotaDay};
 use crate::secret::ApiKey;
-use crate::usage::{TokenTotals, TokenUsage, Tokens, OPEN, OTHER};
+use crate::usage::{LedgerDay, TokenTotals, TokenUsage, Tokens, OPEN, OTHER};
 
 /// The format's version; a file of another version is treated as corrupt (a fresh start).
 const VERSION: u32 = 1;
@@ -109,7 +109,7 @@ impl FileState {
         salt: Salt,
         today: Option<QuotaDay>,
         keys: &[SavedKey],
-        tokens: Option<(QuotaDay, Vec<(String, TokenTotals)>)>,
+        tokens: Option<LedgerDay>,
     ) -> FileState {
         let keys = keys
             .iter()
@@ -191,10 +191,7 @@ impl FileState {
         names: &[String],
         today: Option<QuotaDay>,
         wall: SystemTime,
-    ) -> (
-        Vec<SavedKey>,
-        Option<(QuotaDay, Vec<(String, TokenTotals)>)>,
-    ) {
+    ) -> (Vec<SavedKey>, Option<LedgerDay>) {
         let Some(salt) = self.salt() else {
             return (Vec::new(), None);
         };
@@ -374,7 +371,7 @@ impl FileStore {
         &self.path
     }
 
-    /// Writes the current state if it differs from what was last written.
+    /// Writes the current state if it differs from what was last written (always at shutdown).
     pub fn save(&mut self, pool: &KeyPool, usage: &TokenUsage, now: Now, why: Why) {
         let today = self.clock.day(now.wall).map(|(d, _)| d);
         let file = FileState::build(
@@ -385,10 +382,9 @@ impl FileStore {
         );
         let bytes = file.encode();
         let shown = self.path.display();
-        if self.last.as_deref() == Some(&bytes[..]) {
-            if why == Why::Shutdown {
-                tracing::info!(path = %shown, "state: final snapshot unchanged");
-            }
+        // The last snapshot is always written: whatever happened to the file meanwhile, it
+        // holds the state the process ended with.
+        if why == Why::Periodic && self.last.as_deref() == Some(&bytes[..]) {
             return;
         }
         match write_atomic(&self.path, &bytes) {
