@@ -14,7 +14,9 @@
 //!
 //! It must not block or await: each key has one short mutex, never held while another is taken,
 //! and round-robin selection touches one or two keys when most are usable, whatever the pool's
-//! size. It does no I/O and never logs a raw key.
+//! size. It does no I/O and never logs a raw key. What it learned can be read out and merged
+//! back as plain values (`saved.rs`: `KeyPool::export` / `import`, rests as wall-clock ends) by
+//! a state store, which does the I/O elsewhere (`crate::store`).
 
 mod cell;
 mod explain;

@@ -157,10 +157,10 @@ impl FileState {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut out = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         out.push(b'\n');
-        out
+        Ok(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<FileState, String> {
@@ -380,8 +380,14 @@ impl FileStore {
             &pool.export(now),
             usage.export_at(now.wall),
         );
-        let bytes = file.encode();
         let shown = self.path.display();
+        let bytes = match file.encode() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %shown, error = %e, "state: cannot encode the snapshot");
+                return;
+            }
+        };
         // The last snapshot is always written: whatever happened to the file meanwhile, it
         // holds the state the process ended with.
         if why == Why::Periodic && self.last.as_deref() == Some(&bytes[..]) {

@@ -111,7 +111,7 @@ fn a_snapshot_round_trips_through_the_file_into_a_fresh_pool() {
     let (pool, usage) = learned(now);
     let salt = Salt([7; 32]);
     let file = file_of(&pool, &usage, salt, now);
-    let bytes = file.encode();
+    let bytes = file.encode().expect("encodes");
     let back = FileState::decode(&bytes).expect("decodes");
     assert_eq!(back, file);
 
@@ -214,7 +214,7 @@ fn the_file_names_keys_and_tokens_only_by_salted_fingerprint() {
     let (pool, usage) = learned(now);
     let a = file_of(&pool, &usage, Salt([1; 32]), now);
     let b = file_of(&pool, &usage, Salt([2; 32]), now);
-    let text = String::from_utf8(a.encode()).expect("utf-8");
+    let text = String::from_utf8(a.encode().expect("encodes")).expect("utf-8");
     for i in 0..3 {
         let k = key(i);
         assert!(!text.contains(k.expose()), "{text}");
@@ -260,7 +260,7 @@ fn corrupt_or_foreign_files_are_refused() {
         );
     }
     let ok = FileState::build(Salt([3; 32]), None, &[], None);
-    assert_eq!(FileState::decode(&ok.encode()), Ok(ok));
+    assert_eq!(FileState::decode(&ok.encode().expect("encodes")), Ok(ok));
 }
 
 #[test]
