@@ -1,8 +1,8 @@
 //! `[state] store = "file"` against the real binary (issue #16): a replica restarted mid-day
 //! remembers what its pool learned (a key out for the day gets no call, daily counters go on, a
-//! per-minute rest runs to its end and no further), SIGTERM writes the last snapshot (mode 0600), a corrupt
-//! file is a WARN and a fresh start, the file holds no key or token, and a reload switches the
-//! store on.
+//! per-minute rest runs to its end and no further), SIGTERM writes the last snapshot (mode
+//! 0600), a corrupt file is a WARN and a fresh start, the file holds no key or token, a reload
+//! switches the store on and off, and the file's writes do not wake the config watcher.
 //!
 //! A restart is a second process started with the first one's state file copied into its
 //! config folder. Waits are bounded polls.
@@ -230,9 +230,14 @@ async fn sigterm_writes_the_last_snapshot_with_mode_0600_and_no_secret() {
 
 /// Reads the state file until `ok` holds for it (bounded).
 async fn wait_for_state(proxy: &Proxy, ok: impl Fn(&Value) -> bool) -> Value {
+    wait_for_file(proxy, STATE, ok).await
+}
+
+/// Reads `name` in the proxy's folder until it is JSON for which `ok` holds (bounded).
+async fn wait_for_file(proxy: &Proxy, name: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Ok(text) = std::fs::read_to_string(proxy.path(STATE)) {
+        if let Ok(text) = std::fs::read_to_string(proxy.path(name)) {
             if let Ok(v) = serde_json::from_str::<Value>(&text) {
                 if ok(&v) {
                     return v;
@@ -299,5 +304,37 @@ async fn a_reload_switches_the_store_on_and_off_and_snapshots_run_without_a_shut
     assert_eq!(
         after["tokens"][0]["requests"], 3,
         "written after the switch: {after}"
+    );
+}
+
+#[tokio::test]
+async fn writing_the_state_file_in_the_config_folder_is_not_a_config_edit() {
+    let keys = fake_keys(1);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    // In a folder of its own: the watcher also watches the config folder's parent, which must
+    // not be the busy /tmp for this test to see only the proxy's own writes.
+    let config = with_file_store(
+        support::config_for(&fake.url(), &keys)
+            .set("models", r#"list = "static""#)
+            .set("logging", r#"level = "info,gemini_rotator::reload=debug""#),
+    );
+    let proxy = Proxy::builder()
+        .file("conf/config.toml", &config.to_string())
+        .config_path("conf/config.toml")
+        .start()
+        .await;
+    for n in 1..=2u64 {
+        assert_eq!(chat(&proxy).await, 200);
+        wait_for_file(&proxy, "conf/gemini-rotator.state", |v| {
+            v["keys"][0]["models"][0]["requests"] == n
+        })
+        .await;
+    }
+    // Past the watcher's debounce (150 ms): an event from those writes would have been checked.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !proxy.logs().contains("trigger=Event"),
+        "the state file's writes woke the config watcher:\n{}",
+        proxy.logs()
     );
 }

@@ -17,9 +17,11 @@
 
 mod file;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Store};
@@ -88,6 +90,31 @@ fn hex(bytes: &[u8]) -> String {
 /// The store in use, behind a short mutex taken only by control tasks (the saver, reloads).
 pub struct Persist {
     active: Mutex<Active>,
+    own: OwnFile,
+}
+
+/// The file the store in use writes (if any), for the reload watcher: writing it (and its temp
+/// file) in the config's folder must not look like an edit of the config.
+#[derive(Clone, Default)]
+pub struct OwnFile(Arc<ArcSwapOption<PathBuf>>);
+
+impl OwnFile {
+    /// Whether `p` is the state file or one of its temp files.
+    pub fn is_own(&self, p: &Path) -> bool {
+        let Some(path) = self.0.load_full() else {
+            return false;
+        };
+        if p == path.as_path() {
+            return true;
+        }
+        let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
+            return false;
+        };
+        let temp = format!(".{}.tmp-", name.to_string_lossy());
+        p.parent() == Some(dir)
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&temp))
+    }
 }
 
 enum Active {
@@ -100,6 +127,7 @@ impl Default for Persist {
     fn default() -> Self {
         Persist {
             active: Mutex::new(Active::Memory),
+            own: OwnFile::default(),
         }
     }
 }
@@ -136,6 +164,10 @@ impl Persist {
         if let Active::File(f) = &mut *active {
             f.save(pool, usage, now(), Why::Shutdown);
         }
+        self.own.0.store(match &cfg.state.store {
+            Store::Memory => None,
+            Store::File { path } => Some(Arc::new(path.clone())),
+        });
         *active = match &cfg.state.store {
             Store::Memory => {
                 tracing::info!("state: kept in memory only (store = \"memory\")");
@@ -143,6 +175,11 @@ impl Persist {
             }
             Store::File { path } => Active::File(FileStore::open(path, cfg, pool, usage, now())),
         };
+    }
+
+    /// The file the store in use writes, as it changes with reloads.
+    pub fn own_file(&self) -> OwnFile {
+        self.own.clone()
     }
 
     /// Writes a snapshot when the state changed since the last one (the memory store writes

@@ -284,3 +284,16 @@ fn writes_replace_the_file_whole_with_mode_0600() {
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
+
+#[test]
+fn the_watcher_knows_the_state_file_and_its_temp_files() {
+    let own = OwnFile::default();
+    let dir = Path::new("/etc/gr");
+    assert!(!own.is_own(&dir.join("gemini-rotator.state")));
+    own.0
+        .store(Some(Arc::new(dir.join("gemini-rotator.state"))));
+    assert!(own.is_own(&dir.join("gemini-rotator.state")));
+    assert!(own.is_own(&dir.join(".gemini-rotator.state.tmp-42")));
+    assert!(!own.is_own(&dir.join("config.toml")));
+    assert!(!own.is_own(Path::new("/elsewhere/.gemini-rotator.state.tmp-42")));
+}
