@@ -21,7 +21,8 @@
 //!
 //! Around them: [`config`] (TOML to validated types), [`state`] (the live snapshot behind an
 //! `ArcSwap`), [`secret`] (masked key and token types), [`sse`] (stream framing),
-//! [`usage`] (tokens per key, model and client token), [`logging`] (tracing setup),
+//! [`usage`] (tokens per key, model and client token), [`store`] (that state kept across
+//! restarts, `[state]`), [`logging`] (tracing setup),
 //! [`dashboard`] (the operator's live page) and [`timeline`] (its per-minute traffic counts).
 #![forbid(unsafe_code)]
 
@@ -55,6 +56,7 @@ pub mod sessions;
 pub mod signatures;
 pub mod sse;
 pub mod state;
+pub mod store;
 pub mod stored_responses;
 pub mod timeline;
 pub mod translate;
@@ -113,9 +115,30 @@ pub async fn run(loaded: config::Loaded, log: Option<logging::LogHandle>) -> Exi
 
     tokio::spawn(watch_signals(app.clone(), signals));
     tokio::spawn(reload::watch(app.clone(), triggers));
-    server::serve_workers(listeners, app).await;
+    tokio::spawn(save_state(app.clone()));
+    server::serve_workers(listeners, app.clone()).await;
+    // The last snapshot of key health, after every request has reported.
+    let saver = app.clone();
+    if let Err(e) =
+        tokio::task::spawn_blocking(move || saver.save_state(store::Why::Shutdown)).await
+    {
+        tracing::warn!(error = %e, "state: the final snapshot did not complete");
+    }
     tracing::info!("shut down cleanly");
     Exit::Clean
+}
+
+/// Every `store::SAVE_EVERY`, the state store writes what changed (off the control runtime's
+/// threads: it does file I/O).
+async fn save_state(app: Arc<state::App>) {
+    let mut tick = tokio::time::interval(store::SAVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let saver = app.clone();
+        let _ = tokio::task::spawn_blocking(move || saver.save_state(store::Why::Periodic)).await;
+    }
 }
 
 /// SIGTERM and SIGINT, registered with the OS when installed.

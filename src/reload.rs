@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use crate::config::{self, Config, ConfigError};
 use crate::reload_state::Memo;
 use crate::state::{App, Snapshot};
+use crate::store::OwnFile;
 
 /// Quiet time that ends a burst of events.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -172,6 +173,9 @@ pub async fn reload(app: &App, trigger: Trigger) -> Reloaded {
         Err(e) => return reject(app, &mut memo, trigger, e),
     };
     app.install(snapshot);
+    // A changed `[state]` builds the new store and swaps it in (a small file read at most,
+    // on the control runtime, never a request's thread).
+    app.configure_state();
     memo.rejected = None;
     record(app, true, None);
     app.reload.rewatch.notify_one();
@@ -243,6 +247,9 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
 /// What a reload changes, in words, without secrets.
 fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if old.state != new.state {
+        out.push("state store changed".to_string());
+    }
     let counted = |what: &str, added: usize, removed: usize, out: &mut Vec<String>| {
         if added + removed > 0 {
             out.push(format!("{what} +{added}/-{removed}"));
@@ -359,10 +366,14 @@ impl Triggers {
         // Where this process writes its log files (fixed until a restart): at `debug` and below
         // every event would log a line, and every line be an event, were they in a watched folder.
         let log_dir = app.snapshot().config.logging.directory.clone();
+        // The state file (`[state] store = "file"`) may sit in the config's folder too.
+        let state_file = app.persist.own_file();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             // An event (or an error) is only a hint to look again; reads are not even that, nor
-            // are our own log writes.
-            if event.is_ok_and(|e| is_read(&e.kind) || only_own_logs(&e, log_dir.as_deref())) {
+            // are our own log and state file writes.
+            if event.is_ok_and(|e| {
+                is_read(&e.kind) || only_own_files(&e, log_dir.as_deref(), &state_file)
+            }) {
                 return;
             }
             sender.notify_one();
@@ -398,16 +409,13 @@ fn is_read(kind: &EventKind) -> bool {
     )
 }
 
-/// Whether every path of `event` is one of this process's log files in `log_dir`.
-fn only_own_logs(event: &notify::Event, log_dir: Option<&Path>) -> bool {
-    let Some(dir) = log_dir else {
-        return false;
-    };
+/// Whether every path of `event` is one of this process's log files in `log_dir` or its state
+/// file (or the state file's temp file).
+fn only_own_files(event: &notify::Event, log_dir: Option<&Path>, state: &OwnFile) -> bool {
     !event.paths.is_empty()
-        && event
-            .paths
-            .iter()
-            .all(|p| crate::logging::is_own_log_file(p, dir))
+        && event.paths.iter().all(|p| {
+            log_dir.is_some_and(|dir| crate::logging::is_own_log_file(p, dir)) || state.is_own(p)
+        })
 }
 
 /// Runs the triggers: folder events (debounced), the periodic check, SIGHUP. Never returns

@@ -1,5 +1,6 @@
 //! The live state: the current config snapshot behind an `ArcSwap`, plus what outlives
-//! snapshots (key health, token usage, the models cache, the shutdown lifecycle).
+//! snapshots (key health, token usage, the state store that keeps them across restarts, the
+//! models cache, the shutdown lifecycle).
 //!
 //! A snapshot holds everything the hot path reads for one config: the validated config, the
 //! pool view bound to the shared health cells, and the upstream client. It is built whole
@@ -21,6 +22,7 @@ use crate::pool::{KeyPool, Lease, PoolView};
 use crate::reload_state::ReloadState;
 use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
+use crate::store::{Persist, Why};
 use crate::timeline::Timeline;
 use crate::upstream::Upstream;
 use crate::usage::{TokenUsage, Tokens};
@@ -118,6 +120,8 @@ pub struct App {
     pub timeline: Arc<Timeline>,
     /// Responses API responses kept for `previous_response_id` and `GET` (issue #17).
     pub stored_responses: crate::stored_responses::StoredResponses,
+    /// Where key health and the token ledger are kept beyond memory (`[state]`).
+    pub persist: Persist,
 }
 
 impl App {
@@ -125,6 +129,9 @@ impl App {
         let keys = KeyPool::new();
         let usage = Arc::new(TokenUsage::default());
         let snapshot = Snapshot::build(config, &keys, &usage)?;
+        let persist = Persist::default();
+        // After `bind`: the saved state is merged into the cells of the configured keys.
+        persist.configure(&snapshot.config, &keys, &usage);
         Ok(Arc::new(App {
             live: ArcSwap::from_pointee(snapshot),
             usage,
@@ -137,6 +144,7 @@ impl App {
             lockout: Lockout::default(),
             timeline: Arc::default(),
             stored_responses: Default::default(),
+            persist,
         }))
     }
 
@@ -148,5 +156,18 @@ impl App {
     /// Swaps in a prepared snapshot.
     pub fn install(&self, snapshot: Snapshot) {
         self.live.store(Arc::new(snapshot));
+    }
+
+    /// Applies the current config's `[state]` (a changed store is built and swapped in; see
+    /// `store::Persist::configure`). Does file I/O: call it off the request path.
+    pub fn configure_state(&self) {
+        self.persist
+            .configure(&self.snapshot().config, &self.keys, &self.usage);
+    }
+
+    /// Saves key health and the token ledger to the state store if they changed (a no-op for
+    /// `store = "memory"`). Does file I/O: call it off the request path.
+    pub fn save_state(&self, why: Why) {
+        self.persist.save(&self.keys, &self.usage, why);
     }
 }

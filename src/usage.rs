@@ -89,7 +89,7 @@ pub const OPEN: &str = "(open)";
 /// Client token names beyond this share one entry: names come from the config, but a huge
 /// token file must not grow the ledger without bound.
 const MAX_NAMES: usize = 10_000;
-const OTHER: &str = "(other)";
+pub const OTHER: &str = "(other)";
 
 /// Requests and tokens per client token name, for the current quota day.
 #[derive(Debug, Default)]
@@ -159,6 +159,41 @@ impl TokenUsage {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+}
+
+/// A quota day's totals by client token name, as a state store keeps them.
+pub type LedgerDay = (QuotaDay, Vec<(String, TokenTotals)>);
+
+impl TokenUsage {
+    /// The ledger's quota day and totals at `wall` (for a state store); `None` when it holds
+    /// nothing for the day `wall` falls in.
+    pub fn export_at(&self, wall: SystemTime) -> Option<LedgerDay> {
+        let today = self.clock.day(wall).map(|(d, _)| d)?;
+        let totals = self.snapshot_at(wall);
+        (!totals.is_empty()).then_some((today, totals))
+    }
+
+    /// Merges saved totals for quota day `day` (never lowering a count); ignored unless `day`
+    /// is the day `wall` falls in.
+    pub fn import_at(&self, day: QuotaDay, totals: &[(String, TokenTotals)], wall: SystemTime) {
+        let today = self.clock.day(wall).map(|(d, _)| d);
+        if today != Some(day) {
+            return;
+        }
+        let mut ledger = lock(&self.day);
+        ledger.roll(today);
+        for (name, saved) in totals {
+            let full = ledger.by_name.len() >= MAX_NAMES && !ledger.by_name.contains_key(name);
+            if full {
+                continue;
+            }
+            let t = ledger.by_name.entry(name.clone()).or_default();
+            t.requests = t.requests.max(saved.requests);
+            t.prompt_tokens = t.prompt_tokens.max(saved.prompt_tokens);
+            t.completion_tokens = t.completion_tokens.max(saved.completion_tokens);
+            t.thoughts_tokens = t.thoughts_tokens.max(saved.thoughts_tokens);
+        }
     }
 }
 

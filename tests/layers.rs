@@ -44,7 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "upstream connector, classify, errors",
         &["upstream", "classify", "error"],
     ),
-    ("live state", &["state"]),
+    ("live state", &["state", "store"]),
     (
         "proxy core",
         &["metrics", "request_log", "media", "proxy", "relay"],

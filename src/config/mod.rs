@@ -34,6 +34,7 @@ pub struct Config {
     pub pool: Pool,
     pub models: Models,
     pub logging: Logging,
+    pub state: State,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +305,21 @@ pub struct Logging {
     pub format: LogFormat,
     pub directory: Option<PathBuf>,
     pub max_files: usize,
+}
+
+/// `[state]`: where what the pool learns (rests, day-outs, disabled keys, daily counts) is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub store: Store,
+}
+
+/// The state stores this build has. (`"redis"` is planned: issue #16.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// Process memory only: a restart starts fresh.
+    Memory,
+    /// Memory, snapshotted to this file (absolute) every few seconds and at shutdown.
+    File { path: PathBuf },
 }
 
 /// A successfully loaded config and the warnings worth logging at every load.

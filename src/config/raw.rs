@@ -15,8 +15,8 @@ use serde::Deserialize;
 /// The top-level tables, in the order the SPEC lists them, each mirrored by the struct of the
 /// same name below. There is no struct for the whole file: `validate` deserializes each table on
 /// its own, so one bad table does not hide the problems of the others.
-pub const SECTIONS: [&str; 7] = [
-    "server", "upstream", "auth", "access", "pool", "models", "logging",
+pub const SECTIONS: [&str; 8] = [
+    "server", "upstream", "auth", "access", "pool", "models", "logging", "state",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +234,25 @@ impl Default for Logging {
             format: "text".into(),
             directory: String::new(),
             max_files: 30,
+        }
+    }
+}
+
+/// `[state]`: where the pool's learned state is kept between restarts.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct State {
+    /// "memory" (default) or "file".
+    pub store: String,
+    /// `store = "file"`: the snapshot file, relative to the config's folder.
+    pub path: String,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            store: "memory".into(),
+            path: "gemini-rotator.state".into(),
         }
     }
 }

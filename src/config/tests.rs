@@ -95,7 +95,7 @@ fn problems_are_located() {
         ("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`, `max_connections`, `max_in_flight`, `memory_budget`, `body_timeout`, `write_timeout`"]),
         ("[servre]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`"]),
+         &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`, `state`"]),
         ("[auth]\ntokens = [{ token = \"sk-test-token-0000000001\", nmae = \"x\" }]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:2:49: auth.tokens[0].nmae: unknown field `nmae`, expected one of `name`, `token`, `models`"]),
         ("[[pool.keys]]\nkey = \"AIzaSyTEST-key-number-one-00000001\"\ndaily = 5\n",
@@ -820,4 +820,47 @@ fn shipped_configs_map_agent_model_names() {
         }
         assert_eq!(target("gemini-2.5-pro"), None, "{name}");
     }
+}
+
+#[test]
+fn the_state_section_picks_a_store() {
+    let keys = format!("[pool]\nkeys = [\"{K1}\"]\n");
+    let loaded = ok(&keys, &[]);
+    assert_eq!(loaded.config.state.store, Store::Memory);
+    let loaded = ok(&format!("{keys}[state]\nstore = \"file\"\n"), &[]);
+    let Store::File { path } = &loaded.config.state.store else {
+        panic!("a file store: {:?}", loaded.config.state);
+    };
+    // Relative to the config's folder.
+    assert!(
+        path.is_absolute() && path.ends_with("gemini-rotator.state"),
+        "{path:?}"
+    );
+    let loaded = ok(
+        &format!("{keys}[state]\nstore = \"file\"\npath = \"var/x.state\"\n"),
+        &[],
+    );
+    assert!(
+        matches!(&loaded.config.state.store, Store::File { path } if path.ends_with("var/x.state"))
+    );
+    check(
+        &format!("{keys}[state]\nstore = \"redis\"\n"),
+        &[],
+        &["config.toml:4:9: state.store: store = \"redis\" is not available in this build yet; use \"file\" or \"memory\""],
+    );
+    check(
+        &format!("{keys}[state]\nstore = \"disk\"\n"),
+        &[],
+        &["config.toml:4:9: state.store: unknown store `disk`, expected `memory` or `file`"],
+    );
+    check(
+        &format!("{keys}[state]\nstore = \"file\"\npath = \"\"\n"),
+        &[],
+        &["config.toml:5:8: state.path: empty path: use e.g. \"gemini-rotator.state\""],
+    );
+    check(
+        &format!("{keys}[state]\nurl = \"redis://x\"\n"),
+        &[],
+        &["config.toml:4:1: state.url: unknown field `url`, expected `store` or `path`"],
+    );
 }

@@ -26,7 +26,7 @@ use super::raw;
 use super::{
     Access, Alias, Auth, ClientToken, Config, ConfigError, IpRule, KeySpec, Loaded, LogFormat,
     Logging, ModelGlobs, ModelList, Models, Pool, Problem, RealIpHeader, RetryPolicy, Server,
-    Strategy, Upstream,
+    State, Store, Strategy, Upstream,
 };
 use crate::secret::{mask_token, ApiKey, Token};
 
@@ -147,6 +147,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
                 pool,
                 models,
                 logging,
+                state,
             } = parts;
             Ok(Loaded {
                 config: Config {
@@ -160,6 +161,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
                     pool,
                     models,
                     logging,
+                    state,
                 },
                 warnings: warnings.iter().map(ToString::to_string).collect(),
             })
@@ -190,6 +192,7 @@ struct Parts {
     pool: Pool,
     models: Models,
     logging: Logging,
+    state: State,
 }
 
 /// What a `key_files` / `token_files` list yielded.
@@ -235,6 +238,7 @@ impl Cx<'_, '_> {
         let pool = self.section::<raw::Pool>("pool");
         let models = self.section::<raw::Models>("models");
         let logging = self.section::<raw::Logging>("logging");
+        let state = self.section::<raw::State>("state");
 
         // Sections that did not deserialize were reported already; the others are still
         // validated, so every problem shows up in one run.
@@ -245,6 +249,7 @@ impl Cx<'_, '_> {
         let auth = auth.and_then(|a| self.auth(a));
         let models = models.and_then(|m| self.models(m));
         let logging = logging.and_then(|l| self.logging(l));
+        let state = state.and_then(|s| self.state(s));
         Some(Parts {
             server: server?,
             upstream: upstream?,
@@ -253,6 +258,7 @@ impl Cx<'_, '_> {
             pool: pool?,
             models: models?,
             logging: logging?,
+            state: state?,
         })
     }
 
@@ -976,6 +982,41 @@ impl Cx<'_, '_> {
             directory,
             max_files: max_files? as usize,
         })
+    }
+
+    fn state(&mut self, s: raw::State) -> Option<State> {
+        let p = FieldPath::root("state");
+        let store = match s.store.as_str() {
+            "memory" => Store::Memory,
+            "file" => {
+                if s.path.trim().is_empty() {
+                    self.error(
+                        &p.key("path"),
+                        "empty path: use e.g. \"gemini-rotator.state\"",
+                    );
+                    return None;
+                }
+                Store::File {
+                    path: self.abs_dir.join(&s.path),
+                }
+            }
+            "redis" => {
+                self.error(
+                    &p.key("store"),
+                    "store = \"redis\" is not available in this build yet; use \"file\" or \"memory\"",
+                );
+                return None;
+            }
+            other => {
+                let other = self.echo(other);
+                self.error(
+                    &p.key("store"),
+                    format!("unknown store `{other}`, expected `memory` or `file`"),
+                );
+                return None;
+            }
+        };
+        Some(State { store })
     }
 
     // ---- values ------------------------------------------------------------------------------

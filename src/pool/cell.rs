@@ -665,3 +665,78 @@ impl ModelState {
         }
     }
 }
+
+impl KeyCell {
+    /// What this key learned that is worth keeping across a restart (`saved.rs`): disabled,
+    /// and per model (own entries only) failures, a rest still running (as a wall-clock end)
+    /// and today's counts. `None` when there is nothing.
+    pub fn export(&self, at: &At) -> Option<(Option<String>, Vec<super::SavedModel>)> {
+        let st = lock(&self.state);
+        let models: Vec<super::SavedModel> = st
+            .models
+            .iter()
+            .filter_map(|m| {
+                let rest = m
+                    .rest
+                    .filter(|r| r.until > at.instant)
+                    .map(|r| super::SavedRest {
+                        until: at.wall + r.until.saturating_duration_since(at.instant),
+                        daily: r.daily,
+                    });
+                let today = m.counts_today(at);
+                if rest.is_none() && m.consecutive_failures == 0 && !today {
+                    return None;
+                }
+                Some(super::SavedModel {
+                    model: m.model.to_string(),
+                    consecutive_failures: m.consecutive_failures,
+                    rest,
+                    day: if today { m.day } else { None },
+                    daily_requests: m.requests_today(at),
+                    tokens: m.tokens_today(at),
+                })
+            })
+            .collect();
+        if st.disabled.is_none() && models.is_empty() {
+            return None;
+        }
+        Some((st.disabled.clone(), models))
+    }
+
+    /// Merges what was saved into this cell: never shortens a rest in force, never lowers a
+    /// count. Rests already over and counts of another quota day are dropped.
+    pub fn import(&self, disabled: Option<&str>, models: &[super::SavedModel], at: &At) {
+        let mut st = lock(&self.state);
+        if st.disabled.is_none() {
+            st.disabled = disabled.map(str::to_string);
+        }
+        for saved in models {
+            let today = saved.day.is_some() && saved.day == at.today();
+            let left = saved
+                .rest
+                .and_then(|r| {
+                    r.until
+                        .duration_since(at.wall)
+                        .ok()
+                        .map(|left| (left, r.daily))
+                })
+                .filter(|(left, _)| !left.is_zero());
+            if !today && left.is_none() && saved.consecutive_failures == 0 {
+                continue;
+            }
+            let m = st.track(&saved.model, at);
+            if today {
+                m.roll_day(at);
+                m.daily_requests = m.daily_requests.max(saved.daily_requests);
+                let t = &mut m.daily_tokens;
+                t.prompt = t.prompt.max(saved.tokens.prompt);
+                t.completion = t.completion.max(saved.tokens.completion);
+                t.thoughts = t.thoughts.max(saved.tokens.thoughts);
+            }
+            m.consecutive_failures = m.consecutive_failures.max(saved.consecutive_failures);
+            if let Some((left, daily)) = left {
+                m.rest(at.instant + left, daily);
+            }
+        }
+    }
+}

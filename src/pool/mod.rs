@@ -14,11 +14,14 @@
 //!
 //! It must not block or await: each key has one short mutex, never held while another is taken,
 //! and round-robin selection touches one or two keys when most are usable, whatever the pool's
-//! size. It does no I/O and never logs a raw key.
+//! size. It does no I/O and never logs a raw key. What it learned can be read out and merged
+//! back as plain values (`saved.rs`: `KeyPool::export` / `import`, rests as wall-clock ends) by
+//! a state store, which does the I/O elsewhere (`crate::store`).
 
 mod cell;
 mod explain;
 mod known;
+mod saved;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +38,7 @@ use cell::{lock, At, KeyCell, Policy, Skip, Track};
 pub use cell::Why;
 pub use explain::{Explanation, KeyVerdict, Verdict};
 pub use known::KnownModels;
+pub use saved::{SavedKey, SavedModel, SavedRest};
 
 use crate::usage::Tokens;
 

@@ -1,0 +1,195 @@
+//! State stores: where what the pool learns (per (key, model) rests with their wall-clock end,
+//! day-outs, disabled keys, consecutive failures, daily request and token counts, and the
+//! per client token ledger) is kept beyond process memory (`[state]`, issue #16).
+//!
+//! The pool keeps deciding from memory: nothing here runs on the request path. A background
+//! task (`lib.rs`) calls [`Persist::save`] every [`SAVE_EVERY`] and once at shutdown; it reads
+//! the pool through `KeyPool::export` and writes only when the state changed. At start and
+//! when a reload changes `[state]`, [`Persist::configure`] builds the new store (a file store
+//! loads its file and merges it into the pool through `KeyPool::import`) and swaps it in; the
+//! store it replaces writes its last snapshot first. No store error ever fails a request or
+//! the start: a missing or corrupt file is a WARN and a fresh start.
+//!
+//! Keys and client token names appear in a store only as fingerprints (`Fingerprint`: SHA-256
+//! over a per-deployment random salt and the secret), never raw or masked. `memory` is the
+//! no-store case; `file` is `file.rs`. A Redis store (shared by replicas) is to come as one
+//! more variant of `Active` with the same export/import contract.
+
+mod file;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Store};
+use crate::pool::{KeyPool, Now};
+use crate::usage::TokenUsage;
+
+pub use file::{write_atomic, FileState, FileStore};
+
+/// How often the background task looks for changes to save.
+pub const SAVE_EVERY: Duration = Duration::from_secs(2);
+
+/// A per-deployment salt for fingerprints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Salt(pub [u8; 32]);
+
+impl Salt {
+    /// A fresh random salt; all zeros (still no raw secret stored) if the OS has no random
+    /// source, which `sessions` would have refused already.
+    pub fn random() -> Salt {
+        let mut bytes = [0u8; 32];
+        if getrandom::fill(&mut bytes).is_err() {
+            tracing::warn!("state: no random source for the fingerprint salt");
+        }
+        Salt(bytes)
+    }
+
+    pub fn to_hex(self) -> String {
+        hex(&self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Salt> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Salt(out))
+    }
+
+    /// The fingerprint of a secret of `kind` ("key", "token"): 32 hex digits (128 bits) of
+    /// SHA-256(domain, salt, kind, secret). Without the salt it cannot be checked against a
+    /// guessed key, and two deployments' fingerprints of one key differ.
+    pub fn fingerprint(&self, kind: &str, secret: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(b"gemini-rotator state fingerprint v1\0");
+        h.update(self.0);
+        h.update(kind.as_bytes());
+        h.update([0]);
+        h.update(secret.as_bytes());
+        hex(&h.finalize()[..16])
+    }
+}
+
+impl std::fmt::Debug for Salt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Salt(..)")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The store in use, behind a short mutex taken only by control tasks (the saver, reloads).
+pub struct Persist {
+    active: Mutex<Active>,
+    own: OwnFile,
+}
+
+/// The file the store in use writes (if any), for the reload watcher: writing it (and its temp
+/// file) in the config's folder must not look like an edit of the config.
+#[derive(Clone, Default)]
+pub struct OwnFile(Arc<ArcSwapOption<PathBuf>>);
+
+impl OwnFile {
+    /// Whether `p` is the state file or one of its temp files.
+    pub fn is_own(&self, p: &Path) -> bool {
+        let Some(path) = self.0.load_full() else {
+            return false;
+        };
+        if p == path.as_path() {
+            return true;
+        }
+        let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
+            return false;
+        };
+        let temp = format!(".{}.tmp-", name.to_string_lossy());
+        p.parent() == Some(dir)
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&temp))
+    }
+}
+
+enum Active {
+    /// Nothing kept beyond memory.
+    Memory,
+    File(FileStore),
+}
+
+impl Default for Persist {
+    fn default() -> Self {
+        Persist {
+            active: Mutex::new(Active::Memory),
+            own: OwnFile::default(),
+        }
+    }
+}
+
+/// Why a snapshot is saved (what the log line says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    Periodic,
+    Shutdown,
+}
+
+fn lock(m: &Mutex<Active>) -> MutexGuard<'_, Active> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now() -> Now {
+    Now::new(Instant::now(), SystemTime::now())
+}
+
+impl Persist {
+    /// Applies the `[state]` of a config just installed (at start and after each reload):
+    /// the same store is kept; another one is built and swapped in, after the one it replaces
+    /// wrote its last snapshot. Never fails: problems are logged.
+    pub fn configure(&self, cfg: &Config, pool: &KeyPool, usage: &TokenUsage) {
+        let mut active = lock(&self.active);
+        let same = match (&*active, &cfg.state.store) {
+            (Active::Memory, Store::Memory) => true,
+            (Active::File(f), Store::File { path }) => f.path() == path,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Active::File(f) = &mut *active {
+            f.save(pool, usage, now(), Why::Shutdown);
+        }
+        self.own.0.store(match &cfg.state.store {
+            Store::Memory => None,
+            Store::File { path } => Some(Arc::new(path.clone())),
+        });
+        *active = match &cfg.state.store {
+            Store::Memory => {
+                tracing::info!("state: kept in memory only (store = \"memory\")");
+                Active::Memory
+            }
+            Store::File { path } => Active::File(FileStore::open(path, cfg, pool, usage, now())),
+        };
+    }
+
+    /// The file the store in use writes, as it changes with reloads.
+    pub fn own_file(&self) -> OwnFile {
+        self.own.clone()
+    }
+
+    /// Writes a snapshot when the state changed since the last one (the memory store writes
+    /// nothing). Never fails: a write error is logged once per run of failures.
+    pub fn save(&self, pool: &KeyPool, usage: &TokenUsage, why: Why) {
+        if let Active::File(f) = &mut *lock(&self.active) {
+            f.save(pool, usage, now(), why);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
