@@ -168,7 +168,7 @@ pub async fn reload(app: &App, trigger: Trigger) -> Reloaded {
     }
 
     let hash = new.hash.clone();
-    let snapshot = match Snapshot::build(new, &app.keys, &app.usage) {
+    let snapshot = match Snapshot::rebuild(new, &app.keys, &app.usage, &current) {
         Ok(s) => s,
         Err(e) => return reject(app, &mut memo, trigger, e),
     };
@@ -331,6 +331,10 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.upstream.base_url != new.upstream.base_url {
         out.push("upstream.base_url changed".into());
+    }
+    if old.upstream != new.upstream {
+        // Otherwise the new snapshot shares the old one's clients and their open connections.
+        out.push("upstream settings changed: new upstream connections".into());
     }
     if old.pool.strategy != new.pool.strategy
         || old.pool.cooldown != new.pool.cooldown

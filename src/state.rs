@@ -3,9 +3,10 @@
 //! models cache, the shutdown lifecycle).
 //!
 //! A snapshot holds everything the hot path reads for one config: the validated config, the
-//! pool view bound to the shared health cells, and the upstream client. It is built whole
+//! pool view bound to the shared health cells, and the upstream clients. It is built whole
 //! (fallibly) before it is stored (infallibly); each request loads it once and keeps that `Arc`
-//! to its end, streams included.
+//! to its end, streams included. A reload that leaves `[upstream]` (and `server.workers`) as
+//! they were shares the previous snapshot's `Upstream`, so its pooled connections stay warm.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,7 +32,9 @@ use crate::usage::{TokenUsage, Tokens};
 pub struct Snapshot {
     pub config: Config,
     pub pool: PoolView,
-    pub upstream: Upstream,
+    /// Shared with the snapshots before and after it while `[upstream]` stays the same
+    /// (`Snapshot::rebuild`): its clients' pooled connections outlive such reloads.
+    pub upstream: Arc<Upstream>,
     /// Requests and tokens per client token name today: the ledger on `App`, reachable here
     /// from the hot path. It outlives snapshots (every snapshot holds the same one).
     pub usage: Arc<TokenUsage>,
@@ -45,7 +48,33 @@ impl Snapshot {
         keys: &KeyPool,
         usage: &Arc<TokenUsage>,
     ) -> Result<Snapshot, String> {
-        let upstream = Upstream::new(&config.upstream, config.server.workers)?;
+        Snapshot::assemble(config, keys, usage, None)
+    }
+
+    /// Prepares the snapshot that replaces `previous` (a reload): like `build`, but keeps
+    /// `previous`'s upstream clients (and so their open connections) when `[upstream]` and the
+    /// worker count did not change.
+    pub fn rebuild(
+        config: Config,
+        keys: &KeyPool,
+        usage: &Arc<TokenUsage>,
+        previous: &Snapshot,
+    ) -> Result<Snapshot, String> {
+        Snapshot::assemble(config, keys, usage, Some(previous))
+    }
+
+    fn assemble(
+        config: Config,
+        keys: &KeyPool,
+        usage: &Arc<TokenUsage>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
+        let upstream = match previous {
+            Some(p) if p.upstream.serves(&config.upstream, config.server.workers) => {
+                p.upstream.clone()
+            }
+            _ => Arc::new(Upstream::new(&config.upstream, config.server.workers)?),
+        };
         let pool = keys.bind(&config.pool);
         keys.configure_models(&config.models);
         Ok(Snapshot {

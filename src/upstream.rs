@@ -1,5 +1,12 @@
-//! The connection to Google: one reqwest client per config snapshot (connection pooling,
-//! optional outbound proxy, timeouts) and the requests it sends.
+//! The connection to Google: one reqwest client per server worker (connection pooling,
+//! optional outbound proxy, timeouts) and the requests it sends. An `Upstream` is built for a
+//! config snapshot and shared by the following ones while `[upstream]` stays the same
+//! (`Upstream::serves`), so reloads of keys or pool settings keep the warm connections.
+//!
+//! HTTP/1.1 only, a connection per call in flight (pooled for reuse): over HTTP/2 every call
+//! of a worker would share one connection, and calls beyond the server's
+//! SETTINGS_MAX_CONCURRENT_STREAMS (commonly 100) would wait inside hyper for a free stream,
+//! up to `first_byte_timeout`, then be blamed on a healthy key.
 //!
 //! Keys travel only in the `x-goog-api-key` header, never in a URL. This module does not read
 //! Google's error bodies beyond collecting them; `classify` decides what they mean. A failed
@@ -30,6 +37,9 @@ pub struct Upstream {
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub heartbeat: Option<Duration>,
+    /// The config it was built from: a reload with the same `[upstream]` (and worker count)
+    /// keeps this `Upstream` and its pooled connections (`serves`).
+    config: config::Upstream,
 }
 
 /// An exchange that produced no usable response, and how far the request got.
@@ -89,7 +99,14 @@ impl Upstream {
             first_byte_timeout: cfg.first_byte_timeout,
             idle_timeout: cfg.idle_timeout,
             heartbeat: cfg.heartbeat,
+            config: cfg.clone(),
         })
+    }
+
+    /// Whether this `Upstream` is what `Upstream::new(cfg, workers)` would build, so a new
+    /// snapshot can share it instead of opening cold connections.
+    pub fn serves(&self, cfg: &config::Upstream, workers: usize) -> bool {
+        self.config == *cfg && self.clients.len() == workers.max(1)
     }
 
     /// Sends one request with `key` through server worker `worker`'s connection pool, waiting
@@ -177,9 +194,12 @@ fn canceled_unsent(e: &reqwest::Error) -> bool {
 
 /// One pooled client as `upstream` configures it. Redirects are not followed (Google's API
 /// does not redirect, and a redirect must not carry a key elsewhere) and reqwest's own retries
-/// are off: the attempt loop in `proxy` decides what is retried, on which key.
+/// are off: the attempt loop in `proxy` decides what is retried, on which key. HTTP/1.1 only
+/// (TLS offers only `http/1.1` in ALPN): each call in flight has its own connection, so none
+/// waits for an HTTP/2 stream slot; idle ones are kept for reuse.
 fn client(cfg: &config::Upstream) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
+        .http1_only()
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))

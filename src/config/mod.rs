@@ -92,7 +92,7 @@ impl RealIpHeader {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// Scheme and authority (and optional path prefix), without a trailing slash.
     pub base_url: String,

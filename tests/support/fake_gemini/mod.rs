@@ -11,6 +11,10 @@
 //! Where things go: a new Google error reply (a `Reply` constructor) goes in `errors.rs`; a new
 //! success-shaped reply or modifier in `replies.rs`; a new surface (files, interactions, Live…)
 //! gets its own file here, a `Route` variant in `route.rs` and an arm in `respond`/`render`.
+//!
+//! By default it speaks HTTP/1.1; `FakeGeminiBuilder::http2(n)` makes it also accept h2c (HTTP/2
+//! with prior knowledge) on the same port, at most `n` concurrent streams per connection, like
+//! Google's SETTINGS_MAX_CONCURRENT_STREAMS. It counts accepted TCP connections (`connections`).
 
 mod body;
 mod count_tokens;
@@ -102,6 +106,12 @@ struct Shared {
     cancellations: AtomicU64,
     keys_in_url: AtomicU64,
     next_id: AtomicU64,
+    /// TCP connections accepted (see [`FakeGemini::connections`]).
+    connections: AtomicU64,
+    /// Requests that arrived over HTTP/2 (see [`FakeGemini::http2_requests`]).
+    http2_requests: AtomicU64,
+    /// `Some(n)`: h2c accepted too, at most `n` concurrent streams per connection.
+    http2_max_streams: Option<u32>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,6 +125,7 @@ pub struct FakeGeminiBuilder {
     models: Vec<Value>,
     strict: bool,
     embedding_dims: usize,
+    http2_max_streams: Option<u32>,
 }
 
 impl FakeGeminiBuilder {
@@ -152,6 +163,13 @@ impl FakeGeminiBuilder {
         self
     }
 
+    /// Also serve h2c (HTTP/2 with prior knowledge) on the same port, at most
+    /// `max_concurrent_streams` streams at once per connection (HTTP/1.1 still works).
+    pub fn http2(mut self, max_concurrent_streams: u32) -> Self {
+        self.http2_max_streams = Some(max_concurrent_streams);
+        self
+    }
+
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
     pub async fn start(self) -> FakeGemini {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -171,6 +189,9 @@ impl FakeGeminiBuilder {
             cancellations: AtomicU64::new(0),
             keys_in_url: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
+            connections: AtomicU64::new(0),
+            http2_requests: AtomicU64::new(0),
+            http2_max_streams: self.http2_max_streams,
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
@@ -193,6 +214,8 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        shared.connections.fetch_add(1, Ordering::SeqCst);
+        let http2 = shared.http2_max_streams;
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -200,10 +223,26 @@ async fn accept_loop(
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(shared, req).await) }
             });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
+            match http2 {
+                None => {
+                    let conn =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+                Some(max) => {
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    builder.http2().max_concurrent_streams(max);
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
             }
         });
     }
@@ -262,6 +301,7 @@ impl FakeGemini {
             models: DEFAULT_MODELS.iter().map(|id| model_object(id)).collect(),
             strict: false,
             embedding_dims: 3072,
+            http2_max_streams: None,
         }
     }
 
@@ -365,6 +405,9 @@ struct Ctx {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<FakeBody> {
     let mut flight = Flight::new(&shared);
+    if req.version() == http::Version::HTTP_2 {
+        shared.http2_requests.fetch_add(1, Ordering::SeqCst);
+    }
     let (parts, body) = req.into_parts();
     let raw_body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),

@@ -98,6 +98,16 @@ impl FakeGemini {
         self.shared.in_flight.load(Ordering::SeqCst)
     }
 
+    /// TCP connections accepted so far (not reset by `reset_counters`).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests that arrived over HTTP/2 (h2c; see `FakeGeminiBuilder::http2`).
+    pub fn http2_requests(&self) -> u64 {
+        self.shared.http2_requests.load(Ordering::SeqCst)
+    }
+
     /// Requests that carried `key=` in the query string (the proxy must never do this).
     pub fn keys_in_url(&self) -> u64 {
         self.shared.keys_in_url.load(Ordering::SeqCst)

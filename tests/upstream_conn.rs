@@ -1,0 +1,171 @@
+//! The upstream connection (issue #19): reloads that leave `[upstream]` alone keep the warm
+//! connections, and no call waits for an HTTP/2 stream slot behind the server's
+//! SETTINGS_MAX_CONCURRENT_STREAMS. Every wait is bounded.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const FLASH: &str = "gemini-2.5-flash";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn one_worker(fake: &FakeGemini, keys: &[String]) -> TestConfig {
+    config_for(&fake.url(), keys)
+        .set("models", r#"list = "static""#)
+        .set("server", "workers = 1")
+        .set("server", r#"reload_poll = "0s""#)
+}
+
+/// Rewrites the config and applies it through the admin endpoint (an explicit reload).
+async fn reload_with(proxy: &Proxy, config: &TestConfig) {
+    proxy.write_file("config.toml", &config.render());
+    let reply = proxy.post("/admin/reload").send().await.expect("reload");
+    assert_eq!(reply.status().as_u16(), 200, "{}", proxy.logs());
+    let body: serde_json::Value = reply.json().await.unwrap_or_default();
+    assert_eq!(body["ok"], true, "{body}");
+}
+
+#[tokio::test]
+async fn a_pool_only_reload_keeps_the_upstream_connection_and_an_upstream_change_rebuilds() {
+    let fake = FakeGemini::start().await;
+    let keys = fake_keys(2);
+    let config = one_worker(&fake, &keys);
+    let proxy = Proxy::builder().config(config.clone()).start().await;
+    for _ in 0..3 {
+        assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+    }
+    let warm = fake.connections();
+    assert_eq!(warm, 1, "sequential calls share one kept-alive connection");
+
+    // [pool] only: a key added, another cooldown.
+    let keys3 = fake_keys(3);
+    let pool_edit = one_worker(&fake, &keys3).set("pool", r#"cooldown = "90s""#);
+    reload_with(&proxy, &pool_edit).await;
+    for _ in 0..4 {
+        assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+    }
+    assert_eq!(
+        fake.connections(),
+        warm,
+        "a reload of [pool] opened new upstream connections"
+    );
+    assert!(fake.total_hits() >= 7);
+
+    // [upstream] changed: new clients, so a new connection.
+    let upstream_edit = pool_edit.set("upstream", r#"first_byte_timeout = "120s""#);
+    reload_with(&proxy, &upstream_edit).await;
+    assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+    assert_eq!(
+        fake.connections(),
+        warm + 1,
+        "an [upstream] change must rebuild the clients"
+    );
+    assert!(
+        proxy.logs().contains("upstream settings changed"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+/// The control: an HTTP/2 client (prior knowledge, one connection) against the capped fake
+/// gets at most 10 calls in flight; the rest wait for a stream. This is the cap the proxy must
+/// not be subject to.
+#[tokio::test]
+async fn the_h2_fake_caps_an_http2_client_at_ten_streams() {
+    let fake = FakeGemini::builder().http2(10).start().await;
+    fake.on_any().always(Reply::delay(
+        Duration::from_millis(400),
+        Reply::text("slow"),
+    ));
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2 client");
+    let url = format!("{}/v1beta/models/{FLASH}:generateContent", fake.url());
+    let key = fake_key(1);
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let request = client
+                .post(&url)
+                .header("x-goog-api-key", &key)
+                .json(&serde_json::json!({"contents": [{"parts": [{"text": "hi"}]}]}));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    assert!(fake.wait_for(|f| f.in_flight() >= 10, WAIT).await);
+    assert!(
+        !fake
+            .wait_for(|f| f.in_flight() > 10, Duration::from_secs(1))
+            .await,
+        "the fake let more than 10 streams run at once"
+    );
+    for call in calls {
+        assert_eq!(call.await.expect("task").expect("h2 call"), 200);
+    }
+    assert_eq!(fake.http2_requests(), 50, "the control spoke HTTP/2");
+    assert_eq!(fake.connections(), 1);
+}
+
+/// 50 slow calls through one worker against an h2-capable fake capped at 10 streams: all 50
+/// reach the fake at once (one HTTP/1.1 connection each), and all succeed (no call is timed
+/// out waiting for a stream and blamed on a key).
+#[tokio::test]
+async fn fifty_slow_calls_through_one_worker_all_start_at_once() {
+    let fake = FakeGemini::builder().http2(10).start().await;
+    fake.on_any()
+        .always(Reply::delay(Duration::from_secs(3), Reply::text("slow")));
+    let keys = fake_keys(2);
+    let proxy = Proxy::builder()
+        .config(one_worker(&fake, &keys).set("upstream", r#"first_byte_timeout = "60s""#))
+        .start()
+        .await;
+    let url = proxy.url();
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                client()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(TEST_TOKEN)
+                    .json(&serde_json::json!({
+                        "model": FLASH,
+                        "messages": [{"role": "user", "content": "hi"}]
+                    }))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    assert!(
+        fake.wait_for(|f| f.in_flight() == 50, WAIT).await,
+        "only {} of 50 calls reached the fake at once\n{}",
+        fake.in_flight(),
+        proxy.logs()
+    );
+    for call in calls {
+        assert_eq!(call.await.expect("task"), 200);
+    }
+    assert_eq!(fake.total_hits(), 50, "no call was retried on another key");
+    assert_eq!(
+        fake.http2_requests(),
+        0,
+        "the proxy speaks HTTP/1.1 upstream"
+    );
+    let status: serde_json::Value = proxy
+        .get("/status")
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .unwrap_or_default();
+    let keys = status["keys"].as_array().cloned().unwrap_or_default();
+    assert_eq!(keys.len(), 2, "{status}");
+    for key in keys {
+        assert_eq!(key["isAvailable"], true, "{status}");
+    }
+}
