@@ -18,21 +18,20 @@ use support::{config_for, FakeGemini, Proxy, Reply, Signal};
 
 const FLASH: &str = "gemini-2.5-flash";
 
-/// Keys that look real (39 characters, Google's alphabet) and share nothing past `AIza`. They
-/// are made up, and written in two pieces so that no secret scanner takes the source for a
-/// leaked key.
-const KEY_MAIN: &str = concat!("AIza", "SyQw7Lk2Vb9Xc4Nm1Pz8Rt5Yh3Jd6Fg0Ks");
-const KEY_429: &str = concat!("AIza", "SyBv3Hn8Tq1Wm6Zr4Xe9Lc2Pk7Gd5Js0Ya");
-const KEY_INVALID: &str = concat!("AIza", "SyMr5Ct2Qz9Ow1Ux7Ie4Vb8Nh3Ga6Ld0Pf");
-/// From `keys.txt` (Google's newer `AQ.` format; made up too).
-const KEY_FILE: &str = concat!("AQ.", "Ab8RN6Kp2Wd9Ty4Ls1Ve7Mx3Hq5Bz0Cj6Fu");
+/// Made-up keys in Google's shape (39 characters of its alphabet), each with FAKE and its own
+/// word in it, sharing nothing past `AIzaSyFAKE-`.
+const KEY_MAIN: &str = "AIzaSyFAKE-main-Qw7Lk2Vb9Xc4Nm1Pz8Rt5Yh";
+const KEY_429: &str = "AIzaSyFAKE-quota-Bv3Hn8Tq1Wm6Zr4Xe9Lc2P";
+const KEY_INVALID: &str = "AIzaSyFAKE-dead-Mr5Ct2Qz9Ow1Ux7Ie4Vb8Nh";
+/// From `keys.txt` (Google's newer `AQ.` format).
+const KEY_FILE: &str = "AQ.FAKE-file-Ab8RN6Kp2Wd9Ty4Ls1Ve7Mx3Hq";
 /// A client token named `cline` in the config, one in `tokens.txt`, one added by a reload.
-const TOKEN_CLINE: &str = "sk-cline-7fQ2mX9vL4pR8tZ1wN6bK3hJ";
-const TOKEN_FILE: &str = "sk-tf-Gh4Yt8Rq2Lp6Zm1Xv9Cw3Nb7Ks5Dj";
-const TOKEN_RELOADED: &str = "sk-rl-Px3Mb8Vt1Qz6Lw9Hk2Jc7Ry4Ns5Ge";
-const ADMIN_TOKEN: &str = "adm-Xy7Pq2Lm9Rt4Vb8Nc1Zk5Hg3Wd6";
+const TOKEN_CLINE: &str = "sk-cline-FAKE-7fQ2mX9vL4pR8tZ1wN6b";
+const TOKEN_FILE: &str = "sk-tf-FAKE-Gh4Yt8Rq2Lp6Zm1Xv9Cw3N";
+const TOKEN_RELOADED: &str = "sk-rl-FAKE-Px3Mb8Vt1Qz6Lw9Hk2Jc7R";
+const ADMIN_TOKEN: &str = "adm-FAKE-Xy7Pq2Lm9Rt4Vb8Nc1Zk5H";
 /// Presented, never configured: a client's typo must not be logged either.
-const WRONG_TOKEN: &str = "sk-wr-Uq6Fz1Ob8Ei3Ya7Tm2Kx9Lv4Sd5Hn";
+const WRONG_TOKEN: &str = "sk-wr-FAKE-Uq6Fz1Ob8Ei3Ya7Tm2Kx9L";
 
 const KEYS: [&str; 4] = [KEY_MAIN, KEY_429, KEY_INVALID, KEY_FILE];
 const TOKENS: [&str; 5] = [
@@ -44,7 +43,7 @@ const TOKENS: [&str; 5] = [
 ];
 
 /// A run of this many characters of a key anywhere is a leak. Key masks show the first and
-/// the last four characters, apart (`AIza****0Ks`), so 8 is the bound.
+/// the last four characters, apart (`AIza****t5Yh`), so 8 is the bound.
 const KEY_WINDOW: usize = 8;
 /// The same for tokens, whose masks show at most their first four characters and a hash id
 /// (`sk-c…#3fa9c2`).
@@ -421,7 +420,7 @@ async fn no_key_or_token_in_logs_responses_or_admin_views() {
 fn the_search_finds_a_leak() {
     assert!(leaks(&format!("x {KEY_MAIN} y"), KEY_MAIN, KEY_WINDOW).len() == 1);
     assert!(leaks("…Vb9Xc4Nm…", KEY_MAIN, KEY_WINDOW).len() == 1);
-    assert!(leaks("AIza****g0Ks", KEY_MAIN, KEY_WINDOW).is_empty());
+    assert!(leaks("AIza****t5Yh", KEY_MAIN, KEY_WINDOW).is_empty());
     assert!(leaks("sk-c…#3fa9c2", TOKEN_CLINE, TOKEN_WINDOW).is_empty());
     assert!(leaks("sk-cline", TOKEN_CLINE, TOKEN_WINDOW).len() == 1);
 }
