@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use crate::access::Caller;
 use crate::api::chat::from_translate;
 use crate::api::{
-    allowed_chain, chain_exhausted, clean_model_name, failed_body, generate_path, next_in_chain,
-    resolve, ChainStep,
+    allowed_chain, chain_exhausted, clean_model_name, count_tokens_on_chain, failed_body,
+    generate_path, next_in_chain, resolve, ChainStep,
 };
 use crate::body::json_bytes;
 use crate::body::{read_body, Reply};
@@ -128,40 +128,18 @@ pub async fn count_tokens(
     let body = read_body(req, snap.config.server.max_body).await?;
     let request = anthropic::parse(&body).map_err(from_translate)?;
     let (_, chain, media) = prepare(snap, caller, &request, log).await?;
-    let mut last_error = None;
-    for (i, target) in chain.iter().enumerate() {
+    let counted = count_tokens_on_chain(snap, &chain, log, |target| {
         let lookup = |id: &str| app.signatures.get(id);
-        let gemini_body = anthropic::count_tokens_body(
-            &request,
-            &target.translated(None),
-            &Extras {
-                signatures: Some(&lookup),
-                media: media.as_ref(),
-            },
-        )
-        .map_err(from_translate)?;
-        let path = format!("/v1beta/models/{}:countTokens", target.model);
-        let call = Call {
-            model: Some(&target.model),
-            method: Method::POST,
-            path_and_query: &path,
-            body: Some(Bytes::from(gemini_body)),
-            delivery: Delivery::Buffered,
+        let extras = Extras {
+            signatures: Some(&lookup),
+            media: media.as_ref(),
         };
-        match proxy::execute(snap, call, log).await {
-            Ok(served) => {
-                let Payload::Full(bytes) = served.body else {
-                    return Err(ProxyError::Internal(
-                        "countTokens answered as a stream".into(),
-                    ));
-                };
-                let answer = anthropic::count_tokens_answer(&bytes).map_err(from_translate)?;
-                return Ok(Reply::Done(json_bytes(StatusCode::OK, answer)));
-            }
-            Err(e) => last_error = Some(next_in_chain(&chain, i, e)?),
-        }
-    }
-    Err(chain_exhausted(last_error))
+        anthropic::count_tokens_body(&request, &target.translated(None), &extras)
+            .map_err(from_translate)
+    })
+    .await?;
+    let answer = anthropic::count_tokens_answer(&counted).map_err(from_translate)?;
+    Ok(Reply::Done(json_bytes(StatusCode::OK, answer)))
 }
 
 /// The model chain this caller may use for the request's model, and the request's image URLs

@@ -179,6 +179,39 @@ pub(crate) fn failed_body(
     chat::from_translate(error)
 }
 
+/// Gemini's `countTokens` on the first model of `chain` that answers (moving on by
+/// `next_in_chain`); `body` makes each model's request. Google's answer, read whole.
+pub(crate) async fn count_tokens_on_chain(
+    snap: &Snapshot,
+    chain: &[ChainStep],
+    log: &mut RequestLog,
+    mut body: impl FnMut(&ChainStep) -> Result<Vec<u8>, ProxyError>,
+) -> Result<bytes::Bytes, ProxyError> {
+    let mut last_error = None;
+    for (i, target) in chain.iter().enumerate() {
+        let path = format!("/v1beta/models/{}:countTokens", target.model);
+        let call = crate::proxy::Call {
+            model: Some(&target.model),
+            method: http::Method::POST,
+            path_and_query: &path,
+            body: Some(bytes::Bytes::from(body(target)?)),
+            delivery: crate::proxy::Delivery::Buffered,
+        };
+        match crate::proxy::execute(snap, call, log).await {
+            Ok(served) => {
+                let crate::proxy::Payload::Full(bytes) = served.body else {
+                    return Err(ProxyError::Internal(
+                        "countTokens answered as a stream".into(),
+                    ));
+                };
+                return Ok(bytes);
+            }
+            Err(e) => last_error = Some(next_in_chain(chain, i, e)?),
+        }
+    }
+    Err(chain_exhausted(last_error))
+}
+
 /// What the client gets when every model of a chain failed over: the last model's error.
 pub(crate) fn chain_exhausted(last_error: Option<ProxyError>) -> ProxyError {
     last_error.unwrap_or_else(|| ProxyError::Internal("empty model chain".into()))

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use crate::access::Caller;
 use crate::api::chat::{empty_answer, from_translate};
 use crate::api::{
-    allowed_chain, chain_exhausted, clean_model_name, failed_body, generate_path, next_in_chain,
-    resolve,
+    allowed_chain, chain_exhausted, clean_model_name, count_tokens_on_chain, failed_body,
+    generate_path, next_in_chain, resolve,
 };
 use crate::body::{json_bytes, json_response};
 use crate::body::{read_body, Reply};
@@ -290,35 +290,19 @@ pub async fn input_tokens(
     let requested = clean_model_name(&request.model)?;
     log.model = Some(requested.to_string());
     let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
-    let mut last_error = None;
-    for (i, target) in chain.iter().enumerate() {
+    let counted = count_tokens_on_chain(snap, &chain, log, |target| {
         let generate = gemini_body(app, snap, &request, &conversation, target, body.len(), None)?;
         let mut generate: serde_json::Map<String, Value> = serde_json::from_slice(&generate)
             .map_err(|e| ProxyError::Internal(format!("countTokens body: {e}")))?;
         generate.insert("model".into(), json!(format!("models/{}", target.model)));
-        let count_body = json!({ "generateContentRequest": generate }).to_string();
-        let path = format!("/v1beta/models/{}:countTokens", target.model);
-        let call = Call {
-            model: Some(&target.model),
-            method: Method::POST,
-            path_and_query: &path,
-            body: Some(Bytes::from(count_body)),
-            delivery: Delivery::Buffered,
-        };
-        match proxy::execute(snap, call, log).await {
-            Ok(served) => {
-                let Payload::Full(bytes) = served.body else {
-                    return Err(ProxyError::Internal("countTokens streamed".into()));
-                };
-                let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                let tokens = value["totalTokens"].as_u64().unwrap_or(0);
-                return Ok(Reply::Done(json_response(
-                    StatusCode::OK,
-                    &json!({"object": "response.input_tokens", "input_tokens": tokens}),
-                )));
-            }
-            Err(e) => last_error = Some(next_in_chain(&chain, i, e)?),
-        }
-    }
-    Err(chain_exhausted(last_error))
+        Ok(json!({ "generateContentRequest": generate })
+            .to_string()
+            .into_bytes())
+    })
+    .await?;
+    let tokens = crate::translate::gemini::total_tokens(&counted).map_err(from_translate)?;
+    Ok(Reply::Done(json_response(
+        StatusCode::OK,
+        &json!({"object": "response.input_tokens", "input_tokens": tokens}),
+    )))
 }

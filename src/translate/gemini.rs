@@ -372,3 +372,18 @@ pub struct GoogleError {
     #[serde(default)]
     pub status: Option<String>,
 }
+
+/// `totalTokens` of a `countTokens` answer; an answer that is not one is `BadUpstream`.
+pub fn total_tokens(body: &[u8]) -> Result<u64, super::TranslateError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Counted {
+        #[serde(default)]
+        total_tokens: u64,
+    }
+    serde_json::from_slice::<Counted>(body)
+        .map(|c| c.total_tokens)
+        .map_err(|e| super::TranslateError::BadUpstream {
+            message: e.to_string(),
+        })
+}

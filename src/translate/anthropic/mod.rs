@@ -85,17 +85,8 @@ pub fn count_tokens_body(
 
 /// Gemini's `countTokens` answer as Anthropic's `{"input_tokens": N}`.
 pub fn count_tokens_answer(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Counted {
-        #[serde(default)]
-        total_tokens: u64,
-    }
-    let counted: Counted =
-        serde_json::from_slice(body).map_err(|e| TranslateError::BadUpstream {
-            message: e.to_string(),
-        })?;
-    Ok(serde_json::json!({ "input_tokens": counted.total_tokens })
+    let total = super::gemini::total_tokens(body)?;
+    Ok(serde_json::json!({ "input_tokens": total })
         .to_string()
         .into_bytes())
 }
