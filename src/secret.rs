@@ -218,3 +218,71 @@ mod tests {
         assert!(!t.matches(b"sk-local"));
     }
 }
+
+/// A Redis URL, which may carry a password (`redis://user:password@host`): shown with its
+/// credentials replaced by `****` (`redis://****@host:6379/0`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Arc<str>);
+
+impl RedisUrl {
+    pub fn new(raw: impl Into<Arc<str>>) -> Self {
+        RedisUrl(raw.into())
+    }
+
+    /// The raw URL. Only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its credentials.
+    pub fn masked(&self) -> String {
+        let raw = &*self.0;
+        let Some((scheme, rest)) = raw.split_once("://") else {
+            return "****".to_string();
+        };
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => format!("{scheme}://****{}", &rest[at..]),
+            None => raw.to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.masked())
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod redis_url_tests {
+    use super::RedisUrl;
+
+    #[test]
+    fn credentials_never_show() {
+        let cases = [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://:FAKE-PASS@10.0.0.1:6379",
+                "redis://****@10.0.0.1:6379",
+            ),
+            (
+                "rediss://user:FAKE-PASS@cache.example:6380/2",
+                "rediss://****@cache.example:6380/2",
+            ),
+            ("redis://user:FA@KE@host/1?x=@", "redis://****@host/1?x=@"),
+            ("FAKE-PASS", "****"),
+        ];
+        for (raw, shown) in cases {
+            let url = RedisUrl::new(raw);
+            assert_eq!(url.masked(), shown);
+            assert!(!format!("{url:?} {url}").contains("FAKE-PASS"), "{raw}");
+        }
+    }
+}

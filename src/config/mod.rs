@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::secret::{ApiKey, Token};
+use crate::secret::{ApiKey, RedisUrl, Token};
 
 /// A validated configuration, ready for the hot path.
 #[derive(Debug, Clone)]
@@ -313,13 +313,26 @@ pub struct State {
     pub store: Store,
 }
 
-/// The state stores this build has. (`"redis"` is planned: issue #16.)
+/// The state stores this build has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
     /// Process memory only: a restart starts fresh.
     Memory,
     /// Memory, snapshotted to this file (absolute) every few seconds and at shutdown.
     File { path: PathBuf },
+    /// Memory, shared with every replica on the same Redis server and prefix.
+    Redis(RedisStore),
+}
+
+/// `store = "redis"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStore {
+    /// Masked in `Debug`/`Display`; from `url` or the file `url_file`.
+    pub url: RedisUrl,
+    /// Every Redis key starts with it.
+    pub prefix: String,
+    /// The most one Redis call may take before the replica goes on without it.
+    pub timeout: Duration,
 }
 
 /// A successfully loaded config and the warnings worth logging at every load.

@@ -242,10 +242,18 @@ impl Default for Logging {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct State {
-    /// "memory" (default) or "file".
+    /// "memory" (default), "file" or "redis".
     pub store: String,
     /// `store = "file"`: the snapshot file, relative to the config's folder.
     pub path: String,
+    /// `store = "redis"`: `redis://` or `rediss://` URL (or `url_file`, one of the two).
+    pub url: String,
+    /// A file holding the URL (a Kubernetes Secret), relative to the config's folder.
+    pub url_file: String,
+    /// Every Redis key starts with it.
+    pub prefix: String,
+    /// The most one Redis call may take.
+    pub timeout: String,
 }
 
 impl Default for State {
@@ -253,6 +261,10 @@ impl Default for State {
         State {
             store: "memory".into(),
             path: "gemini-rotator.state".into(),
+            url: String::new(),
+            url_file: String::new(),
+            prefix: "gemini-rotator:".into(),
+            timeout: "100ms".into(),
         }
     }
 }

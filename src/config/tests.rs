@@ -625,7 +625,7 @@ fn world_readable_files_are_warned() {
     assert_eq!(
         got,
         [
-            "config.toml: holds keys, tokens or a proxy password and every user of this machine may read it (mode 0644): `chmod o-r` it",
+            "config.toml: holds keys, tokens or a password and every user of this machine may read it (mode 0644): `chmod o-r` it",
             "keys.txt: pool.key_files[0]: holds keys and every user of this machine may read it (mode 0644): `chmod o-r` it",
             "tokens.txt: auth.token_files[0]: holds tokens and every user of this machine may read it (mode 0644): `chmod o-r` it",
         ]

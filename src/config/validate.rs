@@ -25,10 +25,10 @@ use super::locate::{line_col, locate, path_at, redact, scrub, secrets_in, At, Fi
 use super::raw;
 use super::{
     Access, Alias, Auth, ClientToken, Config, ConfigError, IpRule, KeySpec, Loaded, LogFormat,
-    Logging, ModelGlobs, ModelList, Models, Pool, Problem, RealIpHeader, RetryPolicy, Server,
-    State, Store, Strategy, Upstream,
+    Logging, ModelGlobs, ModelList, Models, Pool, Problem, RealIpHeader, RedisStore, RetryPolicy,
+    Server, State, Store, Strategy, Upstream,
 };
-use crate::secret::{mask_token, ApiKey, Token};
+use crate::secret::{mask_token, ApiKey, RedisUrl, Token};
 
 const SAFETY_THRESHOLDS: [&str; 5] = [
     "BLOCK_LOW_AND_ABOVE",
@@ -97,23 +97,27 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         warnings: Vec::new(),
         key_files: Vec::new(),
         token_files: Vec::new(),
+        url_files: Vec::new(),
+        inline_password: false,
         secrets,
     };
     let built = cx.build();
     let inline_secrets = !cx.secrets.is_empty()
+        || cx.inline_password
         || built
             .as_ref()
             .and_then(|parts| parts.upstream.proxy.as_deref())
             .and_then(|proxy| reqwest::Url::parse(proxy).ok())
             .is_some_and(|url| url.password().is_some());
     if inline_secrets {
-        cx.world_readable(path, &abs_path, "", "keys, tokens or a proxy password");
+        cx.world_readable(path, &abs_path, "", "keys, tokens or a password");
     }
     let Cx {
         mut problems,
         mut warnings,
         key_files,
         token_files,
+        url_files,
         ..
     } = cx;
     // The config file first, then each named file, each top to bottom.
@@ -128,7 +132,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             let mut hasher = Sha256::new();
             let mut files = vec![abs_path.clone()];
             hasher.update(&bytes);
-            for (file, content) in key_files.into_iter().chain(token_files) {
+            for (file, content) in key_files.into_iter().chain(token_files).chain(url_files) {
                 // Length-prefixed, so moving a line from one file to the next changes the hash.
                 hasher.update((content.len() as u64).to_le_bytes());
                 hasher.update(&content);
@@ -223,6 +227,10 @@ struct Cx<'a, 'i> {
     /// Named files in the order read, with their bytes, for `Config.files` and the hash.
     key_files: Vec<(PathBuf, Vec<u8>)>,
     token_files: Vec<(PathBuf, Vec<u8>)>,
+    /// `state.url_file`, when read.
+    url_files: Vec<(PathBuf, Vec<u8>)>,
+    /// The document holds a password in a URL (`state.url`).
+    inline_password: bool,
     /// The document's keys and tokens, raw and masked, longest first: our own messages mask
     /// what they mention, but serde messages and table names echo what was written.
     secrets: Vec<(String, String)>,
@@ -1000,23 +1008,102 @@ impl Cx<'_, '_> {
                     path: self.abs_dir.join(&s.path),
                 }
             }
-            "redis" => {
-                self.error(
-                    &p.key("store"),
-                    "store = \"redis\" is not available in this build yet; use \"file\" or \"memory\"",
-                );
-                return None;
-            }
+            "redis" => Store::Redis(self.redis(&p, &s)?),
             other => {
                 let other = self.echo(other);
                 self.error(
                     &p.key("store"),
-                    format!("unknown store `{other}`, expected `memory` or `file`"),
+                    format!("unknown store `{other}`, expected `memory`, `file` or `redis`"),
                 );
                 return None;
             }
         };
         Some(State { store })
+    }
+
+    /// `store = "redis"`: the URL (inline or from `url_file`, exactly one), the prefix and
+    /// the per-call timeout.
+    fn redis(&mut self, p: &FieldPath, s: &raw::State) -> Option<RedisStore> {
+        let timeout = self.duration(&p.key("timeout"), &s.timeout, true);
+        let prefix = if s.prefix.is_empty()
+            || s.prefix.len() > 64
+            || s.prefix.contains(char::is_whitespace)
+        {
+            self.error(
+                &p.key("prefix"),
+                "the prefix must be 1 to 64 characters without spaces (default \"gemini-rotator:\")",
+            );
+            None
+        } else {
+            Some(s.prefix.clone())
+        };
+        let (raw, field) = match (s.url.trim(), s.url_file.trim()) {
+            ("", "") => {
+                self.error(
+                    &p.key("url"),
+                    "store = \"redis\" needs `url` (redis://host:6379/0) or `url_file`",
+                );
+                return None;
+            }
+            (url, "") => (url.to_string(), p.key("url")),
+            ("", file) => {
+                let given = self.given_dir.join(file);
+                let abs = self.abs_dir.join(file);
+                let field = p.key("url_file");
+                let bytes = match std::fs::read(&abs) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.problems.push(Problem {
+                            file: given,
+                            line: 0,
+                            col: 0,
+                            field: field.to_string(),
+                            message: format!("cannot read the Redis URL file: {e}"),
+                        });
+                        return None;
+                    }
+                };
+                let url = String::from_utf8_lossy(&bytes).trim().to_string();
+                self.world_readable(&given, &abs, &field.to_string(), "a Redis URL");
+                self.url_files.push((abs, bytes));
+                (url, field)
+            }
+            _ => {
+                self.error(&p.key("url_file"), "set `url` or `url_file`, not both");
+                return None;
+            }
+        };
+        let url = RedisUrl::new(raw.as_str());
+        let parsed = reqwest::Url::parse(&raw).ok().filter(|u| {
+            matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        let Some(parsed) = parsed else {
+            self.error(
+                &field,
+                format!(
+                    "`{}` is not a Redis URL: expected redis://[user:password@]host[:port][/db] or rediss://",
+                    self.echo(&url.masked())
+                ),
+            );
+            return None;
+        };
+        let db_ok = matches!(parsed.path().trim_start_matches('/'), "")
+            || parsed.path().trim_start_matches('/').parse::<u32>().is_ok();
+        if !db_ok {
+            self.error(
+                &field,
+                "the URL's path must be a database number (redis://host:6379/0)",
+            );
+            return None;
+        }
+        if parsed.password().is_some() && !s.url.trim().is_empty() {
+            self.inline_password = true;
+        }
+        Some(RedisStore {
+            url,
+            prefix: prefix?,
+            timeout: timeout?,
+        })
     }
 
     // ---- values ------------------------------------------------------------------------------

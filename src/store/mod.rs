@@ -165,7 +165,7 @@ impl Persist {
             f.save(pool, usage, now(), Why::Shutdown);
         }
         self.own.0.store(match &cfg.state.store {
-            Store::Memory => None,
+            Store::Memory | Store::Redis(_) => None,
             Store::File { path } => Some(Arc::new(path.clone())),
         });
         *active = match &cfg.state.store {
@@ -174,6 +174,10 @@ impl Persist {
                 Active::Memory
             }
             Store::File { path } => Active::File(FileStore::open(path, cfg, pool, usage, now())),
+            Store::Redis(r) => {
+                tracing::error!(url = %r.url, "state: the Redis store is not built yet; keeping state in memory");
+                Active::Memory
+            }
         };
     }
 
