@@ -55,8 +55,10 @@ pub async fn dispatch(
         Route::RunGemini => run_gemini::run(app, snap, &caller, req, log).await,
         Route::Explain => explain::explain(snap, req.uri().query()).map(Reply::Done),
         Route::AdminReload => admin::reload(app).await.map(Reply::Done),
-        Route::ResetKeys => Ok(Reply::Done(admin::reset_keys(snap))),
-        Route::ResetKeyHealth => admin::reset_key_health(snap, req).await.map(Reply::Done),
+        Route::ResetKeys => Ok(Reply::Done(admin::reset_keys(app, snap))),
+        Route::ResetKeyHealth => admin::reset_key_health(app, snap, req)
+            .await
+            .map(Reply::Done),
         Route::Stats => Ok(Reply::Done(stats::stats(app, snap))),
         Route::Recommendations => Ok(Reply::Done(stats::recommendations(snap))),
         Route::IpConfig => Ok(Reply::Done(ip::config(snap, &caller))),
