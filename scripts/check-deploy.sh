@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline checks of what ships: the Kubernetes manifests against the Kubernetes schemas
-# (kubernetes-validate bundles them), the base kustomization and the Redis components rendered
-# the way an overlay uses them, docker-compose.yml against the Compose spec (check-jsonschema
+# (kubernetes-validate bundles them), the kustomizations rendered (the base, the base with a
+# Redis in deploy/kubernetes-redis, and an overlay on a Redis of its own as the README shows
+# one), docker-compose.yml against the Compose spec (check-jsonschema
 # bundles it; `docker compose config` too when the Compose plugin is there), the Dockerfile with
 # hadolint, and every config inside the ConfigMaps and the Docker folder with
 # `gemini-rotator --check`, the files it names (keys, tokens, the Redis URL) laid out where the
@@ -26,12 +27,13 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 k8s="deploy/kubernetes"
 components="$k8s/components"
+k8s_redis="deploy/kubernetes-redis"
 
 echo "== Dockerfile (hadolint)"
 "$venv/bin/hadolint" Dockerfile
 
 echo "== Kubernetes manifests (kubernetes-validate --strict)"
-if grep -rnE '^[[:space:]-]*subPath(Expr)?:' "$k8s" --include='*.yaml'; then
+if grep -rnE '^[[:space:]-]*subPath(Expr)?:' "$k8s" "$k8s_redis" --include='*.yaml'; then
   echo "subPath mounts are never updated by the kubelet: mount the whole folder" >&2
   exit 1
 fi
@@ -45,30 +47,39 @@ for f in "$k8s"/*.yaml "$components"/*/*.yaml; do
 done
 "$venv/bin/kubernetes-validate" --strict --quiet "${resources[@]}"
 
-# What gets applied: the base alone, and the base with each component, from an overlay as
-# deploy/kubernetes/README.md shows them. The overlays live in $work (kustomize refuses an
-# overlay inside the base's folder) and name the repo by relative paths (it refuses absolute
-# ones). The existing-Redis overlay brings the Secret with the URL, as a user's would.
-overlay() { # name, then the kustomization's lines after `kind:`
-  local dir="$work/overlays/$1" up
-  mkdir -p "$dir"
-  up="$(realpath --relative-to="$dir" "$PWD/$k8s")"
-  {
-    echo "apiVersion: kustomize.config.k8s.io/v1beta1"
-    echo "kind: Kustomization"
-    printf '%s\n' "${@:2}" | sed "s#@K8S@#$up#g"
-  } >"$dir/kustomization.yaml"
-}
-overlay base "resources:" "  - @K8S@"
-overlay redis "resources:" "  - @K8S@" "components:" "  - @K8S@/components/redis"
-overlay redis-state "resources:" "  - @K8S@" "components:" "  - @K8S@/components/redis-state" \
-  "secretGenerator:" "  - name: gemini-rotator-redis" "    files:" "      - redis-url" \
-  "generatorOptions:" "  disableNameSuffixHash: true"
+# What gets applied: the base, the base with a Redis (deploy/kubernetes-redis), and the base on
+# a Redis of your own as deploy/kubernetes/README.md shows it: an overlay with the redis-state
+# component, the Redis config and a Secret with the URL. That one is made in $work (kustomize
+# refuses an overlay inside the base's folder, and absolute paths to it).
+mkdir -p "$work/overlays/existing-redis"
+cp "$k8s_redis/config.toml" "$work/overlays/existing-redis/config.toml"
 printf '%s\n' 'rediss://gemini-rotator:FAKE-password@redis.example.internal:6380/0' \
-  >"$work/overlays/redis-state/redis-url"
+  >"$work/overlays/existing-redis/redis-url"
+up="$(realpath --relative-to="$work/overlays/existing-redis" "$PWD/$k8s")"
+cat >"$work/overlays/existing-redis/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $up
+components:
+  - $up/components/redis-state
+configMapGenerator:
+  - name: gemini-rotator-config
+    behavior: replace
+    files:
+      - config.toml
+secretGenerator:
+  - name: gemini-rotator-redis
+    files:
+      - redis-url
+generatorOptions:
+  disableNameSuffixHash: true
+EOF
+ln -s "$PWD/$k8s" "$work/overlays/base"
+ln -s "$PWD/$k8s_redis" "$work/overlays/redis"
 kubectl="${KUBECTL:-kubectl}" # KUBECTL=none: skip kustomize, as on a machine without kubectl
 if command -v "$kubectl" >/dev/null; then
-  for name in base redis redis-state; do
+  for name in base redis existing-redis; do
     "$kubectl" kustomize "$work/overlays/$name" >"$work/overlays/$name.rendered.yaml"
     "$venv/bin/kubernetes-validate" --strict --quiet "$work/overlays/$name.rendered.yaml"
   done
@@ -99,8 +110,9 @@ layout() { # overlay name, pod root
 import base64, os, pathlib, sys, urllib.parse
 import yaml
 
-overlay, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-rendered = overlay.with_name(overlay.name + ".rendered.yaml")
+given, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+rendered = given.with_name(given.name + ".rendered.yaml")
+overlay = given.resolve()
 
 
 def merge(base, patch):
@@ -218,10 +230,14 @@ if not path:
 print(root / path.lstrip("/"))
 PY
 }
-for name in base redis redis-state; do
-  echo "-- the pod of overlay $name"
+for name in base redis existing-redis; do
+  echo "-- the pod of $name"
   config="$(layout "$name" "$work/pod-$name")"
   "$bin" --check --config "$config"
+  if [[ "$name" == *redis ]] && ! grep -qx 'store = "redis"' "$config"; then
+    echo "$name: the pods' config does not keep its state in Redis" >&2
+    exit 1
+  fi
 done
 
 # The Docker image's config and the Compose redis profile's, with the example keys where the

@@ -253,6 +253,16 @@ fn container(deployment: &Yaml) -> &Yaml {
 
 /// The generated ConfigMap or Secret called `name`: its files, read from deploy/kubernetes.
 fn generated(kustomization: &Yaml, generator: &str, name: &str) -> Vec<(String, String)> {
+    generated_in("deploy/kubernetes", kustomization, generator, name)
+}
+
+/// The same for the kustomization in the repo's folder `dir`.
+fn generated_in(
+    dir: &str,
+    kustomization: &Yaml,
+    generator: &str,
+    name: &str,
+) -> Vec<(String, String)> {
     let generator = kustomization
         .get(generator)
         .list()
@@ -270,7 +280,7 @@ fn generated(kustomization: &Yaml, generator: &str, name: &str) -> Vec<(String, 
                 let base = entry.rsplit('/').next().unwrap_or(entry);
                 (base, entry)
             });
-            let path = repo(&format!("deploy/kubernetes/{path}"));
+            let path = repo(&format!("{dir}/{path}"));
             (key.to_string(), read(&path))
         })
         .collect()
@@ -623,30 +633,54 @@ fn without_state(config: &str, what: &str) -> toml::Table {
     table
 }
 
-/// `components/redis-state` swaps the ConfigMap's config for its own (the base's with
-/// `store = "redis"`) and mounts the Secret with the URL; `components/redis` includes it, makes
-/// that Secret and runs the Redis the URL names.
+/// `deploy/kubernetes-redis`: the base with its config swapped for the base's but `[state]`
+/// (`store = "redis"`, the URL from a file of the Secret it makes), and the component that runs
+/// the Redis the URL names and mounts that Secret (`components/redis` with `redis-state`). The
+/// components make no ConfigMap or Secret: kustomize would let those win over an overlay's own.
 #[test]
-fn the_redis_components_change_only_the_state_and_mount_the_url_they_name() {
+fn the_redis_kustomization_changes_only_the_state_and_mounts_the_url_it_names() {
     let pod = pod();
     let (config_volume, config_name) = pod.config_volume();
-    let dir = "deploy/kubernetes/components";
-    let state = Yaml::parse(&read(&repo(&format!(
-        "{dir}/redis-state/kustomization.yaml"
-    ))));
-    assert_eq!(state.get("kind").str(), "Component");
+    let redis_dir = "deploy/kubernetes-redis";
+    let components = "deploy/kubernetes/components";
+    let overlay = Yaml::parse(&read(&repo(&format!("{redis_dir}/kustomization.yaml"))));
+    let listed = |field: &str| -> Vec<String> {
+        overlay
+            .get(field)
+            .list()
+            .iter()
+            .map(|y| y.str().to_string())
+            .collect()
+    };
+    assert_eq!(listed("resources"), ["../kubernetes"]);
+    assert_eq!(listed("components"), ["../kubernetes/components/redis"]);
+    let component = |name: &str| {
+        let k = Yaml::parse(&read(&repo(&format!(
+            "{components}/{name}/kustomization.yaml"
+        ))));
+        assert_eq!(k.get("kind").str(), "Component");
+        for generator in ["configMapGenerator", "secretGenerator"] {
+            assert!(
+                !k.has(generator),
+                "components/{name} must not have a {generator}"
+            );
+        }
+        k
+    };
+    let (redis, state) = (component("redis"), component("redis-state"));
 
-    // The ConfigMap's config file, merged over the base's: the same config but [state].
-    let generators = state.get("configMapGenerator").list();
+    // The ConfigMap's config file, replacing the base's: the same config but [state].
+    let generators = overlay.get("configMapGenerator").list();
     assert_eq!(generators.len(), 1);
     let deployment = k8s("deployment.yaml");
-    let volumes = deployment.at("spec.template.spec.volumes").list();
-    let config_map = volumes
+    let config_map = deployment
+        .at("spec.template.spec.volumes")
+        .list()
         .iter()
         .find_map(|v| v.has("configMap").then(|| v.at("configMap.name").str()))
         .expect("the base mounts a ConfigMap");
     assert_eq!(generators[0].get("name").str(), config_map);
-    assert_eq!(generators[0].get("behavior").str(), "merge");
+    assert_eq!(generators[0].get("behavior").str(), "replace");
     let files: Vec<&str> = generators[0]
         .get("files")
         .list()
@@ -654,11 +688,11 @@ fn the_redis_components_change_only_the_state_and_mount_the_url_they_name() {
         .map(Yaml::str)
         .collect();
     assert_eq!(files, [config_name.as_str()]);
-    let config = read(&repo(&format!("{dir}/redis-state/{config_name}")));
+    let config = read(&repo(&format!("{redis_dir}/{config_name}")));
     assert_eq!(
-        without_state(&config, "components/redis-state/config.toml"),
+        without_state(&config, "deploy/kubernetes-redis/config.toml"),
         without_state(config_volume.file(&config_name), "config.toml"),
-        "components/redis-state/config.toml must be deploy/kubernetes/config.toml but [state]"
+        "deploy/kubernetes-redis/config.toml must be deploy/kubernetes/config.toml but [state]"
     );
     let table: toml::Table = config.parse().expect("config parses");
     assert_eq!(table["state"]["store"].as_str(), Some("redis"));
@@ -668,10 +702,14 @@ fn the_redis_components_change_only_the_state_and_mount_the_url_they_name() {
     );
     let url_file = table["state"]["url_file"].as_str().expect("state.url_file");
 
-    // The patch mounts the URL's folder (whole, read-only) from the Secret.
-    let patch = Yaml::parse(&read(&repo(&format!(
-        "{dir}/redis-state/deployment-patch.yaml"
-    ))));
+    // redis-state's patch mounts the URL's folder (whole, read-only) from the Secret.
+    let included: Vec<&str> = redis
+        .get("components")
+        .list()
+        .iter()
+        .map(Yaml::str)
+        .collect();
+    assert_eq!(included, ["../redis-state"]);
     let patched: Vec<&str> = state
         .get("patches")
         .list()
@@ -679,6 +717,9 @@ fn the_redis_components_change_only_the_state_and_mount_the_url_they_name() {
         .map(|p| p.get("path").str())
         .collect();
     assert_eq!(patched, ["deployment-patch.yaml"]);
+    let patch = Yaml::parse(&read(&repo(&format!(
+        "{components}/redis-state/deployment-patch.yaml"
+    ))));
     assert_eq!(
         patch.at("metadata.name").str(),
         deployment.at("metadata.name").str()
@@ -710,37 +751,33 @@ fn the_redis_components_change_only_the_state_and_mount_the_url_they_name() {
     let secret = volume.at("secret.secretName").str();
     assert_eq!(volume.at("secret.defaultMode").str(), "0440");
 
-    // components/redis: includes redis-state, makes that Secret with the URL file in it, and
-    // runs the Redis it names.
-    let redis = Yaml::parse(&read(&repo(&format!("{dir}/redis/kustomization.yaml"))));
-    assert_eq!(redis.get("kind").str(), "Component");
-    let included: Vec<&str> = redis
-        .get("components")
-        .list()
-        .iter()
-        .map(Yaml::str)
-        .collect();
-    assert_eq!(included, ["../redis-state"]);
-    let generator = redis
-        .get("secretGenerator")
-        .list()
-        .iter()
-        .find(|g| g.get("name").str() == secret)
-        .expect("components/redis makes the Secret redis-state mounts");
+    // The overlay makes that Secret, with the URL file and the server's password file.
     let url_name = url_path
         .file_name()
         .and_then(|n| n.to_str())
         .expect("a file name");
-    let files: Vec<&str> = generator
-        .get("files")
-        .list()
-        .iter()
-        .map(Yaml::str)
-        .collect();
-    assert!(files.contains(&url_name), "{files:?}");
-    let url = read(&repo(&format!("{dir}/redis/{url_name}")));
-    let url = reqwest::Url::parse(url.trim()).expect("a URL");
-    let docs: Vec<Yaml> = read(&repo(&format!("{dir}/redis/redis.yaml")))
+    let files = generated_in(redis_dir, &overlay, "secretGenerator", secret);
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.trim().to_string())
+            .unwrap_or_else(|| panic!("the Secret {secret} has no {name}"))
+    };
+    let url = reqwest::Url::parse(&file(url_name)).expect("a URL");
+    let auth = file("redis-auth.conf");
+    let required = auth
+        .lines()
+        .find_map(|l| l.strip_prefix("requirepass "))
+        .expect("redis-auth.conf sets requirepass");
+    assert_eq!(
+        url.password(),
+        Some(required.trim()),
+        "one password in both"
+    );
+
+    // components/redis runs the Redis the URL names, its password file from the same Secret.
+    let docs: Vec<Yaml> = read(&repo(&format!("{components}/redis/redis.yaml")))
         .split("\n---\n")
         .map(Yaml::parse)
         .collect();
@@ -769,19 +806,18 @@ fn the_redis_components_change_only_the_state_and_mount_the_url_they_name() {
             .str(),
         "true"
     );
-    // Its password file comes from the same Secret, mounted as a folder.
-    let auth = spec
+    let auth_volume = spec
         .get("volumes")
         .list()
         .iter()
         .find(|v| v.has("secret"))
         .expect("the Redis mounts the Secret");
-    assert_eq!(auth.at("secret.secretName").str(), secret);
+    assert_eq!(auth_volume.at("secret.secretName").str(), secret);
     let auth_mount = redis_container
         .get("volumeMounts")
         .list()
         .iter()
-        .find(|m| m.get("name").str() == auth.get("name").str())
+        .find(|m| m.get("name").str() == auth_volume.get("name").str())
         .expect("and mounts it");
     assert!(!auth_mount.has("subPath"));
     let args: Vec<&str> = redis_container
@@ -792,7 +828,6 @@ fn the_redis_components_change_only_the_state_and_mount_the_url_they_name() {
         .collect();
     let conf = format!("{}/redis-auth.conf", auth_mount.get("mountPath").str());
     assert_eq!(args.first(), Some(&conf.as_str()), "{args:?}");
-    assert!(files.contains(&"redis-auth.conf"), "{files:?}");
 }
 
 /// `a/b/../c` -> `a/c`, without touching the file system (the pod's paths do not exist here).
