@@ -76,6 +76,12 @@ impl Sessions {
         );
     }
 
+    /// Whether a session with this id hash is in the table (live or not).
+    pub fn knows(&self, id_hash: &[u8; 32]) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.contains_key(id_hash)
+    }
+
     /// A session another replica ended.
     pub fn remove_remote(&self, id_hash: &[u8; 32]) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);

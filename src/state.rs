@@ -199,6 +199,34 @@ impl App {
             .configure(&self.snapshot().config, &self.ledgers());
     }
 
+    /// `Sessions::admits`, and for a cookie this replica does not know, the shared store's
+    /// word (a session opened on another replica moments ago; one bounded Redis call).
+    pub async fn admits_session(
+        &self,
+        headers: &http::HeaderMap,
+        admin_tokens: &[crate::secret::Token],
+        local: bool,
+    ) -> bool {
+        if self.sessions.admits(headers, admin_tokens, local) {
+            return true;
+        }
+        let Some(id) = crate::sessions::session_cookie(headers) else {
+            return false;
+        };
+        let hash = crate::sessions::id_hash(id);
+        if self.sessions.knows(&hash) {
+            return false;
+        }
+        let Some(lookup) = self.persist.sessions() else {
+            return false;
+        };
+        let Some((opened_by, left)) = lookup.find(hash).await else {
+            return false;
+        };
+        self.sessions.insert_remote(hash, opened_by, left);
+        self.sessions.admits(headers, admin_tokens, local)
+    }
+
     /// The handles a state store keeps and feeds.
     pub fn ledgers(&self) -> Ledgers {
         Ledgers {

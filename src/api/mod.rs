@@ -65,7 +65,9 @@ pub async fn dispatch(
         Route::TestIp => ip::test(snap, &caller, req).await.map(Reply::Done),
         Route::Metrics => metrics_response(app, snap).map(Reply::Done),
         Route::Dashboard(asset) => {
-            crate::dashboard::page(app, snap, &caller, &asset, req.headers()).map(Reply::Done)
+            crate::dashboard::page(app, snap, &caller, &asset, req.headers())
+                .await
+                .map(Reply::Done)
         }
         Route::DashboardState => crate::dashboard::state(app, snap).map(Reply::Done),
         Route::DashboardLogin => crate::dashboard::login(app, snap, &caller, req)

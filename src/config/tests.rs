@@ -856,7 +856,10 @@ fn the_state_section_picks_a_store() {
         panic!("a Redis store: {:?}", loaded.config.state);
     };
     assert_eq!(r.url.masked(), "rediss://****@cache:6380/2");
-    assert_eq!((r.prefix.as_str(), r.timeout), ("gr-a:", Duration::from_millis(250)));
+    assert_eq!(
+        (r.prefix.as_str(), r.timeout),
+        ("gr-a:", Duration::from_millis(250))
+    );
     assert!(!format!("{:?}", loaded.config).contains("FAKE-PW"));
     check(
         &format!("{keys}[state]\nstore = \"redis\"\nurl = \"http://cache:6379\"\n"),

@@ -35,7 +35,7 @@ use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
 use crate::usage::{TokenUsage, OPEN, OTHER};
 
-pub use self::redis::{Health, PUSH_EVERY, RECONCILE_EVERY};
+pub use self::redis::{Health, SessionLookup, PUSH_EVERY, RECONCILE_EVERY};
 pub use file::{write_atomic, FileState, FileStore};
 
 /// What a store keeps and feeds: the pool, the token ledger and the small ledgers (handles
@@ -260,6 +260,14 @@ impl Persist {
                 ))
             }
         };
+    }
+
+    /// Where to look up a dashboard session other replicas know (a shared store only).
+    pub fn sessions(&self) -> Option<SessionLookup> {
+        match &*lock(&self.active) {
+            Active::Redis(r) => Some(r.sessions()),
+            _ => None,
+        }
     }
 
     /// The store in use and whether it works.

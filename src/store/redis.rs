@@ -256,8 +256,82 @@ pub struct Health {
     pub since: SystemTime,
 }
 
+/// Looks up a dashboard session another replica opened, for a cookie this one has not heard
+/// of yet (the login's redirect may land here before the news does).
+/// Lookups are limited to `LOOKUPS_PER_SEC` (made-up cookies must not turn into Redis load).
+#[derive(Clone)]
+pub struct SessionLookup {
+    link: Arc<arc_swap::ArcSwapOption<Link>>,
+    names: Arc<ArcSwap<Names>>,
+    prefix: String,
+    timeout: Duration,
+    /// (the current second, lookups in it), packed: second << 32 | count.
+    budget: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Session lookups in Redis per second and replica, at most.
+const LOOKUPS_PER_SEC: u64 = 20;
+
+impl SessionLookup {
+    /// One lookup fits this second's budget.
+    fn allowed(&self) -> bool {
+        let second = u64::try_from(unix_ms(SystemTime::now()) / 1000).unwrap_or(0) & 0xffff_ffff;
+        let mut cur = self.budget.load(Ordering::Relaxed);
+        loop {
+            let (s, n) = (cur >> 32, cur & 0xffff_ffff);
+            let next = if s == second {
+                if n >= LOOKUPS_PER_SEC {
+                    return false;
+                }
+                cur + 1
+            } else {
+                (second << 32) | 1
+            };
+            match self
+                .budget
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// The session's opener and time left, if Redis knows it (bounded by `timeout`).
+    pub async fn find(&self, id_hash: [u8; 32]) -> Option<(Option<[u8; 32]>, Duration)> {
+        let link = self.link.load_full()?;
+        if !self.allowed() {
+            return None;
+        }
+        let key = format!("{}s:{}", self.prefix, hex(&id_hash));
+        let mut conn = link.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        let query = pipe.query_async::<(Option<String>, i64)>(&mut conn);
+        let (json, ttl) = tokio::time::timeout(self.timeout, query).await.ok()?.ok()?;
+        let msg: Message = serde_json::from_str(&json?).ok()?;
+        let session = msg.session?;
+        if ttl <= 0 || unhex32(&session.h) != Some(id_hash) {
+            return None;
+        }
+        let opened_by = match &session.by {
+            None => None,
+            Some(fp) => Some(
+                *self
+                    .names
+                    .load()
+                    .admins
+                    .iter()
+                    .find(|a| &link.salt.fingerprint("admin", &hex(&a[..])) == fp)?,
+            ),
+        };
+        Some((opened_by, Duration::from_millis(ttl as u64)))
+    }
+}
+
 /// The running Redis store: its settings and a handle on its sync task.
 pub struct RedisStore {
+    lookup: SessionLookup,
     url: RedisUrl,
     prefix: String,
     timeout: Duration,
@@ -280,7 +354,15 @@ impl RedisStore {
             last_error: Some("not connected yet".into()),
             since: SystemTime::now(),
         }));
+        let link: Arc<arc_swap::ArcSwapOption<Link>> = Arc::default();
         let store = RedisStore {
+            lookup: SessionLookup {
+                link: link.clone(),
+                names: names.clone(),
+                prefix: cfg.prefix.clone(),
+                timeout: cfg.timeout,
+                budget: Arc::default(),
+            },
             url: cfg.url.clone(),
             prefix: cfg.prefix.clone(),
             timeout: cfg.timeout,
@@ -290,7 +372,6 @@ impl RedisStore {
         };
         tracing::info!(url = %cfg.url, prefix = %cfg.prefix, "state: shared through Redis (store = \"redis\")");
         let id = replica_id();
-        let link: Arc<arc_swap::ArcSwapOption<Link>> = Arc::default();
         ledgers.pool.set_claimer(Some(Arc::new(RedisClaimer {
             link: link.clone(),
             prefix: cfg.prefix.clone(),
@@ -340,6 +421,10 @@ impl RedisStore {
     /// Whether this store is the one `cfg` asks for.
     pub fn serves(&self, cfg: &RedisConfig) -> bool {
         self.url == cfg.url && self.prefix == cfg.prefix && self.timeout == cfg.timeout
+    }
+
+    pub fn sessions(&self) -> SessionLookup {
+        self.lookup.clone()
     }
 
     pub fn health(&self) -> Health {
