@@ -6,6 +6,9 @@
 //!   `chat.completion`, and a four-event stream to `chat.completion.chunk`s.
 //! - `reload/*`: loading a 10,000-key config (parse + validate + key file) and building the
 //!   snapshot from it, first start and reload (health cells reused): a reload must take ≤ 50 ms.
+//! - `record/T`: what every finished request records (the dashboard's timeline, the token
+//!   ledger, the request metrics), from T threads at once: with per-worker shards the time per
+//!   request must not grow with T (a process-wide lock would make the threads wait on each other).
 //!
 //! The end-to-end numbers (throughput, latency, CPU per request, memory) come from
 //! `bench/run.sh`.
@@ -158,5 +161,50 @@ fn reload(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, key_selection, translation, reload);
+fn recorders(c: &mut Criterion) {
+    use gemini_rotator::timeline::Timeline;
+    use gemini_rotator::usage::{TokenUsage, Tokens};
+    use std::time::SystemTime;
+
+    let mut group = c.benchmark_group("record");
+    let timeline = Timeline::default();
+    let usage = TokenUsage::new();
+    let tokens = Tokens {
+        prompt: 1204,
+        completion: 78,
+        thoughts: 0,
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    for t in [1, threads] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::from_parameter(t), &t, |b, &t| {
+            // Each of `t` threads records `iters` requests; the time is per request per thread.
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..t {
+                        s.spawn(|| {
+                            for _ in 0..iters {
+                                let now = SystemTime::now();
+                                timeline.record(now, 200);
+                                usage.record_at(Some("cline"), tokens, now);
+                                gemini_rotator::metrics::record_request(
+                                    "generateContent",
+                                    MODEL,
+                                    200,
+                                    Duration::from_micros(150),
+                                    1,
+                                );
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, key_selection, translation, reload, recorders);
 criterion_main!(benches);

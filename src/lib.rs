@@ -54,6 +54,7 @@ pub mod router;
 pub mod secret;
 pub mod server;
 pub mod sessions;
+pub mod shard;
 pub mod signatures;
 pub mod sse;
 pub mod state;

@@ -8,12 +8,13 @@
 //! comes from loopback, so one client could lock out all. A loopback address named by a
 //! forwarding header is not exempt: the exemption comes from the TCP peer alone.
 //! The table is bounded: when it holds `MAX_TRACKED` live addresses, new ones are not tracked
-//! (per-address limits do not stop a guesser with that many addresses anyway). While no address
-//! has failed recently, a request pays one atomic load here.
+//! (per-address limits do not stop a guesser with that many addresses anyway). Addresses are
+//! spread over independent stripes: while no address of its stripe has failed recently, a
+//! request pays one atomic load here, and past it takes its stripe's lock only.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,21 +24,35 @@ use crate::outbox::{Event, Outbox};
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses tracked at once.
 const MAX_TRACKED: usize = 10_000;
+/// Independent tables the addresses are spread over: a request looks only at its address's.
+const STRIPES: usize = 16;
+/// `next_sweep` when nothing is tracked.
+const NEVER: u64 = u64::MAX;
 
-#[derive(Default)]
 pub struct Lockout {
-    /// Entries in `table`; zero lets `wait` skip the lock.
+    /// Entries in all stripes (the bound).
     tracked: AtomicUsize,
-    table: Mutex<Table>,
+    stripes: Box<[Stripe]>,
+    /// When expired entries are next swept out of every stripe, in nanoseconds since `epoch`.
+    next_sweep: AtomicU64,
+    epoch: Instant,
     /// Failures go to a shared store (when one listens), which counts them fleet-wide.
     outbox: Outbox,
 }
 
+impl Default for Lockout {
+    fn default() -> Self {
+        Lockout::new(Outbox::default())
+    }
+}
+
+/// One table, on a cache line pair of its own.
+#[repr(align(128))]
 #[derive(Default)]
-struct Table {
-    entries: HashMap<IpAddr, Entry>,
-    /// When expired entries are next swept out.
-    next_sweep: Option<Instant>,
+struct Stripe {
+    /// Entries in `entries`; zero lets `wait` skip the lock.
+    live: AtomicUsize,
+    entries: Mutex<HashMap<IpAddr, Entry>>,
 }
 
 struct Entry {
@@ -55,8 +70,11 @@ impl Lockout {
     /// A lockout table whose failures are also told to `outbox`.
     pub fn new(outbox: Outbox) -> Self {
         Lockout {
+            tracked: AtomicUsize::new(0),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            next_sweep: AtomicU64::new(NEVER),
+            epoch: Instant::now(),
             outbox,
-            ..Lockout::default()
         }
     }
 
@@ -64,28 +82,30 @@ impl Lockout {
     pub fn lock_remote(&self, ip: IpAddr, left: Duration) {
         let now = Instant::now();
         let left = left.min(WINDOW);
-        let mut table = self.lock();
-        self.sweep(&mut table, now);
-        if table.entries.len() >= MAX_TRACKED && !table.entries.contains_key(&ip) {
+        self.sweep(now);
+        let stripe = self.stripe(ip);
+        let mut entries = lock(stripe);
+        if self.tracked.load(Ordering::Relaxed) >= MAX_TRACKED && !entries.contains_key(&ip) {
             return;
         }
         let since = now.checked_sub(WINDOW - left).unwrap_or(now);
-        table.entries.insert(
-            ip,
-            Entry {
-                since,
-                failures: u32::MAX,
-            },
-        );
-        table.next_sweep.get_or_insert(now + WINDOW);
-        self.tracked.store(table.entries.len(), Ordering::Relaxed);
+        let new = entries
+            .insert(
+                ip,
+                Entry {
+                    since,
+                    failures: u32::MAX,
+                },
+            )
+            .is_none();
+        self.added(stripe, new, now);
     }
 
     /// How long `ip` must still wait before its credentials are looked at again, if it has
     /// presented `limit` failures this window (0: no limit). An `exempt` caller (a loopback TCP
-    /// peer) never waits. Reads no clock while nobody failed.
+    /// peer) never waits. Reads no clock and takes no lock while nobody in its stripe failed.
     pub fn wait(&self, ip: IpAddr, exempt: bool, limit: u32) -> Option<Duration> {
-        if self.tracked.load(Ordering::Relaxed) == 0 || exempt || limit == 0 {
+        if exempt || limit == 0 || self.stripe(ip).live.load(Ordering::Relaxed) == 0 {
             return None;
         }
         self.wait_at(ip, limit, Instant::now())
@@ -104,9 +124,9 @@ impl Lockout {
 
     /// `wait` past its quick checks, at `now`.
     fn wait_at(&self, ip: IpAddr, limit: u32, now: Instant) -> Option<Duration> {
-        let mut table = self.lock();
-        self.sweep(&mut table, now);
-        let entry = table.entries.get(&ip)?;
+        self.sweep(now);
+        let entries = lock(self.stripe(ip));
+        let entry = entries.get(&ip)?;
         (entry.failures >= limit && now < entry.end()).then(|| entry.end() - now)
     }
 
@@ -114,12 +134,14 @@ impl Lockout {
         if limit == 0 {
             return;
         }
-        let mut table = self.lock();
-        self.sweep(&mut table, now);
-        if table.entries.len() >= MAX_TRACKED && !table.entries.contains_key(&ip) {
+        self.sweep(now);
+        let stripe = self.stripe(ip);
+        let mut entries = lock(stripe);
+        let known = entries.contains_key(&ip);
+        if self.tracked.load(Ordering::Relaxed) >= MAX_TRACKED && !known {
             return;
         }
-        let entry = table.entries.entry(ip).or_insert(Entry {
+        let entry = entries.entry(ip).or_insert(Entry {
             since: now,
             failures: 0,
         });
@@ -133,22 +155,75 @@ impl Lockout {
         if entry.failures == limit {
             tracing::warn!(%ip, "too many wrong or missing credentials: locked out for {WINDOW:?}");
         }
-        table.next_sweep.get_or_insert(now + WINDOW);
-        self.tracked.store(table.entries.len(), Ordering::Relaxed);
+        self.added(stripe, !known, now);
     }
 
-    /// Drops expired entries, at most once per window.
-    fn sweep(&self, table: &mut Table, now: Instant) {
-        if table.next_sweep.is_some_and(|at| now >= at) {
-            table.entries.retain(|_, e| now < e.end());
-            table.next_sweep = (!table.entries.is_empty()).then_some(now + WINDOW);
-            self.tracked.store(table.entries.len(), Ordering::Relaxed);
+    /// Counts a new entry in `stripe` (if `new`) and makes sure a sweep is due.
+    fn added(&self, stripe: &Stripe, new: bool, now: Instant) {
+        if new {
+            stripe.live.fetch_add(1, Ordering::Relaxed);
+            self.tracked.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = self.next_sweep.compare_exchange(
+            NEVER,
+            self.nanos(now + WINDOW),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Drops expired entries from every stripe, at most once per window.
+    fn sweep(&self, now: Instant) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if due == NEVER || self.nanos(now) < due {
+            return;
+        }
+        // One caller sweeps; the others go on.
+        if self
+            .next_sweep
+            .compare_exchange(due, NEVER, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        for stripe in self.stripes.iter() {
+            let mut entries = lock(stripe);
+            let before = entries.len();
+            entries.retain(|_, e| now < e.end());
+            let removed = before - entries.len();
+            stripe.live.store(entries.len(), Ordering::Relaxed);
+            self.tracked.fetch_sub(removed, Ordering::Relaxed);
+        }
+        if self.tracked.load(Ordering::Relaxed) > 0 {
+            let _ = self.next_sweep.compare_exchange(
+                NEVER,
+                self.nanos(now + WINDOW),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(NEVER - 1)
     }
+
+    fn stripe(&self, ip: IpAddr) -> &Stripe {
+        let bits = match ip {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        // Fibonacci hashing: neighbouring addresses land in different stripes.
+        let h = (bits as u64 ^ (bits >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.stripes[(h >> 60) as usize % STRIPES]
+    }
+}
+
+fn lock(stripe: &Stripe) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
+    stripe
+        .entries
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

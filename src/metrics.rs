@@ -3,25 +3,29 @@
 //! pool at scrape time).
 //!
 //! Recorders are process-wide, like the log: the request log line, the attempt loop and the
-//! reloader each call one function here. Labels stay low-cardinality: routes are a closed set,
+//! reloader each call one function here. Each worker records into a shard of its own (`shard`),
+//! added up at scrape time: no request takes a lock another worker holds. Labels stay low-cardinality: routes are a closed set,
 //! a model name gets a label of its own only once the pool knows it (configured, listed by
 //! Google, or confirmed by an answer: `pool::KnownModels`, handed over by `follow_models`) and
 //! while fewer than 64 are interned; any other name is counted as "other". Keys appear only
 //! masked or by name.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::pool::KnownModels;
+use crate::shard::Shards;
 use crate::state::{App, Snapshot};
 
 /// Distinct model label values kept before the rest are counted as "other".
@@ -29,84 +33,206 @@ const MAX_MODELS: usize = 64;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Labels of the per-request recorders: no allocation per request (routes, classes and
-/// status classes are static, model names are interned by `model_label`).
+/// Labels as the exposition takes them (all values are static: routes, classes and status
+/// classes are, model names are interned by `model_label`).
 type Fixed<const N: usize> = [(&'static str, Cow<'static, str>); N];
 
-fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        60.0, 120.0, 300.0,
-    ]
-    .into_iter()
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0];
+
+/// A histogram's values: per bucket counts (not cumulative; the last is `+Inf`), sum, count.
+#[derive(Debug, Clone)]
+struct Hist {
+    bounds: &'static [f64],
+    counts: Box<[u64]>,
+    sum: f64,
+    count: u64,
+}
+
+impl Hist {
+    fn new(bounds: &'static [f64]) -> Self {
+        Hist {
+            bounds,
+            counts: vec![0; bounds.len() + 1].into_boxed_slice(),
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        self.sum += v;
+        self.count += 1;
+        // The first bucket whose bound holds `v`; NaN and the largest values go to `+Inf`.
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| *b >= v)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+    }
+
+    fn add(&mut self, other: &Hist) {
+        self.sum += other.sum;
+        self.count += other.count;
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+    }
+}
+
+impl EncodeMetric for Hist {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter().copied())
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Histograms by one label, merged from the shards at scrape time.
+#[derive(Debug)]
+struct HistFamily(Vec<(Fixed<1>, Hist)>);
+
+impl EncodeMetric for HistFamily {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, hist) in &self.0 {
+            hist.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What one worker recorded (`shard`): plain numbers behind the worker's own lock, added up
+/// at scrape time, so no request waits on a lock or a cache line another worker holds.
+#[derive(Debug)]
+struct Recorded {
+    /// By (route, model, status class).
+    requests: HashMap<[&'static str; 3], u64>,
+    /// By route.
+    duration: HashMap<&'static str, Hist>,
+    /// By model.
+    upstream_ttfb: HashMap<&'static str, Hist>,
+    /// By class.
+    outcomes: HashMap<&'static str, u64>,
+    attempts: Hist,
+    /// By result.
+    reloads: HashMap<&'static str, u64>,
+}
+
+impl Default for Recorded {
+    fn default() -> Self {
+        Recorded {
+            requests: HashMap::new(),
+            duration: HashMap::new(),
+            upstream_ttfb: HashMap::new(),
+            outcomes: HashMap::new(),
+            attempts: Hist::new(ATTEMPT_BUCKETS),
+            reloads: HashMap::new(),
+        }
+    }
+}
+
+impl Recorded {
+    fn add(&mut self, other: &Recorded) {
+        for (k, n) in &other.requests {
+            *self.requests.entry(*k).or_default() += n;
+        }
+        for (k, n) in &other.outcomes {
+            *self.outcomes.entry(*k).or_default() += n;
+        }
+        for (k, n) in &other.reloads {
+            *self.reloads.entry(*k).or_default() += n;
+        }
+        for (k, h) in &other.duration {
+            self.duration
+                .entry(*k)
+                .or_insert_with(|| Hist::new(LATENCY_BUCKETS))
+                .add(h);
+        }
+        for (k, h) in &other.upstream_ttfb {
+            self.upstream_ttfb
+                .entry(*k)
+                .or_insert_with(|| Hist::new(LATENCY_BUCKETS))
+                .add(h);
+        }
+        self.attempts.add(&other.attempts);
+    }
 }
 
 struct Recorders {
-    requests: Family<Fixed<3>, Counter>,
-    duration: Family<Fixed<1>, Histogram>,
-    upstream_ttfb: Family<Fixed<1>, Histogram>,
-    outcomes: Family<Fixed<1>, Counter>,
-    attempts: Histogram,
-    reloads: Family<Fixed<1>, Counter>,
+    shards: Shards<Mutex<Recorded>>,
     /// Interned model names (at most `MAX_MODELS`, kept for the life of the process).
-    models_seen: RwLock<HashSet<&'static str>>,
+    /// Read-mostly: a request loads it without a lock; `intern` serialises the additions.
+    models_seen: ArcSwap<HashSet<&'static str>>,
+    intern: Mutex<()>,
     /// Which names may be interned: the app's known models.
-    known: RwLock<Option<Arc<KnownModels>>>,
+    known: ArcSwapOption<KnownModels>,
 }
 
 static RECORDERS: LazyLock<Recorders> = LazyLock::new(|| Recorders {
-    requests: Family::default(),
-    duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
-    upstream_ttfb: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
-    outcomes: Family::default(),
-    attempts: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0]),
-    reloads: Family::default(),
-    models_seen: RwLock::new(HashSet::new()),
-    known: RwLock::new(None),
+    shards: Shards::default(),
+    models_seen: ArcSwap::default(),
+    intern: Mutex::new(()),
+    known: ArcSwapOption::empty(),
 });
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This worker's recorders.
+fn local() -> MutexGuard<'static, Recorded> {
+    lock(RECORDERS.shards.local())
+}
 
 /// Model names get labels of their own only if `known` knows them (the app calls this once).
 pub fn follow_models(known: Arc<KnownModels>) {
-    *RECORDERS
-        .known
-        .write()
-        .unwrap_or_else(PoisonError::into_inner) = Some(known);
+    RECORDERS.known.store(Some(known));
 }
 
 /// A model name as a label value: known names only, capped in number; the rest are "other".
-fn model_label(model: &str) -> Cow<'static, str> {
+fn model_label(model: &str) -> &'static str {
     if model.is_empty() || model == "-" {
-        return Cow::Borrowed("-");
+        return "-";
     }
     let r = &*RECORDERS;
-    if let Some(seen) = r
-        .models_seen
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(model)
-    {
-        return Cow::Borrowed(seen);
+    if let Some(seen) = r.models_seen.load().get(model) {
+        return seen;
     }
-    let mut seen = r
-        .models_seen
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
+    let _interning = lock(&r.intern);
+    let seen = r.models_seen.load_full();
     if let Some(name) = seen.get(model) {
-        return Cow::Borrowed(name);
+        return name;
     }
-    let known = r
-        .known
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .is_some_and(|k| k.is_label(model));
+    let known = r.known.load().as_ref().is_some_and(|k| k.is_label(model));
     if known && seen.len() < MAX_MODELS {
         // Leaked on purpose: at most MAX_MODELS short names, each a label for good.
         let name: &'static str = Box::leak(model.to_owned().into_boxed_str());
-        seen.insert(name);
-        return Cow::Borrowed(name);
+        let mut more = HashSet::clone(&seen);
+        more.insert(name);
+        r.models_seen.store(Arc::new(more));
+        return name;
     }
-    Cow::Borrowed("other")
+    "other"
 }
 
 fn status_class(status: u16) -> &'static str {
@@ -127,16 +253,14 @@ pub fn record_request(
     latency: Duration,
     attempts: u32,
 ) {
-    let r = &*RECORDERS;
-    r.requests
-        .get_or_create(&[
-            ("route", Cow::Borrowed(route)),
-            ("model", model_label(model)),
-            ("status_class", Cow::Borrowed(status_class(status))),
-        ])
-        .inc();
+    let model = model_label(model);
+    let mut r = local();
+    *r.requests
+        .entry([route, model, status_class(status)])
+        .or_default() += 1;
     r.duration
-        .get_or_create(&[("route", Cow::Borrowed(route))])
+        .entry(route)
+        .or_insert_with(|| Hist::new(LATENCY_BUCKETS))
         .observe(latency.as_secs_f64());
     if attempts > 0 {
         r.attempts.observe(f64::from(attempts));
@@ -145,58 +269,94 @@ pub fn record_request(
 
 /// One upstream attempt: how long until its headers, and what it meant for the key.
 pub fn record_attempt(model: &str, class: &'static str, ttfb: Option<Duration>) {
-    let r = &*RECORDERS;
-    r.outcomes
-        .get_or_create(&[("class", Cow::Borrowed(class))])
-        .inc();
-    if let Some(t) = ttfb {
+    let model = ttfb.is_some().then(|| model_label(model));
+    let mut r = local();
+    *r.outcomes.entry(class).or_default() += 1;
+    if let (Some(t), Some(model)) = (ttfb, model) {
         r.upstream_ttfb
-            .get_or_create(&[("model", model_label(model))])
+            .entry(model)
+            .or_insert_with(|| Hist::new(LATENCY_BUCKETS))
             .observe(t.as_secs_f64());
     }
 }
 
 /// One reload attempt that applied or rejected a config.
 pub fn record_reload(ok: bool) {
-    RECORDERS
+    *local()
         .reloads
-        .get_or_create(&[("result", Cow::Borrowed(if ok { "ok" } else { "failed" }))])
-        .inc();
+        .entry(if ok { "ok" } else { "failed" })
+        .or_default() += 1;
+}
+
+/// Every worker's recorders, added up.
+fn merged() -> Recorded {
+    let mut total = Recorded::default();
+    for shard in RECORDERS.shards.iter() {
+        total.add(&lock(shard));
+    }
+    total
+}
+
+fn counters<const N: usize>(
+    names: [&'static str; N],
+    values: &HashMap<[&'static str; N], u64>,
+) -> Family<Fixed<N>, Counter> {
+    let family: Family<Fixed<N>, Counter> = Family::default();
+    for (labels, n) in values {
+        let set: Fixed<N> = std::array::from_fn(|i| (names[i], Cow::Borrowed(labels[i])));
+        family.get_or_create(&set).inc_by(*n);
+    }
+    family
+}
+
+fn histograms(name: &'static str, values: HashMap<&'static str, Hist>) -> HistFamily {
+    HistFamily(
+        values
+            .into_iter()
+            .map(|(v, h)| ([(name, Cow::Borrowed(v))], h))
+            .collect(),
+    )
 }
 
 /// The text exposition for a scrape.
 pub fn render(app: &App, snap: &Snapshot) -> Result<String, std::fmt::Error> {
-    let r = &*RECORDERS;
+    let r = merged();
     let mut registry = Registry::with_prefix("gemini_rotator");
     registry.register(
         "requests",
         "Requests by route, model and status class",
-        r.requests.clone(),
+        counters(["route", "model", "status_class"], &r.requests),
     );
     registry.register(
         "request_duration_seconds",
         "Time from request to the end of the response (streams: to their end)",
-        r.duration.clone(),
+        histograms("route", r.duration),
     );
     registry.register(
         "upstream_ttfb_seconds",
         "Time from sending to Gemini until its response headers",
-        r.upstream_ttfb.clone(),
+        histograms("model", r.upstream_ttfb),
     );
     registry.register(
         "upstream_outcomes",
         "Upstream attempts by outcome class",
-        r.outcomes.clone(),
+        counters(
+            ["class"],
+            &r.outcomes.iter().map(|(k, n)| ([*k], *n)).collect(),
+        ),
     );
     registry.register(
         "attempts_per_request",
         "Keys tried per request that reached the pool",
-        r.attempts.clone(),
+        r.attempts,
     );
     registry.register(
         "config_reloads",
         "Config reloads by result",
-        r.reloads.clone(),
+        counters(
+            ["result"],
+            &r.reloads.iter().map(|(k, n)| ([*k], *n)).collect(),
+        ),
     );
 
     // What is: computed now from the pool and the config.

@@ -1,6 +1,7 @@
 //! Traffic over the last hour, per minute: how many client requests finished and how many of
-//! them failed. A fixed ring of 60 buckets keyed by wall-clock minute, behind one short mutex
-//! (held for a few additions, never across an `.await`). Recorded from the request log line,
+//! them failed. A fixed ring of 60 buckets keyed by wall-clock minute, one ring per worker
+//! (`shard`: a worker locks only its own, for a few additions, never across an `.await`;
+//! readers add the rings up). Recorded from the request log line,
 //! the one place every request finishes; read by the dashboard. Lives on `App`, so reloads
 //! keep it.
 //!
@@ -8,6 +9,8 @@
 //! and its polling, admin actions) would otherwise drown the picture.
 
 use std::sync::{Mutex, PoisonError};
+
+use crate::shard::Shards;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Minutes kept.
@@ -33,13 +36,13 @@ pub struct Minute {
 
 #[derive(Debug)]
 pub struct Timeline {
-    ring: Mutex<[Bucket; MINUTES]>,
+    rings: Shards<Mutex<[Bucket; MINUTES]>>,
 }
 
 impl Default for Timeline {
     fn default() -> Self {
         Timeline {
-            ring: Mutex::new([Bucket::default(); MINUTES]),
+            rings: Shards::new(|| Mutex::new([Bucket::default(); MINUTES])),
         }
     }
 }
@@ -73,7 +76,11 @@ impl Timeline {
     /// Counts one finished request at `now`.
     pub fn record(&self, now: SystemTime, status: u16) {
         let minute = minute_of(now);
-        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ring = self
+            .rings
+            .local()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let bucket = &mut ring[(minute % MINUTES as u64) as usize];
         if bucket.minute != minute {
             // A clock that stepped back finds a newer minute here; counting into it would be
@@ -93,16 +100,20 @@ impl Timeline {
     /// traffic are zeros.
     pub fn minutes(&self, now: SystemTime) -> Vec<Minute> {
         let current = minute_of(now);
-        let ring = *self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let rings: Vec<[Bucket; MINUTES]> = self
+            .rings
+            .iter()
+            .map(|r| *r.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
         let first = current.saturating_sub(MINUTES as u64 - 1);
         (first..=current)
             .map(|minute| {
-                let b = ring[(minute % MINUTES as u64) as usize];
-                let (requests, errors) = if b.minute == minute {
-                    (b.requests, b.errors)
-                } else {
-                    (0, 0)
-                };
+                let slot = (minute % MINUTES as u64) as usize;
+                let (mut requests, mut errors) = (0, 0);
+                for b in rings.iter().map(|r| r[slot]).filter(|b| b.minute == minute) {
+                    requests += b.requests;
+                    errors += b.errors;
+                }
                 Minute {
                     start: minute * 60,
                     requests,

@@ -6,13 +6,15 @@
 //! end instead of parsing the whole body again) and the ledger by client token name, which
 //! resets at midnight America/Los_Angeles like every daily counter. The ledger lives on `App`
 //! (and travels with the pool so the hot path can reach it), so it survives reloads. It does no
-//! I/O and never sees a credential: tokens are counted by their configured name.
+//! I/O and never sees a credential: tokens are counted by their configured name. Each worker
+//! counts into a shard of its own (`shard`), merged when read: no process-wide lock per request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use crate::quota_day::{QuotaClock, QuotaDay};
+use crate::shard::Shards;
 use crate::translate::gemini::UsageMetadata;
 
 /// What one response cost, in Gemini's terms. `completion` is the visible output only
@@ -112,15 +114,23 @@ const MAX_NAMES: usize = 10_000;
 pub const OTHER: &str = "(other)";
 
 /// Requests and tokens per client token name, for the current quota day.
+///
+/// Each worker counts into its own shard (`shard`), so no request waits on a lock another
+/// worker holds; readers add the shards up. Totals merged from a saved state sit in `base`,
+/// with the names admitted today (the bound on names is the fleet of shards', not a shard's).
 #[derive(Debug, Default)]
 pub struct TokenUsage {
     clock: QuotaClock,
-    day: Mutex<Ledger>,
+    shards: Shards<Mutex<Ledger>>,
+    /// Lock order: `base`, then a shard; the request path takes a shard alone, and `base`
+    /// (alone) only the first time a shard sees a name that day.
+    base: Mutex<Base>,
 }
 
 #[derive(Debug, Default)]
 struct Ledger {
     day: Option<QuotaDay>,
+    /// Counted by this shard since its totals were last folded into `base`.
     by_name: HashMap<String, TokenTotals>,
     /// Counted since the last `drain_at`, by name (a shared store adds them to the fleet's).
     unsynced: HashMap<String, TokenTotals>,
@@ -137,6 +147,48 @@ impl Ledger {
     }
 }
 
+#[derive(Debug, Default)]
+struct Base {
+    day: Option<QuotaDay>,
+    /// Totals imported from a saved state, plus the shards' counts folded in on import.
+    by_name: HashMap<String, TokenTotals>,
+    /// Every name counted today under its own entry (at most `MAX_NAMES`).
+    names: HashSet<String>,
+}
+
+impl Base {
+    fn roll(&mut self, today: Option<QuotaDay>) {
+        if self.day != today {
+            self.day = today;
+            self.by_name.clear();
+            self.names.clear();
+        }
+    }
+
+    /// The entry `name` is counted under today: its own, or `OTHER` once `MAX_NAMES` are taken.
+    fn admit<'a>(&mut self, name: &'a str) -> &'a str {
+        if self.names.contains(name) {
+            name
+        } else if self.names.len() >= MAX_NAMES {
+            OTHER
+        } else {
+            self.names.insert(name.to_string());
+            name
+        }
+    }
+}
+
+fn add(map: &mut HashMap<String, TokenTotals>, name: &str, more: &TokenTotals) {
+    let t = match map.get_mut(name) {
+        Some(t) => t,
+        None => map.entry(name.to_string()).or_default(),
+    };
+    t.requests = t.requests.saturating_add(more.requests);
+    t.prompt_tokens = t.prompt_tokens.saturating_add(more.prompt_tokens);
+    t.completion_tokens = t.completion_tokens.saturating_add(more.completion_tokens);
+    t.thoughts_tokens = t.thoughts_tokens.saturating_add(more.thoughts_tokens);
+}
+
 impl TokenUsage {
     pub fn new() -> Self {
         TokenUsage::default()
@@ -149,32 +201,46 @@ impl TokenUsage {
 
     pub fn record_at(&self, token: Option<&str>, tokens: Tokens, wall: SystemTime) {
         let today = self.clock.day(wall).map(|(d, _)| d);
-        let name = token.unwrap_or(OPEN);
-        let mut ledger = lock(&self.day);
+        let mut name = token.unwrap_or(OPEN);
+        let one = TokenTotals {
+            requests: 1,
+            prompt_tokens: tokens.prompt,
+            completion_tokens: tokens.completion,
+            thoughts_tokens: tokens.thoughts,
+        };
+        let shard = self.shards.local();
+        let mut ledger = lock(shard);
         ledger.roll(today);
-        let full = ledger.by_name.len() >= MAX_NAMES && !ledger.by_name.contains_key(name);
-        let name = if full { OTHER } else { name };
-        let ledger = &mut *ledger;
-        for map in [&mut ledger.by_name, &mut ledger.unsynced] {
-            let t = match map.get_mut(name) {
-                Some(t) => t,
-                None => map.entry(name.to_string()).or_default(),
-            };
-            t.requests += 1;
-            t.prompt_tokens = t.prompt_tokens.saturating_add(tokens.prompt);
-            t.completion_tokens = t.completion_tokens.saturating_add(tokens.completion);
-            t.thoughts_tokens = t.thoughts_tokens.saturating_add(tokens.thoughts);
+        if !ledger.by_name.contains_key(name) {
+            // The first time this shard sees the name today: is it one of today's names?
+            drop(ledger);
+            {
+                let mut base = lock(&self.base);
+                base.roll(today);
+                name = base.admit(name);
+            }
+            ledger = lock(shard);
+            ledger.roll(today);
         }
+        let ledger = &mut *ledger;
+        add(&mut ledger.by_name, name, &one);
+        add(&mut ledger.unsynced, name, &one);
     }
 
     /// What was counted since the last drain, by name, for a shared store (not the totals).
     pub fn drain_at(&self, wall: SystemTime) -> Option<LedgerDay> {
         let today = self.clock.day(wall).map(|(d, _)| d)?;
-        let mut ledger = lock(&self.day);
-        if ledger.day != Some(today) || ledger.unsynced.is_empty() {
-            return None;
+        let mut drained: HashMap<String, TokenTotals> = HashMap::new();
+        for shard in self.shards.iter() {
+            let mut ledger = lock(shard);
+            if ledger.day != Some(today) {
+                continue;
+            }
+            for (name, t) in ledger.unsynced.drain() {
+                add(&mut drained, &name, &t);
+            }
         }
-        Some((today, ledger.unsynced.drain().collect()))
+        (!drained.is_empty()).then(|| (today, drained.into_iter().collect()))
     }
 
     /// Today's totals by token name, sorted by name.
@@ -184,15 +250,22 @@ impl TokenUsage {
 
     pub fn snapshot_at(&self, wall: SystemTime) -> Vec<(String, TokenTotals)> {
         let today = self.clock.day(wall).map(|(d, _)| d);
-        let ledger = lock(&self.day);
-        if ledger.day != today {
-            return Vec::new();
+        let base = lock(&self.base);
+        let mut totals: HashMap<String, TokenTotals> = HashMap::new();
+        if base.day == today {
+            totals.clone_from(&base.by_name);
         }
-        let mut out: Vec<(String, TokenTotals)> = ledger
-            .by_name
-            .iter()
-            .map(|(name, t)| (name.clone(), *t))
-            .collect();
+        for shard in self.shards.iter() {
+            let ledger = lock(shard);
+            if ledger.day != today {
+                continue;
+            }
+            for (name, t) in &ledger.by_name {
+                add(&mut totals, name, t);
+            }
+        }
+        drop(base);
+        let mut out: Vec<(String, TokenTotals)> = totals.into_iter().collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -217,14 +290,21 @@ impl TokenUsage {
         if today != Some(day) {
             return;
         }
-        let mut ledger = lock(&self.day);
-        ledger.roll(today);
+        let mut base = lock(&self.base);
+        base.roll(today);
+        // Today's counts so far, all in `base`, so a saved total is compared with the whole.
+        for shard in self.shards.iter() {
+            let mut ledger = lock(shard);
+            ledger.roll(today);
+            for (name, t) in ledger.by_name.drain() {
+                add(&mut base.by_name, &name, &t);
+            }
+        }
         for (name, saved) in totals {
-            let full = ledger.by_name.len() >= MAX_NAMES && !ledger.by_name.contains_key(name);
-            if full {
+            if base.admit(name) != name {
                 continue;
             }
-            let t = ledger.by_name.entry(name.clone()).or_default();
+            let t = base.by_name.entry(name.clone()).or_default();
             t.requests = t.requests.max(saved.requests);
             t.prompt_tokens = t.prompt_tokens.max(saved.prompt_tokens);
             t.completion_tokens = t.completion_tokens.max(saved.completion_tokens);

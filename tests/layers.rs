@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "body",
             "router",
             "outbox",
+            "shard",
         ],
     ),
     (

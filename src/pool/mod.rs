@@ -26,7 +26,9 @@ mod saved;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config;
@@ -221,7 +223,7 @@ impl KeyPool {
                 cooldown: cfg.cooldown,
             },
             max_attempts: cfg.max_attempts,
-            routes: RwLock::new(HashMap::new()),
+            routes: ArcSwap::default(),
             shared: self.shared.clone(),
         }
     }
@@ -260,8 +262,9 @@ pub struct PoolView {
     policy: Policy,
     max_attempts: u32,
     /// Per known model: which keys may serve it, computed once per snapshot (globs are not
-    /// free). Unknown names are routed afresh each time and never stored.
-    routes: RwLock<HashMap<Box<str>, Arc<ModelRoute>>>,
+    /// free). Unknown names are routed afresh each time and never stored. Read-mostly: a
+    /// request loads it without a lock; a new known model copies it (at most `MAX_ROUTES`).
+    routes: ArcSwap<HashMap<Box<str>, Arc<ModelRoute>>>,
     /// Every key, when no key has `models` globs (the route of any unknown name).
     all_keys: Option<Arc<[usize]>>,
     /// `/health`'s count and when it was computed (at most once per `HEALTH_TTL`).
@@ -946,10 +949,14 @@ impl PoolView {
             known,
         });
         if known {
-            let mut routes = write(&self.routes);
-            if routes.len() < MAX_ROUTES {
-                routes.insert(Box::from(model), route.clone());
-            }
+            self.routes.rcu(|routes| {
+                if routes.len() >= MAX_ROUTES || routes.contains_key(model) {
+                    return routes.clone();
+                }
+                let mut more = HashMap::clone(routes);
+                more.insert(Box::from(model), route.clone());
+                Arc::new(more)
+            });
         }
         route
     }
@@ -966,12 +973,9 @@ fn candidates<'a>(
         .filter(move |m| spec.models.as_ref().is_none_or(|g| g.matches(m)))
 }
 
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
+/// A read-mostly table, without a lock.
+fn read<T>(l: &ArcSwap<T>) -> arc_swap::Guard<Arc<T>> {
+    l.load()
 }
 
 #[cfg(test)]
