@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Turns the files bench/run.sh wrote into the markdown table (and the SPEC §8 checks).
+"""Turns the files bench/run.sh wrote into the markdown table, the SPEC §8 checks and the budget
+verdicts of issue #19 (the proxy against nginx in the same run; with BASE_BIN, this build against
+the base build).
 
 Usage: report.py WORK_DIR CLK_TCK
 """
@@ -10,11 +12,19 @@ import sys
 
 work, clk_tck = sys.argv[1], int(sys.argv[2])
 STORE = os.environ.get("STORE", "memory")
-NAMES = ["direct", "v1beta", "v1"]
+NGINX_VERSION = os.environ.get("NGINX_VERSION", "")
+# The base columns (BASE_BIN: an older build of the proxy) only when that run wrote them.
+BASE = os.path.exists(os.path.join(work, "base_v1beta.load.json"))
+NAMES = ["direct", "nginx", "v1beta", "v1"] + (["base_v1beta", "base_v1"] if BASE else [])
+# The columns that are this build of the proxy.
+PROXIED = ["v1beta", "v1"]
 TITLES = {
     "direct": "fake upstream, direct",
+    "nginx": f"nginx {NGINX_VERSION} `/v1beta/…:generateContent`".replace("  ", " "),
     "v1beta": "proxy `/v1beta/…:generateContent`",
     "v1": "proxy `/v1/chat/completions`",
+    "base_v1beta": "base build `/v1beta/…`",
+    "base_v1": "base build `/v1/…`",
 }
 
 
@@ -48,6 +58,7 @@ def ms(seconds):
 rows = {}
 for n in NAMES:
     load_run, rate_run = load(f"{n}.load.json"), load(f"{n}.rate.json")
+    stream_run = load(f"{n}.stream.json") or {"summary": {}}
     ttfb = load(f"{n}.ttfb.json") or {}
     r = {
         "rps": load_run["summary"]["requestsPerSec"],
@@ -57,16 +68,19 @@ for n in NAMES:
         "p99": ms(rate_run["latencyPercentiles"]["p99"]),
         "rate_n": count(rate_run),
         "rate_bad": non_200(rate_run),
+        "stream_rps": stream_run["summary"].get("requestsPerSec"),
+        "stream_n": count(stream_run),
+        "stream_bad": non_200(stream_run) if "summary" in stream_run and stream_run["summary"] else 0,
         "ttfb": ttfb.get("p50_ms"),
         "ttfb99": ttfb.get("p99_ms"),
         "ttlb": ttfb.get("last_p50_ms"),
     }
-    # CPU and context switches per request: the proxy's on the proxy runs, the fake's on the
-    # direct run (what one upstream round trip costs a program that does almost nothing).
-    who = "fake" if n == "direct" else "proxy"
+    # CPU and context switches per request of the target's own program: the fake's on the
+    # direct run (what one upstream round trip costs a program that does almost nothing),
+    # nginx's master and workers on the nginx runs, the proxy's on the proxy runs.
     us = 1_000_000 / clk_tck
-    for kind, served in (("load", r["load_n"]), ("rate", r["rate_n"])):
-        cpu = load(f"{n}.{kind}.{who}-cpu.json")  # None when a reading was incomplete
+    for kind, served in (("load", r["load_n"]), ("rate", r["rate_n"]), ("stream", r["stream_n"])):
+        cpu = load(f"{n}.{kind}.own-cpu.json")  # None when a reading was incomplete
         served = max(1, served)
         r[f"cpu_{kind}"] = cpu and (cpu["user"] + cpu["sys"]) * us / served
         r[f"sys_{kind}"] = cpu and cpu["sys"] * us / served
@@ -77,11 +91,27 @@ for n in NAMES:
     rows[n] = r
 
 d = rows["direct"]
-ttfb_key = {"direct": "stream", "v1beta": "`:streamGenerateContent?alt=sse`", "v1": "`stream: true`"}
+g = rows["nginx"]
+ttfb_key = {
+    "direct": "stream",
+    "nginx": "",
+    "v1beta": "`:streamGenerateContent?alt=sse`",
+    "v1": "`stream: true`",
+    "base_v1beta": "",
+    "base_v1": "",
+}
 
 
 def cell(v, fmt):
     return "–" if v is None else fmt.format(v)
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def minus(a, b):
+    return None if a is None or b is None else a - b
 
 
 lines = []
@@ -94,20 +124,22 @@ def row(label, values):
     lines.append(f"| {label} | " + " | ".join(values) + " |")
 
 
-row(f"requests/s at 64 connections", [cell(rows[n]["rps"], "{:,.0f}") for n in NAMES])
-row("… ratio to direct", ["1.00"] + [f"{rows[n]['rps'] / d['rps']:.2f}" for n in NAMES[1:]])
-row("p50 latency at 500 rps (ms)", [cell(rows[n]["p50"], "{:.3f}") for n in NAMES])
-row("… added to direct (ms)", ["–"] + [f"{rows[n]['p50'] - d['p50']:+.3f}" for n in NAMES[1:]])
-row("p99 latency at 500 rps (ms)", [cell(rows[n]["p99"], "{:.3f}") for n in NAMES])
+def each(f, fmt, skip=()):
+    return ["–" if n in skip else cell(f(n), fmt) for n in NAMES]
+
+
+row("requests/s at 64 connections", each(lambda n: rows[n]["rps"], "{:,.0f}"))
+row("… ratio to direct", each(lambda n: ratio(rows[n]["rps"], d["rps"]), "{:.2f}"))
+row("… ratio to nginx", each(lambda n: ratio(rows[n]["rps"], g["rps"]), "{:.2f}", ("direct",)))
+row("p50 latency at 500 rps (ms)", each(lambda n: rows[n]["p50"], "{:.3f}"))
+row("… added to direct (ms)", each(lambda n: minus(rows[n]["p50"], d["p50"]), "{:+.3f}", ("direct",)))
+row("p99 latency at 500 rps (ms)", each(lambda n: rows[n]["p99"], "{:.3f}"))
 row(
     "time to first streamed byte, p50 (ms)",
-    [cell(rows[n]["ttfb"], "{:.3f}") + (" " + ttfb_key[n] if n != "direct" else "") for n in NAMES],
+    [cell(rows[n]["ttfb"], "{:.3f}") + (" " + ttfb_key[n] if ttfb_key[n] and n != "direct" else "") for n in NAMES],
 )
-row(
-    "… added to direct (ms)",
-    ["–"] + [cell(None if rows[n]["ttfb"] is None or d["ttfb"] is None else rows[n]["ttfb"] - d["ttfb"], "{:+.3f}") for n in NAMES[1:]],
-)
-row("time to last streamed byte, p50 (ms)", [cell(rows[n]["ttlb"], "{:.1f}") for n in NAMES])
+row("… added to direct (ms)", each(lambda n: minus(rows[n]["ttfb"], d["ttfb"]), "{:+.3f}", ("direct",)))
+row("time to last streamed byte, p50 (ms)", each(lambda n: rows[n]["ttlb"], "{:.1f}"))
 for kind, label in (("load", "64 conns"), ("rate", "500 rps")):
     row(
         f"CPU per request at {label}, µs (kernel's share)¹",
@@ -117,20 +149,31 @@ for kind, label in (("load", "64 conns"), ("rate", "500 rps")):
             for n in NAMES
         ],
     )
+    row("… ratio to nginx", each(lambda n: ratio(rows[n][f"cpu_{kind}"], g[f"cpu_{kind}"]), "{:.2f}", ("direct",)))
+row("streamed answers/s at 64 connections²", each(lambda n: rows[n]["stream_rps"], "{:,.0f}"))
+row(
+    "CPU per streamed answer, µs (kernel's share)¹ ²",
+    [
+        "–" if rows[n]["cpu_stream"] is None
+        else f"{rows[n]['cpu_stream']:.0f} ({rows[n]['sys_stream']:.0f})"
+        for n in NAMES
+    ],
+)
+row("… ratio to nginx", each(lambda n: ratio(rows[n]["cpu_stream"], g["cpu_stream"]), "{:.2f}", ("direct",)))
 for kind, label in (("load", "64 conns"), ("rate", "500 rps")):
     row(
         f"context switches per request at {label}¹",
-        [cell(rows[n][f"switches_{kind}"], "{:.2f}") for n in NAMES],
+        each(lambda n: rows[n][f"switches_{kind}"], "{:.2f}"),
     )
 if STORE == "redis":
     for kind, label in (("load", "64 conns"), ("rate", "500 rps")):
         row(
             f"Redis server's CPU per request at {label}, µs",
-            ["–"] + [cell(rows[n][f"redis_{kind}"], "{:.1f}") for n in NAMES[1:]],
+            each(lambda n: rows[n][f"redis_{kind}"], "{:.1f}", ("direct", "nginx")),
         )
 row(
-    "non-200 answers (load / 500 rps)",
-    [f"{rows[n]['load_bad']} / {rows[n]['rate_bad']}" for n in NAMES],
+    "non-200 answers (load / 500 rps / streamed)",
+    [f"{rows[n]['load_bad']} / {rows[n]['rate_bad']} / {rows[n]['stream_bad']}" for n in NAMES],
 )
 
 rss_idle = load("rss_idle") / 1024
@@ -148,7 +191,10 @@ print(f"State store: `[state] store = \"{STORE}\"`"
 print()
 print("\n".join(lines))
 print()
-print("¹ the proxy's in the proxy columns; in the direct column, the fake upstream's own.")
+print("¹ the program in front of the fake: the proxy's in the proxy columns, nginx's master and "
+      "workers in the nginx column; in the direct column, the fake upstream's own.")
+print("² `:streamGenerateContent?alt=sse` (on `/v1`, `stream: true`): the fake's four events "
+      "without gaps, read to the end.")
 if os.environ.get("AWAKE") == "1":
     print("AWAKE=1: an idle-priority spinner kept every CPU from halting during this run.")
 print()
@@ -164,18 +210,18 @@ else:
 print()
 
 checks = [
-    ("throughput ≥ 25% of direct", min(rows[n]["rps"] / d["rps"] for n in NAMES[1:]) >= 0.25,
-     ", ".join(f"{n} {rows[n]['rps'] / d['rps']:.0%}" for n in NAMES[1:])),
+    ("throughput ≥ 25% of direct", min(rows[n]["rps"] / d["rps"] for n in PROXIED) >= 0.25,
+     ", ".join(f"{n} {rows[n]['rps'] / d['rps']:.0%}" for n in PROXIED)),
     ("proxy CPU ≤ 60 µs/request",
-     all(rows[n]["cpu_load"] is not None and rows[n]["cpu_load"] <= 60 for n in NAMES[1:]),
-     ", ".join(f"{n} " + cell(rows[n]["cpu_load"], "{:.0f} µs") for n in NAMES[1:])),
-    ("added median ≤ 0.15 ms at 500 rps", max(rows[n]["p50"] - d["p50"] for n in NAMES[1:]) <= 0.15,
-     ", ".join(f"{n} {rows[n]['p50'] - d['p50']:+.3f} ms" for n in NAMES[1:])),
+     all(rows[n]["cpu_load"] is not None and rows[n]["cpu_load"] <= 60 for n in PROXIED),
+     ", ".join(f"{n} " + cell(rows[n]["cpu_load"], "{:.0f} µs") for n in PROXIED)),
+    ("added median ≤ 0.15 ms at 500 rps", max(rows[n]["p50"] - d["p50"] for n in PROXIED) <= 0.15,
+     ", ".join(f"{n} {rows[n]['p50'] - d['p50']:+.3f} ms" for n in PROXIED)),
 ]
-if all(rows[n]["ttfb"] is not None for n in NAMES):
+if all(rows[n]["ttfb"] is not None for n in ["direct"] + PROXIED):
     checks.append(
-        ("first streamed byte adds ≤ 0.5 ms", max(rows[n]["ttfb"] - d["ttfb"] for n in NAMES[1:]) <= 0.5,
-         ", ".join(f"{n} {rows[n]['ttfb'] - d['ttfb']:+.3f} ms" for n in NAMES[1:])))
+        ("first streamed byte adds ≤ 0.5 ms", max(rows[n]["ttfb"] - d["ttfb"] for n in PROXIED) <= 0.5,
+         ", ".join(f"{n} {rows[n]['ttfb'] - d['ttfb']:+.3f} ms" for n in PROXIED)))
 checks.append(("idle RSS ≤ 20 MiB", rss_idle <= 20, f"{rss_idle:.1f} MiB"))
 if streams and streams.get("count"):
     checks.append(("open streams held", streams["ok"] == streams["count"],
@@ -185,3 +231,52 @@ print("|---|---|---|")
 for label, ok, text in checks:
     print(f"| {label} | {'pass' if ok else 'MISS'} | {text} |")
 print()
+
+
+# The budget of issue #19: the proxy next to nginx in front of the same fake, in the same run.
+def verdict(value, ok):
+    return "–" if value is None else ("pass" if ok(value) else "MISS")
+
+
+v, c = rows["v1beta"], rows["v1"]
+budget = [
+    ("`/v1beta` throughput at 64 connections ≥ 0.8× nginx's",
+     ratio(v["rps"], g["rps"]), lambda x: x >= 0.8, "{:.2f}×"),
+    ("`/v1beta` CPU per request ≤ 1.5× nginx's",
+     ratio(v["cpu_load"], g["cpu_load"]), lambda x: x <= 1.5, "{:.2f}×"),
+    ("`/v1beta` added median at 500 rps ≤ nginx's + 0.05 ms",
+     minus(minus(v["p50"], d["p50"]), minus(g["p50"], d["p50"])), lambda x: x <= 0.05,
+     "{:+.3f} ms beyond nginx's"),
+    ("`/v1` throughput at 64 connections ≥ 0.5× direct's",
+     ratio(c["rps"], d["rps"]), lambda x: x >= 0.5, "{:.2f}×"),
+    ("`/v1` CPU per request ≤ 2.5× nginx's",
+     ratio(c["cpu_load"], g["cpu_load"]), lambda x: x <= 2.5, "{:.2f}×"),
+    ("`/v1` added time to first streamed byte ≤ 0.5 ms",
+     minus(c["ttfb"], d["ttfb"]), lambda x: x <= 0.5, "{:+.3f} ms"),
+    ("`/v1beta` stream relay CPU per streamed answer ≤ 1.2× nginx's",
+     ratio(v["cpu_stream"], g["cpu_stream"]), lambda x: x <= 1.2, "{:.2f}×"),
+]
+print("| budget (issue #19, against nginx in this run) | result | measured |")
+print("|---|---|---|")
+for label, value, ok, fmt in budget:
+    print(f"| {label} | {verdict(value, ok)} | {cell(value, fmt)} |")
+print()
+
+if BASE:
+    # A/B: this build against the base build, same run, same fake.
+    print("| this build ÷ base build | `/v1beta` | `/v1` |")
+    print("|---|---:|---:|")
+    for label, key in (
+        ("requests/s at 64 connections", "rps"),
+        ("CPU per request at 64 conns", "cpu_load"),
+        ("CPU per request at 500 rps", "cpu_rate"),
+        ("streamed answers/s", "stream_rps"),
+        ("CPU per streamed answer", "cpu_stream"),
+    ):
+        print(f"| {label} | "
+              + " | ".join(cell(ratio(rows[n][key], rows["base_" + n][key]), "{:.2f}") for n in PROXIED)
+              + " |")
+    print("| p50 at 500 rps, difference (ms) | "
+          + " | ".join(cell(minus(rows[n]["p50"], rows["base_" + n]["p50"]), "{:+.3f}") for n in PROXIED)
+          + " |")
+    print()
