@@ -551,3 +551,102 @@ async fn redis_holds_no_key_and_no_token() {
         assert!(!both.contains("AIza") && !both.contains("****"), "{both}");
     }
 }
+
+#[tokio::test]
+async fn a_stored_response_made_on_one_replica_is_continued_and_deleted_on_another() {
+    let redis = RedisServer::start();
+    let keys = fake_keys(1);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    let other = "sk-FAKE-TEST-other-token-0002";
+    let r = replicas(2, || {
+        with_redis(config_for(&fake.url(), &keys), &redis).set(
+            "auth",
+            &format!(r#"tokens = ["{TEST_TOKEN}", {{ name = "other", token = "{other}" }}]"#),
+        )
+    })
+    .await;
+    let (a, b) = (&r[0], &r[1]);
+    fake.on_any().then(Reply::text("The first answer."));
+    let made: Value = a
+        .post("/v1/responses")
+        .json(&json!({"model": FLASH, "input": "first"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("JSON");
+    let id = made["id"].as_str().expect("an id").to_string();
+    // Sent behind the request: a bounded wait for it to be in Redis.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !redis
+        .dump()
+        .iter()
+        .any(|(k, _)| k.ends_with(&format!("r:{id}")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the response never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // B returns it, to its token only...
+    let got = b
+        .get(&format!("/v1/responses/{id}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.json::<Value>().await.unwrap_or_default(), made);
+    let stranger = support::client()
+        .get(format!("{}/v1/responses/{id}", b.url()))
+        .bearer_auth(other)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(stranger.status(), 404);
+    // ...and continues it: Gemini gets the first turn, then the new input.
+    fake.on_any().then(Reply::text("The second answer."));
+    let next = b
+        .post("/v1/responses")
+        .json(&json!({"model": FLASH, "previous_response_id": id, "input": "second"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(next.status(), 200);
+    let sent: Value = fake
+        .last_request()
+        .and_then(|r| r.body)
+        .expect("a JSON body");
+    let texts: Vec<&str> = sent["contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["first", "The first answer.", "second"], "{sent}");
+    // Deleted on B: gone on A too.
+    let deleted = b
+        .request(reqwest::Method::DELETE, &format!("/v1/responses/{id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let got = a
+            .get(&format!("/v1/responses/{id}"))
+            .send()
+            .await
+            .expect("get")
+            .status();
+        if got == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still has the deleted response"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

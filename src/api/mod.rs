@@ -44,9 +44,9 @@ pub async fn dispatch(
         // Responses API (issue #17).
         Route::Responses => responses::create(app, snap, &caller, req, log).await,
         Route::ResponsesInputTokens => responses::input_tokens(app, snap, &caller, req, log).await,
-        Route::StoredResponse { id, delete } => {
-            responses::stored(app, &caller, &id, delete).map(Reply::Done)
-        }
+        Route::StoredResponse { id, delete } => responses::stored(app, &caller, &id, delete)
+            .await
+            .map(Reply::Done),
         Route::ListModels => models::list(app, snap, &caller, log).await.map(Reply::Done),
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await
