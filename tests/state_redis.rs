@@ -650,3 +650,46 @@ async fn a_stored_response_made_on_one_replica_is_continued_and_deleted_on_anoth
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_reload_switches_the_store_to_redis_and_back() {
+    let redis = RedisServer::start();
+    let keys = fake_keys(2);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    fake.on(&keys[0], FLASH)
+        .then(Reply::quota_per_minute(FLASH, Some("30s")));
+    let memory = || {
+        config_for(&fake.url(), &keys)
+            .set("models", r#"list = "static""#)
+            .set("models", &format!(r#"static = ["{FLASH}"]"#))
+    };
+    let proxy = Proxy::builder().config(memory()).start().await;
+    assert_eq!(status(&proxy).await["state"]["store"], "memory");
+    assert_eq!(chat(&proxy).await, 200);
+
+    // To Redis: what it learned in memory goes there (the merge at connect).
+    proxy.write_file("config.toml", &with_redis(memory(), &redis).render());
+    within(&proxy, Duration::from_secs(10), |s| {
+        s["state"]["store"] == "redis" && s["state"]["ok"] == true
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !redis
+        .dump()
+        .iter()
+        .any(|(k, v)| k.ends_with("rests") && v.contains(FLASH))
+    {
+        assert!(Instant::now() < deadline, "the rest never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // And back: the proxy keeps serving from memory, its rest intact.
+    proxy.write_file("config.toml", &memory().render());
+    within(&proxy, Duration::from_secs(10), |s| {
+        s["state"]["store"] == "memory"
+    })
+    .await;
+    assert_eq!(flash_state(&status(&proxy).await, 0), "cooling");
+    assert_eq!(chat(&proxy).await, 200);
+    assert_eq!(fake.hits(&keys[0], FLASH), 1);
+}

@@ -234,11 +234,12 @@ impl Persist {
         }
         match &mut *active {
             Active::File(f) => f.save(pool, usage, now(), Why::Shutdown),
-            // Its last push, bounded; then no more events go to it.
+            // No more events or claims go to it; it sends its last changes on its own (this
+            // runs on the control runtime, where its task runs too: no waiting here).
             Active::Redis(r) => {
                 ledgers.outbox.close();
                 ledgers.pool.set_claimer(None);
-                r.stop(true);
+                r.stop(false);
             }
             Active::Memory => {}
         }

@@ -573,10 +573,12 @@ impl Sync {
         };
         let mut backoff = BACKOFF_MIN;
         loop {
-            let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = self.connected(&client, &mut rx, &stop) => r,
-            };
+            // Not raced with `stop`: once connected, `connected` sends its last changes when
+            // stopped; connecting is bounded by `timeout` per step.
+            if stop.is_cancelled() {
+                return;
+            }
+            let result = self.connected(&client, &mut rx, &stop).await;
             match result {
                 Ok(()) => return,
                 Err(e) => self.down(&e),
