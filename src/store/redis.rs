@@ -47,7 +47,7 @@ use crate::stored_responses::{Stored, TTL as RESPONSE_TTL};
 use crate::usage::{TokenTotals, Tokens};
 
 /// How often changes are sent.
-pub const PUSH_EVERY: Duration = Duration::from_millis(100);
+pub const PUSH_EVERY: Duration = Duration::from_millis(250);
 /// How often everything is read back.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(15);
 /// Keys per `MERGE` call (bounds one call's size).
@@ -121,7 +121,7 @@ if b.day ~= '' then
   if #outt > 0 then redis.call('EXPIREAT', usage, b.expire_at) end
 end
 local msg = cjson.encode({from = b.from, day = b.day, keys = outk, tokens = outt})
-redis.call('PUBLISH', P .. 'events', msg)
+redis.call('PUBLISH', P .. 'events', b.from .. ' ' .. msg)
 return msg
 "#;
 
@@ -156,7 +156,7 @@ local limit = tonumber(ARGV[3])
 if n >= limit and (n == limit or n % 32 == 0) then
   local ms = redis.call('PTTL', k)
   redis.call('PUBLISH', ARGV[1] .. 'events',
-    cjson.encode({from = ARGV[5], lock = {ip = ARGV[2], ms = ms}}))
+    ARGV[5] .. ' ' .. cjson.encode({from = ARGV[5], lock = {ip = ARGV[2], ms = ms}}))
 end
 return n
 "#;
@@ -171,7 +171,7 @@ local c = tonumber(redis.call('HGET', h, f) or '0')
 if c >= tonumber(ARGV[5]) then return -c - 1 end
 local n = redis.call('HINCRBY', h, f, 1)
 redis.call('EXPIREAT', h, ARGV[6])
-redis.call('PUBLISH', ARGV[1] .. 'events', cjson.encode({from = ARGV[7], day = ARGV[2],
+redis.call('PUBLISH', ARGV[1] .. 'events', ARGV[7] .. ' ' .. cjson.encode({from = ARGV[7], day = ARGV[2],
   keys = {{k = ARGV[3], m = {{n = ARGV[4], q = n}}}}}))
 return n
 "#;
@@ -720,9 +720,13 @@ impl Sync {
                     None => events_open = false,
                 },
                 msg = messages.next() => match msg {
+                    // "{sender} {json}": a replica's own news is skipped unparsed.
                     Some(msg) => {
                         if let Ok(payload) = msg.get_payload::<String>() {
-                            self.apply(&payload, false);
+                            match payload.split_once(' ') {
+                                Some((from, json)) if from != self.id => self.apply(json, false),
+                                _ => {}
+                            }
                         }
                     }
                     None => return Err("the subscription closed".into()),
@@ -1327,7 +1331,7 @@ impl Sync {
                             .ignore()
                             .cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
                             .ignore()
                             .query_async(conn),
                     )
@@ -1350,7 +1354,7 @@ impl Sync {
                             .ignore()
                             .cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
                             .ignore()
                             .query_async(conn),
                     )
@@ -1368,7 +1372,7 @@ impl Sync {
                         "signatures",
                         redis::cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
                             .query_async(conn),
                     )
                     .await?;
@@ -1417,7 +1421,7 @@ impl Sync {
                             .ignore()
                             .cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
                             .ignore()
                             .query_async(conn),
                     )
@@ -1448,7 +1452,7 @@ impl Sync {
                         "reset",
                         redis::cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
                             .query_async(conn),
                     )
                     .await?;
