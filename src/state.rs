@@ -151,6 +151,9 @@ pub struct App {
     pub stored_responses: crate::stored_responses::StoredResponses,
     /// Where key health and the token ledger are kept beyond memory (`[state]`).
     pub persist: Persist,
+    /// Gemini resources (files, caches, batches, upload sessions) by the key that created
+    /// them and the client token that owns them (issue #18).
+    pub affinity: crate::affinity::Affinity,
 }
 
 impl App {
@@ -174,6 +177,7 @@ impl App {
             timeline: Arc::default(),
             stored_responses: Default::default(),
             persist,
+            affinity: Default::default(),
         }))
     }
 
