@@ -283,7 +283,12 @@ fn warn_full(max_connections: usize) {
 /// The fast 503 for a request refused at admission, in its route's dialect.
 fn refuse_overloaded(app: &App, req: &Request<Incoming>, what: &'static str) -> Response<Body> {
     let route = router::route(req.method(), req.uri().path());
-    let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
+    // An upload session's id is its credential: never logged.
+    let logged_path = match &route {
+        Route::UploadSession(_) => "/upload/session/…",
+        _ => req.uri().path(),
+    };
+    let mut log = RequestLog::new(req.method().clone(), logged_path, route.name());
     log.timeline = Some(app.timeline.clone());
     let error = ProxyError::Overloaded { what };
     log.failed(&error);

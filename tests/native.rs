@@ -399,6 +399,20 @@ async fn a_cache_is_created_and_used_on_the_key_of_its_file() {
     let last = fake.last_request().expect("patch upstream");
     assert_eq!(last.key.as_deref(), Some(creator.as_str()));
     assert_eq!(last.query.as_deref(), Some("updateMask=ttl"));
+    let listed: Value = proxy
+        .get("/v1beta/cachedContents")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        listed["cachedContents"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["cachedContents"][0]["name"], cache_name, "{listed}");
 }
 
 #[tokio::test]
@@ -535,6 +549,10 @@ async fn an_oversized_chunk_is_refused_and_blames_no_key() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(refusals(&proxy.logs()), 2, "{}", proxy.logs());
+    // The session id is a credential: no log line carries it.
+    let id = url.rsplit('/').next().unwrap_or("");
+    assert_eq!(id.len(), 64);
+    assert!(!proxy.logs().contains(id), "{}", proxy.logs());
     // No byte beyond the limit reached Google, and the key still serves.
     assert!(fake.uploaded_bytes() <= 400 << 20);
     let (status, _, _) = generate_with(&proxy, TEST_TOKEN, json!({"text": "hi"}), json!({})).await;

@@ -105,18 +105,32 @@ impl Target {
     fn of(rest: &str) -> Target {
         let segments: Vec<&str> = rest.split('/').collect();
         let bare = |s: &str| s.split(':').next().unwrap_or("").to_string();
-        let mut target = Target::default();
+        let mut target = Target {
+            action: segments
+                .last()
+                .and_then(|s| s.split_once(':'))
+                .map(|(_, a)| a.to_string()),
+            ..Target::default()
+        };
         match segments.as_slice() {
             ["models", model, rest @ ..] => {
                 target.model = Some(bare(model));
-                if let ["operations", op, ..] = rest {
-                    target.resource =
-                        Some(format!("models/{}/operations/{}", bare(model), bare(op)));
+                match rest {
+                    ["operations", op, ..] => {
+                        target.resource =
+                            Some(format!("models/{}/operations/{}", bare(model), bare(op)));
+                    }
+                    ["operations"] => {
+                        target.collection = Some("operations");
+                        target.prefix = format!("models/{}/operations/", bare(model));
+                    }
+                    _ => {}
                 }
             }
             [collection] => {
                 let c = bare(collection);
                 target.collection = TRACKED.iter().copied().find(|t| *t == c);
+                target.prefix = format!("{c}/");
             }
             [collection, id, ..] => {
                 if let Some(c) = TRACKED.iter().copied().find(|t| t == collection) {
@@ -1175,6 +1189,16 @@ mod tests {
         let t = Target::of("models/veo-3/operations/op1");
         assert_eq!(t.resource.as_deref(), Some("models/veo-3/operations/op1"));
         assert_eq!(Target::of("interactions").collection, None);
+        assert_eq!(Target::of("files").prefix, "files/");
+        assert_eq!(
+            Target::of("batches/b:cancel").action.as_deref(),
+            Some("cancel")
+        );
+        let t = Target::of("models/veo/operations");
+        assert_eq!(
+            (t.collection, t.prefix.as_str()),
+            (Some("operations"), "models/veo/operations/")
+        );
     }
 
     #[test]

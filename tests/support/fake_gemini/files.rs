@@ -161,6 +161,13 @@ pub(super) fn start(
         .and_then(|b| b.get("file"))
         .cloned()
         .unwrap_or(json!({}));
+    // Google reads proto JSON: camelCase or the proto's snake_case names.
+    let field = |camel: &str, snake: &str| {
+        file.get(camel)
+            .or_else(|| file.get(snake))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
     let total = header(parts, "x-goog-upload-header-content-length").and_then(|v| v.parse().ok());
     let mime = header(parts, "x-goog-upload-header-content-type")
         .or_else(|| {
@@ -180,11 +187,8 @@ pub(super) fn start(
             received: 0,
             digest: FNV_START,
             mime,
-            display_name: file
-                .get("displayName")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            name: file.get("name").and_then(Value::as_str).map(str::to_owned),
+            display_name: field("displayName", "display_name"),
+            name: field("name", "name"),
         },
     );
     let url = format!(
