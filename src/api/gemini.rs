@@ -53,7 +53,7 @@ pub async fn passthrough(
             check_json_object(&body)?;
             // A file or cache the body names lives on the key that created it (issue #18).
             let owner = caller.token_name.as_deref().unwrap_or("");
-            let named = crate::api::native::referenced(&body);
+            let named = crate::api::native::referenced(&body)?;
             let pin = crate::api::native::resolve(
                 app,
                 snap,

@@ -295,7 +295,7 @@ pub async fn passthrough(
             (None, None)
         } else {
             check_json_object(&bytes)?;
-            named.extend(referenced(&bytes));
+            named.extend(referenced(&bytes)?);
             if target.collection.is_some() && method == Method::POST {
                 refuse_taken_name(app, &bytes, now)?;
             }
@@ -618,30 +618,46 @@ fn refuse_taken_name(app: &App, body: &[u8], now: SystemTime) -> Result<(), Prox
 const MAX_NAMED: usize = 1000;
 
 /// The tracked resources a JSON request body names: `fileData.fileUri` (a Files API URI or a
-/// bare `files/…`), `cachedContent`, and `fileName` (a batch's input file), in either spelling.
-/// Only bodies that mention such a name are scanned, and the scan builds no tree: it walks the
-/// JSON and keeps just those strings (at most `MAX_NAMED` distinct names).
-pub(crate) fn referenced(body: &[u8]) -> Vec<String> {
-    let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    if !mentions(b"files/") && !mentions(b"cachedContents/") {
-        return Vec::new();
+/// bare `files/…`), `cachedContent`, `fileName` (a batch's input file), in either spelling,
+/// and a `fileSearch` tool's `fileSearchStoreNames`. Only bodies that mention such a name are
+/// scanned, and the scan builds no tree: it walks the JSON and keeps just those strings (at
+/// most `MAX_NAMED` distinct names).
+///
+/// Fails closed: a value in one of those fields that looks like a resource (it mentions
+/// `files/`, or any `cachedContent`) but is not in a form this proxy reads is refused, so
+/// no spelling Google might resolve slips past the ownership check.
+pub(crate) fn referenced(body: &[u8]) -> Result<Vec<String>, ProxyError> {
+    let mentions = |needle: &[u8]| {
+        body.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    if !mentions(b"files") && !mentions(b"cachedContent") && !mentions(b"fileSearchStore") {
+        return Ok(Vec::new());
     }
     let mut out = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(body);
-    if serde::de::DeserializeSeed::deserialize(
+    serde::de::DeserializeSeed::deserialize(
         Scan {
             out: &mut out,
             field: Field::Other,
         },
         &mut de,
     )
-    .is_err()
-    {
-        return Vec::new();
-    }
+    .map_err(|e| {
+        ProxyError::bad_request(format!(
+            "the request names a resource this proxy cannot read: {}",
+            crate::excerpt::serde_error(&e)
+        ))
+    })?;
     out.sort();
     out.dedup();
-    out
+    Ok(out)
+}
+
+/// Whether `s` mentions the Files API in any case or escape (`files/`, `files%2F`).
+fn mentions_files(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    lower.contains("files/") || lower.contains("files%2f")
 }
 
 /// Which kind of name a JSON field holds.
@@ -650,6 +666,8 @@ enum Field {
     FileUri,
     CachedContent,
     FileName,
+    /// `fileSearchStoreNames`: an array of store names.
+    StoreNames,
     Other,
 }
 
@@ -659,6 +677,7 @@ impl Field {
             "fileUri" | "file_uri" => Field::FileUri,
             "cachedContent" | "cached_content" => Field::CachedContent,
             "fileName" | "file_name" => Field::FileName,
+            "fileSearchStoreNames" | "file_search_store_names" => Field::StoreNames,
             _ => Field::Other,
         }
     }
@@ -703,11 +722,33 @@ impl<'de> serde::de::Visitor<'de> for Scan<'_> {
         f.write_str("JSON")
     }
     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        let unreadable = || {
+            E::custom(format!(
+                "{} is not a resource name",
+                crate::excerpt::excerpt(s)
+            ))
+        };
         let name = match self.field {
-            Field::FileUri => file_in_uri(s),
-            Field::CachedContent if s.starts_with("cachedContents/") => Some(resource_name(s)),
-            Field::FileName if s.starts_with("files/") => Some(resource_name(s)),
-            _ => None,
+            Field::FileUri => match file_in_uri(s) {
+                Some(name) => Some(name),
+                None if mentions_files(s) => return Err(unreadable()),
+                None => None,
+            },
+            Field::FileName => match s.strip_prefix("files/") {
+                Some(id) if plain_id(id) => Some(format!("files/{id}")),
+                _ if mentions_files(s) => return Err(unreadable()),
+                _ => None,
+            },
+            Field::CachedContent if s.is_empty() => None,
+            Field::CachedContent => match s.strip_prefix("cachedContents/") {
+                Some(id) if plain_id(id) => Some(format!("cachedContents/{id}")),
+                _ => return Err(unreadable()),
+            },
+            Field::StoreNames => match s.strip_prefix("fileSearchStores/") {
+                Some(id) if plain_id(id) => Some(format!("fileSearchStores/{id}")),
+                _ => return Err(unreadable()),
+            },
+            Field::Other => None,
         };
         if let Some(name) = name {
             if !self.out.contains(&name) {
@@ -735,10 +776,15 @@ impl<'de> serde::de::Visitor<'de> for Scan<'_> {
         Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // A list of store names keeps its field; elsewhere an array is plain JSON.
+        let field = match self.field {
+            Field::StoreNames => Field::StoreNames,
+            _ => Field::Other,
+        };
         while seq
             .next_element_seed(Scan {
                 out: &mut *self.out,
-                field: Field::Other,
+                field,
             })?
             .is_some()
         {}
@@ -755,27 +801,32 @@ impl<'de> serde::de::Visitor<'de> for Scan<'_> {
     }
 }
 
-/// `collection/id` of a name (anything after the id dropped).
-fn resource_name(s: &str) -> String {
-    let mut parts = s.splitn(3, '/');
-    let collection = parts.next().unwrap_or("");
-    let id = parts.next().unwrap_or("").split(':').next().unwrap_or("");
-    format!("{collection}/{id}")
+/// The Files API resource a `fileUri` names: `files/{id}`, or an http(s) URL whose path is
+/// exactly `/v1beta/files/{id}` or `/v1/files/{id}` (what Google's `uri` field holds), the
+/// id plain. Anything else is `None` (and refused by the caller if it mentions files).
+fn file_in_uri(uri: &str) -> Option<String> {
+    let id = match uri.strip_prefix("files/") {
+        Some(id) => id,
+        None => {
+            let rest = uri
+                .strip_prefix("https://")
+                .or_else(|| uri.strip_prefix("http://"))?;
+            let path = rest.get(rest.find('/')?..)?;
+            let path = path.split(['?', '#']).next().unwrap_or("");
+            path.strip_prefix("/v1beta/files/")
+                .or_else(|| path.strip_prefix("/v1/files/"))?
+        }
+    };
+    plain_id(id).then(|| format!("files/{id}"))
 }
 
-/// The Files API resource a `fileUri` names: `files/{id}`, or a URL whose path is
-/// `/v1beta/files/{id}` or `/v1/files/{id}` (what Google's `uri` field holds).
-fn file_in_uri(uri: &str) -> Option<String> {
-    if uri.starts_with("files/") {
-        return Some(resource_name(uri));
-    }
-    let rest = uri.split_once("://")?.1;
-    let path = &rest[rest.find('/')?..];
-    let id = path
-        .strip_prefix("/v1beta/files/")
-        .or_else(|| path.strip_prefix("/v1/files/"))?;
-    let id = id.split(['?', '/', ':', '#']).next().unwrap_or("");
-    (!id.is_empty()).then(|| format!("files/{id}"))
+/// A resource id as Google makes them: letters, digits, `-`, `_`, `.`; no `/`.
+fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Remembers what a create's answer names (`name`, or `file.name` for an upload), with the
@@ -1243,12 +1294,46 @@ mod tests {
     fn body_references() {
         let body = br#"{"contents":[{"parts":[{"fileData":{"fileUri":"https://generativelanguage.googleapis.com/v1beta/files/abc-123","mimeType":"text/plain"}},{"file_data":{"file_uri":"files/def"}},{"fileData":{"fileUri":"https://www.youtube.com/watch?v=x"}}]}],"cachedContent":"cachedContents/cc1"}"#;
         assert_eq!(
-            referenced(body),
-            vec!["cachedContents/cc1", "files/abc-123", "files/def"]
+            referenced(body).ok(),
+            Some(vec![
+                "cachedContents/cc1".to_string(),
+                "files/abc-123".to_string(),
+                "files/def".to_string()
+            ])
         );
         let batch = br#"{"batch":{"inputConfig":{"fileName":"files/in1"}}}"#;
-        assert_eq!(referenced(batch), vec!["files/in1"]);
-        assert!(referenced(br#"{"contents":[]}"#).is_empty());
+        assert_eq!(referenced(batch).ok(), Some(vec!["files/in1".to_string()]));
+        assert_eq!(referenced(br#"{"contents":[]}"#).ok(), Some(vec![]));
+        let tool = br#"{"tools":[{"fileSearch":{"fileSearchStoreNames":["fileSearchStores/s1","fileSearchStores/s2"]}}]}"#;
+        assert_eq!(
+            referenced(tool).ok(),
+            Some(vec![
+                "fileSearchStores/s1".to_string(),
+                "fileSearchStores/s2".to_string()
+            ])
+        );
+        // A function's own `fileName` argument is not a resource.
+        let args = br#"{"contents":[{"parts":[{"functionCall":{"name":"open","args":{"fileName":"report.pdf"}}}]}]}"#;
+        assert_eq!(referenced(args).ok(), Some(vec![]));
+        // Spellings Google might resolve but this proxy does not read are refused, not let by.
+        for sneaky in [
+            r#"{"fileData":{"fileUri":"https://host/v1alpha/files/abc"}}"#,
+            r#"{"fileData":{"fileUri":"https://host/v1beta//files/abc"}}"#,
+            r#"{"fileData":{"fileUri":"https://host/v1beta/FILES/abc"}}"#,
+            r#"{"fileData":{"fileUri":"https://host/v1beta/files%2Fabc"}}"#,
+            r#"{"fileData":{"fileUri":"files/abc/../x"}}"#,
+            r#"{"fileData":{"file_uri":"generativelanguage.googleapis.com/v1beta/files/abc"}}"#,
+            r#"{"cachedContent":"projects/p/cachedContents/x"}"#,
+            r#"{"cachedContent":" cachedContents/x"}"#,
+            r#"{"batch":{"inputConfig":{"fileName":"files/a/b"}}}"#,
+        ] {
+            assert!(referenced(sneaky.as_bytes()).is_err(), "{sneaky}");
+        }
+        let many: Vec<String> = (0..=MAX_NAMED)
+            .map(|i| format!(r#"{{"fileData":{{"fileUri":"files/f{i}"}}}}"#))
+            .collect();
+        let many = format!(r#"{{"parts":[{}]}}"#, many.join(","));
+        assert!(referenced(many.as_bytes()).is_err(), "too many names");
     }
 
     #[test]
@@ -1279,5 +1364,6 @@ mod tests {
             Some("files/x")
         );
         assert_eq!(file_in_uri("gs://bucket/files/x"), None);
+        assert_eq!(file_in_uri("https://www.youtube.com/watch?v=x"), None);
     }
 }
