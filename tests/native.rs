@@ -682,3 +682,89 @@ async fn a_file_on_a_removed_key_is_a_clear_error_and_names_are_not_shared() {
     );
     assert_eq!(fake.total_hits(), 0, "not rotated to another key");
 }
+
+/// The upload URL of a start as `token` with extra request headers.
+async fn upload_url_with(proxy: &Proxy, headers: &[(&str, &str)]) -> String {
+    let mut request = client()
+        .post(format!("{}/upload/v1beta/files", proxy.url()))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", "3");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request
+        .json(&json!({"file": {}}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(response.status().as_u16(), 200);
+    response
+        .headers()
+        .get("x-goog-upload-url")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_upload_url_names_the_proxy_as_its_clients_reach_it() {
+    let forwarded = [
+        ("x-forwarded-host", "gemini.example.com"),
+        ("x-forwarded-proto", "https"),
+    ];
+    // From an untrusted peer the forwarding headers mean nothing: the Host it asked.
+    let (_fake, proxy, _) = setup(1).await;
+    let url = upload_url_with(&proxy, &forwarded).await;
+    assert!(
+        url.starts_with(&format!("{}/upload/session/", proxy.url())),
+        "{url}"
+    );
+    let url = upload_url_with(&proxy, &[("host", "proxy.internal:7860")]).await;
+    assert!(
+        url.starts_with("http://proxy.internal:7860/upload/session/"),
+        "{url}"
+    );
+    // A Host that could bend the URL is refused.
+    let response = client()
+        .post(format!("{}/upload/v1beta/files", proxy.url()))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .header("host", "evil.example/path?x=")
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .json(&json!({"file": {}}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(response.status().as_u16(), 400);
+
+    // Behind a trusted proxy: its X-Forwarded-Host and -Proto.
+    let (_fake, proxy, _) =
+        setup_with(1, |c| c.set("server", r#"trusted_proxies = ["127.0.0.1"]"#)).await;
+    let url = upload_url_with(&proxy, &forwarded).await;
+    assert!(
+        url.starts_with("https://gemini.example.com/upload/session/"),
+        "{url}"
+    );
+
+    // server.public_url wins over everything.
+    let (_fake, proxy, _) = setup_with(1, |c| {
+        c.set(
+            "server",
+            r#"public_url = "https://api.example.org/gemini/""#,
+        )
+        .set("server", r#"trusted_proxies = ["127.0.0.1"]"#)
+    })
+    .await;
+    let url = upload_url_with(&proxy, &forwarded).await;
+    assert!(
+        url.starts_with("https://api.example.org/gemini/upload/session/"),
+        "{url}"
+    );
+    let id = url.rsplit('/').next().unwrap_or("");
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+}
