@@ -768,3 +768,86 @@ async fn the_upload_url_names_the_proxy_as_its_clients_reach_it() {
         "{id}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_runs_on_the_key_of_its_input_file_and_its_results_follow() {
+    let (fake, proxy, _) = setup(3).await;
+    let input = upload(
+        &proxy,
+        TEST_TOKEN,
+        b"{\"key\":\"1\",\"request\":{}}\n",
+        1024,
+    )
+    .await;
+    let input_name = input["name"].as_str().unwrap_or("").to_string();
+    let creator = fake.owner_of(&input_name).expect("creator");
+    let created = proxy
+        .post(&format!("/v1beta/models/{MODEL}:batchGenerateContent"))
+        .json(
+            &json!({"batch": {"displayName": "nightly", "inputConfig": {"fileName": input_name}}}),
+        )
+        .send()
+        .await
+        .expect("create batch");
+    assert_eq!(created.status().as_u16(), 200);
+    let operation: Value = created.json().await.unwrap_or(Value::Null);
+    let batch = operation["name"].as_str().expect("batch name").to_string();
+    assert!(batch.starts_with("batches/"));
+    assert_eq!(fake.owner_of(&batch).as_deref(), Some(creator.as_str()));
+    // Polling goes to the same key; the results file it names is the caller's too.
+    let polled: Value = proxy
+        .get(&format!("/v1beta/{batch}"))
+        .send()
+        .await
+        .expect("poll")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    assert_eq!(polled["done"], true, "{polled}");
+    let results = polled["response"]["responsesFile"]
+        .as_str()
+        .expect("results file")
+        .to_string();
+    let got = proxy
+        .get(&format!("/v1beta/{results}"))
+        .send()
+        .await
+        .expect("results");
+    assert_eq!(got.status().as_u16(), 200);
+    let listed: Value = proxy
+        .get("/v1beta/batches")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        listed["operations"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["operations"][0]["name"], batch);
+    // Another token reaches neither the batch nor its results.
+    for path in [format!("/v1beta/{batch}"), format!("/v1beta/{results}")] {
+        let refused = client()
+            .get(format!("{}{path}", proxy.url()))
+            .header("x-goog-api-key", OTHER_TOKEN)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(refused.status().as_u16(), 404, "{path}");
+    }
+    let cancelled = proxy
+        .post(&format!("/v1beta/{batch}:cancel"))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status().as_u16(), 200);
+    assert_eq!(fake.permission_denied(), 0);
+    assert!(fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("batch"))
+        .all(|r| r.key.as_deref() == Some(creator.as_str())));
+}

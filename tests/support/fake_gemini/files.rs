@@ -91,6 +91,9 @@ pub(super) fn permission_denied(kind: &str, name: &str) -> Response<FakeBody> {
         "File" => {
             format!("You do not have permission to access the File {id} or it may not exist.")
         }
+        "Batch" => {
+            format!("You do not have permission to access the batch {name} or it may not exist.")
+        }
         _ => format!("CachedContent not found (or permission denied) for {name}"),
     };
     json_response(
@@ -383,6 +386,11 @@ pub(super) fn named_files(body: &Value, out: &mut Vec<String>) {
         Value::Object(map) => {
             for (k, v) in map {
                 match (k.as_str(), v) {
+                    ("fileName" | "file_name", Value::String(name))
+                        if name.starts_with("files/") =>
+                    {
+                        out.push(name.clone());
+                    }
                     ("fileUri" | "file_uri", Value::String(uri)) => {
                         if let Some(i) = uri.find("files/") {
                             let id = uri[i + 6..].split(['?', '/', ':']).next().unwrap_or("");

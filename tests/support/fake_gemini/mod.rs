@@ -16,6 +16,7 @@
 //! with prior knowledge) on the same port, at most `n` concurrent streams per connection, like
 //! Google's SETTINGS_MAX_CONCURRENT_STREAMS. It counts accepted TCP connections (`connections`).
 
+mod batches;
 mod body;
 mod caches;
 mod count_tokens;
@@ -547,6 +548,17 @@ async fn respond(
             ))
         }
         Route::UploadChunk(_) => return Now(json_response(404, &json!({}))),
+        Route::BatchCreate(model) => {
+            return Now(batches::create(shared, model, &key, body.as_ref()))
+        }
+        Route::Batches(rest) => {
+            return Now(batches::batches(
+                shared,
+                &parts.method,
+                rest.as_deref(),
+                &key,
+            ))
+        }
         Route::ListModels => {
             let scripted = next_reply(shared, &[Scope::ModelsList]);
             return match scripted {

@@ -26,6 +26,10 @@ pub(super) enum Route {
     Files(Option<String>),
     /// `/v1beta/cachedContents[/{id}]`, any method.
     Caches(Option<String>),
+    /// `POST models/{m}:batchGenerateContent`.
+    BatchCreate(String),
+    /// `/v1beta/batches[/{id}[:action]]`, any method.
+    Batches(Option<String>),
     Unknown,
 }
 
@@ -54,6 +58,11 @@ impl Route {
             if let Some(rest) = rest.strip_prefix("cachedContents") {
                 if rest.is_empty() || rest.starts_with('/') {
                     return Route::Caches(sub(rest));
+                }
+            }
+            if let Some(rest) = rest.strip_prefix("batches") {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Route::Batches(sub(rest));
                 }
             }
         }
@@ -92,6 +101,7 @@ impl Route {
             "countTokens" => Route::CountTokens(model),
             "embedContent" => Route::Embed(model),
             "batchEmbedContents" => Route::BatchEmbed(model),
+            "batchGenerateContent" => Route::BatchCreate(model),
             _ => Route::Unknown,
         }
     }
@@ -109,6 +119,8 @@ impl Route {
             | Route::UploadChunk(_)
             | Route::Files(_)
             | Route::Caches(_)
+            | Route::BatchCreate(_)
+            | Route::Batches(_)
             | Route::Unknown => None,
         }
     }
