@@ -814,6 +814,23 @@ async fn a_batch_runs_on_the_key_of_its_input_file_and_its_results_follow() {
         .await
         .expect("results");
     assert_eq!(got.status().as_u16(), 200);
+    // Its bytes stream back (alt=media), untouched.
+    let download = proxy
+        .get(&format!("/v1/{results}:download?alt=media"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(download.status().as_u16(), 200);
+    assert_eq!(
+        download.headers()["content-type"].to_str().unwrap_or(""),
+        "application/octet-stream"
+    );
+    let bytes = download.bytes().await.expect("bytes");
+    let line = format!("{{\"results of\": \"{results}\"}}\n");
+    assert_eq!(bytes.len(), line.len() * 1000);
+    assert!(bytes.starts_with(line.as_bytes()));
+    let last = fake.last_request().expect("download upstream");
+    assert_eq!(last.query.as_deref(), Some("alt=media"));
     let listed: Value = proxy
         .get("/v1beta/batches")
         .send()

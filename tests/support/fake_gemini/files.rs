@@ -353,6 +353,32 @@ pub(super) fn files(
             files.sort_by_key(|v| v["name"].as_str().unwrap_or("").to_string());
             json_response(200, &json!({ "files": files }))
         }
+        ("GET", Some(id)) if id.ends_with(":download") => {
+            // `files/{id}:download?alt=media`: a generated file's bytes (uploads cannot be
+            // downloaded, as at Google).
+            let name = format!("files/{}", id.trim_end_matches(":download"));
+            match projects.get(key, &name, "File") {
+                Ok(file) if file["source"] == "GENERATED" => full(
+                    200,
+                    "application/octet-stream",
+                    Bytes::from(format!("{{\"results of\": \"{name}\"}}\n").repeat(1000)),
+                    &[],
+                ),
+                Ok(_) => json_response(
+                    400,
+                    &google_error(
+                        400,
+                        "INVALID_ARGUMENT",
+                        "Only generated files can be downloaded.",
+                        vec![],
+                    ),
+                ),
+                Err(refused) => {
+                    shared.permission_denied.fetch_add(1, Ordering::SeqCst);
+                    *refused
+                }
+            }
+        }
         ("GET", Some(id)) => {
             let name = format!("files/{}", id.split(':').next().unwrap_or(id));
             match projects.get(key, &name, "File") {
