@@ -523,6 +523,13 @@ async fn an_oversized_chunk_is_refused_and_blames_no_key() {
         .await
         .expect("chunk");
     assert_eq!(refused.status().as_u16(), 413);
+    // The upload is over, as google-genai reads it (else it resends the chunk three times).
+    assert_eq!(
+        refused.headers()["x-goog-upload-status"]
+            .to_str()
+            .unwrap_or(""),
+        "final"
+    );
     // Undeclared (chunked) and growing past it: cut, 413, and the key is still healthy.
     let endless = futures_util::stream::iter(
         (0..600).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 1 << 20]))),

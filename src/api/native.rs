@@ -405,6 +405,33 @@ pub async fn upload_session(
     req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
+    match session_chunk(app, snap, id, req, log).await {
+        Ok(reply) => Ok(reply),
+        // A refusal the client cannot fix by sending the chunk again says the upload is over
+        // (`X-Goog-Upload-Status: final`): google-genai otherwise resends it three times.
+        Err(e)
+            if e.status().is_client_error()
+                && e.status() != StatusCode::TOO_MANY_REQUESTS
+                && e.status() != StatusCode::REQUEST_TIMEOUT =>
+        {
+            log.failed(&e);
+            let mut response = e.into_response(crate::router::Dialect::Google);
+            response
+                .headers_mut()
+                .insert("x-goog-upload-status", HeaderValue::from_static("final"));
+            Ok(Reply::Done(response))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn session_chunk(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    id: &str,
+    req: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Reply, ProxyError> {
     let now = SystemTime::now();
     let gone =
         || ProxyError::not_found("upload session not found or expired: start the upload again");
