@@ -9,6 +9,7 @@ import platform
 import sys
 
 work, clk_tck = sys.argv[1], int(sys.argv[2])
+STORE = os.environ.get("STORE", "memory")
 NAMES = ["direct", "v1beta", "v1"]
 TITLES = {
     "direct": "fake upstream, direct",
@@ -70,6 +71,9 @@ for n in NAMES:
         r[f"cpu_{kind}"] = cpu and (cpu["user"] + cpu["sys"]) * us / served
         r[f"sys_{kind}"] = cpu and cpu["sys"] * us / served
         r[f"switches_{kind}"] = cpu and cpu["switches"] / served
+        # STORE=redis: what the Redis server spent on this run, per request served.
+        redis = load(f"{n}.{kind}.redis-cpu.json")
+        r[f"redis_{kind}"] = redis and (redis["user"] + redis["sys"]) * us / served
     rows[n] = r
 
 d = rows["direct"]
@@ -118,6 +122,12 @@ for kind, label in (("load", "64 conns"), ("rate", "500 rps")):
         f"context switches per request at {label}¹",
         [cell(rows[n][f"switches_{kind}"], "{:.2f}") for n in NAMES],
     )
+if STORE == "redis":
+    for kind, label in (("load", "64 conns"), ("rate", "500 rps")):
+        row(
+            f"Redis server's CPU per request at {label}, µs",
+            ["–"] + [cell(rows[n][f"redis_{kind}"], "{:.1f}") for n in NAMES[1:]],
+        )
 row(
     "non-200 answers (load / 500 rps)",
     [f"{rows[n]['load_bad']} / {rows[n]['rate_bad']}" for n in NAMES],
@@ -131,6 +141,10 @@ streams = load("streams.json")
 print()
 print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}; "
       "load generator, proxy and fake upstream share them.")
+print()
+print(f"State store: `[state] store = \"{STORE}\"`"
+      + (" (a redis-server of the run's own on loopback, on the same CPUs)" if STORE == "redis" else "")
+      + ".")
 print()
 print("\n".join(lines))
 print()

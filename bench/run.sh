@@ -9,7 +9,9 @@
 # RATE (fixed-rate runs, default 500 rps), RATE_SECS (default 10), TTFB_SAMPLES (default 200),
 # STREAMS (concurrent open streams to hold, default 9000; 0 = skip), OHA (path to oha),
 # NO_BUILD=1 with PROXY_BIN / FAKE_BIN to run prebuilt binaries,
-# AWAKE=1 to keep every CPU from halting while idle (a diagnostic: see bench/README.md).
+# AWAKE=1 to keep every CPU from halting while idle (a diagnostic: see bench/README.md),
+# STORE=memory|file|redis: the proxy's `[state] store` (default memory; redis starts a
+# redis-server of its own on a free loopback port, installing Debian's package when missing).
 # Every run is bounded in time and count; everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -21,6 +23,11 @@ RATE="${RATE:-500}"
 RATE_SECS="${RATE_SECS:-10}"
 TTFB_SAMPLES="${TTFB_SAMPLES:-200}"
 STREAMS="${STREAMS:-9000}"
+STORE="${STORE:-memory}"
+case "$STORE" in
+    memory | file | redis) ;;
+    *) echo "bench: STORE must be memory, file or redis, not '$STORE'" >&2; exit 2 ;;
+esac
 TOKEN="sk-bench-token-0123456789abcdef"
 
 log() { printf '%s\n' "bench: $*" >&2; }
@@ -47,6 +54,14 @@ if [ -z "$OHA" ]; then
         cargo install oha --locked --quiet --root "$ROOT/target/bench-tools"
         OHA="$ROOT/target/bench-tools/bin/oha"
     fi
+fi
+
+if [ "$STORE" = redis ] && ! command -v redis-server >/dev/null 2>&1; then
+    log "installing redis-server (Debian's package)"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
 # --- start -----------------------------------------------------------------------------------
@@ -95,6 +110,32 @@ done
 FAKE_ADDR="$(sed -n 's/^listening on //p' "$WORK/fake.out")"
 [ -n "$FAKE_ADDR" ] || { log "the fake upstream did not start"; cat "$WORK/fake.out" >&2; exit 1; }
 
+# STORE=redis: a Redis of the run's own, on loopback, keeping nothing on disk.
+STATE_TOML="store = \"$STORE\""
+REDIS_PID=""
+if [ "$STORE" = redis ]; then
+    REDIS_PORT="$(free_port)"
+    mkdir -p "$WORK/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$WORK/redis" --logfile "$WORK/redis.log" &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    for _ in $(seq 1 100); do
+        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+        sleep 0.05
+    done
+    [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] ||
+        { log "redis-server did not start"; cat "$WORK/redis.log" >&2; exit 1; }
+    STATE_TOML="$STATE_TOML
+url = \"redis://127.0.0.1:$REDIS_PORT/0\""
+    log "redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT"
+elif [ "$STORE" = file ]; then
+    # Outside the watched config folder: the snapshot is rewritten every 2 s under load.
+    mkdir -p "$WORK/state"
+    STATE_TOML="$STATE_TOML
+path = \"$WORK/state/gemini-rotator.state\""
+fi
+
 # The proxy's config folder is watched for edits: results are written next to it, not in it.
 CONF="$WORK/proxy"
 mkdir -p "$CONF"
@@ -118,6 +159,8 @@ list = "static"
 static = ["gemini-2.5-flash"]
 [logging]
 level = "warn"
+[state]
+$STATE_TOML
 EOF
 "$PROXY_BIN" --config "$CONF/config.toml" >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
@@ -151,7 +194,7 @@ cpu_delta() {
         { print "null" }'
 }
 RSS_IDLE="$(rss_kib "$PROXY_PID" VmRSS)"
-log "fake upstream on $FAKE_ADDR, proxy on $PROXY_ADDR (pid $PROXY_PID, idle RSS ${RSS_IDLE} KiB)"
+log "fake upstream on $FAKE_ADDR, proxy on $PROXY_ADDR (pid $PROXY_PID, idle RSS ${RSS_IDLE} KiB, store $STORE)"
 
 FAKE="http://$FAKE_ADDR"
 PROXY="http://$PROXY_ADDR"
@@ -166,14 +209,18 @@ TARGETS=(
 oha_run() { # name kind url body auth extra-args...
     local name="$1" kind="$2" url="$3" body="$4" auth="$5"
     shift 5
-    local proxy_before fake_before
+    local proxy_before fake_before redis_before=""
     proxy_before="$(cpu_now "$PROXY_PID")"
     fake_before="$(cpu_now "$FAKE_PID")"
+    [ -z "$REDIS_PID" ] || redis_before="$(cpu_now "$REDIS_PID")"
     "$OHA" --no-tui --output-format json -m POST -T application/json -H "$auth" \
         -D "$body" "$@" "$url" >"$WORK/$name.$kind.json"
     # What each program spent on this run: user ticks, system ticks, context switches.
     cpu_delta "$proxy_before" "$(cpu_now "$PROXY_PID")" >"$WORK/$name.$kind.proxy-cpu.json"
     cpu_delta "$fake_before" "$(cpu_now "$FAKE_PID")" >"$WORK/$name.$kind.fake-cpu.json"
+    if [ -n "$REDIS_PID" ]; then
+        cpu_delta "$redis_before" "$(cpu_now "$REDIS_PID")" >"$WORK/$name.$kind.redis-cpu.json"
+    fi
 }
 
 # Warm up every path (connection pools, route caches, page faults).
@@ -217,4 +264,9 @@ echo "$RSS_IDLE" >"$WORK/rss_idle"
 echo "$RSS_PEAK_LOAD" >"$WORK/rss_peak"
 rss_kib "$PROXY_PID" VmHWM >"$WORK/rss_peak_all"
 kill -0 "$PROXY_PID" 2>/dev/null || { log "the proxy died during the run"; tail -20 "$WORK/proxy.log" >&2; exit 1; }
-python3 bench/report.py "$WORK" "$(getconf CLK_TCK)"
+if [ -n "$REDIS_PID" ]; then
+    # 0 keys: the proxy wrote no state there; its log lines about the state say why.
+    log "redis-server holds $(redis-cli -p "$REDIS_PORT" dbsize) keys after the run"
+    grep -i 'state' "$WORK/proxy.log" | head -3 >&2 || true
+fi
+STORE="$STORE" python3 bench/report.py "$WORK" "$(getconf CLK_TCK)"

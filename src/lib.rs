@@ -42,6 +42,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod models_cache;
+pub mod outbox;
 pub mod pool;
 pub mod proxy;
 pub mod quota_day;

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::outbox::{Event, Outbox};
+
 /// The window failures are counted in; a locked-out address waits for its end.
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses tracked at once.
@@ -27,6 +29,8 @@ pub struct Lockout {
     /// Entries in `table`; zero lets `wait` skip the lock.
     tracked: AtomicUsize,
     table: Mutex<Table>,
+    /// Failures go to a shared store (when one listens), which counts them fleet-wide.
+    outbox: Outbox,
 }
 
 #[derive(Default)]
@@ -48,6 +52,35 @@ impl Entry {
 }
 
 impl Lockout {
+    /// A lockout table whose failures are also told to `outbox`.
+    pub fn new(outbox: Outbox) -> Self {
+        Lockout {
+            outbox,
+            ..Lockout::default()
+        }
+    }
+
+    /// Another replica saw `ip` reach the limit: it waits `left` here too.
+    pub fn lock_remote(&self, ip: IpAddr, left: Duration) {
+        let now = Instant::now();
+        let left = left.min(WINDOW);
+        let mut table = self.lock();
+        self.sweep(&mut table, now);
+        if table.entries.len() >= MAX_TRACKED && !table.entries.contains_key(&ip) {
+            return;
+        }
+        let since = now.checked_sub(WINDOW - left).unwrap_or(now);
+        table.entries.insert(
+            ip,
+            Entry {
+                since,
+                failures: u32::MAX,
+            },
+        );
+        table.next_sweep.get_or_insert(now + WINDOW);
+        self.tracked.store(table.entries.len(), Ordering::Relaxed);
+    }
+
     /// How long `ip` must still wait before its credentials are looked at again, if it has
     /// presented `limit` failures this window (0: no limit). An `exempt` caller (a loopback TCP
     /// peer) never waits. Reads no clock while nobody failed.
@@ -64,6 +97,9 @@ impl Lockout {
             return;
         }
         self.failed_at(ip, limit, Instant::now());
+        if limit > 0 {
+            self.outbox.send(Event::CredentialFailed { ip, limit });
+        }
     }
 
     /// `wait` past its quick checks, at `now`.

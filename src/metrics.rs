@@ -254,6 +254,16 @@ pub fn render(app: &App, snap: &Snapshot) -> Result<String, std::fmt::Error> {
         "1 if the last reload attempt applied (or there was none), 0 if it was rejected",
         last_ok,
     );
+    let state = app.persist.status();
+    let store_up: Family<Labels, Gauge> = Family::default();
+    store_up
+        .get_or_create(&vec![("store", state.store.to_string())])
+        .set(i64::from(state.ok));
+    registry.register(
+        "state_store_up",
+        "1 while the state store ([state] store) works, 0 while it is down or failing",
+        store_up,
+    );
 
     let mut out = String::new();
     encode(&mut out, &registry)?;

@@ -16,7 +16,7 @@
 //! Three parts: `execute` (the loop), `Attempts` (the retry rules of one request) and
 //! `attempt` (one exchange: send, read or hand over, classify, report, count).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -199,6 +199,14 @@ pub async fn execute(
                 (Some(_), _) => break Stop::Keys,
             },
         };
+        if !pool
+            .claim(&lease, Now::new(Instant::now(), SystemTime::now()))
+            .await
+        {
+            // The fleet used this key's daily_limit up: another key, no attempt spent.
+            attempts.tried.push(lease.index);
+            continue;
+        }
         attempts.started(lease.index);
         let failure = match attempt(snap, &call, lease, log).await {
             Ok(served) => return Ok(served),

@@ -500,8 +500,8 @@ async fn serve_route(
     let auth = &snap.config.auth;
     let session = gate == Gate::Admin
         && app
-            .sessions
-            .admits(req.headers(), &auth.admin_tokens, origin.local);
+            .admits_session(req.headers(), &auth.admin_tokens, origin.local)
+            .await;
     let caller = if session && crate::dashboard::same_site(req.method(), req.headers()) {
         access::Caller::admin_session(&origin)
     } else {

@@ -2,6 +2,9 @@
 //! in an HttpOnly, SameSite=Strict cookie. The cookie never holds the token; the id is checked
 //! against this server-side table (constant time), expires, and is forgotten at logout.
 //!
+//! The table is keyed by a hash of the id (`id_hash`), so the id itself is kept nowhere but in
+//! the browser; with a shared store (`outbox`), other replicas learn a session by that hash.
+//!
 //! A session ends with its token: it remembers the fingerprint (a hash, never the token) of
 //! the admin token that opened it, and is admitted only while the running config still has that
 //! token, so a reload that removes the token ends the sessions it opened. A session opened with
@@ -12,8 +15,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::outbox::{Event, Outbox};
 use crate::secret::Token;
 
 /// The cookie's name.
@@ -34,35 +39,88 @@ struct Session {
 
 #[derive(Default)]
 pub struct Sessions {
-    inner: Mutex<HashMap<String, Session>>,
+    /// By `id_hash` of the session id.
+    inner: Mutex<HashMap<[u8; 32], Session>>,
+    outbox: Outbox,
+}
+
+/// The hash a session is known by (in this table and in a shared store).
+pub fn id_hash(id: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"gemini-rotator session\0");
+    h.update(id.as_bytes());
+    h.finalize().into()
 }
 
 impl Sessions {
+    /// A table whose sessions are also told to `outbox`.
+    pub fn new(outbox: Outbox) -> Self {
+        Sessions {
+            outbox,
+            ..Sessions::default()
+        }
+    }
+
+    /// A session another replica opened (by its id's hash), lasting `left`.
+    pub fn insert_remote(&self, id_hash: [u8; 32], opened_by: OpenedBy, left: Duration) {
+        let left = left.min(LIFETIME);
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        Self::make_room(&mut inner, now);
+        inner.insert(
+            id_hash,
+            Session {
+                expires: now + left,
+                opened_by,
+            },
+        );
+    }
+
+    /// Whether a session with this id hash is in the table (live or not).
+    pub fn knows(&self, id_hash: &[u8; 32]) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.contains_key(id_hash)
+    }
+
+    /// A session another replica ended.
+    pub fn remove_remote(&self, id_hash: &[u8; 32]) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.remove(id_hash);
+    }
+
+    /// Drops expired sessions, then the oldest one if the table is full.
+    fn make_room(inner: &mut HashMap<[u8; 32], Session>, now: Instant) {
+        inner.retain(|_, s| s.expires > now);
+        if inner.len() >= MAX_SESSIONS {
+            if let Some(oldest) = inner.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
+                inner.remove(&oldest);
+            }
+        }
+    }
+
     /// Starts a session opened by `opened_by`; returns its id (64 hex characters from the OS's
     /// random source).
     pub fn create(&self, opened_by: OpenedBy) -> Result<String, String> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hash = id_hash(&id);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        inner.retain(|_, s| s.expires > now);
-        if inner.len() >= MAX_SESSIONS {
-            if let Some(oldest) = inner
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-            {
-                inner.remove(&oldest);
-            }
-        }
+        Self::make_room(&mut inner, now);
         inner.insert(
-            id.clone(),
+            hash,
             Session {
                 expires: now + LIFETIME,
                 opened_by,
             },
         );
+        drop(inner);
+        self.outbox.send(Event::SessionOpened {
+            id_hash: hash,
+            opened_by,
+            left: LIFETIME,
+        });
         Ok(id)
     }
 
@@ -74,12 +132,13 @@ impl Sessions {
         let Some(presented) = session_cookie(headers) else {
             return false;
         };
+        let presented = id_hash(presented);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         // Compare with every id, so the time taken does not depend on which one matched.
-        let mut found: Option<(&String, &Session)> = None;
+        let mut found: Option<(&[u8; 32], &Session)> = None;
         for (id, session) in inner.iter() {
-            let same: bool = id.as_bytes().ct_eq(presented.as_bytes()).into();
+            let same: bool = id.ct_eq(&presented).into();
             if same {
                 found = Some((id, session));
             }
@@ -103,7 +162,7 @@ impl Sessions {
         // Its opener is gone for good: the token was removed, or (for a tokenless session)
         // admin tokens now exist. A tokenless session merely presented from elsewhere stays.
         if !holds && (session.opened_by.is_some() || !admin_tokens.is_empty()) {
-            let id = id.clone();
+            let id = *id;
             inner.remove(&id);
             tracing::info!("dashboard session ended: what opened it no longer admits it");
         }
@@ -113,8 +172,11 @@ impl Sessions {
     /// Ends the session the request carries, if any.
     pub fn end(&self, headers: &HeaderMap) {
         if let Some(presented) = session_cookie(headers) {
+            let hash = id_hash(presented);
             let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            inner.remove(presented);
+            inner.remove(&hash);
+            drop(inner);
+            self.outbox.send(Event::SessionEnded { id_hash: hash });
         }
     }
 }

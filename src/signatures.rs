@@ -8,12 +8,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
+use crate::outbox::{Event, Outbox};
+
 /// Signatures are kilobytes at most; this bounds the cache to a few tens of MiB.
 const CAPACITY: usize = 8192;
 
 #[derive(Default)]
 pub struct SignatureCache {
     inner: Mutex<Inner>,
+    /// New signatures go to a shared store (when one listens), so every replica has them.
+    outbox: Outbox,
 }
 
 #[derive(Default)]
@@ -28,7 +32,26 @@ impl SignatureCache {
         inner.map.get(tool_call_id).cloned()
     }
 
+    /// A cache whose new signatures are also told to `outbox`.
+    pub fn new(outbox: Outbox) -> Self {
+        SignatureCache {
+            outbox,
+            ..SignatureCache::default()
+        }
+    }
+
     pub fn remember(&self, pairs: Vec<(String, String)>) {
+        if pairs.is_empty() {
+            return;
+        }
+        if self.outbox.listening() {
+            self.outbox.send(Event::Signatures(pairs.clone()));
+        }
+        self.remember_remote(pairs);
+    }
+
+    /// Signatures another replica handed out (not told to the store again).
+    pub fn remember_remote(&self, pairs: Vec<(String, String)>) {
         if pairs.is_empty() {
             return;
         }

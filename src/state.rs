@@ -19,11 +19,12 @@ use crate::config::Config;
 use crate::lockout::Lockout;
 use crate::logging::LogHandle;
 use crate::models_cache::ModelsCache;
+use crate::outbox::Outbox;
 use crate::pool::{KeyPool, Lease, PoolView};
 use crate::reload_state::ReloadState;
 use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
-use crate::store::{Persist, Why};
+use crate::store::{Ledgers, Persist, Why};
 use crate::timeline::Timeline;
 use crate::upstream::Upstream;
 use crate::usage::{TokenUsage, Tokens};
@@ -138,21 +139,23 @@ pub struct App {
     /// Requests and tokens per client token name today (every snapshot holds it too).
     pub usage: Arc<TokenUsage>,
     pub models: ModelsCache,
-    pub signatures: SignatureCache,
+    pub signatures: Arc<SignatureCache>,
     pub lifecycle: Lifecycle,
     pub reload: ReloadState,
     /// Dashboard logins (server-side session ids).
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     /// Addresses that presented too many wrong or missing credentials lately.
-    pub lockout: Lockout,
+    pub lockout: Arc<Lockout>,
     /// Requests and errors per minute over the last hour (the dashboard's charts).
     pub timeline: Arc<Timeline>,
     /// Responses API responses kept for `previous_response_id` and `GET` (issue #17).
-    pub stored_responses: crate::stored_responses::StoredResponses,
+    pub stored_responses: Arc<crate::stored_responses::StoredResponses>,
     /// Where key health and the token ledger are kept beyond memory (`[state]`).
     pub persist: Persist,
+    /// What the small ledgers tell a shared store (`[state] store = "redis"`).
+    pub outbox: Outbox,
     /// Gemini resources (files, caches, batches, upload sessions) by the key that created
-    /// them and the client token that owns them (issue #18).
+    /// them and the client token that owns them (issue #18). In memory only, for now.
     pub affinity: crate::affinity::Affinity,
 }
 
@@ -161,24 +164,28 @@ impl App {
         let keys = KeyPool::new();
         let usage = Arc::new(TokenUsage::default());
         let snapshot = Snapshot::build(config, &keys, &usage)?;
-        let persist = Persist::default();
-        // After `bind`: the saved state is merged into the cells of the configured keys.
-        persist.configure(&snapshot.config, &keys, &usage);
-        Ok(Arc::new(App {
+        let outbox = Outbox::default();
+        let app = App {
             live: ArcSwap::from_pointee(snapshot),
             usage,
             keys,
             models: ModelsCache::default(),
-            signatures: SignatureCache::default(),
+            signatures: Arc::new(SignatureCache::new(outbox.clone())),
             lifecycle: Lifecycle::default(),
             reload: ReloadState::new(log),
-            sessions: Sessions::default(),
-            lockout: Lockout::default(),
+            sessions: Arc::new(Sessions::new(outbox.clone())),
+            lockout: Arc::new(Lockout::new(outbox.clone())),
             timeline: Arc::default(),
-            stored_responses: Default::default(),
-            persist,
+            stored_responses: Arc::new(crate::stored_responses::StoredResponses::shared(
+                outbox.clone(),
+            )),
+            persist: Persist::default(),
+            outbox,
             affinity: Default::default(),
-        }))
+        };
+        // After `bind`: the saved state is merged into the cells of the configured keys.
+        app.configure_state();
+        Ok(Arc::new(app))
     }
 
     /// The current snapshot. Load once per request and pass it down.
@@ -195,7 +202,83 @@ impl App {
     /// `store::Persist::configure`). Does file I/O: call it off the request path.
     pub fn configure_state(&self) {
         self.persist
-            .configure(&self.snapshot().config, &self.keys, &self.usage);
+            .configure(&self.snapshot().config, &self.ledgers());
+    }
+
+    /// `Sessions::admits`, and for a cookie this replica does not know, the shared store's
+    /// word (a session opened on another replica moments ago; one bounded Redis call).
+    pub async fn admits_session(
+        &self,
+        headers: &http::HeaderMap,
+        admin_tokens: &[crate::secret::Token],
+        local: bool,
+    ) -> bool {
+        if self.sessions.admits(headers, admin_tokens, local) {
+            return true;
+        }
+        let Some(id) = crate::sessions::session_cookie(headers) else {
+            return false;
+        };
+        let hash = crate::sessions::id_hash(id);
+        if self.sessions.knows(&hash) {
+            return false;
+        }
+        let Some(lookup) = self.persist.lookup() else {
+            return false;
+        };
+        let Some((opened_by, left)) = lookup.session(hash).await else {
+            return false;
+        };
+        self.sessions.insert_remote(hash, opened_by, left);
+        self.sessions.admits(headers, admin_tokens, local)
+    }
+
+    /// The stored response `id` for `owner`: this replica's, else (with a shared store) one
+    /// another replica made, kept here from then on.
+    pub async fn stored_response(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+    ) -> Option<Arc<crate::stored_responses::Stored>> {
+        let now = std::time::Instant::now();
+        if let Some(found) = self.stored_responses.get(id, owner, now) {
+            return Some(found);
+        }
+        let lookup = self.persist.lookup()?;
+        let found = lookup.response(id, owner).await?;
+        self.stored_responses.insert(id.to_string(), found, now);
+        self.stored_responses.get(id, owner, now)
+    }
+
+    /// Deletes the stored response `id` for `owner` everywhere; whether it existed.
+    pub async fn delete_stored_response(&self, id: &str, owner: Option<&str>) -> bool {
+        if self.stored_response(id, owner).await.is_none() {
+            return false;
+        }
+        self.stored_responses
+            .delete(id, owner, std::time::Instant::now())
+    }
+
+    /// The handles a state store keeps and feeds.
+    pub fn ledgers(&self) -> Ledgers {
+        Ledgers {
+            pool: self.keys.clone(),
+            usage: self.usage.clone(),
+            sessions: self.sessions.clone(),
+            lockout: self.lockout.clone(),
+            signatures: self.signatures.clone(),
+            stored_responses: self.stored_responses.clone(),
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    /// An admin reset of `keys` (`None`: every key), `model` only when given, applied by the
+    /// other replicas too when the state store is shared.
+    pub fn reset_fleet(&self, keys: Option<Vec<crate::secret::ApiKey>>, model: Option<&str>) {
+        self.outbox.send(crate::outbox::Event::Reset {
+            keys,
+            model: model.map(str::to_string),
+        });
     }
 
     /// Saves key health and the token ledger to the state store if they changed (a no-op for

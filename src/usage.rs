@@ -27,6 +27,26 @@ pub struct Tokens {
     pub thoughts: u64,
 }
 
+impl Tokens {
+    /// The sum, saturating (the counts come from Google's answers).
+    pub fn plus(self, other: Tokens) -> Tokens {
+        Tokens {
+            prompt: self.prompt.saturating_add(other.prompt),
+            completion: self.completion.saturating_add(other.completion),
+            thoughts: self.thoughts.saturating_add(other.thoughts),
+        }
+    }
+
+    /// Each count the larger of the two.
+    pub fn max(self, other: Tokens) -> Tokens {
+        Tokens {
+            prompt: self.prompt.max(other.prompt),
+            completion: self.completion.max(other.completion),
+            thoughts: self.thoughts.max(other.thoughts),
+        }
+    }
+}
+
 impl From<&UsageMetadata> for Tokens {
     fn from(u: &UsageMetadata) -> Self {
         Tokens {
@@ -102,6 +122,8 @@ pub struct TokenUsage {
 struct Ledger {
     day: Option<QuotaDay>,
     by_name: HashMap<String, TokenTotals>,
+    /// Counted since the last `drain_at`, by name (a shared store adds them to the fleet's).
+    unsynced: HashMap<String, TokenTotals>,
 }
 
 impl Ledger {
@@ -110,6 +132,7 @@ impl Ledger {
         if self.day != today {
             self.day = today;
             self.by_name.clear();
+            self.unsynced.clear();
         }
     }
 }
@@ -131,14 +154,27 @@ impl TokenUsage {
         ledger.roll(today);
         let full = ledger.by_name.len() >= MAX_NAMES && !ledger.by_name.contains_key(name);
         let name = if full { OTHER } else { name };
-        let t = match ledger.by_name.get_mut(name) {
-            Some(t) => t,
-            None => ledger.by_name.entry(name.to_string()).or_default(),
-        };
-        t.requests += 1;
-        t.prompt_tokens = t.prompt_tokens.saturating_add(tokens.prompt);
-        t.completion_tokens = t.completion_tokens.saturating_add(tokens.completion);
-        t.thoughts_tokens = t.thoughts_tokens.saturating_add(tokens.thoughts);
+        let ledger = &mut *ledger;
+        for map in [&mut ledger.by_name, &mut ledger.unsynced] {
+            let t = match map.get_mut(name) {
+                Some(t) => t,
+                None => map.entry(name.to_string()).or_default(),
+            };
+            t.requests += 1;
+            t.prompt_tokens = t.prompt_tokens.saturating_add(tokens.prompt);
+            t.completion_tokens = t.completion_tokens.saturating_add(tokens.completion);
+            t.thoughts_tokens = t.thoughts_tokens.saturating_add(tokens.thoughts);
+        }
+    }
+
+    /// What was counted since the last drain, by name, for a shared store (not the totals).
+    pub fn drain_at(&self, wall: SystemTime) -> Option<LedgerDay> {
+        let today = self.clock.day(wall).map(|(d, _)| d)?;
+        let mut ledger = lock(&self.day);
+        if ledger.day != Some(today) || ledger.unsynced.is_empty() {
+            return None;
+        }
+        Some((today, ledger.unsynced.drain().collect()))
     }
 
     /// Today's totals by token name, sorted by name.

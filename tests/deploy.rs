@@ -3,8 +3,10 @@
 //! the Deployment's mount paths in the kubelet's `..data` layout, and the real binary is started
 //! with the Deployment's `GEMINI_ROTATOR_CONFIG`; then both volumes are swapped the way the kubelet
 //! updates them and the running process must follow. Also: the manifests, the Dockerfile and
-//! Compose agree with the configs they ship, and `--healthcheck` (the image's HEALTHCHECK) tells
-//! a live server from a dead one. Every wait is a bounded poll.
+//! Compose agree with the configs they ship (the Redis component's and the Compose `redis`
+//! profile's configs are the base ones but `[state]`, and mount or name the Redis they use), and
+//! `--healthcheck` (the image's HEALTHCHECK) tells a live server from a dead one. Every wait is a
+//! bounded poll.
 
 mod support;
 
@@ -251,6 +253,16 @@ fn container(deployment: &Yaml) -> &Yaml {
 
 /// The generated ConfigMap or Secret called `name`: its files, read from deploy/kubernetes.
 fn generated(kustomization: &Yaml, generator: &str, name: &str) -> Vec<(String, String)> {
+    generated_in("deploy/kubernetes", kustomization, generator, name)
+}
+
+/// The same for the kustomization in the repo's folder `dir`.
+fn generated_in(
+    dir: &str,
+    kustomization: &Yaml,
+    generator: &str,
+    name: &str,
+) -> Vec<(String, String)> {
     let generator = kustomization
         .get(generator)
         .list()
@@ -268,7 +280,7 @@ fn generated(kustomization: &Yaml, generator: &str, name: &str) -> Vec<(String, 
                 let base = entry.rsplit('/').next().unwrap_or(entry);
                 (base, entry)
             });
-            let path = repo(&format!("deploy/kubernetes/{path}"));
+            let path = repo(&format!("{dir}/{path}"));
             (key.to_string(), read(&path))
         })
         .collect()
@@ -614,6 +626,210 @@ fn the_deployment_agrees_with_the_config_it_mounts() {
     }
 }
 
+/// A config without its `[state]`: what must be the same in a config and its Redis twin.
+fn without_state(config: &str, what: &str) -> toml::Table {
+    let mut table: toml::Table = config.parse().unwrap_or_else(|e| panic!("{what}: {e}"));
+    table.remove("state");
+    table
+}
+
+/// `deploy/kubernetes-redis`: the base with its config swapped for the base's but `[state]`
+/// (`store = "redis"`, the URL from a file of the Secret it makes), and the component that runs
+/// the Redis the URL names and mounts that Secret (`components/redis` with `redis-state`). The
+/// components make no ConfigMap or Secret: kustomize would let those win over an overlay's own.
+#[test]
+fn the_redis_kustomization_changes_only_the_state_and_mounts_the_url_it_names() {
+    let pod = pod();
+    let (config_volume, config_name) = pod.config_volume();
+    let redis_dir = "deploy/kubernetes-redis";
+    let components = "deploy/kubernetes/components";
+    let overlay = Yaml::parse(&read(&repo(&format!("{redis_dir}/kustomization.yaml"))));
+    let listed = |field: &str| -> Vec<String> {
+        overlay
+            .get(field)
+            .list()
+            .iter()
+            .map(|y| y.str().to_string())
+            .collect()
+    };
+    assert_eq!(listed("resources"), ["../kubernetes"]);
+    assert_eq!(listed("components"), ["../kubernetes/components/redis"]);
+    let component = |name: &str| {
+        let k = Yaml::parse(&read(&repo(&format!(
+            "{components}/{name}/kustomization.yaml"
+        ))));
+        assert_eq!(k.get("kind").str(), "Component");
+        for generator in ["configMapGenerator", "secretGenerator"] {
+            assert!(
+                !k.has(generator),
+                "components/{name} must not have a {generator}"
+            );
+        }
+        k
+    };
+    let (redis, state) = (component("redis"), component("redis-state"));
+
+    // The ConfigMap's config file, replacing the base's: the same config but [state].
+    let generators = overlay.get("configMapGenerator").list();
+    assert_eq!(generators.len(), 1);
+    let deployment = k8s("deployment.yaml");
+    let config_map = deployment
+        .at("spec.template.spec.volumes")
+        .list()
+        .iter()
+        .find_map(|v| v.has("configMap").then(|| v.at("configMap.name").str()))
+        .expect("the base mounts a ConfigMap");
+    assert_eq!(generators[0].get("name").str(), config_map);
+    assert_eq!(generators[0].get("behavior").str(), "replace");
+    let files: Vec<&str> = generators[0]
+        .get("files")
+        .list()
+        .iter()
+        .map(Yaml::str)
+        .collect();
+    assert_eq!(files, [config_name.as_str()]);
+    let config = read(&repo(&format!("{redis_dir}/{config_name}")));
+    assert_eq!(
+        without_state(&config, "deploy/kubernetes-redis/config.toml"),
+        without_state(config_volume.file(&config_name), "config.toml"),
+        "deploy/kubernetes-redis/config.toml must be deploy/kubernetes/config.toml but [state]"
+    );
+    let table: toml::Table = config.parse().expect("config parses");
+    assert_eq!(table["state"]["store"].as_str(), Some("redis"));
+    assert!(
+        table["state"].get("url").is_none(),
+        "the URL comes from the Secret"
+    );
+    let url_file = table["state"]["url_file"].as_str().expect("state.url_file");
+
+    // redis-state's patch mounts the URL's folder (whole, read-only) from the Secret.
+    let included: Vec<&str> = redis
+        .get("components")
+        .list()
+        .iter()
+        .map(Yaml::str)
+        .collect();
+    assert_eq!(included, ["../redis-state"]);
+    let patched: Vec<&str> = state
+        .get("patches")
+        .list()
+        .iter()
+        .map(|p| p.get("path").str())
+        .collect();
+    assert_eq!(patched, ["deployment-patch.yaml"]);
+    let patch = Yaml::parse(&read(&repo(&format!(
+        "{components}/redis-state/deployment-patch.yaml"
+    ))));
+    assert_eq!(
+        patch.at("metadata.name").str(),
+        deployment.at("metadata.name").str()
+    );
+    let mounts = container(&patch).get("volumeMounts").list();
+    let volumes = patch.at("spec.template.spec.volumes").list();
+    assert_eq!((mounts.len(), volumes.len()), (1, 1));
+    let (mount, volume) = (&mounts[0], &volumes[0]);
+    assert_eq!(mount.get("name").str(), volume.get("name").str());
+    assert!(!mount.has("subPath") && !mount.has("subPathExpr"));
+    assert_eq!(mount.get("readOnly").str(), "true");
+    let url_path = normalize(
+        &Path::new(&pod.config)
+            .parent()
+            .expect("a folder")
+            .join(url_file),
+    );
+    assert_eq!(
+        url_path.parent(),
+        Some(Path::new(mount.get("mountPath").str())),
+        "state.url_file must be in the mounted Secret"
+    );
+    assert!(
+        pod.volumes
+            .iter()
+            .all(|v| v.mount_path != mount.get("mountPath").str()),
+        "the URL's folder is a mount of its own"
+    );
+    let secret = volume.at("secret.secretName").str();
+    assert_eq!(volume.at("secret.defaultMode").str(), "0440");
+
+    // The overlay makes that Secret, with the URL file and the server's password file.
+    let url_name = url_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a file name");
+    let files = generated_in(redis_dir, &overlay, "secretGenerator", secret);
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.trim().to_string())
+            .unwrap_or_else(|| panic!("the Secret {secret} has no {name}"))
+    };
+    let url = reqwest::Url::parse(&file(url_name)).expect("a URL");
+    let auth = file("redis-auth.conf");
+    let required = auth
+        .lines()
+        .find_map(|l| l.strip_prefix("requirepass "))
+        .expect("redis-auth.conf sets requirepass");
+    assert_eq!(
+        url.password(),
+        Some(required.trim()),
+        "one password in both"
+    );
+
+    // components/redis runs the Redis the URL names, its password file from the same Secret.
+    let docs: Vec<Yaml> = read(&repo(&format!("{components}/redis/redis.yaml")))
+        .split("\n---\n")
+        .map(Yaml::parse)
+        .collect();
+    let of = |kind: &str| {
+        docs.iter()
+            .find(|d| d.get("kind").str() == kind)
+            .unwrap_or_else(|| panic!("redis.yaml has no {kind}"))
+    };
+    let service = of("Service");
+    assert_eq!(url.scheme(), "redis");
+    assert_eq!(url.host_str(), Some(service.at("metadata.name").str()));
+    assert_eq!(
+        url.port().map(u64::from),
+        Some(service.at("spec.ports").list()[0].get("port").num())
+    );
+    let server = of("Deployment");
+    assert_eq!(server.at("spec.replicas").num(), 1);
+    let spec = server.at("spec.template.spec");
+    assert_eq!(spec.at("securityContext.runAsNonRoot").str(), "true");
+    let redis_container = container(server);
+    assert!(redis_container.has("readinessProbe"));
+    assert!(redis_container.at("resources.limits").has("memory"));
+    assert_eq!(
+        redis_container
+            .at("securityContext.readOnlyRootFilesystem")
+            .str(),
+        "true"
+    );
+    let auth_volume = spec
+        .get("volumes")
+        .list()
+        .iter()
+        .find(|v| v.has("secret"))
+        .expect("the Redis mounts the Secret");
+    assert_eq!(auth_volume.at("secret.secretName").str(), secret);
+    let auth_mount = redis_container
+        .get("volumeMounts")
+        .list()
+        .iter()
+        .find(|m| m.get("name").str() == auth_volume.get("name").str())
+        .expect("and mounts it");
+    assert!(!auth_mount.has("subPath"));
+    let args: Vec<&str> = redis_container
+        .get("args")
+        .list()
+        .iter()
+        .map(Yaml::str)
+        .collect();
+    let conf = format!("{}/redis-auth.conf", auth_mount.get("mountPath").str());
+    assert_eq!(args.first(), Some(&conf.as_str()), "{args:?}");
+}
+
 /// `a/b/../c` -> `a/c`, without touching the file system (the pod's paths do not exist here).
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -673,6 +889,72 @@ fn the_image_and_compose_agree_with_the_docker_config() {
     );
     assert!(duration_secs(service.get("stop_grace_period").str()) > shutdown_grace(&config));
     assert_eq!(service.get("restart").str(), "unless-stopped");
+}
+
+/// `--profile redis`: a Redis, and a second proxy like the default one whose config (the Docker
+/// config but [state]) keeps its state there. The default service stays without a profile.
+#[test]
+fn the_compose_redis_profile_runs_the_docker_config_on_redis() {
+    let compose = Yaml::parse(&read(&repo("docker-compose.yml")));
+    let default = compose.at("services.gemini-rotator");
+    assert!(
+        !default.has("profiles"),
+        "the default service runs without a profile"
+    );
+    let service = compose.at("services.gemini-rotator-redis");
+    let profiles: Vec<&str> = service
+        .get("profiles")
+        .list()
+        .iter()
+        .map(Yaml::str)
+        .collect();
+    assert_eq!(profiles, ["redis"]);
+    // The same container as the default service, but for its config and its published port.
+    for field in [
+        "image",
+        "volumes",
+        "restart",
+        "stop_grace_period",
+        "read_only",
+        "cap_drop",
+        "security_opt",
+        "healthcheck",
+    ] {
+        assert_eq!(service.get(field), default.get(field), "{field}");
+    }
+    let path = service
+        .at("environment.GEMINI_ROTATOR_CONFIG")
+        .str()
+        .strip_prefix("/etc/gemini-rotator/")
+        .expect("a file of the mounted folder");
+    let config = read(&repo(&format!("deploy/docker/{path}")));
+    assert_eq!(
+        without_state(&config, path),
+        without_state(&read(&repo("deploy/docker/config.toml")), "config.toml"),
+        "deploy/docker/{path} must be deploy/docker/config.toml but [state]"
+    );
+    let table: toml::Table = config.parse().expect("config parses");
+    assert_eq!(table["state"]["store"].as_str(), Some("redis"));
+    let url = table["state"]["url"].as_str().expect("state.url");
+    let url = reqwest::Url::parse(url).expect("a URL");
+    let host = url.host_str().expect("a host");
+    let redis = compose.at(&format!("services.{host}"));
+    assert_eq!(redis.get("profiles"), service.get("profiles"));
+    let depends: Vec<&str> = service
+        .get("depends_on")
+        .list()
+        .iter()
+        .map(Yaml::str)
+        .collect();
+    assert_eq!(depends, [host]);
+    assert!(
+        !redis.has("ports"),
+        "the Redis is reached on the Compose network only"
+    );
+    assert_eq!(redis.get("read_only").str(), "true");
+    assert!(redis.has("healthcheck"));
+    let ports = [default, service].map(|s| s.get("ports").list()[0].str().to_string());
+    assert_ne!(ports[0], ports[1], "both can run at once");
 }
 
 // ---- --healthcheck, the image's HEALTHCHECK --------------------------------------------------

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "admission",
             "body",
             "router",
+            "outbox",
         ],
     ),
     (

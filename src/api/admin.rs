@@ -1,6 +1,7 @@
 //! Admin actions: `POST /admin/reload` (alias `/admin/reload-keys`) reloads the config now and
 //! answers with the result (what changed, or why the new config was rejected, file:line:col);
-//! `POST /admin/reset-keys` and `POST /reset-api-key-health` make keys usable again.
+//! `POST /admin/reset-keys` and `POST /reset-api-key-health` make keys usable again (on every
+//! replica, when the state store is shared).
 
 use std::sync::Arc;
 
@@ -25,8 +26,9 @@ pub async fn reload(app: &Arc<App>) -> Result<Response<Body>, ProxyError> {
 }
 
 /// `POST /admin/reset-keys`: every key available again for every model.
-pub fn reset_keys(snap: &Snapshot) -> Response<Body> {
+pub fn reset_keys(app: &App, snap: &Snapshot) -> Response<Body> {
     let count = snap.pool.reset_all();
+    app.reset_fleet(None, None);
     json_response(
         StatusCode::OK,
         &json!({"message": format!("reset {count} keys for every model"), "reset_count": count}),
@@ -47,6 +49,7 @@ struct ResetRequest {
 /// `POST /reset-api-key-health`: `{reset_all:true}`, `{api_key_pattern}` (the masked form, or
 /// its last characters), `{api_key_pattern, model}` or `{model}`.
 pub async fn reset_key_health(
+    app: &App,
     snap: &Snapshot,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -71,9 +74,16 @@ pub async fn reset_key_health(
         ));
     }
     let count = if r.reset_all {
-        snap.pool.reset_all()
+        let count = snap.pool.reset_all();
+        app.reset_fleet(None, None);
+        count
     } else {
-        snap.pool.reset(pattern, model)
+        let keys = snap.pool.reset_keys(pattern, model);
+        let count = keys.len();
+        if count > 0 {
+            app.reset_fleet(Some(keys), model);
+        }
+        count
     };
     if count == 0 {
         let message = match (pattern, model) {

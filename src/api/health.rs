@@ -100,7 +100,19 @@ pub fn status(app: &App, snap: &Snapshot) -> Response<Body> {
                 "restart_required": app.reload.restart_required(),
                 "workers": snap.config.server.workers,
             },
+            "state": state_json(app),
             "keys": keys,
         }),
     )
+}
+
+/// The state store in use and how it is doing (`/status` `state`).
+fn state_json(app: &App) -> serde_json::Value {
+    let s = app.persist.status();
+    json!({
+        "store": s.store,
+        "ok": s.ok,
+        "last_error": s.last_error,
+        "since": s.since.map(rfc3339),
+    })
 }

@@ -45,9 +45,9 @@ pub async fn dispatch(
         // Responses API (issue #17).
         Route::Responses => responses::create(app, snap, &caller, req, log).await,
         Route::ResponsesInputTokens => responses::input_tokens(app, snap, &caller, req, log).await,
-        Route::StoredResponse { id, delete } => {
-            responses::stored(app, &caller, &id, delete).map(Reply::Done)
-        }
+        Route::StoredResponse { id, delete } => responses::stored(app, &caller, &id, delete)
+            .await
+            .map(Reply::Done),
         Route::ListModels => models::list(app, snap, &caller, log).await.map(Reply::Done),
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await
@@ -56,15 +56,19 @@ pub async fn dispatch(
         Route::RunGemini => run_gemini::run(app, snap, &caller, req, log).await,
         Route::Explain => explain::explain(snap, req.uri().query()).map(Reply::Done),
         Route::AdminReload => admin::reload(app).await.map(Reply::Done),
-        Route::ResetKeys => Ok(Reply::Done(admin::reset_keys(snap))),
-        Route::ResetKeyHealth => admin::reset_key_health(snap, req).await.map(Reply::Done),
+        Route::ResetKeys => Ok(Reply::Done(admin::reset_keys(app, snap))),
+        Route::ResetKeyHealth => admin::reset_key_health(app, snap, req)
+            .await
+            .map(Reply::Done),
         Route::Stats => Ok(Reply::Done(stats::stats(app, snap))),
         Route::Recommendations => Ok(Reply::Done(stats::recommendations(snap))),
         Route::IpConfig => Ok(Reply::Done(ip::config(snap, &caller))),
         Route::TestIp => ip::test(snap, &caller, req).await.map(Reply::Done),
         Route::Metrics => metrics_response(app, snap).map(Reply::Done),
         Route::Dashboard(asset) => {
-            crate::dashboard::page(app, snap, &caller, &asset, req.headers()).map(Reply::Done)
+            crate::dashboard::page(app, snap, &caller, &asset, req.headers())
+                .await
+                .map(Reply::Done)
         }
         Route::DashboardState => crate::dashboard::state(app, snap).map(Reply::Done),
         Route::DashboardLogin => crate::dashboard::login(app, snap, &caller, req)

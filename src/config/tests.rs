@@ -875,12 +875,30 @@ fn the_state_section_picks_a_store() {
     check(
         &format!("{keys}[state]\nstore = \"redis\"\n"),
         &[],
-        &["config.toml:4:9: state.store: store = \"redis\" is not available in this build yet; use \"file\" or \"memory\""],
+        &["config.toml:4:9: state.store: store = \"redis\" needs `url` (redis://host:6379/0) or `url_file`"],
+    );
+    let loaded = ok(
+        &format!("{keys}[state]\nstore = \"redis\"\nurl = \"rediss://u:FAKE-PW@cache:6380/2\"\nprefix = \"gr-a:\"\ntimeout = \"250ms\"\n"),
+        &[],
+    );
+    let Store::Redis(r) = &loaded.config.state.store else {
+        panic!("a Redis store: {:?}", loaded.config.state);
+    };
+    assert_eq!(r.url.masked(), "rediss://****@cache:6380/2");
+    assert_eq!(
+        (r.prefix.as_str(), r.timeout),
+        ("gr-a:", Duration::from_millis(250))
+    );
+    assert!(!format!("{:?}", loaded.config).contains("FAKE-PW"));
+    check(
+        &format!("{keys}[state]\nstore = \"redis\"\nurl = \"http://cache:6379\"\n"),
+        &[],
+        &["config.toml:5:7: state.url: `http://cache:6379` is not a Redis URL: expected redis://[user:password@]host[:port][/db] or rediss://"],
     );
     check(
         &format!("{keys}[state]\nstore = \"disk\"\n"),
         &[],
-        &["config.toml:4:9: state.store: unknown store `disk`, expected `memory` or `file`"],
+        &["config.toml:4:9: state.store: unknown store `disk`, expected `memory`, `file` or `redis`"],
     );
     check(
         &format!("{keys}[state]\nstore = \"file\"\npath = \"\"\n"),
@@ -888,8 +906,8 @@ fn the_state_section_picks_a_store() {
         &["config.toml:5:8: state.path: empty path: use e.g. \"gemini-rotator.state\""],
     );
     check(
-        &format!("{keys}[state]\nurl = \"redis://x\"\n"),
+        &format!("{keys}[state]\nurls = \"redis://x\"\n"),
         &[],
-        &["config.toml:4:1: state.url: unknown field `url`, expected `store` or `path`"],
+        &["config.toml:4:1: state.urls: unknown field `urls`, expected one of `store`, `path`, `url`, `url_file`, `prefix`, `timeout`"],
     );
 }

@@ -1072,7 +1072,7 @@ impl Cx<'_, '_> {
         let (raw, field) = match (s.url.trim(), s.url_file.trim()) {
             ("", "") => {
                 self.error(
-                    &p.key("url"),
+                    &p.key("store"),
                     "store = \"redis\" needs `url` (redis://host:6379/0) or `url_file`",
                 );
                 return None;

@@ -53,7 +53,7 @@ pub fn same_site(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// `GET /dashboard` (the page, or the login form without a session) and its assets.
-pub fn page(
+pub async fn page(
     app: &Arc<App>,
     snap: &Snapshot,
     caller: &access::Caller,
@@ -62,7 +62,10 @@ pub fn page(
 ) -> Result<Response<Body>, ProxyError> {
     let admin_tokens = &snap.config.auth.admin_tokens;
     match asset {
-        "" if app.sessions.admits(headers, admin_tokens, caller.local) => {
+        "" if app
+            .admits_session(headers, admin_tokens, caller.local)
+            .await =>
+        {
             Ok(html(StatusCode::OK, PAGE.to_string()))
         }
         "" => Ok(login_page(StatusCode::OK, None)),

@@ -11,6 +11,7 @@
 //! counts (or a rest, failures, `limit: 0`) is never recycled: when every entry holds something,
 //! further models share one overflow entry, so their counts and rests are shared, not lost.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -73,6 +74,9 @@ pub(super) struct Policy {
 #[derive(Debug)]
 pub(crate) struct KeyCell {
     state: Mutex<KeyState>,
+    /// Something a shared store should hear about changed since the last `drain`: one atomic
+    /// store per change, so a store that scans for changes skips quiet keys without a lock.
+    dirty: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +109,12 @@ struct ModelState {
     probe_pending: bool,
     /// When the probe in flight was leased.
     probe_since: Option<Instant>,
+    /// Counted since the last `drain` (for the quota day `day`): what a shared store adds to
+    /// the fleet's totals.
+    unsynced_requests: u64,
+    unsynced_tokens: Tokens,
+    /// Changed since the last `drain`.
+    changed: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +156,9 @@ impl ModelState {
             errors: 0,
             probe_pending: false,
             probe_since: None,
+            unsynced_requests: 0,
+            unsynced_tokens: Tokens::default(),
+            changed: false,
         }
     }
 
@@ -175,6 +188,8 @@ impl ModelState {
             self.day = at.today();
             self.daily_requests = 0;
             self.daily_tokens = Tokens::default();
+            self.unsynced_requests = 0;
+            self.unsynced_tokens = Tokens::default();
         }
     }
 
@@ -189,8 +204,18 @@ impl ModelState {
     }
 
     fn counts_request(&mut self, at: &At) {
+        self.counts(at, false);
+    }
+
+    /// `fleet`: a shared store counts this request itself (`KeyPool::claim`), so it is not
+    /// one to send.
+    fn counts(&mut self, at: &At, fleet: bool) {
         self.roll_day(at);
         self.daily_requests += 1;
+        if !fleet {
+            self.unsynced_requests += 1;
+        }
+        self.changed = true;
         self.last_used = Some(at.instant);
     }
 
@@ -301,7 +326,45 @@ impl KeyCell {
     pub fn new() -> Self {
         KeyCell {
             state: Mutex::new(KeyState::default()),
+            dirty: AtomicBool::new(false),
         }
+    }
+
+    /// A shared store counted a request of `model` fleet-wide (`claim`) and says the fleet's
+    /// count is `count`: this replica's request is in it (not sent again), and the local count
+    /// is at least the fleet's. `denied`: the request was not counted nor sent.
+    pub fn fleet_count(&self, model: &str, count: u64, denied: bool, at: &At) {
+        let mut st = lock(&self.state);
+        let Some(m) = st.model_mut(model) else {
+            return;
+        };
+        m.roll_day(at);
+        // A denied request was counted here at lease time and not sent: the fleet's count
+        // (at or past the limit) replaces it.
+        let _ = denied;
+        m.daily_requests = m.daily_requests.max(count);
+    }
+
+    /// The shared store could not count a request in time: this replica sends it later.
+    pub fn fleet_count_unknown(&self, model: &str, at: &At) {
+        let mut st = lock(&self.state);
+        if let Some(m) = st.model_mut(model) {
+            if m.counts_today(at) {
+                m.unsynced_requests += 1;
+                m.changed = true;
+            }
+        }
+        drop(st);
+        self.touched();
+    }
+
+    /// Changed since the last `drain`.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    fn touched(&self) {
+        self.dirty.store(true, Ordering::Release);
     }
 
     /// Whether the key could serve `model` now and how much it served today, without taking it.
@@ -324,6 +387,7 @@ impl KeyCell {
         at: &At,
         daily_limit: Option<u64>,
         known: bool,
+        fleet: bool,
     ) -> Result<bool, Skip> {
         let mut st = lock(&self.state);
         if let Some(skip) = st.skip(model, at, daily_limit) {
@@ -335,16 +399,19 @@ impl KeyCell {
         }
         let m = st.track(model, at);
         m.rest = None;
-        m.counts_request(at);
+        m.counts(at, fleet && daily_limit.is_some());
         if m.probe_pending {
             m.probe_since = Some(at.instant);
         }
+        drop(st);
+        self.touched();
         Ok(true)
     }
 
     /// Google answered (2xx) for a model the lease did not count: count the request now.
     pub fn count_late(&self, model: &str, at: &At) {
         lock(&self.state).track(model, at).counts_request(at);
+        self.touched();
     }
 
     /// Applies `outcome` for `model` to the key that made the request.
@@ -359,6 +426,8 @@ impl KeyCell {
             Track::No => match outcome {
                 Outcome::KeyInvalid { reason } if model.is_empty() => {
                     st.disabled = Some(reason.clone());
+                    drop(st);
+                    self.touched();
                     return;
                 }
                 Outcome::KeyInvalid { .. } => {}
@@ -368,6 +437,9 @@ impl KeyCell {
         match outcome {
             Outcome::Success => {
                 let m = st.track(model, at);
+                if m.consecutive_failures > 0 {
+                    m.changed = true;
+                }
                 m.consecutive_failures = 0;
                 m.successes += 1;
                 m.probe_pending = false;
@@ -383,11 +455,13 @@ impl KeyCell {
             Outcome::KeyInvalid { reason } => {
                 st.disabled = Some(reason.clone());
                 let m = st.track(model, at);
+                m.changed = true;
                 m.errors += 1;
                 m.last_error = Some(format!("{}: {reason}", outcome.class()));
             }
             Outcome::Transient { reason } => {
                 let m = st.track(model, at);
+                m.changed = true;
                 m.errors += 1;
                 m.last_error = Some(format!("{}: {reason}", outcome.class()));
                 m.consecutive_failures += 1;
@@ -399,6 +473,7 @@ impl KeyCell {
             }
             Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota => {
                 let m = st.track(model, at);
+                m.changed = true;
                 m.errors += 1;
                 m.quota_hit(outcome, at, policy);
             }
@@ -409,6 +484,15 @@ impl KeyCell {
                 m.last_error = Some(format!("{}: {reason}", outcome.class()));
             }
         }
+        let dirty = st
+            .models
+            .iter()
+            .chain(st.overflow.as_ref())
+            .any(|m| m.changed);
+        drop(st);
+        if dirty {
+            self.touched();
+        }
     }
 
     /// Adds what Gemini reported a served request to a tracked `model` cost to today's counts.
@@ -417,17 +501,22 @@ impl KeyCell {
         let m = st.track(model, at);
         m.roll_day(at);
         // Saturating: the counts come from Google's answers.
-        let t = &mut m.daily_tokens;
-        t.prompt = t.prompt.saturating_add(tokens.prompt);
-        t.completion = t.completion.saturating_add(tokens.completion);
-        t.thoughts = t.thoughts.saturating_add(tokens.thoughts);
+        m.daily_tokens = m.daily_tokens.plus(tokens);
+        m.unsynced_tokens = m.unsynced_tokens.plus(tokens);
+        m.changed = true;
+        drop(st);
+        self.touched();
     }
 
     /// A quota 429 seen by another key of the same project: Google's bucket is the project's,
     /// so this key is out just as long. Its own counters are untouched.
     pub fn project_quota_hit(&self, model: &str, outcome: &Outcome, at: &At, policy: Policy) {
         let mut st = lock(&self.state);
-        st.track(model, at).quota_hit(outcome, at, policy);
+        let m = st.track(model, at);
+        m.quota_hit(outcome, at, policy);
+        m.changed = true;
+        drop(st);
+        self.touched();
     }
 
     /// The request ended without an outcome (client gone): frees a probe slot at once.
@@ -728,15 +817,61 @@ impl KeyCell {
             if today {
                 m.roll_day(at);
                 m.daily_requests = m.daily_requests.max(saved.daily_requests);
-                let t = &mut m.daily_tokens;
-                t.prompt = t.prompt.max(saved.tokens.prompt);
-                t.completion = t.completion.max(saved.tokens.completion);
-                t.thoughts = t.thoughts.max(saved.tokens.thoughts);
+                m.daily_tokens = m.daily_tokens.max(saved.tokens);
             }
             m.consecutive_failures = m.consecutive_failures.max(saved.consecutive_failures);
             if let Some((left, daily)) = left {
                 m.rest(at.instant + left, daily);
             }
         }
+    }
+
+    /// What changed since the last drain, for a shared store (`None`: nothing, or no change
+    /// since): disabled, and per changed model its failures, the rest in force (wall-clock
+    /// end) and the requests and tokens counted since the last drain (not today's totals).
+    /// Clears the change marks and the unsynced counts. One short lock; quiet keys (no
+    /// change) cost one atomic swap.
+    pub fn drain(&self, at: &At) -> Option<(Option<String>, Vec<super::SavedModel>)> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let mut st = lock(&self.state);
+        let today = at.today();
+        let mut models = Vec::new();
+        for m in st.models.iter_mut().filter(|m| m.changed) {
+            m.changed = false;
+            let counted = m.day.is_some() && m.day == today;
+            let rest = m
+                .rest
+                .filter(|r| r.until > at.instant)
+                .map(|r| super::SavedRest {
+                    until: at.wall + r.until.saturating_duration_since(at.instant),
+                    daily: r.daily,
+                });
+            models.push(super::SavedModel {
+                model: m.model.to_string(),
+                consecutive_failures: m.consecutive_failures,
+                rest,
+                day: if counted { m.day } else { None },
+                daily_requests: if counted { m.unsynced_requests } else { 0 },
+                tokens: if counted {
+                    m.unsynced_tokens
+                } else {
+                    Tokens::default()
+                },
+            });
+            m.unsynced_requests = 0;
+            m.unsynced_tokens = Tokens::default();
+        }
+        // The overflow entry is shared by many names: it stays this replica's own.
+        if let Some(o) = st.overflow.as_mut() {
+            o.changed = false;
+            o.unsynced_requests = 0;
+            o.unsynced_tokens = Tokens::default();
+        }
+        if st.disabled.is_none() && models.is_empty() {
+            return None;
+        }
+        Some((st.disabled.clone(), models))
     }
 }

@@ -99,8 +99,9 @@ impl Outcome {
     }
 }
 
-/// Health cells by key identity. Lives in the app state, outside any config snapshot.
-#[derive(Default)]
+/// Health cells by key identity. Lives in the app state, outside any config snapshot; clones
+/// share it (a state store holds one).
+#[derive(Default, Clone)]
 pub struct KeyPool {
     shared: Arc<Shared>,
 }
@@ -118,7 +119,17 @@ struct Shared {
     clock: QuotaClock,
     /// Model names that may have per-key state and metrics labels.
     known: Arc<KnownModels>,
+    /// Woken when a shared store should send at once rather than at its next tick: a key
+    /// started resting or was disabled.
+    wake: Arc<tokio::sync::Notify>,
+    /// A shared store's fleet-wide count for `daily_limit` keys, when one is in use.
+    claimer: arc_swap::ArcSwapOption<ClaimerSlot>,
+    /// `claimer` is set (read per pick of a `daily_limit` key).
+    claiming: AtomicBool,
 }
+
+/// The shared store's `Claimer`, as `ArcSwapOption` holds it.
+struct ClaimerSlot(Arc<dyn Claimer>);
 
 /// Models with their own cursor / cached route; beyond this, junk names share a fallback.
 const MAX_ROUTES: usize = 1024;
@@ -126,6 +137,21 @@ const MAX_ROUTES: usize = 1024;
 impl KeyPool {
     pub fn new() -> Self {
         KeyPool::default()
+    }
+
+    /// A shared store counts `daily_limit` keys fleet-wide from now on (`None`: no more).
+    pub fn set_claimer(&self, claimer: Option<Arc<dyn Claimer>>) {
+        self.shared
+            .claiming
+            .store(claimer.is_some(), Ordering::Release);
+        self.shared
+            .claimer
+            .store(claimer.map(|c| Arc::new(ClaimerSlot(c))));
+    }
+
+    /// What a shared store waits on to send changes at once (see `Shared::wake`).
+    pub fn wake(&self) -> Arc<tokio::sync::Notify> {
+        self.shared.wake.clone()
     }
 
     /// The model names known to be real (metrics label only these).
@@ -272,7 +298,22 @@ pub struct Lease {
     /// `None`: counted at lease time. `Some`: an unknown model name, not counted; set (once,
     /// shared by clones) when Google's answer confirms the name and the request is counted.
     confirmed: Option<Arc<AtomicBool>>,
+    /// The key's `daily_limit`, when a shared store counts this request fleet-wide before it
+    /// is sent (`PoolView::claim`).
+    claim: Option<(u64, Arc<ClaimerSlot>)>,
 }
+
+/// A shared store's fleet-wide count of `daily_limit` keys (`store/redis.rs`): one request of
+/// `key` for `model` is counted against `limit` across every replica. `Some(Ok(n))`: counted,
+/// the fleet's count is now `n`; `Some(Err(n))`: the fleet already served `n >= limit`, not
+/// counted; `None`: the store cannot say now (down, slow): this replica decides alone.
+pub trait Claimer: Send + Sync {
+    fn claim(&self, key: &ApiKey, model: &str, limit: u64) -> ClaimFuture;
+}
+
+/// What `Claimer::claim` answers (see there).
+pub type ClaimFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Result<u64, u64>>> + Send>>;
 
 impl Lease {
     /// How a report with `outcome` (`None`: a 2xx at the headers) may touch the model's state.
@@ -495,10 +536,13 @@ impl PoolView {
                 }
                 continue;
             }
-            match slot
-                .cell
-                .try_lease(model, at, slot.spec.daily_limit, route.known)
-            {
+            match slot.cell.try_lease(
+                model,
+                at,
+                slot.spec.daily_limit,
+                route.known,
+                self.claiming(),
+            ) {
                 Ok(tracked) => {
                     if step > 0 {
                         // Skipped keys must not hand their turn to the next key twice.
@@ -545,24 +589,64 @@ impl PoolView {
             *tally = scan;
             let (_, index) = best?;
             let slot = &self.slots[index];
-            if let Ok(tracked) = slot
-                .cell
-                .try_lease(model, at, slot.spec.daily_limit, route.known)
-            {
+            if let Ok(tracked) = slot.cell.try_lease(
+                model,
+                at,
+                slot.spec.daily_limit,
+                route.known,
+                self.claiming(),
+            ) {
                 return Some((index, tracked));
             }
         }
         None
     }
 
+    fn claiming(&self) -> bool {
+        self.shared.claiming.load(Ordering::Acquire)
+    }
+
     fn lease(&self, index: usize, model: &str, tracked: bool) -> Lease {
         let slot = &self.slots[index];
+        let claim = match (slot.spec.daily_limit, tracked) {
+            (Some(limit), true) => self.shared.claimer.load_full().map(|c| (limit, c)),
+            _ => None,
+        };
         Lease {
             index,
             key: slot.spec.key.clone(),
             model: Arc::from(model),
             cell: slot.cell.clone(),
             confirmed: (!tracked).then(|| Arc::new(AtomicBool::new(false))),
+            claim,
+        }
+    }
+
+    /// For a lease of a `daily_limit` key while a shared store counts them: counts the request
+    /// fleet-wide before it is sent. `false`: the fleet has used the key's limit up today (the
+    /// lease is given back and this replica now knows the fleet's count); the caller picks
+    /// another key. Without a shared store, or when it cannot answer in time, `true` (the
+    /// replica's own count decides, and is sent to the store later).
+    pub async fn claim(&self, lease: &Lease, now: Now) -> bool {
+        let Some((limit, claimer)) = &lease.claim else {
+            return true;
+        };
+        let answer = claimer.0.claim(&lease.key, &lease.model, *limit).await;
+        let at = self.at(now);
+        match answer {
+            Some(Ok(count)) => {
+                lease.cell.fleet_count(&lease.model, count, false, &at);
+                true
+            }
+            Some(Err(count)) => {
+                lease.cell.fleet_count(&lease.model, count, true, &at);
+                self.abandon(lease);
+                false
+            }
+            None => {
+                lease.cell.fleet_count_unknown(&lease.model, &at);
+                true
+            }
         }
     }
 
@@ -609,6 +693,9 @@ impl PoolView {
             outcome,
             Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota
         );
+        if quota || matches!(outcome, Outcome::KeyInvalid { .. }) {
+            self.shared.wake.notify_one();
+        }
         if !quota || track == Track::No {
             return;
         }
@@ -810,17 +897,23 @@ impl PoolView {
     /// whole key including `disabled`. Returns the number of keys that had something to reset (a
     /// key that never served `model` has no state for it).
     pub fn reset(&self, pattern: Option<&str>, model: Option<&str>) -> usize {
-        let mut count = 0;
+        self.reset_keys(pattern, model).len()
+    }
+
+    /// `reset`, returning the keys that had something to reset (a shared store tells the
+    /// other replicas).
+    pub fn reset_keys(&self, pattern: Option<&str>, model: Option<&str>) -> Vec<ApiKey> {
+        let mut out = Vec::new();
         for slot in self.slots.iter() {
             let hit = pattern.is_none_or(|p| {
                 let masked = slot.spec.key.masked().to_string();
                 masked == p || (p.len() >= 4 && masked.ends_with(p))
             });
-            if hit && slot.cell.reset(model) {
-                count += 1;
+            if hit && slot.cell.reset(model) && !out.contains(&slot.spec.key) {
+                out.push(slot.spec.key.clone());
             }
         }
-        count
+        out
     }
 
     /// Keys allowed for `model` in this snapshot, with the model's shared cursor. Only known

@@ -85,6 +85,47 @@ impl KeyPool {
         out
     }
 
+    /// The keys that changed since the last drain (see `KeyCell::drain`), for a shared store:
+    /// their counts are the increments since then, not today's totals. Never on the hot path:
+    /// the store's sync task calls it a few times a second; a quiet key costs an atomic swap.
+    pub fn drain(&self, now: Now) -> Vec<SavedKey> {
+        let at = self.at(now);
+        let dirty: Vec<(ApiKey, Arc<KeyCell>)> = lock(&self.shared.cells)
+            .iter()
+            .filter(|(_, c)| c.is_dirty())
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        dirty
+            .into_iter()
+            .filter_map(|(key, cell)| {
+                let (disabled, models) = cell.drain(&at)?;
+                Some(SavedKey {
+                    key,
+                    disabled,
+                    models,
+                })
+            })
+            .collect()
+    }
+
+    /// The keys of the last bound config.
+    pub fn keys(&self) -> Vec<ApiKey> {
+        lock(&self.shared.cells).keys().cloned().collect()
+    }
+
+    /// Clears what an admin reset on another replica cleared (`reset` by key): the whole key
+    /// when `model` is `None`. Returns whether the key is configured here.
+    pub fn reset_key(&self, key: &ApiKey, model: Option<&str>) -> bool {
+        let cell = lock(&self.shared.cells).get(key).cloned();
+        match cell {
+            Some(cell) => {
+                cell.reset(model);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Merges saved state into the cells of keys in the last bound config (others are
     /// ignored). A rest in force is never shortened and a count never lowered; rests already
     /// over and counts of another quota day are dropped.

@@ -16,12 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Salt, Why};
+use super::{ledger_names, Salt, StoreStatus, Why};
 use crate::config::Config;
 use crate::pool::{KeyPool, Now, SavedKey, SavedModel, SavedRest};
 use crate::quota_day::{QuotaClock, QuotaDay};
 use crate::secret::ApiKey;
-use crate::usage::{LedgerDay, TokenTotals, TokenUsage, Tokens, OPEN, OTHER};
+use crate::usage::{LedgerDay, TokenTotals, TokenUsage, Tokens};
 
 /// The format's version; a file of another version is treated as corrupt (a fresh start).
 const VERSION: u32 = 1;
@@ -285,17 +285,6 @@ impl FileState {
     }
 }
 
-/// The names the token ledger may hold for a config: every client token's name, the open
-/// proxy's and the overflow's.
-fn ledger_names(cfg: &Config) -> Vec<String> {
-    cfg.auth
-        .tokens
-        .iter()
-        .map(|t| t.name.clone())
-        .chain([OPEN.to_string(), OTHER.to_string()])
-        .collect()
-}
-
 /// The file store in use.
 pub struct FileStore {
     path: PathBuf,
@@ -305,6 +294,9 @@ pub struct FileStore {
     last: Option<Vec<u8>>,
     /// The last write failed (logged once until one succeeds).
     failing: bool,
+    /// Since when `failing` has been what it is, and the last error.
+    since: SystemTime,
+    last_error: Option<String>,
 }
 
 impl FileStore {
@@ -364,6 +356,17 @@ impl FileStore {
             clock,
             last,
             failing: false,
+            since: SystemTime::now(),
+            last_error: None,
+        }
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        StoreStatus {
+            store: "file",
+            ok: !self.failing,
+            last_error: self.last_error.clone(),
+            since: Some(self.since),
         }
     }
 
@@ -397,6 +400,7 @@ impl FileStore {
             Ok(()) => {
                 if self.failing {
                     tracing::info!(path = %shown, "state: writing the state file works again");
+                    self.since = SystemTime::now();
                 }
                 self.failing = false;
                 self.last = Some(bytes);
@@ -409,7 +413,11 @@ impl FileStore {
                 if !self.failing || why == Why::Shutdown {
                     tracing::warn!(path = %shown, error = %e, "state: cannot write the state file; the pool keeps serving from memory");
                 }
+                if !self.failing {
+                    self.since = SystemTime::now();
+                }
                 self.failing = true;
+                self.last_error = Some(e.to_string());
             }
         }
     }

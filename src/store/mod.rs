@@ -12,23 +12,65 @@
 //!
 //! Keys and client token names appear in a store only as fingerprints (`Fingerprint`: SHA-256
 //! over a per-deployment random salt and the secret), never raw or masked. `memory` is the
-//! no-store case; `file` is `file.rs`. A Redis store (shared by replicas) is to come as one
-//! more variant of `Active` with the same export/import contract.
+//! no-store case; `file` is `file.rs`; `redis` (`redis.rs`) shares the state with every replica
+//! on one Redis server, through a sync task that also carries the small ledgers' events
+//! (`outbox`).
 
 mod file;
+mod redis;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Store};
+use crate::lockout::Lockout;
+use crate::outbox::Outbox;
 use crate::pool::{KeyPool, Now};
-use crate::usage::TokenUsage;
+use crate::sessions::Sessions;
+use crate::signatures::SignatureCache;
+use crate::stored_responses::StoredResponses;
+use crate::usage::{TokenUsage, OPEN, OTHER};
 
+pub use self::redis::{Health, Lookup, PUSH_EVERY, RECONCILE_EVERY};
 pub use file::{write_atomic, FileState, FileStore};
+
+/// What a store keeps and feeds: the pool, the token ledger and the small ledgers (handles
+/// shared with `state::App`).
+#[derive(Clone)]
+pub struct Ledgers {
+    pub pool: KeyPool,
+    pub usage: Arc<TokenUsage>,
+    pub sessions: Arc<Sessions>,
+    pub lockout: Arc<Lockout>,
+    pub signatures: Arc<SignatureCache>,
+    pub stored_responses: Arc<StoredResponses>,
+    /// Where the small ledgers queue their events.
+    pub outbox: Outbox,
+}
+
+/// What of the running config a shared store needs to read what others wrote: client token
+/// names (the ledger's fingerprints) and admin token fingerprints (session openers).
+#[derive(Debug, Default)]
+pub struct Names {
+    pub tokens: Vec<String>,
+    pub admins: Vec<[u8; 32]>,
+    /// Changes with every config applied (the keys may have changed).
+    pub generation: u64,
+}
+
+/// The store in use and how it is doing, for `/status` and the metrics.
+#[derive(Debug, Clone)]
+pub struct StoreStatus {
+    pub store: &'static str,
+    pub ok: bool,
+    pub last_error: Option<String>,
+    pub since: Option<SystemTime>,
+}
 
 /// How often the background task looks for changes to save.
 pub const SAVE_EVERY: Duration = Duration::from_secs(2);
@@ -91,6 +133,8 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Persist {
     active: Mutex<Active>,
     own: OwnFile,
+    names: Arc<ArcSwap<Names>>,
+    generation: AtomicU64,
 }
 
 /// The file the store in use writes (if any), for the reload watcher: writing it (and its temp
@@ -121,6 +165,7 @@ enum Active {
     /// Nothing kept beyond memory.
     Memory,
     File(FileStore),
+    Redis(redis::RedisStore),
 }
 
 impl Default for Persist {
@@ -128,8 +173,21 @@ impl Default for Persist {
         Persist {
             active: Mutex::new(Active::Memory),
             own: OwnFile::default(),
+            names: Arc::default(),
+            generation: AtomicU64::new(0),
         }
     }
+}
+
+/// The names the token ledger may hold for a config: every client token's name, the open
+/// proxy's and the overflow's.
+pub(crate) fn ledger_names(cfg: &Config) -> Vec<String> {
+    cfg.auth
+        .tokens
+        .iter()
+        .map(|t| t.name.clone())
+        .chain([OPEN.to_string(), OTHER.to_string()])
+        .collect()
 }
 
 /// Why a snapshot is saved (what the log line says).
@@ -151,18 +209,39 @@ impl Persist {
     /// Applies the `[state]` of a config just installed (at start and after each reload):
     /// the same store is kept; another one is built and swapped in, after the one it replaces
     /// wrote its last snapshot. Never fails: problems are logged.
-    pub fn configure(&self, cfg: &Config, pool: &KeyPool, usage: &TokenUsage) {
+    pub fn configure(&self, cfg: &Config, ledgers: &Ledgers) {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.names.store(Arc::new(Names {
+            tokens: ledger_names(cfg),
+            admins: cfg
+                .auth
+                .admin_tokens
+                .iter()
+                .map(|t| t.fingerprint())
+                .collect(),
+            generation,
+        }));
+        let (pool, usage) = (&ledgers.pool, &*ledgers.usage);
         let mut active = lock(&self.active);
         let same = match (&*active, &cfg.state.store) {
             (Active::Memory, Store::Memory) => true,
             (Active::File(f), Store::File { path }) => f.path() == path,
+            (Active::Redis(r), Store::Redis(want)) => r.serves(want),
             _ => false,
         };
         if same {
             return;
         }
-        if let Active::File(f) = &mut *active {
-            f.save(pool, usage, now(), Why::Shutdown);
+        match &mut *active {
+            Active::File(f) => f.save(pool, usage, now(), Why::Shutdown),
+            // No more events or claims go to it; it sends its last changes on its own (this
+            // runs on the control runtime, where its task runs too: no waiting here).
+            Active::Redis(r) => {
+                ledgers.outbox.close();
+                ledgers.pool.set_claimer(None);
+                r.stop(false);
+            }
+            Active::Memory => {}
         }
         self.own.0.store(match &cfg.state.store {
             Store::Memory | Store::Redis(_) => None,
@@ -175,10 +254,46 @@ impl Persist {
             }
             Store::File { path } => Active::File(FileStore::open(path, cfg, pool, usage, now())),
             Store::Redis(r) => {
-                tracing::error!(url = %r.url, "state: the Redis store is not built yet; keeping state in memory");
-                Active::Memory
+                let rx = ledgers.outbox.open();
+                Active::Redis(redis::RedisStore::start(
+                    r,
+                    ledgers.clone(),
+                    self.names.clone(),
+                    rx,
+                ))
             }
         };
+    }
+
+    /// Where to look up what other replicas made (a session, a stored response): a shared
+    /// store only.
+    pub fn lookup(&self) -> Option<Lookup> {
+        match &*lock(&self.active) {
+            Active::Redis(r) => Some(r.lookup()),
+            _ => None,
+        }
+    }
+
+    /// The store in use and whether it works.
+    pub fn status(&self) -> StoreStatus {
+        match &*lock(&self.active) {
+            Active::Memory => StoreStatus {
+                store: "memory",
+                ok: true,
+                last_error: None,
+                since: None,
+            },
+            Active::File(f) => f.status(),
+            Active::Redis(r) => {
+                let h = r.health();
+                StoreStatus {
+                    store: "redis",
+                    ok: h.ok,
+                    last_error: h.last_error,
+                    since: Some(h.since),
+                }
+            }
+        }
     }
 
     /// The file the store in use writes, as it changes with reloads.
@@ -189,8 +304,11 @@ impl Persist {
     /// Writes a snapshot when the state changed since the last one (the memory store writes
     /// nothing). Never fails: a write error is logged once per run of failures.
     pub fn save(&self, pool: &KeyPool, usage: &TokenUsage, why: Why) {
-        if let Active::File(f) = &mut *lock(&self.active) {
-            f.save(pool, usage, now(), why);
+        match &mut *lock(&self.active) {
+            Active::File(f) => f.save(pool, usage, now(), why),
+            // The Redis store sends as it goes; at shutdown, its last push (bounded).
+            Active::Redis(r) if why == Why::Shutdown => r.stop(true),
+            _ => {}
         }
     }
 }

@@ -80,7 +80,7 @@ fn check(body: &[u8]) -> Result<(), TestCaseError> {
             (url.to_string(), file)
         })
         .collect();
-    let lookup = |id: &str| (id.len() % 2 == 0).then(|| format!("sig-{id}"));
+    let lookup = |id: &str| id.len().is_multiple_of(2).then(|| format!("sig-{id}"));
     let with_extras = Extras {
         signatures: Some(&lookup),
         media: Some(&media),

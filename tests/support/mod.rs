@@ -8,6 +8,7 @@
 pub mod fake_gemini;
 pub mod kubelet;
 pub mod proxy;
+pub mod redis;
 
 pub use fake_gemini::{
     chunk_with_parts, default_text, fake_embedding, fnv1a, google_error, mask, model_object,
