@@ -154,6 +154,9 @@ pub struct App {
     pub persist: Persist,
     /// What the small ledgers tell a shared store (`[state] store = "redis"`).
     pub outbox: Outbox,
+    /// Gemini resources (files, caches, batches, upload sessions) by the key that created
+    /// them and the client token that owns them (issue #18). In memory only, for now.
+    pub affinity: crate::affinity::Affinity,
 }
 
 impl App {
@@ -178,6 +181,7 @@ impl App {
             )),
             persist: Persist::default(),
             outbox,
+            affinity: Default::default(),
         };
         // After `bind`: the saved state is merged into the cells of the configured keys.
         app.configure_state();

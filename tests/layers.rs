@@ -38,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "retry_budget",
             "reload_state",
             "stored_responses",
+            "affinity",
         ],
     ),
     ("key pool", &["pool"]),

@@ -128,6 +128,8 @@ pub async fn create(
             path_and_query: &path,
             body: Some(Bytes::from(gemini_body)),
             delivery,
+            pinned: None,
+            native: None,
         };
         match proxy::execute(snap, call, log).await {
             Ok(served) => {
