@@ -35,6 +35,8 @@ pub struct Caller {
     pub loopback_peer: bool,
     /// See `Origin::local`.
     pub local: bool,
+    /// See `Origin::trusted_peer`.
+    pub trusted_peer: bool,
 }
 
 impl Caller {
@@ -48,6 +50,7 @@ impl Caller {
             https: origin.https,
             loopback_peer: origin.loopback_peer,
             local: origin.local,
+            trusted_peer: origin.trusted_peer,
         }
     }
 
@@ -93,6 +96,9 @@ pub struct Origin {
     pub local: bool,
     /// See `forwarded_https`.
     pub https: bool,
+    /// The TCP peer is one of `server.trusted_proxies`: its `X-Forwarded-Host` names the
+    /// address clients used (the upload URLs the proxy hands out).
+    pub trusted_peer: bool,
 }
 
 /// Decides a request's `Origin` from its TCP peer and headers.
@@ -108,6 +114,7 @@ pub fn origin(peer: IpAddr, headers: &HeaderMap, server: &config::Server) -> Ori
         loopback_peer,
         local,
         https: forwarded_https(peer, headers, trusted),
+        trusted_peer: is_trusted(canonical(peer), trusted),
     }
 }
 
@@ -705,6 +712,7 @@ mod tests {
             loopback_peer: ip.is_loopback(),
             local,
             https: false,
+            trusted_peer: false,
         }
     }
 
@@ -840,6 +848,8 @@ mod tests {
             memory_budget: 1,
             body_timeout: std::time::Duration::from_secs(1),
             write_timeout: std::time::Duration::from_secs(1),
+            max_upload: 1,
+            public_url: None,
         };
         let direct = server(&[], RealIpHeader::XForwardedFor);
         let behind = server(&["127.0.0.1/32"], RealIpHeader::XForwardedFor);

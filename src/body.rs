@@ -153,3 +153,99 @@ fn reserve_body(n: u64) -> Result<(), BodyError> {
         admission::Refusal::Busy => BodyError::Busy,
     })
 }
+
+/// A client's body passed on as it arrives (an upload), never held: at most `limit` bytes
+/// (more ends it with `BodyError::TooLarge`), each frame within `idle` of the last (else
+/// `BodyError::Timeout`). What went wrong on the client's side is kept in `fault`, so a
+/// failed upstream exchange can be told apart from a client that sent too much or stalled.
+pub struct Streamed {
+    pub stream: futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
+    /// Fires (or is dropped) when the body has ended, well or not.
+    pub sent: tokio::sync::oneshot::Receiver<()>,
+    pub fault: std::sync::Arc<std::sync::Mutex<Option<BodyError>>>,
+}
+
+impl Streamed {
+    /// What the client did wrong, if the body ended because of it.
+    pub fn fault_of(fault: &std::sync::Mutex<Option<BodyError>>) -> Option<BodyError> {
+        fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+pub fn streamed(body: Incoming, limit: u64, idle: Duration) -> Streamed {
+    use futures_util::StreamExt;
+    let (done, sent) = tokio::sync::oneshot::channel::<()>();
+    let fault = std::sync::Arc::new(std::sync::Mutex::new(None));
+    struct State {
+        body: Incoming,
+        seen: u64,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+        fault: std::sync::Arc<std::sync::Mutex<Option<BodyError>>>,
+        limit: u64,
+        idle: Duration,
+    }
+    impl State {
+        fn fail(&mut self, e: BodyError) -> std::io::Error {
+            let text = format!("{e:?}");
+            *self
+                .fault
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+            self.finish();
+            std::io::Error::other(text)
+        }
+        fn finish(&mut self) {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+    let state = State {
+        body,
+        seen: 0,
+        done: Some(done),
+        fault: fault.clone(),
+        limit,
+        idle,
+    };
+    let stream = futures_util::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        loop {
+            let frame = match tokio::time::timeout(state.idle, state.body.frame()).await {
+                Err(_) => {
+                    let after = state.idle;
+                    let e = state.fail(BodyError::Timeout { after });
+                    return Some((Err(e), None));
+                }
+                Ok(None) => {
+                    state.finish();
+                    return None;
+                }
+                Ok(Some(Err(e))) => {
+                    let e = state.fail(BodyError::Unreadable(e.to_string()));
+                    return Some((Err(e), None));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            state.seen += data.len() as u64;
+            if state.seen > state.limit {
+                let limit = state.limit;
+                let e = state.fail(BodyError::TooLarge { limit });
+                return Some((Err(e), None));
+            }
+            return Some((Ok(data), Some(state)));
+        }
+    })
+    .boxed();
+    Streamed {
+        stream,
+        sent,
+        fault,
+    }
+}

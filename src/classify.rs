@@ -43,6 +43,18 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
+/// `classify` for a call pinned to the key that created the resource it names: a 401/403 there
+/// is about the resource (gone, or another project's view of it), never grounds to disable the
+/// key or rest it for the model, since no other key could serve the call anyway.
+pub fn classify_pinned(status: u16, body: &[u8]) -> Outcome {
+    match classify(status, body) {
+        Outcome::KeyInvalid { .. } | Outcome::ModelDenied { .. } if status == 403 => {
+            Outcome::ClientError
+        }
+        other => other,
+    }
+}
+
 /// One event of a 200 stream (SSE data, bare JSON, or an element of the JSON-array stream):
 /// `None` when it is not an error, else what the error means for the key, classified like the
 /// same error with its own status code. Cheap for ordinary events, which never parse twice.

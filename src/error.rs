@@ -101,6 +101,22 @@ pub enum ProxyError {
     /// The request body did not arrive whole within `server.body_timeout`.
     #[error("the request body did not arrive within {}s", whole_seconds(*after))]
     BodyTimeout { after: Duration },
+    /// A named resource lives on one key (the one that created it) and that key rests now.
+    #[error(
+        "{resource} is pinned to the key that created it, which is resting: retry in {}s",
+        whole_seconds(*retry_after)
+    )]
+    PinnedResting {
+        resource: String,
+        retry_after: Duration,
+    },
+    /// A named resource lives on a key that can no longer serve it (removed, disabled, not
+    /// allowed the model): waiting will not help.
+    #[error("{resource} cannot be used: {why}; create it again")]
+    PinnedElsewhere { resource: String, why: String },
+    /// A create names a resource that exists already (Google's ALREADY_EXISTS).
+    #[error("{message}")]
+    Conflict { message: String },
     #[error("internal error: {0}")]
     Internal(String),
     /// A stream already under way failed (Google's error event, a broken or silent
@@ -149,7 +165,12 @@ impl ProxyError {
             | ProxyError::CrossSite => StatusCode::FORBIDDEN,
             ProxyError::NotFound { .. } | ProxyError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::LockedOut { .. } | ProxyError::PinnedResting { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ProxyError::PinnedElsewhere { .. } | ProxyError::Conflict { .. } => {
+                StatusCode::CONFLICT
+            }
             ProxyError::NoKey { retry_after, .. } => {
                 if retry_after.is_some() {
                     StatusCode::TOO_MANY_REQUESTS
@@ -186,7 +207,10 @@ impl ProxyError {
             }
             ProxyError::UpstreamClient { .. } => "invalid_request_error",
             ProxyError::Unauthorized => "authentication_error",
-            ProxyError::LockedOut { .. } => "rate_limit_error",
+            ProxyError::LockedOut { .. } | ProxyError::PinnedResting { .. } => "rate_limit_error",
+            ProxyError::PinnedElsewhere { .. } | ProxyError::Conflict { .. } => {
+                "invalid_request_error"
+            }
             ProxyError::IpDenied
             | ProxyError::ModelNotAllowed { .. }
             | ProxyError::AdminOnly
@@ -236,6 +260,9 @@ impl ProxyError {
 
     /// Google's `error.status`.
     fn google_status(&self) -> &'static str {
+        if let ProxyError::Conflict { .. } = self {
+            return "ALREADY_EXISTS";
+        }
         match self.status() {
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
             StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
@@ -245,6 +272,7 @@ impl ProxyError {
             StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
             StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
             StatusCode::METHOD_NOT_ALLOWED => "UNIMPLEMENTED",
+            StatusCode::CONFLICT => "FAILED_PRECONDITION",
             _ => "INTERNAL",
         }
     }
@@ -260,6 +288,8 @@ impl ProxyError {
             ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTimeout
             | ProxyError::NoKey { .. }
+            | ProxyError::PinnedResting { .. }
+            | ProxyError::PinnedElsewhere { .. }
             | ProxyError::StreamBroken { .. } => tracing::Level::WARN,
             ProxyError::BadRequest { .. }
             | ProxyError::PayloadTooLarge { .. }
@@ -272,6 +302,7 @@ impl ProxyError {
             | ProxyError::NotFound { .. }
             | ProxyError::MethodNotAllowed
             | ProxyError::UpstreamClient { .. }
+            | ProxyError::Conflict { .. }
             | ProxyError::ModelNotFound { .. }
             | ProxyError::ShuttingDown
             | ProxyError::Overloaded { .. }
@@ -318,7 +349,12 @@ impl ProxyError {
             | ProxyError::AdminOnly
             | ProxyError::CrossSite => (StatusCode::FORBIDDEN, "permission_error"),
             ProxyError::ModelNotFound { .. } => (StatusCode::NOT_FOUND, "not_found_error"),
-            ProxyError::LockedOut { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            ProxyError::LockedOut { .. } | ProxyError::PinnedResting { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
+            }
+            ProxyError::PinnedElsewhere { .. } | ProxyError::Conflict { .. } => {
+                (StatusCode::CONFLICT, "invalid_request_error")
+            }
             ProxyError::NoKey { retry_after, .. } => match retry_after {
                 Some(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
                 // No key comes back by itself: overloaded, with x-should-retry: false.
@@ -455,7 +491,9 @@ impl ProxyError {
         if let ProxyError::Unauthorized = self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let ProxyError::LockedOut { retry_after } = self {
+        if let ProxyError::LockedOut { retry_after }
+        | ProxyError::PinnedResting { retry_after, .. } = self
+        {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(whole_seconds(*retry_after)),

@@ -28,6 +28,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod affinity;
 pub mod api;
 pub mod body;
 pub mod classify;

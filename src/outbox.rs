@@ -5,6 +5,7 @@
 //! dropped (the store's periodic reconcile, or the next event, makes up for it).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,16 @@ pub enum Event {
     },
     /// Gemini 3 thought signatures by tool-call id.
     Signatures(Vec<(String, String)>),
+    /// A stored Responses API response (`owner`: the client token's name), its JSON texts.
+    ResponseStored {
+        id: String,
+        owner: Option<String>,
+        response: Vec<u8>,
+        conversation: Vec<u8>,
+    },
+    ResponseDeleted {
+        id: String,
+    },
     /// An admin reset of these keys (by their raw value, fingerprinted by the store), or of
     /// every key when `keys` is `None`; only `model` when given.
     Reset {
@@ -43,15 +54,50 @@ pub enum Event {
     },
 }
 
+/// Bytes of stored responses queued at most (a Redis outage must not pile them up).
+pub const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
+
 /// The sending side, shared by every ledger (clones share the queue).
 #[derive(Clone, Default)]
-pub struct Outbox(Arc<ArcSwapOption<mpsc::Sender<Event>>>);
+pub struct Outbox(Arc<ArcSwapOption<mpsc::Sender<Event>>>, Arc<AtomicUsize>);
+
+impl Event {
+    /// The bytes this event holds beyond its fixed size.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Event::ResponseStored {
+                response,
+                conversation,
+                ..
+            } => response.len() + conversation.len(),
+            _ => 0,
+        }
+    }
+}
 
 impl Outbox {
-    /// Queues `event` if a shared store listens; never blocks.
+    /// Queues `event` if a shared store listens; never blocks. Dropped when the queue is full
+    /// or holds `MAX_QUEUED_BYTES` already.
     pub fn send(&self, event: Event) {
-        if let Some(tx) = self.0.load().as_ref() {
-            let _ = tx.try_send(event);
+        let Some(tx) = self.0.load_full() else {
+            return;
+        };
+        let bytes = event.bytes();
+        // Reserve the bytes first (a response only): over the bound, give them back and drop.
+        if bytes > 0 && self.1.fetch_add(bytes, Ordering::AcqRel) + bytes > MAX_QUEUED_BYTES {
+            self.1.fetch_sub(bytes, Ordering::AcqRel);
+            return;
+        }
+        if tx.try_send(event).is_err() && bytes > 0 {
+            self.1.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
+    /// The receiver took `event` off the queue: its bytes no longer count.
+    pub fn taken(&self, event: &Event) {
+        let bytes = event.bytes();
+        if bytes > 0 {
+            self.1.fetch_sub(bytes, Ordering::AcqRel);
         }
     }
 
@@ -94,5 +140,29 @@ mod tests {
         outbox.close();
         outbox.send(Event::SessionEnded { id_hash: [2; 32] });
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn stored_responses_are_bounded_in_bytes() {
+        let outbox = Outbox::default();
+        let mut rx = outbox.open();
+        let big = |i: usize| Event::ResponseStored {
+            id: format!("resp_{i}"),
+            owner: None,
+            response: vec![b'x'; 1024 * 1024],
+            conversation: Vec::new(),
+        };
+        for i in 0..40 {
+            outbox.send(big(i));
+        }
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            outbox.taken(&ev);
+            got.push(ev);
+        }
+        assert_eq!(got.len(), MAX_QUEUED_BYTES / (1024 * 1024));
+        // Taken off the queue: room again.
+        outbox.send(big(99));
+        assert!(rx.try_recv().is_ok());
     }
 }

@@ -53,6 +53,8 @@ pub struct Served {
     pub lease: Lease,
     pub status: StatusCode,
     pub content_type: Option<http::HeaderValue>,
+    /// The upstream's response headers (the native passthrough forwards a few).
+    pub headers: http::HeaderMap,
     pub body: Payload,
 }
 
@@ -66,6 +68,40 @@ pub struct Call<'a> {
     pub path_and_query: &'a str,
     pub body: Option<Bytes>,
     pub delivery: Delivery,
+    /// Only this key may serve: a resource pinned to the key that created it (`affinity`).
+    pub pinned: Option<Pinned<'a>>,
+    /// The native passthrough's extras (headers, a streamed body, no repeat).
+    pub native: Option<Native>,
+}
+
+/// The key a named resource lives on, by its index in the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Pinned<'a> {
+    pub index: usize,
+    /// The resource, for the client's error when that key cannot serve.
+    pub resource: &'a str,
+}
+
+/// What a native passthrough call sends besides a JSON body.
+pub struct Native {
+    /// The client's headers that travel (content type, the upload protocol's), never a
+    /// credential.
+    pub headers: http::HeaderMap,
+    /// The client's body, streamed upstream once (an upload).
+    pub stream: std::sync::Mutex<Option<crate::body::Streamed>>,
+    /// The call is sent at most once, on one key (uploads, creates): repeating it could do it
+    /// twice.
+    pub once: bool,
+}
+
+impl Native {
+    /// What went wrong on the client's side of a streamed body, if anything.
+    pub fn fault(
+        &self,
+        fault: &std::sync::Mutex<Option<crate::body::BodyError>>,
+    ) -> Option<crate::body::BodyError> {
+        crate::body::Streamed::fault_of(fault)
+    }
 }
 
 /// Why the last attempt failed.
@@ -139,16 +175,28 @@ pub async fn execute(
         if let Err(stop) = attempts.may_start() {
             break stop;
         }
+        let only_pinned: Vec<usize>;
+        let exclude: &[usize] = match call.pinned {
+            // Every other key is out of the question (and the pinned one once tried).
+            Some(pin) => {
+                only_pinned = (0..pool.len())
+                    .filter(|&i| i != pin.index || attempts.tried.contains(&i))
+                    .collect();
+                &only_pinned
+            }
+            None => &attempts.tried,
+        };
         let picked = match call.model {
-            Some(model) => pool.pick(model, Instant::now(), &attempts.tried),
-            None => pool.pick_any(Instant::now(), &attempts.tried),
+            Some(model) => pool.pick(model, Instant::now(), exclude),
+            None => pool.pick_any(Instant::now(), exclude),
         };
         let lease = match picked {
             Ok(lease) => lease,
-            Err(no_key) => match last {
-                None => return Err(no_key_error(model_name, &no_key, pool.len())),
+            Err(no_key) => match (&last, call.pinned) {
+                (None, Some(pin)) => return Err(pinned_error(pool, pin, call.model)),
+                (None, None) => return Err(no_key_error(model_name, &no_key, pool.len())),
                 // Keys remain, but none that we have not tried: report the last failure.
-                Some(_) => break Stop::Keys,
+                (Some(_), _) => break Stop::Keys,
             },
         };
         if !pool
@@ -195,6 +243,10 @@ pub async fn execute(
             "no further attempt"
         );
     }
+    if let (Some(pin), true) = (call.pinned, is_quota(&last.outcome)) {
+        // The one key the resource lives on is out for now: say so, and until when.
+        return Err(pinned_error(pool, pin, call.model));
+    }
     Err(exhausted(snap, model_name, last, attempts.tried.len()))
 }
 
@@ -212,6 +264,8 @@ struct Attempts {
     request_deadline: Duration,
     /// Whether a call that may have reached Google may be sent again.
     replay: bool,
+    /// The call is sent once at most (`Native::once`).
+    once: bool,
     budget: &'static retry_budget::RetryBudget,
 }
 
@@ -228,6 +282,7 @@ impl Attempts {
             deadline: None,
             request_deadline: policy.request_deadline,
             replay: replayable(call, policy.retry_after_send),
+            once: call.native.as_ref().is_some_and(|n| n.once),
             budget: retry_budget::global(),
         }
     }
@@ -266,7 +321,7 @@ impl Attempts {
     /// it; a call that may be running at Google is not repeated unless it is free to repeat or
     /// the operator said so.
     fn after(&mut self, failure: &Failure) -> Option<Stop> {
-        if failure.maybe_processed() && !self.replay {
+        if self.once || (failure.maybe_processed() && !self.replay) {
             return Some(Stop::NotReplayed);
         }
         if is_quota(&failure.outcome) {
@@ -297,22 +352,64 @@ async fn attempt(
     log.key = Some(lease.key.masked().clone());
 
     let sent_at = Instant::now();
-    let sent = snap
-        .upstream
-        .send(
-            log.worker,
-            call.method.clone(),
-            call.path_and_query,
-            &lease.key,
-            call.body.clone(),
-        )
-        .await;
+    let mut fault = None;
+    let sent = match &call.native {
+        None => {
+            snap.upstream
+                .send(
+                    log.worker,
+                    call.method.clone(),
+                    call.path_and_query,
+                    &lease.key,
+                    call.body.clone(),
+                )
+                .await
+        }
+        Some(native) => {
+            let streamed = native
+                .stream
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            let outgoing = match (streamed, &call.body) {
+                (Some(streamed), _) => {
+                    fault = Some(streamed.fault.clone());
+                    upstream::Outgoing::Stream {
+                        body: reqwest::Body::wrap_stream(streamed.stream),
+                        sent: streamed.sent,
+                    }
+                }
+                (None, Some(bytes)) => upstream::Outgoing::Bytes(bytes.clone()),
+                (None, None) => upstream::Outgoing::Empty,
+            };
+            snap.upstream
+                .send_native(
+                    log.worker,
+                    call.method.clone(),
+                    call.path_and_query,
+                    &lease.key,
+                    &native.headers,
+                    outgoing,
+                )
+                .await
+        }
+    };
+    // A streamed body the client broke (too large, stalled, cut) says nothing about the key.
+    let client_fault = fault
+        .as_ref()
+        .and_then(|f| crate::body::Streamed::fault_of(f))
+        .is_some();
+    let sent = match sent {
+        Err(e) if client_fault => Err(SendError::NotSent(format!("the client's body failed: {e}"))),
+        other => other,
+    };
     let ttfb = sent.is_ok().then(|| sent_at.elapsed());
     let failure = match sent {
         Ok(response) if response.status().is_success() => {
             let status = response.status();
             log.upstream_status = Some(status.as_u16());
             let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+            let headers = response.headers().clone();
             let read = match call.delivery {
                 Delivery::Streaming => {
                     // Judged at its end: the relay reports the lease's outcome.
@@ -323,6 +420,7 @@ async fn attempt(
                         lease,
                         status,
                         content_type,
+                        headers,
                         body: Payload::Stream(response),
                     });
                 }
@@ -344,6 +442,7 @@ async fn attempt(
                         lease,
                         status,
                         content_type,
+                        headers,
                         body: Payload::Full(bytes),
                     });
                 }
@@ -354,7 +453,12 @@ async fn attempt(
             let status = response.status();
             log.upstream_status = Some(status.as_u16());
             let raw = upstream::read_error_body(response, snap.upstream.idle_timeout).await;
-            let outcome = classify(status.as_u16(), &raw);
+            let outcome = if call.pinned.is_some() {
+                // Another project's view of a pinned resource is never the key's fault.
+                crate::classify::classify_pinned(status.as_u16(), &raw)
+            } else {
+                classify(status.as_u16(), &raw)
+            };
             Failure {
                 message: google_message(&raw)
                     .unwrap_or_else(|| format!("upstream answered {status}")),
@@ -506,6 +610,37 @@ fn exhausted(snap: &Snapshot, model: &str, last: Failure, attempts: usize) -> Pr
                 .unwrap_or(StatusCode::BAD_GATEWAY),
             message: format!("{} ({tried} tried)", last.message),
             raw: last.raw,
+        },
+    }
+}
+
+/// The client-facing error when the key a resource is pinned to cannot serve now: a 429
+/// with `Retry-After` while it rests, else an error naming the resource. Read-only (`explain`
+/// takes no lease); only reached when the pick found the key out.
+fn pinned_error(pool: &PoolView, pin: Pinned<'_>, model: Option<&str>) -> ProxyError {
+    use crate::pool::{Verdict, Why};
+    let explained = pool.explain_at(model.unwrap_or(""), Now::at(Instant::now()));
+    let verdict = explained.keys.get(pin.index).map(|k| k.verdict.clone());
+    let elsewhere = |why: String| ProxyError::PinnedElsewhere {
+        resource: pin.resource.to_string(),
+        why,
+    };
+    match verdict {
+        Some(Verdict::NotAllowed) => elsewhere(format!(
+            "the key it lives on may not serve model '{}'",
+            model.unwrap_or("any")
+        )),
+        Some(Verdict::Out(Why::Disabled { .. })) => {
+            elsewhere("the key it lives on was rejected by Google and is disabled".into())
+        }
+        Some(Verdict::Out(Why::NoQuota { .. })) => elsewhere(format!(
+            "the key it lives on has no quota for model '{}'",
+            model.unwrap_or("any")
+        )),
+        None => elsewhere("the key it lives on is no longer in the pool".into()),
+        Some(other) => ProxyError::PinnedResting {
+            resource: pin.resource.to_string(),
+            retry_after: other.left().unwrap_or(Duration::from_secs(1)),
         },
     }
 }

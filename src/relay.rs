@@ -58,6 +58,9 @@ pub enum Shape {
     },
     /// Bytes out as they came in (`/v1beta`); `sse` tells the error-event framing.
     Passthrough { sse: bool },
+    /// Bytes out as they came in, not JSON (a file's content, `alt=media`): nothing is
+    /// watched and a failure just ends the body.
+    Raw,
 }
 
 /// The dialect side of a stream: how upstream bytes become the client's, and how the
@@ -69,7 +72,7 @@ impl Shape {
             Shape::OpenAi(t) => Some(t.as_mut()),
             Shape::Anthropic(t) => Some(t.as_mut()),
             Shape::Responses { stream, .. } => Some(stream.as_mut()),
-            Shape::Passthrough { .. } => None,
+            Shape::Passthrough { .. } | Shape::Raw => None,
         }
     }
 
@@ -91,6 +94,7 @@ impl Shape {
                 watch.array.push(&bytes, &mut watch.seen);
                 Ok(bytes)
             }
+            Shape::Raw => Ok(bytes),
             Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => {
                 let items = parser.push(&bytes);
                 match self.translator() {
@@ -108,6 +112,9 @@ impl Shape {
         parser: &mut SseParser,
         watch: &mut Watch,
     ) -> Result<Bytes, TranslateError> {
+        if let Shape::Raw = self {
+            return Ok(Bytes::new());
+        }
         if let Shape::Passthrough { sse } = self {
             if *sse {
                 for item in parser.finish() {
@@ -140,6 +147,8 @@ impl Shape {
             Shape::Passthrough { sse: false } => {
                 error.stream_event(Dialect::Google, Framing::JsonArray)
             }
+            // Nothing can be appended to a file's bytes: the body just ends short.
+            Shape::Raw => Bytes::new(),
         }
     }
 }
@@ -242,7 +251,7 @@ async fn run(
     let write = snap.config.server.write_timeout;
     let heartbeat = match shape {
         Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => snap.upstream.heartbeat,
-        Shape::Passthrough { .. } => None,
+        Shape::Passthrough { .. } | Shape::Raw => None,
     };
     let mut upstream = response.bytes_stream();
     let mut parser = SseParser::new();

@@ -86,6 +86,12 @@ pub enum Route {
         model: String,
         action: GeminiAction,
     },
+    /// Any other Gemini-native call (`/v1beta/**`, the native `/v1/…` routes, uploads under
+    /// `/upload/v1beta/**` and `/upload/v1/**`), passed through by `api::native`.
+    Native,
+    /// `/upload/session/{id}`: a resumable upload session the proxy handed out; its id is the
+    /// credential (the SDK sends the chunks without one).
+    UploadSession(String),
     RunGemini,
     Health,
     Livez,
@@ -117,9 +123,11 @@ pub enum Route {
 impl Route {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Route::GeminiListModels | Route::GeminiGetModel(_) | Route::GeminiCall { .. } => {
-                Dialect::Google
-            }
+            Route::GeminiListModels
+            | Route::GeminiGetModel(_)
+            | Route::GeminiCall { .. }
+            | Route::Native
+            | Route::UploadSession(_) => Dialect::Google,
             Route::NotFound(d) | Route::MethodNotAllowed(d) => *d,
             Route::Messages | Route::CountTokens => Dialect::Anthropic,
             _ => Dialect::OpenAi,
@@ -147,6 +155,8 @@ impl Route {
             | Route::Dashboard(_)
             | Route::DashboardLogin
             | Route::DashboardLogout => Gate::Open,
+            // The session id in the path is the credential; `api::native` checks it.
+            Route::UploadSession(_) => Gate::Open,
             _ => Gate::Client,
         }
     }
@@ -162,6 +172,8 @@ impl Route {
             Route::Embeddings => "embeddings",
             Route::GeminiListModels | Route::GeminiGetModel(_) => "gemini_models",
             Route::GeminiCall { action, .. } => action.as_str(),
+            Route::Native => "native",
+            Route::UploadSession(_) => "upload_session",
             Route::RunGemini => "run_gemini",
             Route::Explain => "explain",
             Route::AdminReload => "admin_reload",
@@ -192,7 +204,7 @@ impl Route {
 /// their base URL ends with `/`.
 pub fn route(method: &Method, path: &str) -> Route {
     let path = normalise(path);
-    let dialect = if path.starts_with("/v1beta") {
+    let dialect = if path.starts_with("/v1beta") || path.starts_with("/upload/") {
         Dialect::Google
     } else if path.starts_with("/v1/messages") {
         Dialect::Anthropic
@@ -241,22 +253,36 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/dashboard/login" => expect(post, Route::DashboardLogin),
         "/dashboard/logout" => expect(post, Route::DashboardLogout),
         p => {
+            if let Some(id) = p.strip_prefix("/upload/session/") {
+                return if !post && *method != Method::PUT {
+                    Route::MethodNotAllowed(Dialect::Google)
+                } else if !id.is_empty() && !id.contains('/') {
+                    Route::UploadSession(id.to_string())
+                } else {
+                    Route::NotFound(Dialect::Google)
+                };
+            }
+            if p.starts_with("/upload/v1beta/") || p.starts_with("/upload/v1/") {
+                return Route::Native;
+            }
             // google-genai 3.x calls Google's `v1` by default. OpenAI has no `POST
             // /v1/models/{m}:{action}`, so those are native methods, served as on `/v1beta`.
             if let Some((model, action)) = p
                 .strip_prefix("/v1/models/")
                 .and_then(|rest| rest.rsplit_once(':'))
+                .filter(|(model, _)| !model.is_empty() && !model.contains('/'))
             {
-                if let Some(action) = GeminiAction::parse(action).filter(|_| !model.is_empty()) {
-                    return if post {
-                        Route::GeminiCall {
-                            model: model.to_string(),
-                            action,
-                        }
-                    } else {
-                        Route::MethodNotAllowed(Dialect::Google)
-                    };
-                }
+                return match GeminiAction::parse(action) {
+                    Some(action) if post => Route::GeminiCall {
+                        model: model.to_string(),
+                        action,
+                    },
+                    Some(_) => Route::MethodNotAllowed(Dialect::Google),
+                    None => Route::Native,
+                };
+            }
+            if native_v1(p) {
+                return Route::Native;
             }
             if let Some(id) = p
                 .strip_prefix("/v1/models/")
@@ -287,27 +313,59 @@ pub fn route(method: &Method, path: &str) -> Route {
                 return expect(get, Route::Dashboard(asset.to_string()));
             }
             if let Some(rest) = p.strip_prefix("/v1beta/models/").filter(|r| !r.is_empty()) {
-                return match rest.rsplit_once(':') {
-                    Some((model, action)) => match GeminiAction::parse(action) {
-                        Some(action) if !model.is_empty() => expect(
-                            post,
-                            Route::GeminiCall {
-                                model: model.to_string(),
-                                action,
-                            },
-                        ),
-                        _ => Route::NotFound(dialect),
-                    },
-                    None => expect(get, Route::GeminiGetModel(rest.to_string())),
-                };
+                match rest.rsplit_once(':') {
+                    Some((model, action)) if !model.is_empty() && !model.contains('/') => {
+                        if let Some(action) = GeminiAction::parse(action) {
+                            return expect(
+                                post,
+                                Route::GeminiCall {
+                                    model: model.to_string(),
+                                    action,
+                                },
+                            );
+                        }
+                    }
+                    None if get && !rest.contains('/') => {
+                        return Route::GeminiGetModel(rest.to_string())
+                    }
+                    _ => {}
+                }
+            }
+            if p.starts_with("/v1beta/") {
+                return Route::Native;
             }
             Route::NotFound(dialect)
         }
     }
 }
 
+/// Google's collections besides `models` that google-genai reaches on `/v1` (its default API
+/// version). None of them is an OpenAI or Anthropic route of this proxy, so a `/v1/` path
+/// whose first segment is one of these is native; so is `/v1/models/{m}:{method}` (OpenAI has
+/// no `:` methods). Everything else under `/v1/` (chat completions, responses, messages,
+/// models, embeddings) keeps its OpenAI or Anthropic meaning.
+pub const NATIVE_V1_COLLECTIONS: [&str; 8] = [
+    "files",
+    "cachedContents",
+    "batches",
+    "operations",
+    "tunedModels",
+    "corpora",
+    "fileSearchStores",
+    "generatedFiles",
+];
+
+fn native_v1(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return false;
+    };
+    let first = rest.split(['/', ':']).next().unwrap_or("");
+    // `models/{m}/operations/{op}` (a long-running generation) is native too.
+    NATIVE_V1_COLLECTIONS.contains(&first) || (first == "models" && rest.split('/').count() > 2)
+}
+
 /// Collapses repeated slashes and drops a trailing one, borrowing when nothing changes.
-fn normalise(path: &str) -> std::borrow::Cow<'_, str> {
+pub fn normalise(path: &str) -> std::borrow::Cow<'_, str> {
     if !path.contains("//") && (path.len() <= 1 || !path.ends_with('/')) {
         return std::borrow::Cow::Borrowed(path);
     }
@@ -417,9 +475,41 @@ mod tests {
         );
         check(
             Method::POST,
-            "/v1beta/models/gemini-2.5-flash:explode",
-            NotFound(Dialect::Google),
+            "/v1beta/models/gemini-2.5-flash:predict",
+            Native,
         );
+        check(Method::POST, "/v1/models/imagen-4:predict", Native);
+        check(Method::GET, "/v1beta/files", Native);
+        check(Method::DELETE, "/v1beta/files/abc", Native);
+        check(Method::POST, "/v1beta/cachedContents", Native);
+        check(Method::PATCH, "/v1beta/cachedContents/x", Native);
+        check(Method::GET, "/v1/files/abc", Native);
+        check(Method::GET, "/v1/cachedContents", Native);
+        check(Method::GET, "/v1/batches/b:cancel", Native);
+        check(Method::POST, "/upload/v1beta/files", Native);
+        check(Method::POST, "/upload/v1/files", Native);
+        check(
+            Method::POST,
+            "/upload/session/abc",
+            UploadSession("abc".into()),
+        );
+        check(
+            Method::PUT,
+            "/upload/session/abc",
+            UploadSession("abc".into()),
+        );
+        check(
+            Method::GET,
+            "/upload/session/abc",
+            MethodNotAllowed(Dialect::Google),
+        );
+        check(Method::POST, "/upload/nope", NotFound(Dialect::Google));
+        // Our OpenAI dialect keeps its /v1 routes.
+        check(Method::POST, "/v1/chat/completions", ChatCompletions);
+        check(Method::GET, "/v1/models/files", GetModel("files".into()));
+        check(Method::GET, "/v1/filesystem", NotFound(Dialect::OpenAi));
+        check(Method::GET, "/v1/models/veo-3/operations/op1", Native);
+        check(Method::GET, "/v1/nope", NotFound(Dialect::OpenAi));
         check(
             Method::GET,
             "/v1beta/models/x:generateContent",
@@ -451,7 +541,7 @@ mod tests {
             MethodNotAllowed(Dialect::OpenAi),
         );
         check(Method::GET, "/nope", NotFound(Dialect::OpenAi));
-        check(Method::GET, "/v1beta/nope", NotFound(Dialect::Google));
+        check(Method::GET, "/v1beta/nope", Native);
     }
 
     #[test]

@@ -283,7 +283,11 @@ fn warn_full(max_connections: usize) {
 /// The fast 503 for a request refused at admission, in its route's dialect.
 fn refuse_overloaded(app: &App, req: &Request<Incoming>, what: &'static str) -> Response<Body> {
     let route = router::route(req.method(), req.uri().path());
-    let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
+    let mut log = RequestLog::new(
+        req.method().clone(),
+        logged_path(&route, req.uri().path()),
+        route.name(),
+    );
     log.timeline = Some(app.timeline.clone());
     let error = ProxyError::Overloaded { what };
     log.failed(&error);
@@ -377,6 +381,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
     }
 }
 
+/// The path as the request log shows it: an upload session's id is its credential, never
+/// logged.
+fn logged_path<'a>(route: &Route, path: &'a str) -> &'a str {
+    match route {
+        Route::UploadSession(_) => "/upload/session/…",
+        _ => path,
+    }
+}
+
 /// Every request starts here.
 async fn handle(
     app: Arc<App>,
@@ -395,7 +408,11 @@ async fn handle(
             None => return refuse_overloaded(&app, &req, "too many requests in flight"),
         }
     };
-    let mut log = RequestLog::new(req.method().clone(), req.uri().path(), route.name());
+    let mut log = RequestLog::new(
+        req.method().clone(),
+        logged_path(&route, req.uri().path()),
+        route.name(),
+    );
     log.timeline = Some(app.timeline.clone());
     log.worker = worker;
 

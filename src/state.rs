@@ -149,11 +149,14 @@ pub struct App {
     /// Requests and errors per minute over the last hour (the dashboard's charts).
     pub timeline: Arc<Timeline>,
     /// Responses API responses kept for `previous_response_id` and `GET` (issue #17).
-    pub stored_responses: crate::stored_responses::StoredResponses,
+    pub stored_responses: Arc<crate::stored_responses::StoredResponses>,
     /// Where key health and the token ledger are kept beyond memory (`[state]`).
     pub persist: Persist,
     /// What the small ledgers tell a shared store (`[state] store = "redis"`).
     pub outbox: Outbox,
+    /// Gemini resources (files, caches, batches, upload sessions) by the key that created
+    /// them and the client token that owns them (issue #18). In memory only, for now.
+    pub affinity: crate::affinity::Affinity,
 }
 
 impl App {
@@ -173,9 +176,12 @@ impl App {
             sessions: Arc::new(Sessions::new(outbox.clone())),
             lockout: Arc::new(Lockout::new(outbox.clone())),
             timeline: Arc::default(),
-            stored_responses: Default::default(),
+            stored_responses: Arc::new(crate::stored_responses::StoredResponses::shared(
+                outbox.clone(),
+            )),
             persist: Persist::default(),
             outbox,
+            affinity: Default::default(),
         };
         // After `bind`: the saved state is merged into the cells of the configured keys.
         app.configure_state();
@@ -217,14 +223,40 @@ impl App {
         if self.sessions.knows(&hash) {
             return false;
         }
-        let Some(lookup) = self.persist.sessions() else {
+        let Some(lookup) = self.persist.lookup() else {
             return false;
         };
-        let Some((opened_by, left)) = lookup.find(hash).await else {
+        let Some((opened_by, left)) = lookup.session(hash).await else {
             return false;
         };
         self.sessions.insert_remote(hash, opened_by, left);
         self.sessions.admits(headers, admin_tokens, local)
+    }
+
+    /// The stored response `id` for `owner`: this replica's, else (with a shared store) one
+    /// another replica made, kept here from then on.
+    pub async fn stored_response(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+    ) -> Option<Arc<crate::stored_responses::Stored>> {
+        let now = std::time::Instant::now();
+        if let Some(found) = self.stored_responses.get(id, owner, now) {
+            return Some(found);
+        }
+        let lookup = self.persist.lookup()?;
+        let found = lookup.response(id, owner).await?;
+        self.stored_responses.insert(id.to_string(), found, now);
+        self.stored_responses.get(id, owner, now)
+    }
+
+    /// Deletes the stored response `id` for `owner` everywhere; whether it existed.
+    pub async fn delete_stored_response(&self, id: &str, owner: Option<&str>) -> bool {
+        if self.stored_response(id, owner).await.is_none() {
+            return false;
+        }
+        self.stored_responses
+            .delete(id, owner, std::time::Instant::now())
     }
 
     /// The handles a state store keeps and feeds.
@@ -235,6 +267,7 @@ impl App {
             sessions: self.sessions.clone(),
             lockout: self.lockout.clone(),
             signatures: self.signatures.clone(),
+            stored_responses: self.stored_responses.clone(),
             outbox: self.outbox.clone(),
         }
     }

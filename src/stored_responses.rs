@@ -3,12 +3,14 @@
 //!
 //! Bounded (entries and bytes: the oldest go first) and expiring (`TTL` after it was stored).
 //! A response belongs to the client token that created it: another token is told it does not
-//! exist. In memory today, behind `put` / `get` / `delete` so that issue #16's shared state
-//! store can back it without the handler changing.
+//! exist. In memory; with a shared state store (`outbox`), responses up to `SHARE_MAX` are
+//! also sent to it, and a replica that does not have one asks it (`state::App`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::outbox::{Event, Outbox};
 
 /// How long a stored response is kept.
 pub const TTL: Duration = Duration::from_secs(6 * 3600);
@@ -16,6 +18,9 @@ pub const TTL: Duration = Duration::from_secs(6 * 3600);
 pub const MAX_ENTRIES: usize = 4096;
 /// …and this many bytes of them (responses plus conversations).
 pub const MAX_BYTES: usize = 128 * 1024 * 1024;
+
+/// Responses larger than this stay on the replica that made them.
+pub const SHARE_MAX: usize = 2 * 1024 * 1024;
 
 /// One stored response.
 #[derive(Debug)]
@@ -51,6 +56,7 @@ pub struct StoredResponses {
     ttl: Duration,
     max_entries: usize,
     max_bytes: usize,
+    outbox: Outbox,
 }
 
 impl Default for StoredResponses {
@@ -66,11 +72,39 @@ impl StoredResponses {
             ttl,
             max_entries,
             max_bytes,
+            outbox: Outbox::default(),
         }
     }
 
-    /// Stores `stored` under `id`; a response larger than the whole bound is not kept.
+    /// The default bounds, with stored responses also told to `outbox`.
+    pub fn shared(outbox: Outbox) -> Self {
+        StoredResponses {
+            outbox,
+            ..StoredResponses::default()
+        }
+    }
+
+    /// How long a response is kept.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Stores `stored` under `id` (and tells a shared store); a response larger than the whole
+    /// bound is not kept.
     pub fn put(&self, id: String, stored: Stored, now: Instant) {
+        if self.outbox.listening() && stored.size() <= SHARE_MAX {
+            self.outbox.send(Event::ResponseStored {
+                id: id.clone(),
+                owner: stored.owner.clone(),
+                response: stored.response.clone(),
+                conversation: stored.conversation.clone(),
+            });
+        }
+        self.insert(id, stored, now);
+    }
+
+    /// Stores a response another replica made (not told to the store again).
+    pub fn insert(&self, id: String, stored: Stored, now: Instant) {
         let size = stored.size();
         if size > self.max_bytes {
             return;
@@ -113,11 +147,23 @@ impl StoredResponses {
         (entry.stored.owner.as_deref() == owner).then(|| entry.stored.clone())
     }
 
-    /// Deletes `id` if `owner` may see it; whether it was there.
+    /// Forgets `id` (another replica deleted it).
+    pub fn forget(&self, id: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(gone) = inner.map.remove(id) {
+            inner.bytes -= gone.stored.size();
+            inner.order.retain(|k| k != id);
+        }
+    }
+
+    /// Deletes `id` if `owner` may see it (on every replica, with a shared store); whether
+    /// it was there.
     pub fn delete(&self, id: &str, owner: Option<&str>, now: Instant) -> bool {
         if self.get(id, owner, now).is_none() {
             return false;
         }
+        self.outbox
+            .send(Event::ResponseDeleted { id: id.to_string() });
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         match inner.map.remove(id) {
             Some(gone) => {

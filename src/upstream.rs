@@ -140,6 +140,56 @@ impl Upstream {
         }
     }
 
+    /// `send` for the native passthrough: the client's allowed headers (`headers`, never a
+    /// credential: the key is set here), and a body that is either bytes or the client's
+    /// stream (an upload). A streamed body may take long to send: `first_byte_timeout` starts
+    /// when its last byte went out (`Outgoing::Stream::sent`), not at the start.
+    pub async fn send_native(
+        &self,
+        worker: usize,
+        method: Method,
+        path_and_query: &str,
+        key: &ApiKey,
+        headers: &http::HeaderMap,
+        body: Outgoing,
+    ) -> Result<reqwest::Response, SendError> {
+        let client = &self.clients[worker % self.clients.len()];
+        let mut request = client.request(method, self.url(path_and_query));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request = request.header(API_KEY_HEADER, key_header(key)?);
+        let sent = match body {
+            Outgoing::Empty => None,
+            Outgoing::Bytes(bytes) => {
+                request = request.body(bytes);
+                None
+            }
+            Outgoing::Stream { body, sent } => {
+                request = request.body(body);
+                Some(sent)
+            }
+        };
+        let exchange = request.send();
+        tokio::pin!(exchange);
+        let result = match sent {
+            None => tokio::time::timeout(self.first_byte_timeout, &mut exchange).await,
+            Some(sent) => {
+                tokio::select! {
+                    answer = &mut exchange => Ok(answer),
+                    // The body ended (or failed, which the exchange reports): now the wait for
+                    // Google's answer starts.
+                    _ = sent => tokio::time::timeout(self.first_byte_timeout, &mut exchange).await,
+                }
+            }
+        };
+        match result {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(send_error(&e)),
+        }
+    }
+
     /// The base URL with `path_and_query` appended to its path (no full re-parse per request).
     fn url(&self, path_and_query: &str) -> reqwest::Url {
         let (path, query) = match path_and_query.split_once('?') {
@@ -154,6 +204,41 @@ impl Upstream {
         }
         url.set_query(query);
         url
+    }
+}
+
+/// A native call's request body.
+pub enum Outgoing {
+    Empty,
+    Bytes(Bytes),
+    /// The client's body, streamed once; `sent` fires (or drops) when it has ended.
+    Stream {
+        body: reqwest::Body,
+        sent: tokio::sync::oneshot::Receiver<()>,
+    },
+}
+
+/// The base URL's scheme and authority, to check that a URL Google hands out (an upload
+/// session's) points back at the upstream before the proxy ever sends a key there.
+impl Upstream {
+    pub fn same_origin(&self, url: &str) -> Option<String> {
+        let url = reqwest::Url::parse(url).ok()?;
+        if url.scheme() != self.base.scheme()
+            || url.host_str() != self.base.host_str()
+            || url.port_or_known_default() != self.base.port_or_known_default()
+        {
+            return None;
+        }
+        let path = url.path();
+        let path = if self.prefix.is_empty() {
+            path
+        } else {
+            path.strip_prefix(self.prefix.as_str())?
+        };
+        Some(match url.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        })
     }
 }
 

@@ -471,7 +471,8 @@ async fn the_memory_budget_refuses_a_second_big_body() {
 
 #[tokio::test]
 async fn embeddings_inputs_are_capped_at_2048() {
-    let fake = FakeGemini::start().await;
+    // Small vectors: 2,048 full-size ones are tens of MB of JSON for a debug build to parse.
+    let fake = FakeGemini::builder().embedding_dims(8).start().await;
     let proxy = start(&fake, &[]).await;
     let inputs: Vec<String> = (0..2049).map(|i| format!("text {i}")).collect();
     let (status, body) = support::post_json(

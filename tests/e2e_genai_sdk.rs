@@ -61,3 +61,81 @@ async fn google_genai_python_sdk() {
         .iter()
         .all(|r| r.key.as_deref() != Some(TEST_TOKEN)));
 }
+
+/// Files and caches through the pool (issue #18): `files.upload` (resumable, through the
+/// proxy's upload URL), generation with the file and with a cache made from it, each call on
+/// the key that created the file and no 403 from Google; another token sees nothing of it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the google-genai SDK: run scripts/test.sh"]
+async fn google_genai_files_and_caches() {
+    const OTHER_TOKEN: &str = "sk-test-token-OTHER-0123456789";
+    const ROUNDS: usize = 10;
+    let expect = "The file says hello.";
+    let keys = fake_keys(3);
+    let fake = FakeGemini::start().await;
+    fake.on_any().always(Reply::text(expect).chunks(2));
+    let proxy = Proxy::builder()
+        .config(
+            config_for(&fake.url(), &keys)
+                .set("models", r#"list = "static""#)
+                .set(
+                    "auth",
+                    &format!(
+                        r#"tokens = ["{TEST_TOKEN}", {{ name = "other", token = "{OTHER_TOKEN}" }}]"#
+                    ),
+                ),
+        )
+        .start()
+        .await;
+
+    run::passing(
+        "genai_files.py",
+        vec![
+            ("GR_BASE_URL", proxy.url()),
+            ("GR_TOKEN", TEST_TOKEN.to_string()),
+            ("GR_OTHER_TOKEN", OTHER_TOKEN.to_string()),
+            ("GR_MODEL", MODEL.to_string()),
+            ("GR_EXPECT", expect.to_string()),
+            ("GR_ROUNDS", ROUNDS.to_string()),
+        ],
+        Duration::from_secs(120),
+        || proxy.logs(),
+    )
+    .await;
+    assert_eq!(
+        fake.permission_denied(),
+        0,
+        "a call reached another project"
+    );
+    // Every generation naming the file (or its cache) ran on the key that uploaded it.
+    let requests = fake.requests();
+    let creator = requests
+        .iter()
+        .find(|r| {
+            r.path.starts_with("/upload/")
+                && r.query.as_deref().is_some_and(|q| q.contains("upload_id"))
+        })
+        .and_then(|r| r.key.clone())
+        .expect("an upload chunk");
+    let with_file: Vec<_> = requests
+        .iter()
+        .filter(|r| {
+            r.path.contains(":generateContent") || r.path.contains(":streamGenerateContent")
+        })
+        .filter(|r| {
+            let body = String::from_utf8_lossy(&r.raw_body);
+            body.contains("files/") || body.contains("cachedContents/")
+        })
+        .collect();
+    assert!(with_file.len() > ROUNDS, "{}", with_file.len());
+    assert!(
+        with_file
+            .iter()
+            .all(|r| r.key.as_deref() == Some(creator.as_str())),
+        "a call naming the file was rotated"
+    );
+    assert_eq!(fake.keys_in_url(), 0);
+    assert!(requests
+        .iter()
+        .all(|r| r.key.as_deref() != Some(TEST_TOKEN) && r.key.as_deref() != Some(OTHER_TOKEN)));
+}

@@ -39,6 +39,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "retry_budget",
             "reload_state",
             "stored_responses",
+            "affinity",
         ],
     ),
     ("key pool", &["pool"]),

@@ -45,7 +45,7 @@ async fn native(proxy: &Proxy, model: &str, action: &str) -> (u16, Value) {
     let body = json!({ "contents": [{ "role": "user", "parts": [
         { "text": "Describe the file" },
         { "fileData": { "mimeType": "application/pdf",
-                        "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc123" } }
+                        "fileUri": "https://example.com/docs/abc123.pdf" } }
     ] }] });
     let resp = proxy
         .post(&format!("/v1beta/models/{model}:{action}"))

@@ -551,3 +551,145 @@ async fn redis_holds_no_key_and_no_token() {
         assert!(!both.contains("AIza") && !both.contains("****"), "{both}");
     }
 }
+
+#[tokio::test]
+async fn a_stored_response_made_on_one_replica_is_continued_and_deleted_on_another() {
+    let redis = RedisServer::start();
+    let keys = fake_keys(1);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    let other = "sk-FAKE-TEST-other-token-0002";
+    let r = replicas(2, || {
+        with_redis(config_for(&fake.url(), &keys), &redis).set(
+            "auth",
+            &format!(r#"tokens = ["{TEST_TOKEN}", {{ name = "other", token = "{other}" }}]"#),
+        )
+    })
+    .await;
+    let (a, b) = (&r[0], &r[1]);
+    fake.on_any().then(Reply::text("The first answer."));
+    let made: Value = a
+        .post("/v1/responses")
+        .json(&json!({"model": FLASH, "input": "first"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("JSON");
+    let id = made["id"].as_str().expect("an id").to_string();
+    // Sent behind the request: a bounded wait for it to be in Redis.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !redis
+        .dump()
+        .iter()
+        .any(|(k, _)| k.ends_with(&format!("r:{id}")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the response never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // B returns it, to its token only...
+    let got = b
+        .get(&format!("/v1/responses/{id}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.json::<Value>().await.unwrap_or_default(), made);
+    let stranger = support::client()
+        .get(format!("{}/v1/responses/{id}", b.url()))
+        .bearer_auth(other)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(stranger.status(), 404);
+    // ...and continues it: Gemini gets the first turn, then the new input.
+    fake.on_any().then(Reply::text("The second answer."));
+    let next = b
+        .post("/v1/responses")
+        .json(&json!({"model": FLASH, "previous_response_id": id, "input": "second"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(next.status(), 200);
+    let sent: Value = fake
+        .last_request()
+        .and_then(|r| r.body)
+        .expect("a JSON body");
+    let texts: Vec<&str> = sent["contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["first", "The first answer.", "second"], "{sent}");
+    // Deleted on B: gone on A too.
+    let deleted = b
+        .request(reqwest::Method::DELETE, &format!("/v1/responses/{id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let got = a
+            .get(&format!("/v1/responses/{id}"))
+            .send()
+            .await
+            .expect("get")
+            .status();
+        if got == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still has the deleted response"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_switches_the_store_to_redis_and_back() {
+    let redis = RedisServer::start();
+    let keys = fake_keys(2);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    fake.on(&keys[0], FLASH)
+        .then(Reply::quota_per_minute(FLASH, Some("30s")));
+    let memory = || {
+        config_for(&fake.url(), &keys)
+            .set("models", r#"list = "static""#)
+            .set("models", &format!(r#"static = ["{FLASH}"]"#))
+    };
+    let proxy = Proxy::builder().config(memory()).start().await;
+    assert_eq!(status(&proxy).await["state"]["store"], "memory");
+    assert_eq!(chat(&proxy).await, 200);
+
+    // To Redis: what it learned in memory goes there (the merge at connect).
+    proxy.write_file("config.toml", &with_redis(memory(), &redis).render());
+    within(&proxy, Duration::from_secs(10), |s| {
+        s["state"]["store"] == "redis" && s["state"]["ok"] == true
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !redis
+        .dump()
+        .iter()
+        .any(|(k, v)| k.ends_with("rests") && v.contains(FLASH))
+    {
+        assert!(Instant::now() < deadline, "the rest never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // And back: the proxy keeps serving from memory, its rest intact.
+    proxy.write_file("config.toml", &memory().render());
+    within(&proxy, Duration::from_secs(10), |s| {
+        s["state"]["store"] == "memory"
+    })
+    .await;
+    assert_eq!(flash_state(&status(&proxy).await, 0), "cooling");
+    assert_eq!(chat(&proxy).await, 200);
+    assert_eq!(fake.hits(&keys[0], FLASH), 1);
+}

@@ -81,6 +81,8 @@ pub async fn messages(
             } else {
                 Delivery::Buffered
             },
+            pinned: None,
+            native: None,
         };
         match proxy::execute(snap, call, log).await {
             Ok(served) => {

@@ -103,6 +103,8 @@ pub async fn complete(
             path_and_query: &path,
             body: Some(Bytes::from(gemini_body)),
             delivery,
+            pinned: None,
+            native: None,
         };
         match proxy::execute(snap, call, log).await {
             Ok(served) => {

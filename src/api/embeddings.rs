@@ -80,6 +80,8 @@ async fn embed_all(
             path_and_query: &path,
             body: Some(Bytes::from(body)),
             delivery: Delivery::Buffered,
+            pinned: None,
+            native: None,
         };
         let served = proxy::execute(snap, call, log).await?;
         let Payload::Full(bytes) = served.body else {

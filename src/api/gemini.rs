@@ -51,6 +51,16 @@ pub async fn passthrough(
                 allowed_chain(caller, &requested, resolve(&snap.config.models, &requested))?;
             let body = read_body(req, snap.config.server.max_body).await?;
             check_json_object(&body)?;
+            // A file or cache the body names lives on the key that created it (issue #18).
+            let owner = caller.token_name.as_deref().unwrap_or("");
+            let named = crate::api::native::referenced(&body)?;
+            let pin = crate::api::native::resolve(
+                app,
+                snap,
+                owner,
+                &named,
+                std::time::SystemTime::now(),
+            )?;
             let streaming = action == GeminiAction::StreamGenerateContent;
             let mut last_error = None;
             for (i, target) in chain.iter().enumerate() {
@@ -68,6 +78,11 @@ pub async fn passthrough(
                     } else {
                         Delivery::Buffered
                     },
+                    pinned: pin.as_ref().map(|(resource, index)| proxy::Pinned {
+                        index: *index,
+                        resource,
+                    }),
+                    native: None,
                 };
                 match proxy::execute(snap, call, log).await {
                     Ok(served) => {
@@ -116,6 +131,8 @@ async fn buffered(
         path_and_query: path,
         body,
         delivery: Delivery::Buffered,
+        pinned: None,
+        native: None,
     };
     let served = proxy::execute(snap, call, log).await?;
     let content_type = served
@@ -127,7 +144,7 @@ async fn buffered(
     }
 }
 
-fn respond(bytes: Bytes, content_type: HeaderValue) -> Response<crate::body::Body> {
+pub(crate) fn respond(bytes: Bytes, content_type: HeaderValue) -> Response<crate::body::Body> {
     let mut response = Response::new(full(bytes));
     response
         .headers_mut()
@@ -149,8 +166,39 @@ const FORWARDED_PARAMS: [&str; 5] = ["alt", "fields", "prettyPrint", "pageSize",
 /// `proto` answers are nothing these methods give, and a protobuf body is one this proxy
 /// could not read (its errors, usage, stream events).
 fn forwarded_query(query: Option<&str>) -> Result<String, ProxyError> {
+    filter_query(query, &FORWARDED_PARAMS, &["sse", "json"])
+}
+
+/// Google's documented query parameters of the other native methods (files, caches, batches,
+/// operations, uploads): the system parameters, paging, `filter`, `updateMask` (a cache's
+/// patch), `force` (deleting a store with its documents) and the upload protocol's
+/// `uploadType`. `alt` may also be `media` (a file's bytes).
+pub(crate) const NATIVE_PARAMS: [&str; 9] = [
+    "alt",
+    "fields",
+    "prettyPrint",
+    "pageSize",
+    "pageToken",
+    "filter",
+    "updateMask",
+    "force",
+    "uploadType",
+];
+
+/// `forwarded_query` for the other native methods (`NATIVE_PARAMS`).
+pub(crate) fn native_query(query: Option<&str>) -> Result<String, ProxyError> {
+    filter_query(query, &NATIVE_PARAMS, &["sse", "json", "media"])
+}
+
+/// The query keeping only `allowed` names (a `$` spelling becomes the plain name), each once
+/// (the first wins), values decoded and re-encoded; `alt` only as one of `alts`.
+fn filter_query(
+    query: Option<&str>,
+    allowed: &[&str],
+    alts: &[&str],
+) -> Result<String, ProxyError> {
     let mut out = String::new();
-    let mut sent = [false; FORWARDED_PARAMS.len()];
+    let mut sent = vec![false; allowed.len()];
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = match pair.split_once('=') {
             Some((name, value)) => (name, Some(value)),
@@ -158,7 +206,7 @@ fn forwarded_query(query: Option<&str>) -> Result<String, ProxyError> {
         };
         let name = percent_decode(name);
         let name = name.strip_prefix(b"$").unwrap_or(&name);
-        let Some(i) = FORWARDED_PARAMS.iter().position(|p| p.as_bytes() == name) else {
+        let Some(i) = allowed.iter().position(|p| p.as_bytes() == name) else {
             continue;
         };
         if std::mem::replace(&mut sent[i], true) {
@@ -167,16 +215,17 @@ fn forwarded_query(query: Option<&str>) -> Result<String, ProxyError> {
         if !out.is_empty() {
             out.push('&');
         }
-        out.push_str(FORWARDED_PARAMS[i]);
+        out.push_str(allowed[i]);
         let value = value.map(percent_decode);
-        let wanted = |v: &[u8]| v.eq_ignore_ascii_case(b"json") || v.eq_ignore_ascii_case(b"sse");
-        if FORWARDED_PARAMS[i] == "alt" && !value.as_deref().is_some_and(wanted) {
+        let wanted = |v: &[u8]| alts.iter().any(|a| v.eq_ignore_ascii_case(a.as_bytes()));
+        if allowed[i] == "alt" && !value.as_deref().is_some_and(wanted) {
             return Err(ProxyError::BadRequest {
                 message: format!(
-                    "alt={} is not supported here: send alt=sse or alt=json",
+                    "alt={} is not supported here: send alt={}",
                     crate::excerpt::excerpt(&String::from_utf8_lossy(
                         value.as_deref().unwrap_or_default()
-                    ))
+                    )),
+                    alts.join(" or alt=")
                 ),
                 param: Some("alt".into()),
             });
@@ -190,7 +239,7 @@ fn forwarded_query(query: Option<&str>) -> Result<String, ProxyError> {
 }
 
 /// `%XX` escapes and `+` (a space) decoded; a `%` not followed by two hex digits stays itself.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -230,7 +279,7 @@ fn percent_encode(bytes: &[u8], out: &mut String) {
 
 /// Refuses, before any key is used, a body Google could only refuse: not UTF-8, not JSON, or
 /// not an object. A syntax check: no tree is built, and the bytes forwarded are the client's.
-fn check_json_object(body: &[u8]) -> Result<(), ProxyError> {
+pub(crate) fn check_json_object(body: &[u8]) -> Result<(), ProxyError> {
     let text = std::str::from_utf8(body).map_err(|e| {
         ProxyError::bad_request(format!(
             "the request body is not UTF-8 (invalid byte at offset {})",
@@ -253,7 +302,7 @@ fn check_json_object(body: &[u8]) -> Result<(), ProxyError> {
 
 /// Whether an upstream answer is a server-sent event stream (`text/event-stream`, any
 /// parameters, any case).
-fn is_event_stream(content_type: &HeaderValue) -> bool {
+pub(crate) fn is_event_stream(content_type: &HeaderValue) -> bool {
     content_type
         .to_str()
         .ok()
@@ -261,7 +310,7 @@ fn is_event_stream(content_type: &HeaderValue) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-fn with_query(path: String, query: &str) -> String {
+pub(crate) fn with_query(path: String, query: &str) -> String {
     if query.is_empty() {
         path
     } else {
@@ -314,6 +363,16 @@ mod tests {
         check("$fields=a&$prettyPrint=true", "fields=a&prettyPrint=true");
         // One of each: the first wins.
         check("alt=sse&$alt=json&alt=media", "alt=sse");
+        // The other native methods may ask for a file's bytes and use the upload protocol.
+        assert_eq!(
+            native_query(Some("alt=media&uploadType=resumable&key=k&updateMask=ttl")).ok(),
+            Some("alt=media&uploadType=resumable&updateMask=ttl".to_string())
+        );
+        assert!(native_query(Some("alt=proto")).is_err());
+        assert_eq!(
+            native_query(Some("access_token=t&$key=k&pageSize=3")).ok(),
+            Some("pageSize=3".to_string())
+        );
         // Values are decoded and re-encoded; nothing can smuggle a second parameter in.
         check("pageToken=a%26key%3Dx", "pageToken=a%26key%3Dx");
         check("pageToken=a+b%2Bc", "pageToken=a%20b%2Bc");

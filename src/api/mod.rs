@@ -12,6 +12,7 @@ pub mod gemini;
 pub mod health;
 pub mod ip;
 pub mod models;
+pub mod native;
 pub mod responses;
 pub mod run_gemini;
 pub mod stats;
@@ -44,9 +45,9 @@ pub async fn dispatch(
         // Responses API (issue #17).
         Route::Responses => responses::create(app, snap, &caller, req, log).await,
         Route::ResponsesInputTokens => responses::input_tokens(app, snap, &caller, req, log).await,
-        Route::StoredResponse { id, delete } => {
-            responses::stored(app, &caller, &id, delete).map(Reply::Done)
-        }
+        Route::StoredResponse { id, delete } => responses::stored(app, &caller, &id, delete)
+            .await
+            .map(Reply::Done),
         Route::ListModels => models::list(app, snap, &caller, log).await.map(Reply::Done),
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await
@@ -78,6 +79,8 @@ pub async fn dispatch(
             req.headers(),
             caller.https,
         ))),
+        Route::Native => native::passthrough(app, snap, &caller, req, log).await,
+        Route::UploadSession(id) => native::upload_session(app, snap, &id, req, log).await,
         Route::GeminiListModels | Route::GeminiGetModel(_) | Route::GeminiCall { .. } => {
             gemini::passthrough(app, snap, &caller, route, req, log).await
         }
@@ -200,6 +203,8 @@ pub(crate) async fn count_tokens_on_chain(
             path_and_query: &path,
             body: Some(bytes::Bytes::from(body(target)?)),
             delivery: crate::proxy::Delivery::Buffered,
+            pinned: None,
+            native: None,
         };
         match crate::proxy::execute(snap, call, log).await {
             Ok(served) => {

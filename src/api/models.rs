@@ -59,6 +59,8 @@ async fn fetch_all(snap: &Snapshot, log: &mut RequestLog) -> Result<Vec<ModelInf
             path_and_query: &path,
             body: None,
             delivery: Delivery::Buffered,
+            pinned: None,
+            native: None,
         };
         let served = proxy::execute(snap, call, log).await?;
         let Payload::Full(bytes) = served.body else {

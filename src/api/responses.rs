@@ -9,7 +9,6 @@
 //! (`session-id`, `thread-id`, `x-codex-*`) need nothing: unknown headers are ignored.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -49,7 +48,7 @@ pub async fn create(
     let body = read_body(req, snap.config.server.max_body).await?;
     let request = wire::parse_request(&body).map_err(from_translate)?;
     let owner = caller.token_name.clone();
-    let previous = previous(app, caller, &request)?;
+    let previous = previous(app, caller, &request).await?;
     let conversation = conversation(previous.as_deref(), &request)?;
 
     let requested = clean_model_name(&request.model)?;
@@ -129,6 +128,8 @@ pub async fn create(
             path_and_query: &path,
             body: Some(Bytes::from(gemini_body)),
             delivery,
+            pinned: None,
+            native: None,
         };
         match proxy::execute(snap, call, log).await {
             Ok(served) => {
@@ -172,7 +173,7 @@ pub async fn create(
 }
 
 /// The stored response `previous_response_id` names, if any: 404 when this token has none.
-fn previous(
+async fn previous(
     app: &App,
     caller: &Caller,
     request: &ResponsesRequest<'_>,
@@ -180,8 +181,8 @@ fn previous(
     let Some(id) = request.previous_response_id.as_deref() else {
         return Ok(None);
     };
-    app.stored_responses
-        .get(id, caller.token_name.as_deref(), Instant::now())
+    app.stored_response(id, caller.token_name.as_deref())
+        .await
         .map(Some)
         .ok_or_else(|| not_found(id))
 }
@@ -250,16 +251,15 @@ fn gemini_body(
 }
 
 /// `GET` / `DELETE /v1/responses/{id}`: only the token that stored it sees it.
-pub fn stored(
+pub async fn stored(
     app: &App,
     caller: &Caller,
     id: &str,
     delete: bool,
 ) -> Result<http::Response<crate::body::Body>, ProxyError> {
     let owner = caller.token_name.as_deref();
-    let now = Instant::now();
     if delete {
-        if !app.stored_responses.delete(id, owner, now) {
+        if !app.delete_stored_response(id, owner).await {
             return Err(not_found(id));
         }
         return Ok(json_response(
@@ -268,8 +268,8 @@ pub fn stored(
         ));
     }
     let stored = app
-        .stored_responses
-        .get(id, owner, now)
+        .stored_response(id, owner)
+        .await
         .ok_or_else(|| not_found(id))?;
     Ok(json_bytes(StatusCode::OK, stored.response.clone()))
 }
@@ -285,7 +285,7 @@ pub async fn input_tokens(
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
     let request = wire::parse_request(&body).map_err(from_translate)?;
-    let previous = previous(app, caller, &request)?;
+    let previous = previous(app, caller, &request).await?;
     let conversation = conversation(previous.as_deref(), &request)?;
     let requested = clean_model_name(&request.model)?;
     log.model = Some(requested.to_string());

@@ -67,6 +67,12 @@ pub struct Server {
     pub body_timeout: Duration,
     /// A client that accepts no bytes for this long while the proxy writes to it is cut off.
     pub write_timeout: Duration,
+    /// Largest upload (`/upload/…` and resumable upload sessions), streamed through in
+    /// constant memory; not bounded by `max_body`.
+    pub max_upload: u64,
+    /// `server.public_url` without a trailing slash: the scheme and authority (and optional
+    /// path prefix) of the upload URLs handed to clients. `None`: from the request.
+    pub public_url: Option<String>,
 }
 
 /// Which forwarding header a trusted proxy sets (`server.real_ip_header`).

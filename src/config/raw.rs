@@ -39,6 +39,12 @@ pub struct Server {
     pub memory_budget: String,
     pub body_timeout: String,
     pub write_timeout: String,
+    /// Largest upload through `/upload/…` (streamed, never held): a size.
+    pub max_upload: String,
+    /// The proxy's address as clients reach it (`https://gemini.example.com`), for the upload
+    /// URLs it hands out; empty: from the request's `Host` (or a trusted proxy's
+    /// `X-Forwarded-Host` / `-Proto`).
+    pub public_url: String,
 }
 
 impl Default for Server {
@@ -58,6 +64,8 @@ impl Default for Server {
             memory_budget: "auto".into(),
             body_timeout: "60s".into(),
             write_timeout: "30s".into(),
+            max_upload: "2GiB".into(),
+            public_url: String::new(),
         }
     }
 }

@@ -93,7 +93,7 @@ fn problems_are_located() {
         ("[server\n", &[], &["config.toml:1:8: unclosed table, expected `]`"]),
         // Unknown fields, at every level and in every mixed form.
         ("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`, `max_connections`, `max_in_flight`, `memory_budget`, `body_timeout`, `write_timeout`"]),
+         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`, `max_connections`, `max_in_flight`, `memory_budget`, `body_timeout`, `write_timeout`, `max_upload`, `public_url`"]),
         ("[servre]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`, `state`"]),
         ("[auth]\ntokens = [{ token = \"sk-test-token-0000000001\", nmae = \"x\" }]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
@@ -229,6 +229,8 @@ fn defaults_follow_the_spec() {
     assert_eq!(c.server.listen, "0.0.0.0:7860");
     assert!(c.server.trusted_proxies.is_empty());
     assert_eq!(c.server.max_body, 32 * 1024 * 1024);
+    assert_eq!(c.server.max_upload, 2 * 1024 * 1024 * 1024);
+    assert_eq!(c.server.public_url, None);
     assert_eq!(c.server.header_timeout, Duration::from_secs(30));
     assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
     assert!(!c.server.metrics_public);
@@ -680,6 +682,33 @@ fn retry_bounds() {
 }
 
 /// Admission limits and timeouts: 0 / "auto" follow memory, explicit values are kept, bad
+/// `server.max_upload` and `server.public_url` (issue #18).
+#[test]
+fn upload_settings() {
+    let c = ok(
+        &format!(
+            "[server]\nmax_upload = \"300MiB\"\npublic_url = \"https://gemini.example.com/\"\n\
+             [auth]\ntokens = [\"sk-test-token-for-limits\"]\n[pool]\nkeys = [\"{K1}\"]\n"
+        ),
+        &[],
+    )
+    .config;
+    assert_eq!(c.server.max_upload, 300 * 1024 * 1024);
+    assert_eq!(
+        c.server.public_url.as_deref(),
+        Some("https://gemini.example.com")
+    );
+    for bad in ["ftp://x", "https://x/?a=b", "https://u:p@x", "not a url"] {
+        check(
+            &format!("[server]\npublic_url = \"{bad}\"\n[pool]\nkeys = [\"{K1}\"]\n"),
+            &[],
+            &[&format!(
+                "config.toml:2:14: server.public_url: {bad:?} is not a usable public URL: write e.g. \"https://gemini.example.com\""
+            )],
+        );
+    }
+}
+
 /// ones are located, and a budget below `max_body` warns.
 #[test]
 fn admission_limits() {

@@ -411,6 +411,8 @@ impl Cx<'_, '_> {
         }
         let body_timeout = self.duration(&p.key("body_timeout"), &s.body_timeout, true);
         let write_timeout = self.duration(&p.key("write_timeout"), &s.write_timeout, true);
+        let max_upload = self.size(&p.key("max_upload"), &s.max_upload);
+        let public_url = self.public_url(&p.key("public_url"), &s.public_url);
         let trusted_proxies = trusted_proxies?
             .into_iter()
             .filter_map(|r| match r {
@@ -433,7 +435,37 @@ impl Cx<'_, '_> {
             memory_budget: memory_budget?,
             body_timeout: body_timeout?,
             write_timeout: write_timeout?,
+            max_upload: max_upload?,
+            public_url: public_url?,
         })
+    }
+
+    /// `server.public_url`: empty, or an `http(s)://host[:port][/prefix]` URL without query,
+    /// fragment or credentials (it is the start of every upload URL the proxy hands out).
+    fn public_url(&mut self, path: &FieldPath, s: &str) -> Option<Option<String>> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Some(None);
+        }
+        let ok = reqwest::Url::parse(s).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+                && u.password().is_none()
+        });
+        if ok.is_none() {
+            self.error(
+                path,
+                format!(
+                    "{:?} is not a usable public URL: write e.g. \"https://gemini.example.com\"",
+                    crate::excerpt::excerpt(s)
+                ),
+            );
+            return None;
+        }
+        Some(Some(s.trim_end_matches('/').to_string()))
     }
 
     /// `server.real_ip_header`: `x-forwarded-for`, `forwarded`, or any other header name, read

@@ -33,9 +33,10 @@ use crate::outbox::Outbox;
 use crate::pool::{KeyPool, Now};
 use crate::sessions::Sessions;
 use crate::signatures::SignatureCache;
+use crate::stored_responses::StoredResponses;
 use crate::usage::{TokenUsage, OPEN, OTHER};
 
-pub use self::redis::{Health, SessionLookup, PUSH_EVERY, RECONCILE_EVERY};
+pub use self::redis::{Health, Lookup, PUSH_EVERY, RECONCILE_EVERY};
 pub use file::{write_atomic, FileState, FileStore};
 
 /// What a store keeps and feeds: the pool, the token ledger and the small ledgers (handles
@@ -47,6 +48,7 @@ pub struct Ledgers {
     pub sessions: Arc<Sessions>,
     pub lockout: Arc<Lockout>,
     pub signatures: Arc<SignatureCache>,
+    pub stored_responses: Arc<StoredResponses>,
     /// Where the small ledgers queue their events.
     pub outbox: Outbox,
 }
@@ -232,11 +234,12 @@ impl Persist {
         }
         match &mut *active {
             Active::File(f) => f.save(pool, usage, now(), Why::Shutdown),
-            // Its last push, bounded; then no more events go to it.
+            // No more events or claims go to it; it sends its last changes on its own (this
+            // runs on the control runtime, where its task runs too: no waiting here).
             Active::Redis(r) => {
                 ledgers.outbox.close();
                 ledgers.pool.set_claimer(None);
-                r.stop(true);
+                r.stop(false);
             }
             Active::Memory => {}
         }
@@ -262,10 +265,11 @@ impl Persist {
         };
     }
 
-    /// Where to look up a dashboard session other replicas know (a shared store only).
-    pub fn sessions(&self) -> Option<SessionLookup> {
+    /// Where to look up what other replicas made (a session, a stored response): a shared
+    /// store only.
+    pub fn lookup(&self) -> Option<Lookup> {
         match &*lock(&self.active) {
-            Active::Redis(r) => Some(r.sessions()),
+            Active::Redis(r) => Some(r.lookup()),
             _ => None,
         }
     }

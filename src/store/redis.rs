@@ -43,10 +43,11 @@ use crate::outbox::Event;
 use crate::pool::{Now, SavedKey, SavedModel, SavedRest};
 use crate::quota_day::{QuotaClock, QuotaDay};
 use crate::secret::{ApiKey, RedisUrl};
+use crate::stored_responses::{Stored, TTL as RESPONSE_TTL};
 use crate::usage::{TokenTotals, Tokens};
 
 /// How often changes are sent.
-pub const PUSH_EVERY: Duration = Duration::from_millis(100);
+pub const PUSH_EVERY: Duration = Duration::from_millis(250);
 /// How often everything is read back.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(15);
 /// Keys per `MERGE` call (bounds one call's size).
@@ -120,7 +121,7 @@ if b.day ~= '' then
   if #outt > 0 then redis.call('EXPIREAT', usage, b.expire_at) end
 end
 local msg = cjson.encode({from = b.from, day = b.day, keys = outk, tokens = outt})
-redis.call('PUBLISH', P .. 'events', msg)
+redis.call('PUBLISH', P .. 'events', b.from .. ' ' .. msg)
 return msg
 "#;
 
@@ -155,7 +156,7 @@ local limit = tonumber(ARGV[3])
 if n >= limit and (n == limit or n % 32 == 0) then
   local ms = redis.call('PTTL', k)
   redis.call('PUBLISH', ARGV[1] .. 'events',
-    cjson.encode({from = ARGV[5], lock = {ip = ARGV[2], ms = ms}}))
+    ARGV[5] .. ' ' .. cjson.encode({from = ARGV[5], lock = {ip = ARGV[2], ms = ms}}))
 end
 return n
 "#;
@@ -170,7 +171,7 @@ local c = tonumber(redis.call('HGET', h, f) or '0')
 if c >= tonumber(ARGV[5]) then return -c - 1 end
 local n = redis.call('HINCRBY', h, f, 1)
 redis.call('EXPIREAT', h, ARGV[6])
-redis.call('PUBLISH', ARGV[1] .. 'events', cjson.encode({from = ARGV[7], day = ARGV[2],
+redis.call('PUBLISH', ARGV[1] .. 'events', ARGV[7] .. ' ' .. cjson.encode({from = ARGV[7], day = ARGV[2],
   keys = {{k = ARGV[3], m = {{n = ARGV[4], q = n}}}}}))
 return n
 "#;
@@ -256,11 +257,12 @@ pub struct Health {
     pub since: SystemTime,
 }
 
-/// Looks up a dashboard session another replica opened, for a cookie this one has not heard
-/// of yet (the login's redirect may land here before the news does).
+/// Looks up what another replica made: a dashboard session, for a cookie this one has not
+/// heard of yet (the login's redirect may land here before the news does), or a stored
+/// response.
 /// Lookups are limited to `LOOKUPS_PER_SEC` (made-up cookies must not turn into Redis load).
 #[derive(Clone)]
-pub struct SessionLookup {
+pub struct Lookup {
     link: Arc<arc_swap::ArcSwapOption<Link>>,
     names: Arc<ArcSwap<Names>>,
     prefix: String,
@@ -269,10 +271,10 @@ pub struct SessionLookup {
     budget: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Session lookups in Redis per second and replica, at most.
-const LOOKUPS_PER_SEC: u64 = 20;
+/// Lookups in Redis per second and replica, at most.
+const LOOKUPS_PER_SEC: u64 = 50;
 
-impl SessionLookup {
+impl Lookup {
     /// One lookup fits this second's budget.
     fn allowed(&self) -> bool {
         let second = u64::try_from(unix_ms(SystemTime::now()) / 1000).unwrap_or(0) & 0xffff_ffff;
@@ -297,8 +299,35 @@ impl SessionLookup {
         }
     }
 
+    /// The stored response `id` if Redis has it and `owner` made it (bounded by `timeout`).
+    pub async fn response(&self, id: &str, owner: Option<&str>) -> Option<Stored> {
+        let link = self.link.load_full()?;
+        if id.is_empty() || id.len() > 128 || !self.allowed() {
+            return None;
+        }
+        let key = format!("{}r:{id}", self.prefix);
+        let mut conn = link.conn.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let query = get.query_async::<Option<String>>(&mut conn);
+        let json = tokio::time::timeout(self.timeout, query)
+            .await
+            .ok()?
+            .ok()??;
+        let kept: KeptResponse = serde_json::from_str(&json).ok()?;
+        let want = owner.map(|o| link.salt.fingerprint("token", o));
+        if kept.o != want {
+            return None;
+        }
+        Some(Stored {
+            owner: owner.map(str::to_string),
+            response: kept.r.into_bytes(),
+            conversation: kept.c.into_bytes(),
+        })
+    }
+
     /// The session's opener and time left, if Redis knows it (bounded by `timeout`).
-    pub async fn find(&self, id_hash: [u8; 32]) -> Option<(Option<[u8; 32]>, Duration)> {
+    pub async fn session(&self, id_hash: [u8; 32]) -> Option<(Option<[u8; 32]>, Duration)> {
         let link = self.link.load_full()?;
         if !self.allowed() {
             return None;
@@ -331,7 +360,7 @@ impl SessionLookup {
 
 /// The running Redis store: its settings and a handle on its sync task.
 pub struct RedisStore {
-    lookup: SessionLookup,
+    lookup: Lookup,
     url: RedisUrl,
     prefix: String,
     timeout: Duration,
@@ -356,7 +385,7 @@ impl RedisStore {
         }));
         let link: Arc<arc_swap::ArcSwapOption<Link>> = Arc::default();
         let store = RedisStore {
-            lookup: SessionLookup {
+            lookup: Lookup {
                 link: link.clone(),
                 names: names.clone(),
                 prefix: cfg.prefix.clone(),
@@ -423,7 +452,7 @@ impl RedisStore {
         self.url == cfg.url && self.prefix == cfg.prefix && self.timeout == cfg.timeout
     }
 
-    pub fn sessions(&self) -> SessionLookup {
+    pub fn lookup(&self) -> Lookup {
         self.lookup.clone()
     }
 
@@ -544,10 +573,12 @@ impl Sync {
         };
         let mut backoff = BACKOFF_MIN;
         loop {
-            let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = self.connected(&client, &mut rx, &stop) => r,
-            };
+            // Not raced with `stop`: once connected, `connected` sends its last changes when
+            // stopped; connecting is bounded by `timeout` per step.
+            if stop.is_cancelled() {
+                return;
+            }
+            let result = self.connected(&client, &mut rx, &stop).await;
             match result {
                 Ok(()) => return,
                 Err(e) => self.down(&e),
@@ -682,13 +713,20 @@ impl Sync {
                     self.pull(&mut conn).await?;
                 }
                 ev = rx.recv(), if events_open => match ev {
-                    Some(ev) => self.event(&mut conn, ev).await?,
+                    Some(ev) => {
+                        self.ledgers.outbox.taken(&ev);
+                        self.event(&mut conn, ev).await?
+                    }
                     None => events_open = false,
                 },
                 msg = messages.next() => match msg {
+                    // "{sender} {json}": a replica's own news is skipped unparsed.
                     Some(msg) => {
                         if let Ok(payload) = msg.get_payload::<String>() {
-                            self.apply(&payload, false);
+                            match payload.split_once(' ') {
+                                Some((from, json)) if from != self.id => self.apply(json, false),
+                                _ => {}
+                            }
                         }
                     }
                     None => return Err("the subscription closed".into()),
@@ -1220,6 +1258,9 @@ impl Sync {
         if !msg.sigs.is_empty() {
             self.ledgers.signatures.remember_remote(msg.sigs);
         }
+        if let Some(id) = &msg.resp_deleted {
+            self.ledgers.stored_responses.forget(id);
+        }
         if let Some(reset) = &msg.reset {
             let model = reset.model.as_deref();
             match &reset.keys {
@@ -1290,7 +1331,7 @@ impl Sync {
                             .ignore()
                             .cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
                             .ignore()
                             .query_async(conn),
                     )
@@ -1313,7 +1354,7 @@ impl Sync {
                             .ignore()
                             .cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
                             .ignore()
                             .query_async(conn),
                     )
@@ -1331,7 +1372,57 @@ impl Sync {
                         "signatures",
                         redis::cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
+                            .query_async(conn),
+                    )
+                    .await?;
+            }
+            Event::ResponseStored {
+                id,
+                owner,
+                response,
+                conversation,
+            } => {
+                let (Ok(r), Ok(c)) = (String::from_utf8(response), String::from_utf8(conversation))
+                else {
+                    return Ok(());
+                };
+                let kept = KeptResponse {
+                    o: owner.map(|o| salt.fingerprint("token", &o)),
+                    r,
+                    c,
+                };
+                let json = serde_json::to_string(&kept).map_err(|e| format!("encode: {e}"))?;
+                let _: () = self
+                    .bounded(
+                        "stored response",
+                        redis::cmd("SET")
+                            .arg(self.key(&format!("r:{id}")))
+                            .arg(json)
+                            .arg("PX")
+                            .arg(RESPONSE_TTL.as_millis() as u64)
+                            .query_async(conn),
+                    )
+                    .await?;
+            }
+            Event::ResponseDeleted { id } => {
+                let msg = Message {
+                    from: self.id.clone(),
+                    resp_deleted: Some(id.clone()),
+                    ..Message::default()
+                };
+                let json = serde_json::to_string(&msg).map_err(|e| format!("encode: {e}"))?;
+                let _: () = self
+                    .bounded(
+                        "stored response",
+                        redis::pipe()
+                            .cmd("DEL")
+                            .arg(self.key(&format!("r:{id}")))
+                            .ignore()
+                            .cmd("PUBLISH")
+                            .arg(&channel)
+                            .arg(format!("{} {json}", self.id))
+                            .ignore()
                             .query_async(conn),
                     )
                     .await?;
@@ -1361,7 +1452,7 @@ impl Sync {
                         "reset",
                         redis::cmd("PUBLISH")
                             .arg(&channel)
-                            .arg(&json)
+                            .arg(format!("{} {json}", self.id))
                             .query_async(conn),
                     )
                     .await?;
@@ -1497,6 +1588,16 @@ struct Message {
     sigs: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reset: Option<ResetMsg>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resp_deleted: Option<String>,
+}
+
+/// A stored response in Redis (`{prefix}r:{id}`): its owner's salted fingerprint and texts.
+#[derive(Serialize, Deserialize)]
+struct KeptResponse {
+    o: Option<String>,
+    r: String,
+    c: String,
 }
 
 #[derive(Serialize, Deserialize)]

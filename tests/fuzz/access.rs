@@ -361,6 +361,7 @@ proptest! {
             loopback_peer: peer.is_loopback(),
             local: false,
             https: false,
+            trusted_peer: false,
         };
         let result = access::authenticate(gate, dialect, &headers, query.as_deref(), &auth, &origin);
         if let Ok(caller) = &result {

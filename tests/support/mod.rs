@@ -11,8 +11,8 @@ pub mod proxy;
 pub mod redis;
 
 pub use fake_gemini::{
-    chunk_with_parts, default_text, fake_embedding, google_error, mask, model_object, text_chunk,
-    FakeGemini, RecordedRequest, Reply, StreamEnd,
+    chunk_with_parts, default_text, fake_embedding, fnv1a, google_error, mask, model_object,
+    text_chunk, FakeGemini, RecordedRequest, Reply, StreamEnd, FNV_START,
 };
 pub use kubelet::{kubelet_init, kubelet_update};
 pub use proxy::{

@@ -16,10 +16,13 @@
 //! with prior knowledge) on the same port, at most `n` concurrent streams per connection, like
 //! Google's SETTINGS_MAX_CONCURRENT_STREAMS. It counts accepted TCP connections (`connections`).
 
+mod batches;
 mod body;
+mod caches;
 mod count_tokens;
 mod embeddings;
 mod errors;
+mod files;
 mod generate;
 mod models;
 mod recording;
@@ -48,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 pub use body::FakeBody;
 pub use embeddings::fake_embedding;
 pub use errors::google_error;
+pub use files::{fnv1a, FNV_START};
 pub use generate::{chunk_with_parts, default_text, text_chunk};
 pub use models::{model_object, DEFAULT_MODELS};
 pub use recording::RecordedRequest;
@@ -112,6 +116,12 @@ struct Shared {
     http2_requests: AtomicU64,
     /// `Some(n)`: h2c accepted too, at most `n` concurrent streams per connection.
     http2_max_streams: Option<u32>,
+    /// `http://127.0.0.1:PORT`: the start of the upload URLs and file URIs it hands out.
+    base: String,
+    /// Files, caches and upload sessions by project (`files.rs`).
+    projects: Mutex<files::Projects>,
+    uploaded_bytes: AtomicU64,
+    permission_denied: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,6 +202,10 @@ impl FakeGeminiBuilder {
             connections: AtomicU64::new(0),
             http2_requests: AtomicU64::new(0),
             http2_max_streams: self.http2_max_streams,
+            base: format!("http://{addr}"),
+            projects: Mutex::new(files::Projects::default()),
+            uploaded_bytes: AtomicU64::new(0),
+            permission_denied: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
@@ -409,15 +423,44 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<FakeBod
         shared.http2_requests.fetch_add(1, Ordering::SeqCst);
     }
     let (parts, body) = req.into_parts();
+    let query_string = parts.uri.query().map(str::to_owned);
+    let query = parse_query(query_string.as_deref());
+    let route = Route::parse(&parts.method, parts.uri.path(), &query);
+    if let Route::UploadChunk(id) = &route {
+        // Streamed, never kept: recorded without its body.
+        let key = parts
+            .headers
+            .get("x-goog-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if query.contains_key("key") {
+            shared.keys_in_url.fetch_add(1, Ordering::SeqCst);
+        }
+        lock(&shared.log).requests.push(RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: query_string.clone(),
+            headers: parts.headers.clone(),
+            body: None,
+            raw_body: Bytes::new(),
+            key: key.clone(),
+            model: None,
+        });
+        if let Some(key) = key {
+            *lock(&shared.log)
+                .hits
+                .entry((key, String::new()))
+                .or_default() += 1;
+        }
+        let response = files::chunk(&shared, id, &parts, body).await;
+        flight.done = true;
+        return response;
+    }
     let raw_body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         // The client left while sending: the flight guard counts it.
         Err(_) => return json_response(400, &json!({})),
     };
-    let query_string = parts.uri.query().map(str::to_owned);
-    let query = parse_query(query_string.as_deref());
-    let route = Route::parse(&parts.method, parts.uri.path(), &query);
-
     let header_key = parts
         .headers
         .get("x-goog-api-key")
@@ -448,7 +491,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<FakeBod
         }
     }
 
-    let response = respond(&shared, route, key, body_json, &raw_body, &query).await;
+    let response = respond(&shared, &parts, route, key, body_json, &raw_body, &query).await;
     match response {
         Responded::Now(resp) => {
             flight.done = true;
@@ -465,6 +508,7 @@ enum Responded {
 
 async fn respond(
     shared: &Arc<Shared>,
+    parts: &http::request::Parts,
     route: Route,
     key: Option<String>,
     body: Option<Value>,
@@ -490,6 +534,31 @@ async fn respond(
     }
 
     match &route {
+        Route::UploadStart => return Now(files::start(shared, parts, &key, body.as_ref())),
+        Route::Files(rest) => {
+            return Now(files::files(shared, &parts.method, rest.as_deref(), &key))
+        }
+        Route::Caches(rest) => {
+            return Now(caches::caches(
+                shared,
+                &parts.method,
+                rest.as_deref(),
+                &key,
+                body.as_ref(),
+            ))
+        }
+        Route::UploadChunk(_) => return Now(json_response(404, &json!({}))),
+        Route::BatchCreate(model) => {
+            return Now(batches::create(shared, model, &key, body.as_ref()))
+        }
+        Route::Batches(rest) => {
+            return Now(batches::batches(
+                shared,
+                &parts.method,
+                rest.as_deref(),
+                &key,
+            ))
+        }
         Route::ListModels => {
             let scripted = next_reply(shared, &[Scope::ModelsList]);
             return match scripted {
@@ -513,6 +582,9 @@ async fn respond(
             return Now(models::get_model(shared, model));
         }
         Route::Generate(_) | Route::Stream { .. } => {
+            if let Some(refused) = files::refuse_foreign(shared, &key, body.as_ref()) {
+                return Now(refused);
+            }
             if let Some(refused) = generate::refuse(shared, &route, body.as_ref(), raw_body) {
                 return Now(refused);
             }
@@ -522,7 +594,12 @@ async fn respond(
                 return Now(refused);
             }
         }
-        Route::CountTokens(_) | Route::Embed(_) | Route::Unknown => {}
+        Route::CountTokens(_) => {
+            if let Some(refused) = files::refuse_foreign(shared, &key, body.as_ref()) {
+                return Now(refused);
+            }
+        }
+        Route::Embed(_) | Route::Unknown => {}
     }
 
     let model = route.model().unwrap_or("").to_string();

@@ -8,18 +8,68 @@ use http::Method;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Route {
     Generate(String),
-    Stream { model: String, sse: bool },
+    Stream {
+        model: String,
+        sse: bool,
+    },
     CountTokens(String),
     Embed(String),
     BatchEmbed(String),
     ListModels,
     GetModel(String),
+    /// `POST /upload/v1beta/files` starting a resumable upload (or a one-shot `media` upload).
+    UploadStart,
+    /// A request to an upload URL the fake handed out (`?upload_id=`): a chunk, `finalize`,
+    /// `query`.
+    UploadChunk(String),
+    /// `/v1beta/files[/{id}[:action]]`, any method.
+    Files(Option<String>),
+    /// `/v1beta/cachedContents[/{id}]`, any method.
+    Caches(Option<String>),
+    /// `POST models/{m}:batchGenerateContent`.
+    BatchCreate(String),
+    /// `/v1beta/batches[/{id}[:action]]`, any method.
+    Batches(Option<String>),
     Unknown,
 }
 
 impl Route {
     pub(super) fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> Route {
-        let Some(rest) = path.strip_prefix("/v1beta/models") else {
+        if let Some(rest) = path
+            .strip_prefix("/upload/v1beta/")
+            .or_else(|| path.strip_prefix("/upload/v1/"))
+        {
+            return match (rest, query.get("upload_id")) {
+                ("files", Some(id)) => Route::UploadChunk(id.clone()),
+                ("files", None) if method == Method::POST => Route::UploadStart,
+                _ => Route::Unknown,
+            };
+        }
+        let versioned = path
+            .strip_prefix("/v1beta/")
+            .or_else(|| path.strip_prefix("/v1/"));
+        if let Some(rest) = versioned {
+            let sub = |rest: &str| rest.strip_prefix('/').map(str::to_owned);
+            if let Some(rest) = rest.strip_prefix("files") {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Route::Files(sub(rest));
+                }
+            }
+            if let Some(rest) = rest.strip_prefix("cachedContents") {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Route::Caches(sub(rest));
+                }
+            }
+            if let Some(rest) = rest.strip_prefix("batches") {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Route::Batches(sub(rest));
+                }
+            }
+        }
+        let Some(rest) = path
+            .strip_prefix("/v1beta/models")
+            .or_else(|| path.strip_prefix("/v1/models"))
+        else {
             return Route::Unknown;
         };
         if rest.is_empty() || rest == "/" {
@@ -51,6 +101,7 @@ impl Route {
             "countTokens" => Route::CountTokens(model),
             "embedContent" => Route::Embed(model),
             "batchEmbedContents" => Route::BatchEmbed(model),
+            "batchGenerateContent" => Route::BatchCreate(model),
             _ => Route::Unknown,
         }
     }
@@ -63,7 +114,14 @@ impl Route {
             | Route::Embed(m)
             | Route::BatchEmbed(m)
             | Route::GetModel(m) => Some(m),
-            Route::ListModels | Route::Unknown => None,
+            Route::ListModels
+            | Route::UploadStart
+            | Route::UploadChunk(_)
+            | Route::Files(_)
+            | Route::Caches(_)
+            | Route::BatchCreate(_)
+            | Route::Batches(_)
+            | Route::Unknown => None,
         }
     }
 }

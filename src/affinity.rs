@@ -1,0 +1,250 @@
+//! Resource affinity: which pool key created a Gemini resource (`files/…`, `cachedContents/…`,
+//! `batches/…`, operations, the proxy's own upload sessions), which client token asked for it,
+//! and until when it lives. A resource belongs to the Google project of the key that created
+//! it, so every later call naming it goes with that key; and it belongs to the client token
+//! that created it, which alone may reach it.
+//!
+//! The table is in memory, bounded (`MAX_ENTRIES` over all, `MAX_PER_OWNER` per client token:
+//! one token filling the table evicts its own entries first, never another token's), and
+//! expiring (an expired entry is never returned). Its interface is narrow on purpose (`insert`,
+//! `lookup`, `remove`, `list_by_owner`): it is the seam where the shared store will back it.
+//! It does no I/O and reads no clock: `now` is an argument. Keys print masked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use crate::secret::ApiKey;
+
+/// Entries over all client tokens.
+pub const MAX_ENTRIES: usize = 200_000;
+/// Entries of one client token.
+pub const MAX_PER_OWNER: usize = 20_000;
+
+/// How long Google keeps an uploaded file.
+pub const FILE_TTL: Duration = Duration::from_secs(48 * 3600);
+/// A cache whose answer names no `expireTime` (Google's default TTL is one hour).
+pub const CACHE_TTL: Duration = Duration::from_secs(3600);
+/// Batches, operations and the rest: kept a week (a batch may run 48 hours, and its results
+/// are fetched after that).
+pub const OTHER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A resumable upload session (Google keeps one a week).
+pub const UPLOAD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One remembered resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The key that created it.
+    pub key: ApiKey,
+    /// The client token that asked (its name; empty for an open proxy's anonymous callers).
+    pub owner: Arc<str>,
+    pub expires: SystemTime,
+    /// For an upload session: where its chunks go upstream (path and query, on the base URL).
+    pub upstream: Option<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<Box<str>, Pin>,
+    per_owner: HashMap<Arc<str>, usize>,
+}
+
+impl Table {
+    fn take(&mut self, name: &str) -> Option<Pin> {
+        let pin = self.entries.remove(name)?;
+        if let Some(n) = self.per_owner.get_mut(&pin.owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_owner.remove(&pin.owner);
+            }
+        }
+        Some(pin)
+    }
+
+    fn purge(&mut self, now: SystemTime) {
+        let expired: Vec<Box<str>> = self
+            .entries
+            .iter()
+            .filter(|(_, p)| p.expires <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            self.take(&name);
+        }
+    }
+
+    /// The entry that expires first, among `owner`'s when given.
+    fn soonest(&self, owner: Option<&str>) -> Option<Box<str>> {
+        self.entries
+            .iter()
+            .filter(|(_, p)| owner.is_none_or(|o| &*p.owner == o))
+            .min_by_key(|(_, p)| p.expires)
+            .map(|(n, _)| n.clone())
+    }
+}
+
+/// The table of remembered resources.
+#[derive(Default)]
+pub struct Affinity {
+    table: Mutex<Table>,
+}
+
+impl Affinity {
+    pub fn new() -> Self {
+        Affinity::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remembers `name` (replacing what was there). When the table or the owner's share of it
+    /// is full, expired entries go first, then the owner's own soonest-expiring one, then
+    /// (the table full of live entries of many owners) the soonest-expiring of all.
+    pub fn insert(&self, name: &str, pin: Pin, now: SystemTime) {
+        let mut t = self.lock();
+        t.take(name);
+        let owned = t.per_owner.get(&pin.owner).copied().unwrap_or(0);
+        if owned >= MAX_PER_OWNER || t.entries.len() >= MAX_ENTRIES {
+            t.purge(now);
+        }
+        if t.per_owner.get(&pin.owner).copied().unwrap_or(0) >= MAX_PER_OWNER {
+            if let Some(victim) = t.soonest(Some(&pin.owner)) {
+                t.take(&victim);
+            }
+        }
+        if t.entries.len() >= MAX_ENTRIES {
+            if let Some(victim) = t.soonest(None) {
+                t.take(&victim);
+            }
+        }
+        *t.per_owner.entry(pin.owner.clone()).or_insert(0) += 1;
+        t.entries.insert(Box::from(name), pin);
+    }
+
+    /// The live entry for `name`.
+    pub fn lookup(&self, name: &str, now: SystemTime) -> Option<Pin> {
+        let mut t = self.lock();
+        match t.entries.get(name) {
+            Some(pin) if pin.expires > now => Some(pin.clone()),
+            Some(_) => {
+                t.take(name);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Pin> {
+        self.lock().take(name)
+    }
+
+    /// `owner`'s live resources whose names start with `prefix` (`"files/"`), sorted by name.
+    pub fn list_by_owner(&self, owner: &str, prefix: &str, now: SystemTime) -> Vec<(String, Pin)> {
+        let t = self.lock();
+        let mut out: Vec<(String, Pin)> = t
+            .entries
+            .iter()
+            .filter(|(n, p)| &*p.owner == owner && n.starts_with(prefix) && p.expires > now)
+            .map(|(n, p)| (n.to_string(), p.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The default lifetime of a resource by its name, when Google's answer names none.
+pub fn default_ttl(name: &str) -> Duration {
+    if name.starts_with("files/") {
+        FILE_TTL
+    } else if name.starts_with("cachedContents/") {
+        CACHE_TTL
+    } else if name.starts_with("uploads/") {
+        UPLOAD_TTL
+    } else {
+        OTHER_TTL
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> ApiKey {
+        ApiKey::new(format!("AIzaSyFAKE-affinity-test-key-000000{n:02}"))
+    }
+
+    fn pin(n: u8, owner: &str, expires: SystemTime) -> Pin {
+        Pin {
+            key: key(n),
+            owner: Arc::from(owner),
+            expires,
+            upstream: None,
+        }
+    }
+
+    #[test]
+    fn insert_lookup_remove_and_expiry() {
+        let t = Affinity::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let later = now + Duration::from_secs(60);
+        t.insert("files/a", pin(1, "alice", later), now);
+        t.insert("files/b", pin(2, "bob", later), now);
+        t.insert("cachedContents/c", pin(1, "alice", later), now);
+        assert_eq!(t.lookup("files/a", now).map(|p| p.key), Some(key(1)));
+        assert_eq!(t.lookup("files/a", later), None, "expired");
+        assert_eq!(
+            t.lookup("files/a", now),
+            None,
+            "an expired entry is dropped"
+        );
+        let alice: Vec<String> = t
+            .list_by_owner("alice", "", now)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(alice, vec!["cachedContents/c".to_string()]);
+        assert_eq!(t.list_by_owner("bob", "files/", now).len(), 1);
+        assert_eq!(t.list_by_owner("bob", "cachedContents/", now).len(), 0);
+        assert!(t.remove("files/b").is_some());
+        assert!(t.lookup("files/b", now).is_none());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn one_owner_filling_its_share_evicts_only_its_own() {
+        let t = Affinity::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        t.insert(
+            "files/victim",
+            pin(1, "bob", now + Duration::from_secs(1)),
+            now,
+        );
+        for i in 0..MAX_PER_OWNER + 10 {
+            let expires = now + Duration::from_secs(100 + i as u64);
+            t.insert(&format!("files/m{i}"), pin(2, "mallory", expires), now);
+        }
+        assert!(t.lookup("files/victim", now).is_some());
+        assert_eq!(t.list_by_owner("mallory", "", now).len(), MAX_PER_OWNER);
+        // The oldest of mallory's went first.
+        assert!(t.lookup("files/m0", now).is_none());
+        assert!(t
+            .lookup(&format!("files/m{}", MAX_PER_OWNER + 9), now)
+            .is_some());
+    }
+
+    #[test]
+    fn default_lifetimes() {
+        assert_eq!(default_ttl("files/x"), FILE_TTL);
+        assert_eq!(default_ttl("cachedContents/x"), CACHE_TTL);
+        assert_eq!(default_ttl("batches/x"), OTHER_TTL);
+    }
+}
