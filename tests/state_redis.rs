@@ -220,6 +220,26 @@ fn no_redirects() -> reqwest::Client {
         .expect("client")
 }
 
+/// A dashboard login with the admin token from client `ip`: the `name=value` cookie pair.
+async fn login(proxy: &Proxy, ip: &str) -> String {
+    let login = no_redirects()
+        .post(format!("{}/dashboard/login", proxy.url()))
+        .header("x-forwarded-for", ip)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN}"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status().as_u16(), 303);
+    login
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string()
+}
+
 #[tokio::test]
 async fn sessions_and_lockouts_are_fleet_wide() {
     let redis = RedisServer::start();
@@ -236,22 +256,7 @@ async fn sessions_and_lockouts_are_fleet_wide() {
     let http = no_redirects();
 
     // A dashboard login on A...
-    let login = http
-        .post(format!("{}/dashboard/login", a.url()))
-        .header("x-forwarded-for", "198.51.100.20")
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(format!("token={ADMIN}"))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status().as_u16(), 303);
-    let cookie = login
-        .headers()
-        .get(SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let cookie = login(a, "198.51.100.20").await;
     let state_on = |p: &Proxy, cookie: Option<&str>| {
         let mut req = http
             .get(format!("{}/dashboard/api/state", p.url()))
@@ -503,21 +508,9 @@ async fn redis_holds_no_key_and_no_token() {
     }
     // A session and a failed login as well.
     let http = no_redirects();
-    let login = http
-        .post(format!("{}/dashboard/login", r[0].url()))
-        .header("x-forwarded-for", "198.51.100.30")
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(format!("token={ADMIN}"))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status().as_u16(), 303);
-    let cookie = login
-        .headers()
-        .get(SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .and_then(|v| v.split_once('='))
+    let cookie = login(&r[0], "198.51.100.30").await;
+    let cookie = cookie
+        .split_once('=')
         .map(|(_, id)| id.to_string())
         .expect("a session id");
     let _ = http

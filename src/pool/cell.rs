@@ -330,18 +330,16 @@ impl KeyCell {
         }
     }
 
-    /// A shared store counted a request of `model` fleet-wide (`claim`) and says the fleet's
-    /// count is `count`: this replica's request is in it (not sent again), and the local count
-    /// is at least the fleet's. `denied`: the request was not counted nor sent.
-    pub fn fleet_count(&self, model: &str, count: u64, denied: bool, at: &At) {
+    /// A shared store answered a claim (`KeyPool::claim`) with the fleet's count for `model`:
+    /// the local count is at least that. (A claimed request is not one to send, `counts`; a
+    /// denied one was counted here at lease time and not sent, and the fleet's count, at or
+    /// past the limit, covers it.)
+    pub fn fleet_count(&self, model: &str, count: u64, at: &At) {
         let mut st = lock(&self.state);
         let Some(m) = st.model_mut(model) else {
             return;
         };
         m.roll_day(at);
-        // A denied request was counted here at lease time and not sent: the fleet's count
-        // (at or past the limit) replaces it.
-        let _ = denied;
         m.daily_requests = m.daily_requests.max(count);
     }
 
@@ -399,7 +397,7 @@ impl KeyCell {
         }
         let m = st.track(model, at);
         m.rest = None;
-        m.counts(at, fleet && daily_limit.is_some());
+        m.counts(at, fleet);
         if m.probe_pending {
             m.probe_since = Some(at.instant);
         }

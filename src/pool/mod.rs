@@ -544,7 +544,7 @@ impl PoolView {
                 at,
                 slot.spec.daily_limit,
                 route.known,
-                self.claiming(),
+                slot.spec.daily_limit.is_some() && self.claiming(),
             ) {
                 Ok(tracked) => {
                     if step > 0 {
@@ -597,7 +597,7 @@ impl PoolView {
                 at,
                 slot.spec.daily_limit,
                 route.known,
-                self.claiming(),
+                slot.spec.daily_limit.is_some() && self.claiming(),
             ) {
                 return Some((index, tracked));
             }
@@ -638,11 +638,11 @@ impl PoolView {
         let at = self.at(now);
         match answer {
             Some(Ok(count)) => {
-                lease.cell.fleet_count(&lease.model, count, false, &at);
+                lease.cell.fleet_count(&lease.model, count, &at);
                 true
             }
             Some(Err(count)) => {
-                lease.cell.fleet_count(&lease.model, count, true, &at);
+                lease.cell.fleet_count(&lease.model, count, &at);
                 self.abandon(lease);
                 false
             }

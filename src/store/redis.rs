@@ -823,14 +823,19 @@ impl Sync {
             return Ok(());
         }
         let batch = self.batch(salt, &changed, today);
-        for (i, chunk) in batch.keys.chunks(BATCH).enumerate() {
-            let tokens = if i == 0 { &batch.tokens[..] } else { &[] };
+        // One `MERGE` per BATCH keys (at least one call: the token counts go with the first).
+        let chunks: Vec<&[BKey]> = if batch.keys.is_empty() {
+            vec![&[]]
+        } else {
+            batch.keys.chunks(BATCH).collect()
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
             let body = BatchOut {
                 from: &batch.from,
                 day: &batch.day,
                 expire_at: batch.expire_at,
                 keys: chunk,
-                tokens,
+                tokens: if i == 0 { &batch.tokens[..] } else { &[] },
             };
             let json = serde_json::to_string(&body).map_err(|e| format!("encode: {e}"))?;
             let reply: String = self
@@ -853,28 +858,6 @@ impl Sync {
             if i == 0 {
                 self.pending_tokens.clear();
             }
-        }
-        if batch.keys.is_empty() && !batch.tokens.is_empty() {
-            let body = BatchOut {
-                from: &batch.from,
-                day: &batch.day,
-                expire_at: batch.expire_at,
-                keys: &[],
-                tokens: &batch.tokens,
-            };
-            let json = serde_json::to_string(&body).map_err(|e| format!("encode: {e}"))?;
-            let reply: String = self
-                .bounded(
-                    "merge",
-                    self.scripts
-                        .merge
-                        .arg(&self.cfg.prefix)
-                        .arg(json)
-                        .invoke_async(&mut conn.clone()),
-                )
-                .await?;
-            self.apply(&reply, true);
-            self.pending_tokens.clear();
         }
         Ok(())
     }
@@ -1114,12 +1097,7 @@ impl Sync {
         salt: Salt,
         usage: &HashMap<String, String>,
     ) -> Vec<(String, TokenTotals)> {
-        let names = self.names.load();
-        let by_fp: HashMap<String, &String> = names
-            .tokens
-            .iter()
-            .map(|n| (salt.fingerprint("token", n), n))
-            .collect();
+        let by_fp = self.token_names(salt);
         let mut out: HashMap<&String, TokenTotals> = HashMap::new();
         for (field, value) in usage {
             let (Some((fp, kind)), Ok(n)) = (field.split_once('|'), value.parse::<u64>()) else {
@@ -1138,6 +1116,16 @@ impl Sync {
             }
         }
         out.into_iter().map(|(n, t)| (n.clone(), t)).collect()
+    }
+
+    /// Client token names by their fingerprint under `salt`.
+    fn token_names(&self, salt: Salt) -> HashMap<String, String> {
+        self.names
+            .load()
+            .tokens
+            .iter()
+            .map(|n| (salt.fingerprint("token", n), n.clone()))
+            .collect()
     }
 
     /// Rebuilds the fingerprint -> key map when the configured keys changed.
@@ -1208,19 +1196,23 @@ impl Sync {
         }
         if !msg.tokens.is_empty() {
             if let (Some(day), true) = (today, msg_day == today) {
-                let usage: HashMap<String, String> = msg
+                let by_fp = self.token_names(salt);
+                let totals: Vec<(String, TokenTotals)> = msg
                     .tokens
                     .iter()
-                    .flat_map(|t| {
-                        [
-                            (format!("{}|q", t.fp), t.q.to_string()),
-                            (format!("{}|p", t.fp), t.p.to_string()),
-                            (format!("{}|c", t.fp), t.c.to_string()),
-                            (format!("{}|t", t.fp), t.t.to_string()),
-                        ]
+                    .filter_map(|t| {
+                        let name = by_fp.get(&t.fp)?;
+                        Some((
+                            name.clone(),
+                            TokenTotals {
+                                requests: t.q,
+                                prompt_tokens: t.p,
+                                completion_tokens: t.c,
+                                thoughts_tokens: t.t,
+                            },
+                        ))
                     })
                     .collect();
-                let totals = self.token_totals(salt, &usage);
                 self.ledgers.usage.import_at(day, &totals, now.wall);
             }
         }
@@ -1280,17 +1272,28 @@ impl Sync {
         }
     }
 
-    /// Sends one ledger event.
+    /// Sends one ledger event: what it stores (one pipeline) and the news the other replicas
+    /// apply (`"{sender} {json}"` on `{prefix}events`).
     async fn event(&mut self, conn: &mut MultiplexedConnection, ev: Event) -> Result<(), Failure> {
         let Some(salt) = self.salt else {
             return Ok(());
         };
-        let channel = self.key("events");
-        match ev {
+        let mut pipe = redis::pipe();
+        let news = |msg: Message| serde_json::to_string(&msg).map_err(|e| format!("encode: {e}"));
+        let from = self.id.clone();
+        let what = match &ev {
+            Event::CredentialFailed { .. } => "lockout",
+            Event::SessionOpened { .. } | Event::SessionEnded { .. } => "session",
+            Event::Signatures(_) => "signatures",
+            Event::ResponseStored { .. } | Event::ResponseDeleted { .. } => "stored response",
+            Event::Reset { .. } => "reset",
+        };
+        let published: Option<String> = match ev {
             Event::CredentialFailed { ip, limit } => {
+                // The script publishes the lockout itself, once the limit is reached.
                 let _: i64 = self
                     .bounded(
-                        "lockout",
+                        what,
                         self.scripts
                             .failed
                             .arg(&self.cfg.prefix)
@@ -1301,82 +1304,46 @@ impl Sync {
                             .invoke_async(&mut conn.clone()),
                     )
                     .await?;
+                None
             }
             Event::SessionOpened {
                 id_hash,
                 opened_by,
                 left,
             } => {
-                let by = opened_by.map(|a| salt.fingerprint("admin", &hex(&a[..])));
-                let msg = Message {
-                    from: self.id.clone(),
+                let json = news(Message {
+                    from,
                     session: Some(SessionMsg {
                         h: hex(&id_hash),
-                        by,
+                        by: opened_by.map(|a| salt.fingerprint("admin", &hex(&a[..]))),
                         ms: left.as_millis() as i64,
                     }),
                     ..Message::default()
-                };
-                let json = serde_json::to_string(&msg).map_err(|e| format!("encode: {e}"))?;
-                let key = self.key(&format!("s:{}", hex(&id_hash)));
-                let _: () = self
-                    .bounded(
-                        "session",
-                        redis::pipe()
-                            .cmd("SET")
-                            .arg(&key)
-                            .arg(&json)
-                            .arg("PX")
-                            .arg(left.as_millis() as u64)
-                            .ignore()
-                            .cmd("PUBLISH")
-                            .arg(&channel)
-                            .arg(format!("{} {json}", self.id))
-                            .ignore()
-                            .query_async(conn),
-                    )
-                    .await?;
+                })?;
+                // Kept as published: `Lookup::session` reads it back.
+                pipe.cmd("SET")
+                    .arg(self.key(&format!("s:{}", hex(&id_hash))))
+                    .arg(&json)
+                    .arg("PX")
+                    .arg(left.as_millis() as u64)
+                    .ignore();
+                Some(json)
             }
             Event::SessionEnded { id_hash } => {
-                let msg = Message {
-                    from: self.id.clone(),
+                pipe.cmd("DEL")
+                    .arg(self.key(&format!("s:{}", hex(&id_hash))))
+                    .ignore();
+                Some(news(Message {
+                    from,
                     session_end: Some(hex(&id_hash)),
                     ..Message::default()
-                };
-                let json = serde_json::to_string(&msg).map_err(|e| format!("encode: {e}"))?;
-                let key = self.key(&format!("s:{}", hex(&id_hash)));
-                let _: () = self
-                    .bounded(
-                        "session",
-                        redis::pipe()
-                            .cmd("DEL")
-                            .arg(&key)
-                            .ignore()
-                            .cmd("PUBLISH")
-                            .arg(&channel)
-                            .arg(format!("{} {json}", self.id))
-                            .ignore()
-                            .query_async(conn),
-                    )
-                    .await?;
+                })?)
             }
-            Event::Signatures(sigs) => {
-                let msg = Message {
-                    from: self.id.clone(),
-                    sigs,
-                    ..Message::default()
-                };
-                let json = serde_json::to_string(&msg).map_err(|e| format!("encode: {e}"))?;
-                let _: i64 = self
-                    .bounded(
-                        "signatures",
-                        redis::cmd("PUBLISH")
-                            .arg(&channel)
-                            .arg(format!("{} {json}", self.id))
-                            .query_async(conn),
-                    )
-                    .await?;
-            }
+            Event::Signatures(sigs) => Some(news(Message {
+                from,
+                sigs,
+                ..Message::default()
+            })?),
             Event::ResponseStored {
                 id,
                 owner,
@@ -1393,39 +1360,22 @@ impl Sync {
                     c,
                 };
                 let json = serde_json::to_string(&kept).map_err(|e| format!("encode: {e}"))?;
-                let _: () = self
-                    .bounded(
-                        "stored response",
-                        redis::cmd("SET")
-                            .arg(self.key(&format!("r:{id}")))
-                            .arg(json)
-                            .arg("PX")
-                            .arg(RESPONSE_TTL.as_millis() as u64)
-                            .query_async(conn),
-                    )
-                    .await?;
+                // Looked up on a miss (`Lookup::response`), never published.
+                pipe.cmd("SET")
+                    .arg(self.key(&format!("r:{id}")))
+                    .arg(json)
+                    .arg("PX")
+                    .arg(RESPONSE_TTL.as_millis() as u64)
+                    .ignore();
+                None
             }
             Event::ResponseDeleted { id } => {
-                let msg = Message {
-                    from: self.id.clone(),
-                    resp_deleted: Some(id.clone()),
+                pipe.cmd("DEL").arg(self.key(&format!("r:{id}"))).ignore();
+                Some(news(Message {
+                    from,
+                    resp_deleted: Some(id),
                     ..Message::default()
-                };
-                let json = serde_json::to_string(&msg).map_err(|e| format!("encode: {e}"))?;
-                let _: () = self
-                    .bounded(
-                        "stored response",
-                        redis::pipe()
-                            .cmd("DEL")
-                            .arg(self.key(&format!("r:{id}")))
-                            .ignore()
-                            .cmd("PUBLISH")
-                            .arg(&channel)
-                            .arg(format!("{} {json}", self.id))
-                            .ignore()
-                            .query_async(conn),
-                    )
-                    .await?;
+                })?)
             }
             Event::Reset { keys, model } => {
                 let fps: Option<Vec<String>> = keys.map(|keys| {
@@ -1439,25 +1389,25 @@ impl Sync {
                     invocation.arg(fp);
                 }
                 let _: i64 = self
-                    .bounded("reset", invocation.invoke_async(&mut conn.clone()))
+                    .bounded(what, invocation.invoke_async(&mut conn.clone()))
                     .await?;
-                let msg = Message {
-                    from: self.id.clone(),
+                Some(news(Message {
+                    from,
                     reset: Some(ResetMsg { keys: fps, model }),
                     ..Message::default()
-                };
-                let json = serde_json::to_string(&msg).map_err(|e| format!("encode: {e}"))?;
-                let _: i64 = self
-                    .bounded(
-                        "reset",
-                        redis::cmd("PUBLISH")
-                            .arg(&channel)
-                            .arg(format!("{} {json}", self.id))
-                            .query_async(conn),
-                    )
-                    .await?;
+                })?)
             }
+        };
+        if let Some(json) = published {
+            pipe.cmd("PUBLISH")
+                .arg(self.key("events"))
+                .arg(format!("{} {json}", self.id))
+                .ignore();
         }
+        if pipe.cmd_iter().next().is_none() {
+            return Ok(());
+        }
+        let _: () = self.bounded(what, pipe.query_async(conn)).await?;
         Ok(())
     }
 }
