@@ -7,13 +7,21 @@
 //! The table is in memory, bounded (`MAX_ENTRIES` over all, `MAX_PER_OWNER` per client token:
 //! one token filling the table evicts its own entries first, never another token's), and
 //! expiring (an expired entry is never returned). Its interface is narrow on purpose (`insert`,
-//! `lookup`, `remove`, `list_by_owner`): it is the seam where the shared store will back it.
+//! `lookup`, `remove`, `list_by_owner`): this replica's table. With a shared state store
+//! (`outbox`), `insert` and `remove` are also told to it, and `state::App::pin` / `pins_of`
+//! look up there what this table misses (`insert_remote` keeps the answer here, `forget`
+//! drops what another replica removed); with `store = "file"` the table is in the snapshot
+//! (`export`, `insert_remote` at start). An upload session is kept under
+//! [`upload_name`] (a hash of its id: the id is a capability and is kept nowhere).
 //! It does no I/O and reads no clock: `now` is an argument. Keys print masked.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use sha2::{Digest, Sha256};
+
+use crate::outbox::{Event, Outbox};
 use crate::secret::ApiKey;
 
 /// Entries over all client tokens.
@@ -87,11 +95,29 @@ impl Table {
 #[derive(Default)]
 pub struct Affinity {
     table: Mutex<Table>,
+    outbox: Outbox,
+}
+
+/// The name an upload session is kept under: `uploads/` and the SHA-256 of its id, hex.
+pub fn upload_name(id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"gemini-rotator upload session\0");
+    h.update(id.as_bytes());
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("uploads/{hex}")
 }
 
 impl Affinity {
     pub fn new() -> Self {
         Affinity::default()
+    }
+
+    /// A table whose inserts and removals are also told to `outbox`.
+    pub fn shared(outbox: Outbox) -> Self {
+        Affinity {
+            outbox,
+            ..Affinity::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -102,6 +128,20 @@ impl Affinity {
     /// is full, expired entries go first, then the owner's own soonest-expiring one, then
     /// (the table full of live entries of many owners) the soonest-expiring of all.
     pub fn insert(&self, name: &str, pin: Pin, now: SystemTime) {
+        if self.outbox.listening() {
+            self.outbox.send(Event::PinSet {
+                name: name.to_string(),
+                key: pin.key.clone(),
+                owner: pin.owner.to_string(),
+                expires: pin.expires,
+                upstream: pin.upstream.as_deref().map(str::to_string),
+            });
+        }
+        self.insert_remote(name, pin, now);
+    }
+
+    /// Remembers what the state store knew (not told to it again).
+    pub fn insert_remote(&self, name: &str, pin: Pin, now: SystemTime) {
         let mut t = self.lock();
         t.take(name);
         let owned = t.per_owner.get(&pin.owner).copied().unwrap_or(0);
@@ -135,8 +175,32 @@ impl Affinity {
         }
     }
 
+    /// Forgets `name` here and (with a shared store) on every replica.
     pub fn remove(&self, name: &str) -> Option<Pin> {
+        let pin = self.forget(name)?;
+        self.outbox.send(Event::PinRemoved {
+            name: name.to_string(),
+            owner: pin.owner.to_string(),
+        });
+        Some(pin)
+    }
+
+    /// Forgets `name` here only (another replica removed it).
+    pub fn forget(&self, name: &str) -> Option<Pin> {
         self.lock().take(name)
+    }
+
+    /// Every live entry, sorted by name (for a snapshot file).
+    pub fn export(&self, now: SystemTime) -> Vec<(String, Pin)> {
+        let t = self.lock();
+        let mut out: Vec<(String, Pin)> = t
+            .entries
+            .iter()
+            .filter(|(_, p)| p.expires > now)
+            .map(|(n, p)| (n.to_string(), p.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// `owner`'s live resources whose names start with `prefix` (`"files/"`), sorted by name.
@@ -217,6 +281,48 @@ mod tests {
         assert!(t.remove("files/b").is_some());
         assert!(t.lookup("files/b", now).is_none());
         assert_eq!(t.len(), 1);
+        assert_eq!(t.export(now).len(), 1);
+    }
+
+    #[test]
+    fn a_shared_table_tells_inserts_and_removals_but_not_remote_ones() {
+        let outbox = Outbox::default();
+        let mut rx = outbox.open();
+        let t = Affinity::shared(outbox);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let later = now + Duration::from_secs(60);
+        t.insert("files/a", pin(1, "alice", later), now);
+        t.insert_remote("files/b", pin(2, "bob", later), now);
+        assert!(t.remove("files/a").is_some());
+        assert!(t.forget("files/b").is_some());
+        assert!(t.remove("files/none").is_none());
+        let got: Vec<Event> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(
+            got,
+            vec![
+                Event::PinSet {
+                    name: "files/a".into(),
+                    key: key(1),
+                    owner: "alice".into(),
+                    expires: later,
+                    upstream: None,
+                },
+                Event::PinRemoved {
+                    name: "files/a".into(),
+                    owner: "alice".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn upload_sessions_are_kept_by_a_hash_of_their_id() {
+        let id = "ab".repeat(32);
+        let name = upload_name(&id);
+        assert!(name.starts_with("uploads/") && name.len() == 8 + 64);
+        assert!(!name.contains(&id));
+        assert_eq!(name, upload_name(&id));
+        assert_ne!(name, upload_name(&"cd".repeat(32)));
     }
 
     #[test]

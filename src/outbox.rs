@@ -1,5 +1,5 @@
-//! What the small ledgers (lockout, dashboard sessions, thought signatures) and the admin
-//! actions tell a shared state store: a bounded, lossy queue of small events, drained by the
+//! What the small ledgers (lockout, dashboard sessions, thought signatures, stored responses,
+//! resource pins) and the admin actions tell a shared state store: a bounded, lossy queue of small events, drained by the
 //! Redis store's sync task (`store/redis.rs`). With no shared store nothing is queued: a send
 //! is one atomic load. A send never blocks or waits: when the queue is full the event is
 //! dropped (the store's periodic reconcile, or the next event, makes up for it).
@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
@@ -45,6 +45,22 @@ pub enum Event {
     },
     ResponseDeleted {
         id: String,
+    },
+    /// A Gemini resource pinned to the key that created it (`affinity`): its name (an upload
+    /// session's only as `uploads/{hash}`), the key (fingerprinted by the store), the owner
+    /// (the client token's name, fingerprinted too), its expiry and, for an upload session,
+    /// where its chunks go upstream.
+    PinSet {
+        name: String,
+        key: crate::secret::ApiKey,
+        owner: String,
+        expires: SystemTime,
+        upstream: Option<String>,
+    },
+    /// A pin forgotten fleet-wide (the resource was deleted, an upload finished).
+    PinRemoved {
+        name: String,
+        owner: String,
     },
     /// An admin reset of these keys (by their raw value, fingerprinted by the store), or of
     /// every key when `keys` is `None`; only `model` when given.

@@ -155,8 +155,9 @@ pub struct App {
     /// What the small ledgers tell a shared store (`[state] store = "redis"`).
     pub outbox: Outbox,
     /// Gemini resources (files, caches, batches, upload sessions) by the key that created
-    /// them and the client token that owns them (issue #18). In memory only, for now.
-    pub affinity: crate::affinity::Affinity,
+    /// them and the client token that owns them (issue #18): this replica's table; `pin` and
+    /// `pins_of` add what a shared store knows.
+    pub affinity: Arc<crate::affinity::Affinity>,
 }
 
 impl App {
@@ -180,8 +181,8 @@ impl App {
                 outbox.clone(),
             )),
             persist: Persist::default(),
+            affinity: Arc::new(crate::affinity::Affinity::shared(outbox.clone())),
             outbox,
-            affinity: Default::default(),
         };
         // After `bind`: the saved state is merged into the cells of the configured keys.
         app.configure_state();
@@ -250,6 +251,53 @@ impl App {
         self.stored_responses.get(id, owner, now)
     }
 
+    /// The live pin of the resource `name`: this replica's, else (with a shared store) the one
+    /// another replica made, kept here from then on (one bounded, rate-limited Redis call;
+    /// none when Redis is down: this replica's table is the answer then).
+    pub async fn pin(
+        &self,
+        name: &str,
+        now: std::time::SystemTime,
+    ) -> Option<crate::affinity::Pin> {
+        if let Some(pin) = self.affinity.lookup(name, now) {
+            return Some(pin);
+        }
+        let lookup = self.persist.lookup()?;
+        let pin = lookup.pin(name).await.filter(|p| p.expires > now)?;
+        self.affinity.insert_remote(name, pin.clone(), now);
+        Some(pin)
+    }
+
+    /// `owner`'s live resources whose names start with `prefix`, sorted by name: this
+    /// replica's and (with a shared store) those the others made, kept here from then on.
+    pub async fn pins_of(
+        &self,
+        owner: &str,
+        prefix: &str,
+        now: std::time::SystemTime,
+    ) -> Vec<(String, crate::affinity::Pin)> {
+        let mut mine = self.affinity.list_by_owner(owner, prefix, now);
+        let Some(lookup) = self.persist.lookup() else {
+            return mine;
+        };
+        let known: std::collections::HashSet<&str> = mine.iter().map(|(n, _)| n.as_str()).collect();
+        let more = lookup.pins_of(owner, prefix, |n| known.contains(n)).await;
+        let more: Vec<_> = more
+            .into_iter()
+            .filter(|(_, p)| p.expires > now && &*p.owner == owner)
+            .collect();
+        if more.is_empty() {
+            return mine;
+        }
+        for (name, pin) in &more {
+            self.affinity.insert_remote(name, pin.clone(), now);
+        }
+        mine.extend(more);
+        mine.sort_by(|a, b| a.0.cmp(&b.0));
+        mine.dedup_by(|a, b| a.0 == b.0);
+        mine
+    }
+
     /// Deletes the stored response `id` for `owner` everywhere; whether it existed.
     pub async fn delete_stored_response(&self, id: &str, owner: Option<&str>) -> bool {
         if self.stored_response(id, owner).await.is_none() {
@@ -268,6 +316,7 @@ impl App {
             lockout: self.lockout.clone(),
             signatures: self.signatures.clone(),
             stored_responses: self.stored_responses.clone(),
+            affinity: self.affinity.clone(),
             outbox: self.outbox.clone(),
         }
     }
@@ -284,6 +333,7 @@ impl App {
     /// Saves key health and the token ledger to the state store if they changed (a no-op for
     /// `store = "memory"`). Does file I/O: call it off the request path.
     pub fn save_state(&self, why: Why) {
-        self.persist.save(&self.keys, &self.usage, why);
+        self.persist
+            .save(&self.keys, &self.usage, &self.affinity, why);
     }
 }

@@ -338,3 +338,122 @@ async fn writing_the_state_file_in_the_config_folder_is_not_a_config_edit() {
         proxy.logs()
     );
 }
+
+/// Starts a resumable upload of `size` bytes: the proxy's upload URL.
+async fn start_upload(proxy: &Proxy, size: usize) -> String {
+    let started = support::client()
+        .post(format!("{}/upload/v1beta/files", proxy.url()))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .header("content-type", "application/json")
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", size.to_string())
+        .header("x-goog-upload-header-content-type", "text/plain")
+        .json(&json!({"file": {"displayName": "notes.txt"}}))
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(started.status(), 200, "{}", proxy.logs());
+    started
+        .headers()
+        .get("x-goog-upload-url")
+        .and_then(|v| v.to_str().ok())
+        .expect("an upload URL")
+        .to_string()
+}
+
+/// One chunk to an upload URL (no credential, as google-genai sends it): the status and the
+/// `File` of the last one.
+async fn chunk(url: &str, offset: usize, data: &[u8], last: bool) -> (u16, Value) {
+    let answer = support::client()
+        .post(url)
+        .header(
+            "x-goog-upload-command",
+            if last { "upload, finalize" } else { "upload" },
+        )
+        .header("x-goog-upload-offset", offset.to_string())
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("chunk");
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    (status, body["file"].clone())
+}
+
+async fn generate_on(proxy: &Proxy, file: &Value) -> u16 {
+    support::client()
+        .post(format!(
+            "{}/v1beta/models/{FLASH}:generateContent",
+            proxy.url()
+        ))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .json(&json!({"contents": [{"role": "user", "parts": [
+            {"fileData": {"fileUri": file["uri"], "mimeType": "text/plain"}},
+            {"text": "Summarise."}
+        ]}]}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_uploaded_file_and_an_upload_in_progress_outlive_a_restart() {
+    let keys = fake_keys(3);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    let first = start_with_state(&fake, &keys, None).await;
+    let url = start_upload(&first, 12).await;
+    let (status, file) = chunk(&url, 0, b"a whole file", true).await;
+    assert_eq!(status, 200);
+    let name = file["name"].as_str().expect("a file").to_string();
+    let creator = fake.owner_of(&name).expect("the fake has it");
+    // A second upload, stopped halfway by the restart.
+    let halfway = start_upload(&first, 10).await;
+    assert_eq!(chunk(&halfway, 0, b"12345", false).await.0, 200);
+    let session = halfway
+        .rsplit('/')
+        .next()
+        .expect("a session id")
+        .to_string();
+    let state = stop(first).await;
+    assert_no_secret(&state, &keys);
+    assert!(
+        !state.contains(&session),
+        "an upload session's id in\n{state}"
+    );
+    let saved: Value = serde_json::from_str(&state).expect("JSON");
+    let pins: Vec<&str> = saved["pins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(pins.contains(&name.as_str()), "{state}");
+    assert!(pins.iter().any(|p| p.starts_with("uploads/")), "{state}");
+
+    fake.reset_counters();
+    let second = start_with_state(&fake, &keys, Some(&state)).await;
+    for _ in 0..4 {
+        assert_eq!(generate_on(&second, &file).await, 200, "{}", second.logs());
+    }
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|r| r.key.as_deref() == Some(creator.as_str())),
+        "every call on the creating key"
+    );
+    assert_eq!(fake.permission_denied(), 0);
+    // The upload goes on through the URL the first process handed out, on the new address.
+    let old_base = halfway.split("/upload/session/").next().expect("a base");
+    let resumed = halfway.replace(old_base, &second.url());
+    let (status, rest) = chunk(&resumed, 5, b"67890", true).await;
+    assert_eq!(status, 200, "{}", second.logs());
+    let rest_name = rest["name"].as_str().expect("a file").to_string();
+    assert_eq!(
+        fake.upload_digest(&rest_name).map(|(n, _)| n),
+        Some(10),
+        "both halves arrived"
+    );
+    assert_eq!(generate_on(&second, &rest).await, 200);
+}

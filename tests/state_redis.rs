@@ -1,8 +1,10 @@
 //! `[state] store = "redis"` against the real binary and a real Redis server (issue #16): two
 //! or three replicas on one Redis and one fake Gemini share what they learn (rests, day-outs
 //! with their project, disabled keys, `daily_limit` counts, dashboard sessions, lockouts,
-//! admin resets), a replica restarted mid-day remembers, Redis killed or paused under load
-//! fails no request, and nothing in Redis is a key or a token.
+//! admin resets, resource pins: a file uploaded through one replica is used, listed and
+//! deleted through another, an upload session takes its chunks through any), a replica
+//! restarted mid-day remembers, Redis killed or paused under load fails no request (nor a
+//! pinned native call), and nothing in Redis is a key, a token or an upload session's id.
 //!
 //! Waits are bounded polls; the Redis server is `tests/support/redis.rs`.
 
@@ -519,6 +521,13 @@ async fn redis_holds_no_key_and_no_token() {
         .bearer_auth("sk-FAKE-wrong-token")
         .send()
         .await;
+    // A file and an upload session in progress (its id is a capability).
+    let file = upload(&r[0], b"a file").await;
+    let file_name = file["name"].as_str().expect("a file").to_string();
+    let url = start_upload(&r[1], 10).await;
+    let (status, _) = chunk(&url, 0, b"12345", false).await;
+    assert_eq!(status, 200);
+    let session = url.rsplit('/').next().expect("a session id").to_string();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let dump = redis.dump();
@@ -527,6 +536,20 @@ async fn redis_holds_no_key_and_no_token() {
         "the replicas wrote nothing: {dump:?}"
     );
     assert!(dump.iter().any(|(k, _)| k.ends_with("rests")), "{dump:?}");
+    assert!(
+        dump.iter()
+            .any(|(k, _)| k.ends_with(&format!("a:{file_name}"))),
+        "{dump:?}"
+    );
+    assert!(
+        dump.iter()
+            .any(|(k, v)| k.contains(":ao:") && v.contains(&file_name)),
+        "{dump:?}"
+    );
+    assert!(
+        dump.iter().any(|(k, _)| k.contains(":a:uploads/")),
+        "{dump:?}"
+    );
     for (k, v) in &dump {
         let both = format!("{k} {v}");
         for key in &keys {
@@ -534,7 +557,13 @@ async fn redis_holds_no_key_and_no_token() {
             assert!(!both.contains(&mask(key)), "masked key in {k}");
             assert!(!both.contains(&key[key.len() - 8..]), "a key's tail in {k}");
         }
-        for secret in [TEST_TOKEN, ADMIN, "sk-FAKE-wrong-token", cookie.as_str()] {
+        for secret in [
+            TEST_TOKEN,
+            ADMIN,
+            "sk-FAKE-wrong-token",
+            cookie.as_str(),
+            session.as_str(),
+        ] {
             assert!(!both.contains(secret), "a secret in {k}: {both}");
             assert!(
                 !both.contains(&secret[..8]),
@@ -685,4 +714,283 @@ async fn a_reload_switches_the_store_to_redis_and_back() {
     assert_eq!(flash_state(&status(&proxy).await, 0), "cooling");
     assert_eq!(chat(&proxy).await, 200);
     assert_eq!(fake.hits(&keys[0], FLASH), 1);
+}
+
+// ---- resource pins (issue #18): files, upload sessions, lists and deletes fleet-wide -------
+
+const OTHER_TOKEN: &str = "sk-FAKE-TEST-other-token-0002";
+
+fn two_tokens(c: TestConfig) -> TestConfig {
+    c.set(
+        "auth",
+        &format!(r#"tokens = ["{TEST_TOKEN}", {{ name = "other", token = "{OTHER_TOKEN}" }}]"#),
+    )
+}
+
+/// Starts a resumable upload of `size` bytes through `proxy`: the upload URL it hands out.
+async fn start_upload(proxy: &Proxy, size: usize) -> String {
+    let started = support::client()
+        .post(format!("{}/upload/v1beta/files", proxy.url()))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .header("content-type", "application/json")
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", size.to_string())
+        .header("x-goog-upload-header-content-type", "text/plain")
+        .json(&json!({"file": {"displayName": "notes.txt"}}))
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(started.status(), 200, "{}", proxy.logs());
+    let url = started
+        .headers()
+        .get("x-goog-upload-url")
+        .and_then(|v| v.to_str().ok())
+        .expect("an upload URL")
+        .to_string();
+    assert!(url.starts_with(&proxy.url()), "{url}");
+    url
+}
+
+/// Sends `data` at `offset` to an upload URL, as google-genai does (no credential); the
+/// status and, when `last`, the `File` made.
+async fn chunk(url: &str, offset: usize, data: &[u8], last: bool) -> (u16, Value) {
+    let answer = support::client()
+        .post(url)
+        .header(
+            "x-goog-upload-command",
+            if last { "upload, finalize" } else { "upload" },
+        )
+        .header("x-goog-upload-offset", offset.to_string())
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("chunk");
+    let status = answer.status().as_u16();
+    let body: Value = if last {
+        answer.json().await.unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    (status, body["file"].clone())
+}
+
+/// A whole upload through `proxy` in one chunk: the `File`.
+async fn upload(proxy: &Proxy, data: &[u8]) -> Value {
+    let url = start_upload(proxy, data.len()).await;
+    let (status, file) = chunk(&url, 0, data, true).await;
+    assert_eq!(status, 200, "{}", proxy.logs());
+    file
+}
+
+/// generateContent through `proxy` as `token` on `file`: the status.
+async fn generate_on(proxy: &Proxy, token: &str, file: &Value) -> u16 {
+    support::client()
+        .post(format!(
+            "{}/v1beta/models/{FLASH}:generateContent",
+            proxy.url()
+        ))
+        .header("x-goog-api-key", token)
+        .json(&json!({"contents": [{"role": "user", "parts": [
+            {"fileData": {"fileUri": file["uri"], "mimeType": "text/plain"}},
+            {"text": "Summarise."}
+        ]}]}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// `files.list` through `proxy` as `token`: the names.
+async fn list_files(proxy: &Proxy, token: &str) -> Vec<String> {
+    let got: Value = support::client()
+        .get(format!("{}/v1beta/files", proxy.url()))
+        .header("x-goog-api-key", token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    got["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits (bounded) until some Redis key ends with `suffix`.
+fn wait_in_redis(redis: &RedisServer, suffix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !redis.dump().iter().any(|(k, _)| k.ends_with(suffix)) {
+        assert!(Instant::now() < deadline, "{suffix} never reached Redis");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_file_uploaded_through_one_replica_is_used_listed_and_deleted_through_another() {
+    let redis = RedisServer::start();
+    let keys = fake_keys(3);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    let r = replicas(2, || {
+        two_tokens(with_redis(config_for(&fake.url(), &keys), &redis))
+    })
+    .await;
+    let (a, b) = (&r[0], &r[1]);
+
+    // Uploaded through A, used through B: every call on the creating key, no 403.
+    let file = upload(a, b"the first file").await;
+    let name = file["name"].as_str().expect("a file name").to_string();
+    let creator = fake.owner_of(&name).expect("the fake has it");
+    wait_in_redis(&redis, &format!("a:{name}"));
+    fake.reset_counters();
+    for _ in 0..6 {
+        assert_eq!(generate_on(b, TEST_TOKEN, &file).await, 200, "{}", b.logs());
+    }
+    let used: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter_map(|q| q.key.clone())
+        .collect();
+    assert_eq!(used.len(), 6);
+    assert!(used.iter().all(|k| *k == creator), "{used:?} vs {creator}");
+    assert_eq!(fake.permission_denied(), 0);
+
+    // Listed through B for its owner only; another token reaches nothing.
+    assert_eq!(list_files(b, TEST_TOKEN).await, vec![name.clone()]);
+    assert!(list_files(b, OTHER_TOKEN).await.is_empty());
+    assert_eq!(generate_on(b, OTHER_TOKEN, &file).await, 404);
+
+    // An upload session started on A takes its chunks through B (any replica), and the file
+    // it makes is used through A.
+    let data = b"0123456789abcdef".repeat(1024);
+    let url = start_upload(a, data.len()).await;
+    let (status, _) = chunk(&url, 0, &data[..8192], false).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !redis.dump().iter().any(|(k, _)| k.contains(":a:uploads/")) {
+        assert!(Instant::now() < deadline, "the session never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let via_b = url.replace(&a.url(), &b.url());
+    let (status, second) = chunk(&via_b, 8192, &data[8192..], true).await;
+    assert_eq!(status, 200, "{}", b.logs());
+    let second_name = second["name"].as_str().expect("a file").to_string();
+    let session_key = fake.owner_of(&second_name).expect("the fake has it");
+    assert_eq!(
+        fake.upload_digest(&second_name).map(|(n, _)| n),
+        Some(data.len() as u64),
+        "both chunks arrived"
+    );
+    // Finished: the session is gone from Redis too.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while redis.dump().iter().any(|(k, _)| k.contains(":a:uploads/")) {
+        assert!(
+            Instant::now() < deadline,
+            "the finished session stays in Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_in_redis(&redis, &format!("a:{second_name}"));
+    fake.reset_counters();
+    assert_eq!(
+        generate_on(a, TEST_TOKEN, &second).await,
+        200,
+        "{}",
+        a.logs()
+    );
+    assert_eq!(
+        fake.requests()[0].key.as_deref(),
+        Some(session_key.as_str())
+    );
+    let mut both = vec![name.clone(), second_name.clone()];
+    both.sort();
+    assert_eq!(list_files(a, TEST_TOKEN).await, both);
+
+    // Deleted through B: a 404 on A (which made it and had it in memory) at once after.
+    let deleted = support::client()
+        .delete(format!("{}/v1beta/{name}", b.url()))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200, "{}", b.logs());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let got = support::client()
+            .get(format!("{}/v1beta/{name}", a.url()))
+            .header("x-goog-api-key", TEST_TOKEN)
+            .send()
+            .await
+            .expect("get")
+            .status();
+        if got == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A still serves the deleted file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(generate_on(a, TEST_TOKEN, &file).await, 404);
+    assert_eq!(list_files(a, TEST_TOKEN).await, vec![second_name]);
+    assert!(!redis
+        .dump()
+        .iter()
+        .any(|(k, _)| k.ends_with(&format!("a:{name}"))));
+}
+
+#[tokio::test]
+async fn pins_outlive_a_restart_through_redis_and_an_outage_falls_back_to_memory() {
+    let mut redis = RedisServer::start();
+    let keys = fake_keys(3);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    let config = || with_redis(config_for(&fake.url(), &keys), &redis);
+    let first = replica(config()).await;
+    let file = upload(&first, b"kept across a restart").await;
+    let name = file["name"].as_str().expect("a file name").to_string();
+    let creator = fake.owner_of(&name).expect("the fake has it");
+    wait_in_redis(&redis, &format!("a:{name}"));
+    drop(first);
+
+    // A new process knows the file from Redis.
+    let again = replica(config()).await;
+    fake.reset_counters();
+    for _ in 0..4 {
+        assert_eq!(
+            generate_on(&again, TEST_TOKEN, &file).await,
+            200,
+            "{}",
+            again.logs()
+        );
+    }
+    assert!(fake
+        .requests()
+        .iter()
+        .all(|q| q.key.as_deref() == Some(creator.as_str())));
+    assert_eq!(fake.permission_denied(), 0);
+
+    // Redis gone: what this replica knows and makes still works from its own table.
+    redis.kill();
+    within(&again, Duration::from_secs(3), |s| {
+        s["state"]["ok"] == false
+    })
+    .await;
+    let fresh = upload(&again, b"made while Redis is down").await;
+    let fresh_name = fresh["name"].as_str().expect("a file").to_string();
+    let fresh_creator = fake.owner_of(&fresh_name).expect("the fake has it");
+    fake.reset_counters();
+    assert_eq!(generate_on(&again, TEST_TOKEN, &fresh).await, 200);
+    assert_eq!(generate_on(&again, TEST_TOKEN, &file).await, 200);
+    let used: Vec<Option<String>> = fake.requests().iter().map(|q| q.key.clone()).collect();
+    assert_eq!(used, vec![Some(fresh_creator), Some(creator)]);
+    assert_eq!(list_files(&again, TEST_TOKEN).await.len(), 2);
+    // An unknown name is still a 404, answered without waiting on Redis.
+    let unknown = json!({"uri": "files/never-made"});
+    assert_eq!(generate_on(&again, TEST_TOKEN, &unknown).await, 404);
+
+    // Back: what was made meanwhile reaches Redis (the queued event).
+    redis.restart();
+    within(&again, Duration::from_secs(5), |s| s["state"]["ok"] == true).await;
+    wait_in_redis(&redis, &format!("a:{fresh_name}"));
 }

@@ -54,13 +54,9 @@ pub async fn passthrough(
             // A file or cache the body names lives on the key that created it (issue #18).
             let owner = caller.token_name.as_deref().unwrap_or("");
             let named = crate::api::native::referenced(&body)?;
-            let pin = crate::api::native::resolve(
-                app,
-                snap,
-                owner,
-                &named,
-                std::time::SystemTime::now(),
-            )?;
+            let pin =
+                crate::api::native::resolve(app, snap, owner, &named, std::time::SystemTime::now())
+                    .await?;
             let streaming = action == GeminiAction::StreamGenerateContent;
             let mut last_error = None;
             for (i, target) in chain.iter().enumerate() {

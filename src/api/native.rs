@@ -11,14 +11,17 @@
 //! - **Affinity**: a resource Google returns on a create is remembered (`affinity`) with the
 //!   key that made it and the client token that asked; a later call naming it, in its path or
 //!   its body (`fileData.fileUri`, `cachedContent`, a batch's `fileName`), goes with that key
-//!   only (`proxy::Pinned`), and a 403 there disables nothing.
+//!   only (`proxy::Pinned`), and a 403 there disables nothing. With a shared state store the
+//!   pins are the fleet's (`App::pin`, `App::pins_of`): a file uploaded through one replica is
+//!   used, listed and deleted through any.
 //! - **Ownership**: a token reaches only resources it created: any other name, unknown or
 //!   another token's, is Google's 404. `GET` of a collection (`files`, `cachedContents`,
 //!   `batches`…) lists the caller's own resources across every key, paged by the proxy.
 //! - **Resumable uploads**: the `X-Goog-Upload-URL` Google returns is replaced by one of the
 //!   proxy's (`/upload/session/{id}`, on `server.public_url` or the address the client used),
-//!   its id random (256 bits), bound to the token that started it and pinned to its key; the
-//!   SDK sends the chunks there without a credential.
+//!   its id random (256 bits), bound to the token that started it and pinned to its key (kept
+//!   under a hash of the id: `affinity::upload_name`); the SDK sends the chunks there without
+//!   a credential, to any replica.
 //! - **Repeats**: only `GET`s fail over to another key after a failure (as model lists do);
 //!   creates, deletes, updates and uploads are sent once.
 
@@ -297,12 +300,12 @@ pub async fn passthrough(
             check_json_object(&bytes)?;
             named.extend(referenced(&bytes)?);
             if target.collection.is_some() && method == Method::POST {
-                refuse_taken_name(app, &bytes, now)?;
+                refuse_taken_name(app, &bytes, now).await?;
             }
             (Some(bytes), None)
         }
     };
-    let pin = resolve(app, snap, &owner, &named, now)?;
+    let pin = resolve(app, snap, &owner, &named, now).await?;
     let path_and_query = with_query(path.clone(), &query);
     // A batch or operation is small JSON naming the files it made: read whole and learned.
     let learns = target
@@ -438,8 +441,8 @@ async fn session_chunk(
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(gone());
     }
-    let name = format!("uploads/{id}");
-    let session = app.affinity.lookup(&name, now).ok_or_else(gone)?;
+    let name = affinity::upload_name(id);
+    let session = app.pin(&name, now).await.ok_or_else(gone)?;
     // Bound to the token that started it: a token removed since ends its uploads too.
     let owner_known = session.owner.is_empty()
         || &*session.owner == "admin"
@@ -563,7 +566,7 @@ fn key_index(snap: &Snapshot, key: &crate::secret::ApiKey) -> Option<usize> {
 /// The one key every named resource lives on, when any is named: each must be the caller's
 /// (else Google's 404, the same for another token's and for an unknown name), all on one key,
 /// and that key still in the pool.
-pub(crate) fn resolve(
+pub(crate) async fn resolve(
     app: &App,
     snap: &Snapshot,
     owner: &str,
@@ -573,8 +576,8 @@ pub(crate) fn resolve(
     let mut found: Option<(String, Pin)> = None;
     for name in named {
         let pin = app
-            .affinity
-            .lookup(name, now)
+            .pin(name, now)
+            .await
             .filter(|p| &*p.owner == owner)
             .ok_or_else(|| {
                 ProxyError::not_found(format!(
@@ -609,7 +612,7 @@ pub(crate) fn resolve(
 /// A create that chooses its resource's name (`{"file": {"name": "files/x"}}`) may not take
 /// one this proxy already tracks, whoever owns it: names are unique per Google project, not
 /// across the pool, and one name must mean one resource here.
-fn refuse_taken_name(app: &App, body: &[u8], now: SystemTime) -> Result<(), ProxyError> {
+async fn refuse_taken_name(app: &App, body: &[u8], now: SystemTime) -> Result<(), ProxyError> {
     #[derive(serde::Deserialize)]
     struct Named {
         name: Option<String>,
@@ -630,7 +633,7 @@ fn refuse_taken_name(app: &App, body: &[u8], now: SystemTime) -> Result<(), Prox
     } else {
         format!("files/{name}")
     };
-    if app.affinity.lookup(&name, now).is_some() {
+    if app.pin(&name, now).await.is_some() {
         return Err(ProxyError::Conflict {
             message: format!(
                 "{} already exists: choose another name",
@@ -1090,7 +1093,7 @@ fn start_session(
         .map_err(|e| ProxyError::Internal(format!("no random source: {e}")))?;
     let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     app.affinity.insert(
-        &format!("uploads/{id}"),
+        &affinity::upload_name(&id),
         Pin {
             key: key.clone(),
             owner: owner.clone(),
@@ -1136,7 +1139,7 @@ async fn list(
     };
     let after = param("pageToken").filter(|t| !t.is_empty());
     let now = SystemTime::now();
-    let mine = app.affinity.list_by_owner(owner, prefix, now);
+    let mine = app.pins_of(owner, prefix, now).await;
     let start = match &after {
         Some(token) => mine.partition_point(|(n, _)| n.as_str() <= token.as_str()),
         None => 0,

@@ -8,6 +8,12 @@
 //! earlier quota day are dropped (counts, and a file written on an earlier day also loses its
 //! disabled keys and failure counts), as are rests already over; a missing, unreadable or
 //! corrupt file is a WARN and a fresh start.
+//!
+//! It also holds the resource pins (`affinity`: which key created a file, a cache, a batch,
+//! an upload session, for which client token, until when), so an uploaded file stays usable
+//! after a restart within its 48 h: by name (an upload session's is a hash of its id), the
+//! key's and owner's fingerprints and the end; expired ones and those of keys or client tokens
+//! no longer configured are dropped on load. A file without pins is written as before.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,7 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ledger_names, Salt, StoreStatus, Why};
+use super::{ledger_names, owner_names, Salt, StoreStatus, Why};
+use crate::affinity::{Affinity, Pin};
 use crate::config::Config;
 use crate::pool::{KeyPool, Now, SavedKey, SavedModel, SavedRest};
 use crate::quota_day::{QuotaClock, QuotaDay};
@@ -38,6 +45,25 @@ pub struct FileState {
     pub keys: Vec<KeyRecord>,
     /// The client token ledger of `quota_day`.
     pub tokens: Vec<TokenRecord>,
+    /// Resource pins (absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<PinRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinRecord {
+    /// `files/abc`, `cachedContents/x`, `uploads/{hash of the session id}`…
+    pub name: String,
+    /// `Salt::fingerprint("key", key)`.
+    pub key: String,
+    /// `Salt::fingerprint("token", owner)`.
+    pub owner: String,
+    /// When it expires, Unix milliseconds.
+    pub expires_ms: u64,
+    /// An upload session's upstream path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,7 +180,58 @@ impl FileState {
             quota_day: today.map(|d| d.to_string()),
             keys,
             tokens,
+            pins: Vec::new(),
         }
+    }
+
+    /// This file with `pins` (sorted by name, as `Affinity::export` gives them).
+    pub fn with_pins(mut self, salt: Salt, pins: &[(String, Pin)]) -> FileState {
+        self.pins = pins
+            .iter()
+            .map(|(name, p)| PinRecord {
+                name: name.clone(),
+                key: salt.fingerprint("key", p.key.expose()),
+                owner: salt.fingerprint("token", &p.owner),
+                expires_ms: to_ms(p.expires),
+                upstream: p.upstream.as_deref().map(str::to_string),
+            })
+            .collect();
+        self
+    }
+
+    /// The pins still live at `wall` whose key is among `keys` and owner among the names
+    /// `owner_names` gives for the ledger's `names`.
+    pub fn restore_pins(
+        &self,
+        keys: &[ApiKey],
+        names: &[String],
+        wall: SystemTime,
+    ) -> Vec<(String, Pin)> {
+        let Some(salt) = self.salt() else {
+            return Vec::new();
+        };
+        let by_fp: HashMap<String, &ApiKey> = keys
+            .iter()
+            .map(|k| (salt.fingerprint("key", k.expose()), k))
+            .collect();
+        let owners: HashMap<String, &str> = owner_names(names)
+            .map(|n| (salt.fingerprint("token", n), n))
+            .collect();
+        self.pins
+            .iter()
+            .filter_map(|p| {
+                let expires = from_ms(p.expires_ms).filter(|e| *e > wall)?;
+                Some((
+                    p.name.clone(),
+                    Pin {
+                        key: (*by_fp.get(&p.key)?).clone(),
+                        owner: std::sync::Arc::from(*owners.get(&p.owner)?),
+                        expires,
+                        upstream: p.upstream.as_deref().map(std::sync::Arc::from),
+                    },
+                ))
+            })
+            .collect()
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, String> {
@@ -307,6 +384,7 @@ impl FileStore {
         cfg: &Config,
         pool: &KeyPool,
         usage: &TokenUsage,
+        affinity: &Affinity,
         now: Now,
     ) -> FileStore {
         let clock = QuotaClock::new();
@@ -327,8 +405,13 @@ impl FileStore {
                 Ok(file) => {
                     let today = clock.day(now.wall).map(|(d, _)| d);
                     let keys: Vec<ApiKey> = cfg.pool.keys.iter().map(|k| k.key.clone()).collect();
-                    let (saved, tokens) = file.restore(&keys, &ledger_names(cfg), today, now.wall);
+                    let names = ledger_names(cfg);
+                    let (saved, tokens) = file.restore(&keys, &names, today, now.wall);
                     pool.import(&saved, now);
+                    let pins = file.restore_pins(&keys, &names, now.wall);
+                    for (name, pin) in &pins {
+                        affinity.insert_remote(name, pin.clone(), now.wall);
+                    }
                     if let Some((day, totals)) = &tokens {
                         usage.import_at(*day, totals, now.wall);
                     }
@@ -343,6 +426,7 @@ impl FileStore {
                         rests,
                         disabled = saved.iter().filter(|k| k.disabled.is_some()).count(),
                         client_tokens = tokens.as_ref().map_or(0, |(_, t)| t.len()),
+                        pins = pins.len(),
                         "state: loaded"
                     );
                     salt = file.salt();
@@ -375,14 +459,22 @@ impl FileStore {
     }
 
     /// Writes the current state if it differs from what was last written (always at shutdown).
-    pub fn save(&mut self, pool: &KeyPool, usage: &TokenUsage, now: Now, why: Why) {
+    pub fn save(
+        &mut self,
+        pool: &KeyPool,
+        usage: &TokenUsage,
+        affinity: &Affinity,
+        now: Now,
+        why: Why,
+    ) {
         let today = self.clock.day(now.wall).map(|(d, _)| d);
         let file = FileState::build(
             self.salt,
             today,
             &pool.export(now),
             usage.export_at(now.wall),
-        );
+        )
+        .with_pins(self.salt, &affinity.export(now.wall));
         let shown = self.path.display();
         let bytes = match file.encode() {
             Ok(b) => b,

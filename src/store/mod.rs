@@ -14,7 +14,9 @@
 //! over a per-deployment random salt and the secret), never raw or masked. `memory` is the
 //! no-store case; `file` is `file.rs`; `redis` (`redis.rs`) shares the state with every replica
 //! on one Redis server, through a sync task that also carries the small ledgers' events
-//! (`outbox`).
+//! (`outbox`). Resource pins (`affinity`) are kept by both: in the snapshot file (so an
+//! uploaded file stays usable across a restart within its 48 h) and in Redis (so every
+//! replica can use it).
 
 mod file;
 mod redis;
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use sha2::{Digest, Sha256};
 
+use crate::affinity::Affinity;
 use crate::config::{Config, Store};
 use crate::lockout::Lockout;
 use crate::outbox::Outbox;
@@ -49,6 +52,8 @@ pub struct Ledgers {
     pub lockout: Arc<Lockout>,
     pub signatures: Arc<SignatureCache>,
     pub stored_responses: Arc<StoredResponses>,
+    /// Gemini resources by the key that created them (`affinity`).
+    pub affinity: Arc<Affinity>,
     /// Where the small ledgers queue their events.
     pub outbox: Outbox,
 }
@@ -190,6 +195,15 @@ pub(crate) fn ledger_names(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
+/// The names a resource pin's owner may have: the ledger's names, an open proxy's anonymous
+/// callers (``), and the loopback admin's and dashboard's callers.
+pub(crate) fn owner_names(tokens: &[String]) -> impl Iterator<Item = &str> {
+    tokens
+        .iter()
+        .map(String::as_str)
+        .chain(["", "admin", "dashboard"])
+}
+
 /// Why a snapshot is saved (what the log line says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
@@ -221,7 +235,7 @@ impl Persist {
                 .collect(),
             generation,
         }));
-        let (pool, usage) = (&ledgers.pool, &*ledgers.usage);
+        let (pool, usage, affinity) = (&ledgers.pool, &*ledgers.usage, &*ledgers.affinity);
         let mut active = lock(&self.active);
         let same = match (&*active, &cfg.state.store) {
             (Active::Memory, Store::Memory) => true,
@@ -233,7 +247,7 @@ impl Persist {
             return;
         }
         match &mut *active {
-            Active::File(f) => f.save(pool, usage, now(), Why::Shutdown),
+            Active::File(f) => f.save(pool, usage, affinity, now(), Why::Shutdown),
             // No more events or claims go to it; it sends its last changes on its own (this
             // runs on the control runtime, where its task runs too: no waiting here).
             Active::Redis(r) => {
@@ -252,7 +266,9 @@ impl Persist {
                 tracing::info!("state: kept in memory only (store = \"memory\")");
                 Active::Memory
             }
-            Store::File { path } => Active::File(FileStore::open(path, cfg, pool, usage, now())),
+            Store::File { path } => {
+                Active::File(FileStore::open(path, cfg, pool, usage, affinity, now()))
+            }
             Store::Redis(r) => {
                 let rx = ledgers.outbox.open();
                 Active::Redis(redis::RedisStore::start(
@@ -303,9 +319,9 @@ impl Persist {
 
     /// Writes a snapshot when the state changed since the last one (the memory store writes
     /// nothing). Never fails: a write error is logged once per run of failures.
-    pub fn save(&self, pool: &KeyPool, usage: &TokenUsage, why: Why) {
+    pub fn save(&self, pool: &KeyPool, usage: &TokenUsage, affinity: &Affinity, why: Why) {
         match &mut *lock(&self.active) {
-            Active::File(f) => f.save(pool, usage, now(), why),
+            Active::File(f) => f.save(pool, usage, affinity, now(), why),
             // The Redis store sends as it goes; at shutdown, its last push (bounded).
             Active::Redis(r) if why == Why::Shutdown => r.stop(true),
             _ => {}

@@ -11,7 +11,15 @@
 //! - it applies what the others publish (the pool never shortens a rest nor lowers a count),
 //!   and every [`RECONCILE_EVERY`] reads everything back (a backstop for lost messages);
 //! - the small ledgers' events (`outbox`: failed credentials, dashboard sessions, thought
-//!   signatures, admin resets) go out as they come.
+//!   signatures, stored responses, resource pins, admin resets) go out as they come.
+//!
+//! Resource pins (`affinity`) are kept as `{prefix}a:{name}` (the key's and the owner's
+//! fingerprints, the expiry, an upload session's upstream path; an upload session's name is
+//! already a hash of its id), expiring with the resource, and listed per owner in the sorted
+//! set `{prefix}ao:{owner fingerprint}` (scored by expiry, trimmed of expired members and to
+//! `affinity::MAX_PER_OWNER`). A replica that misses one asks ([`Lookup::pin`],
+//! [`Lookup::pins_of`]; bounded in time and rate); a removal is published so the others drop
+//! their copy.
 //!
 //! Redis is never a single point of failure: every call is bounded by `timeout`; on any error
 //! the replica goes on from memory, says so once (a WARN, `/status`, the
@@ -37,10 +45,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ledgers, Names, Salt};
+use super::{owner_names, Ledgers, Names, Salt};
+use crate::affinity::{Pin, MAX_PER_OWNER};
 use crate::config::RedisStore as RedisConfig;
 use crate::outbox::Event;
-use crate::pool::{Now, SavedKey, SavedModel, SavedRest};
+use crate::pool::{KeyPool, Now, SavedKey, SavedModel, SavedRest};
 use crate::quota_day::{QuotaClock, QuotaDay};
 use crate::secret::{ApiKey, RedisUrl};
 use crate::stored_responses::{Stored, TTL as RESPONSE_TTL};
@@ -176,6 +185,27 @@ redis.call('PUBLISH', ARGV[1] .. 'events', ARGV[7] .. ' ' .. cjson.encode({from 
 return n
 "#;
 
+/// Remembers a pin: ARGV = its key, its JSON, its end (server clock, ms), the owner's index
+/// ('' for none), the member, its score (the end on the writer's clock, ms), now on that clock,
+/// the index's bound, the server clock's offset (ms).
+const PIN: &str = r#"
+redis.call('SET', ARGV[1], ARGV[2])
+redis.call('PEXPIREAT', ARGV[1], ARGV[3])
+local ix = ARGV[4]
+if ix ~= '' then
+  redis.call('ZADD', ix, ARGV[6], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', ix, '-inf', ARGV[7])
+  local n = redis.call('ZCARD', ix)
+  local max = tonumber(ARGV[8])
+  if n > max then redis.call('ZREMRANGEBYRANK', ix, 0, n - max - 1) end
+  local top = redis.call('ZRANGE', ix, -1, -1, 'WITHSCORES')
+  if top[2] then
+    redis.call('PEXPIREAT', ix, string.format('%d', tonumber(top[2]) + tonumber(ARGV[9])))
+  end
+end
+return 1
+"#;
+
 /// What a claim needs of the live connection (set while connected).
 struct Link {
     conn: MultiplexedConnection,
@@ -257,32 +287,29 @@ pub struct Health {
     pub since: SystemTime,
 }
 
-/// Looks up what another replica made: a dashboard session, for a cookie this one has not
-/// heard of yet (the login's redirect may land here before the news does), or a stored
-/// response.
-/// Lookups are limited to `LOOKUPS_PER_SEC` (made-up cookies must not turn into Redis load).
-#[derive(Clone)]
-pub struct Lookup {
-    link: Arc<arc_swap::ArcSwapOption<Link>>,
-    names: Arc<ArcSwap<Names>>,
-    prefix: String,
-    timeout: Duration,
-    /// (the current second, lookups in it), packed: second << 32 | count.
-    budget: Arc<std::sync::atomic::AtomicU64>,
+/// At most `per_sec` uses a second (lock-free).
+struct Budget {
+    per_sec: u64,
+    /// (the current second, uses in it), packed: second << 32 | count.
+    state: std::sync::atomic::AtomicU64,
 }
 
-/// Lookups in Redis per second and replica, at most.
-const LOOKUPS_PER_SEC: u64 = 50;
+impl Budget {
+    fn new(per_sec: u64) -> Budget {
+        Budget {
+            per_sec,
+            state: Default::default(),
+        }
+    }
 
-impl Lookup {
-    /// One lookup fits this second's budget.
+    /// One use fits this second's budget.
     fn allowed(&self) -> bool {
         let second = u64::try_from(unix_ms(SystemTime::now()) / 1000).unwrap_or(0) & 0xffff_ffff;
-        let mut cur = self.budget.load(Ordering::Relaxed);
+        let mut cur = self.state.load(Ordering::Relaxed);
         loop {
             let (s, n) = (cur >> 32, cur & 0xffff_ffff);
             let next = if s == second {
-                if n >= LOOKUPS_PER_SEC {
+                if n >= self.per_sec {
                     return false;
                 }
                 cur + 1
@@ -290,13 +317,172 @@ impl Lookup {
                 (second << 32) | 1
             };
             match self
-                .budget
+                .state
                 .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }
         }
+    }
+}
+
+/// Fingerprints back to what they stand for under the shared salt: the configured keys and
+/// the names a pin's owner may have. Rebuilt when the config (its `Names` generation) or the
+/// salt changed; shared by the sync task and the lookups.
+#[derive(Clone)]
+struct Fingerprints {
+    pool: KeyPool,
+    names: Arc<ArcSwap<Names>>,
+    built: Arc<Mutex<Option<Built>>>,
+}
+
+/// The map and the salt and `Names` generation it was built for.
+type Built = (Salt, u64, Arc<Known>);
+
+#[derive(Default)]
+struct Known {
+    keys: HashMap<String, ApiKey>,
+    owners: HashMap<String, String>,
+}
+
+impl Fingerprints {
+    fn current(&self, salt: Salt) -> Arc<Known> {
+        let names = self.names.load();
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((s, g, known)) = &*built {
+            if *s == salt && *g == names.generation && !known.keys.is_empty() {
+                return known.clone();
+            }
+        }
+        let known = Arc::new(Known {
+            keys: self
+                .pool
+                .keys()
+                .into_iter()
+                .map(|k| (salt.fingerprint("key", k.expose()), k))
+                .collect(),
+            owners: owner_names(&names.tokens)
+                .map(|n| (salt.fingerprint("token", n), n.to_string()))
+                .collect(),
+        });
+        *built = Some((salt, names.generation, known.clone()));
+        known
+    }
+}
+
+/// Looks up what another replica made: a dashboard session, for a cookie this one has not
+/// heard of yet (the login's redirect may land here before the news does), a stored
+/// response, a resource pin.
+/// Lookups are limited to `LOOKUPS_PER_SEC` (made-up cookies must not turn into Redis load),
+/// pins to `PIN_LOOKUPS_PER_SEC` on a budget of their own (a token asking for made-up names
+/// must neither load Redis nor starve the dashboard's logins).
+#[derive(Clone)]
+pub struct Lookup {
+    link: Arc<arc_swap::ArcSwapOption<Link>>,
+    names: Arc<ArcSwap<Names>>,
+    fps: Fingerprints,
+    prefix: String,
+    timeout: Duration,
+    budget: Arc<Budget>,
+    pin_budget: Arc<Budget>,
+}
+
+/// Lookups in Redis per second and replica, at most.
+const LOOKUPS_PER_SEC: u64 = 50;
+/// Pin lookups (and per-owner lists) in Redis per second and replica, at most.
+const PIN_LOOKUPS_PER_SEC: u64 = 100;
+
+impl Lookup {
+    fn allowed(&self) -> bool {
+        self.budget.allowed()
+    }
+
+    /// The pin of `name` if Redis has it, its key among the configured ones and its owner
+    /// among the known names (bounded by `timeout` and `PIN_LOOKUPS_PER_SEC`).
+    pub async fn pin(&self, name: &str) -> Option<Pin> {
+        let link = self.link.load_full()?;
+        if name.is_empty() || name.len() > 512 || !self.pin_budget.allowed() {
+            return None;
+        }
+        let mut conn = link.conn.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(format!("{}a:{name}", self.prefix));
+        let query = get.query_async::<Option<String>>(&mut conn);
+        let json = tokio::time::timeout(self.timeout, query)
+            .await
+            .ok()?
+            .ok()??;
+        self.pin_of(link.salt, &json, None)
+    }
+
+    /// `owner`'s pins in Redis whose names start with `prefix`, but for those `have` has
+    /// (bounded by `timeout` and `PIN_LOOKUPS_PER_SEC`; nothing when either runs out).
+    pub async fn pins_of(
+        &self,
+        owner: &str,
+        prefix: &str,
+        have: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Pin)> {
+        let Some(link) = self.link.load_full() else {
+            return Vec::new();
+        };
+        if !self.pin_budget.allowed() {
+            return Vec::new();
+        }
+        let owner_fp = link.salt.fingerprint("token", owner);
+        let mut conn = link.conn.clone();
+        let work = async {
+            let mut range = redis::cmd("ZRANGEBYSCORE");
+            range
+                .arg(format!("{}ao:{owner_fp}", self.prefix))
+                .arg(format!("({}", unix_ms(SystemTime::now())))
+                .arg("+inf");
+            let names: Vec<String> = range.query_async(&mut conn).await.ok()?;
+            let missing: Vec<String> = names
+                .into_iter()
+                .filter(|n| n.starts_with(prefix) && !have(n))
+                .take(MAX_PER_OWNER)
+                .collect();
+            if missing.is_empty() {
+                return Some(Vec::new());
+            }
+            let mut get = redis::cmd("MGET");
+            for n in &missing {
+                get.arg(format!("{}a:{n}", self.prefix));
+            }
+            let found: Vec<Option<String>> = get.query_async(&mut conn).await.ok()?;
+            Some(
+                missing
+                    .into_iter()
+                    .zip(found)
+                    .filter_map(|(n, json)| {
+                        let pin = self.pin_of(link.salt, &json?, Some(&owner_fp))?;
+                        Some((n, pin))
+                    })
+                    .collect(),
+            )
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// A kept pin read back (`owner_fp`: only if that owner's).
+    fn pin_of(&self, salt: Salt, json: &str, owner_fp: Option<&str>) -> Option<Pin> {
+        let kept: KeptPin = serde_json::from_str(json).ok()?;
+        if owner_fp.is_some_and(|o| o != kept.o) {
+            return None;
+        }
+        let known = self.fps.current(salt);
+        Some(Pin {
+            key: known.keys.get(&kept.k)?.clone(),
+            owner: Arc::from(known.owners.get(&kept.o)?.as_str()),
+            expires: from_unix_ms(kept.e)?,
+            upstream: kept.u.map(Arc::from),
+        })
     }
 
     /// The stored response `id` if Redis has it and `owner` made it (bounded by `timeout`).
@@ -384,13 +570,20 @@ impl RedisStore {
             since: SystemTime::now(),
         }));
         let link: Arc<arc_swap::ArcSwapOption<Link>> = Arc::default();
+        let fps = Fingerprints {
+            pool: ledgers.pool.clone(),
+            names: names.clone(),
+            built: Arc::default(),
+        };
         let store = RedisStore {
             lookup: Lookup {
                 link: link.clone(),
                 names: names.clone(),
+                fps: fps.clone(),
                 prefix: cfg.prefix.clone(),
                 timeout: cfg.timeout,
-                budget: Arc::default(),
+                budget: Arc::new(Budget::new(LOOKUPS_PER_SEC)),
+                pin_budget: Arc::new(Budget::new(PIN_LOOKUPS_PER_SEC)),
             },
             url: cfg.url.clone(),
             prefix: cfg.prefix.clone(),
@@ -419,8 +612,7 @@ impl RedisStore {
             clock: QuotaClock::new(),
             salt: None,
             offset_ms: 0,
-            fps: HashMap::new(),
-            fps_for: 0,
+            fps,
             pending: HashMap::new(),
             pending_tokens: HashMap::new(),
             down_logged: false,
@@ -428,6 +620,7 @@ impl RedisStore {
                 merge: redis::Script::new(MERGE),
                 reset: redis::Script::new(RESET),
                 failed: redis::Script::new(FAILED),
+                pin: redis::Script::new(PIN),
             },
         };
         match tokio::runtime::Handle::try_current() {
@@ -535,9 +728,7 @@ struct Sync {
     /// Redis server clock minus ours, milliseconds.
     offset_ms: i64,
     /// Key fingerprints -> keys, for what others publish.
-    fps: HashMap<String, ApiKey>,
-    /// The `Names` generation `fps` was built for.
-    fps_for: u64,
+    fps: Fingerprints,
     /// By (key, model): counts of the quota day `.0` not yet sent.
     pending: HashMap<(ApiKey, String), (QuotaDay, Pending)>,
     /// By client token name.
@@ -552,6 +743,7 @@ struct Scripts {
     merge: redis::Script,
     reset: redis::Script,
     failed: redis::Script,
+    pin: redis::Script,
 }
 
 /// Why one connection's run ended.
@@ -678,11 +870,9 @@ impl Sync {
         let mut messages = pubsub.into_on_message();
 
         let salt = self.shared_salt(&mut conn).await?;
-        if self.salt != Some(salt) {
-            // A new salt (a first connect, or a Redis that lost its data): new fingerprints.
-            self.fps.clear();
-            self.salt = Some(salt);
-        }
+        // A new salt (a first connect, or a Redis that lost its data) means new fingerprints
+        // (`Fingerprints` rebuilds for it).
+        self.salt = Some(salt);
         self.measure_clock(&mut conn).await?;
         // Everything out, then everything in.
         self.push(&mut conn, true).await?;
@@ -1006,7 +1196,7 @@ impl Sync {
                     .query_async(conn),
             )
             .await?;
-        self.refresh_fps(salt);
+        let fps = self.fps.current(salt);
         let mut keys: HashMap<&str, SavedKey> = HashMap::new();
         let mut models: HashMap<(&str, &str), SavedModel> = HashMap::new();
         let mut over: Vec<&str> = Vec::new();
@@ -1052,7 +1242,7 @@ impl Sync {
             }
         }
         for ((fp, _), m) in models {
-            if let Some(key) = self.fps.get(fp) {
+            if let Some(key) = fps.keys.get(fp) {
                 keys.entry(fp)
                     .or_insert_with(|| SavedKey {
                         key: key.clone(),
@@ -1064,7 +1254,7 @@ impl Sync {
             }
         }
         for (fp, reason) in &disabled {
-            if let Some(key) = self.fps.get(fp.as_str()) {
+            if let Some(key) = fps.keys.get(fp.as_str()) {
                 keys.entry(fp)
                     .or_insert_with(|| SavedKey {
                         key: key.clone(),
@@ -1128,22 +1318,6 @@ impl Sync {
             .collect()
     }
 
-    /// Rebuilds the fingerprint -> key map when the configured keys changed.
-    fn refresh_fps(&mut self, salt: Salt) {
-        let generation = self.names.load().generation;
-        if self.fps_for == generation && !self.fps.is_empty() {
-            return;
-        }
-        self.fps = self
-            .ledgers
-            .pool
-            .keys()
-            .into_iter()
-            .map(|k| (salt.fingerprint("key", k.expose()), k))
-            .collect();
-        self.fps_for = generation;
-    }
-
     /// Applies a published message (or a merge's reply, `own`).
     fn apply(&mut self, payload: &str, own: bool) {
         let Ok(msg) = serde_json::from_str::<Message>(payload) else {
@@ -1156,14 +1330,14 @@ impl Sync {
         let Some(salt) = self.salt else {
             return;
         };
-        self.refresh_fps(salt);
+        let fps = self.fps.current(salt);
         let now = now();
         let today = self.clock.day(now.wall).map(|(d, _)| d);
         let msg_day = msg.day.as_deref().and_then(|d| d.parse::<QuotaDay>().ok());
         if !msg.keys.is_empty() {
             let mut saved = Vec::new();
             for k in &msg.keys {
-                let Some(key) = self.fps.get(&k.k) else {
+                let Some(key) = fps.keys.get(&k.k) else {
                     continue;
                 };
                 let models =
@@ -1253,17 +1427,20 @@ impl Sync {
         if let Some(id) = &msg.resp_deleted {
             self.ledgers.stored_responses.forget(id);
         }
+        if let Some(name) = &msg.pin_gone {
+            self.ledgers.affinity.forget(name);
+        }
         if let Some(reset) = &msg.reset {
             let model = reset.model.as_deref();
             match &reset.keys {
                 None => {
-                    for key in self.fps.values() {
+                    for key in fps.keys.values() {
                         self.ledgers.pool.reset_key(key, model);
                     }
                 }
-                Some(fps) => {
-                    for fp in fps {
-                        if let Some(key) = self.fps.get(fp) {
+                Some(wanted) => {
+                    for fp in wanted {
+                        if let Some(key) = fps.keys.get(fp) {
                             self.ledgers.pool.reset_key(key, model);
                         }
                     }
@@ -1286,6 +1463,7 @@ impl Sync {
             Event::SessionOpened { .. } | Event::SessionEnded { .. } => "session",
             Event::Signatures(_) => "signatures",
             Event::ResponseStored { .. } | Event::ResponseDeleted { .. } => "stored response",
+            Event::PinSet { .. } | Event::PinRemoved { .. } => "pin",
             Event::Reset { .. } => "reset",
         };
         let published: Option<String> = match ev {
@@ -1374,6 +1552,61 @@ impl Sync {
                 Some(news(Message {
                     from,
                     resp_deleted: Some(id),
+                    ..Message::default()
+                })?)
+            }
+            Event::PinSet {
+                name,
+                key,
+                owner,
+                expires,
+                upstream,
+            } => {
+                let owner_fp = salt.fingerprint("token", &owner);
+                let end = unix_ms(expires);
+                let kept = KeptPin {
+                    k: salt.fingerprint("key", key.expose()),
+                    o: owner_fp.clone(),
+                    e: end,
+                    u: upstream,
+                };
+                let json = serde_json::to_string(&kept).map_err(|e| format!("encode: {e}"))?;
+                // Upload sessions are looked up by their (hashed) name only, never listed.
+                let index = if name.starts_with("uploads/") {
+                    String::new()
+                } else {
+                    self.key(&format!("ao:{owner_fp}"))
+                };
+                // Looked up on a miss (`Lookup::pin`), never published.
+                let _: i64 = self
+                    .bounded(
+                        what,
+                        self.scripts
+                            .pin
+                            .arg(self.key(&format!("a:{name}")))
+                            .arg(json)
+                            .arg(self.local_to_server(expires))
+                            .arg(index)
+                            .arg(&name)
+                            .arg(end)
+                            .arg(unix_ms(SystemTime::now()))
+                            .arg(MAX_PER_OWNER)
+                            .arg(self.offset_ms)
+                            .invoke_async(&mut conn.clone()),
+                    )
+                    .await?;
+                None
+            }
+            Event::PinRemoved { name, owner } => {
+                let owner_fp = salt.fingerprint("token", &owner);
+                pipe.cmd("DEL").arg(self.key(&format!("a:{name}"))).ignore();
+                pipe.cmd("ZREM")
+                    .arg(self.key(&format!("ao:{owner_fp}")))
+                    .arg(&name)
+                    .ignore();
+                Some(news(Message {
+                    from,
+                    pin_gone: Some(name),
                     ..Message::default()
                 })?)
             }
@@ -1540,6 +1773,9 @@ struct Message {
     reset: Option<ResetMsg>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resp_deleted: Option<String>,
+    /// A pin removed (its name): replicas drop their copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pin_gone: Option<String>,
 }
 
 /// A stored response in Redis (`{prefix}r:{id}`): its owner's salted fingerprint and texts.
@@ -1548,6 +1784,17 @@ struct KeptResponse {
     o: Option<String>,
     r: String,
     c: String,
+}
+
+/// A resource pin in Redis (`{prefix}a:{name}`): the key's and the owner's salted
+/// fingerprints, the end (Unix ms), an upload session's upstream path.
+#[derive(Serialize, Deserialize)]
+struct KeptPin {
+    k: String,
+    o: String,
+    e: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -297,3 +297,43 @@ fn the_watcher_knows_the_state_file_and_its_temp_files() {
     assert!(!own.is_own(&dir.join("config.toml")));
     assert!(!own.is_own(Path::new("/elsewhere/.gemini-rotator.state.tmp-42")));
 }
+
+#[test]
+fn pins_round_trip_by_fingerprint_and_drop_what_no_longer_holds() {
+    use crate::affinity::Pin;
+    let salt = Salt([7; 32]);
+    let now = wall(NOON);
+    let pin = |k: usize, owner: &str, secs: u64, upstream: Option<&str>| Pin {
+        key: key(k),
+        owner: Arc::from(owner),
+        expires: now + Duration::from_secs(secs),
+        upstream: upstream.map(Arc::from),
+    };
+    let pins = vec![
+        ("cachedContents/c".to_string(), pin(1, "", 60, None)),
+        ("files/a".to_string(), pin(0, "cline", 3600, None)),
+        ("files/gone".to_string(), pin(0, "cline", 1, None)),
+        ("files/removed-token".to_string(), pin(0, "bob", 3600, None)),
+        ("files/removed-key".to_string(), pin(9, "cline", 3600, None)),
+        (
+            "uploads/0f0f".to_string(),
+            pin(2, "admin", 3600, Some("/upload/v1beta/files?upload_id=x")),
+        ),
+    ];
+    let file = FileState::build(salt, None, &[], None).with_pins(salt, &pins);
+    let text = String::from_utf8(file.encode().expect("encodes")).expect("UTF-8");
+    assert!(!text.contains("AIza") && !text.contains("cline"), "{text}");
+    let back = FileState::decode(text.as_bytes()).expect("decodes");
+    let keys: Vec<ApiKey> = (0..3).map(key).collect();
+    let later = now + Duration::from_secs(10);
+    let got = back.restore_pins(&keys, &["cline".to_string()], later);
+    let want: Vec<(String, Pin)> = pins
+        .into_iter()
+        .filter(|(n, _)| !n.contains("gone") && !n.contains("removed"))
+        .collect();
+    assert_eq!(got, want);
+    // A file without pins is written as before (no `pins` field).
+    let bare = FileState::build(salt, None, &[], None);
+    let text = String::from_utf8(bare.encode().expect("encodes")).expect("UTF-8");
+    assert!(!text.contains("pins"), "{text}");
+}

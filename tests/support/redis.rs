@@ -112,7 +112,8 @@ impl RedisServer {
         self.signal("-CONT");
     }
 
-    /// Every key with its value rendered as text (strings, hashes as `field=value` lines).
+    /// Every key with its value rendered as text (strings, hashes as `field=value` lines,
+    /// sorted sets as `member score` lines).
     pub fn dump(&self) -> Vec<(String, String)> {
         let mut c = self.connection().expect("connect to redis");
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).expect("KEYS");
@@ -130,6 +131,16 @@ impl RedisServer {
                         .query(&mut c)
                         .unwrap_or_default();
                     h.into_iter().map(|(f, v)| format!("{f}={v}\n")).collect()
+                }
+                "zset" => {
+                    let z: Vec<(String, String)> = redis::cmd("ZRANGE")
+                        .arg(&k)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query(&mut c)
+                        .unwrap_or_default();
+                    z.into_iter().map(|(m, s)| format!("{m} {s}\n")).collect()
                 }
                 other => format!("({other})"),
             };
