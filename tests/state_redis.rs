@@ -28,7 +28,7 @@ fn with_redis(c: TestConfig, redis: &RedisServer) -> TestConfig {
         .set("models", &format!(r#"static = ["{FLASH}"]"#))
 }
 
-async fn replica(config: TestConfig) -> Proxy {
+async fn replica(config: impl ToString) -> Proxy {
     let proxy = Proxy::builder().config(config).start().await;
     assert!(
         proxy
@@ -945,7 +945,8 @@ async fn pins_outlive_a_restart_through_redis_and_an_outage_falls_back_to_memory
     let mut redis = RedisServer::start();
     let keys = fake_keys(3);
     let fake = FakeGemini::builder().keys(&keys).start().await;
-    let config = || with_redis(config_for(&fake.url(), &keys), &redis);
+    let rendered = with_redis(config_for(&fake.url(), &keys), &redis).render();
+    let config = || rendered.clone();
     let first = replica(config()).await;
     let file = upload(&first, b"kept across a restart").await;
     let name = file["name"].as_str().expect("a file name").to_string();
@@ -989,8 +990,64 @@ async fn pins_outlive_a_restart_through_redis_and_an_outage_falls_back_to_memory
     let unknown = json!({"uri": "files/never-made"});
     assert_eq!(generate_on(&again, TEST_TOKEN, &unknown).await, 404);
 
-    // Back: what was made meanwhile reaches Redis (the queued event).
+    // Back, empty: what was made meanwhile and what this replica knew reach it again (the
+    // connect sends every pin), and another replica finds both there.
     redis.restart();
     within(&again, Duration::from_secs(5), |s| s["state"]["ok"] == true).await;
     wait_in_redis(&redis, &format!("a:{fresh_name}"));
+    wait_in_redis(&redis, &format!("a:{name}"));
+    let other = replica(config()).await;
+    assert_eq!(generate_on(&other, TEST_TOKEN, &file).await, 200);
+    assert_eq!(generate_on(&other, TEST_TOKEN, &fresh).await, 200);
+    assert_eq!(list_files(&other, TEST_TOKEN).await.len(), 2);
+}
+
+/// Calls of `command` Redis has served (`INFO commandstats`).
+fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
+    let mut c = redis.connection().expect("connect to redis");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .expect("INFO");
+    let needle = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn made_up_names_do_not_turn_into_redis_load() {
+    use futures_util::StreamExt;
+    let redis = RedisServer::start();
+    let keys = fake_keys(2);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    let proxy = replica(with_redis(config_for(&fake.url(), &keys), &redis)).await;
+    let before = redis_calls(&redis, "get");
+    let start = Instant::now();
+    let asks: u64 = 1200;
+    let statuses: Vec<u16> = futures_util::stream::iter(0..asks)
+        .map(|i| {
+            let file = json!({"uri": format!("files/made-up-{i}")});
+            let proxy = &proxy;
+            async move { generate_on(proxy, TEST_TOKEN, &file).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let took = start.elapsed();
+    assert!(statuses.iter().all(|s| *s == 404), "{statuses:?}");
+    assert_eq!(
+        fake.requests().len(),
+        0,
+        "no upstream call for an unknown name"
+    );
+    let gets = redis_calls(&redis, "get") - before;
+    // At most 100 lookups a second (a partial second at each end).
+    let bound = 100 * (took.as_secs() + 2);
+    eprintln!("{asks} made-up names in {took:?}: {gets} Redis lookups (bound {bound})");
+    assert!(bound < asks, "too slow to tell: {took:?}");
+    assert!(gets <= bound, "{gets} lookups in {took:?}");
+    assert!(gets > 0, "misses are looked up in Redis");
 }

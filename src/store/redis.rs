@@ -19,7 +19,8 @@
 //! set `{prefix}ao:{owner fingerprint}` (scored by expiry, trimmed of expired members and to
 //! `affinity::MAX_PER_OWNER`). A replica that misses one asks ([`Lookup::pin`],
 //! [`Lookup::pins_of`]; bounded in time and rate); a removal is published so the others drop
-//! their copy.
+//! their copy. After every connect a replica sends every pin it knows (a Redis that lost its
+//! data gets them back).
 //!
 //! Redis is never a single point of failure: every call is bounded by `timeout`; on any error
 //! the replica goes on from memory, says so once (a WARN, `/status`, the
@@ -876,6 +877,7 @@ impl Sync {
         self.measure_clock(&mut conn).await?;
         // Everything out, then everything in.
         self.push(&mut conn, true).await?;
+        self.push_pins(&mut conn).await?;
         self.pull(&mut conn).await?;
         self.up();
         self.set_link(&conn);
@@ -1449,6 +1451,72 @@ impl Sync {
         }
     }
 
+    /// The `PIN` call that keeps one pin (`{prefix}a:{name}` and, but for an upload session,
+    /// the owner's index).
+    fn pin_invocation(
+        &self,
+        salt: Salt,
+        name: &str,
+        key: &ApiKey,
+        owner: &str,
+        expires: SystemTime,
+        upstream: Option<&str>,
+    ) -> Result<redis::ScriptInvocation<'_>, Failure> {
+        let owner_fp = salt.fingerprint("token", owner);
+        let end = unix_ms(expires);
+        let kept = KeptPin {
+            k: salt.fingerprint("key", key.expose()),
+            o: owner_fp.clone(),
+            e: end,
+            u: upstream.map(str::to_string),
+        };
+        let json = serde_json::to_string(&kept).map_err(|e| format!("encode: {e}"))?;
+        // Upload sessions are looked up by their (hashed) name only, never listed.
+        let index = if name.starts_with("uploads/") {
+            String::new()
+        } else {
+            self.key(&format!("ao:{owner_fp}"))
+        };
+        let mut invocation = self.scripts.pin.prepare_invoke();
+        invocation
+            .arg(self.key(&format!("a:{name}")))
+            .arg(json)
+            .arg(self.local_to_server(expires))
+            .arg(index)
+            .arg(name)
+            .arg(end)
+            .arg(unix_ms(SystemTime::now()))
+            .arg(MAX_PER_OWNER)
+            .arg(self.offset_ms);
+        Ok(invocation)
+    }
+
+    /// Every pin this replica knows, out (after a connect: a Redis that lost its data, or
+    /// missed events while down, gets them back), `BATCH` to a pipeline.
+    async fn push_pins(&self, conn: &mut MultiplexedConnection) -> Result<(), Failure> {
+        let Some(salt) = self.salt else {
+            return Ok(());
+        };
+        let pins = self.ledgers.affinity.export(SystemTime::now());
+        for chunk in pins.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.load_script(&self.scripts.pin).ignore();
+            for (name, pin) in chunk {
+                let invocation = self.pin_invocation(
+                    salt,
+                    name,
+                    &pin.key,
+                    &pin.owner,
+                    pin.expires,
+                    pin.upstream.as_deref(),
+                )?;
+                pipe.invoke_script(&invocation).ignore();
+            }
+            let _: () = self.bounded("pins", pipe.query_async(conn)).await?;
+        }
+        Ok(())
+    }
+
     /// Sends one ledger event: what it stores (one pipeline) and the news the other replicas
     /// apply (`"{sender} {json}"` on `{prefix}events`).
     async fn event(&mut self, conn: &mut MultiplexedConnection, ev: Event) -> Result<(), Failure> {
@@ -1562,38 +1630,11 @@ impl Sync {
                 expires,
                 upstream,
             } => {
-                let owner_fp = salt.fingerprint("token", &owner);
-                let end = unix_ms(expires);
-                let kept = KeptPin {
-                    k: salt.fingerprint("key", key.expose()),
-                    o: owner_fp.clone(),
-                    e: end,
-                    u: upstream,
-                };
-                let json = serde_json::to_string(&kept).map_err(|e| format!("encode: {e}"))?;
-                // Upload sessions are looked up by their (hashed) name only, never listed.
-                let index = if name.starts_with("uploads/") {
-                    String::new()
-                } else {
-                    self.key(&format!("ao:{owner_fp}"))
-                };
                 // Looked up on a miss (`Lookup::pin`), never published.
+                let invocation =
+                    self.pin_invocation(salt, &name, &key, &owner, expires, upstream.as_deref())?;
                 let _: i64 = self
-                    .bounded(
-                        what,
-                        self.scripts
-                            .pin
-                            .arg(self.key(&format!("a:{name}")))
-                            .arg(json)
-                            .arg(self.local_to_server(expires))
-                            .arg(index)
-                            .arg(&name)
-                            .arg(end)
-                            .arg(unix_ms(SystemTime::now()))
-                            .arg(MAX_PER_OWNER)
-                            .arg(self.offset_ms)
-                            .invoke_async(&mut conn.clone()),
-                    )
+                    .bounded(what, invocation.invoke_async(&mut conn.clone()))
                     .await?;
                 None
             }
