@@ -137,6 +137,9 @@ fn hex(bytes: &[u8]) -> String {
 /// The store in use, behind a short mutex taken only by control tasks (the saver, reloads).
 pub struct Persist {
     active: Mutex<Active>,
+    /// The shared store's lookups, read without the mutex (requests ask it on a miss, while
+    /// the saver may hold the mutex through a file write).
+    lookup: ArcSwapOption<Lookup>,
     own: OwnFile,
     names: Arc<ArcSwap<Names>>,
     generation: AtomicU64,
@@ -177,6 +180,7 @@ impl Default for Persist {
     fn default() -> Self {
         Persist {
             active: Mutex::new(Active::Memory),
+            lookup: ArcSwapOption::empty(),
             own: OwnFile::default(),
             names: Arc::default(),
             generation: AtomicU64::new(0),
@@ -251,6 +255,7 @@ impl Persist {
             // No more events or claims go to it; it sends its last changes on its own (this
             // runs on the control runtime, where its task runs too: no waiting here).
             Active::Redis(r) => {
+                self.lookup.store(None);
                 ledgers.outbox.close();
                 ledgers.pool.set_claimer(None);
                 r.stop(false);
@@ -271,23 +276,17 @@ impl Persist {
             }
             Store::Redis(r) => {
                 let rx = ledgers.outbox.open();
-                Active::Redis(redis::RedisStore::start(
-                    r,
-                    ledgers.clone(),
-                    self.names.clone(),
-                    rx,
-                ))
+                let store = redis::RedisStore::start(r, ledgers.clone(), self.names.clone(), rx);
+                self.lookup.store(Some(Arc::new(store.lookup())));
+                Active::Redis(store)
             }
         };
     }
 
     /// Where to look up what other replicas made (a session, a stored response): a shared
     /// store only.
-    pub fn lookup(&self) -> Option<Lookup> {
-        match &*lock(&self.active) {
-            Active::Redis(r) => Some(r.lookup()),
-            _ => None,
-        }
+    pub fn lookup(&self) -> Option<Arc<Lookup>> {
+        self.lookup.load_full()
     }
 
     /// The store in use and whether it works.
