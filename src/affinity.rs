@@ -16,6 +16,7 @@
 //! It does no I/O and reads no clock: `now` is an argument. Keys print masked.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -96,6 +97,8 @@ impl Table {
 pub struct Affinity {
     table: Mutex<Table>,
     outbox: Outbox,
+    /// Bumped by every insert and removal (a snapshot writer skips work while unchanged).
+    version: AtomicU64,
 }
 
 /// The name an upload session is kept under: `uploads/` and the SHA-256 of its id, hex.
@@ -142,6 +145,7 @@ impl Affinity {
 
     /// Remembers what the state store knew (not told to it again).
     pub fn insert_remote(&self, name: &str, pin: Pin, now: SystemTime) {
+        self.version.fetch_add(1, Ordering::Relaxed);
         let mut t = self.lock();
         t.take(name);
         let owned = t.per_owner.get(&pin.owner).copied().unwrap_or(0);
@@ -187,7 +191,13 @@ impl Affinity {
 
     /// Forgets `name` here only (another replica removed it).
     pub fn forget(&self, name: &str) -> Option<Pin> {
+        self.version.fetch_add(1, Ordering::Relaxed);
         self.lock().take(name)
+    }
+
+    /// Changes with every insert and removal (not with entries merely expiring).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
     }
 
     /// Every live entry, sorted by name (for a snapshot file).

@@ -116,6 +116,19 @@ pub struct TokenRecord {
     pub thoughts_tokens: u64,
 }
 
+/// The records of `pins` (sorted by name, as `Affinity::export` gives them) under `salt`.
+pub fn pin_records(salt: Salt, pins: &[(String, Pin)]) -> Vec<PinRecord> {
+    pins.iter()
+        .map(|(name, p)| PinRecord {
+            name: name.clone(),
+            key: salt.fingerprint("key", p.key.expose()),
+            owner: salt.fingerprint("token", &p.owner),
+            expires_ms: to_ms(p.expires),
+            upstream: p.upstream.as_deref().map(str::to_string),
+        })
+        .collect()
+}
+
 fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -184,18 +197,9 @@ impl FileState {
         }
     }
 
-    /// This file with `pins` (sorted by name, as `Affinity::export` gives them).
-    pub fn with_pins(mut self, salt: Salt, pins: &[(String, Pin)]) -> FileState {
-        self.pins = pins
-            .iter()
-            .map(|(name, p)| PinRecord {
-                name: name.clone(),
-                key: salt.fingerprint("key", p.key.expose()),
-                owner: salt.fingerprint("token", &p.owner),
-                expires_ms: to_ms(p.expires),
-                upstream: p.upstream.as_deref().map(str::to_string),
-            })
-            .collect();
+    /// This file with `pins` (see [`pin_records`]).
+    pub fn with_pins(mut self, pins: Vec<PinRecord>) -> FileState {
+        self.pins = pins;
         self
     }
 
@@ -374,6 +378,9 @@ pub struct FileStore {
     /// Since when `failing` has been what it is, and the last error.
     since: SystemTime,
     last_error: Option<String>,
+    /// The pins' records and the `Affinity::version` they are of (fingerprinting every pin
+    /// every 2 s would cost more than the rest of the file).
+    pins: Option<(u64, Vec<PinRecord>)>,
 }
 
 impl FileStore {
@@ -442,6 +449,7 @@ impl FileStore {
             failing: false,
             since: SystemTime::now(),
             last_error: None,
+            pins: None,
         }
     }
 
@@ -456,6 +464,19 @@ impl FileStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The pins' records, made again only when the table changed.
+    fn pin_records(&mut self, affinity: &Affinity, wall: SystemTime) -> Vec<PinRecord> {
+        let version = affinity.version();
+        match &self.pins {
+            Some((v, records)) if *v == version => records.clone(),
+            _ => {
+                let records = pin_records(self.salt, &affinity.export(wall));
+                self.pins = Some((version, records.clone()));
+                records
+            }
+        }
     }
 
     /// Writes the current state if it differs from what was last written (always at shutdown).
@@ -474,7 +495,7 @@ impl FileStore {
             &pool.export(now),
             usage.export_at(now.wall),
         )
-        .with_pins(self.salt, &affinity.export(now.wall));
+        .with_pins(self.pin_records(affinity, now.wall));
         let shown = self.path.display();
         let bytes = match file.encode() {
             Ok(b) => b,

@@ -40,7 +40,7 @@ use crate::stored_responses::StoredResponses;
 use crate::usage::{TokenUsage, OPEN, OTHER};
 
 pub use self::redis::{Health, Lookup, PUSH_EVERY, RECONCILE_EVERY};
-pub use file::{write_atomic, FileState, FileStore};
+pub use file::{pin_records, write_atomic, FileState, FileStore};
 
 /// What a store keeps and feeds: the pool, the token ledger and the small ledgers (handles
 /// shared with `state::App`).

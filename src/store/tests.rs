@@ -320,7 +320,7 @@ fn pins_round_trip_by_fingerprint_and_drop_what_no_longer_holds() {
             pin(2, "admin", 3600, Some("/upload/v1beta/files?upload_id=x")),
         ),
     ];
-    let file = FileState::build(salt, None, &[], None).with_pins(salt, &pins);
+    let file = FileState::build(salt, None, &[], None).with_pins(pin_records(salt, &pins));
     let text = String::from_utf8(file.encode().expect("encodes")).expect("UTF-8");
     assert!(!text.contains("AIza") && !text.contains("cline"), "{text}");
     let back = FileState::decode(text.as_bytes()).expect("decodes");
