@@ -472,3 +472,57 @@ async fn image_generation_fails_over_off_a_rate_limited_key() {
         "the resting key was tried at most once per model"
     );
 }
+
+#[tokio::test]
+async fn a_cache_whose_key_was_disabled_is_a_clear_error_naming_it() {
+    let (fake, proxy, keys) = setup(2).await;
+    let cache = create_cache(&proxy, TEST_TOKEN).await;
+    let creator = fake.owner_of(&cache).expect("creator");
+    // Google rejects the creating key: the pinned call fails on it (no other key is tried),
+    // and the pool disables it.
+    fake.revoke_key(&creator);
+    for key in keys.iter().filter(|k| **k != creator) {
+        fake.allow_key(key);
+    }
+    fake.reset_counters();
+    let (status, body, _) = post_as(
+        &proxy,
+        TEST_TOKEN,
+        "/v1/chat/completions",
+        &cached_chat(&cache),
+    )
+    .await;
+    assert!(status >= 400, "{body}");
+    assert!(fake
+        .requests()
+        .iter()
+        .all(|r| r.key.as_deref() == Some(creator.as_str())));
+    fake.reset_counters();
+    let (status, body, _) = post_as(
+        &proxy,
+        TEST_TOKEN,
+        "/v1/chat/completions",
+        &cached_chat(&cache),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(&cache) && message.contains("disabled"),
+        "{message}"
+    );
+    assert_eq!(fake.total_hits(), 0, "refused without a call");
+    // The other key still serves plain chats.
+    let other = keys.iter().find(|k| **k != creator).expect("another key");
+    let (status, body) = post_json(
+        &proxy,
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        default_text(MODEL, other)
+    );
+}
