@@ -26,6 +26,8 @@ pub(super) enum Route {
     Files(Option<String>),
     /// `/v1beta/cachedContents[/{id}]`, any method.
     Caches(Option<String>),
+    /// `POST models/{m}:predict` (Imagen).
+    Predict(String),
     /// `POST models/{m}:batchGenerateContent`.
     BatchCreate(String),
     /// `/v1beta/batches[/{id}[:action]]`, any method.
@@ -102,6 +104,7 @@ impl Route {
             "embedContent" => Route::Embed(model),
             "batchEmbedContents" => Route::BatchEmbed(model),
             "batchGenerateContent" => Route::BatchCreate(model),
+            "predict" => Route::Predict(model),
             _ => Route::Unknown,
         }
     }
@@ -113,6 +116,7 @@ impl Route {
             | Route::CountTokens(m)
             | Route::Embed(m)
             | Route::BatchEmbed(m)
+            | Route::Predict(m)
             | Route::GetModel(m) => Some(m),
             Route::ListModels
             | Route::UploadStart
