@@ -3,7 +3,8 @@
 //! key before the first byte, `previous_interaction_id` pinned to the creating key across many
 //! turns (no 403 at Google), resumption of a stream after `last_event_id`, ownership per client
 //! token (another token's interaction is a 404), `cancel`, `delete` then `get` a 404, the pinned
-//! key's rest a 429, and bad bodies refused in Google's shape before any upstream call.
+//! key's rest a 429 (a 403 there disables nothing), its removal a 409, and bad bodies refused in
+//! Google's shape before any upstream call.
 
 mod support;
 
@@ -432,4 +433,60 @@ async fn bad_interaction_bodies_are_refused_before_any_upstream_call() {
         assert_eq!(answer["error"]["code"], expected);
     }
     assert_eq!(fake.total_hits(), 0);
+}
+
+#[tokio::test]
+async fn an_interaction_on_a_removed_key_is_a_clear_error() {
+    let keys = fake_keys(2);
+    let fake = FakeGemini::start().await;
+    let config = |keys: &[String]| {
+        config_for(&fake.url(), keys)
+            .set("models", r#"list = "static""#)
+            .set("auth", &format!(r#"tokens = ["{TEST_TOKEN}"]"#))
+    };
+    let proxy = Proxy::builder().config(config(&keys)).start().await;
+    let (_, made) = json_of(
+        create(
+            &proxy,
+            TEST_TOKEN,
+            json!({"model": MODEL, "input": "Soon orphaned."}),
+        )
+        .await,
+    )
+    .await;
+    let id = made["id"].as_str().expect("id").to_string();
+    let creator = fake
+        .owner_of(&format!("interactions/{id}"))
+        .expect("creator");
+    let rest: Vec<String> = keys.iter().filter(|k| **k != creator).cloned().collect();
+    proxy.write_file("config.toml", &config(&rest).render());
+    proxy.signal(Signal::Hup);
+    assert!(
+        proxy
+            .wait_for_log("keys +0/-1", std::time::Duration::from_secs(10))
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    fake.reset_counters();
+    let answers = [
+        get(&proxy, TEST_TOKEN, &id, "?stream=true").await,
+        create(
+            &proxy,
+            TEST_TOKEN,
+            json!({"model": MODEL, "input": "More.", "previous_interaction_id": id}),
+        )
+        .await,
+    ];
+    for response in answers {
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["status"], "FAILED_PRECONDITION");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains(&id) && message.contains("no longer in the pool"),
+            "{message}"
+        );
+    }
+    assert_eq!(fake.total_hits(), 0, "not rotated to another key");
 }
