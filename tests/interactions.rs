@@ -490,3 +490,70 @@ async fn an_interaction_on_a_removed_key_is_a_clear_error() {
     }
     assert_eq!(fake.total_hits(), 0, "not rotated to another key");
 }
+
+/// Uploads `data` through the proxy as `token` (the resumable protocol, one chunk): the `File`.
+async fn upload(proxy: &Proxy, token: &str, data: &[u8]) -> Value {
+    let started = client()
+        .post(format!("{}/upload/v1beta/files", proxy.url()))
+        .header("x-goog-api-key", token)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header(
+            "x-goog-upload-header-content-length",
+            data.len().to_string(),
+        )
+        .header("x-goog-upload-header-content-type", "application/pdf")
+        .json(&json!({"file": {"displayName": "report.pdf"}}))
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(started.status().as_u16(), 200);
+    let url = started
+        .headers()
+        .get("x-goog-upload-url")
+        .and_then(|v| v.to_str().ok())
+        .expect("upload url")
+        .to_string();
+    let done = client()
+        .post(&url)
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("chunk");
+    assert_eq!(done.status().as_u16(), 200);
+    let body: Value = done.json().await.expect("file");
+    body["file"].clone()
+}
+
+#[tokio::test]
+async fn a_file_in_an_interactions_input_pins_it_to_the_files_key() {
+    let (fake, proxy, _) = setup(4).await;
+    let file = upload(&proxy, TEST_TOKEN, b"%PDF-1.7 fake").await;
+    let name = file["name"].as_str().expect("name").to_string();
+    let creator = fake.owner_of(&name).expect("creator");
+    let asking = json!({"model": MODEL, "input": [
+        {"type": "document", "uri": file["uri"], "mime_type": "application/pdf"},
+        {"type": "text", "text": "Summarise it."}
+    ]});
+    fake.reset_counters();
+    for turn in 0..8 {
+        let (status, body) = json_of(create(&proxy, TEST_TOKEN, asking.clone()).await).await;
+        assert_eq!(status, 200, "turn {turn}: {body}");
+    }
+    assert_eq!(
+        fake.permission_denied(),
+        0,
+        "no turn went to another project"
+    );
+    assert!(fake
+        .requests()
+        .iter()
+        .all(|r| r.key.as_deref() == Some(creator.as_str())));
+    // Another token naming the file: Google's 404 shape, nothing sent.
+    let hits = fake.total_hits();
+    let (status, body) = json_of(create(&proxy, OTHER_TOKEN, asking).await).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(fake.total_hits(), hits);
+}

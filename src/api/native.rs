@@ -10,8 +10,9 @@
 //!   read whole (bounded) so the resources they create can be remembered.
 //! - **Affinity**: a resource Google returns on a create is remembered (`affinity`) with the
 //!   key that made it and the client token that asked; a later call naming it, in its path or
-//!   its body (`fileData.fileUri`, `cachedContent`, a batch's `fileName`), goes with that key
-//!   only (`proxy::Pinned`), and a 403 there disables nothing.
+//!   its body (`fileData.fileUri`, `cachedContent`, a batch's `fileName`, an interaction's
+//!   content blocks' `uri`), goes with that key only (`proxy::Pinned`), and a 403 there
+//!   disables nothing.
 //! - **Ownership**: a token reaches only resources it created: any other name, unknown or
 //!   another token's, is Google's 404. `GET` of a collection (`files`, `cachedContents`,
 //!   `batches`…) lists the caller's own resources across every key, paged by the proxy.
@@ -329,7 +330,11 @@ pub async fn passthrough(
             (None, None)
         } else {
             check_json_object(&bytes)?;
-            named.extend(referenced(&bytes)?);
+            if creates_interaction {
+                named.extend(referenced_by_interaction(&bytes)?);
+            } else {
+                named.extend(referenced(&bytes)?);
+            }
             if target.collection.is_some() && method == Method::POST {
                 refuse_taken_name(app, &bytes, now)?;
             }
@@ -858,6 +863,17 @@ const MAX_NAMED: usize = 1000;
 /// `files/`, or any `cachedContent`) but is not in a form this proxy reads is refused, so
 /// no spelling Google might resolve slips past the ownership check.
 pub(crate) fn referenced(body: &[u8]) -> Result<Vec<String>, ProxyError> {
+    scan_names(body, false)
+}
+
+/// `referenced` for an interaction create, whose content blocks (`document`, `image`,
+/// `audio`, `video`) name a file in `uri`.
+fn referenced_by_interaction(body: &[u8]) -> Result<Vec<String>, ProxyError> {
+    scan_names(body, true)
+}
+
+/// The scan of `referenced`; `uris`: a `uri` field names a file as `fileUri` does.
+fn scan_names(body: &[u8], uris: bool) -> Result<Vec<String>, ProxyError> {
     let mentions = |needle: &[u8]| {
         body.windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle))
@@ -871,6 +887,7 @@ pub(crate) fn referenced(body: &[u8]) -> Result<Vec<String>, ProxyError> {
         Scan {
             out: &mut out,
             field: Field::Other,
+            uris,
         },
         &mut de,
     )
@@ -903,9 +920,10 @@ enum Field {
 }
 
 impl Field {
-    fn of(key: &str) -> Field {
+    fn of(key: &str, uris: bool) -> Field {
         match key {
             "fileUri" | "file_uri" => Field::FileUri,
+            "uri" if uris => Field::FileUri,
             "cachedContent" | "cached_content" => Field::CachedContent,
             "fileName" | "file_name" => Field::FileName,
             "fileSearchStoreNames" | "file_search_store_names" => Field::StoreNames,
@@ -918,6 +936,8 @@ impl Field {
 struct Scan<'a> {
     out: &'a mut Vec<String>,
     field: Field,
+    /// `uri` names a file too (an interaction's content blocks).
+    uris: bool,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Scan<'_> {
@@ -928,7 +948,9 @@ impl<'de> serde::de::DeserializeSeed<'de> for Scan<'_> {
 }
 
 /// A map key, read as the `Field` it names.
-struct Key;
+struct Key {
+    uris: bool,
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for Key {
     type Value = Field;
@@ -943,7 +965,7 @@ impl serde::de::Visitor<'_> for Key {
         f.write_str("a field name")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
-        Ok(Field::of(v))
+        Ok(Field::of(v, self.uris))
     }
 }
 
@@ -1016,16 +1038,19 @@ impl<'de> serde::de::Visitor<'de> for Scan<'_> {
             .next_element_seed(Scan {
                 out: &mut *self.out,
                 field,
+                uris: self.uris,
             })?
             .is_some()
         {}
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(field) = map.next_key_seed(Key)? {
+        let uris = self.uris;
+        while let Some(field) = map.next_key_seed(Key { uris })? {
             map.next_value_seed(Scan {
                 out: &mut *self.out,
                 field,
+                uris,
             })?;
         }
         Ok(())
@@ -1630,6 +1655,21 @@ mod tests {
         ] {
             assert!(read(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn interaction_inputs_name_files_in_uri() {
+        let body = br#"{"model":"m","input":[{"type":"document","uri":"https://h/v1beta/files/doc1","mime_type":"application/pdf"},{"type":"text","text":"uri"}]}"#;
+        assert_eq!(
+            referenced_by_interaction(body).ok(),
+            Some(vec!["files/doc1".to_string()])
+        );
+        // Elsewhere `uri` is not a file field.
+        assert_eq!(referenced(body).ok(), Some(vec![]));
+        assert!(
+            referenced_by_interaction(br#"{"input":[{"uri":"https://h/v1alpha/files/x"}]}"#)
+                .is_err()
+        );
     }
 
     #[test]

@@ -422,7 +422,8 @@ pub(super) fn named_files(body: &Value, out: &mut Vec<String>) {
                     {
                         out.push(name.clone());
                     }
-                    ("fileUri" | "file_uri", Value::String(uri)) => {
+                    // `uri`: an interaction's content block.
+                    ("fileUri" | "file_uri" | "uri", Value::String(uri)) => {
                         if let Some(i) = uri.find("files/") {
                             let id = uri[i + 6..].split(['?', '/', ':']).next().unwrap_or("");
                             out.push(format!("files/{id}"));

@@ -9,7 +9,8 @@
 //! `store: false` is not kept.
 //!
 //! An interaction belongs to its key's project (see `files.rs`): another project's key naming
-//! it (in the path or as `previous_interaction_id`) gets Google's 403 PERMISSION_DENIED.
+//! it (in the path or as `previous_interaction_id`), or a file of another project in a content
+//! block's `uri`, gets Google's 403 PERMISSION_DENIED.
 //! Quota and other scripted errors for a create are the mod's (it consults the scripts first).
 
 use std::sync::atomic::Ordering;
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::body::{full, json_response, FakeBody, SSE_CT};
 use super::errors::google_error;
-use super::files::rfc3339;
+use super::files::{refuse_foreign, rfc3339};
 use super::generate::default_text;
 use super::{lock, Shared};
 
@@ -137,6 +138,10 @@ fn create(shared: &Shared, key: &str, body: Option<&Value>) -> Response<FakeBody
     };
     if body.get("input").is_none() && body.get("previous_interaction_id").is_none() {
         return invalid("input is required.");
+    }
+    // A content block's `uri` naming another project's file: Google's 403.
+    if let Some(refused) = refuse_foreign(shared, key, Some(body)) {
+        return refused;
     }
     let mut projects = lock(&shared.projects);
     if let Some(previous) = body.get("previous_interaction_id").and_then(Value::as_str) {
