@@ -142,7 +142,7 @@ async fn google_genai_files_and_caches() {
 
 /// The Interactions API and batch jobs through the pool (issue #18 item 5): a streamed
 /// `interactions.create`, follow-ups with `previous_interaction_id`, `get` (resumed after an
-/// event), `delete`; `batches.create` polled with `batches.get`, `batches.list` showing only
+/// event), `delete`, an uploaded file in a `document` block; `batches.create` polled with `batches.get`, `batches.list` showing only
 /// the caller's; a second token sees neither. Every call naming an interaction or a batch ran
 /// on the key that created it, and Google answered no 403.
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,7 @@ side then checks that every call naming an interaction or batch went to the key 
 and that Google answered no 403.
 """
 
+import io
 import os
 import time
 
@@ -85,6 +86,22 @@ refused("other token: delete refused", lambda: other.interactions.delete(first))
 
 client.interactions.delete(first)
 refused("deleted interaction gone", lambda: client.interactions.get(first))
+
+# A file uploaded through the proxy, named in an interaction's document block, every turn on
+# the file's key.
+uploaded = client.files.upload(
+    file=io.BytesIO(b"%PDF-1.7 a small report"),
+    config=types.UploadFileConfig(mime_type="application/pdf", display_name="report.pdf"),
+)
+for i in range(3):
+    about = client.interactions.create(model=MODEL, input=[
+        {"type": "document", "uri": uploaded.uri, "mime_type": "application/pdf"},
+        {"type": "text", "text": "Summarise the report."},
+    ])
+    check(f"interaction with the file #{i + 1}", about.status == "completed", repr(about))
+refused("other token: interaction with my file refused",
+        lambda: other.interactions.create(model=MODEL, input=[
+            {"type": "document", "uri": uploaded.uri, "mime_type": "application/pdf"}]))
 
 # batches.create with inline requests, polled with batches.get until done.
 job = client.batches.create(
