@@ -557,3 +557,46 @@ async fn a_file_in_an_interactions_input_pins_it_to_the_files_key() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(fake.total_hits(), hits);
 }
+
+#[tokio::test]
+async fn an_interactions_usage_is_counted_for_its_token() {
+    let (_fake, proxy, _) = setup(1).await;
+    let (status, _) =
+        json_of(create(&proxy, TEST_TOKEN, json!({"model": MODEL, "input": "One."})).await).await;
+    assert_eq!(status, 200);
+    let streamed = create(
+        &proxy,
+        TEST_TOKEN,
+        json!({"model": MODEL, "input": "Two.", "stream": true}),
+    )
+    .await;
+    assert_eq!(streamed.status().as_u16(), 200);
+    let _ = streamed.text().await;
+    // The stream's usage is recorded when it ends: bounded wait for it.
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = proxy
+            .get("/stats")
+            .send()
+            .await
+            .expect("/stats")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if stats["clients"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, c)| c["requests"] == 2)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let clients = stats["clients"].as_object().cloned().unwrap_or_default();
+    let (_, mine) = clients.iter().next().expect("one client");
+    // The fake's interaction costs 8 input and 12 output tokens.
+    assert_eq!(mine["requests"], 2, "{stats}");
+    assert_eq!(mine["prompt_tokens"], 16, "{stats}");
+    assert_eq!(mine["completion_tokens"], 24, "{stats}");
+}
