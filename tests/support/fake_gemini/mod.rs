@@ -25,6 +25,7 @@ mod errors;
 mod files;
 mod generate;
 mod images;
+mod interactions;
 mod models;
 mod recording;
 mod replies;
@@ -560,6 +561,36 @@ async fn respond(
                 rest.as_deref(),
                 &key,
             ))
+        }
+        Route::Interactions(rest) => {
+            // A create answers what is scripted for its key and model first (a quota 429).
+            if rest.is_none() && parts.method == http::Method::POST {
+                let model = body
+                    .as_ref()
+                    .and_then(|b| b.get("model"))
+                    .and_then(Value::as_str)
+                    .map(|m| m.strip_prefix("models/").unwrap_or(m).to_string())
+                    .unwrap_or_default();
+                let scopes = [
+                    Scope::KeyModel(key.clone(), model.clone()),
+                    Scope::Key(key.clone()),
+                    Scope::Model(model),
+                    Scope::Any,
+                ];
+                if let Some(reply) =
+                    next_reply(shared, &scopes).filter(|r| !matches!(r, Reply::Success(_)))
+                {
+                    return render_scripted(reply, route.clone(), key, body, shared).await;
+                }
+            }
+            return Now(interactions::interactions(
+                shared,
+                &parts.method,
+                rest.as_deref(),
+                &key,
+                body.as_ref(),
+                query,
+            ));
         }
         Route::ListModels => {
             let scripted = next_reply(shared, &[Scope::ModelsList]);

@@ -32,6 +32,8 @@ pub(super) enum Route {
     BatchCreate(String),
     /// `/v1beta/batches[/{id}[:action]]`, any method.
     Batches(Option<String>),
+    /// `/v1beta/interactions[/{id}[/cancel]]`, any method.
+    Interactions(Option<String>),
     Unknown,
 }
 
@@ -65,6 +67,11 @@ impl Route {
             if let Some(rest) = rest.strip_prefix("batches") {
                 if rest.is_empty() || rest.starts_with('/') {
                     return Route::Batches(sub(rest));
+                }
+            }
+            if let Some(rest) = rest.strip_prefix("interactions") {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Route::Interactions(sub(rest));
                 }
             }
         }
@@ -125,6 +132,7 @@ impl Route {
             | Route::Caches(_)
             | Route::BatchCreate(_)
             | Route::Batches(_)
+            | Route::Interactions(_)
             | Route::Unknown => None,
         }
     }
