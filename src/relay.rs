@@ -14,7 +14,8 @@
 //! (on `/v1beta` too, where the bytes still reach the client untouched) what `classify` makes of
 //! it. A stream cut by the client leaving, by a client that stopped reading, or by shutdown says
 //! nothing about the key: its lease is handed back. The last `usageMetadata` seen is recorded
-//! when the stream ends.
+//! when the stream ends. A `Learn` may look at a passthrough stream's first events before the
+//! client gets them (the native passthrough learns a streamed interaction's id this way).
 //!
 //! Parts, one concern each: `Shape` (the dialect side: feed a chunk, finish, frame the last
 //! error event), `Watch` (what the passing events teach: usage, the first in-stream error),
@@ -153,6 +154,14 @@ impl Shape {
     }
 }
 
+/// Looks at a passthrough stream's first events (their `data`, up to `LEARN_EVENTS` of them)
+/// before the client gets each: `true` once it learned what it wanted (an interaction's id
+/// from its first event), after which it is dropped.
+pub type Learn = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
+/// How many events a `Learn` sees at most.
+const LEARN_EVENTS: usize = 8;
+
 /// Starts relaying `response` and returns the client's response without waiting for the
 /// upstream: the relay gets one turn of the scheduler first, so that an event which arrived
 /// with the upstream's headers is already in the body channel when hyper writes our headers,
@@ -167,8 +176,23 @@ pub async fn start(
     log: RequestLog,
     content_type: HeaderValue,
 ) -> Response<Body> {
+    start_learning(app, snap, lease, response, shape, log, content_type, None).await
+}
+
+/// `start`, with a `Learn` shown the first events of a passthrough SSE stream.
+#[allow(clippy::too_many_arguments)]
+pub async fn start_learning(
+    app: Arc<App>,
+    snap: Arc<Snapshot>,
+    lease: Lease,
+    response: reqwest::Response,
+    shape: Shape,
+    log: RequestLog,
+    content_type: HeaderValue,
+    learn: Option<Learn>,
+) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
-    tokio::spawn(run(app, snap, lease, response, shape, log, tx));
+    tokio::spawn(run(app, snap, lease, response, shape, log, tx, learn));
     tokio::task::yield_now().await;
     let mut out = Response::new(channel_body(rx));
     let headers = out.headers_mut();
@@ -238,6 +262,7 @@ fn transient(message: &str) -> Outcome {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     app: Arc<App>,
     snap: Arc<Snapshot>,
@@ -246,6 +271,7 @@ async fn run(
     mut shape: Shape,
     mut log: RequestLog,
     tx: mpsc::Sender<Bytes>,
+    learn: Option<Learn>,
 ) {
     let idle = snap.upstream.idle_timeout;
     let write = snap.config.server.write_timeout;
@@ -255,7 +281,10 @@ async fn run(
     };
     let mut upstream = response.bytes_stream();
     let mut parser = SseParser::new();
-    let mut watch = Watch::default();
+    let mut watch = Watch {
+        learn,
+        ..Watch::default()
+    };
     let mut last_data = Instant::now();
     let mut next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
     let far = Duration::from_secs(365 * 24 * 3600);
@@ -384,6 +413,10 @@ struct Watch {
     seen: Seen,
     /// Splits the JSON-array stream (no `alt=sse`) into its elements.
     array: ArrayItems,
+    /// Shown the first SSE events until it has learned what it wanted.
+    learn: Option<Learn>,
+    /// Events `learn` was shown.
+    learned_from: usize,
 }
 
 #[derive(Default)]
@@ -416,6 +449,12 @@ impl Seen {
 
 impl Watch {
     fn passthrough_event(&mut self, event: &[u8]) {
+        if let Some(learn) = &mut self.learn {
+            self.learned_from += 1;
+            if learn(event) || self.learned_from >= LEARN_EVENTS {
+                self.learn = None;
+            }
+        }
         self.seen.passthrough_event(event);
     }
 }

@@ -80,6 +80,8 @@ pub enum Route {
     ListModels,
     GetModel(String),
     Embeddings,
+    /// `POST /v1/images/generations` (OpenAI Images API).
+    ImageGenerations,
     GeminiListModels,
     GeminiGetModel(String),
     GeminiCall {
@@ -170,6 +172,7 @@ impl Route {
             Route::StoredResponse { .. } => "stored_response",
             Route::ListModels | Route::GetModel(_) => "models",
             Route::Embeddings => "embeddings",
+            Route::ImageGenerations => "image_generations",
             Route::GeminiListModels | Route::GeminiGetModel(_) => "gemini_models",
             Route::GeminiCall { action, .. } => action.as_str(),
             Route::Native => "native",
@@ -230,6 +233,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         }
         "/v1/models" | "/models" => expect(get, Route::ListModels),
         "/v1/embeddings" | "/embeddings" => expect(post, Route::Embeddings),
+        "/v1/images/generations" | "/images/generations" => expect(post, Route::ImageGenerations),
         // Anthropic (issue #17); Claude Code adds `?beta=true`, which routing never reads.
         "/v1/messages" => expect(post, Route::Messages),
         "/v1/messages/count_tokens" => expect(post, Route::CountTokens),
@@ -434,6 +438,7 @@ mod tests {
             GetModel("gemini-2.5-pro".into()),
         );
         check(Method::POST, "/v1/embeddings", Embeddings);
+        check(Method::POST, "/v1/images/generations", ImageGenerations);
         check(Method::POST, "/v1/messages", Messages);
         check(Method::POST, "/v1/messages/count_tokens", CountTokens);
         check(

@@ -1,5 +1,5 @@
-//! Token accounting: what Gemini says a response cost (`usageMetadata`), and the per client
-//! token ledger of requests and tokens for the current quota day.
+//! Token accounting: what Gemini says a response cost (`usageMetadata`, or an interaction's
+//! `usage`), and the per client token ledger of requests and tokens for the current quota day.
 //!
 //! Per (key, model) counts live in the pool's cells next to the request counters; this module
 //! owns reading `usageMetadata` out of response bytes (cheaply: it looks for the field from the
@@ -63,24 +63,57 @@ impl From<&UsageMetadata> for Tokens {
 }
 
 const FIELD: &[u8] = b"\"usageMetadata\"";
+/// An interaction's `usage` (the Interactions API), read only when a body has no
+/// `usageMetadata` and mentions `INTERACTION_MARK`.
+const INTERACTION_FIELD: &[u8] = b"\"usage\"";
+const INTERACTION_MARK: &[u8] = b"\"total_input_tokens\"";
 
-/// The last top-level `usageMetadata` in one Gemini response or stream event (JSON bytes).
-/// Google puts it near the end, so this scans backwards for the field name and parses only its
+/// The last top-level `usageMetadata` in one Gemini response or stream event (JSON bytes), or
+/// failing that an interaction's `usage` (`total_input_tokens`, `total_output_tokens`,
+/// `total_thought_tokens`: an `Interaction`, or an `interaction.completed` event's). Google
+/// puts it near the end, so this scans backwards for the field name and parses only its
 /// object; a name inside a string cannot match (its quotes would be escaped).
 pub fn from_json(bytes: &[u8]) -> Option<Tokens> {
+    if let Some(u) = last_field::<UsageMetadata>(bytes, FIELD) {
+        return Some(Tokens::from(&u));
+    }
+    if !bytes
+        .windows(INTERACTION_MARK.len())
+        .any(|w| w == INTERACTION_MARK)
+    {
+        return None;
+    }
+    let u = last_field::<InteractionUsage>(bytes, INTERACTION_FIELD)?;
+    (u.total_input_tokens.is_some() || u.total_output_tokens.is_some()).then(|| Tokens {
+        prompt: u.total_input_tokens.unwrap_or(0),
+        completion: u.total_output_tokens.unwrap_or(0),
+        thoughts: u.total_thought_tokens.unwrap_or(0),
+    })
+}
+
+/// An interaction's token counts (the Interactions API's `Usage`).
+#[derive(serde::Deserialize)]
+struct InteractionUsage {
+    total_input_tokens: Option<u64>,
+    total_output_tokens: Option<u64>,
+    total_thought_tokens: Option<u64>,
+}
+
+/// The last unescaped `field` in `bytes` whose value parses as a `T`.
+fn last_field<T: serde::de::DeserializeOwned>(bytes: &[u8], field: &[u8]) -> Option<T> {
     let mut end = bytes.len();
     while let Some(i) = bytes[..end].iter().rposition(|&b| b == b'"') {
         end = i;
-        if !bytes[i..].starts_with(FIELD) || escaped(bytes, i) {
+        if !bytes[i..].starts_with(field) || escaped(bytes, i) {
             continue;
         }
-        let rest = bytes[i + FIELD.len()..].trim_ascii_start();
+        let rest = bytes[i + field.len()..].trim_ascii_start();
         let Some(value) = rest.strip_prefix(b":") else {
             continue;
         };
-        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<UsageMetadata>();
+        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<T>();
         if let Some(Ok(u)) = values.next() {
-            return Some(Tokens::from(&u));
+            return Some(u);
         }
     }
     None
@@ -346,6 +379,31 @@ mod tests {
         check("\"usageMetadata\"", None);
         check(r#"{"usageMetadata": 5}"#, None);
         check(r#"{"usageMetadata": {"promptTokenCount": "x"}}"#, None);
+    }
+
+    #[test]
+    fn reads_an_interactions_usage() {
+        check(
+            r#"{"id":"v1_a","object":"interaction","status":"completed","usage":{"total_input_tokens":8,"total_output_tokens":12,"total_thought_tokens":3,"total_tokens":23}}"#,
+            Some((8, 12, 3)),
+        );
+        check(
+            r#"{"event_type":"interaction.completed","event_id":"e7","interaction":{"id":"v1_a","usage":{"total_input_tokens":4,"total_output_tokens":5}}}"#,
+            Some((4, 5, 0)),
+        );
+        // usageMetadata wins; a `usage` without the Interactions API's counts is nothing.
+        check(
+            r#"{"usage":{"total_input_tokens":9},"usageMetadata":{"promptTokenCount":1}}"#,
+            Some((1, 0, 0)),
+        );
+        check(
+            r#"{"usage":{"prompt_tokens":3},"total_input_tokens":1}"#,
+            None,
+        );
+        check(
+            r#"{"steps":[{"content":[{"text":"\"usage\":{\"total_input_tokens\":99}"}]}]}"#,
+            None,
+        );
     }
 
     fn wall(rfc3339: &str) -> SystemTime {

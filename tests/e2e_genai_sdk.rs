@@ -139,3 +139,81 @@ async fn google_genai_files_and_caches() {
         .iter()
         .all(|r| r.key.as_deref() != Some(TEST_TOKEN) && r.key.as_deref() != Some(OTHER_TOKEN)));
 }
+
+/// The Interactions API and batch jobs through the pool (issue #18 item 5): a streamed
+/// `interactions.create`, follow-ups with `previous_interaction_id`, `get` (resumed after an
+/// event), `delete`, an uploaded file in a `document` block; `batches.create` polled with `batches.get`, `batches.list` showing only
+/// the caller's; a second token sees neither. Every call naming an interaction or a batch ran
+/// on the key that created it, and Google answered no 403.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the google-genai SDK: run scripts/test.sh"]
+async fn google_genai_interactions_and_batches() {
+    const OTHER_TOKEN: &str = "sk-test-token-OTHER-0123456789";
+    const TURNS: usize = 8;
+    let keys = fake_keys(3);
+    let fake = FakeGemini::start().await;
+    let proxy = Proxy::builder()
+        .config(
+            config_for(&fake.url(), &keys)
+                .set("models", r#"list = "static""#)
+                .set(
+                    "auth",
+                    &format!(
+                        r#"tokens = ["{TEST_TOKEN}", {{ name = "other", token = "{OTHER_TOKEN}" }}]"#
+                    ),
+                ),
+        )
+        .start()
+        .await;
+
+    run::passing(
+        "genai_interactions.py",
+        vec![
+            ("GR_BASE_URL", proxy.url()),
+            ("GR_TOKEN", TEST_TOKEN.to_string()),
+            ("GR_OTHER_TOKEN", OTHER_TOKEN.to_string()),
+            ("GR_MODEL", MODEL.to_string()),
+            ("GR_TURNS", TURNS.to_string()),
+        ],
+        Duration::from_secs(120),
+        || proxy.logs(),
+    )
+    .await;
+    assert_eq!(
+        fake.permission_denied(),
+        0,
+        "a call reached another project"
+    );
+    let requests = fake.requests();
+    // The conversation's every turn, and every read of it, on the key that started it.
+    let pinned: Vec<_> = requests
+        .iter()
+        .filter(|r| {
+            r.path.starts_with("/v1beta/interactions/")
+                || r.body
+                    .as_ref()
+                    .is_some_and(|b| b.get("previous_interaction_id").is_some())
+        })
+        .collect();
+    assert!(pinned.len() > TURNS, "{}", pinned.len());
+    let first = pinned[0].key.clone();
+    assert!(
+        pinned.iter().all(|r| r.key == first),
+        "an interaction call was rotated"
+    );
+    // Each batch read on the key that made the batch.
+    for read in requests
+        .iter()
+        .filter(|r| r.path.starts_with("/v1beta/batches/"))
+    {
+        let name = read.path.trim_start_matches("/v1beta/");
+        assert_eq!(
+            fake.owner_of(name),
+            read.key.clone(),
+            "{name} read on another key"
+        );
+    }
+    assert!(requests
+        .iter()
+        .all(|r| r.key.as_deref() != Some(TEST_TOKEN) && r.key.as_deref() != Some(OTHER_TOKEN)));
+}

@@ -1,6 +1,9 @@
 //! End to end with the official `openai` Python SDK against the real binary and the fake
 //! upstream: chat, streams, tools on Gemini 3 (signatures checked by the fake), structured
-//! output through the SDK's `parse`, embeddings in both encodings, models, errors. Needs the
+//! output through the SDK's `parse`, embeddings in both encodings, models, errors, images
+//! (`images.generate` on Imagen and a Gemini image model, chat `message.images`), and a
+//! context cache made with google-genai and used through `extra_body`, always on the key that
+//! made it. Needs the
 //! SDK: `scripts/test.sh` installs it into a virtualenv and passes its interpreter in
 //! `GEMINI_ROTATOR_E2E_PYTHON`; plain `cargo test` skips this (ignored).
 
@@ -14,6 +17,9 @@ use support::*;
 
 const TOOL_MODEL: &str = "gemini-3-flash-preview";
 const JSON_MODEL: &str = "gemini-2.5-pro";
+const IMAGEN: &str = "imagen-4.0-generate-001";
+const IMAGE_MODEL: &str = "gemini-2.5-flash-image";
+const IMAGE_PROMPT: &str = "a lighthouse at dusk";
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the openai SDK: run scripts/test.sh"]
@@ -33,6 +39,12 @@ async fn openai_python_sdk() {
         .then(Reply::text("21 degrees and sunny."))
         .then(Reply::parts(vec![call("Oslo", "sig-e2e-2")]));
     fake.on_model(JSON_MODEL).always(Reply::text(json_answer));
+    // `on_any` above would answer text: the image model gets its picture explicitly.
+    let image_b64 = fake_image_b64(IMAGE_MODEL, IMAGE_PROMPT, 0);
+    fake.on_model(IMAGE_MODEL)
+        .always(Reply::parts(vec![serde_json::json!(
+            {"inlineData": {"mimeType": "image/png", "data": image_b64.clone()}}
+        )]));
     let proxy = Proxy::builder()
         .config(config_for(&fake.url(), &[fake_key(1), fake_key(2)]).set(
             "models.aliases",
@@ -54,10 +66,35 @@ async fn openai_python_sdk() {
             ("GR_JSON_MODEL", JSON_MODEL.to_string()),
             ("GR_JSON", json_answer.to_string()),
             ("GR_EMBED_MODEL", "gemini-embedding-001".to_string()),
+            ("GR_IMAGEN", IMAGEN.to_string()),
+            ("GR_IMAGE_MODEL", IMAGE_MODEL.to_string()),
+            ("GR_IMAGE_PROMPT", IMAGE_PROMPT.to_string()),
+            ("GR_IMAGEN_B64_0", fake_image_b64(IMAGEN, IMAGE_PROMPT, 0)),
+            ("GR_IMAGEN_B64_1", fake_image_b64(IMAGEN, IMAGE_PROMPT, 1)),
+            ("GR_IMAGE_B64", image_b64),
         ],
         Duration::from_secs(120),
         || proxy.logs(),
     )
     .await;
     assert_eq!(fake.keys_in_url(), 0);
+    // Every generation naming the cache went with the key that made it (0 403s).
+    assert_eq!(fake.permission_denied(), 0);
+    let cached: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.body
+                .as_ref()
+                .is_some_and(|b| b.get("cachedContent").is_some())
+        })
+        .collect();
+    assert_eq!(cached.len(), 4);
+    let name = cached[0].body.as_ref().map(|b| b["cachedContent"].clone());
+    let creator = name
+        .as_ref()
+        .and_then(|n| n.as_str())
+        .and_then(|n| fake.owner_of(n));
+    assert!(creator.is_some());
+    assert!(cached.iter().all(|r| r.key == creator));
 }

@@ -24,15 +24,19 @@ async fn setup_with(
 ) -> (FakeGemini, Proxy, Vec<String>) {
     let keys = fake_keys(keys);
     let fake = FakeGemini::start().await;
-    let proxy =
-        start(&fake, &keys, |c| {
-            tweak(c).set(
-            "auth",
-            &format!(r#"tokens = ["{TEST_TOKEN}", {{ name = "other", token = "{OTHER_TOKEN}" }}]"#),
+    // The tweak comes last, so a test may raise `max_upload`.
+    let proxy = start(&fake, &keys, |c| {
+        tweak(
+            c.set(
+                "auth",
+                &format!(
+                    r#"tokens = ["{TEST_TOKEN}", {{ name = "other", token = "{OTHER_TOKEN}" }}]"#
+                ),
+            )
+            .set("server", r#"max_upload = "400MiB""#),
         )
-        .set("server", r#"max_upload = "400MiB""#)
-        })
-        .await;
+    })
+    .await;
     (fake, proxy, keys)
 }
 
@@ -579,12 +583,17 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_upload_streams_through_in_constant_memory() {
-    const SIZE: u64 = 300 << 20;
+    // The issue's figure: a gibibyte.
+    const SIZE: u64 = 1 << 30;
     // Larger than `server.max_body` (32 MiB): uploads are bounded by `max_upload` only.
-    const CHUNK: u64 = 48 << 20;
+    const CHUNK: u64 = 64 << 20;
     // One worker thread: the chunks' connections all land on it, so the peak below is not
     // each thread's allocator warming up.
-    let (fake, proxy, _) = setup_with(2, |c| c.set("server", "workers = 1")).await;
+    let (fake, proxy, _) = setup_with(2, |c| {
+        c.set("server", "workers = 1")
+            .set("server", r#"max_upload = "1100MiB""#)
+    })
+    .await;
     // Warm up (connections, allocator) so the peak below is the upload's alone.
     let warm = upload(&proxy, TEST_TOKEN, &vec![1u8; 8 << 20], 2 << 20).await;
     assert!(warm["name"].is_string());

@@ -4,8 +4,15 @@
 //! model through aliases (a fallback chain moves to the next model when no key can serve the
 //! current one), has `media` fetch any http(s) image URL, translates, and lets `proxy` find a
 //! key. Streams go to `relay`.
+//!
+//! `google.cached_content` names a context cache made through the native API: the caller must
+//! own it (else a 404 before any upstream call), and every model of the chain is then tried on
+//! the key that made it only (`proxy::Pinned`: its rest is a 429 naming the cache, a 403 there
+//! disables nothing). An answer that may carry images (`modalities`, an image model) is
+//! counted against the memory budget while held.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -21,7 +28,7 @@ use crate::body::{read_body, Reply};
 use crate::clock::unix_now;
 use crate::error::ProxyError;
 use crate::media;
-use crate::proxy::{self, Call, Delivery, Payload};
+use crate::proxy::{self, Call, Delivery, Payload, Pinned};
 use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
@@ -61,6 +68,7 @@ pub async fn complete(
     let requested = clean_model_name(&request.model)?;
     log.model = Some(requested.to_string());
     let chain = allowed_chain(caller, requested, resolve(&snap.config.models, requested))?;
+    let cache = cache_pin(app, snap, caller, request).await?;
     // Fetched once, before any key is used: a bad URL is the client's 400, not a key's fault.
     let urls = chat::remote_media_urls(request);
     let media = if urls.is_empty() {
@@ -103,7 +111,10 @@ pub async fn complete(
             path_and_query: &path,
             body: Some(Bytes::from(gemini_body)),
             delivery,
-            pinned: None,
+            pinned: cache.as_ref().map(|(resource, index)| Pinned {
+                index: *index,
+                resource,
+            }),
             native: None,
         };
         match proxy::execute(snap, call, log).await {
@@ -112,13 +123,17 @@ pub async fn complete(
                     log.model = Some(format!("{requested}->{}", target.model));
                 }
                 return match served.body {
-                    Payload::Full(bytes) => match chat::from_gemini_detailed(&bytes, &ctx) {
+                    Payload::Full(bytes) => match reserve_images(request, &target.model, &bytes)
+                        .and_then(|()| {
+                            chat::from_gemini_detailed(&bytes, &ctx)
+                                .map_err(|e| failed_body(snap, &served.lease, e))
+                        }) {
                         Ok(done) if done.has_output => {
                             app.signatures.remember(done.signatures);
                             Ok(Answer::Whole(done.body))
                         }
                         Ok(_) => Err(empty_answer(&bytes)),
-                        Err(e) => Err(failed_body(snap, &served.lease, e)),
+                        Err(e) => Err(e),
                     },
                     Payload::Stream(response) => {
                         let translator = StreamTranslator::new(ctx, request.include_usage());
@@ -141,6 +156,31 @@ pub async fn complete(
         }
     }
     Err(chain_exhausted(last_error))
+}
+
+/// The key `google.cached_content` lives on, when the request names a cache: it must be the
+/// caller's (an unknown cache and another token's are the same 404) and its key still in the
+/// pool. The one place the chat route reads the affinity table.
+async fn cache_pin(
+    app: &App,
+    snap: &Snapshot,
+    caller: &Caller,
+    request: &ChatRequest<'_>,
+) -> Result<Option<(String, usize)>, ProxyError> {
+    let Some(name) = chat::cached_content(request).map_err(from_translate)? else {
+        return Ok(None);
+    };
+    let owner = caller.token_name.as_deref().unwrap_or("");
+    crate::api::native::resolve(app, snap, owner, &[name.to_string()], SystemTime::now()).await
+}
+
+/// An answer that may hold images is counted against the memory budget while it is held.
+fn reserve_images(request: &ChatRequest<'_>, model: &str, bytes: &[u8]) -> Result<(), ProxyError> {
+    if chat::wants_images(request, model) {
+        crate::api::images::reserve_answer(bytes.len())
+    } else {
+        Ok(())
+    }
 }
 
 /// A 200 from Gemini with nothing to show: an explicit error, never an empty success (clients

@@ -167,9 +167,10 @@ fn forwarded_query(query: Option<&str>) -> Result<String, ProxyError> {
 
 /// Google's documented query parameters of the other native methods (files, caches, batches,
 /// operations, uploads): the system parameters, paging, `filter`, `updateMask` (a cache's
-/// patch), `force` (deleting a store with its documents) and the upload protocol's
-/// `uploadType`. `alt` may also be `media` (a file's bytes).
-pub(crate) const NATIVE_PARAMS: [&str; 9] = [
+/// patch), `force` (deleting a store with its documents), the upload protocol's
+/// `uploadType`, and an interaction's `stream`, `last_event_id` (resuming its stream after
+/// that event) and `include_input`. `alt` may also be `media` (a file's bytes).
+pub(crate) const NATIVE_PARAMS: [&str; 12] = [
     "alt",
     "fields",
     "prettyPrint",
@@ -179,6 +180,9 @@ pub(crate) const NATIVE_PARAMS: [&str; 9] = [
     "updateMask",
     "force",
     "uploadType",
+    "stream",
+    "last_event_id",
+    "include_input",
 ];
 
 /// `forwarded_query` for the other native methods (`NATIVE_PARAMS`).
@@ -368,6 +372,14 @@ mod tests {
         assert_eq!(
             native_query(Some("access_token=t&$key=k&pageSize=3")).ok(),
             Some("pageSize=3".to_string())
+        );
+        // An interaction's stream is resumed after an event.
+        assert_eq!(
+            native_query(Some(
+                "stream=true&last_event_id=ev%2D7&key=k&include_input=false"
+            ))
+            .ok(),
+            Some("stream=true&last_event_id=ev-7&include_input=false".to_string())
         );
         // Values are decoded and re-encoded; nothing can smuggle a second parameter in.
         check("pageToken=a%26key%3Dx", "pageToken=a%26key%3Dx");

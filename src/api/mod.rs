@@ -10,6 +10,7 @@ pub mod embeddings;
 pub mod explain;
 pub mod gemini;
 pub mod health;
+pub mod images;
 pub mod ip;
 pub mod models;
 pub mod native;
@@ -53,6 +54,7 @@ pub async fn dispatch(
             .await
             .map(Reply::Done),
         Route::Embeddings => embeddings::create(app, snap, &caller, req, log).await,
+        Route::ImageGenerations => images::generations(snap, &caller, req, log).await,
         Route::RunGemini => run_gemini::run(app, snap, &caller, req, log).await,
         Route::Explain => explain::explain(snap, req.uri().query()).map(Reply::Done),
         Route::AdminReload => admin::reload(app).await.map(Reply::Done),

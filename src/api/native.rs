@@ -10,10 +10,11 @@
 //!   read whole (bounded) so the resources they create can be remembered.
 //! - **Affinity**: a resource Google returns on a create is remembered (`affinity`) with the
 //!   key that made it and the client token that asked; a later call naming it, in its path or
-//!   its body (`fileData.fileUri`, `cachedContent`, a batch's `fileName`), goes with that key
-//!   only (`proxy::Pinned`), and a 403 there disables nothing. With a shared state store the
-//!   pins are the fleet's (`App::pin`, `App::pins_of`): a file uploaded through one replica is
-//!   used, listed and deleted through any.
+//!   its body (`fileData.fileUri`, `cachedContent`, a batch's `fileName`, an interaction's
+//!   content blocks' `uri`), goes with that key only (`proxy::Pinned`), and a 403 there
+//!   disables nothing. With a shared state store the pins are the fleet's (`App::pin`,
+//!   `App::pins_of`): a file uploaded through one replica is used, listed and deleted through
+//!   any.
 //! - **Ownership**: a token reaches only resources it created: any other name, unknown or
 //!   another token's, is Google's 404. `GET` of a collection (`files`, `cachedContents`,
 //!   `batches`…) lists the caller's own resources across every key, paged by the proxy.
@@ -22,8 +23,16 @@
 //!   its id random (256 bits), bound to the token that started it and pinned to its key (kept
 //!   under a hash of the id: `affinity::upload_name`); the SDK sends the chunks there without
 //!   a credential, to any replica.
-//! - **Repeats**: only `GET`s fail over to another key after a failure (as model lists do);
-//!   creates, deletes, updates and uploads are sent once.
+//! - **Interactions**: `POST /v1beta/interactions` rotates over the pool for the body's `model`
+//!   (or any key for an `agent`) and fails over before the first byte as `generateContent`
+//!   does; with `stream: true` the SSE answer is relayed untouched (`relay`), the interaction's
+//!   `id` learned from its first event; either way it is remembered as `interactions/{id}`
+//!   (`INTERACTION_TTL`). A create naming `previous_interaction_id`, and `GET` (its
+//!   `stream`/`last_event_id` resumption included), `cancel` and `DELETE` of
+//!   `interactions/{id}`, go pinned to that interaction's key.
+//! - **Repeats**: only `GET`s fail over to another key after a failure (as model lists do), and
+//!   interaction creates as generations do; other creates, deletes, updates and uploads are
+//!   sent once.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -58,8 +67,9 @@ const TRACKED: [&str; 8] = [
 ];
 
 /// Client request headers that travel upstream (besides the key the proxy sets).
-const REQUEST_HEADERS: [&str; 9] = [
+const REQUEST_HEADERS: [&str; 10] = [
     "content-type",
+    "api-revision",
     "content-length",
     "x-goog-upload-protocol",
     "x-goog-upload-command",
@@ -129,6 +139,9 @@ impl Target {
                     }
                     _ => {}
                 }
+            }
+            ["interactions", id, ..] => {
+                target.resource = Some(format!("interactions/{}", bare(id)));
             }
             [collection] => {
                 let c = bare(collection);
@@ -252,7 +265,15 @@ pub async fn passthrough(
     let owner = owner_of(caller);
     let method = req.method().clone();
     let target = Target::of(rest);
-    let model = match &target.model {
+    // `POST /v1beta/interactions` (`/v1/…` too: the path is the SDK's `api_version`).
+    let creates_interaction = rest == "interactions" && method == Method::POST && !upload;
+    if rest == "interactions" && !creates_interaction {
+        // No list: one would show every interaction of a key's project, whoever made it.
+        return Err(ProxyError::not_found(
+            "interactions are read one at a time: GET /v1beta/interactions/{id}",
+        ));
+    }
+    let mut model = match &target.model {
         Some(m) => {
             let m = clean_model_name(m)?.to_string();
             caller.check_model(&m)?;
@@ -284,6 +305,7 @@ pub async fn passthrough(
     let streams = upload && !resumable_start;
     let headers = forwarded_headers(req.headers(), streams);
     let host = client_host(req.headers(), caller.trusted_peer);
+    let mut interaction = None;
     let (body, stream) = if streams {
         if header_u64(req.headers(), "content-length")?.is_some_and(|n| n > max_upload) {
             return Err(ProxyError::PayloadTooLarge { limit: max_upload });
@@ -294,11 +316,28 @@ pub async fn passthrough(
         (None, None)
     } else {
         let bytes = read_body(req, snap.config.server.max_body).await?;
+        if creates_interaction {
+            let create = InteractionCreate::read(&bytes)?;
+            let named_model = create.model.as_deref().or(create.agent.as_deref());
+            if let Some(m) = named_model {
+                caller.check_model(m)?;
+                log.model = Some(m.to_string());
+            }
+            model.clone_from(&create.model);
+            if let Some(previous) = &create.previous {
+                named.push(previous.clone());
+            }
+            interaction = Some(create);
+        }
         if bytes.is_empty() {
             (None, None)
         } else {
             check_json_object(&bytes)?;
-            named.extend(referenced(&bytes)?);
+            if creates_interaction {
+                named.extend(referenced_by_interaction(&bytes)?);
+            } else {
+                named.extend(referenced(&bytes)?);
+            }
             if target.collection.is_some() && method == Method::POST {
                 refuse_taken_name(app, &bytes, now).await?;
             }
@@ -312,7 +351,8 @@ pub async fn passthrough(
         .resource
         .as_deref()
         .is_some_and(|r| r.starts_with("batches/") || r.contains("operations/"));
-    let delivery = if method == Method::GET && !learns {
+    let streams_interaction = interaction.as_ref().is_some_and(|c| c.stream);
+    let delivery = if (method == Method::GET && !learns) || streams_interaction {
         Delivery::Streaming
     } else {
         Delivery::Buffered
@@ -330,7 +370,9 @@ pub async fn passthrough(
         native: Some(Native {
             headers,
             stream: std::sync::Mutex::new(stream),
-            once: !repeatable(&method, model.is_some(), target.action.as_deref()),
+            // A create fails over as a generation does (never once it may have run).
+            once: !(creates_interaction
+                || repeatable(&method, target.model.is_some(), target.action.as_deref())),
         }),
     };
     let fault = call
@@ -355,7 +397,11 @@ pub async fn passthrough(
             } else {
                 Shape::Raw
             };
-            let mut response = relay::start(
+            let learn = interaction
+                .as_ref()
+                .filter(|c| c.store)
+                .map(|_| learn_interaction(app.clone(), owner.clone(), served.lease.key.clone()));
+            let mut response = relay::start_learning(
                 app.clone(),
                 snap.clone(),
                 served.lease,
@@ -363,6 +409,7 @@ pub async fn passthrough(
                 shape,
                 log.hand_off(),
                 content_type,
+                learn,
             )
             .await;
             *response.status_mut() = served.status;
@@ -383,6 +430,12 @@ pub async fn passthrough(
             now,
         )?;
         out_headers.insert(UPLOAD_URL, url);
+    } else if let Some(create) = &interaction {
+        if create.store {
+            if let Some(id) = interaction_id(&bytes) {
+                remember_interaction(app, &owner, &served.lease.key, &id, now);
+            }
+        }
     } else {
         remember_created(app, &owner, &served.lease.key, &bytes, now);
     }
@@ -516,6 +569,162 @@ async fn session_chunk(
         out_headers,
         bytes,
     )))
+}
+
+/// How long an interaction is remembered: Google keeps a stored interaction 55 days on the
+/// paid tier (a day on the free tier, after which Google's own 404 answers).
+pub const INTERACTION_TTL: Duration = Duration::from_secs(55 * 24 * 3600);
+
+/// What the proxy reads of an interaction create (`POST /v1beta/interactions`); the body
+/// itself goes upstream as the client sent it.
+#[derive(Debug, PartialEq, Eq)]
+struct InteractionCreate {
+    /// `model`, cleaned (`models/` dropped): the pool rotates for it.
+    model: Option<String>,
+    /// `agent` (Deep Research and the like): any key of the pool.
+    agent: Option<String>,
+    /// `stream: true`: the answer is SSE.
+    stream: bool,
+    /// `previous_interaction_id`, as the affinity name `interactions/{id}`.
+    previous: Option<String>,
+    /// `store` (Google's default `true`): a `false` one is not kept by Google, nor here.
+    store: bool,
+}
+
+impl InteractionCreate {
+    /// The create's fields, refused in Google's shape before any key is used when the body
+    /// is not a JSON object, names neither `model` nor `agent` (or both), or a field has the
+    /// wrong type.
+    fn read(body: &[u8]) -> Result<InteractionCreate, ProxyError> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            model: Option<Value>,
+            agent: Option<Value>,
+            stream: Option<Value>,
+            previous_interaction_id: Option<Value>,
+            store: Option<Value>,
+        }
+        let bad = |message: String, param: &str| ProxyError::BadRequest {
+            message,
+            param: Some(param.into()),
+        };
+        if body.is_empty() {
+            return Err(ProxyError::bad_request(
+                "an interaction create needs a JSON object body naming a model or an agent",
+            ));
+        }
+        check_json_object(body)?;
+        let raw: Raw = serde_json::from_slice(body).map_err(|e| {
+            ProxyError::bad_request(format!(
+                "the interaction is not valid JSON: {}",
+                crate::excerpt::serde_error(&e)
+            ))
+        })?;
+        let text = |v: Option<Value>, param: &str| match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(bad(format!("{param} must be a string"), param)),
+        };
+        let flag = |v: Option<Value>, param: &str, default: bool| match v {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(_) => Err(bad(format!("{param} must be true or false"), param)),
+        };
+        let model = text(raw.model, "model")?
+            .map(|m| clean_model_name(&m).map(str::to_string))
+            .transpose()?;
+        let agent = text(raw.agent, "agent")?;
+        if let Some(a) = &agent {
+            if !plain_id(a) || a.len() > 128 {
+                return Err(bad(
+                    format!("'{}' is not a valid agent name", crate::excerpt::excerpt(a)),
+                    "agent",
+                ));
+            }
+        }
+        match (&model, &agent) {
+            (None, None) => {
+                return Err(bad(
+                    "an interaction needs a model or an agent".into(),
+                    "model",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "an interaction names a model or an agent, not both".into(),
+                    "agent",
+                ))
+            }
+            _ => {}
+        }
+        let previous = text(raw.previous_interaction_id, "previous_interaction_id")?
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                if plain_id(&p) {
+                    Ok(format!("interactions/{p}"))
+                } else {
+                    Err(bad(
+                        format!("'{}' is not an interaction id", crate::excerpt::excerpt(&p)),
+                        "previous_interaction_id",
+                    ))
+                }
+            })
+            .transpose()?;
+        Ok(InteractionCreate {
+            model,
+            agent,
+            stream: flag(raw.stream, "stream", false)?,
+            previous,
+            store: flag(raw.store, "store", true)?,
+        })
+    }
+}
+
+/// The interaction an answer or a stream event names: the `id` of an interaction (a create's
+/// JSON answer), of the `interaction` an `interaction.created` (or legacy `interaction.start`)
+/// event carries, or a status update's `interaction_id`; only a plain id counts.
+fn interaction_id(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        id: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        id: Option<String>,
+        interaction: Option<Inner>,
+        interaction_id: Option<String>,
+    }
+    let named: Named = serde_json::from_slice(bytes).ok()?;
+    named
+        .interaction
+        .and_then(|i| i.id)
+        .or(named.interaction_id)
+        .or(named.id)
+        .filter(|id| plain_id(id))
+}
+
+/// Remembers the interaction `id` for `owner` on `key`.
+fn remember_interaction(
+    app: &App,
+    owner: &Arc<str>,
+    key: &crate::secret::ApiKey,
+    id: &str,
+    now: SystemTime,
+) {
+    let name = format!("interactions/{id}");
+    remember(app, owner, key, &name, now + INTERACTION_TTL, now);
+}
+
+/// A streamed create's `Learn`: the interaction its first event names is remembered before
+/// the client gets that event (so a `get` right after it finds the pin).
+fn learn_interaction(app: Arc<App>, owner: Arc<str>, key: crate::secret::ApiKey) -> relay::Learn {
+    Box::new(move |event: &[u8]| match interaction_id(event) {
+        Some(id) => {
+            remember_interaction(&app, &owner, &key, &id, SystemTime::now());
+            true
+        }
+        None => false,
+    })
 }
 
 /// A client-side failure of a streamed body, as the client's error.
@@ -657,6 +866,17 @@ const MAX_NAMED: usize = 1000;
 /// `files/`, or any `cachedContent`) but is not in a form this proxy reads is refused, so
 /// no spelling Google might resolve slips past the ownership check.
 pub(crate) fn referenced(body: &[u8]) -> Result<Vec<String>, ProxyError> {
+    scan_names(body, false)
+}
+
+/// `referenced` for an interaction create, whose content blocks (`document`, `image`,
+/// `audio`, `video`) name a file in `uri`.
+fn referenced_by_interaction(body: &[u8]) -> Result<Vec<String>, ProxyError> {
+    scan_names(body, true)
+}
+
+/// The scan of `referenced`; `uris`: a `uri` field names a file as `fileUri` does.
+fn scan_names(body: &[u8], uris: bool) -> Result<Vec<String>, ProxyError> {
     let mentions = |needle: &[u8]| {
         body.windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle))
@@ -670,6 +890,7 @@ pub(crate) fn referenced(body: &[u8]) -> Result<Vec<String>, ProxyError> {
         Scan {
             out: &mut out,
             field: Field::Other,
+            uris,
         },
         &mut de,
     )
@@ -702,9 +923,10 @@ enum Field {
 }
 
 impl Field {
-    fn of(key: &str) -> Field {
+    fn of(key: &str, uris: bool) -> Field {
         match key {
             "fileUri" | "file_uri" => Field::FileUri,
+            "uri" if uris => Field::FileUri,
             "cachedContent" | "cached_content" => Field::CachedContent,
             "fileName" | "file_name" => Field::FileName,
             "fileSearchStoreNames" | "file_search_store_names" => Field::StoreNames,
@@ -717,6 +939,8 @@ impl Field {
 struct Scan<'a> {
     out: &'a mut Vec<String>,
     field: Field,
+    /// `uri` names a file too (an interaction's content blocks).
+    uris: bool,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Scan<'_> {
@@ -727,7 +951,9 @@ impl<'de> serde::de::DeserializeSeed<'de> for Scan<'_> {
 }
 
 /// A map key, read as the `Field` it names.
-struct Key;
+struct Key {
+    uris: bool,
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for Key {
     type Value = Field;
@@ -742,7 +968,7 @@ impl serde::de::Visitor<'_> for Key {
         f.write_str("a field name")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
-        Ok(Field::of(v))
+        Ok(Field::of(v, self.uris))
     }
 }
 
@@ -815,16 +1041,19 @@ impl<'de> serde::de::Visitor<'de> for Scan<'_> {
             .next_element_seed(Scan {
                 out: &mut *self.out,
                 field,
+                uris: self.uris,
             })?
             .is_some()
         {}
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(field) = map.next_key_seed(Key)? {
+        let uris = self.uris;
+        while let Some(field) = map.next_key_seed(Key { uris })? {
             map.next_value_seed(Scan {
                 out: &mut *self.out,
                 field,
+                uris,
             })?;
         }
         Ok(())
@@ -1270,6 +1499,14 @@ mod tests {
         let t = Target::of("models/veo-3/operations/op1");
         assert_eq!(t.resource.as_deref(), Some("models/veo-3/operations/op1"));
         assert_eq!(Target::of("interactions").collection, None);
+        assert_eq!(
+            Target::of("interactions/v1_abc/cancel").resource.as_deref(),
+            Some("interactions/v1_abc")
+        );
+        assert_eq!(
+            Target::of("interactions/v1_abc:cancel").resource.as_deref(),
+            Some("interactions/v1_abc")
+        );
         assert_eq!(Target::of("files").prefix, "files/");
         assert_eq!(
             Target::of("batches/b:cancel").action.as_deref(),
@@ -1385,6 +1622,74 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("soon"), None);
         assert_eq!(parse_rfc3339("1960-01-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn interaction_creates() {
+        let read = |b: &str| InteractionCreate::read(b.as_bytes());
+        assert_eq!(
+            read(r#"{"model":"models/gemini-3-flash","input":"hi","stream":true,"previous_interaction_id":"v1_a-b"}"#).ok(),
+            Some(InteractionCreate {
+                model: Some("gemini-3-flash".into()),
+                agent: None,
+                stream: true,
+                previous: Some("interactions/v1_a-b".into()),
+                store: true,
+            })
+        );
+        let agent = read(
+            r#"{"agent":"deep-research-pro-preview-12-2025","input":"x","background":true,"store":false}"#,
+        );
+        assert!(agent
+            .as_ref()
+            .is_ok_and(|c| c.model.is_none() && !c.store && !c.stream));
+        for bad in [
+            "",
+            "[]",
+            "{",
+            r#"{"input":"x"}"#,
+            r#"{"model":"m","agent":"a","input":"x"}"#,
+            r#"{"model":["m"]}"#,
+            r#"{"model":"m","stream":1}"#,
+            r#"{"model":"m","store":"no"}"#,
+            r#"{"agent":"a/b"}"#,
+            r#"{"model":"m","previous_interaction_id":"x/../y"}"#,
+            r#"{"model":"m","previous_interaction_id":5}"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn interaction_inputs_name_files_in_uri() {
+        let body = br#"{"model":"m","input":[{"type":"document","uri":"https://h/v1beta/files/doc1","mime_type":"application/pdf"},{"type":"text","text":"uri"}]}"#;
+        assert_eq!(
+            referenced_by_interaction(body).ok(),
+            Some(vec!["files/doc1".to_string()])
+        );
+        // Elsewhere `uri` is not a file field.
+        assert_eq!(referenced(body).ok(), Some(vec![]));
+        assert!(
+            referenced_by_interaction(br#"{"input":[{"uri":"https://h/v1alpha/files/x"}]}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn interaction_ids() {
+        let created = br#"{"event_type":"interaction.created","event_id":"e1","interaction":{"id":"v1_x","status":"in_progress"}}"#;
+        assert_eq!(interaction_id(created).as_deref(), Some("v1_x"));
+        let update = br#"{"event_type":"interaction.status_update","interaction_id":"v1_y","status":"in_progress"}"#;
+        assert_eq!(interaction_id(update).as_deref(), Some("v1_y"));
+        assert_eq!(
+            interaction_id(br#"{"id":"v1_z","object":"interaction"}"#).as_deref(),
+            Some("v1_z")
+        );
+        assert_eq!(interaction_id(br#"{"id":"../x"}"#), None);
+        assert_eq!(
+            interaction_id(br#"{"event_type":"step.delta","delta":{"text":"hi"}}"#),
+            None
+        );
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct GenerateContentRequest<'a> {
     pub safety_settings: Vec<SafetySetting<'a>>,
     #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
     pub generation_config: GenerationConfig<'a>,
+    /// `cachedContents/…`: a context cache of the key the request is pinned to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_content: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -187,6 +190,19 @@ pub struct GenerationConfig<'a> {
     /// Anthropic's `top_k` (issue #17).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_k: Option<u32>,
+    /// `["TEXT", "IMAGE"]` for image output; empty: Gemini's default (text).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_modalities: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_config: Option<ImageConfig>,
+}
+
+/// Image output settings of Gemini's image models.
+#[derive(Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<&'static str>,
 }
 
 impl GenerationConfig<'_> {
@@ -326,6 +342,42 @@ pub struct ResponsePart<'a> {
     pub thought_signature: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub function_call: Option<ResponseFunctionCall<'a>>,
+    /// An image (or other media) the model made: base64 `data` with its `mimeType`.
+    #[serde(default, borrow)]
+    pub inline_data: Option<ResponseBlob<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseBlob<'a> {
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub mime_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub data: Cow<'a, str>,
+}
+
+impl ResponseBlob<'_> {
+    /// `data:{mime};base64,{data}` when this is an image whose payload is base64 (anything
+    /// else is not shown to the client as an image).
+    pub fn image_data_url(&self) -> Option<String> {
+        let mime = self.mime_type.as_deref().unwrap_or("image/png");
+        let sane = mime.strip_prefix("image/").is_some_and(|sub| {
+            !sub.is_empty()
+                && sub.len() <= 32
+                && sub
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'))
+        });
+        if !sane || self.data.is_empty() || !super::base64::is_base64(&self.data) {
+            return None;
+        }
+        let mut url = String::with_capacity(mime.len() + self.data.len() + 13);
+        url.push_str("data:");
+        url.push_str(mime);
+        url.push_str(";base64,");
+        url.push_str(&self.data);
+        Some(url)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,6 +15,7 @@ pub mod base64;
 pub mod chat;
 pub mod embeddings;
 pub mod gemini;
+pub mod images;
 mod json;
 pub mod responses;
 mod schema;

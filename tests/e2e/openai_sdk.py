@@ -4,8 +4,11 @@ Started by tests/e2e_openai_sdk.rs, which runs the real binary in front of the f
 upstream and passes: GR_BASE_URL, GR_TOKEN, GR_MODEL, GR_ALIAS, GR_EXPECT (the text the fake
 answers with), GR_TOOL_MODEL (a Gemini 3 model scripted to call get_weather, answer, then
 call it again in a stream; the fake validates thought signatures as Google does),
-GR_JSON_MODEL (scripted to answer GR_JSON) and GR_EMBED_MODEL. Prints one line per check and
-exits non-zero on the first failure.
+GR_JSON_MODEL (scripted to answer GR_JSON) and GR_EMBED_MODEL; for images GR_IMAGEN (an
+Imagen model), GR_IMAGE_MODEL (a Gemini image model), GR_IMAGE_PROMPT and the base64 of the
+images the fake makes for it (GR_IMAGEN_B64_0, GR_IMAGEN_B64_1, GR_IMAGE_B64). A context cache
+is made with google-genai through the native route, then used from the openai SDK. Prints one
+line per check and exits non-zero on the first failure.
 """
 
 import base64
@@ -15,6 +18,8 @@ import struct
 
 import openai
 import pydantic
+from google import genai
+from google.genai import types
 
 from checks import check, finish
 
@@ -27,6 +32,12 @@ TOOL_MODEL = os.environ["GR_TOOL_MODEL"]
 JSON_MODEL = os.environ["GR_JSON_MODEL"]
 JSON_ANSWER = os.environ["GR_JSON"]
 EMBED_MODEL = os.environ["GR_EMBED_MODEL"]
+IMAGEN = os.environ["GR_IMAGEN"]
+IMAGE_MODEL = os.environ["GR_IMAGE_MODEL"]
+IMAGE_PROMPT = os.environ["GR_IMAGE_PROMPT"]
+IMAGEN_BYTES = [base64.b64decode(os.environ["GR_IMAGEN_B64_0"]),
+                base64.b64decode(os.environ["GR_IMAGEN_B64_1"])]
+IMAGE_BYTES = base64.b64decode(os.environ["GR_IMAGE_B64"])
 
 client = openai.OpenAI(base_url=BASE + "/v1", api_key=TOKEN, max_retries=0, timeout=20)
 
@@ -202,5 +213,49 @@ try:
     check("token-id input rejected", False, "no error")
 except openai.BadRequestError as e:
     check("token-id input rejected", e.status_code == 400)
+
+# Images API: Imagen (one :predict for n=2) and a Gemini image model; the bytes are the fake's.
+img = client.images.generate(model=IMAGEN, prompt=IMAGE_PROMPT, n=2, size="1024x1024")
+got = [base64.b64decode(d.b64_json) for d in img.data]
+check("images.generate imagen n=2", got == IMAGEN_BYTES, repr([len(g) for g in got]))
+check("images.generate created", img.created > 1_700_000_000, repr(img.created))
+img = client.images.generate(model=IMAGE_MODEL, prompt=IMAGE_PROMPT, size="1536x1024")
+check("images.generate gemini image model",
+      len(img.data) == 1 and base64.b64decode(img.data[0].b64_json) == IMAGE_BYTES,
+      repr(img.data[0].model_dump().keys()))
+check("images.generate usage", img.usage is not None and img.usage.input_tokens > 0, repr(img.usage))
+try:
+    client.images.generate(model=IMAGEN, prompt=IMAGE_PROMPT, size="1000x1000")
+    check("images.generate bad size", False, "no error")
+except openai.BadRequestError as e:
+    check("images.generate bad size", e.status_code == 400 and "size" in str(e), str(e))
+
+# Chat with an image model: OpenRouter's message.images, kept by the SDK as an extra field.
+r = client.chat.completions.create(model=IMAGE_MODEL, messages=[{"role": "user", "content": IMAGE_PROMPT}])
+images = (r.choices[0].message.model_extra or {}).get("images") or []
+url = images[0]["image_url"]["url"] if images else ""
+check("chat message.images", url.startswith("data:image/png;base64,")
+      and base64.b64decode(url.split(",", 1)[1]) == IMAGE_BYTES, repr(url[:60]))
+
+# A context cache made through the native route (google-genai), used from the openai SDK.
+gclient = genai.Client(api_key=TOKEN, http_options=types.HttpOptions(base_url=BASE, api_version="v1beta"))
+cache = gclient.caches.create(model=MODEL, config=types.CreateCachedContentConfig(
+    contents=["A long document about foxes."], ttl="600s"))
+check("caches.create", cache.name.startswith("cachedContents/"), repr(cache.name))
+for i in range(4):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the document about?"}],
+        extra_body={"google": {"cached_content": cache.name}},
+    )
+    check(f"chat with cached_content {i}", r.choices[0].message.content == EXPECT,
+          repr(r.choices[0].message.content))
+try:
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}],
+        extra_body={"google": {"cached_content": "cachedContents/never-made"}})
+    check("unknown cache refused", False, "no error")
+except openai.NotFoundError as e:
+    check("unknown cache refused", e.status_code == 404 and "never-made" in str(e), str(e))
 
 finish()

@@ -11,8 +11,9 @@ pub mod proxy;
 pub mod redis;
 
 pub use fake_gemini::{
-    chunk_with_parts, default_text, fake_embedding, fnv1a, google_error, mask, model_object,
-    text_chunk, FakeGemini, RecordedRequest, Reply, StreamEnd, FNV_START,
+    chunk_with_parts, default_text, fake_embedding, fake_image, fake_image_b64, fnv1a,
+    google_error, mask, model_object, text_chunk, FakeGemini, RecordedRequest, Reply, StreamEnd,
+    FAKE_IMAGE_BYTES, FNV_START,
 };
 pub use kubelet::{kubelet_init, kubelet_update};
 pub use proxy::{

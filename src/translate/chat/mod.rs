@@ -14,6 +14,7 @@ pub mod wire;
 
 use super::{invalid, invalid_body, Extras, ResponseCtx, Target, TranslateError};
 
+pub use request::{cached_content, is_image_model, wants_images};
 pub use stream::StreamTranslator;
 pub use wire::ChatRequest;
 

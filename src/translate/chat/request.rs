@@ -134,14 +134,8 @@ pub(crate) fn build<'a>(
     }
     out.generation_config = generation_config(req, model)?;
     let google = req.google();
-    if google.is_some_and(|g| g.cached_content.is_some()) {
-        return Err(invalid(
-            "google.cached_content is not supported: a context cache belongs to the Google \
-             project that created it, and this proxy sends each request with a key from any \
-             project in its pool",
-            "google.cached_content".into(),
-        ));
-    }
+    out.cached_content = cached_content(req)?.map(Cow::Borrowed);
+    out.generation_config.response_modalities = response_modalities(req, model)?;
     out.generation_config.thinking_config = match google.and_then(|g| g.thinking_config.as_ref()) {
         // Google's compat layer takes one or the other; an alias's effort yields to it.
         Some(_) if req.reasoning_effort.is_some() => {
@@ -169,6 +163,81 @@ pub(crate) fn build<'a>(
     }
     out.safety_settings = safety_settings(target);
     Ok(out)
+}
+
+/// `google.cached_content`, checked to be a cache's name (`cachedContents/…`). Whether the
+/// caller may use it, and on which key, is the handler's to decide before translating.
+pub fn cached_content<'a>(req: &'a ChatRequest<'_>) -> Result<Option<&'a str>, TranslateError> {
+    let Some(name) = req.google().and_then(|g| g.cached_content.as_deref()) else {
+        return Ok(None);
+    };
+    let id = name.strip_prefix("cachedContents/").unwrap_or("");
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(invalid(
+            &format!(
+                "google.cached_content must name a context cache (`cachedContents/…`), not '{}'",
+                excerpt(name)
+            ),
+            "google.cached_content".into(),
+        ));
+    }
+    Ok(Some(name))
+}
+
+/// Whether `model` is one of Gemini's image-output models (`gemini-2.5-flash-image`,
+/// `gemini-3-pro-image-preview`, `gemini-2.0-flash-preview-image-generation`): a Gemini model
+/// with `-image` in its name.
+pub fn is_image_model(model: &str) -> bool {
+    let model = bare_model(model);
+    model.starts_with("gemini") && model.contains("-image")
+}
+
+/// Gemini's `responseModalities`: the request's `modalities` (`text`, `image`) when given;
+/// else text and image for an image model (so its pictures come back), else Gemini's
+/// default (empty: text).
+pub(crate) fn response_modalities(
+    req: &ChatRequest<'_>,
+    model: &str,
+) -> Result<Vec<&'static str>, TranslateError> {
+    let Some(asked) = &req.modalities else {
+        return Ok(if is_image_model(model) {
+            vec!["TEXT", "IMAGE"]
+        } else {
+            Vec::new()
+        });
+    };
+    let mut out = Vec::new();
+    for m in asked {
+        let mapped = match m.as_str() {
+            "text" => "TEXT",
+            "image" => "IMAGE",
+            other => {
+                return Err(invalid(
+                    &format!(
+                        "modalities: '{}' is not supported (use \"text\" and \"image\")",
+                        excerpt(other)
+                    ),
+                    "modalities".into(),
+                ))
+            }
+        };
+        if !out.contains(&mapped) {
+            out.push(mapped);
+        }
+    }
+    // Text always comes first, as Google's samples write it.
+    out.sort_unstable_by_key(|m| *m != "TEXT");
+    Ok(out)
+}
+
+/// Whether the answer may carry images (the request asked, or the model makes them).
+pub fn wants_images(req: &ChatRequest<'_>, model: &str) -> bool {
+    response_modalities(req, model).is_ok_and(|m| m.contains(&"IMAGE"))
 }
 
 /// `upstream.safety` as Gemini's settings: one threshold for every category; none for

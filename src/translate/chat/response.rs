@@ -233,6 +233,33 @@ pub(crate) fn tool_call<'a>(
     })
 }
 
+/// OpenRouter's image output (`message.images[]`, `delta.images[]`), which Cline and other
+/// clients read: `{"type": "image_url", "image_url": {"url": "data:image/png;base64,…"}}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ImageOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    image_url: ImageUrl,
+}
+
+#[derive(Debug, Serialize)]
+struct ImageUrl {
+    url: String,
+}
+
+/// A Gemini `inlineData` image part as an OpenAI image; thought images (a model's drafts) and
+/// anything that is not a base64 image are left out.
+pub(crate) fn image(part: &ResponsePart<'_>) -> Option<ImageOut> {
+    if part.thought == Some(true) {
+        return None;
+    }
+    let url = part.inline_data.as_ref()?.image_data_url()?;
+    Some(ImageOut {
+        kind: "image_url",
+        image_url: ImageUrl { url },
+    })
+}
+
 /// Appends `text` to an accumulator that stays borrowed while there is only one piece.
 pub(crate) fn append<'a>(acc: &mut Option<Cow<'a, str>>, text: Cow<'a, str>) {
     if text.is_empty() {
@@ -273,6 +300,8 @@ struct MessageOut<'a> {
     refusal: Option<()>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     annotations: Vec<Annotation<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<ImageOut>,
 }
 
 /// OpenAI's `url_citation`: a web source and the characters of `content` it supports.
@@ -355,12 +384,15 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
         let mut text: Option<Cow<str>> = None;
         let mut reasoning = None;
         let mut tool_calls = Vec::new();
+        let mut images = Vec::new();
         // Where each answer-text part starts in `text`, for grounding offsets (only then).
         let grounded = cand.grounding_metadata.is_some();
         let mut part_starts = Vec::new();
         for mut part in cand.content.map(|c| c.parts).unwrap_or_default() {
             let mut start = None;
-            if part.function_call.is_some() {
+            if part.inline_data.is_some() {
+                images.extend(image(&part));
+            } else if part.function_call.is_some() {
                 if let Some(tc) = tool_call(&mut part, &prefix, calls) {
                     calls += 1;
                     tool_calls.push(tc);
@@ -383,7 +415,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
             &part_starts,
         );
         let made_calls = !tool_calls.is_empty();
-        has_output |= made_calls || text.is_some();
+        has_output |= made_calls || text.is_some() || !images.is_empty();
         signatures.extend(tool_calls.iter().filter_map(ToolCallOut::signature));
         let finish = finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP"), made_calls);
         let logprobs = logprobs(cand.logprobs_result);
@@ -400,6 +432,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                 tool_calls,
                 refusal: None,
                 annotations,
+                images,
             },
             finish_reason: finish,
             logprobs,
@@ -419,6 +452,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                 tool_calls: Vec::new(),
                 refusal: None,
                 annotations: Vec::new(),
+                images: Vec::new(),
             },
             finish_reason: if blocked { "content_filter" } else { "stop" },
             logprobs: None,

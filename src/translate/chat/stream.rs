@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::response::{self, append, LogprobsOut, ToolCallOut};
+use super::response::{self, append, ImageOut, LogprobsOut, ToolCallOut};
 use crate::translate::gemini::UsageMetadata;
 use crate::translate::{ResponseCtx, TranslateError};
 
@@ -60,6 +60,9 @@ struct Delta<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
+    /// Images as OpenRouter streams them (each whole, in the event that carried it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<ImageOut>,
 }
 
 impl StreamTranslator {
@@ -130,7 +133,9 @@ impl StreamTranslator {
             let mut calls = self.state(index as usize)?.calls;
             let logprobs = response::logprobs(cand.logprobs_result);
             for mut part in cand.content.map(|c| c.parts).unwrap_or_default() {
-                if part.function_call.is_some() {
+                if part.inline_data.is_some() {
+                    delta.images.extend(response::image(&part));
+                } else if part.function_call.is_some() {
                     if let Some(mut tc) =
                         response::tool_call(&mut part, &self.call_prefix, self.calls)
                     {
@@ -148,7 +153,8 @@ impl StreamTranslator {
                     }
                 }
             }
-            self.answered |= delta.content.is_some() || !delta.tool_calls.is_empty();
+            self.answered |=
+                delta.content.is_some() || !delta.tool_calls.is_empty() || !delta.images.is_empty();
             let answered = self.answered;
             let state = self.state(index as usize)?;
             state.calls = calls;
@@ -163,7 +169,8 @@ impl StreamTranslator {
             };
             let has_delta = delta.content.is_some()
                 || delta.reasoning_content.is_some()
-                || !delta.tool_calls.is_empty();
+                || !delta.tool_calls.is_empty()
+                || !delta.images.is_empty();
             if !has_delta && finish.is_none() {
                 continue;
             }

@@ -797,15 +797,18 @@ fn request_google_extras() {
         json!({"thinkingConfig": {"thinkingBudget": 0}})
     );
     // ...but the request's own reasoning_effort and thinking_config exclude each other, a cache
-    // (tied to one Google project) is refused rather than silently dropped, and levels are
-    // Gemini's.
+    // must be named as one (the handler checks who owns it), and levels are Gemini's.
     for (extra, param) in [
         (
             r#""reasoning_effort":"low","google":{"thinking_config":{"thinking_budget":1024}}"#,
             Some("reasoning_effort"),
         ),
         (
-            r#""extra_body":{"google":{"cached_content":"cachedContents/abc"}}"#,
+            r#""extra_body":{"google":{"cached_content":"files/abc"}}"#,
+            Some("google.cached_content"),
+        ),
+        (
+            r#""google":{"cached_content":"cachedContents/a/../b"}"#,
             Some("google.cached_content"),
         ),
         (
@@ -1093,4 +1096,86 @@ fn response_grounding_becomes_url_citations() {
         got["choices"][0]["message"].get("annotations").is_none(),
         "{got}"
     );
+}
+
+#[test]
+fn request_cached_content_and_image_modalities() {
+    check_request(
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+               "extra_body": {"google": {"cached_content": "cachedContents/abc-1"}}}),
+        target("gemini-2.5-flash"),
+        json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+               "cachedContent": "cachedContents/abc-1"}),
+    );
+    // An image model answers with images unless told otherwise; `modalities` decides when
+    // given (text first, as Google writes it).
+    check_request(
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        target("gemini-2.5-flash-image"),
+        json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+               "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}),
+    );
+    check_request(
+        json!({"model": "m", "modalities": ["image", "text", "image"],
+               "messages": [{"role": "user", "content": "x"}]}),
+        target("gemini-3-pro-image-preview"),
+        json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+               "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}),
+    );
+    check_request(
+        json!({"model": "m", "modalities": ["text"],
+               "messages": [{"role": "user", "content": "x"}]}),
+        target("gemini-2.5-flash-image"),
+        json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+               "generationConfig": {"responseModalities": ["TEXT"]}}),
+    );
+    check_invalid(
+        r#"{"model":"m","modalities":["audio"],"messages":[{"role":"user","content":"x"}]}"#,
+        target("gemini-2.5-flash-image"),
+        Some("modalities"),
+    );
+    assert!(!super::is_image_model("gemini-2.5-flash"));
+    assert!(super::is_image_model("models/gemini-2.5-flash-image"));
+    assert!(!super::is_image_model("imagen-4.0-generate-001"));
+}
+
+#[test]
+fn response_and_stream_images() {
+    let parts = json!([
+        {"text": "Here."},
+        {"inlineData": {"mimeType": "image/png", "data": "ZHJhZnQ="}, "thought": true},
+        {"inlineData": {"mimeType": "image/png", "data": "aGk="}},
+        {"inlineData": {"mimeType": "text/html;x", "data": "aGk="}},
+        {"inlineData": {"mimeType": "image/png", "data": "not base64!"}},
+    ]);
+    let body = json!({"candidates": [{"content": {"parts": parts}, "finishReason": "STOP"}]});
+    let out = from_gemini_detailed(body.to_string().as_bytes(), &ctx()).expect("translates");
+    let got: Value = serde_json::from_slice(&out.body).expect("json");
+    assert_eq!(
+        got["choices"][0]["message"]["images"],
+        json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}])
+    );
+    assert_eq!(got["choices"][0]["message"]["content"], "Here.");
+    // An image alone is an answer.
+    let body = json!({"candidates": [{"content": {"parts": [
+        {"inlineData": {"mimeType": "image/jpeg", "data": "aGk="}}]}, "finishReason": "STOP"}]});
+    let out = from_gemini_detailed(body.to_string().as_bytes(), &ctx()).expect("translates");
+    assert!(out.has_output);
+    let mut t = StreamTranslator::new(ctx(), false);
+    let event = json!({"candidates": [{"content": {"parts": [
+        {"inlineData": {"mimeType": "image/png", "data": "aGk="}}]}, "finishReason": "STOP"}]});
+    let text = String::from_utf8(
+        t.on_event(event.to_string().as_bytes())
+            .expect("event")
+            .to_vec(),
+    )
+    .expect("utf8");
+    let data = text.trim().strip_prefix("data: ").expect("one chunk");
+    let chunk: Value = serde_json::from_str(data).expect("json");
+    assert_eq!(
+        chunk["choices"][0]["delta"]["images"][0]["image_url"]["url"],
+        "data:image/png;base64,aGk="
+    );
+    assert_eq!(chunk["choices"][0]["finish_reason"], "stop");
+    assert!(t.has_output());
 }

@@ -65,12 +65,15 @@ pub struct ChatRequest<'a> {
     /// Its settings (`search_context_size`, `user_location`) have no Gemini counterpart.
     #[serde(default)]
     pub web_search_options: Option<IgnoredAny>,
+    /// Output modalities (`["text", "image"]`, as OpenAI and OpenRouter spell them).
+    #[serde(default)]
+    pub modalities: Option<Vec<String>>,
     /// Google's compat-layer extras: the openai SDK's `extra_body={"google": …}` puts them here.
-    #[serde(default)]
-    pub google: Option<GoogleExtras>,
+    #[serde(default, borrow)]
+    pub google: Option<GoogleExtras<'a>>,
     /// …and Google's own Python samples nest a second `extra_body`.
-    #[serde(default)]
-    pub extra_body: Option<ExtraBody>,
+    #[serde(default, borrow)]
+    pub extra_body: Option<ExtraBody<'a>>,
     /// The body's length, for sizing the Gemini body.
     #[serde(skip)]
     pub(crate) body_len: usize,
@@ -82,7 +85,7 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-impl ChatRequest<'_> {
+impl<'a> ChatRequest<'a> {
     pub fn include_usage(&self) -> bool {
         self.stream_options
             .as_ref()
@@ -90,7 +93,7 @@ impl ChatRequest<'_> {
     }
 
     /// `google` from either place it is sent.
-    pub fn google(&self) -> Option<&GoogleExtras> {
+    pub fn google(&self) -> Option<&GoogleExtras<'a>> {
         self.google
             .as_ref()
             .or_else(|| self.extra_body.as_ref()?.google.as_ref())
@@ -98,19 +101,20 @@ impl ChatRequest<'_> {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ExtraBody {
-    #[serde(default)]
-    pub google: Option<GoogleExtras>,
+pub struct ExtraBody<'a> {
+    #[serde(default, borrow)]
+    pub google: Option<GoogleExtras<'a>>,
 }
 
 /// `{thinking_config, cached_content}` as Google's OpenAI-compatible endpoint takes them.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct GoogleExtras {
+pub struct GoogleExtras<'a> {
     #[serde(default)]
     pub thinking_config: Option<ThinkingConfigIn>,
-    /// Read only to be refused: a cache belongs to one Google project.
-    #[serde(default)]
-    pub cached_content: Option<IgnoredAny>,
+    /// `cachedContents/…`: a context cache made through the native API with this proxy. The
+    /// handler checks that the caller owns it and pins the request to the key that made it.
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    pub cached_content: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -587,6 +587,7 @@ pub fn to_chat<'a>(
         web_search_options: web_search.then_some(IgnoredAny),
         google,
         extra_body: None,
+        modalities: None,
         body_len,
     })
 }

@@ -35,6 +35,8 @@ pub(super) struct Projects {
     pub(super) uploads: HashMap<String, Upload>,
     /// Bytes and checksum (FNV-1a) of every finished upload, by file name.
     pub(super) digests: HashMap<String, (u64, u64)>,
+    /// A stored interaction's stream events, for `get` with `stream=true` (`interactions.rs`).
+    pub(super) events: HashMap<String, Vec<Value>>,
 }
 
 pub(super) struct Upload {
@@ -94,6 +96,9 @@ pub(super) fn permission_denied(kind: &str, name: &str) -> Response<FakeBody> {
         "Batch" => {
             format!("You do not have permission to access the batch {name} or it may not exist.")
         }
+        "Interaction" => format!(
+            "You do not have permission to access the interaction {id} or it may not exist."
+        ),
         _ => format!("CachedContent not found (or permission denied) for {name}"),
     };
     json_response(
@@ -417,7 +422,8 @@ pub(super) fn named_files(body: &Value, out: &mut Vec<String>) {
                     {
                         out.push(name.clone());
                     }
-                    ("fileUri" | "file_uri", Value::String(uri)) => {
+                    // `uri`: an interaction's content block.
+                    ("fileUri" | "file_uri" | "uri", Value::String(uri)) => {
                         if let Some(i) = uri.find("files/") {
                             let id = uri[i + 6..].split(['?', '/', ':']).next().unwrap_or("");
                             out.push(format!("files/{id}"));

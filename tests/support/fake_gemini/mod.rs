@@ -24,6 +24,8 @@ mod embeddings;
 mod errors;
 mod files;
 mod generate;
+mod images;
+mod interactions;
 mod models;
 mod recording;
 mod replies;
@@ -53,6 +55,7 @@ pub use embeddings::fake_embedding;
 pub use errors::google_error;
 pub use files::{fnv1a, FNV_START};
 pub use generate::{chunk_with_parts, default_text, text_chunk};
+pub use images::{fake_image, fake_image_b64, FAKE_IMAGE_BYTES};
 pub use models::{model_object, DEFAULT_MODELS};
 pub use recording::RecordedRequest;
 pub use replies::{Reply, StreamEnd, Success};
@@ -559,6 +562,36 @@ async fn respond(
                 &key,
             ))
         }
+        Route::Interactions(rest) => {
+            // A create answers what is scripted for its key and model first (a quota 429).
+            if rest.is_none() && parts.method == http::Method::POST {
+                let model = body
+                    .as_ref()
+                    .and_then(|b| b.get("model"))
+                    .and_then(Value::as_str)
+                    .map(|m| m.strip_prefix("models/").unwrap_or(m).to_string())
+                    .unwrap_or_default();
+                let scopes = [
+                    Scope::KeyModel(key.clone(), model.clone()),
+                    Scope::Key(key.clone()),
+                    Scope::Model(model),
+                    Scope::Any,
+                ];
+                if let Some(reply) =
+                    next_reply(shared, &scopes).filter(|r| !matches!(r, Reply::Success(_)))
+                {
+                    return render_scripted(reply, route.clone(), key, body, shared).await;
+                }
+            }
+            return Now(interactions::interactions(
+                shared,
+                &parts.method,
+                rest.as_deref(),
+                &key,
+                body.as_ref(),
+                query,
+            ));
+        }
         Route::ListModels => {
             let scripted = next_reply(shared, &[Scope::ModelsList]);
             return match scripted {
@@ -588,6 +621,15 @@ async fn respond(
             if let Some(refused) = generate::refuse(shared, &route, body.as_ref(), raw_body) {
                 return Now(refused);
             }
+            let model = route.model().unwrap_or("");
+            if let Some(refused) = images::refuse_generate(model, body.as_ref()) {
+                return Now(refused);
+            }
+        }
+        Route::Predict(model) => {
+            if let Some(refused) = images::refuse_predict(model, body.as_ref()) {
+                return Now(refused);
+            }
         }
         Route::BatchEmbed(_) => {
             if let Some(refused) = embeddings::refuse_batch(body.as_ref()) {
@@ -609,8 +651,10 @@ async fn respond(
         Scope::Model(model.clone()),
         Scope::Any,
     ];
-    let reply =
-        next_reply(shared, &scopes).unwrap_or_else(|| Reply::text(default_text(&model, &key)));
+    let reply = next_reply(shared, &scopes).unwrap_or_else(|| {
+        images::default_reply(&model, body.as_ref())
+            .unwrap_or_else(|| Reply::text(default_text(&model, &key)))
+    });
     render_scripted(reply, route, key, body, shared).await
 }
 
@@ -688,6 +732,7 @@ fn render(reply: Reply, ctx: &Ctx, dims: usize) -> Responded {
             Route::CountTokens(_) => Now(count_tokens::count(ctx)),
             Route::Embed(_) => Now(embeddings::embed(ctx, dims)),
             Route::BatchEmbed(_) => Now(embeddings::batch_embed(ctx, dims)),
+            Route::Predict(model) => Now(images::predict(model, ctx.body.as_ref())),
             _ => generate::render_success(success, ctx),
         },
         Reply::Delay(..) | Reply::Hang => unreachable!("resolved before render"),

@@ -26,10 +26,14 @@ pub(super) enum Route {
     Files(Option<String>),
     /// `/v1beta/cachedContents[/{id}]`, any method.
     Caches(Option<String>),
+    /// `POST models/{m}:predict` (Imagen).
+    Predict(String),
     /// `POST models/{m}:batchGenerateContent`.
     BatchCreate(String),
     /// `/v1beta/batches[/{id}[:action]]`, any method.
     Batches(Option<String>),
+    /// `/v1beta/interactions[/{id}[/cancel]]`, any method.
+    Interactions(Option<String>),
     Unknown,
 }
 
@@ -63,6 +67,11 @@ impl Route {
             if let Some(rest) = rest.strip_prefix("batches") {
                 if rest.is_empty() || rest.starts_with('/') {
                     return Route::Batches(sub(rest));
+                }
+            }
+            if let Some(rest) = rest.strip_prefix("interactions") {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Route::Interactions(sub(rest));
                 }
             }
         }
@@ -102,6 +111,7 @@ impl Route {
             "embedContent" => Route::Embed(model),
             "batchEmbedContents" => Route::BatchEmbed(model),
             "batchGenerateContent" => Route::BatchCreate(model),
+            "predict" => Route::Predict(model),
             _ => Route::Unknown,
         }
     }
@@ -113,6 +123,7 @@ impl Route {
             | Route::CountTokens(m)
             | Route::Embed(m)
             | Route::BatchEmbed(m)
+            | Route::Predict(m)
             | Route::GetModel(m) => Some(m),
             Route::ListModels
             | Route::UploadStart
@@ -121,6 +132,7 @@ impl Route {
             | Route::Caches(_)
             | Route::BatchCreate(_)
             | Route::Batches(_)
+            | Route::Interactions(_)
             | Route::Unknown => None,
         }
     }
