@@ -177,6 +177,26 @@ impl Drop for Slot {
     }
 }
 
+/// Where a request that outlives its response (a WebSocket session after the 101) takes its
+/// place in `max_in_flight`: the handler puts one in the response's extensions, the server puts
+/// the request's slot in it, and the slot is freed when the last holder (the session) drops it.
+#[derive(Clone, Default)]
+pub struct Handover(std::sync::Arc<std::sync::Mutex<Option<Slot>>>);
+
+impl Handover {
+    pub fn new() -> Handover {
+        Handover::default()
+    }
+
+    /// Called by the server with the request's slot.
+    pub fn give(&self, slot: Slot) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(slot);
+    }
+}
+
 fn take(counter: &'static AtomicUsize, limit: usize) -> Option<Slot> {
     counter
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

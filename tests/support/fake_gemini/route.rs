@@ -30,11 +30,16 @@ pub(super) enum Route {
     BatchCreate(String),
     /// `/v1beta/batches[/{id}[:action]]`, any method.
     Batches(Option<String>),
+    /// `POST /v1alpha/auth_tokens`: an ephemeral token for the Live API.
+    AuthTokens,
     Unknown,
 }
 
 impl Route {
     pub(super) fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> Route {
+        if path == "/v1alpha/auth_tokens" && method == Method::POST {
+            return Route::AuthTokens;
+        }
         if let Some(rest) = path
             .strip_prefix("/upload/v1beta/")
             .or_else(|| path.strip_prefix("/upload/v1/"))
@@ -121,6 +126,7 @@ impl Route {
             | Route::Caches(_)
             | Route::BatchCreate(_)
             | Route::Batches(_)
+            | Route::AuthTokens
             | Route::Unknown => None,
         }
     }
