@@ -248,7 +248,13 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize) {
     let grace = app.snapshot().config.server.shutdown_grace;
     tracing::info!(grace_s = grace.as_secs_f64(), "stopped accepting; draining");
     connections.close();
-    let shutdown = connections.wait();
+    // Live API sessions (upgraded connections) too; they end with the drain, like streams.
+    let sessions = app.lifecycle.sessions();
+    sessions.close();
+    let shutdown = async {
+        connections.wait().await;
+        sessions.wait().await;
+    };
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => tracing::info!("all connections closed"),

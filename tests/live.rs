@@ -568,3 +568,32 @@ async fn ephemeral_tokens_are_minted_on_a_pool_key_and_used_through_the_proxy() 
         "{stats}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_session_run_through_the_grace_period_then_closes_it() {
+    let keys = fake_keys(1);
+    let fake = FakeGemini::start().await;
+    let mut proxy = start(&fake, &keys, |c| {
+        c.set("server", r#"shutdown_grace = "1s""#)
+    })
+    .await;
+    let mut ws = open(&proxy).await;
+    set_up(&mut ws, MODEL).await;
+    proxy.signal(Signal::Term);
+    // Within the grace period the session still works.
+    assert_eq!(
+        one_turn(&mut ws, "still there?").await,
+        default_text(MODEL, &keys[0])
+    );
+    // Then the proxy closes it as going away, and exits.
+    let (code, _) = next(&mut ws).await.expect_err("closed at the drain");
+    assert_eq!(code, 1001);
+    until(&fake, "the upstream session ends", |s| {
+        s.len() == 1 && s[0].ended
+    })
+    .await;
+    assert!(
+        proxy.wait_exit(Duration::from_secs(10)).await.is_some(),
+        "the proxy exits once its sessions are closed"
+    );
+}

@@ -118,7 +118,7 @@ pub async fn connect(
         log: log.hand_off(),
         _slot: handover,
     };
-    tokio::spawn(async move {
+    app.lifecycle.sessions().spawn(async move {
         let mut session = session;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => session.run(TokioIo::new(upgraded)).await,

@@ -11,7 +11,8 @@
 //!   closes it the way Google closes a WebSocket for that error: 429 (quota) and 5xx with 1011,
 //!   400 with 1007, 403/404 with 1008, the reason Google's message cut to 123 bytes;
 //!   `Reply::hang()` never answers the setup;
-//! - otherwise `{"setupComplete": {}}`, then for each `clientContent` turn a `serverContent`
+//! - otherwise `{"setupComplete": {}}`, then for each `clientContent` (or `client_content`, the
+//!   proto name google-genai sends) turn a `serverContent`
 //!   with `modelTurn.parts[].text` (the default text, naming the model and masked key) and a
 //!   `serverContent.turnComplete` with `usageMetadata`; server messages go out as binary frames,
 //!   as Google sends them. A turn whose text is `close:{code}` makes the fake close the session
@@ -267,8 +268,11 @@ async fn session(
             Some(Err(_)) | None => return,
         };
         record(&|s: &mut LiveSession| s.messages.push(message.clone()));
+        // Google reads proto JSON: the field's JSON name or its proto name (google-genai sends
+        // `client_content`).
         let Some(turns) = message
             .pointer("/clientContent/turns")
+            .or_else(|| message.pointer("/client_content/turns"))
             .and_then(Value::as_array)
         else {
             continue;
