@@ -329,6 +329,47 @@ async fn a_refused_key_is_reported_and_the_next_key_serves() {
 }
 
 #[tokio::test]
+async fn a_refused_handshake_is_classified_and_the_next_key_serves() {
+    let keys = fake_keys(3);
+    let fake = FakeGemini::start().await;
+    fake.refuse_live_handshake(&keys[0], 503, &Reply::overloaded());
+    fake.refuse_live_handshake(&keys[1], 429, &Reply::quota_per_minute(MODEL, Some("30s")));
+    let proxy = start(&fake, &keys, |c| {
+        c.set("pool", r#"strategy = "round_robin""#)
+    })
+    .await;
+    let mut ws = open(&proxy).await;
+    set_up(&mut ws, MODEL).await;
+    assert_eq!(
+        one_turn(&mut ws, "hello").await,
+        default_text(MODEL, &keys[2])
+    );
+    let tried: Vec<_> = fake
+        .live_sessions()
+        .iter()
+        .map(|s| (s.key.clone(), s.closed_with))
+        .collect();
+    assert_eq!(
+        tried,
+        vec![
+            (Some(keys[0].clone()), Some(503)),
+            (Some(keys[1].clone()), Some(429)),
+            (Some(keys[2].clone()), None),
+        ]
+    );
+    // The quota refusal rests the key for the model: the next session skips it.
+    ws.close(None).await.expect("close");
+    let mut again = open(&proxy).await;
+    set_up(&mut again, MODEL).await;
+    let sessions = fake.live_sessions();
+    assert_ne!(
+        sessions.last().and_then(|s| s.key.clone()),
+        Some(keys[1].clone()),
+        "{sessions:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_client_mistake_is_passed_back_without_trying_other_keys() {
     let keys = fake_keys(2);
     let fake = FakeGemini::start().await;

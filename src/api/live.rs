@@ -632,7 +632,7 @@ impl Session {
                 return Err(Failure {
                     outcome,
                     code,
-                    reason: message,
+                    reason: self.sanitise(&message, lease).into_owned(),
                     status,
                 });
             }

@@ -18,6 +18,9 @@
 //!   as Google sends them. A turn whose text is `close:{code}` makes the fake close the session
 //!   with that code instead.
 //!
+//! `FakeGemini::refuse_live_handshake` makes the upgrade itself fail for a key (an HTTP status
+//! and Google's error body instead of the 101).
+//!
 //! Each session is recorded (`LiveSession`): its key, model, path, the client's messages and how
 //! the client closed it.
 
@@ -105,6 +108,9 @@ pub(super) fn upgrade(shared: Arc<Shared>, req: Request<Incoming>) -> Response<F
             .or_else(|| query.get("key").cloned());
         (key, None)
     };
+    let refusal = key
+        .as_ref()
+        .and_then(|k| lock(&shared.live_handshake).get(k).cloned());
     let index = {
         let mut sessions = lock(&shared.live_sessions);
         sessions.push(LiveSession {
@@ -117,6 +123,12 @@ pub(super) fn upgrade(shared: Arc<Shared>, req: Request<Incoming>) -> Response<F
         });
         sessions.len() - 1
     };
+    if let Some((status, body)) = refusal {
+        // Refused at the handshake, as a load balancer or Google's front end does.
+        lock(&shared.live_sessions)[index].closed_with = Some(status);
+        lock(&shared.live_sessions)[index].ended = true;
+        return full(status, super::body::JSON_CT, body.to_string().into(), &[]);
+    }
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
@@ -329,6 +341,12 @@ impl super::FakeGemini {
     /// Every Live session so far, in order.
     pub fn live_sessions(&self) -> Vec<LiveSession> {
         lock(&self.shared.live_sessions).clone()
+    }
+
+    /// Refuses every Live handshake with `key` with `status` and `reply`'s Google error body
+    /// (recorded as a session whose `closed_with` is the status).
+    pub fn refuse_live_handshake(&self, key: &str, status: u16, reply: &Reply) {
+        lock(&self.shared.live_handshake).insert(key.to_string(), (status, reply.body().clone()));
     }
 
     /// Ephemeral tokens minted so far, with their keys.

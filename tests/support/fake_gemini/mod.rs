@@ -128,6 +128,8 @@ struct Shared {
     live_sessions: Mutex<Vec<LiveSession>>,
     /// Ephemeral tokens minted, with their keys (`live.rs`).
     live_tokens: Mutex<HashMap<String, String>>,
+    /// Keys whose Live handshake is refused: status and body (`live.rs`).
+    live_handshake: Mutex<HashMap<String, (u16, Value)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +216,7 @@ impl FakeGeminiBuilder {
             permission_denied: AtomicU64::new(0),
             live_sessions: Mutex::new(Vec::new()),
             live_tokens: Mutex::new(HashMap::new()),
+            live_handshake: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
