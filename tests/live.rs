@@ -638,3 +638,89 @@ async fn shutdown_lets_a_session_run_through_the_grace_period_then_closes_it() {
         "the proxy exits once its sessions are closed"
     );
 }
+
+#[tokio::test]
+async fn an_https_base_url_is_dialled_as_wss_with_rustls() {
+    use tokio::io::AsyncReadExt;
+    // Not a TLS server: it records the first bytes of each connection and hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut first = vec![0u8; 3];
+            let _ = tokio::time::timeout(WAIT, socket.read_exact(&mut first)).await;
+            let _ = seen_tx.send(first);
+        }
+    });
+    let keys = fake_keys(1);
+    let proxy = Proxy::builder()
+        .config(
+            config_for(&format!("https://127.0.0.1:{port}"), &keys)
+                .set("models", r#"list = "static""#),
+        )
+        .start()
+        .await;
+    let mut ws = open(&proxy).await;
+    ws.send(setup_message(MODEL)).await.expect("setup");
+    let (code, _) = next(&mut ws).await.expect_err("no upstream");
+    assert_eq!(code, 1011);
+    let first = tokio::time::timeout(WAIT, seen_rx.recv())
+        .await
+        .expect("a connection")
+        .expect("bytes");
+    // A TLS handshake record (ClientHello): the https base URL became wss.
+    assert_eq!(first[0], 0x16, "{first:?}");
+    assert_eq!(first[1], 0x03, "{first:?}");
+    // The proxy is still serving.
+    assert_eq!(
+        proxy
+            .get("/livez")
+            .send()
+            .await
+            .expect("livez")
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn an_alias_chain_moves_to_its_next_model_when_every_key_is_out_of_quota() {
+    let keys = fake_keys(1);
+    let fake = FakeGemini::start().await;
+    fake.on_model(MODEL)
+        .always(Reply::quota_per_minute(MODEL, Some("30s")));
+    let proxy = start(&fake, &keys, |c| {
+        c.raw(
+            "[models.aliases]\n\"live-fast\" = { models = [\"gemini-2.5-flash\", \"gemini-2.0-flash\"] }\n",
+        )
+    })
+    .await;
+    let mut ws = open(&proxy).await;
+    set_up(&mut ws, "live-fast").await;
+    assert_eq!(
+        one_turn(&mut ws, "hi").await,
+        default_text("gemini-2.0-flash", &keys[0])
+    );
+    let sessions = fake.live_sessions();
+    let models: Vec<_> = sessions.iter().map(|s| s.model.clone()).collect();
+    assert_eq!(
+        models,
+        vec![
+            Some(MODEL.to_string()),
+            Some("gemini-2.0-flash".to_string())
+        ]
+    );
+    // The setup went out naming the real model, the rest of it untouched.
+    assert_eq!(
+        sessions[1].messages[0]["setup"]["model"],
+        "models/gemini-2.0-flash"
+    );
+    assert_eq!(
+        sessions[1].messages[0]["setup"]["generationConfig"]["responseModalities"],
+        json!(["TEXT"])
+    );
+}

@@ -48,7 +48,9 @@ use tokio_tungstenite::WebSocketStream;
 use crate::access::Caller;
 use crate::admission;
 use crate::affinity::Pin;
-use crate::api::{allowed_chain, chain_exhausted, clean_model_name, next_in_chain, resolve};
+use crate::api::{
+    allowed_chain, chain_exhausted, clean_model_name, next_in_chain, resolve, ChainStep,
+};
 use crate::body::{full, read_body, Reply};
 use crate::classify::{classify, classify_close, classify_pinned, close_status};
 use crate::error::{close_reason, ProxyError};
@@ -357,17 +359,18 @@ impl Session {
         self.log.model = Some(requested.clone());
         let mut last_error = None;
         let mut opened = None;
-        for (i, model) in chain.iter().enumerate() {
-            if *model != requested {
+        for (i, step) in chain.iter().enumerate() {
+            let model = step.model.as_str();
+            if model != requested {
                 self.log.model = Some(format!("{requested}->{model}"));
             }
-            let message = setup_for(&setup, &first, model, *model != requested);
+            let message = setup_for(&setup, &first, model, model != requested);
             match self.open(model, message).await {
                 Ok(upstream) => {
                     opened = Some(upstream);
                     break;
                 }
-                Err(Opened::Refused(e)) => match next_in_chain(&self.chain_steps(&chain), i, e) {
+                Err(Opened::Refused(e)) => match next_in_chain(&chain, i, e) {
                     Ok(e) => last_error = Some(End::Refused(e)),
                     Err(e) => return End::Refused(e),
                 },
@@ -381,20 +384,9 @@ impl Session {
     }
 
     /// The models to try for `requested`: an alias's chain, narrowed to what the token may use.
-    fn chain(&self, requested: &str) -> Result<Vec<String>, ProxyError> {
+    fn chain(&self, requested: &str) -> Result<Vec<ChainStep>, ProxyError> {
         let chain = resolve(&self.snap.config.models, requested);
-        let chain = allowed_chain(&self.caller, requested, chain)?;
-        Ok(chain.into_iter().map(|step| step.model).collect())
-    }
-
-    fn chain_steps(&self, chain: &[String]) -> Vec<crate::api::ChainStep> {
-        chain
-            .iter()
-            .map(|m| crate::api::ChainStep {
-                model: m.clone(),
-                reasoning_effort: None,
-            })
-            .collect()
+        allowed_chain(&self.caller, requested, chain)
     }
 
     /// Opens the upstream session for `model` on the first key that accepts the setup.
