@@ -9,6 +9,11 @@
 //! read (`/livez`, `/readyz` and `/health` are exempt); a failing `accept()` backs off
 //! exponentially instead of spinning.
 //!
+//! Connections are served `with_upgrades()`: the Live API's WebSocket (`api::live`) takes its
+//! connection over after the 101 and runs as a session the shutdown waits for
+//! (`Lifecycle::sessions`); connection tasks are tracked with a `TaskTracker` (hyper-util's
+//! graceful watcher cannot watch an upgradeable connection) and told to finish on stop.
+//!
 //! `handle` is where every request starts: it loads the config snapshot once, routes, applies
 //! the access rules, calls the route's handler and turns any `ProxyError` into a response in
 //! the route's dialect. Nothing below this module sees a raw connection.

@@ -724,3 +724,59 @@ async fn an_alias_chain_moves_to_its_next_model_when_every_key_is_out_of_quota()
         json!(["TEXT"])
     );
 }
+
+#[tokio::test]
+async fn with_an_outbound_proxy_live_is_refused_not_sent_around_it() {
+    let keys = fake_keys(1);
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &keys, |c| {
+        c.set("upstream", r#"proxy = "http://127.0.0.1:9""#)
+    })
+    .await;
+    match dial(&proxy, PATH, &[("x-goog-api-key", TEST_TOKEN)]).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 501);
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .expect("JSON");
+            assert_eq!(body["error"]["status"], "UNIMPLEMENTED", "{body}");
+        }
+        other => panic!("expected a 501, got {:?}", other.map(|_| "a session")),
+    }
+    assert!(fake.live_sessions().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_google_back() {
+    let keys = fake_keys(1);
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &keys, |c| c).await;
+    let mut ws = open(&proxy).await;
+    set_up(&mut ws, MODEL).await;
+    // 2,000 messages of 64 KiB (125 MiB) while the client reads nothing.
+    ws.send(turn("flood:2000")).await.expect("send");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled = fake.live_sessions()[0].sent;
+    // Socket buffers and one message in flight per side hold a few MiB, not the flood.
+    assert!(
+        stalled < 400,
+        "{stalled} messages left the fake with no reader"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        fake.live_sessions()[0].sent < stalled + 20,
+        "the fake kept sending"
+    );
+    // Reading again lets it all through, in order and whole.
+    let mut received = 0;
+    while received < 2000 {
+        let m = next(&mut ws).await.expect("a flood message");
+        let text = m
+            .pointer("/serverContent/modelTurn/parts/0/text")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        assert_eq!(text.len(), 64 * 1024);
+        received += 1;
+    }
+    assert_eq!(fake.live_sessions()[0].sent, 2000);
+}

@@ -16,7 +16,8 @@
 //!   with `modelTurn.parts[].text` (the default text, naming the model and masked key) and a
 //!   `serverContent.turnComplete` with `usageMetadata`; server messages go out as binary frames,
 //!   as Google sends them. A turn whose text is `close:{code}` makes the fake close the session
-//!   with that code instead.
+//!   with that code instead; `flood:{n}` makes it send `n` messages of 64 KiB as fast as the
+//!   connection takes them (`LiveSession::sent` counts them).
 //!
 //! `FakeGemini::refuse_live_handshake` makes the upgrade itself fail for a key (an HTTP status
 //! and Google's error body instead of the 101).
@@ -67,6 +68,8 @@ pub struct LiveSession {
     pub client_closed: Option<u16>,
     /// Whether the session ended (either way).
     pub ended: bool,
+    /// Server messages sent after `setupComplete`.
+    pub sent: u64,
 }
 
 pub(super) fn is_live(path: &str) -> bool {
@@ -295,6 +298,21 @@ async fn session(
             .flatten()
             .filter_map(|p| p.get("text").and_then(Value::as_str))
             .collect();
+        if let Some(n) = text
+            .strip_prefix("flood:")
+            .and_then(|n| n.trim().parse::<u64>().ok())
+        {
+            // `n` messages of 64 KiB, as fast as the connection takes them.
+            let chunk = "z".repeat(64 * 1024);
+            for _ in 0..n {
+                let m = json!({"serverContent": {"modelTurn": {"parts": [{"text": chunk}]}}});
+                if ws.send(Message::binary(m.to_string())).await.is_err() {
+                    return;
+                }
+                record(&|s: &mut LiveSession| s.sent += 1);
+            }
+            continue;
+        }
         if let Some(code) = text
             .strip_prefix("close:")
             .and_then(|c| c.trim().parse::<u16>().ok())
