@@ -51,6 +51,21 @@ async fn open(proxy: &Proxy) -> Ws {
         .expect("upgrade")
 }
 
+/// `open`, waiting (bounded) while the one place in flight is still held: a session frees it
+/// when its task ends, a moment after its last close reached the client.
+async fn open_when_free(proxy: &Proxy) -> Ws {
+    for _ in 0..250 {
+        match dial(proxy, PATH, &[("x-goog-api-key", TEST_TOKEN)]).await {
+            Ok(ws) => return ws,
+            Err(tungstenite::Error::Http(r)) if r.status().as_u16() == 503 => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("upgrade: {e}"),
+        }
+    }
+    panic!("the place in flight was never freed");
+}
+
 fn setup_message(model: &str) -> Message {
     Message::text(
         json!({"setup": {"model": format!("models/{model}"), "generationConfig": {"responseModalities": ["TEXT"]}}})
@@ -481,21 +496,21 @@ async fn bounds_message_size_setup_wait_idle_and_in_flight() {
     .await;
 
     // No setup in time: closed, no upstream session.
-    let mut ws = open(&proxy).await;
+    let mut ws = open_when_free(&proxy).await;
     let started = std::time::Instant::now();
     assert_eq!(next(&mut ws).await.expect_err("closed").0, 1008);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(fake.live_sessions().is_empty());
 
     // An oversized setup: 1009, no upstream session.
-    let mut ws = open(&proxy).await;
+    let mut ws = open_when_free(&proxy).await;
     let huge = json!({"setup": {"model": format!("models/{MODEL}"), "systemInstruction": "x".repeat(8192)}});
     let _ = ws.send(Message::text(huge.to_string())).await;
     assert_eq!(next(&mut ws).await.expect_err("closed").0, 1009);
     assert!(fake.live_sessions().is_empty());
 
     // An oversized message mid-session: 1009 to the client, the upstream session ends.
-    let mut ws = open(&proxy).await;
+    let mut ws = open_when_free(&proxy).await;
     set_up(&mut ws, MODEL).await;
     // While it is open the session holds the one place in flight.
     let busy = proxy.get("/v1/models").send().await.expect("GET");
@@ -512,7 +527,7 @@ async fn bounds_message_size_setup_wait_idle_and_in_flight() {
     .await;
 
     // Idle for upstream.idle_timeout: both sides closed.
-    let mut ws = open(&proxy).await;
+    let mut ws = open_when_free(&proxy).await;
     set_up(&mut ws, MODEL).await;
     let started = std::time::Instant::now();
     let (code, reason) = next(&mut ws).await.expect_err("closed");
