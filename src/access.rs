@@ -63,6 +63,17 @@ impl Caller {
         }
     }
 
+    /// This caller acting as `token` (the Live API's ephemeral tokens act for the client
+    /// token that minted them: its name in the stats, its model list).
+    pub fn as_token(&self, token: &config::ClientToken) -> Caller {
+        Caller {
+            token_name: Some(token.name.clone()),
+            models: token.models.clone(),
+            admin: false,
+            ..self.clone()
+        }
+    }
+
     /// Whether this caller's token may use `model`.
     pub fn allows(&self, model: &str) -> bool {
         self.models

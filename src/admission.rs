@@ -177,6 +177,26 @@ impl Drop for Slot {
     }
 }
 
+/// Where a request that outlives its response (a WebSocket session after the 101) takes its
+/// place in `max_in_flight`: the handler puts one in the response's extensions, the server puts
+/// the request's slot in it, and the slot is freed when the last holder (the session) drops it.
+#[derive(Clone, Default)]
+pub struct Handover(std::sync::Arc<std::sync::Mutex<Option<Slot>>>);
+
+impl Handover {
+    pub fn new() -> Handover {
+        Handover::default()
+    }
+
+    /// Called by the server with the request's slot.
+    pub fn give(&self, slot: Slot) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(slot);
+    }
+}
+
 fn take(counter: &'static AtomicUsize, limit: usize) -> Option<Slot> {
     counter
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -298,6 +318,55 @@ impl Drop for Scope {
         if held > 0 {
             BUDGET_USED.fetch_sub(held, Ordering::AcqRel);
         }
+    }
+}
+
+/// Bytes a long-lived connection (a Live API session) holds against `server.memory_budget`
+/// outside any request scope: taken as its reads arrive, given back when what they formed has
+/// been passed on, and all given back when it drops. The same budget as request bodies, so
+/// sessions sending large messages at once are refused rather than exhausting the process.
+#[derive(Debug)]
+pub struct Meter {
+    limit: u64,
+    held: AtomicU64,
+}
+
+impl Meter {
+    pub fn new(memory_budget: u64) -> Meter {
+        Meter {
+            limit: memory_budget,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `n` more bytes; false (and nothing taken) when the budget cannot hold them.
+    pub fn take(&self, n: u64) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let ok = BUDGET_USED
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&u| u <= self.limit)
+            })
+            .is_ok();
+        if ok {
+            self.held.fetch_add(n, Ordering::AcqRel);
+        }
+        ok
+    }
+
+    /// Gives back everything held so far.
+    pub fn release(&self) {
+        let held = self.held.swap(0, Ordering::AcqRel);
+        if held > 0 {
+            BUDGET_USED.fetch_sub(held, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -55,6 +55,36 @@ pub fn classify_pinned(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
+/// A Live API WebSocket that Google closed before `setupComplete` (or during a session), as the
+/// HTTP status Google gives the same error on its REST methods: a close reason that speaks of
+/// quota is a 429 (Google closes with 1011 for it), 1007 (invalid argument, an invalid key
+/// among them) a 400, 1008 (a policy refusal: the model, the method) a 403's client side, a
+/// 404; 1013 and 1001 a 503; anything else (1011, an abnormal close) a 500.
+pub fn close_status(code: u16, reason: &str) -> u16 {
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("quota")
+        || lower.contains("resource_exhausted")
+        || lower.contains("rate limit")
+    {
+        return 429;
+    }
+    match code {
+        1007 => 400,
+        1008 => 404,
+        1001 | 1013 => 503,
+        _ => 500,
+    }
+}
+
+/// `classify` for a Live API close: the close's reason read as Google's error message under
+/// its REST status (`close_status`), so an invalid key disables that key, quota rests it, and
+/// the client's own mistakes touch no key.
+pub fn classify_close(code: u16, reason: &str) -> Outcome {
+    let status = close_status(code, reason);
+    let body = serde_json::json!({"error": {"code": status, "message": reason}}).to_string();
+    classify(status, body.as_bytes())
+}
+
 /// One event of a 200 stream (SSE data, bare JSON, or an element of the JSON-array stream):
 /// `None` when it is not an error, else what the error means for the key, classified like the
 /// same error with its own status code. Cheap for ordinary events, which never parse twice.
@@ -413,6 +443,33 @@ mod tests {
         Outcome::Transient {
             reason: reason.to_string(),
         }
+    }
+
+    #[test]
+    fn live_closes() {
+        assert!(matches!(
+            classify_close(1007, "API key not valid. Please pass a valid API key."),
+            Outcome::KeyInvalid { .. }
+        ));
+        assert!(matches!(
+            classify_close(
+                1011,
+                "You exceeded your current quota, please check your plan and billing details."
+            ),
+            Outcome::RateLimited { .. } | Outcome::QuotaDaily | Outcome::NoQuota
+        ));
+        assert_eq!(
+            classify_close(1007, "Request contains an invalid argument."),
+            Outcome::ClientError
+        );
+        assert_eq!(
+            classify_close(1008, "models/nope is not found for API version v1beta"),
+            Outcome::ClientError
+        );
+        assert!(matches!(
+            classify_close(1011, "Internal error encountered."),
+            Outcome::Transient { .. }
+        ));
     }
 
     #[test]

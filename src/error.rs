@@ -117,6 +117,9 @@ pub enum ProxyError {
     /// A create names a resource that exists already (Google's ALREADY_EXISTS).
     #[error("{message}")]
     Conflict { message: String },
+    /// Something this proxy's configuration cannot do (the Live API with `upstream.proxy`).
+    #[error("{message}")]
+    Unsupported { message: String },
     #[error("internal error: {0}")]
     Internal(String),
     /// A stream already under way failed (Google's error event, a broken or silent
@@ -186,6 +189,7 @@ impl ProxyError {
             }
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
             ProxyError::StreamBroken { code, .. } => {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -200,6 +204,7 @@ impl ProxyError {
             | ProxyError::NotFound { .. }
             | ProxyError::ModelNotFound { .. }
             | ProxyError::MethodNotAllowed
+            | ProxyError::Unsupported { .. }
             | ProxyError::BodyTimeout { .. } => "invalid_request_error",
             // Google refusing a named resource (another project's file) is a permission error.
             ProxyError::UpstreamClient { status, .. } if *status == StatusCode::FORBIDDEN => {
@@ -271,7 +276,7 @@ impl ProxyError {
             StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
             StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
             StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
-            StatusCode::METHOD_NOT_ALLOWED => "UNIMPLEMENTED",
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => "UNIMPLEMENTED",
             StatusCode::CONFLICT => "FAILED_PRECONDITION",
             _ => "INTERNAL",
         }
@@ -306,6 +311,7 @@ impl ProxyError {
             | ProxyError::ModelNotFound { .. }
             | ProxyError::ShuttingDown
             | ProxyError::Overloaded { .. }
+            | ProxyError::Unsupported { .. }
             | ProxyError::BodyTimeout { .. } => tracing::Level::INFO,
         }
     }
@@ -378,6 +384,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "api_error"),
             ProxyError::ShuttingDown => (overloaded, "overloaded_error"),
             ProxyError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
+            ProxyError::Unsupported { .. } => (StatusCode::NOT_IMPLEMENTED, "api_error"),
             ProxyError::Overloaded { .. } => (overloaded, "overloaded_error"),
             ProxyError::BodyTimeout { .. } => {
                 (StatusCode::REQUEST_TIMEOUT, "invalid_request_error")
@@ -548,6 +555,58 @@ pub fn whole_seconds(wait: Duration) -> u64 {
 /// Gemini's "The input token count (N) exceeds the maximum number of tokens allowed (M)."
 fn is_context_overflow(message: &str) -> bool {
     message.contains("input token count") && message.contains("exceeds the maximum")
+}
+
+/// The most a WebSocket close reason holds (RFC 6455: 125 bytes of payload, 2 of them the code).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+impl ProxyError {
+    /// The error as the close of a Live API WebSocket (issue #18), in Google's codes: 1007 for
+    /// input it cannot use, 1009 for a message too large, 1008 for a refusal (credential, model,
+    /// address), 1001 at shutdown, 1011 for the rest (Google closes with 1011 on quota too);
+    /// the reason is the client message cut to what a close frame holds.
+    pub fn close(&self) -> (u16, String) {
+        let code = match self {
+            ProxyError::PayloadTooLarge { .. } => 1009,
+            ProxyError::BadRequest { .. } => 1007,
+            ProxyError::UpstreamClient { status, .. } if *status == StatusCode::BAD_REQUEST => 1007,
+            ProxyError::ShuttingDown => 1001,
+            ProxyError::Unauthorized
+            | ProxyError::LockedOut { .. }
+            | ProxyError::IpDenied
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::AdminOnly
+            | ProxyError::CrossSite
+            | ProxyError::NotFound { .. }
+            | ProxyError::MethodNotAllowed
+            | ProxyError::ModelNotFound { .. }
+            | ProxyError::BodyTimeout { .. }
+            | ProxyError::Unsupported { .. }
+            | ProxyError::PinnedElsewhere { .. }
+            | ProxyError::Conflict { .. }
+            | ProxyError::UpstreamClient { .. } => 1008,
+            ProxyError::NoKey { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTimeout
+            | ProxyError::Overloaded { .. }
+            | ProxyError::PinnedResting { .. }
+            | ProxyError::Internal(_)
+            | ProxyError::StreamBroken { .. } => 1011,
+        };
+        (code, close_reason(&self.client_message()).to_string())
+    }
+}
+
+/// `text` cut to `MAX_CLOSE_REASON` bytes at a character boundary.
+pub fn close_reason(text: &str) -> &str {
+    if text.len() <= MAX_CLOSE_REASON {
+        return text;
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 #[cfg(test)]

@@ -94,6 +94,16 @@ pub enum Route {
     /// `/upload/session/{id}`: a resumable upload session the proxy handed out; its id is the
     /// credential (the SDK sends the chunks without one).
     UploadSession(String),
+    /// The Live API's WebSocket (`GET /ws/google.ai.generativelanguage.{version}.GenerativeService.
+    /// BidiGenerateContent`), tunnelled by `api::live`; `constrained`: the
+    /// `BidiGenerateContentConstrained` method, whose credential is an ephemeral token the proxy
+    /// minted (checked by the handler, not the gate).
+    Live {
+        version: LiveVersion,
+        constrained: bool,
+    },
+    /// `POST /v1alpha/auth_tokens`: an ephemeral token for the Live API, minted on a pool key.
+    AuthTokens,
     RunGemini,
     Health,
     Livez,
@@ -129,7 +139,9 @@ impl Route {
             | Route::GeminiGetModel(_)
             | Route::GeminiCall { .. }
             | Route::Native
-            | Route::UploadSession(_) => Dialect::Google,
+            | Route::UploadSession(_)
+            | Route::Live { .. }
+            | Route::AuthTokens => Dialect::Google,
             Route::NotFound(d) | Route::MethodNotAllowed(d) => *d,
             Route::Messages | Route::CountTokens => Dialect::Anthropic,
             _ => Dialect::OpenAi,
@@ -159,6 +171,10 @@ impl Route {
             | Route::DashboardLogout => Gate::Open,
             // The session id in the path is the credential; `api::native` checks it.
             Route::UploadSession(_) => Gate::Open,
+            // An ephemeral token (not a client token) is the credential; `api::live` checks it.
+            Route::Live {
+                constrained: true, ..
+            } => Gate::Open,
             _ => Gate::Client,
         }
     }
@@ -177,6 +193,8 @@ impl Route {
             Route::GeminiCall { action, .. } => action.as_str(),
             Route::Native => "native",
             Route::UploadSession(_) => "upload_session",
+            Route::Live { .. } => "live",
+            Route::AuthTokens => "auth_tokens",
             Route::RunGemini => "run_gemini",
             Route::Explain => "explain",
             Route::AdminReload => "admin_reload",
@@ -207,7 +225,11 @@ impl Route {
 /// their base URL ends with `/`.
 pub fn route(method: &Method, path: &str) -> Route {
     let path = normalise(path);
-    let dialect = if path.starts_with("/v1beta") || path.starts_with("/upload/") {
+    let dialect = if path.starts_with("/v1beta")
+        || path.starts_with("/upload/")
+        || path.starts_with("/v1alpha")
+        || path.starts_with("/ws/")
+    {
         Dialect::Google
     } else if path.starts_with("/v1/messages") {
         Dialect::Anthropic
@@ -256,7 +278,20 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/dashboard/api/state" => expect(get, Route::DashboardState),
         "/dashboard/login" => expect(post, Route::DashboardLogin),
         "/dashboard/logout" => expect(post, Route::DashboardLogout),
+        "/v1alpha/auth_tokens" => expect(post, Route::AuthTokens),
         p => {
+            if let Some(rest) = p.strip_prefix("/ws/google.ai.generativelanguage.") {
+                return match live(rest) {
+                    Some((version, constrained)) => expect(
+                        *method == Method::GET,
+                        Route::Live {
+                            version,
+                            constrained,
+                        },
+                    ),
+                    None => Route::NotFound(Dialect::Google),
+                };
+            }
             if let Some(id) = p.strip_prefix("/upload/session/") {
                 return if !post && *method != Method::PUT {
                     Route::MethodNotAllowed(Dialect::Google)
@@ -340,6 +375,41 @@ pub fn route(method: &Method, path: &str) -> Route {
             }
             Route::NotFound(dialect)
         }
+    }
+}
+
+/// The API version in a Live route's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveVersion {
+    V1,
+    V1Beta,
+    V1Alpha,
+}
+
+impl LiveVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveVersion::V1 => "v1",
+            LiveVersion::V1Beta => "v1beta",
+            LiveVersion::V1Alpha => "v1alpha",
+        }
+    }
+}
+
+/// `{version}.GenerativeService.BidiGenerateContent[Constrained]` -> the version and whether it
+/// is the constrained (ephemeral token) method.
+fn live(rest: &str) -> Option<(LiveVersion, bool)> {
+    let (version, method) = rest.split_once(".GenerativeService.")?;
+    let version = match version {
+        "v1" => LiveVersion::V1,
+        "v1beta" => LiveVersion::V1Beta,
+        "v1alpha" => LiveVersion::V1Alpha,
+        _ => return None,
+    };
+    match method {
+        "BidiGenerateContent" => Some((version, false)),
+        "BidiGenerateContentConstrained" => Some((version, true)),
+        _ => None,
     }
 }
 
@@ -547,6 +617,46 @@ mod tests {
         );
         check(Method::GET, "/nope", NotFound(Dialect::OpenAi));
         check(Method::GET, "/v1beta/nope", Native);
+        check(
+            Method::GET,
+            "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
+            Live {
+                version: LiveVersion::V1Beta,
+                constrained: false,
+            },
+        );
+        check(
+            Method::GET,
+            "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
+            Live {
+                version: LiveVersion::V1,
+                constrained: false,
+            },
+        );
+        check(
+            Method::GET,
+            "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained",
+            Live {
+                version: LiveVersion::V1Alpha,
+                constrained: true,
+            },
+        );
+        check(
+            Method::POST,
+            "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
+            MethodNotAllowed(Dialect::Google),
+        );
+        check(
+            Method::GET,
+            "/ws/google.ai.generativelanguage.v2.GenerativeService.BidiGenerateContent",
+            NotFound(Dialect::Google),
+        );
+        check(Method::POST, "/v1alpha/auth_tokens", AuthTokens);
+        check(
+            Method::GET,
+            "/v1alpha/auth_tokens",
+            MethodNotAllowed(Dialect::Google),
+        );
     }
 
     #[test]
@@ -568,6 +678,12 @@ mod tests {
         assert_eq!(
             route(&Method::GET, "/v1beta/models").dialect(),
             Dialect::Google
+        );
+        let live = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+        assert_eq!(route(&Method::GET, live).gate(), Gate::Client);
+        assert_eq!(
+            route(&Method::GET, &format!("{live}Constrained")).gate(),
+            Gate::Open
         );
     }
 }

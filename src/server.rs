@@ -9,6 +9,11 @@
 //! read (`/livez`, `/readyz` and `/health` are exempt); a failing `accept()` backs off
 //! exponentially instead of spinning.
 //!
+//! Connections are served `with_upgrades()`: the Live API's WebSocket (`api::live`) takes its
+//! connection over after the 101 and runs as a session the shutdown waits for
+//! (`Lifecycle::sessions`); connection tasks are tracked with a `TaskTracker` (hyper-util's
+//! graceful watcher cannot watch an upgradeable connection) and told to finish on stop.
+//!
 //! `handle` is where every request starts: it loads the config snapshot once, routes, applies
 //! the access rules, calls the route's handler and turns any `ProxyError` into a response in
 //! the route's dialect. Nothing below this module sees a raw connection.
@@ -29,7 +34,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
@@ -149,7 +153,9 @@ fn worker(index: usize, listener: std::net::TcpListener, app: Arc<App>) {
 /// Accepts connections until the lifecycle says stop, then waits for in-flight requests for
 /// `shutdown_grace`, then ends the streams still open and returns.
 pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize) {
-    let graceful = GracefulShutdown::new();
+    // Every connection's task, to wait for at shutdown. (hyper-util's `GracefulShutdown` cannot
+    // watch a connection that allows upgrades, which the Live API's WebSocket needs.)
+    let connections = tokio_util::task::TaskTracker::new();
     let mut backoff = admission::Backoff::default();
     loop {
         let (stream, peer) = tokio::select! {
@@ -221,12 +227,23 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize) {
                 Ok::<_, Infallible>(handle(app, req, peer, worker).await)
             }
         });
-        let conn = builder.serve_connection(io, service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        // Upgrades: the Live API's WebSocket (`api::live`) takes the connection over after its
+        // 101; every other route answers in HTTP as before.
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        let stopping = app.lifecycle.stopping().clone();
+        connections.spawn(async move {
             // Counted until the connection is gone.
             let _slot = slot;
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stopping.cancelled() => {
+                    // Requests in flight finish; an idle keep-alive connection closes now.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
@@ -235,7 +252,14 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, worker: usize) {
 
     let grace = app.snapshot().config.server.shutdown_grace;
     tracing::info!(grace_s = grace.as_secs_f64(), "stopped accepting; draining");
-    let shutdown = graceful.shutdown();
+    connections.close();
+    // Live API sessions (upgraded connections) too; they end with the drain, like streams.
+    let sessions = app.lifecycle.sessions();
+    sessions.close();
+    let shutdown = async {
+        connections.wait().await;
+        sessions.wait().await;
+    };
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => tracing::info!("all connections closed"),
@@ -438,10 +462,15 @@ async fn handle(
             response
         }
     };
-    match slot {
+    match (slot, response.extensions().get::<admission::Handover>()) {
+        // A WebSocket session (`api::live`): in flight until the session ends.
+        (Some(slot), Some(handover)) => {
+            handover.give(slot);
+            response
+        }
         // In flight until the last byte of the answer (a stream's end) is written or dropped.
-        Some(slot) => response.map(|body| SlotBody { body, _slot: slot }.boxed()),
-        None => response,
+        (Some(slot), None) => response.map(|body| SlotBody { body, _slot: slot }.boxed()),
+        (None, _) => response,
     }
 }
 

@@ -105,6 +105,9 @@ pub struct Lifecycle {
     shutting_down: AtomicBool,
     stop: CancellationToken,
     drain: CancellationToken,
+    /// Live API sessions, which outlive the HTTP connection they upgraded: shutdown waits
+    /// for them as for connections.
+    sessions: tokio_util::task::TaskTracker,
 }
 
 impl Lifecycle {
@@ -129,6 +132,11 @@ impl Lifecycle {
 
     pub fn begin_drain(&self) {
         self.drain.cancel();
+    }
+
+    /// Where Live API sessions run (`api::live`), so that shutdown can wait for them.
+    pub fn sessions(&self) -> &tokio_util::task::TaskTracker {
+        &self.sessions
     }
 }
 

@@ -207,6 +207,53 @@ impl Upstream {
     }
 }
 
+/// Where a Live API WebSocket goes (issue #18): the base URL with its scheme mapped (`http` ->
+/// `ws`, `https` -> `wss`) and `path` appended, and the address to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveTarget {
+    pub url: String,
+    /// `host:port` (an IPv6 literal in brackets).
+    pub authority: String,
+}
+
+impl Upstream {
+    /// The WebSocket URL of `path` (`/ws/…`, no query) on the base URL.
+    pub fn live_target(&self, path: &str) -> Result<LiveTarget, String> {
+        let scheme = match self.base.scheme() {
+            "http" => "ws",
+            "https" => "wss",
+            other => {
+                return Err(format!(
+                    "upstream.base_url's scheme {other} has no WebSocket form"
+                ))
+            }
+        };
+        let host = self
+            .base
+            .host_str()
+            .ok_or("upstream.base_url names no host")?;
+        let port = self
+            .base
+            .port_or_known_default()
+            .ok_or("upstream.base_url names no port")?;
+        let authority = format!("{host}:{port}");
+        Ok(LiveTarget {
+            url: format!("{scheme}://{authority}{}{path}", self.prefix),
+            authority,
+        })
+    }
+
+    /// `upstream.connect_timeout`.
+    pub fn connect_timeout(&self) -> Duration {
+        self.config.connect_timeout
+    }
+
+    /// Whether `upstream.proxy` is set (the Live API's WebSocket does not go through it).
+    pub fn proxied(&self) -> bool {
+        self.config.proxy.is_some()
+    }
+}
+
 /// A native call's request body.
 pub enum Outgoing {
     Empty,

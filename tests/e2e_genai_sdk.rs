@@ -217,3 +217,60 @@ async fn google_genai_interactions_and_batches() {
         .iter()
         .all(|r| r.key.as_deref() != Some(TEST_TOKEN) && r.key.as_deref() != Some(OTHER_TOKEN)));
 }
+
+/// The Live API through the pool (issue #18): `aio.live.connect` for one text turn on the client
+/// token (google-genai's default `v1`, and `v1beta`), `aio.auth_tokens.create` minting an
+/// ephemeral token on a pool key and a session with it (`v1alpha`, Constrained), and a wrong
+/// token refused. The first key is out of quota for the model: the SDK must not notice.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the google-genai SDK: run scripts/test.sh"]
+async fn google_genai_live() {
+    let keys = fake_keys(2);
+    let fake = FakeGemini::start().await;
+    fake.on(&keys[0], MODEL)
+        .always(Reply::quota_per_minute(MODEL, Some("30s")));
+    let proxy = Proxy::builder()
+        .config(config_for(&fake.url(), &keys).set("models", r#"list = "static""#))
+        .start()
+        .await;
+    let expect: Vec<String> = keys.iter().map(|k| default_text(MODEL, k)).collect();
+    run::passing(
+        "genai_live.py",
+        vec![
+            ("GR_PROXY", proxy.addr().to_string()),
+            ("GR_TOKEN", TEST_TOKEN.to_string()),
+            ("GR_MODEL", MODEL.to_string()),
+            ("GR_EXPECT", expect.join("|")),
+        ],
+        Duration::from_secs(120),
+        || proxy.logs(),
+    )
+    .await;
+    let sessions = fake.live_sessions();
+    // Three sessions served on the second key, each after the first key's quota close (the
+    // first one), or straight away once the first key rests.
+    let served: Vec<_> = sessions
+        .iter()
+        .filter(|s| s.closed_with.is_none())
+        .collect();
+    assert_eq!(served.len(), 3, "{sessions:#?}");
+    assert!(
+        served
+            .iter()
+            .all(|s| s.key.as_deref() == Some(keys[1].as_str())),
+        "{sessions:#?}"
+    );
+    assert!(
+        served.iter().any(|s| s.ephemeral.is_some()),
+        "{sessions:#?}"
+    );
+    // No client credential reached Google.
+    for s in &sessions {
+        assert!(s
+            .headers
+            .get("x-goog-api-key")
+            .is_none_or(|k| keys.iter().any(|key| k == key.as_str())));
+        assert_ne!(s.key.as_deref(), Some(TEST_TOKEN));
+    }
+    assert_eq!(fake.keys_in_url(), 0);
+}

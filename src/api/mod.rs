@@ -12,6 +12,8 @@ pub mod gemini;
 pub mod health;
 pub mod images;
 pub mod ip;
+// The Live API's WebSocket and its ephemeral tokens (issue #18).
+pub mod live;
 pub mod models;
 pub mod native;
 pub mod responses;
@@ -83,6 +85,11 @@ pub async fn dispatch(
         ))),
         Route::Native => native::passthrough(app, snap, &caller, req, log).await,
         Route::UploadSession(id) => native::upload_session(app, snap, &id, req, log).await,
+        Route::Live {
+            version,
+            constrained,
+        } => live::connect(app, snap, &caller, version, constrained, req, log).await,
+        Route::AuthTokens => live::mint(app, snap, &caller, req, log).await,
         Route::GeminiListModels | Route::GeminiGetModel(_) | Route::GeminiCall { .. } => {
             gemini::passthrough(app, snap, &caller, route, req, log).await
         }

@@ -1207,7 +1207,7 @@ fn trackable(name: &str) -> bool {
 }
 
 /// RFC 3339 as Google writes it (`2026-12-02T01:02:03.456789Z`, or an offset).
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
         return None;

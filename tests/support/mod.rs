@@ -12,8 +12,8 @@ pub mod redis;
 
 pub use fake_gemini::{
     chunk_with_parts, default_text, fake_embedding, fake_image, fake_image_b64, fnv1a,
-    google_error, mask, model_object, text_chunk, FakeGemini, RecordedRequest, Reply, StreamEnd,
-    FAKE_IMAGE_BYTES, FNV_START,
+    google_error, mask, model_object, text_chunk, FakeGemini, LiveSession, RecordedRequest, Reply,
+    StreamEnd, FAKE_IMAGE_BYTES, FNV_START, LIVE_PROMPT_TOKENS, LIVE_RESPONSE_TOKENS,
 };
 pub use kubelet::{kubelet_init, kubelet_update};
 pub use proxy::{

@@ -26,6 +26,7 @@ mod files;
 mod generate;
 mod images;
 mod interactions;
+mod live;
 mod models;
 mod recording;
 mod replies;
@@ -56,6 +57,7 @@ pub use errors::google_error;
 pub use files::{fnv1a, FNV_START};
 pub use generate::{chunk_with_parts, default_text, text_chunk};
 pub use images::{fake_image, fake_image_b64, FAKE_IMAGE_BYTES};
+pub use live::{LiveSession, LIVE_PROMPT_TOKENS, LIVE_RESPONSE_TOKENS};
 pub use models::{model_object, DEFAULT_MODELS};
 pub use recording::RecordedRequest;
 pub use replies::{Reply, StreamEnd, Success};
@@ -125,6 +127,12 @@ struct Shared {
     projects: Mutex<files::Projects>,
     uploaded_bytes: AtomicU64,
     permission_denied: AtomicU64,
+    /// Live API sessions (`live.rs`).
+    live_sessions: Mutex<Vec<LiveSession>>,
+    /// Ephemeral tokens minted, with their keys (`live.rs`).
+    live_tokens: Mutex<HashMap<String, String>>,
+    /// Keys whose Live handshake is refused: status and body (`live.rs`).
+    live_handshake: Mutex<HashMap<String, (u16, Value)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -209,6 +217,9 @@ impl FakeGeminiBuilder {
             projects: Mutex::new(files::Projects::default()),
             uploaded_bytes: AtomicU64::new(0),
             permission_denied: AtomicU64::new(0),
+            live_sessions: Mutex::new(Vec::new()),
+            live_tokens: Mutex::new(HashMap::new()),
+            live_handshake: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
@@ -242,8 +253,9 @@ async fn accept_loop(
             });
             match http2 {
                 None => {
-                    let conn =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
                     tokio::select! {
                         _ = conn => {}
                         _ = stop.cancelled() => {}
@@ -254,7 +266,8 @@ async fn accept_loop(
                         hyper_util::rt::TokioExecutor::new(),
                     );
                     builder.http2().max_concurrent_streams(max);
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     tokio::select! {
                         _ = conn => {}
                         _ = stop.cancelled() => {}
@@ -425,6 +438,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<FakeBod
     if req.version() == http::Version::HTTP_2 {
         shared.http2_requests.fetch_add(1, Ordering::SeqCst);
     }
+    if live::is_live(req.uri().path()) {
+        flight.done = true;
+        return live::upgrade(shared.clone(), req);
+    }
     let (parts, body) = req.into_parts();
     let query_string = parts.uri.query().map(str::to_owned);
     let query = parse_query(query_string.as_deref());
@@ -551,6 +568,7 @@ async fn respond(
             ))
         }
         Route::UploadChunk(_) => return Now(json_response(404, &json!({}))),
+        Route::AuthTokens => return Now(live::mint(shared, &key, body.as_ref())),
         Route::BatchCreate(model) => {
             return Now(batches::create(shared, model, &key, body.as_ref()))
         }

@@ -34,11 +34,16 @@ pub(super) enum Route {
     Batches(Option<String>),
     /// `/v1beta/interactions[/{id}[/cancel]]`, any method.
     Interactions(Option<String>),
+    /// `POST /v1alpha/auth_tokens`: an ephemeral token for the Live API.
+    AuthTokens,
     Unknown,
 }
 
 impl Route {
     pub(super) fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> Route {
+        if path == "/v1alpha/auth_tokens" && method == Method::POST {
+            return Route::AuthTokens;
+        }
         if let Some(rest) = path
             .strip_prefix("/upload/v1beta/")
             .or_else(|| path.strip_prefix("/upload/v1/"))
@@ -133,6 +138,7 @@ impl Route {
             | Route::BatchCreate(_)
             | Route::Batches(_)
             | Route::Interactions(_)
+            | Route::AuthTokens
             | Route::Unknown => None,
         }
     }
