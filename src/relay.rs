@@ -42,6 +42,7 @@ use crate::translate::anthropic;
 use crate::translate::chat::StreamTranslator;
 use crate::translate::responses::ResponsesStream;
 use crate::translate::{EventStream, TranslateError};
+use crate::upstream::AnswerBody;
 use crate::usage::{self, Tokens};
 
 /// What the relay does with upstream bytes.
@@ -162,7 +163,7 @@ pub async fn start(
     app: Arc<App>,
     snap: Arc<Snapshot>,
     lease: Lease,
-    response: reqwest::Response,
+    response: AnswerBody,
     shape: Shape,
     log: RequestLog,
     content_type: HeaderValue,
@@ -242,7 +243,7 @@ async fn run(
     app: Arc<App>,
     snap: Arc<Snapshot>,
     lease: Lease,
-    response: reqwest::Response,
+    response: AnswerBody,
     mut shape: Shape,
     mut log: RequestLog,
     tx: mpsc::Sender<Bytes>,
@@ -253,7 +254,7 @@ async fn run(
         Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => snap.upstream.heartbeat,
         Shape::Passthrough { .. } | Shape::Raw => None,
     };
-    let mut upstream = response.bytes_stream();
+    let mut upstream = http_body_util::BodyDataStream::new(response);
     let mut parser = SseParser::new();
     let mut watch = Watch::default();
     let mut last_data = Instant::now();
