@@ -348,7 +348,7 @@ async fn run(
 
     unsettled.settle(verdict);
     // Gemini answered, whatever happened since: the request and its last usage count.
-    snap.record_usage(&lease, log.token.as_deref(), watch.seen.usage);
+    snap.record_usage(&lease, log.token.as_deref(), watch.seen.tokens());
     match end {
         End::Complete => {}
         End::ClientGone => log.error = Some("client disconnected".into()),
@@ -387,9 +387,15 @@ struct Watch {
     array: ArrayItems,
 }
 
+/// Far more than a `usageMetadata` object and what follows it in an event.
+const MAX_USAGE_TAIL: usize = 64 * 1024;
+
 #[derive(Default)]
 struct Seen {
-    usage: Option<Tokens>,
+    /// The last `usageMetadata` field seen, from its name to its event's end (at most
+    /// `MAX_USAGE_TAIL` bytes), parsed once when the stream ends (`tokens`): only the last one
+    /// counts, so the earlier ones (every event of a Gemini stream has one) are never parsed.
+    usage_tail: Vec<u8>,
     /// An error found in a passthrough stream, not yet reported.
     error: Option<Outcome>,
     /// Only the first error counts: Google ends the stream after it.
@@ -398,9 +404,17 @@ struct Seen {
 
 impl Seen {
     fn usage(&mut self, event: &[u8]) {
-        if let Some(t) = usage::from_json(event) {
-            self.usage = Some(t);
+        if let Some(at) = usage::last_field(event) {
+            let tail = &event[at..];
+            self.usage_tail.clear();
+            self.usage_tail
+                .extend_from_slice(&tail[..tail.len().min(MAX_USAGE_TAIL)]);
         }
+    }
+
+    /// The stream's usage: the last `usageMetadata` seen.
+    fn tokens(&self) -> Option<Tokens> {
+        usage::from_json(&self.usage_tail)
     }
 
     fn passthrough_event(&mut self, event: &[u8]) {

@@ -64,6 +64,20 @@ impl From<&UsageMetadata> for Tokens {
 
 const FIELD: &[u8] = b"\"usageMetadata\"";
 
+/// Where the last `usageMetadata` field name (its opening quote not escaped) starts in JSON
+/// bytes, if any: a cheap probe, one SIMD search from the end. `from_json` of the bytes from
+/// there on reads that field.
+pub fn last_field(bytes: &[u8]) -> Option<usize> {
+    let mut end = bytes.len();
+    while let Some(i) = memchr::memmem::rfind(&bytes[..end], FIELD) {
+        if !escaped(bytes, i) {
+            return Some(i);
+        }
+        end = i;
+    }
+    None
+}
+
 /// The last top-level `usageMetadata` in one Gemini response or stream event (JSON bytes).
 /// Google puts it near the end, so this scans backwards for the field name and parses only its
 /// object; a name inside a string cannot match (its quotes would be escaped).
@@ -346,6 +360,18 @@ mod tests {
         check("\"usageMetadata\"", None);
         check(r#"{"usageMetadata": 5}"#, None);
         check(r#"{"usageMetadata": {"promptTokenCount": "x"}}"#, None);
+    }
+
+    #[test]
+    fn the_last_field_read_from_its_tail() {
+        let event = r#"{"candidates":[{"content":{"parts":[{"text":"a \"usageMetadata\":{\"promptTokenCount\":9}"}]}}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6},"modelVersion":"m"}"#;
+        let at = last_field(event.as_bytes()).expect("the field");
+        assert!(event[at..].starts_with(r#""usageMetadata":{"promptTokenCount":4"#));
+        let tokens = from_json(&event.as_bytes()[at..]).map(|t| (t.prompt, t.completion));
+        assert_eq!(tokens, Some((4, 6)));
+        // Only an escaped mention: no field.
+        let text = r#"{"candidates":[{"content":{"parts":[{"text":"\"usageMetadata\":{}"}]}}]}"#;
+        assert_eq!(last_field(text.as_bytes()), None);
     }
 
     fn wall(rfc3339: &str) -> SystemTime {

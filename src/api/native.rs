@@ -646,19 +646,15 @@ const MAX_NAMED: usize = 1000;
 
 /// The tracked resources a JSON request body names: `fileData.fileUri` (a Files API URI or a
 /// bare `files/…`), `cachedContent`, `fileName` (a batch's input file), in either spelling,
-/// and a `fileSearch` tool's `fileSearchStoreNames`. Only bodies that mention such a name are
-/// scanned, and the scan builds no tree: it walks the JSON and keeps just those strings (at
-/// most `MAX_NAMED` distinct names).
+/// and a `fileSearch` tool's `fileSearchStoreNames`. Only bodies where one of those fields may
+/// appear are scanned (`may_name_resources`), and the scan builds no tree: it walks the JSON
+/// and keeps just those strings (at most `MAX_NAMED` distinct names).
 ///
 /// Fails closed: a value in one of those fields that looks like a resource (it mentions
 /// `files/`, or any `cachedContent`) but is not in a form this proxy reads is refused, so
 /// no spelling Google might resolve slips past the ownership check.
 pub(crate) fn referenced(body: &[u8]) -> Result<Vec<String>, ProxyError> {
-    let mentions = |needle: &[u8]| {
-        body.windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-    };
-    if !mentions(b"files") && !mentions(b"cachedContent") && !mentions(b"fileSearchStore") {
+    if !may_name_resources(body) {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
@@ -679,6 +675,34 @@ pub(crate) fn referenced(body: &[u8]) -> Result<Vec<String>, ProxyError> {
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// The keys `Field::of` reads, each with its closing quote.
+const RESOURCE_KEYS: [&[u8]; 8] = [
+    b"fileUri\"",
+    b"file_uri\"",
+    b"cachedContent\"",
+    b"cached_content\"",
+    b"fileName\"",
+    b"file_name\"",
+    b"fileSearchStoreNames\"",
+    b"file_search_store_names\"",
+];
+
+/// Whether a JSON body may hold one of the fields the resource scan reads: one of their keys
+/// appears right after a quote, or a `\u` escape appears anywhere. A JSON key can spell those
+/// letters only literally or as `\u` escapes (every other escape stands for a non-letter), so
+/// without either no key of the body is such a field, and the scan would find nothing. One
+/// SIMD pass over the quotes and backslashes: the per-request cost of a body that names
+/// nothing (a chat's long text mentioning "files" no longer walks the whole JSON).
+fn may_name_resources(body: &[u8]) -> bool {
+    memchr::memchr2_iter(b'"', b'\\', body).any(|i| {
+        let rest = &body[i + 1..];
+        if body[i] == b'\\' {
+            return rest.first() == Some(&b'u');
+        }
+        RESOURCE_KEYS.iter().any(|key| rest.starts_with(key))
+    })
 }
 
 /// Whether `s` mentions the Files API in any case or escape (`files/`, `files%2F`).
@@ -1356,6 +1380,17 @@ mod tests {
         ] {
             assert!(referenced(sneaky.as_bytes()).is_err(), "{sneaky}");
         }
+        // A key or a name spelled with `\u` escapes is read as what it stands for.
+        let escaped = br#"{"fileData":{"file\u0055ri":"\u0066iles/abc"}}"#;
+        assert_eq!(
+            referenced(escaped).ok(),
+            Some(vec!["files/abc".to_string()])
+        );
+        // A body that only talks about files names nothing (and is not walked).
+        let talk =
+            br#"{"contents":[{"parts":[{"text":"list the files in src/, then files/abc"}]}]}"#;
+        assert!(!may_name_resources(talk));
+        assert_eq!(referenced(talk).ok(), Some(vec![]));
         let many: Vec<String> = (0..=MAX_NAMED)
             .map(|i| format!(r#"{{"fileData":{{"fileUri":"files/f{i}"}}}}"#))
             .collect();
