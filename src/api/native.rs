@@ -677,32 +677,35 @@ pub(crate) fn referenced(body: &[u8]) -> Result<Vec<String>, ProxyError> {
     Ok(out)
 }
 
-/// The keys `Field::of` reads, each with its closing quote.
-const RESOURCE_KEYS: [&[u8]; 8] = [
+/// The keys `Field::of` reads, each with its closing quote, by how they start.
+const FILE_KEYS: [&[u8]; 6] = [
     b"fileUri\"",
     b"file_uri\"",
-    b"cachedContent\"",
-    b"cached_content\"",
     b"fileName\"",
     b"file_name\"",
     b"fileSearchStoreNames\"",
     b"file_search_store_names\"",
 ];
+const CACHED_KEYS: [&[u8]; 2] = [b"cachedContent\"", b"cached_content\""];
 
 /// Whether a JSON body may hold one of the fields the resource scan reads: one of their keys
 /// appears right after a quote, or a `\u` escape appears anywhere. A JSON key can spell those
 /// letters only literally or as `\u` escapes (every other escape stands for a non-letter), so
-/// without either no key of the body is such a field, and the scan would find nothing. One
-/// SIMD pass over the quotes and backslashes: the per-request cost of a body that names
-/// nothing (a chat's long text mentioning "files" no longer walks the whole JSON).
+/// without either no key of the body is such a field, and the scan would find nothing. Three
+/// SIMD substring searches (`\u`, `"file`, `"cached`): the per-request cost of a body that
+/// names nothing (a chat's long text mentioning "files" no longer walks the whole JSON).
 fn may_name_resources(body: &[u8]) -> bool {
-    memchr::memchr2_iter(b'"', b'\\', body).any(|i| {
-        let rest = &body[i + 1..];
-        if body[i] == b'\\' {
-            return rest.first() == Some(&b'u');
-        }
-        RESOURCE_KEYS.iter().any(|key| rest.starts_with(key))
-    })
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+    static FILE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"file"));
+    static CACHED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"cached"));
+    let keyed = |finder: &Finder<'_>, keys: &[&[u8]]| {
+        finder
+            .find_iter(body)
+            .any(|i| keys.iter().any(|key| body[i + 1..].starts_with(key)))
+    };
+    ESCAPE.find(body).is_some() || keyed(&FILE, &FILE_KEYS) || keyed(&CACHED, &CACHED_KEYS)
 }
 
 /// Whether `s` mentions the Files API in any case or escape (`files/`, `files%2F`).
