@@ -7,8 +7,11 @@
 //! tell a relayed stream from a buffered one; one whose name contains `hold` streams them 20 s
 //! apart (for holding thousands of streams open). Requests without `x-goog-api-key` get a 401.
 //!
-//! Usage: `cargo run --release --example bench_upstream -- [ADDR]` (default `127.0.0.1:0`);
-//! prints `listening on 127.0.0.1:PORT` once bound. Not a test double: see `tests/support/`.
+//! Usage: `cargo run --release --example bench_upstream -- [ADDR] [H2_MAX_STREAMS]` (default
+//! `127.0.0.1:0`); prints `listening on 127.0.0.1:PORT` once bound. With `H2_MAX_STREAMS`, each
+//! connection also speaks HTTP/2 without TLS (h2c, prior knowledge) and caps it at that many
+//! concurrent streams, as Google's `SETTINGS_MAX_CONCURRENT_STREAMS` does (HTTP/1.1 stays
+//! served). Not a test double: see `tests/support/`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,7 +27,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 /// Pre-built answers, shared by every connection.
@@ -192,6 +196,12 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".into());
+    let h2_max_streams: Option<u32> = match std::env::args().nth(2) {
+        Some(n) => Some(n.parse().map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "H2_MAX_STREAMS: a number")
+        })?),
+        None => None,
+    };
     let listener = TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
     if !local.ip().is_loopback() {
@@ -209,10 +219,20 @@ async fn main() -> std::io::Result<()> {
                 let answers = answers.clone();
                 async move { Ok::<_, Infallible>(handle(answers, req).await) }
             });
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let io = TokioIo::new(stream);
+            match h2_max_streams {
+                None => {
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(io, service)
+                        .await;
+                }
+                Some(max) => {
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http2().max_concurrent_streams(max);
+                    let _ = builder.serve_connection(io, service).await;
+                }
+            }
         });
     }
 }

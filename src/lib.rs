@@ -15,7 +15,8 @@
 //!   (bounded by [`retry_budget`], the process-wide cap on extra upstream calls).
 //! - [`pool`]: per (key, model) health and key selection; [`classify`] turns Google responses
 //!   into pool outcomes.
-//! - [`upstream`]: the reqwest client and the Gemini URLs.
+//! - [`upstream`]: the HTTP/1.1 client per worker (hyper-util's, or reqwest's through a proxy)
+//!   and the Gemini URLs.
 //! - [`error`]: every `ProxyError` becomes an HTTP response here, in the caller's dialect;
 //!   what a client sent is quoted in it (and in logs) only as an [`excerpt`].
 //!

@@ -45,7 +45,8 @@ pub enum Delivery {
 
 pub enum Payload {
     Full(Bytes),
-    Stream(reqwest::Response),
+    /// The answer's body, to relay.
+    Stream(upstream::AnswerBody),
 }
 
 /// A successful upstream exchange.
@@ -375,7 +376,7 @@ async fn attempt(
                 (Some(streamed), _) => {
                     fault = Some(streamed.fault.clone());
                     upstream::Outgoing::Stream {
-                        body: reqwest::Body::wrap_stream(streamed.stream),
+                        body: streamed.stream,
                         sent: streamed.sent,
                     }
                 }
@@ -406,10 +407,11 @@ async fn attempt(
     let ttfb = sent.is_ok().then(|| sent_at.elapsed());
     let failure = match sent {
         Ok(response) if response.status().is_success() => {
-            let status = response.status();
+            let (parts, body) = response.into_parts();
+            let status = parts.status;
             log.upstream_status = Some(status.as_u16());
-            let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
-            let headers = response.headers().clone();
+            let content_type = parts.headers.get(http::header::CONTENT_TYPE).cloned();
+            let headers = parts.headers;
             let read = match call.delivery {
                 Delivery::Streaming => {
                     // Judged at its end: the relay reports the lease's outcome.
@@ -421,12 +423,11 @@ async fn attempt(
                         status,
                         content_type,
                         headers,
-                        body: Payload::Stream(response),
+                        body: Payload::Stream(body),
                     });
                 }
                 Delivery::Buffered => {
-                    upstream::read_answer(response, snap.upstream.idle_timeout, MAX_BUFFERED_BODY)
-                        .await
+                    upstream::read_answer(body, snap.upstream.idle_timeout, MAX_BUFFERED_BODY).await
                 }
             };
             match read {
@@ -452,7 +453,8 @@ async fn attempt(
         Ok(response) => {
             let status = response.status();
             log.upstream_status = Some(status.as_u16());
-            let raw = upstream::read_error_body(response, snap.upstream.idle_timeout).await;
+            let raw =
+                upstream::read_error_body(response.into_body(), snap.upstream.idle_timeout).await;
             let outcome = if call.pinned.is_some() {
                 // Another project's view of a pinned resource is never the key's fault.
                 crate::classify::classify_pinned(status.as_u16(), &raw)

@@ -43,6 +43,7 @@ use crate::translate::anthropic;
 use crate::translate::chat::StreamTranslator;
 use crate::translate::responses::ResponsesStream;
 use crate::translate::{EventStream, TranslateError};
+use crate::upstream::AnswerBody;
 use crate::usage::{self, Tokens};
 
 /// What the relay does with upstream bytes.
@@ -171,7 +172,7 @@ pub async fn start(
     app: Arc<App>,
     snap: Arc<Snapshot>,
     lease: Lease,
-    response: reqwest::Response,
+    response: AnswerBody,
     shape: Shape,
     log: RequestLog,
     content_type: HeaderValue,
@@ -185,7 +186,7 @@ pub async fn start_learning(
     app: Arc<App>,
     snap: Arc<Snapshot>,
     lease: Lease,
-    response: reqwest::Response,
+    response: AnswerBody,
     shape: Shape,
     log: RequestLog,
     content_type: HeaderValue,
@@ -267,7 +268,7 @@ async fn run(
     app: Arc<App>,
     snap: Arc<Snapshot>,
     lease: Lease,
-    response: reqwest::Response,
+    response: AnswerBody,
     mut shape: Shape,
     mut log: RequestLog,
     tx: mpsc::Sender<Bytes>,
@@ -279,7 +280,7 @@ async fn run(
         Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => snap.upstream.heartbeat,
         Shape::Passthrough { .. } | Shape::Raw => None,
     };
-    let mut upstream = response.bytes_stream();
+    let mut upstream = http_body_util::BodyDataStream::new(response);
     let mut parser = SseParser::new();
     let mut watch = Watch {
         learn,
@@ -376,7 +377,7 @@ async fn run(
 
     unsettled.settle(verdict);
     // Gemini answered, whatever happened since: the request and its last usage count.
-    snap.record_usage(&lease, log.token.as_deref(), watch.seen.usage);
+    snap.record_usage(&lease, log.token.as_deref(), watch.seen.tokens());
     match end {
         End::Complete => {}
         End::ClientGone => log.error = Some("client disconnected".into()),
@@ -419,9 +420,15 @@ struct Watch {
     learned_from: usize,
 }
 
+/// Far more than a `usageMetadata` object and what follows it in an event.
+const MAX_USAGE_TAIL: usize = 64 * 1024;
+
 #[derive(Default)]
 struct Seen {
-    usage: Option<Tokens>,
+    /// The last `usageMetadata` field seen, from its name to its event's end (at most
+    /// `MAX_USAGE_TAIL` bytes), parsed once when the stream ends (`tokens`): only the last one
+    /// counts, so the earlier ones (every event of a Gemini stream has one) are never parsed.
+    usage_tail: Vec<u8>,
     /// An error found in a passthrough stream, not yet reported.
     error: Option<Outcome>,
     /// Only the first error counts: Google ends the stream after it.
@@ -430,9 +437,17 @@ struct Seen {
 
 impl Seen {
     fn usage(&mut self, event: &[u8]) {
-        if let Some(t) = usage::from_json(event) {
-            self.usage = Some(t);
+        if let Some(at) = usage::field_at(event) {
+            let tail = &event[at..];
+            self.usage_tail.clear();
+            self.usage_tail
+                .extend_from_slice(&tail[..tail.len().min(MAX_USAGE_TAIL)]);
         }
+    }
+
+    /// The stream's usage: the last `usageMetadata` seen.
+    fn tokens(&self) -> Option<Tokens> {
+        usage::from_json(&self.usage_tail)
     }
 
     fn passthrough_event(&mut self, event: &[u8]) {

@@ -1,23 +1,36 @@
-//! The connection to Google: one reqwest client per server worker (connection pooling,
-//! optional outbound proxy, timeouts) and the requests it sends. An `Upstream` is built for a
-//! config snapshot and shared by the following ones while `[upstream]` stays the same
-//! (`Upstream::serves`), so reloads of keys or pool settings keep the warm connections.
+//! The connection to Google: per server worker, one HTTP/1.1 client with its own connection
+//! pool (hyper-util's, TLS by rustls), timeouts, and the requests it sends. An `Upstream` is
+//! built for a config snapshot and shared by the following ones while `[upstream]` stays the
+//! same (`Upstream::serves`), so reloads of keys or pool settings keep the warm connections.
 //!
 //! HTTP/1.1 only, a connection per call in flight (pooled for reuse): over HTTP/2 every call
 //! of a worker would share one connection, and calls beyond the server's
 //! SETTINGS_MAX_CONCURRENT_STREAMS (commonly 100) would wait inside hyper for a free stream,
 //! up to `first_byte_timeout`, then be blamed on a healthy key.
 //!
+//! Two transports behind one send path: hyper-util's client directly (no outbound proxy: the
+//! request is built once as an `http::Request` and handed to the pool, with no URL re-parse,
+//! header copies or extra layers per call), or reqwest's client when `[upstream] proxy` is
+//! set (HTTP, HTTPS and SOCKS5 proxies, which reqwest implements in full). Both answer as
+//! `http::Response<AnswerBody>`.
+//!
 //! Keys travel only in the `x-goog-api-key` header, never in a URL. This module does not read
 //! Google's error bodies beyond collecting them; `classify` decides what they mean. A failed
 //! exchange says here, where it is known, whether the request may have reached Google
 //! (`SendError::maybe_processed`): `proxy` decides from that whether a repeat could be billed.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config;
 use crate::secret::ApiKey;
@@ -25,21 +38,45 @@ use crate::secret::ApiKey;
 /// Error bodies larger than this are cut (they are only classified and quoted).
 const MAX_ERROR_BODY: usize = 256 * 1024;
 
+type Direct =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, RequestBody>;
+
+/// An upstream answer: status, headers and the body still to read.
+pub type Answer = http::Response<AnswerBody>;
+
 pub struct Upstream {
     /// One client (and so one connection pool) per server worker: a pooled connection's task
     /// lives on the worker that opened it, so a worker using only its own pool never wakes
     /// another thread (see `server::serve_workers`).
-    clients: Box<[reqwest::Client]>,
-    /// `base_url` parsed once; each request copies it and sets path and query.
-    base: reqwest::Url,
-    /// The base URL's path prefix without its trailing slash (usually empty).
+    transport: Transport,
+    /// `base_url`'s scheme and authority, and its path prefix without the trailing slash
+    /// (usually empty): each request's URI is these plus its path and query.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
     prefix: String,
+    /// `base_url` parsed, to compare the origin of URLs Google hands out.
+    base: reqwest::Url,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub heartbeat: Option<Duration>,
     /// The config it was built from: a reload with the same `[upstream]` (and worker count)
     /// keeps this `Upstream` and its pooled connections (`serves`).
     config: config::Upstream,
+}
+
+/// Per worker: hyper-util's pool straight to Google, or reqwest's through `upstream.proxy`.
+enum Transport {
+    Direct(Box<[Direct]>),
+    Proxied(Box<[reqwest::Client]>),
+}
+
+impl Transport {
+    fn len(&self) -> usize {
+        match self {
+            Transport::Direct(c) => c.len(),
+            Transport::Proxied(c) => c.len(),
+        }
+    }
 }
 
 /// An exchange that produced no usable response, and how far the request got.
@@ -87,13 +124,32 @@ impl std::fmt::Display for SendError {
 impl Upstream {
     /// `workers`: how many server workers will send through it (one client each).
     pub fn new(cfg: &config::Upstream, workers: usize) -> Result<Upstream, String> {
-        let clients = (0..workers.max(1))
-            .map(|_| client(cfg))
-            .collect::<Result<Box<[_]>, _>>()?;
+        let workers = workers.max(1);
+        let transport = match &cfg.proxy {
+            None => Transport::Direct(
+                (0..workers)
+                    .map(|_| direct_client(cfg))
+                    .collect::<Result<Box<[_]>, _>>()?,
+            ),
+            Some(proxy) => Transport::Proxied(
+                (0..workers)
+                    .map(|_| proxied_client(cfg, proxy))
+                    .collect::<Result<Box<[_]>, _>>()?,
+            ),
+        };
         let base = reqwest::Url::parse(&cfg.base_url)
             .map_err(|e| format!("upstream.base_url is not a usable URL: {e}"))?;
+        let origin: Uri = base
+            .as_str()
+            .parse()
+            .map_err(|e| format!("upstream.base_url is not a usable URL: {e}"))?;
+        let (Some(scheme), Some(authority)) = (origin.scheme(), origin.authority()) else {
+            return Err("upstream.base_url needs a scheme and a host".into());
+        };
         Ok(Upstream {
-            clients,
+            transport,
+            scheme: scheme.clone(),
+            authority: authority.clone(),
             prefix: base.path().trim_end_matches('/').to_string(),
             base,
             first_byte_timeout: cfg.first_byte_timeout,
@@ -106,7 +162,7 @@ impl Upstream {
     /// Whether this `Upstream` is what `Upstream::new(cfg, workers)` would build, so a new
     /// snapshot can share it instead of opening cold connections.
     pub fn serves(&self, cfg: &config::Upstream, workers: usize) -> bool {
-        self.config == *cfg && self.clients.len() == workers.max(1)
+        self.config == *cfg && self.transport.len() == workers.max(1)
     }
 
     /// Sends one request with `key` through server worker `worker`'s connection pool, waiting
@@ -119,25 +175,20 @@ impl Upstream {
         path_and_query: &str,
         key: &ApiKey,
         body: Option<Bytes>,
-    ) -> Result<reqwest::Response, SendError> {
-        let client = &self.clients[worker % self.clients.len()];
-        let mut request = client
-            .request(method, self.url(path_and_query))
-            .header(API_KEY_HEADER, key_header(key)?);
-        if let Some(body) = body {
-            request = request
-                .header(
+    ) -> Result<Answer, SendError> {
+        let mut headers = HeaderMap::with_capacity(4);
+        let body = match body {
+            Some(body) => {
+                headers.insert(
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
-                )
-                .body(body);
-        }
-        match tokio::time::timeout(self.first_byte_timeout, request.send()).await {
-            // Possibly still connecting, more likely waiting for Google: assume it was sent.
-            Err(_) => Err(SendError::Timeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(send_error(&e)),
-        }
+                );
+                Outgoing::Bytes(body)
+            }
+            None => Outgoing::Empty,
+        };
+        self.exchange(worker, method, path_and_query, key, headers, body)
+            .await
     }
 
     /// `send` for the native passthrough: the client's allowed headers (`headers`, never a
@@ -152,27 +203,45 @@ impl Upstream {
         key: &ApiKey,
         headers: &http::HeaderMap,
         body: Outgoing,
-    ) -> Result<reqwest::Response, SendError> {
-        let client = &self.clients[worker % self.clients.len()];
-        let mut request = client.request(method, self.url(path_and_query));
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        request = request.header(API_KEY_HEADER, key_header(key)?);
-        let sent = match body {
-            Outgoing::Empty => None,
-            Outgoing::Bytes(bytes) => {
-                request = request.body(bytes);
-                None
-            }
-            Outgoing::Stream { body, sent } => {
-                request = request.body(body);
-                Some(sent)
-            }
+    ) -> Result<Answer, SendError> {
+        self.exchange(worker, method, path_and_query, key, headers.clone(), body)
+            .await
+    }
+
+    /// The one send path of both transports: the request built once, sent through `worker`'s
+    /// pool, its answer's headers waited for within `first_byte_timeout` (for a streamed body,
+    /// counted from the body's end).
+    async fn exchange(
+        &self,
+        worker: usize,
+        method: Method,
+        path_and_query: &str,
+        key: &ApiKey,
+        mut headers: HeaderMap,
+        body: Outgoing,
+    ) -> Result<Answer, SendError> {
+        headers.insert(API_KEY_HEADER, key_header(key)?);
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+        headers
+            .entry(http::header::ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        let (body, sent) = match body {
+            Outgoing::Empty => (RequestBody::full(Bytes::new()), None),
+            Outgoing::Bytes(bytes) => (RequestBody::full(bytes), None),
+            Outgoing::Stream { body, sent } => (RequestBody::Stream(body), Some(sent)),
         };
-        let exchange = request.send();
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = self.uri(path_and_query)?;
+        *request.headers_mut() = headers;
+        let exchange = self.transport.send(worker, request);
         tokio::pin!(exchange);
         let result = match sent {
+            // Possibly still connecting, more likely waiting for Google: a timeout assumes the
+            // request was sent.
             None => tokio::time::timeout(self.first_byte_timeout, &mut exchange).await,
             Some(sent) => {
                 tokio::select! {
@@ -183,27 +252,45 @@ impl Upstream {
                 }
             }
         };
-        match result {
-            Err(_) => Err(SendError::Timeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(send_error(&e)),
-        }
+        result.unwrap_or(Err(SendError::Timeout))
     }
 
-    /// The base URL with `path_and_query` appended to its path (no full re-parse per request).
-    fn url(&self, path_and_query: &str) -> reqwest::Url {
+    /// The base URL with `path_and_query` appended to its path. `path_and_query` is built by
+    /// the proxy from checked parts; one that is not a valid URI as it stands (a character
+    /// that needs escaping) is escaped the way a URL parser does.
+    fn uri(&self, path_and_query: &str) -> Result<Uri, SendError> {
+        let joined = if self.prefix.is_empty() {
+            path_and_query.parse::<http::uri::PathAndQuery>()
+        } else {
+            format!("{}{path_and_query}", self.prefix).parse()
+        };
+        let path_and_query = match joined {
+            Ok(pq) => pq,
+            Err(_) => self.escaped(path_and_query)?,
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| SendError::NotSent(format!("invalid upstream URL: {e}")))
+    }
+
+    /// `path_and_query` escaped by the URL parser (the slow path of `uri`).
+    fn escaped(&self, path_and_query: &str) -> Result<http::uri::PathAndQuery, SendError> {
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
         };
         let mut url = self.base.clone();
-        if self.prefix.is_empty() {
-            url.set_path(path);
-        } else {
-            url.set_path(&format!("{}{path}", self.prefix));
-        }
+        url.set_path(&format!("{}{path}", self.prefix));
         url.set_query(query);
-        url
+        let tail = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
+        tail.parse()
+            .map_err(|e| SendError::NotSent(format!("invalid upstream URL: {e}")))
     }
 }
 
@@ -254,15 +341,132 @@ impl Upstream {
     }
 }
 
-/// A native call's request body.
+impl Transport {
+    async fn send(
+        &self,
+        worker: usize,
+        request: http::Request<RequestBody>,
+    ) -> Result<Answer, SendError> {
+        match self {
+            Transport::Direct(clients) => {
+                let client = &clients[worker % clients.len()];
+                match client.request(request).await {
+                    Ok(answer) => Ok(answer.map(AnswerBody::Direct)),
+                    Err(e) => Err(direct_error(&e)),
+                }
+            }
+            Transport::Proxied(clients) => {
+                let client = &clients[worker % clients.len()];
+                let request = reqwest::Request::try_from(request.map(RequestBody::into_reqwest))
+                    .map_err(|e| SendError::NotSent(describe(&e)))?;
+                match client.execute(request).await {
+                    Ok(answer) => Ok(http::Response::from(answer).map(AnswerBody::Proxied)),
+                    Err(e) => Err(proxied_error(&e)),
+                }
+            }
+        }
+    }
+}
+
+/// A request body.
 pub enum Outgoing {
     Empty,
     Bytes(Bytes),
     /// The client's body, streamed once; `sent` fires (or drops) when it has ended.
     Stream {
-        body: reqwest::Body,
+        body: BoxStream<'static, Result<Bytes, std::io::Error>>,
         sent: tokio::sync::oneshot::Receiver<()>,
     },
+}
+
+/// What hyper sends: bytes known in full (their length is the `Content-Length`), or the
+/// client's stream (chunked).
+pub enum RequestBody {
+    Full(Option<Bytes>),
+    Stream(BoxStream<'static, Result<Bytes, std::io::Error>>),
+}
+
+impl RequestBody {
+    fn full(bytes: Bytes) -> Self {
+        RequestBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    fn into_reqwest(self) -> reqwest::Body {
+        match self {
+            RequestBody::Full(Some(bytes)) => reqwest::Body::from(bytes),
+            RequestBody::Full(None) => reqwest::Body::from(Bytes::new()),
+            RequestBody::Stream(stream) => reqwest::Body::wrap_stream(stream),
+        }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Stream(stream) => stream
+                .poll_next_unpin(cx)
+                .map(|chunk| chunk.map(|c| c.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, RequestBody::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            RequestBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// An answer's body, from either transport.
+pub enum AnswerBody {
+    Direct(hyper::body::Incoming),
+    Proxied(reqwest::Body),
+}
+
+impl http_body::Body for AnswerBody {
+    type Data = Bytes;
+    type Error = String;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+        match self.get_mut() {
+            AnswerBody::Direct(body) => Pin::new(body).poll_frame(cx).map_err(|e| {
+                let mut text = format!("body error: {e}");
+                push_sources(&mut text, &e);
+                text
+            }),
+            AnswerBody::Proxied(body) => Pin::new(body).poll_frame(cx).map_err(|e| describe(&e)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AnswerBody::Direct(body) => body.is_end_stream(),
+            AnswerBody::Proxied(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            AnswerBody::Direct(body) => body.size_hint(),
+            AnswerBody::Proxied(body) => body.size_hint(),
+        }
+    }
 }
 
 /// The base URL's scheme and authority, to check that a URL Google hands out (an upload
@@ -290,17 +494,34 @@ impl Upstream {
 }
 
 const API_KEY_HEADER: http::HeaderName = http::HeaderName::from_static("x-goog-api-key");
+const USER_AGENT: &str = concat!("gemini-rotator/", env!("CARGO_PKG_VERSION"));
 
 /// The key's header value, made when the key was loaded.
 fn key_header(key: &ApiKey) -> Result<HeaderValue, SendError> {
     key.header().cloned().ok_or(SendError::BadKey)
 }
 
-/// What a failed `send` means for a replay. `is_connect` covers DNS, refused and connect
-/// timeouts (checked before `is_timeout`, which a connect timeout also is); a request hyper
-/// gave back unsent ("canceled") was never written either. Anything else may have reached
-/// Google.
-fn send_error(e: &reqwest::Error) -> SendError {
+/// What a failed direct exchange means for a replay. A connect error covers DNS, refused and
+/// connect timeouts; a request hyper gave back unsent ("canceled") was never written either.
+/// Anything else may have reached Google.
+fn direct_error(e: &hyper_util::client::legacy::Error) -> SendError {
+    let mut text = if e.is_connect() {
+        "connect error"
+    } else {
+        "request error"
+    }
+    .to_string();
+    push_sources(&mut text, e);
+    if e.is_connect() || canceled_unsent(e) {
+        SendError::NotSent(text)
+    } else {
+        SendError::Broken(text)
+    }
+}
+
+/// The same for reqwest's errors (the proxied transport): `is_connect` is checked before
+/// `is_timeout`, which a connect timeout also is.
+fn proxied_error(e: &reqwest::Error) -> SendError {
     if e.is_connect() || canceled_unsent(e) {
         return SendError::NotSent(describe(e));
     }
@@ -310,11 +531,12 @@ fn send_error(e: &reqwest::Error) -> SendError {
     SendError::Broken(describe(e))
 }
 
-/// hyper-util's client error of kind `Canceled`: the connection closed before the request was
-/// written, and the request came back unsent. Its kind is only visible through `Display`; if
-/// that text ever changes, such errors count as maybe sent, which is the safe side.
-fn canceled_unsent(e: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(e);
+/// hyper-util's client error of kind `Canceled` (itself or in `e`'s source chain): the
+/// connection closed before the request was written, and the request came back unsent. Its
+/// kind is only visible through `Display`; if that text ever changes, such errors count as
+/// maybe sent, which is the safe side.
+fn canceled_unsent(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
         if s.to_string() == "client error (Canceled)" {
             return true;
@@ -324,30 +546,52 @@ fn canceled_unsent(e: &reqwest::Error) -> bool {
     false
 }
 
-/// One pooled client as `upstream` configures it. Redirects are not followed (Google's API
-/// does not redirect, and a redirect must not carry a key elsewhere) and reqwest's own retries
-/// are off: the attempt loop in `proxy` decides what is retried, on which key. HTTP/1.1 only
-/// (TLS offers only `http/1.1` in ALPN): each call in flight has its own connection, so none
-/// waits for an HTTP/2 stream slot; idle ones are kept for reuse.
-fn client(cfg: &config::Upstream) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
+/// Pooled connections kept idle per worker, and for how long.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+const POOL_MAX_IDLE: usize = 256;
+
+/// One worker's direct client. TLS by rustls with the bundled webpki roots, offering only
+/// `http/1.1` in ALPN: each call in flight has its own connection, so none waits for an
+/// HTTP/2 stream slot; idle ones are kept for reuse. hyper-util's client follows no redirects
+/// (Google's API does not redirect, and a redirect must not carry a key elsewhere) and
+/// resends only requests that never left (a pooled connection found closed); the attempt
+/// loop in `proxy` decides what else is retried, on which key.
+fn direct_client(cfg: &config::Upstream) -> Result<Direct, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| format!("cannot set up TLS for the upstream: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .build(https),
+    )
+}
+
+/// One worker's client through `upstream.proxy`, with the same rules as `direct_client`:
+/// HTTP/1.1 only, no redirects, no retries of its own.
+fn proxied_client(cfg: &config::Upstream, proxy: &str) -> Result<reqwest::Client, String> {
+    let proxy = reqwest::Proxy::all(proxy)
+        .map_err(|e| format!("upstream.proxy is not a usable proxy URL: {e}"))?;
+    reqwest::Client::builder()
         .http1_only()
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
         .redirect(reqwest::redirect::Policy::none())
         .retry(reqwest::retry::never())
-        .user_agent(concat!("gemini-rotator/", env!("CARGO_PKG_VERSION")));
-    builder = match &cfg.proxy {
-        Some(url) => builder.proxy(
-            reqwest::Proxy::all(url)
-                .map_err(|e| format!("upstream.proxy is not a usable proxy URL: {e}"))?,
-        ),
         // Environment proxies would silently reroute key-bearing traffic: only the config's.
-        None => builder.no_proxy(),
-    };
-    builder
+        .no_proxy()
+        .proxy(proxy)
         .build()
         .map_err(|e| format!("cannot build the upstream client: {e}"))
 }
@@ -379,11 +623,11 @@ pub(crate) fn push_sources(text: &mut String, e: &dyn std::error::Error) {
 /// Reads a successful answer whole: at most `limit` bytes (more is `TooLarge`, never a
 /// silently cut body), each chunk within `idle` of the last.
 pub async fn read_answer(
-    response: reqwest::Response,
+    body: AnswerBody,
     idle: Duration,
     limit: usize,
 ) -> Result<Bytes, SendError> {
-    read_bounded(response, idle, limit, Overflow::Fail).await
+    read_bounded(body, idle, limit, Overflow::Fail).await
 }
 
 /// What reading does with bytes beyond its limit.
@@ -396,35 +640,48 @@ enum Overflow {
 }
 
 async fn read_bounded(
-    response: reqwest::Response,
+    mut body: AnswerBody,
     idle: Duration,
     limit: usize,
     overflow: Overflow,
 ) -> Result<Bytes, SendError> {
-    let mut stream = response.bytes_stream();
+    // Most answers arrive in one chunk: kept as it came, without a copy.
+    let mut first: Option<Bytes> = None;
     let mut out = BytesMut::new();
     loop {
-        match tokio::time::timeout(idle, stream.next()).await {
+        let chunk = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(SendError::Timeout),
-            Ok(None) => return Ok(out.freeze()),
+            Ok(None) => break,
             // Google answered: the request was processed, whatever happened to the body.
-            Ok(Some(Err(e))) => return Err(SendError::Broken(describe(&e))),
-            Ok(Some(Ok(chunk))) => {
-                if out.len() + chunk.len() > limit && overflow == Overflow::Fail {
-                    return Err(SendError::TooLarge { limit });
-                }
-                if out.len() < limit {
-                    let take = chunk.len().min(limit - out.len());
-                    out.extend_from_slice(&chunk[..take]);
-                }
+            Ok(Some(Err(e))) => return Err(SendError::Broken(e)),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(chunk) => chunk,
+                Err(_) => continue,
+            },
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + out.len();
+        if held + chunk.len() > limit && overflow == Overflow::Fail {
+            return Err(SendError::TooLarge { limit });
+        }
+        if held >= limit {
+            continue;
+        }
+        let chunk = chunk.slice(..chunk.len().min(limit - held));
+        match first.take() {
+            None if out.is_empty() => first = Some(chunk),
+            Some(earlier) => {
+                out.extend_from_slice(&earlier);
+                out.extend_from_slice(&chunk);
             }
+            None => out.extend_from_slice(&chunk),
         }
     }
+    Ok(first.unwrap_or_else(|| out.freeze()))
 }
 
 /// Reads an error body (bounded) for classification.
-pub async fn read_error_body(response: reqwest::Response, idle: Duration) -> Bytes {
-    read_bounded(response, idle, MAX_ERROR_BODY, Overflow::Truncate)
+pub async fn read_error_body(body: AnswerBody, idle: Duration) -> Bytes {
+    read_bounded(body, idle, MAX_ERROR_BODY, Overflow::Truncate)
         .await
         .unwrap_or_default()
 }

@@ -68,6 +68,21 @@ const FIELD: &[u8] = b"\"usageMetadata\"";
 const INTERACTION_FIELD: &[u8] = b"\"usage\"";
 const INTERACTION_MARK: &[u8] = b"\"total_input_tokens\"";
 
+/// Where the usage of one Gemini response or stream event (JSON bytes) starts, if it has any:
+/// the last `usageMetadata` field name (its opening quote not escaped), found by one SIMD
+/// search from the end, or failing that the start of an event that carries an interaction's
+/// `usage`. A cheap probe per stream event: `from_json` of the bytes from there on reads it.
+pub fn field_at(bytes: &[u8]) -> Option<usize> {
+    let mut end = bytes.len();
+    while let Some(i) = memchr::memmem::rfind(&bytes[..end], FIELD) {
+        if !escaped(bytes, i) {
+            return Some(i);
+        }
+        end = i;
+    }
+    memchr::memmem::find(bytes, INTERACTION_MARK).map(|_| 0)
+}
+
 /// The last top-level `usageMetadata` in one Gemini response or stream event (JSON bytes), or
 /// failing that an interaction's `usage` (`total_input_tokens`, `total_output_tokens`,
 /// `total_thought_tokens`: an `Interaction`, or an `interaction.completed` event's). Google
@@ -404,6 +419,23 @@ mod tests {
             r#"{"steps":[{"content":[{"text":"\"usage\":{\"total_input_tokens\":99}"}]}]}"#,
             None,
         );
+    }
+
+    #[test]
+    fn the_last_field_read_from_its_tail() {
+        let event = r#"{"candidates":[{"content":{"parts":[{"text":"a \"usageMetadata\":{\"promptTokenCount\":9}"}]}}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6},"modelVersion":"m"}"#;
+        let at = field_at(event.as_bytes()).expect("the field");
+        assert!(event[at..].starts_with(r#""usageMetadata":{"promptTokenCount":4"#));
+        let tokens = from_json(&event.as_bytes()[at..]).map(|t| (t.prompt, t.completion));
+        assert_eq!(tokens, Some((4, 6)));
+        // Only an escaped mention: no field.
+        let text = r#"{"candidates":[{"content":{"parts":[{"text":"\"usageMetadata\":{}"}]}}]}"#;
+        assert_eq!(field_at(text.as_bytes()), None);
+        // An interaction's event: read from its start.
+        let done = r#"{"event_type":"interaction.completed","interaction":{"usage":{"total_input_tokens":4,"total_output_tokens":5}}}"#;
+        assert_eq!(field_at(done.as_bytes()), Some(0));
+        let tokens = from_json(done.as_bytes()).map(|t| (t.prompt, t.completion));
+        assert_eq!(tokens, Some((4, 5)));
     }
 
     fn wall(rfc3339: &str) -> SystemTime {

@@ -858,9 +858,9 @@ const MAX_NAMED: usize = 1000;
 
 /// The tracked resources a JSON request body names: `fileData.fileUri` (a Files API URI or a
 /// bare `files/…`), `cachedContent`, `fileName` (a batch's input file), in either spelling,
-/// and a `fileSearch` tool's `fileSearchStoreNames`. Only bodies that mention such a name are
-/// scanned, and the scan builds no tree: it walks the JSON and keeps just those strings (at
-/// most `MAX_NAMED` distinct names).
+/// and a `fileSearch` tool's `fileSearchStoreNames`. Only bodies where one of those fields may
+/// appear are scanned (`may_name_resources`), and the scan builds no tree: it walks the JSON
+/// and keeps just those strings (at most `MAX_NAMED` distinct names).
 ///
 /// Fails closed: a value in one of those fields that looks like a resource (it mentions
 /// `files/`, or any `cachedContent`) but is not in a form this proxy reads is refused, so
@@ -877,11 +877,7 @@ fn referenced_by_interaction(body: &[u8]) -> Result<Vec<String>, ProxyError> {
 
 /// The scan of `referenced`; `uris`: a `uri` field names a file as `fileUri` does.
 fn scan_names(body: &[u8], uris: bool) -> Result<Vec<String>, ProxyError> {
-    let mentions = |needle: &[u8]| {
-        body.windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-    };
-    if !mentions(b"files") && !mentions(b"cachedContent") && !mentions(b"fileSearchStore") {
+    if !may_name_resources(body, uris) {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
@@ -903,6 +899,42 @@ fn scan_names(body: &[u8], uris: bool) -> Result<Vec<String>, ProxyError> {
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// The keys `Field::of` reads, each with its closing quote, by how they start.
+const FILE_KEYS: [&[u8]; 6] = [
+    b"fileUri\"",
+    b"file_uri\"",
+    b"fileName\"",
+    b"file_name\"",
+    b"fileSearchStoreNames\"",
+    b"file_search_store_names\"",
+];
+const CACHED_KEYS: [&[u8]; 2] = [b"cachedContent\"", b"cached_content\""];
+
+/// Whether a JSON body may hold one of the fields the resource scan reads: one of their keys
+/// appears right after a quote, or a `\u` escape appears anywhere. A JSON key can spell those
+/// letters only literally or as `\u` escapes (every other escape stands for a non-letter), so
+/// without either no key of the body is such a field, and the scan would find nothing. Three
+/// SIMD substring searches (`\u`, `"file`, `"cached`): the per-request cost of a body that
+/// names nothing (a chat's long text mentioning "files" no longer walks the whole JSON). With
+/// `uris` (an interaction create), a `"uri"` key anywhere also counts.
+fn may_name_resources(body: &[u8], uris: bool) -> bool {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+    static FILE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"file"));
+    static CACHED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"cached"));
+    static URI: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"uri\""));
+    let keyed = |finder: &Finder<'_>, keys: &[&[u8]]| {
+        finder
+            .find_iter(body)
+            .any(|i| keys.iter().any(|key| body[i + 1..].starts_with(key)))
+    };
+    ESCAPE.find(body).is_some()
+        || keyed(&FILE, &FILE_KEYS)
+        || keyed(&CACHED, &CACHED_KEYS)
+        || (uris && URI.find(body).is_some())
 }
 
 /// Whether `s` mentions the Files API in any case or escape (`files/`, `files%2F`).
@@ -1596,6 +1628,17 @@ mod tests {
         ] {
             assert!(referenced(sneaky.as_bytes()).is_err(), "{sneaky}");
         }
+        // A key or a name spelled with `\u` escapes is read as what it stands for.
+        let escaped = br#"{"fileData":{"file\u0055ri":"\u0066iles/abc"}}"#;
+        assert_eq!(
+            referenced(escaped).ok(),
+            Some(vec!["files/abc".to_string()])
+        );
+        // A body that only talks about files names nothing (and is not walked).
+        let talk =
+            br#"{"contents":[{"parts":[{"text":"list the files in src/, then files/abc"}]}]}"#;
+        assert!(!may_name_resources(talk, false));
+        assert_eq!(referenced(talk).ok(), Some(vec![]));
         let many: Vec<String> = (0..=MAX_NAMED)
             .map(|i| format!(r#"{{"fileData":{{"fileUri":"files/f{i}"}}}}"#))
             .collect();
