@@ -169,3 +169,105 @@ async fn fifty_slow_calls_through_one_worker_all_start_at_once() {
         assert_eq!(key["isAvailable"], true, "{status}");
     }
 }
+
+/// A plain HTTP forward proxy on loopback: it relays each connection's bytes to `target` as
+/// they are (the fake reads the absolute-form request lines an HTTP proxy receives) and keeps
+/// every request line it saw.
+async fn forward_proxy(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut client_rx, mut client_tx) = client.split();
+                let (mut server_rx, mut server_tx) = server.split();
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_rx.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        for line in text.lines() {
+                            if line.starts_with("POST ") || line.starts_with("GET ") {
+                                log.lock().expect("log").push(line.to_string());
+                            }
+                        }
+                        if server_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server_tx.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                    let _ = client_tx.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `[upstream] proxy` (reqwest's transport, beside the direct hyper-util one): every call, a
+/// plain one and a stream, goes through the configured proxy, with the key in the header only.
+#[tokio::test]
+async fn calls_go_through_the_configured_outbound_proxy() {
+    let fake = FakeGemini::start().await;
+    let keys = fake_keys(2);
+    let target: std::net::SocketAddr = fake
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the fake's address");
+    let (proxy_addr, seen) = forward_proxy(target).await;
+    let config =
+        one_worker(&fake, &keys).set("upstream", &format!(r#"proxy = "http://{proxy_addr}""#));
+    let proxy = Proxy::builder().config(config).start().await;
+    for _ in 0..3 {
+        assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
+    }
+    let streamed = proxy
+        .post(&format!(
+            "/v1beta/models/{FLASH}:streamGenerateContent?alt=sse"
+        ))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .json(&serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(streamed.status().as_u16(), 200);
+    let text = tokio::time::timeout(WAIT, streamed.text())
+        .await
+        .expect("the stream ends in time")
+        .expect("body");
+    assert!(text.contains("data: "), "{text}");
+    let lines = seen.lock().expect("log").clone();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(&format!("http://{target}/v1beta/models/{FLASH}:"))),
+        "absolute-form requests to the base URL through the proxy: {lines:?}"
+    );
+    assert!(lines
+        .iter()
+        .all(|l| !keys.iter().any(|k| l.contains(k.as_str()))));
+    assert_eq!(fake.total_hits(), 4);
+}
