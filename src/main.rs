@@ -31,7 +31,19 @@ struct Cli {
     healthcheck: Option<Option<String>>,
 }
 
+/// Transparent huge pages off for this process. mimalloc reserves its arena 1 GiB-aligned, so
+/// on a host whose THP mode is `always` (common) every 2 MiB of it the allocator touched became
+/// resident whole: 14 MiB of huge pages for about 2 MiB in use at idle (24 -> 11 MiB RSS).
+/// What was faulted before `main` stays; everything after is ordinary pages.
+#[cfg(target_os = "linux")]
+fn no_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this process.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     if let Some(url) = &cli.healthcheck {
         let url = url
