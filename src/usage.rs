@@ -73,14 +73,20 @@ const INTERACTION_MARK: &[u8] = b"\"total_input_tokens\"";
 /// search from the end, or failing that the start of an event that carries an interaction's
 /// `usage`. A cheap probe per stream event: `from_json` of the bytes from there on reads it.
 pub fn field_at(bytes: &[u8]) -> Option<usize> {
-    let mut end = bytes.len();
-    while let Some(i) = memchr::memmem::rfind(&bytes[..end], FIELD) {
+    last_unescaped(bytes, bytes.len(), FIELD)
+        .or_else(|| memchr::memmem::find(bytes, INTERACTION_MARK).map(|_| 0))
+}
+
+/// Where the last `field` (a quoted name) starting before `end` begins whose opening quote is
+/// not escaped: one SIMD search from the end per candidate.
+fn last_unescaped(bytes: &[u8], mut end: usize, field: &[u8]) -> Option<usize> {
+    while let Some(i) = memchr::memmem::rfind(&bytes[..end], field) {
         if !escaped(bytes, i) {
             return Some(i);
         }
         end = i;
     }
-    memchr::memmem::find(bytes, INTERACTION_MARK).map(|_| 0)
+    None
 }
 
 /// The last top-level `usageMetadata` in one Gemini response or stream event (JSON bytes), or
@@ -92,12 +98,7 @@ pub fn from_json(bytes: &[u8]) -> Option<Tokens> {
     if let Some(u) = last_field::<UsageMetadata>(bytes, FIELD) {
         return Some(Tokens::from(&u));
     }
-    if !bytes
-        .windows(INTERACTION_MARK.len())
-        .any(|w| w == INTERACTION_MARK)
-    {
-        return None;
-    }
+    memchr::memmem::find(bytes, INTERACTION_MARK)?;
     let u = last_field::<InteractionUsage>(bytes, INTERACTION_FIELD)?;
     (u.total_input_tokens.is_some() || u.total_output_tokens.is_some()).then(|| Tokens {
         prompt: u.total_input_tokens.unwrap_or(0),
@@ -117,11 +118,8 @@ struct InteractionUsage {
 /// The last unescaped `field` in `bytes` whose value parses as a `T`.
 fn last_field<T: serde::de::DeserializeOwned>(bytes: &[u8], field: &[u8]) -> Option<T> {
     let mut end = bytes.len();
-    while let Some(i) = bytes[..end].iter().rposition(|&b| b == b'"') {
+    while let Some(i) = last_unescaped(bytes, end, field) {
         end = i;
-        if !bytes[i..].starts_with(field) || escaped(bytes, i) {
-            continue;
-        }
         let rest = bytes[i + field.len()..].trim_ascii_start();
         let Some(value) = rest.strip_prefix(b":") else {
             continue;

@@ -770,13 +770,7 @@ impl Session {
         }
         let key = lease.key.expose().to_string();
         let sanitise = |frame: Option<CloseFrame>| -> Option<CloseFrame> {
-            frame.map(|f| {
-                let reason = f.reason.as_str().replace(&key, "[key]");
-                CloseFrame {
-                    code: f.code,
-                    reason: close_reason(&reason).to_string().into(),
-                }
-            })
+            frame.map(|f| close_frame(f.code.into(), &f.reason.as_str().replace(&key, "[key]")))
         };
         enum Side {
             ClientClosed,
@@ -1017,23 +1011,24 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
         )
 }
 
-/// Sends a close on a side and flushes it, bounded.
-async fn close(ws: &mut ClientWs, code: u16, reason: &str) {
-    let frame = CloseFrame {
+/// A close frame with `code` and `reason` cut to what a close frame may carry.
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
         code: CloseCode::from(code),
         reason: close_reason(reason).to_string().into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await;
+    }
+}
+
+/// Sends a close on a side and flushes it, bounded.
+async fn close(ws: &mut ClientWs, code: u16, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(close_frame(code, reason)))).await;
 }
 
 async fn close_sink<S>(sink: &mut S, code: u16, reason: &str) -> Result<(), ()>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: close_reason(reason).to_string().into(),
-    };
+    let frame = close_frame(code, reason);
     match tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),

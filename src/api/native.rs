@@ -332,10 +332,11 @@ pub async fn passthrough(
         if bytes.is_empty() {
             (None, None)
         } else {
-            check_json_object(&bytes)?;
             if creates_interaction {
+                // `InteractionCreate::read` checked it already.
                 named.extend(referenced_by_interaction(&bytes)?);
             } else {
+                check_json_object(&bytes)?;
                 named.extend(referenced(&bytes)?);
             }
             if target.collection.is_some() && method == Method::POST {
