@@ -21,7 +21,8 @@
 //!   what a client sent is quoted in it (and in logs) only as an [`excerpt`].
 //!
 //! Around them: [`config`] (TOML to validated types), [`state`] (the live snapshot behind an
-//! `ArcSwap`), [`secret`] (masked key and token types), [`sse`] (stream framing),
+//! `ArcSwap`), [`secret`] (masked key and token types), [`sse`] (stream framing), [`json_syntax`]
+//! (the fast yes/no JSON check of a native body, simd-json),
 //! [`usage`] (tokens per key, model and client token), [`store`] (that state kept across
 //! restarts, `[state]`), [`logging`] (tracing setup),
 //! [`dashboard`] (the operator's live page) and [`timeline`] (its per-minute traffic counts).
@@ -38,6 +39,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod excerpt;
+pub mod json_syntax;
 pub mod lockout;
 pub mod logging;
 pub mod media;

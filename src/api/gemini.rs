@@ -278,8 +278,17 @@ fn percent_encode(bytes: &[u8], out: &mut String) {
 }
 
 /// Refuses, before any key is used, a body Google could only refuse: not UTF-8, not JSON, or
-/// not an object. A syntax check: no tree is built, and the bytes forwarded are the client's.
+/// not an object. A syntax check: no tree is kept, and the bytes forwarded are the client's.
+/// simd-json answers a body that passes (`json_syntax`); serde_json words a refusal and has
+/// the last word, so a refusal reads as it always did.
 pub(crate) fn check_json_object(body: &[u8]) -> Result<(), ProxyError> {
+    if crate::json_syntax::is_object(body) {
+        return Ok(());
+    }
+    serde_check_json_object(body)
+}
+
+fn serde_check_json_object(body: &[u8]) -> Result<(), ProxyError> {
     let text = std::str::from_utf8(body).map_err(|e| {
         ProxyError::bad_request(format!(
             "the request body is not UTF-8 (invalid byte at offset {})",
@@ -432,6 +441,115 @@ mod tests {
                 "{:?}: {err:?}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    /// The fast check must never pass a body serde_json refuses (serde_json is the reference);
+    /// on these bodies they also agree the other way. Each is checked as the whole body and
+    /// inside a large one.
+    #[test]
+    fn the_fast_check_agrees_with_serde_json() {
+        let cases: &[&[u8]] = &[
+            br#"{"a": [1, -2.5e3, 0, true, false, null, "x\n\u00e9\ud83d\ude00"]}"#,
+            br#"{"a": 01}"#,
+            br#"{"a": 1.}"#,
+            br#"{"a": -}"#,
+            br#"{"a": 1e}"#,
+            br#"{"a": tru}"#,
+            br#"{"a": NaN}"#,
+            br#"{"a": "\x"}"#,
+            br#"{"a": "\u00"}"#,
+            br#"{"a": "\u00zz"}"#,
+            b"{\"a\": \"tab\there\"}",
+            b"{\"a\": \"nul\x00\"}",
+            b"{\"a\": 1}\x0c",
+            b"{\"a\": 1}\x00",
+            br#"{"a": 1,}"#,
+            br#"{"a" 1}"#,
+            br#"{"a": [1 2]}"#,
+            br#"{"a": {"b": }}"#,
+            br#"{"a": "unterminated}"#,
+            br#"{"a": 1} x"#,
+            br#"{"a": "\/"}"#,
+            b"{\"\xc3\xa9\": \"\xe2\x82\xac\"}",
+            b"{\"a\": \"\xc3\"}",
+            b"{\"a\": \"\xed\xa0\x80\"}",
+            b" \t\r\n{} \t\r\n",
+            b"{}{}",
+        ];
+        let padding = format!("\"pad\": \"{}\", ", "lorem ipsum\\n".repeat(6000));
+        for &case in cases {
+            let large = [
+                b"{".as_slice(),
+                padding.as_bytes(),
+                b"\"case\": [",
+                case,
+                b"]}",
+            ]
+            .concat();
+            for body in [case, large.as_slice()] {
+                let serde = serde_check_json_object(body).is_ok();
+                let fast = crate::json_syntax::is_object(body);
+                assert_eq!(fast, serde, "{:?}", String::from_utf8_lossy(case));
+                assert_eq!(check_json_object(body).is_ok(), serde);
+            }
+        }
+        // What serde_json's walk lets through (a number beyond f64, a lone surrogate escape)
+        // passes.
+        for lax in [
+            &br#"{"a": 1e999}"#[..],
+            br#"{"a": "\ud800"}"#,
+            br#"{"a": "\udc00x"}"#,
+        ] {
+            assert!(
+                check_json_object(lax).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(lax)
+            );
+        }
+        // Nesting far deeper than any request: refused by one or both, never a crash.
+        let deep = [b"{\"a\":".repeat(5000), b"1".to_vec(), b"}".repeat(5000)].concat();
+        let _ = check_json_object(&deep);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Random edits of a request body (bytes replaced, removed or inserted, JSON's own
+        /// characters most often): what the fast check passes, serde_json passes.
+        #[test]
+        fn the_fast_check_agrees_with_serde_json_on_edited_bodies(
+            edits in proptest::collection::vec(
+                (
+                    0usize..400,
+                    proptest::prop_oneof![
+                        proptest::sample::select(b"{}[]\",:\\ \n0123456789-+.eEtrufalsnxbf/\x00\x1f\xc3\xa9".to_vec()),
+                        proptest::prelude::any::<u8>(),
+                    ],
+                    0u8..3,
+                ),
+                1..4,
+            ),
+        ) {
+            let mut body = br#"{"contents": [{"role": "user", "parts": [{"text": "hi\n\"there\" \u00e9 \\ \/"}]}], "generationConfig": {"temperature": 0.5, "topP": -1.5e-3, "maxOutputTokens": 100, "stop": [null, true, false, []], "x": {}}}"#.to_vec();
+            for (at, byte, op) in edits {
+                let at = at % (body.len() + 1);
+                match op {
+                    0 if at < body.len() => body[at] = byte,
+                    1 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    _ => body.insert(at, byte),
+                }
+            }
+            // serde_json may pass more (a lone surrogate escape, a number past f64, which
+            // simd-json refuses and serde_json then passes): never less.
+            if crate::json_syntax::is_object(&body) {
+                proptest::prop_assert!(
+                    serde_check_json_object(&body).is_ok(),
+                    "{:?}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
         }
     }
 
