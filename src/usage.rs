@@ -10,8 +10,10 @@
 //! counts into a shard of its own (`shard`), merged when read: no process-wide lock per request.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
+
+use memchr::memmem::Finder;
 
 use crate::quota_day::{QuotaClock, QuotaDay};
 use crate::shard::Shards;
@@ -69,13 +71,29 @@ const INTERACTION_FIELD: &[u8] = b"\"usage\"";
 const INTERACTION_MARK: &[u8] = b"\"total_input_tokens\"";
 
 /// Where the usage of one Gemini response or stream event (JSON bytes) starts, if it has any:
-/// the last `usageMetadata` field name (its opening quote not escaped), found by one SIMD
-/// search from the end, or failing that the start of an event that carries an interaction's
-/// `usage`. A cheap probe per stream event: `from_json` of the bytes from there on reads it.
+/// the last `usageMetadata` field name (its opening quote not escaped), or failing that the
+/// start of an event that carries an interaction's `usage`. A cheap probe per stream event:
+/// Google puts the usage near the end, so a forward SIMD search (prebuilt) of the last
+/// `TAIL_WINDOW` bytes finds it; only when it is not there is the rest searched from the end.
+/// `from_json` of the bytes from there on reads it.
 pub fn field_at(bytes: &[u8]) -> Option<usize> {
-    last_unescaped(bytes, bytes.len(), FIELD)
-        .or_else(|| memchr::memmem::find(bytes, INTERACTION_MARK).map(|_| 0))
+    static FIELD_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(FIELD));
+    static MARK_FINDER: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(INTERACTION_MARK));
+    let start = bytes.len().saturating_sub(TAIL_WINDOW);
+    let in_tail = FIELD_FINDER
+        .find_iter(&bytes[start..])
+        .map(|i| start + i)
+        .filter(|&i| !escaped(bytes, i))
+        .last();
+    // A name starting before the window ends before `start + FIELD.len() - 1`.
+    in_tail
+        .or_else(|| last_unescaped(bytes, bytes.len().min(start + FIELD.len() - 1), FIELD))
+        .or_else(|| MARK_FINDER.find(bytes).map(|_| 0))
 }
+
+/// How much of an event's end `field_at` searches forward before searching the rest backwards.
+const TAIL_WINDOW: usize = 1024;
 
 /// Where the last `field` (a quoted name) starting before `end` begins whose opening quote is
 /// not escaped: one SIMD search from the end per candidate.
@@ -434,6 +452,36 @@ mod tests {
         assert_eq!(field_at(done.as_bytes()), Some(0));
         let tokens = from_json(done.as_bytes()).map(|t| (t.prompt, t.completion));
         assert_eq!(tokens, Some((4, 5)));
+    }
+
+    /// The tail window and the search before it agree with one search from the end, wherever
+    /// the field sits: inside the window, across its start, before it, escaped or not.
+    #[test]
+    fn field_at_across_the_tail_window() {
+        let reference = |b: &[u8]| {
+            last_unescaped(b, b.len(), FIELD)
+                .or_else(|| memchr::memmem::find(b, INTERACTION_MARK).map(|_| 0))
+        };
+        let field = r#""usageMetadata":{"promptTokenCount":1}"#;
+        for filler in [0, 10, TAIL_WINDOW - 20, TAIL_WINDOW - 1, TAIL_WINDOW, 3 * TAIL_WINDOW] {
+            for after in [0, 5, TAIL_WINDOW - 10, TAIL_WINDOW, 2 * TAIL_WINDOW] {
+                let pad = |n: usize| "x".repeat(n);
+                let cases = [
+                    format!("{{{}{field},{}}}", pad(filler), pad(after)),
+                    format!("{{{field}{}\\{field}{}}}", pad(filler), pad(after)),
+                    format!("{{{field}{}\\\\{field}{}}}", pad(filler), pad(after)),
+                    format!("{{{}\\{field}{}}}", pad(filler), pad(after)),
+                    format!("{{{}{}}}", pad(filler), pad(after)),
+                ];
+                for case in &cases {
+                    let b = case.as_bytes();
+                    assert_eq!(field_at(b), reference(b), "{filler} {after} {case:.60}");
+                }
+            }
+        }
+        assert_eq!(field_at(b""), None);
+        assert_eq!(field_at(FIELD), Some(0));
+        assert_eq!(field_at(&FIELD[..FIELD.len() - 1]), None);
     }
 
     fn wall(rfc3339: &str) -> SystemTime {
