@@ -298,13 +298,22 @@ async fn run(
     // What the stream's end means for the key; `None` (client gone, shutdown): nothing.
     let mut verdict: Option<Outcome> = None;
 
+    // What the loop waits on besides the upstream, made once for the stream's life. The two
+    // timers are armed at their first deadline and moved only when they fire: data pushes
+    // `last_data` and `next_beat` on, and a timer that fires before its deadline is re-armed.
+    let closed = tx.closed();
+    let draining = app.lifecycle.draining().cancelled();
+    let beat = tokio::time::sleep_until(
+        next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far),
+    );
+    let silent = tokio::time::sleep_until(tokio::time::Instant::from_std(last_data + idle));
+    tokio::pin!(closed, draining, beat, silent);
+
     let end = loop {
-        let beat_at = next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far);
-        let idle_at = tokio::time::Instant::from_std(last_data + idle);
         tokio::select! {
             biased;
-            _ = tx.closed() => break End::ClientGone,
-            _ = app.lifecycle.draining().cancelled() => {
+            _ = &mut closed => break End::ClientGone,
+            _ = &mut draining => {
                 let event = shape.error_event("the server is shutting down; the stream was cut short", 503);
                 let _ = send(&tx, event, write).await;
                 break End::Failed("server shutting down".into());
@@ -360,15 +369,28 @@ async fn run(
                     }
                 }
             },
-            _ = tokio::time::sleep_until(beat_at), if next_beat.is_some() => {
+            _ = &mut beat, if next_beat.is_some() => {
+                let now = tokio::time::Instant::now();
+                if let Some(due) = next_beat.filter(|&due| due > now) {
+                    beat.as_mut().reset(due);
+                    continue;
+                }
                 if send(&tx, Bytes::from_static(b": keep-alive\n\n"), write)
                     .await
                     .is_err() {
                     break End::ClientGone;
                 }
                 next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
+                if let Some(due) = next_beat {
+                    beat.as_mut().reset(due);
+                }
             }
-            _ = tokio::time::sleep_until(idle_at) => {
+            _ = &mut silent => {
+                let due = tokio::time::Instant::from_std(last_data + idle);
+                if due > tokio::time::Instant::now() {
+                    silent.as_mut().reset(due);
+                    continue;
+                }
                 let message = format!("the upstream was silent for {}s; stream ended", idle.as_secs());
                 verdict.get_or_insert_with(|| transient(&message));
                 let _ = send(&tx, shape.error_event(&message, 504), write).await;
