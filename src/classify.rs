@@ -89,8 +89,10 @@ pub fn classify_close(code: u16, reason: &str) -> Outcome {
 /// `None` when it is not an error, else what the error means for the key, classified like the
 /// same error with its own status code. Cheap for ordinary events, which never parse twice.
 pub fn classify_event(event: &[u8]) -> Option<Outcome> {
-    // Most events carry no error: one SIMD search before any parse.
-    memchr::memmem::find(event, b"\"error\"")?;
+    // Most events carry no error: one SIMD search (its searcher built once) before any parse.
+    static ERROR: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+    ERROR.find(event)?;
     let v = serde_json::from_slice::<Value>(event).ok()?;
     let v = match &v {
         Value::Array(items) => items.first()?,

@@ -36,7 +36,7 @@ use crate::error::{Framing, ProxyError};
 use crate::pool::{Lease, Outcome};
 use crate::request_log::RequestLog;
 use crate::router::Dialect;
-use crate::sse::{Bracket, JsonDepth, SseItem, SseParser};
+use crate::sse::{Bracket, JsonDepth, SseParser};
 use crate::state::{App, Snapshot};
 use crate::stored_responses::Ticket;
 use crate::translate::anthropic;
@@ -87,9 +87,7 @@ impl Shape {
     ) -> Result<Bytes, TranslateError> {
         match self {
             Shape::Passthrough { sse: true } => {
-                for item in parser.push(&bytes) {
-                    watch.passthrough_event(item_bytes(&item));
-                }
+                parser.push_each(&bytes, |event| watch.passthrough_event(event.bytes()));
                 Ok(bytes)
             }
             Shape::Passthrough { sse: false } => {
@@ -98,9 +96,12 @@ impl Shape {
             }
             Shape::Raw => Ok(bytes),
             Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => {
-                let items = parser.push(&bytes);
                 match self.translator() {
-                    Some(t) => events(t, items, watch),
+                    Some(t) => {
+                        let mut out = Translated::default();
+                        parser.push_each(&bytes, |event| out.event(t, watch, event.bytes()));
+                        out.done()
+                    }
                     None => Ok(Bytes::new()),
                 }
             }
@@ -119,19 +120,20 @@ impl Shape {
         }
         if let Shape::Passthrough { sse } = self {
             if *sse {
-                for item in parser.finish() {
-                    watch.passthrough_event(item_bytes(&item));
-                }
+                parser.finish_each(|event| watch.passthrough_event(event.bytes()));
             }
             return Ok(Bytes::new());
         }
-        let items = parser.finish();
         let Some(translator) = self.translator() else {
             return Ok(Bytes::new());
         };
-        let mut out = events(translator, items, watch)?.to_vec();
-        out.extend_from_slice(&translator.finish()?);
-        Ok(Bytes::from(out))
+        let mut out = Translated::default();
+        parser.finish_each(|event| out.event(translator, watch, event.bytes()));
+        if out.error.is_none() {
+            let tail = translator.finish();
+            out.add(tail);
+        }
+        out.done()
     }
 
     /// A final error event in the stream's own dialect and framing (rendered by `error`).
@@ -296,13 +298,22 @@ async fn run(
     // What the stream's end means for the key; `None` (client gone, shutdown): nothing.
     let mut verdict: Option<Outcome> = None;
 
+    // What the loop waits on besides the upstream, made once for the stream's life. The two
+    // timers are armed at their first deadline and moved only when they fire: data pushes
+    // `last_data` and `next_beat` on, and a timer that fires before its deadline is re-armed.
+    let closed = tx.closed();
+    let draining = app.lifecycle.draining().cancelled();
+    let beat = tokio::time::sleep_until(
+        next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far),
+    );
+    let silent = tokio::time::sleep_until(tokio::time::Instant::from_std(last_data + idle));
+    tokio::pin!(closed, draining, beat, silent);
+
     let end = loop {
-        let beat_at = next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far);
-        let idle_at = tokio::time::Instant::from_std(last_data + idle);
         tokio::select! {
             biased;
-            _ = tx.closed() => break End::ClientGone,
-            _ = app.lifecycle.draining().cancelled() => {
+            _ = &mut closed => break End::ClientGone,
+            _ = &mut draining => {
                 let event = shape.error_event("the server is shutting down; the stream was cut short", 503);
                 let _ = send(&tx, event, write).await;
                 break End::Failed("server shutting down".into());
@@ -358,15 +369,28 @@ async fn run(
                     }
                 }
             },
-            _ = tokio::time::sleep_until(beat_at), if next_beat.is_some() => {
+            _ = &mut beat, if next_beat.is_some() => {
+                let now = tokio::time::Instant::now();
+                if let Some(due) = next_beat.filter(|&due| due > now) {
+                    beat.as_mut().reset(due);
+                    continue;
+                }
                 if send(&tx, Bytes::from_static(b": keep-alive\n\n"), write)
                     .await
                     .is_err() {
                     break End::ClientGone;
                 }
                 next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
+                if let Some(due) = next_beat {
+                    beat.as_mut().reset(due);
+                }
             }
-            _ = tokio::time::sleep_until(idle_at) => {
+            _ = &mut silent => {
+                let due = tokio::time::Instant::from_std(last_data + idle);
+                if due > tokio::time::Instant::now() {
+                    silent.as_mut().reset(due);
+                    continue;
+                }
                 let message = format!("the upstream was silent for {}s; stream ended", idle.as_secs());
                 verdict.get_or_insert_with(|| transient(&message));
                 let _ = send(&tx, shape.error_event(&message, 504), write).await;
@@ -386,25 +410,51 @@ async fn run(
     log.emit(StatusCode::OK);
 }
 
-fn item_bytes(item: &SseItem) -> &[u8] {
-    match item {
-        SseItem::Data(d) | SseItem::Bare(d) => d,
-    }
+/// What a translator made of one chunk's events (each event's usage watched), kept as the
+/// one `Bytes` it returned when only one event had output, joined otherwise. After the first
+/// error the chunk's later events are not looked at: the stream ends with that error.
+/// Unframed JSON (`Bare`) in a stream is how Google reports errors mid-stream.
+#[derive(Default)]
+struct Translated {
+    out: Bytes,
+    joined: Vec<u8>,
+    error: Option<TranslateError>,
 }
 
-/// Parsed upstream events through a dialect's translator (each event's usage watched).
-/// Unframed JSON (`Bare`) in a stream is how Google reports errors mid-stream.
-fn events(
-    translator: &mut dyn EventStream,
-    items: Vec<SseItem>,
-    watch: &mut Watch,
-) -> Result<Bytes, TranslateError> {
-    let mut out = Vec::new();
-    for item in items {
-        watch.seen.usage(item_bytes(&item));
-        out.extend_from_slice(&translator.on_event(item_bytes(&item))?);
+impl Translated {
+    fn event(&mut self, translator: &mut dyn EventStream, watch: &mut Watch, event: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        watch.seen.usage(event);
+        let out = translator.on_event(event);
+        self.add(out);
     }
-    Ok(Bytes::from(out))
+
+    fn add(&mut self, out: Result<Bytes, TranslateError>) {
+        if self.error.is_some() {
+            return;
+        }
+        match out {
+            Ok(bytes) if bytes.is_empty() => {}
+            Ok(bytes) if self.out.is_empty() && self.joined.is_empty() => self.out = bytes,
+            Ok(bytes) => {
+                if !self.out.is_empty() {
+                    self.joined.extend_from_slice(&std::mem::take(&mut self.out));
+                }
+                self.joined.extend_from_slice(&bytes);
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn done(self) -> Result<Bytes, TranslateError> {
+        match self.error {
+            Some(e) => Err(e),
+            None if self.joined.is_empty() => Ok(self.out),
+            None => Ok(Bytes::from(self.joined)),
+        }
+    }
 }
 
 /// What the relay learns from the events it passes on: the last `usageMetadata` and, on

@@ -3,7 +3,10 @@
 //! It owns framing only: splitting bytes into events per the SSE spec (any chunk split, `\n`,
 //! `\r\n` or `\r` line ends, multi-line `data`), and recognising the bare JSON that Google sends
 //! for errors without `data:` framing. It must not interpret event payloads (that is
-//! `translate`'s job) and does no I/O. Work per byte is constant: nothing is rescanned.
+//! `translate`'s job) and does no I/O. Work per byte is constant: nothing is rescanned. Items
+//! are handed to a callback as they complete (`push_each`): an event whose one `data` line lies
+//! whole in the chunk is a slice of it, copied nowhere; only an event spanning chunks, with
+//! several `data` lines, or bare JSON is assembled in the parser's buffers.
 
 /// One item from an upstream stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +15,33 @@ pub enum SseItem {
     Data(Vec<u8>),
     /// JSON that arrived without SSE framing (Google sends errors this way).
     Bare(Vec<u8>),
+}
+
+/// One item as [`SseParser::push_each`] hands it out: borrowed from the chunk when the event
+/// lay whole in it, else from the parser's buffer. Valid until the next call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The data of one event (multi-line data joined with `\n`).
+    Data(&'a [u8]),
+    /// JSON that arrived without SSE framing.
+    Bare(&'a [u8]),
+}
+
+impl<'a> Event<'a> {
+    /// The item's bytes, whichever kind it is.
+    pub fn bytes(self) -> &'a [u8] {
+        match self {
+            Event::Data(b) | Event::Bare(b) => b,
+        }
+    }
+
+    /// The item, owned.
+    pub fn to_item(self) -> SseItem {
+        match self {
+            Event::Data(b) => SseItem::Data(b.to_vec()),
+            Event::Bare(b) => SseItem::Bare(b.to_vec()),
+        }
+    }
 }
 
 /// Incremental SSE parser: feed it chunks as they arrive, in any split.
@@ -104,84 +134,132 @@ impl SseParser {
         SseParser::default()
     }
 
+    /// Feeds one chunk and returns its complete items, owned (a convenience over
+    /// [`push_each`](Self::push_each), which copies nothing).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseItem> {
         let mut out = Vec::new();
-        let mut rest = chunk;
+        self.push_each(chunk, |event| out.push(event.to_item()));
+        out
+    }
+
+    /// End of stream: whatever complete item remains, owned.
+    pub fn finish(&mut self) -> Vec<SseItem> {
+        let mut out = Vec::new();
+        self.finish_each(|event| out.push(event.to_item()));
+        out
+    }
+
+    /// Feeds one chunk, handing each item it completes to `emit` as it is found. An event
+    /// whose single `data` line lies whole in `chunk` is a slice of it (no copy); only an event
+    /// that spans chunks or has several `data` lines, and bare JSON, are assembled in the
+    /// parser's buffers.
+    pub fn push_each(&mut self, chunk: &[u8], mut emit: impl FnMut(Event<'_>)) {
+        let mut pos = 0;
         // An empty chunk (transports deliver them) must not forget a pending `\r`.
-        if self.after_cr && !rest.is_empty() {
+        if self.after_cr && !chunk.is_empty() {
             self.after_cr = false;
-            if let Some(tail) = rest.strip_prefix(b"\n") {
-                rest = tail;
+            if chunk[0] == b'\n' {
+                pos = 1;
             }
         }
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-            let (head, tail) = rest.split_at(pos);
-            let is_cr = tail[0] == b'\r';
-            rest = &tail[1..];
-            if is_cr {
-                match rest.first() {
-                    Some(b'\n') => rest = &rest[1..],
+        // The data of the event being built while it is still a slice of `chunk`.
+        let mut pending = None;
+        while let Some(i) = memchr::memchr2(b'\n', b'\r', &chunk[pos..]) {
+            let end = pos + i;
+            let mut next = end + 1;
+            if chunk[end] == b'\r' {
+                match chunk.get(next) {
+                    Some(b'\n') => next += 1,
                     Some(_) => {}
                     None => self.after_cr = true,
                 }
             }
             if self.line.is_empty() {
-                self.on_line(head, &mut out);
+                let mut at = Here {
+                    chunk,
+                    line_at: Some(pos),
+                    pending: &mut pending,
+                };
+                self.on_line(&chunk[pos..end], &mut at, &mut emit);
             } else {
                 let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(head);
-                self.on_line(&line, &mut out);
+                line.extend_from_slice(&chunk[pos..end]);
+                let mut at = Here {
+                    chunk,
+                    line_at: None,
+                    pending: &mut pending,
+                };
+                self.on_line(&line, &mut at, &mut emit);
                 line.clear();
                 // Keep the allocation for the next split line.
                 self.line = line;
             }
+            pos = next;
         }
-        self.line.extend_from_slice(rest);
-        out
+        // The event goes on in the next chunk: its data moves to the parser's buffer.
+        if let Some(range) = pending {
+            self.data.extend_from_slice(&chunk[range]);
+        }
+        self.line.extend_from_slice(&chunk[pos..]);
     }
 
-    /// End of stream: whatever complete item remains.
-    pub fn finish(&mut self) -> Vec<SseItem> {
-        let mut out = Vec::new();
+    /// End of stream: whatever complete item remains, handed to `emit`.
+    pub fn finish_each(&mut self, mut emit: impl FnMut(Event<'_>)) {
+        let mut pending = None;
+        let mut at = Here {
+            chunk: &[],
+            line_at: None,
+            pending: &mut pending,
+        };
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
-            self.on_line(&line, &mut out);
+            self.on_line(&line, &mut at, &mut emit);
         }
         self.after_cr = false;
         if let Some(bare) = self.bare.take() {
             // Unbalanced JSON is still worth handing over: the caller reports it as unreadable.
             if !bare.text.iter().all(u8::is_ascii_whitespace) {
-                out.push(SseItem::Bare(bare.text));
+                emit(Event::Bare(&bare.text));
             }
         }
-        self.dispatch(&mut out);
-        out
+        self.dispatch(&mut at, &mut emit);
     }
 
-    fn dispatch(&mut self, out: &mut Vec<SseItem>) {
-        if self.has_data {
-            self.has_data = false;
-            out.push(SseItem::Data(std::mem::take(&mut self.data)));
+    fn dispatch(&mut self, at: &mut Here<'_, '_>, emit: &mut impl FnMut(Event<'_>)) {
+        if !self.has_data {
+            return;
+        }
+        self.has_data = false;
+        match at.pending.take() {
+            Some(range) => emit(Event::Data(&at.chunk[range])),
+            None => {
+                emit(Event::Data(&self.data));
+                if self.data.capacity() > KEEP_BUFFER {
+                    self.data = Vec::new();
+                } else {
+                    self.data.clear();
+                }
+            }
         }
     }
 
-    fn on_line(&mut self, line: &[u8], out: &mut Vec<SseItem>) {
+    fn on_line(&mut self, line: &[u8], at: &mut Here<'_, '_>, emit: &mut impl FnMut(Event<'_>)) {
         if let Some(bare) = &mut self.bare {
             if bare.feed(line) {
                 if let Some(done) = self.bare.take() {
-                    out.push(SseItem::Bare(done.text));
+                    emit(Event::Bare(&done.text));
                 }
             }
             return;
         }
         if line.is_empty() {
-            self.dispatch(out);
+            self.dispatch(at, emit);
             return;
         }
         if line[0] == b':' {
             return;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
@@ -191,9 +269,18 @@ impl SseParser {
         match field {
             b"data" => {
                 if self.has_data {
+                    if let Some(range) = at.pending.take() {
+                        self.data.extend_from_slice(&at.chunk[range]);
+                    }
                     self.data.push(b'\n');
+                    self.data.extend_from_slice(value);
+                } else if let Some(line_at) = at.line_at {
+                    // `value` ends the line: where it starts in the chunk follows.
+                    let end = line_at + line.len();
+                    *at.pending = Some(end - value.len()..end);
+                } else {
+                    self.data.extend_from_slice(value);
                 }
-                self.data.extend_from_slice(value);
                 self.has_data = true;
             }
             b"event" | b"id" | b"retry" => {}
@@ -201,10 +288,10 @@ impl SseParser {
                 let start = line.iter().position(|b| !b.is_ascii_whitespace());
                 if let Some(i) = start.filter(|&i| matches!(line[i], b'{' | b'[')) {
                     // An unframed JSON value ends any event in progress: it is not its data.
-                    self.dispatch(out);
+                    self.dispatch(at, emit);
                     let mut bare = Bare::default();
                     if bare.feed(&line[i..]) {
-                        out.push(SseItem::Bare(bare.text));
+                        emit(Event::Bare(&bare.text));
                     } else {
                         self.bare = Some(bare);
                     }
@@ -213,6 +300,19 @@ impl SseParser {
             }
         }
     }
+}
+
+/// A data buffer grown past this by one large event is let go after it, not kept for the
+/// stream's life.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Where the line being read lies: its offset in `chunk` when it lies whole there (`None` for
+/// a line joined across chunks, or at `finish`), and the current event's data while it is
+/// still a slice of `chunk`.
+struct Here<'c, 'p> {
+    chunk: &'c [u8],
+    line_at: Option<usize>,
+    pending: &'p mut Option<std::ops::Range<usize>>,
 }
 
 #[cfg(test)]
@@ -283,5 +383,74 @@ mod tests {
         );
         check("{\"error\": {\"code\": 5", &[b("{\"error\": {\"code\": 5")]);
         check("garbage line\n\n", &[]);
+    }
+
+    /// Every three-way split of `input` (empty parts included) gives the whole input's items.
+    fn check_three_way(input: &[u8]) {
+        let whole = {
+            let mut p = SseParser::new();
+            let mut got = p.push(input);
+            got.extend(p.finish());
+            got
+        };
+        for i in 0..=input.len() {
+            for j in i..=input.len() {
+                let mut p = SseParser::new();
+                let mut got = Vec::new();
+                for part in [&input[..i], &input[i..j], &input[j..]] {
+                    got.extend(p.push(part));
+                }
+                got.extend(p.finish());
+                assert_eq!(got, whole, "split at {i}, {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn three_way_splits() {
+        check_three_way(
+            b"data: a\r\n\r\ndata: b\ndata: c\n\n: c\r{\"error\":\r\n{}}\rdata:d\r\rdata: e",
+        );
+        check_three_way(b"event: x\ndata: {\"a\":\"\\\"\"}\r\n\r\n\r\ndata\n\n[1,\n2]\n");
+    }
+
+    /// Events that lie whole in a chunk are slices of it; the rest come from the parser.
+    #[test]
+    fn whole_events_are_borrowed_from_the_chunk() {
+        let chunk: &[u8] = b"data: one\r\n\r\nid: 1\ndata: two\n\ndata: a\ndata: b\n\ndata: spans";
+        let range = chunk.as_ptr_range();
+        let mut p = SseParser::new();
+        let mut got = Vec::new();
+        p.push_each(chunk, |event| {
+            let borrowed = range.contains(&event.bytes().as_ptr());
+            got.push((event.to_item(), borrowed));
+        });
+        assert_eq!(
+            got,
+            vec![(d("one"), true), (d("two"), true), (d("a\nb"), false)]
+        );
+        let mut tail = Vec::new();
+        p.push_each(b" on\n\n", |event| tail.push(event.to_item()));
+        assert_eq!(tail, vec![d("spans on")]);
+        // An empty value at the chunk's end, and an event cut right after its data line.
+        let mut p = SseParser::new();
+        let mut got = p.push(b"data:\n\ndata: x\n");
+        got.extend(p.push(b"\n"));
+        assert_eq!(got, vec![d(""), d("x")]);
+    }
+
+    /// A huge event is assembled across many chunks; the buffer is let go after it.
+    #[test]
+    fn huge_event_across_chunks() {
+        let big = "x".repeat(3 * KEEP_BUFFER);
+        let input = format!("data: {big}\r\n\r\ndata: small\r\n\r\n");
+        let mut p = SseParser::new();
+        let mut got = Vec::new();
+        for part in input.as_bytes().chunks(1000) {
+            got.extend(p.push(part));
+        }
+        got.extend(p.finish());
+        assert_eq!(got, vec![d(&big), d("small")]);
+        assert!(p.data.capacity() <= KEEP_BUFFER);
     }
 }

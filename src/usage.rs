@@ -10,8 +10,10 @@
 //! counts into a shard of its own (`shard`), merged when read: no process-wide lock per request.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
+
+use memchr::memmem::Finder;
 
 use crate::quota_day::{QuotaClock, QuotaDay};
 use crate::shard::Shards;
@@ -68,25 +70,49 @@ const FIELD: &[u8] = b"\"usageMetadata\"";
 const INTERACTION_FIELD: &[u8] = b"\"usage\"";
 const INTERACTION_MARK: &[u8] = b"\"total_input_tokens\"";
 
+/// The field names' searchers, built once (a `Finder` costs more to build than to run on an
+/// event).
+static FIELD_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(FIELD));
+static INTERACTION_FINDER: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(INTERACTION_FIELD));
+static MARK_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(INTERACTION_MARK));
+
 /// Where the usage of one Gemini response or stream event (JSON bytes) starts, if it has any:
-/// the last `usageMetadata` field name (its opening quote not escaped), found by one SIMD
-/// search from the end, or failing that the start of an event that carries an interaction's
-/// `usage`. A cheap probe per stream event: `from_json` of the bytes from there on reads it.
+/// the last `usageMetadata` field name (its opening quote not escaped), found by a search from
+/// the end, or failing that the start of an event that carries an interaction's `usage`. A
+/// cheap probe per stream event: `from_json` of the bytes from there on reads it.
 pub fn field_at(bytes: &[u8]) -> Option<usize> {
-    last_unescaped(bytes, bytes.len(), FIELD)
-        .or_else(|| memchr::memmem::find(bytes, INTERACTION_MARK).map(|_| 0))
+    last_unescaped(bytes, bytes.len(), &FIELD_FINDER).or_else(|| MARK_FINDER.find(bytes).map(|_| 0))
 }
 
-/// Where the last `field` (a quoted name) starting before `end` begins whose opening quote is
-/// not escaped: one SIMD search from the end per candidate.
-fn last_unescaped(bytes: &[u8], mut end: usize, field: &[u8]) -> Option<usize> {
-    while let Some(i) = memchr::memmem::rfind(&bytes[..end], field) {
-        if !escaped(bytes, i) {
-            return Some(i);
+/// How much `last_unescaped` searches forward at a time, going back from the end.
+const WINDOW: usize = 1024;
+
+/// Where the last `field` (a quoted name) lying whole before `end` begins whose opening quote
+/// is not escaped. Forward SIMD searches (a backward one has no SIMD) of `WINDOW`-sized
+/// windows, the last window first: Google puts usage near the end, so the first window
+/// usually has it, and no byte is searched more than twice.
+fn last_unescaped(bytes: &[u8], end: usize, field: &Finder<'_>) -> Option<usize> {
+    let n = field.needle().len();
+    // Windows by where a match starts: [lo, hi), searched up to `hi + n - 1` (or `end`).
+    let mut hi = end;
+    loop {
+        let lo = hi.saturating_sub(WINDOW);
+        let mut found = None;
+        let mut from = lo;
+        let to = end.min(hi + n - 1);
+        while let Some(j) = field.find(bytes.get(from..to).unwrap_or_default()) {
+            let i = from + j;
+            if !escaped(bytes, i) {
+                found = Some(i);
+            }
+            from = i + 1;
         }
-        end = i;
+        if found.is_some() || lo == 0 {
+            return found;
+        }
+        hi = lo;
     }
-    None
 }
 
 /// The last top-level `usageMetadata` in one Gemini response or stream event (JSON bytes), or
@@ -95,11 +121,11 @@ fn last_unescaped(bytes: &[u8], mut end: usize, field: &[u8]) -> Option<usize> {
 /// puts it near the end, so this scans backwards for the field name and parses only its
 /// object; a name inside a string cannot match (its quotes would be escaped).
 pub fn from_json(bytes: &[u8]) -> Option<Tokens> {
-    if let Some(u) = last_field::<UsageMetadata>(bytes, FIELD) {
+    if let Some(u) = last_field::<UsageMetadata>(bytes, &FIELD_FINDER) {
         return Some(Tokens::from(&u));
     }
-    memchr::memmem::find(bytes, INTERACTION_MARK)?;
-    let u = last_field::<InteractionUsage>(bytes, INTERACTION_FIELD)?;
+    MARK_FINDER.find(bytes)?;
+    let u = last_field::<InteractionUsage>(bytes, &INTERACTION_FINDER)?;
     (u.total_input_tokens.is_some() || u.total_output_tokens.is_some()).then(|| Tokens {
         prompt: u.total_input_tokens.unwrap_or(0),
         completion: u.total_output_tokens.unwrap_or(0),
@@ -116,11 +142,12 @@ struct InteractionUsage {
 }
 
 /// The last unescaped `field` in `bytes` whose value parses as a `T`.
-fn last_field<T: serde::de::DeserializeOwned>(bytes: &[u8], field: &[u8]) -> Option<T> {
+fn last_field<T: serde::de::DeserializeOwned>(bytes: &[u8], field: &Finder<'_>) -> Option<T> {
+    let field_len = field.needle().len();
     let mut end = bytes.len();
     while let Some(i) = last_unescaped(bytes, end, field) {
         end = i;
-        let rest = bytes[i + field.len()..].trim_ascii_start();
+        let rest = bytes[i + field_len..].trim_ascii_start();
         let Some(value) = rest.strip_prefix(b":") else {
             continue;
         };
@@ -434,6 +461,73 @@ mod tests {
         assert_eq!(field_at(done.as_bytes()), Some(0));
         let tokens = from_json(done.as_bytes()).map(|t| (t.prompt, t.completion));
         assert_eq!(tokens, Some((4, 5)));
+    }
+
+    /// The tail window and the search before it agree with one search from the end, wherever
+    /// the field sits: inside the window, across its start, before it, escaped or not.
+    #[test]
+    fn field_at_across_the_tail_window() {
+        // The search this replaced: one backward search per candidate.
+        let reference = |b: &[u8]| {
+            let mut end = b.len();
+            while let Some(i) = memchr::memmem::rfind(&b[..end], FIELD) {
+                if !escaped(b, i) {
+                    return Some(i);
+                }
+                end = i;
+            }
+            memchr::memmem::find(b, INTERACTION_MARK).map(|_| 0)
+        };
+        let field = r#""usageMetadata":{"promptTokenCount":1}"#;
+        for filler in [0, 10, WINDOW - 20, WINDOW - 1, WINDOW, 3 * WINDOW] {
+            for after in [0, 5, WINDOW - 10, WINDOW, 2 * WINDOW] {
+                let pad = |n: usize| "x".repeat(n);
+                let cases = [
+                    format!("{{{}{field},{}}}", pad(filler), pad(after)),
+                    format!("{{{field}{}\\{field}{}}}", pad(filler), pad(after)),
+                    format!("{{{field}{}\\\\{field}{}}}", pad(filler), pad(after)),
+                    format!("{{{}\\{field}{}}}", pad(filler), pad(after)),
+                    format!("{{{}{}}}", pad(filler), pad(after)),
+                ];
+                for case in &cases {
+                    let b = case.as_bytes();
+                    assert_eq!(field_at(b), reference(b), "{filler} {after} {case:.60}");
+                }
+            }
+        }
+        assert_eq!(field_at(b""), None);
+        assert_eq!(field_at(FIELD), Some(0));
+        assert_eq!(field_at(&FIELD[..FIELD.len() - 1]), None);
+    }
+
+    /// Matches that overlap (a quoted name starts and ends with `"`), escaped ones, and every
+    /// `end`: the windowed search finds what one backward search per candidate finds.
+    #[test]
+    fn last_unescaped_matches_a_backward_search() {
+        let finder = Finder::new(b"\"u\"");
+        let reference = |b: &[u8], mut end: usize| {
+            while let Some(i) = memchr::memmem::rfind(&b[..end], b"\"u\"") {
+                if !escaped(b, i) {
+                    return Some(i);
+                }
+                end = i;
+            }
+            None
+        };
+        let unit = "\"u\"u\"\\\"u\"x";
+        for reps in [1, 3, WINDOW / unit.len(), WINDOW / unit.len() + 1, 700] {
+            let text = unit.repeat(reps);
+            let b = text.as_bytes();
+            for end in (0..=b.len()).step_by(7).chain([b.len()]) {
+                assert_eq!(last_unescaped(b, end, &finder), reference(b, end), "{reps} {end}");
+            }
+        }
+        // A value that does not parse is skipped for the one before it, windows apart.
+        let far = format!(
+            r#"{{"usageMetadata":{{"promptTokenCount":2}},"t":"{}","usageMetadata":7}}"#,
+            "y".repeat(3 * WINDOW)
+        );
+        assert_eq!(from_json(far.as_bytes()).map(|t| t.prompt), Some(2));
     }
 
     fn wall(rfc3339: &str) -> SystemTime {
