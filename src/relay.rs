@@ -303,9 +303,8 @@ async fn run(
     // `last_data` and `next_beat` on, and a timer that fires before its deadline is re-armed.
     let closed = tx.closed();
     let draining = app.lifecycle.draining().cancelled();
-    let beat = tokio::time::sleep_until(
-        next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far),
-    );
+    let beat =
+        tokio::time::sleep_until(next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far));
     let silent = tokio::time::sleep_until(tokio::time::Instant::from_std(last_data + idle));
     tokio::pin!(closed, draining, beat, silent);
 
@@ -440,7 +439,8 @@ impl Translated {
             Ok(bytes) if self.out.is_empty() && self.joined.is_empty() => self.out = bytes,
             Ok(bytes) => {
                 if !self.out.is_empty() {
-                    self.joined.extend_from_slice(&std::mem::take(&mut self.out));
+                    self.joined
+                        .extend_from_slice(&std::mem::take(&mut self.out));
                 }
                 self.joined.extend_from_slice(&bytes);
             }

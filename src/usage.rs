@@ -519,7 +519,11 @@ mod tests {
             let text = unit.repeat(reps);
             let b = text.as_bytes();
             for end in (0..=b.len()).step_by(7).chain([b.len()]) {
-                assert_eq!(last_unescaped(b, end, &finder), reference(b, end), "{reps} {end}");
+                assert_eq!(
+                    last_unescaped(b, end, &finder),
+                    reference(b, end),
+                    "{reps} {end}"
+                );
             }
         }
         // A value that does not parse is skipped for the one before it, windows apart.
