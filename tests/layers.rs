@@ -15,6 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "secret",
             "sse",
             "excerpt",
+            "json_syntax",
             "clock",
             "quota_day",
             "translate",
