@@ -2,7 +2,8 @@
 //!
 //! It exists for speed alone (issue #19): a native body is checked before any key is used, and
 //! serde_json's walk cost a third of the proxy's whole work for the call; simd-json's SIMD
-//! parse costs a fifth less (callgrind). It only ever says "yes" or "ask serde_json": serde_json stays the reference (it words every refusal and has the last word;
+//! parse costs a fifth less (callgrind). It only ever says "yes" or "ask serde_json":
+//! serde_json stays the reference (it words every refusal and has the last word;
 //! `api::gemini`'s tests compare the two, at random too). It owns no I/O; its buffers are kept
 //! per worker thread for bodies up to `REUSED_BUFFERS`.
 

@@ -463,20 +463,25 @@ mod tests {
         assert_eq!(tokens, Some((4, 5)));
     }
 
+    /// The search `last_unescaped` replaced: one backward search from `end` per candidate.
+    fn backward(b: &[u8], mut end: usize, needle: &[u8]) -> Option<usize> {
+        while let Some(i) = memchr::memmem::rfind(&b[..end], needle) {
+            if !escaped(b, i) {
+                return Some(i);
+            }
+            end = i;
+        }
+        None
+    }
+
     /// The tail window and the search before it agree with one search from the end, wherever
     /// the field sits: inside the window, across its start, before it, escaped or not.
     #[test]
     fn field_at_across_the_tail_window() {
-        // The search this replaced: one backward search per candidate.
+        // The search this replaced.
         let reference = |b: &[u8]| {
-            let mut end = b.len();
-            while let Some(i) = memchr::memmem::rfind(&b[..end], FIELD) {
-                if !escaped(b, i) {
-                    return Some(i);
-                }
-                end = i;
-            }
-            memchr::memmem::find(b, INTERACTION_MARK).map(|_| 0)
+            backward(b, b.len(), FIELD)
+                .or_else(|| memchr::memmem::find(b, INTERACTION_MARK).map(|_| 0))
         };
         let field = r#""usageMetadata":{"promptTokenCount":1}"#;
         for filler in [0, 10, WINDOW - 20, WINDOW - 1, WINDOW, 3 * WINDOW] {
@@ -505,15 +510,6 @@ mod tests {
     #[test]
     fn last_unescaped_matches_a_backward_search() {
         let finder = Finder::new(b"\"u\"");
-        let reference = |b: &[u8], mut end: usize| {
-            while let Some(i) = memchr::memmem::rfind(&b[..end], b"\"u\"") {
-                if !escaped(b, i) {
-                    return Some(i);
-                }
-                end = i;
-            }
-            None
-        };
         let unit = "\"u\"u\"\\\"u\"x";
         for reps in [1, 3, WINDOW / unit.len(), WINDOW / unit.len() + 1, 700] {
             let text = unit.repeat(reps);
@@ -521,7 +517,7 @@ mod tests {
             for end in (0..=b.len()).step_by(7).chain([b.len()]) {
                 assert_eq!(
                     last_unescaped(b, end, &finder),
-                    reference(b, end),
+                    backward(b, end, b"\"u\""),
                     "{reps} {end}"
                 );
             }
