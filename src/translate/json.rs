@@ -5,6 +5,7 @@
 //! `#[serde(tag = …)]` buffers every field into an owned tree before reading it again. Here a
 //! string without escapes stays a slice of the body, and a tagged object's fields are read
 //! straight for its variant (only fields before the tag wait, as raw JSON slices).
+//! `from_body` reads a body whose UTF-8 is checked once, not string by string.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,6 +14,17 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+/// `serde_json::from_slice`, with the body's UTF-8 checked once up front: from a byte slice
+/// serde_json checks every string (and raw value) apart, from a `&str` it need not. A body
+/// that is not UTF-8 is read by `from_slice`, so its error (message and position) stays
+/// serde_json's.
+pub(crate) fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
+}
 
 /// A JSON string: borrowed from the input unless it had escapes.
 pub(crate) struct CowStr<'a>(pub Cow<'a, str>);
@@ -113,5 +125,40 @@ impl<'de: 'a, 'a, F: TaggedFields<'a>> DeserializeSeed<'de> for Field<'_, F> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         self.fields.read(self.tag, self.i, d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_body_reads_like_from_slice() {
+        #[derive(Deserialize, Debug)]
+        struct T<'a> {
+            #[serde(borrow)]
+            a: Cow<'a, str>,
+            #[serde(borrow)]
+            raw: &'a RawValue,
+        }
+        let body = "{\"a\":\"caf\u{e9} \\n\",\n\"raw\": [\"\u{e9}\", {\"b\": 1}]}".as_bytes();
+        let got: T = from_body(body).expect("valid");
+        let want: T = serde_json::from_slice(body).expect("valid");
+        assert_eq!(got.a, want.a);
+        assert_eq!(got.raw.get(), want.raw.get());
+        // Errors, UTF-8 ones included, are serde_json's own, at the same place.
+        for bad in [
+            &b"{\"a\": \"x\xff\", \"raw\": 1}"[..],
+            b"{\"a\": \"x\", \"raw\": [\"\xc3\"]}",
+            b"{\"a\": \"x\",\n \"raw\": [1,]}",
+            b"{\"a\": 5, \"raw\": 1}",
+            b"",
+        ] {
+            let got = from_body::<T>(bad).expect_err("invalid").to_string();
+            let want = serde_json::from_slice::<T>(bad)
+                .expect_err("invalid")
+                .to_string();
+            assert_eq!(got, want);
+        }
     }
 }

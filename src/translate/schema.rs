@@ -8,6 +8,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -49,11 +52,18 @@ const SCHEMA_VALUES: [&str; 15] = [
 /// body) overflowed the worker's stack and aborted the process.
 const MAX_DEPTH: usize = 64;
 
+/// What `clean` looks for before walking: the keys it drops, and `\u` (a key is compared
+/// unescaped, so an escape could spell one). memchr's finders, built once, scan with SIMD;
+/// `str::contains` set up a searcher per call and cost as much as the rest of the request.
+static NEEDLES: LazyLock<[memmem::Finder<'static>; 4]> = LazyLock::new(|| {
+    let [a, b, c] = NON_SCHEMA_KEYS;
+    ["\\u", a, b, c].map(memmem::Finder::new)
+});
+
 /// The schema without its non-schema keys.
 pub(crate) fn clean(schema: &RawValue) -> Cow<'_, RawValue> {
     let text = schema.get();
-    // A key is compared unescaped, so `\u` in the text could spell one.
-    let untouched = !text.contains("\\u") && !NON_SCHEMA_KEYS.iter().any(|key| text.contains(key));
+    let untouched = NEEDLES.iter().all(|n| n.find(text.as_bytes()).is_none());
     if untouched {
         return Cow::Borrowed(schema);
     }
@@ -118,9 +128,37 @@ pub(crate) fn is_empty_object(schema: &RawValue) -> bool {
     }
     let text = schema.get();
     text.starts_with('{')
+        && !declares_property(text)
         && serde_json::Deserializer::from_str(text)
             .deserialize_map(Schema)
             .unwrap_or(false)
+}
+
+/// Whether `schema` (valid JSON) opens `{"type":"object","properties":{"` or
+/// `{"properties":{"`, with any whitespace between the tokens: then it declares a property and
+/// is not empty. Nearly every real tool schema is laid out so, and this spares it the parse in
+/// `is_empty_object` (whose early stop costs serde_json two errors, each placed by line).
+fn declares_property(schema: &str) -> bool {
+    const TYPE_FIRST: [&str; 9] = [
+        "{",
+        "\"type\"",
+        ":",
+        "\"object\"",
+        ",",
+        "\"properties\"",
+        ":",
+        "{",
+        "\"",
+    ];
+    const PROPERTIES_FIRST: [&str; 5] = ["{", "\"properties\"", ":", "{", "\""];
+    let opens = |tokens: &[&str]| {
+        let mut rest = schema;
+        tokens.iter().all(|token| {
+            let next = rest.trim_start_matches([' ', '\t', '\n', '\r']);
+            next.strip_prefix(token).map(|after| rest = after).is_some()
+        })
+    };
+    opens(&TYPE_FIRST) || opens(&PROPERTIES_FIRST)
 }
 
 /// Writes `value` as `kind`; a value of another shape (e.g. `true` for a schema), or one deeper
@@ -231,5 +269,78 @@ impl<'de> Visitor<'de> for Walk<'_> {
         }
         self.out.push(b']');
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).expect("valid JSON")
+    }
+
+    #[test]
+    fn a_declared_property_is_seen_from_the_opening_tokens() {
+        for text in [
+            r#"{"type":"object","properties":{"a":{"type":"string"}}}"#,
+            r#"{"type": "object", "properties": {"path": {"type": "string"}}}"#,
+            "{\r\n \"type\" :\t\"object\" ,\n \"properties\" : {\n  \"a\": {}}}",
+            r#"{"properties":{"a":true},"type":"object"}"#,
+            r#"{ "properties" : { "a" : true } }"#,
+        ] {
+            assert!(declares_property(text), "{text}");
+            assert!(!is_empty_object(&raw(text)), "{text}");
+        }
+        for text in [
+            r#"{"type":"object","properties":{}}"#,
+            r#"{"type":"object","properties":{ }}"#,
+            r#"{"properties":{}}"#,
+            r#"{"type":"string","properties":{"a":1}}"#,
+            r#"{"type":"objects","properties":{"a":1}}"#,
+            r#"{"typed":"object","properties":{"a":1}}"#,
+            r#"{"title":"t","type":"object","properties":{"a":1}}"#,
+            r#"{"type":"object"}"#,
+            "{",
+            "",
+        ] {
+            assert!(!declares_property(text), "{text}");
+        }
+        // Not recognised from its opening, still read right.
+        assert!(!is_empty_object(&raw(
+            r#"{"title":"t","type":"object","properties":{"a":1}}"#
+        )));
+        assert!(is_empty_object(&raw(
+            r#"{"type": "object", "properties": { }}"#
+        )));
+    }
+
+    #[test]
+    fn clean_leaves_a_schema_without_its_keys_untouched() {
+        let text = "{\"type\": \"object\",\n \"properties\": {\"s\": {\"$ref\": \"#/$defs/x\"}}}";
+        let schema = raw(text);
+        assert!(matches!(clean(&schema), Cow::Borrowed(_)));
+        for dirty in [
+            r#"{"$schema":"x","type":"object"}"#,
+            r#"{"type":"object","strict":true}"#,
+            r#"{"$comment":"c","type":"object"}"#,
+            r#"{"\u0073trict":true}"#,
+        ] {
+            let schema = raw(dirty);
+            let cleaned = clean(&schema);
+            assert!(matches!(cleaned, Cow::Owned(_)), "{dirty}");
+        }
+        assert_eq!(
+            clean(&raw(r#"{"strict":true,"type":"object"}"#)).get(),
+            r#"{"type":"object"}"#
+        );
+        // A property named like a dropped key survives.
+        assert_eq!(
+            clean(&raw(
+                r#"{"properties":{"strict":{"type":"boolean"}},"$schema":"x"}"#
+            ))
+            .get(),
+            r#"{"properties":{"strict":{"type":"boolean"}}}"#
+        );
     }
 }

@@ -21,7 +21,7 @@ pub use wire::ChatRequest;
 /// Parses an OpenAI chat request; malformed JSON, wrong types and missing `model`/`messages`
 /// are `InvalidRequest`.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError> {
-    let mut req: ChatRequest = serde_json::from_slice(body)
+    let mut req: ChatRequest = super::json::from_body(body)
         .map_err(|e| invalid_body(&e, |field| matches!(field, "model" | "messages")))?;
     if req.model.is_empty() {
         return Err(invalid("`model` must not be empty", "model".into()));

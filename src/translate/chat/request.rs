@@ -9,7 +9,7 @@
 //! `pub(crate)` for `translate::anthropic`.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::value::RawValue;
 
@@ -53,8 +53,9 @@ pub(crate) fn build<'a>(
     let model = bare_model(target.model);
     let mut out = GenerateContentRequest::default();
     let mut system: Vec<Part<'a>> = Vec::new();
-    // Tool results name only the call id; Gemini wants the function name.
-    let mut call_names: HashMap<&'a str, &'a str> = HashMap::new();
+    // Tool results name only the call id; Gemini wants the function name. (A B-tree: a few
+    // short keys compare faster than SipHash hashes them, and many still cost log n.)
+    let mut call_names: BTreeMap<&'a str, &'a str> = BTreeMap::new();
 
     for (i, msg) in req.messages.iter().enumerate() {
         match msg {
@@ -400,7 +401,7 @@ fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> 
     let Some(tools) = &req.tools else {
         return Ok(Vec::new());
     };
-    let mut seen = HashSet::new();
+    let mut seen = BTreeSet::new();
     let mut decls = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         if tool.kind != "function" {

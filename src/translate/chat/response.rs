@@ -14,6 +14,7 @@ use crate::translate::gemini::{
     GenerateContentResponse, GoogleError, GroundingMetadata, LogprobCandidate, LogprobsResult,
     ResponsePart, UsageMetadata,
 };
+use crate::translate::json::from_body;
 use crate::translate::{ResponseCtx, TranslateError};
 
 /// Parses one upstream body, turning Google's error shapes (`{"error":…}` or
@@ -34,7 +35,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<GenerateContentResponse<'_>, Translat
             },
         });
     }
-    let mut resp: GenerateContentResponse = serde_json::from_slice(body).map_err(bad_upstream)?;
+    let mut resp: GenerateContentResponse = from_body(body).map_err(bad_upstream)?;
     if let Some(e) = resp.error.take() {
         return Err(upstream_error(e, body.to_vec()));
     }
