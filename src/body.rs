@@ -6,17 +6,13 @@
 //! dialect's response (413, 408, 503, 400).
 
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
 
 use crate::admission;
 
@@ -38,26 +34,6 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
-}
-
-/// A body fed by a channel: each message is written to the client as it arrives. When the
-/// client goes away hyper drops the body, which closes the channel and tells the sender.
-pub fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
-    ChannelBody(rx).boxed()
-}
-
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 /// A handler's answer: finished, or a stream whose log line the relay will write.

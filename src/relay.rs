@@ -1,13 +1,14 @@
 //! Relays an upstream stream to the client chunk by chunk, never buffering it whole.
 //!
-//! One task per stream reads the upstream body and writes to the client's body channel. It
-//! translates Gemini SSE to OpenAI chunks on `/v1`, to Anthropic events on `/v1/messages` and
-//! to Responses API events on `/v1/responses` (storing a completed response when asked), or
-//! copies bytes untouched on `/v1beta`; sends SSE comment heartbeats on those while the upstream is silent, ends the stream with an
-//! error event when the upstream fails, falls silent beyond `idle_timeout`, or the server's
-//! grace period runs out, and drops the upstream request the moment the client goes away or
-//! stops reading for `server.write_timeout` (every write is bounded, heartbeats and error
-//! events included).
+//! The relay is the client response's body (`RelayBody`): hyper polls it as it writes, and
+//! each poll reads what the upstream has, with no task or channel in between. It translates
+//! Gemini SSE to OpenAI chunks on `/v1`, to Anthropic events on `/v1/messages` and to
+//! Responses API events on `/v1/responses` (storing a completed response when asked), or copies
+//! bytes untouched on `/v1beta`; sends SSE comment heartbeats on those while the upstream is
+//! silent; ends the stream with an error event when the upstream fails, falls silent beyond
+//! `idle_timeout`, or the server's grace period runs out. The upstream request is dropped with
+//! the body: the moment the client goes away, or once it has stopped reading for
+//! `server.write_timeout` (the connection's write deadline closes the connection).
 //! The stream's lease is reported to the pool exactly once, when the stream ends (the attempt
 //! loop reports nothing at a stream's headers): success for a clean end, transient failure for
 //! a broken connection or an idle timeout, and for an error Google sends inside the 200 stream
@@ -19,18 +20,27 @@
 //!
 //! Parts, one concern each: `Shape` (the dialect side: feed a chunk, finish, frame the last
 //! error event), `Watch` (what the passing events teach: usage, the first in-stream error),
-//! `Unsettled` (the lease, reported exactly once) and `run` (the I/O loop: reads, bounded
-//! writes, heartbeats, idle and shutdown deadlines).
+//! `Unsettled` (the lease, reported exactly once), `Outgoing` (what is ready, held a few
+//! turns so that pieces the upstream sent together leave in one write) and `RelayBody` (the
+//! polls: reads, heartbeats, idle and shutdown deadlines; `Relay::finish` once at the end or
+//! on drop).
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{header, HeaderValue, Response, StatusCode};
-use tokio::sync::mpsc;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::body::{channel_body, Body};
+use crate::body::Body;
 use crate::classify::{classify, classify_event};
 use crate::error::{Framing, ProxyError};
 use crate::pool::{Lease, Outcome};
@@ -160,16 +170,16 @@ impl Shape {
 /// Looks at a passthrough stream's first events (their `data`, up to `LEARN_EVENTS` of them)
 /// before the client gets each: `true` once it learned what it wanted (an interaction's id
 /// from its first event), after which it is dropped.
-pub type Learn = Box<dyn FnMut(&[u8]) -> bool + Send>;
+pub type Learn = Box<dyn FnMut(&[u8]) -> bool + Send + Sync>;
 
 /// How many events a `Learn` sees at most.
 const LEARN_EVENTS: usize = 8;
 
-/// Starts relaying `response` and returns the client's response without waiting for the
-/// upstream: the relay gets one turn of the scheduler first, so that an event which arrived
-/// with the upstream's headers is already in the body channel when hyper writes our headers,
-/// and both leave in one write (one packet and one client wake-up less before the first
-/// byte). A stream with nothing yet is not waited for.
+/// The client's response for relaying `response`: the relay is its body, driven by hyper as
+/// it writes (no task or channel between the upstream and the client). Before the response is
+/// returned, the relay reads what the upstream already has (a few scheduler turns at most, see
+/// `Outgoing`), so that the headers and the first events leave in one write; a stream with
+/// nothing yet is not waited for.
 pub async fn start(
     app: Arc<App>,
     snap: Arc<Snapshot>,
@@ -194,36 +204,16 @@ pub async fn start_learning(
     content_type: HeaderValue,
     learn: Option<Learn>,
 ) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
-    tokio::spawn(run(app, snap, lease, response, shape, log, tx, learn));
-    tokio::task::yield_now().await;
-    let mut out = Response::new(channel_body(rx));
+    let mut body = Box::pin(RelayBody::new(
+        app, snap, lease, response, shape, log, learn,
+    ));
+    std::future::poll_fn(|cx| body.as_mut().poll_relay(cx, true).map(|_| ())).await;
+    let mut out = Response::new(body.boxed());
     let headers = out.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     out
-}
-
-/// Hands one piece of the answer to the client's body channel. A client that stops reading
-/// fills the channel; after `limit` without room it is cut off (as if gone) instead of being
-/// waited for, which ends the relay and drops the upstream stream.
-async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes, limit: Duration) -> Result<(), ()> {
-    let bytes = match tx.try_send(bytes) {
-        Ok(()) => return Ok(()),
-        Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
-        Err(mpsc::error::TrySendError::Full(bytes)) => bytes,
-    };
-    match tokio::time::timeout(limit, tx.send(bytes)).await {
-        Ok(sent) => sent.map_err(|_| ()),
-        Err(_) => {
-            tracing::debug!(
-                write_timeout_s = limit.as_secs_f64(),
-                "the client stopped reading; stream cut"
-            );
-            Err(())
-        }
-    }
 }
 
 /// How the stream ended, for the log line.
@@ -234,7 +224,7 @@ enum End {
 }
 
 /// The stream's lease until its outcome is reported: exactly once, by `settle`, or handed back
-/// (abandoned) if the relay ends without one (the task dropped).
+/// (abandoned) if the relay ends without one.
 struct Unsettled {
     snap: Arc<Snapshot>,
     lease: Option<Lease>,
@@ -253,160 +243,396 @@ impl Unsettled {
     }
 }
 
-impl Drop for Unsettled {
-    fn drop(&mut self) {
-        self.settle(None);
-    }
-}
-
 fn transient(message: &str) -> Outcome {
     Outcome::Transient {
         reason: message.to_string(),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
+pin_project_lite::pin_project! {
+    /// The response body that relays: each poll reads what the upstream has, passes it through
+    /// the shape and hands hyper the result. A client that stops reading stops the polls, and
+    /// the connection's write deadline (`server.write_timeout`, `server::WriteDeadline`) then
+    /// closes the connection, which drops this body and the upstream stream with it. The
+    /// timers are polled with the upstream: heartbeats while it is silent, the idle deadline,
+    /// and the end of the shutdown grace period.
+    struct RelayBody {
+        relay: Relay,
+        #[pin]
+        draining: WaitForCancellationFutureOwned,
+        #[pin]
+        beat: Sleep,
+        #[pin]
+        silent: Sleep,
+    }
+}
+
+/// What the relay holds besides its timers: plain data, finished exactly once (`finish`), by
+/// the last poll or, when hyper drops the body first (the client left), by `Drop`.
+struct Relay {
     app: Arc<App>,
-    snap: Arc<Snapshot>,
     lease: Lease,
-    response: AnswerBody,
-    mut shape: Shape,
-    mut log: RequestLog,
-    tx: mpsc::Sender<Bytes>,
-    learn: Option<Learn>,
-) {
-    let idle = snap.upstream.idle_timeout;
-    let write = snap.config.server.write_timeout;
-    let heartbeat = match shape {
-        Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => snap.upstream.heartbeat,
-        Shape::Passthrough { .. } | Shape::Raw => None,
-    };
-    let mut upstream = http_body_util::BodyDataStream::new(response);
-    let mut parser = SseParser::new();
-    let mut watch = Watch {
-        learn,
-        ..Watch::default()
-    };
-    let mut last_data = Instant::now();
-    let mut next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
-    let far = Duration::from_secs(365 * 24 * 3600);
-    let mut unsettled = Unsettled {
-        snap: snap.clone(),
-        lease: Some(lease.clone()),
-    };
-    // What the stream's end means for the key; `None` (client gone, shutdown): nothing.
-    let mut verdict: Option<Outcome> = None;
+    unsettled: Unsettled,
+    upstream: AnswerBody,
+    shape: Shape,
+    parser: SseParser,
+    watch: Watch,
+    /// `None` once the stream is finished (logged).
+    log: Option<RequestLog>,
+    /// What the stream's end means for the key; `None` (client gone, shutdown): nothing.
+    verdict: Option<Outcome>,
+    idle: Duration,
+    heartbeat: Option<Duration>,
+    last_data: Instant,
+    /// When the next heartbeat is due (`None`: the shape sends none).
+    next_beat: Option<tokio::time::Instant>,
+    /// The answer's pieces not yet handed to hyper.
+    out: Outgoing,
+    /// The stream is over: `out` goes out, then the body ends and the relay is finished.
+    ended: Option<End>,
+}
 
-    // What the loop waits on besides the upstream, made once for the stream's life. The two
-    // timers are armed at their first deadline and moved only when they fire: data pushes
-    // `last_data` and `next_beat` on, and a timer that fires before its deadline is re-armed.
-    let closed = tx.closed();
-    let draining = app.lifecycle.draining().cancelled();
-    let beat =
-        tokio::time::sleep_until(next_beat.unwrap_or_else(|| tokio::time::Instant::now() + far));
-    let silent = tokio::time::sleep_until(tokio::time::Instant::from_std(last_data + idle));
-    tokio::pin!(closed, draining, beat, silent);
+/// At most this many pieces, or bytes, are held back for one write, and for at most this many
+/// scheduler turns without a new piece.
+const HELD_FRAMES: usize = 16;
+const HELD_BYTES: usize = 64 * 1024;
+const HELD_TURNS: u8 = 4;
 
-    let end = loop {
-        tokio::select! {
-            biased;
-            _ = &mut closed => break End::ClientGone,
-            _ = &mut draining => {
-                let event = shape.error_event("the server is shutting down; the stream was cut short", 503);
-                let _ = send(&tx, event, write).await;
-                break End::Failed("server shutting down".into());
+/// The answer's pieces ready for the client, held back a few scheduler turns after each:
+/// hyper's client hands an upstream body over one chunk at a time from its connection's task,
+/// which takes about two turns per chunk, so without holding, every chunk Google sent in one
+/// packet (a whole short answer, often) would leave in a write of its own, one syscall and one
+/// client wake-up each. Once `HELD_TURNS` pass with nothing new (or `HELD_FRAMES`/`HELD_BYTES`
+/// are reached, or the stream ends), every piece goes out, to be written together. An event
+/// never waits for a later one: the turns pass in microseconds, whatever the upstream does.
+#[derive(Default)]
+struct Outgoing {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    /// Turns given since the last piece arrived.
+    held: u8,
+    /// Handing the pieces out: nothing else is read until they are all gone.
+    releasing: bool,
+}
+
+impl Outgoing {
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.bytes += bytes.len();
+            self.frames.push_back(bytes);
+            self.held = 0;
+        }
+    }
+
+    /// The next piece to hand out, while releasing.
+    fn next(&mut self) -> Option<Bytes> {
+        if !self.releasing {
+            return None;
+        }
+        let next = self.frames.pop_front();
+        match &next {
+            Some(bytes) => self.bytes -= bytes.len(),
+            None => self.releasing = false,
+        }
+        next
+    }
+
+    /// Hands every held piece out from the next poll on.
+    fn release(&mut self) {
+        self.releasing = !self.frames.is_empty();
+    }
+
+    /// Nothing new right now: `true` to wait a turn more (the task is woken at once, after
+    /// the tasks already due, the upstream connection's among them); otherwise the pieces
+    /// are released.
+    fn hold(&mut self, cx: &Context<'_>) -> bool {
+        if self.frames.is_empty() {
+            return false;
+        }
+        if self.held < HELD_TURNS && self.frames.len() < HELD_FRAMES && self.bytes < HELD_BYTES {
+            self.held += 1;
+            cx.waker().wake_by_ref();
+            return true;
+        }
+        self.release();
+        false
+    }
+}
+
+impl RelayBody {
+    fn new(
+        app: Arc<App>,
+        snap: Arc<Snapshot>,
+        lease: Lease,
+        upstream: AnswerBody,
+        shape: Shape,
+        log: RequestLog,
+        learn: Option<Learn>,
+    ) -> Self {
+        let idle = snap.upstream.idle_timeout;
+        let heartbeat = match shape {
+            Shape::OpenAi(_) | Shape::Anthropic(_) | Shape::Responses { .. } => {
+                snap.upstream.heartbeat
             }
-            chunk = upstream.next() => match chunk {
-                None => {
-                    let tail = shape.finish(&mut parser, &mut watch);
-                    in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
-                    if let Some(translator) = shape.translator() {
-                        app.signatures.remember(translator.take_signatures());
-                    }
-                    // A completed Responses API answer is kept for `previous_response_id`.
-                    if let Shape::Responses { stream, store } = &mut shape {
-                        if let (Some(ticket), Some((response, output))) =
-                            (store.take(), stream.take_finished())
-                        {
-                            app.stored_responses.keep(ticket, &response, &output);
-                        }
-                    }
-                    match tail {
-                        Ok(bytes) => {
-                            // A clean end: the key did its part, whether or not the client
-                            // takes the tail.
-                            verdict.get_or_insert(Outcome::Success);
-                            if !bytes.is_empty() && send(&tx, bytes, write).await.is_err() {
-                                break End::ClientGone;
-                            }
-                            break End::Complete;
-                        }
-                        Err(e) => break fail_in_stream(&shape, &tx, write, e, &mut verdict).await,
-                    }
-                }
-                Some(Err(e)) => {
-                    let message = format!("the upstream stream broke: {e}");
-                    verdict.get_or_insert_with(|| transient(&message));
-                    let _ = send(&tx, shape.error_event(&message, 502), write).await;
-                    break End::Failed(message);
-                }
-                Some(Ok(bytes)) => {
-                    last_data = Instant::now();
-                    if let Some(d) = heartbeat {
-                        next_beat = Some(tokio::time::Instant::now() + d);
-                    }
-                    let translated = shape.feed(&mut parser, &mut watch, bytes);
-                    in_stream_error(&lease, &mut watch, &mut log, &mut verdict);
-                    match translated {
-                        Ok(out) => {
-                            if !out.is_empty() && send(&tx, out, write).await.is_err() {
-                                break End::ClientGone;
-                            }
-                        }
-                        Err(e) => break fail_in_stream(&shape, &tx, write, e, &mut verdict).await,
-                    }
-                }
+            Shape::Passthrough { .. } | Shape::Raw => None,
+        };
+        let now = tokio::time::Instant::now();
+        let next_beat = heartbeat.map(|d| now + d);
+        // The timers are armed at their first deadline and moved only when they fire: data
+        // pushes `last_data` and `next_beat` on, and a timer that fires early is re-armed.
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let beat = tokio::time::sleep_until(next_beat.unwrap_or(now + far));
+        let silent = tokio::time::sleep_until(now + idle);
+        let draining = app.lifecycle.draining().clone().cancelled_owned();
+        RelayBody {
+            relay: Relay {
+                app,
+                unsettled: Unsettled {
+                    snap,
+                    lease: Some(lease.clone()),
+                },
+                lease,
+                upstream,
+                shape,
+                parser: SseParser::new(),
+                watch: Watch {
+                    learn,
+                    ..Watch::default()
+                },
+                log: Some(log),
+                verdict: None,
+                idle,
+                heartbeat,
+                last_data: Instant::now(),
+                next_beat,
+                out: Outgoing::default(),
+                ended: None,
             },
-            _ = &mut beat, if next_beat.is_some() => {
-                let now = tokio::time::Instant::now();
-                if let Some(due) = next_beat.filter(|&due| due > now) {
-                    beat.as_mut().reset(due);
+            draining,
+            beat,
+            silent,
+        }
+    }
+}
+
+impl http_body::Body for RelayBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.poll_relay(cx, false)
+            .map(|next| next.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+impl RelayBody {
+    /// The next piece for the client (`None`: the stream is over). With `first`, nothing is
+    /// handed out: `Ready(None)` as soon as pieces are ready to go, or the stream ended, or
+    /// there is nothing yet; `Pending` only while pieces are held for more (`Outgoing::hold`,
+    /// which wakes the task at once).
+    fn poll_relay(self: Pin<&mut Self>, cx: &mut Context<'_>, first: bool) -> Poll<Option<Bytes>> {
+        let mut this = self.project();
+        let relay = this.relay;
+        loop {
+            if first && (relay.out.releasing || relay.ended.is_some()) {
+                return Poll::Ready(None);
+            }
+            if let Some(bytes) = relay.out.next() {
+                return Poll::Ready(Some(bytes));
+            }
+            if let Some(end) = relay.ended.take() {
+                if !relay.out.frames.is_empty() {
+                    relay.out.release();
+                    relay.ended = Some(end);
                     continue;
                 }
-                if send(&tx, Bytes::from_static(b": keep-alive\n\n"), write)
-                    .await
-                    .is_err() {
-                    break End::ClientGone;
+                relay.finish(end);
+            }
+            if relay.log.is_none() {
+                return Poll::Ready(None);
+            }
+            // Biased, as the loop always was: shutdown first, then the upstream, then timers.
+            if this.draining.as_mut().poll(cx).is_ready() {
+                relay.fail(
+                    "the server is shutting down; the stream was cut short",
+                    503,
+                    "server shutting down".into(),
+                );
+                continue;
+            }
+            match http_body::Body::poll_frame(Pin::new(&mut relay.upstream), cx) {
+                Poll::Ready(None) => {
+                    relay.upstream_ended();
+                    continue;
                 }
-                next_beat = heartbeat.map(|d| tokio::time::Instant::now() + d);
-                if let Some(due) = next_beat {
-                    beat.as_mut().reset(due);
+                Poll::Ready(Some(Err(e))) => {
+                    let message = format!("the upstream stream broke: {e}");
+                    relay.verdict.get_or_insert_with(|| transient(&message));
+                    relay.fail(&message, 502, message.clone());
+                    continue;
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(bytes) = frame.into_data() {
+                        relay.chunk(bytes);
+                    }
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            if relay.out.hold(cx) {
+                return Poll::Pending;
+            }
+            if !relay.out.frames.is_empty() {
+                continue;
+            }
+            if let Some(due) = relay.next_beat {
+                if this.beat.as_mut().poll(cx).is_ready() {
+                    let now = tokio::time::Instant::now();
+                    if due <= now {
+                        relay.out.push(Bytes::from_static(b": keep-alive\n\n"));
+                        relay.next_beat = relay.heartbeat.map(|d| now + d);
+                    }
+                    if let Some(due) = relay.next_beat {
+                        this.beat.as_mut().reset(due);
+                    }
+                    continue;
                 }
             }
-            _ = &mut silent => {
-                let due = tokio::time::Instant::from_std(last_data + idle);
+            if this.silent.as_mut().poll(cx).is_ready() {
+                let due = tokio::time::Instant::from_std(relay.last_data + relay.idle);
                 if due > tokio::time::Instant::now() {
-                    silent.as_mut().reset(due);
+                    this.silent.as_mut().reset(due);
                     continue;
                 }
-                let message = format!("the upstream was silent for {}s; stream ended", idle.as_secs());
-                verdict.get_or_insert_with(|| transient(&message));
-                let _ = send(&tx, shape.error_event(&message, 504), write).await;
-                break End::Failed(message);
+                let message = format!(
+                    "the upstream was silent for {}s; stream ended",
+                    relay.idle.as_secs()
+                );
+                relay.verdict.get_or_insert_with(|| transient(&message));
+                relay.fail(&message, 504, message.clone());
+                continue;
+            }
+            if first {
+                return Poll::Ready(None);
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl Relay {
+    /// One upstream chunk, through the shape.
+    fn chunk(&mut self, bytes: Bytes) {
+        self.last_data = Instant::now();
+        if let Some(d) = self.heartbeat {
+            self.next_beat = Some(tokio::time::Instant::now() + d);
+        }
+        let translated = self.shape.feed(&mut self.parser, &mut self.watch, bytes);
+        self.in_stream_error();
+        match translated {
+            Ok(out) => self.out.push(out),
+            Err(e) => self.fail_in_stream(e),
+        }
+    }
+
+    /// The upstream ended: the shape's tail, what the stream taught, and the end.
+    fn upstream_ended(&mut self) {
+        let tail = self.shape.finish(&mut self.parser, &mut self.watch);
+        self.in_stream_error();
+        if let Some(translator) = self.shape.translator() {
+            self.app.signatures.remember(translator.take_signatures());
+        }
+        // A completed Responses API answer is kept for `previous_response_id`.
+        if let Shape::Responses { stream, store } = &mut self.shape {
+            if let (Some(ticket), Some((response, output))) = (store.take(), stream.take_finished())
+            {
+                self.app.stored_responses.keep(ticket, &response, &output);
             }
         }
-    };
-
-    unsettled.settle(verdict);
-    // Gemini answered, whatever happened since: the request and its last usage count.
-    snap.record_usage(&lease, log.token.as_deref(), watch.seen.tokens());
-    match end {
-        End::Complete => {}
-        End::ClientGone => log.error = Some("client disconnected".into()),
-        End::Failed(message) => log.error = Some(message),
+        match tail {
+            Ok(bytes) => {
+                // A clean end: the key did its part, whether or not the client takes the tail.
+                self.verdict.get_or_insert(Outcome::Success);
+                self.out.push(bytes);
+                self.ended = Some(End::Complete);
+            }
+            Err(e) => self.fail_in_stream(e),
+        }
     }
-    log.emit(StatusCode::OK);
+
+    /// Ends the stream with a final error event (`message`, `code`) in its dialect.
+    fn fail(&mut self, message: &str, code: u16, logged: String) {
+        self.out.push(self.shape.error_event(message, code));
+        self.ended = Some(End::Failed(logged));
+    }
+
+    /// An error inside a 200 stream: what it means for the key (the verdict), and the
+    /// client's final error event.
+    fn fail_in_stream(&mut self, error: TranslateError) {
+        let (outcome, message, code) = match &error {
+            TranslateError::UpstreamError {
+                code, message, raw, ..
+            } => (classify(*code, raw), message.clone(), *code),
+            // Gemini ended cleanly with nothing to show (blocked, thoughts only): not the key's
+            // fault.
+            TranslateError::EmptyAnswer { .. } => (Outcome::Success, error.to_string(), 502),
+            TranslateError::InvalidRequest { .. } => (Outcome::ClientError, error.to_string(), 502),
+            // Bytes that are not Gemini's events: a broken exchange.
+            TranslateError::BadUpstream { .. } => {
+                (transient(&error.to_string()), error.to_string(), 502)
+            }
+        };
+        self.verdict.get_or_insert(outcome);
+        self.fail(&message, code, message.clone());
+    }
+
+    /// An error found inside a passthrough stream (the client got its bytes) becomes the
+    /// stream's verdict, reported when the stream ends.
+    fn in_stream_error(&mut self) {
+        if let Some(outcome) = self.watch.seen.error.take() {
+            let lease = &self.lease;
+            tracing::debug!(key = %lease.key, model = %lease.model, outcome = outcome.class(), "error inside a passthrough stream");
+            if let Some(log) = &mut self.log {
+                log.error = Some(format!(
+                    "upstream error inside the stream: {}",
+                    outcome.class()
+                ));
+            }
+            self.verdict.get_or_insert(outcome);
+        }
+    }
+
+    /// Reports the lease, records the usage and writes the log line; once.
+    fn finish(&mut self, end: End) {
+        let Some(mut log) = self.log.take() else {
+            return;
+        };
+        self.unsettled.settle(self.verdict.take());
+        // Gemini answered, whatever happened since: the request and its last usage count.
+        self.unsettled.snap.record_usage(
+            &self.lease,
+            log.token.as_deref(),
+            self.watch.seen.tokens(),
+        );
+        match end {
+            End::Complete => {}
+            End::ClientGone => log.error = Some("client disconnected".into()),
+            End::Failed(message) => log.error = Some(message),
+        }
+        log.emit(StatusCode::OK);
+    }
+}
+
+/// hyper drops the body before its end when the client left (or stopped reading past the
+/// write deadline, or the server's runtime stopped): the stream ends there.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let end = self.ended.take().unwrap_or(End::ClientGone);
+        self.finish(end);
+    }
 }
 
 /// What a translator made of one chunk's events (each event's usage watched), kept as the
@@ -524,24 +750,6 @@ impl Watch {
     }
 }
 
-/// An error found inside a passthrough stream (the client got its bytes) becomes the stream's
-/// verdict, reported when the stream ends.
-fn in_stream_error(
-    lease: &Lease,
-    watch: &mut Watch,
-    log: &mut RequestLog,
-    verdict: &mut Option<Outcome>,
-) {
-    if let Some(outcome) = watch.seen.error.take() {
-        tracing::debug!(key = %lease.key, model = %lease.model, outcome = outcome.class(), "error inside a passthrough stream");
-        log.error = Some(format!(
-            "upstream error inside the stream: {}",
-            outcome.class()
-        ));
-        verdict.get_or_insert(outcome);
-    }
-}
-
 /// The elements of Gemini's JSON-array stream, as they complete; holds at most one element
 /// (up to `MAX_ELEMENT` bytes: a larger one is not watched, only passed on).
 #[derive(Default)]
@@ -577,31 +785,4 @@ impl ArrayItems {
             self.item.push(b);
         }
     }
-}
-
-/// An error inside a 200 stream: what it means for the key (the verdict), and the client's
-/// final error event.
-async fn fail_in_stream(
-    shape: &Shape,
-    tx: &mpsc::Sender<Bytes>,
-    write: Duration,
-    error: TranslateError,
-    verdict: &mut Option<Outcome>,
-) -> End {
-    let (outcome, message, code) = match &error {
-        TranslateError::UpstreamError {
-            code, message, raw, ..
-        } => (classify(*code, raw), message.clone(), *code),
-        // Gemini ended cleanly with nothing to show (blocked, thoughts only): not the key's
-        // fault.
-        TranslateError::EmptyAnswer { .. } => (Outcome::Success, error.to_string(), 502),
-        TranslateError::InvalidRequest { .. } => (Outcome::ClientError, error.to_string(), 502),
-        // Bytes that are not Gemini's events: a broken exchange.
-        TranslateError::BadUpstream { .. } => {
-            (transient(&error.to_string()), error.to_string(), 502)
-        }
-    };
-    verdict.get_or_insert(outcome);
-    let _ = send(tx, shape.error_event(&message, code), write).await;
-    End::Failed(message)
 }

@@ -317,3 +317,59 @@ async fn native_sse_passes_through_untouched_without_heartbeats() {
     assert_eq!(body, expected, "bytes changed on the way");
     assert!(!body.lines().any(|l| l.starts_with(':')), "{body}");
 }
+
+/// The relay holds what is ready for a few scheduler turns so that events Google sent
+/// together leave in one write (`relay::Outgoing`); an event must never wait for the next one.
+/// With 400 ms between the upstream's events, the first reaches the client long before the
+/// stream ends, on the passthrough and on the translated path alike.
+#[tokio::test]
+async fn an_event_is_not_held_back_for_the_next_one() {
+    let fake = FakeGemini::start().await;
+    let events = vec![
+        text_chunk("Hel", None),
+        text_chunk("lo", None),
+        text_chunk("!", Some("STOP")),
+    ];
+    fake.on_any()
+        .always(Reply::stream(events).event_delay(Duration::from_millis(400)));
+    let proxy = start(&fake, &fake_keys(1), |c| {
+        c.set("upstream", r#"heartbeat = "0s""#)
+    })
+    .await;
+
+    let native = format!("/v1beta/models/{FLASH}:streamGenerateContent?alt=sse");
+    for (path, body) in [
+        (
+            native.as_str(),
+            json!({ "contents": [{ "parts": [{ "text": "hi" }] }] }),
+        ),
+        ("/v1/chat/completions", stream_body(json!({}))),
+    ] {
+        let mut resp = proxy.post(path).json(&body).send().await.expect("stream");
+        assert_eq!(resp.status(), 200, "{path}");
+        let mut raw = Vec::new();
+        let mut first_at = None;
+        let read = async {
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                raw.extend_from_slice(&chunk);
+                if first_at.is_none() && String::from_utf8_lossy(&raw).contains("Hel") {
+                    first_at = Some(Instant::now());
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("stream did not end in time");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let first_at = first_at.unwrap_or_else(|| panic!("{path}: no first event: {text}"));
+        assert!(
+            text.contains('!'),
+            "{path}: the stream's end is missing: {text}"
+        );
+        let rest = first_at.elapsed();
+        assert!(
+            rest >= Duration::from_millis(600),
+            "{path}: the first event came only {rest:?} before the end: it was held back"
+        );
+    }
+}
