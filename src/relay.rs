@@ -20,10 +20,9 @@
 //!
 //! Parts, one concern each: `Shape` (the dialect side: feed a chunk, finish, frame the last
 //! error event), `Watch` (what the passing events teach: usage, the first in-stream error),
-//! `Unsettled` (the lease, reported exactly once), `Outgoing` (what is ready, held a few
-//! turns so that pieces the upstream sent together leave in one write) and `RelayBody` (the
-//! polls: reads, heartbeats, idle and shutdown deadlines; `Relay::finish` once at the end or
-//! on drop).
+//! `Outgoing` (what is ready, held a few turns so that pieces the upstream sent together leave
+//! in one write) and `RelayBody` (the polls: reads, heartbeats, idle and shutdown deadlines;
+//! `Relay::finish`, once at the end or on drop, reports the lease exactly once).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -223,26 +222,6 @@ enum End {
     Failed(String),
 }
 
-/// The stream's lease until its outcome is reported: exactly once, by `settle`, or handed back
-/// (abandoned) if the relay ends without one.
-struct Unsettled {
-    snap: Arc<Snapshot>,
-    lease: Option<Lease>,
-}
-
-impl Unsettled {
-    /// Reports `outcome` for the lease, or hands it back when there is none.
-    fn settle(&mut self, outcome: Option<Outcome>) {
-        let Some(lease) = self.lease.take() else {
-            return;
-        };
-        match outcome {
-            Some(outcome) => self.snap.pool.report(&lease, &outcome, Instant::now()),
-            None => self.snap.pool.abandon(&lease),
-        }
-    }
-}
-
 fn transient(message: &str) -> Outcome {
     Outcome::Transient {
         reason: message.to_string(),
@@ -271,8 +250,9 @@ pin_project_lite::pin_project! {
 /// the last poll or, when hyper drops the body first (the client left), by `Drop`.
 struct Relay {
     app: Arc<App>,
+    snap: Arc<Snapshot>,
+    /// Reported (or handed back) by `finish`, exactly once.
     lease: Lease,
-    unsettled: Unsettled,
     upstream: AnswerBody,
     shape: Shape,
     parser: SseParser,
@@ -387,10 +367,7 @@ impl RelayBody {
         RelayBody {
             relay: Relay {
                 app,
-                unsettled: Unsettled {
-                    snap,
-                    lease: Some(lease.clone()),
-                },
+                snap,
                 lease,
                 upstream,
                 shape,
@@ -469,9 +446,7 @@ impl RelayBody {
                     continue;
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    let message = format!("the upstream stream broke: {e}");
-                    relay.verdict.get_or_insert_with(|| transient(&message));
-                    relay.fail(&message, 502, message.clone());
+                    relay.fail_transient(format!("the upstream stream broke: {e}"), 502);
                     continue;
                 }
                 Poll::Ready(Some(Ok(frame))) => {
@@ -511,8 +486,7 @@ impl RelayBody {
                     "the upstream was silent for {}s; stream ended",
                     relay.idle.as_secs()
                 );
-                relay.verdict.get_or_insert_with(|| transient(&message));
-                relay.fail(&message, 504, message.clone());
+                relay.fail_transient(message, 504);
                 continue;
             }
             if first {
@@ -569,6 +543,12 @@ impl Relay {
         self.ended = Some(End::Failed(logged));
     }
 
+    /// A broken or silent upstream: the key's verdict is a transient failure.
+    fn fail_transient(&mut self, message: String, code: u16) {
+        self.verdict.get_or_insert_with(|| transient(&message));
+        self.fail(&message, code, message.clone());
+    }
+
     /// An error inside a 200 stream: what it means for the key (the verdict), and the
     /// client's final error event.
     fn fail_in_stream(&mut self, error: TranslateError) {
@@ -605,18 +585,19 @@ impl Relay {
         }
     }
 
-    /// Reports the lease, records the usage and writes the log line; once.
+    /// Reports the lease (the verdict, or handed back when there is none), records the usage
+    /// and writes the log line; once.
     fn finish(&mut self, end: End) {
         let Some(mut log) = self.log.take() else {
             return;
         };
-        self.unsettled.settle(self.verdict.take());
+        match self.verdict.take() {
+            Some(outcome) => self.snap.pool.report(&self.lease, &outcome, Instant::now()),
+            None => self.snap.pool.abandon(&self.lease),
+        }
         // Gemini answered, whatever happened since: the request and its last usage count.
-        self.unsettled.snap.record_usage(
-            &self.lease,
-            log.token.as_deref(),
-            self.watch.seen.tokens(),
-        );
+        self.snap
+            .record_usage(&self.lease, log.token.as_deref(), self.watch.seen.tokens());
         match end {
             End::Complete => {}
             End::ClientGone => log.error = Some("client disconnected".into()),

@@ -285,14 +285,19 @@ async fn idle_upstream_ends_the_stream_with_an_error() {
     assert!(took < WAIT, "ended after {took:?}");
 }
 
-#[tokio::test]
-async fn native_sse_passes_through_untouched_without_heartbeats() {
-    let fake = FakeGemini::start().await;
-    let events = vec![
+/// Three events spelling "Hello!", the last one finished.
+fn hello_events() -> Vec<Value> {
+    vec![
         text_chunk("Hel", None),
         text_chunk("lo", None),
         text_chunk("!", Some("STOP")),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn native_sse_passes_through_untouched_without_heartbeats() {
+    let fake = FakeGemini::start().await;
+    let events = hello_events();
     fake.on_any()
         .always(Reply::stream(events.clone()).event_delay(Duration::from_millis(600)));
     let proxy = start(&fake, &fake_keys(1), |c| {
@@ -325,11 +330,7 @@ async fn native_sse_passes_through_untouched_without_heartbeats() {
 #[tokio::test]
 async fn an_event_is_not_held_back_for_the_next_one() {
     let fake = FakeGemini::start().await;
-    let events = vec![
-        text_chunk("Hel", None),
-        text_chunk("lo", None),
-        text_chunk("!", Some("STOP")),
-    ];
+    let events = hello_events();
     fake.on_any()
         .always(Reply::stream(events).event_delay(Duration::from_millis(400)));
     let proxy = start(&fake, &fake_keys(1), |c| {
