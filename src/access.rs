@@ -300,14 +300,29 @@ fn parse_hop(raw: &str) -> Option<IpAddr> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpVerdict {
     pub allowed: bool,
-    /// e.g. `deny[0] 10.0.0.0/8`, `allow[1] *`, or `no allow rule matched`.
-    pub rule: String,
+    pub rule: DecidingRule,
 }
 
-fn rule_text(rule: &IpRule) -> String {
-    match rule {
-        IpRule::Any => "*".to_string(),
-        IpRule::Net(net) => net.to_string(),
+/// The rule that decided, shown (`Display`) as e.g. `deny[0] 10.0.0.0/8`, `allow[1] *`, or
+/// `no allow rule matched`. Kept as data: every request is checked, few verdicts are shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidingRule {
+    Deny(usize, IpRule),
+    Allow(usize, IpRule),
+    NoAllowMatched,
+}
+
+impl std::fmt::Display for DecidingRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (list, i, rule) = match self {
+            DecidingRule::Deny(i, rule) => ("deny", i, rule),
+            DecidingRule::Allow(i, rule) => ("allow", i, rule),
+            DecidingRule::NoAllowMatched => return f.write_str("no allow rule matched"),
+        };
+        match rule {
+            IpRule::Any => write!(f, "{list}[{i}] *"),
+            IpRule::Net(net) => write!(f, "{list}[{i}] {net}"),
+        }
     }
 }
 
@@ -330,7 +345,7 @@ pub fn check_ip(ip: IpAddr, rules: &config::Access) -> IpVerdict {
     {
         return IpVerdict {
             allowed: false,
-            rule: format!("deny[{i}] {}", rule_text(rule)),
+            rule: DecidingRule::Deny(i, rule.clone()),
         };
     }
     match rules
@@ -341,11 +356,11 @@ pub fn check_ip(ip: IpAddr, rules: &config::Access) -> IpVerdict {
     {
         Some((i, rule)) => IpVerdict {
             allowed: true,
-            rule: format!("allow[{i}] {}", rule_text(rule)),
+            rule: DecidingRule::Allow(i, rule.clone()),
         },
         None => IpVerdict {
             allowed: false,
-            rule: "no allow rule matched".to_string(),
+            rule: DecidingRule::NoAllowMatched,
         },
     }
 }

@@ -69,6 +69,38 @@ async fn a_pool_only_reload_keeps_the_upstream_connection_and_an_upstream_change
     );
 }
 
+/// A kept-alive connection the upstream closed while it sat idle is not used again: each call
+/// after it goes out on a fresh connection, first time, on the first key (the fake sees one
+/// request per call: no failure, no retry on another key).
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_reused() {
+    let fake = FakeGemini::builder()
+        .close_after_answer(Duration::from_millis(20))
+        .start()
+        .await;
+    let keys = fake_keys(2);
+    let proxy = Proxy::builder()
+        .config(one_worker(&fake, &keys))
+        .start()
+        .await;
+    for call in 1..=4 {
+        assert_eq!(
+            chat_status_as(&proxy, TEST_TOKEN, FLASH).await,
+            200,
+            "call {call}: {}",
+            proxy.logs()
+        );
+        assert_eq!(fake.total_hits(), call, "call {call} was retried");
+        assert_eq!(
+            fake.connections(),
+            call,
+            "call {call} reused a closed connection"
+        );
+        // The fake drops the connection 20 ms after its answer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The control: an HTTP/2 client (prior knowledge, one connection) against the capped fake
 /// gets at most 10 calls in flight; the rest wait for a stream. This is the cap the proxy must
 /// not be subject to.

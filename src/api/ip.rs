@@ -93,7 +93,7 @@ pub async fn test(
         &json!({
             "test_ip": access::canonical(ip).to_string(),
             "allowed": verdict.allowed,
-            "rule": verdict.rule,
+            "rule": verdict.rule.to_string(),
             "your_ip": caller.ip.to_string(),
             "your_ip_allowed": access::check_ip(caller.ip, &snap.config.access).allowed,
         }),

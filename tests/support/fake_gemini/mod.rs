@@ -121,6 +121,9 @@ struct Shared {
     http2_requests: AtomicU64,
     /// `Some(n)`: h2c accepted too, at most `n` concurrent streams per connection.
     http2_max_streams: Option<u32>,
+    /// HTTP/1.1: how long after an answer its connection is dropped, silently (no
+    /// `Connection: close`), as a server closing an idle keep-alive connection does.
+    close_after_answer: Option<Duration>,
     /// `http://127.0.0.1:PORT`: the start of the upload URLs and file URIs it hands out.
     base: String,
     /// Files, caches and upload sessions by project (`files.rs`).
@@ -147,6 +150,9 @@ pub struct FakeGeminiBuilder {
     strict: bool,
     embedding_dims: usize,
     http2_max_streams: Option<u32>,
+    /// HTTP/1.1: how long after an answer its connection is dropped, silently (no
+    /// `Connection: close`), as a server closing an idle keep-alive connection does.
+    close_after_answer: Option<Duration>,
 }
 
 impl FakeGeminiBuilder {
@@ -191,6 +197,13 @@ impl FakeGeminiBuilder {
         self
     }
 
+    /// Drops each HTTP/1.1 connection `after` its first answer, without saying so in the
+    /// answer: the client finds a kept-alive connection closed under it.
+    pub fn close_after_answer(mut self, after: Duration) -> Self {
+        self.close_after_answer = Some(after);
+        self
+    }
+
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
     pub async fn start(self) -> FakeGemini {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -213,6 +226,7 @@ impl FakeGeminiBuilder {
             connections: AtomicU64::new(0),
             http2_requests: AtomicU64::new(0),
             http2_max_streams: self.http2_max_streams,
+            close_after_answer: self.close_after_answer,
             base: format!("http://{addr}"),
             projects: Mutex::new(files::Projects::default()),
             uploaded_bytes: AtomicU64::new(0),
@@ -244,13 +258,30 @@ async fn accept_loop(
         };
         shared.connections.fetch_add(1, Ordering::SeqCst);
         let http2 = shared.http2_max_streams;
+        let close_after = shared.close_after_answer;
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let answered = Arc::new(tokio::sync::Notify::new());
+            let told = answered.clone();
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(shared, req).await) }
+                let told = told.clone();
+                async move {
+                    let answer = handle(shared, req).await;
+                    told.notify_one();
+                    Ok::<_, Infallible>(answer)
+                }
             });
+            let closing = async {
+                match close_after {
+                    Some(after) => {
+                        answered.notified().await;
+                        tokio::time::sleep(after).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             match http2 {
                 None => {
                     let conn = http1::Builder::new()
@@ -259,6 +290,7 @@ async fn accept_loop(
                     tokio::select! {
                         _ = conn => {}
                         _ = stop.cancelled() => {}
+                        _ = closing => {}
                     }
                 }
                 Some(max) => {
@@ -332,6 +364,7 @@ impl FakeGemini {
             strict: false,
             embedding_dims: 3072,
             http2_max_streams: None,
+            close_after_answer: None,
         }
     }
 
