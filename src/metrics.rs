@@ -10,8 +10,8 @@
 //! while fewer than 64 are interned; any other name is counted as "other". Keys appear only
 //! masked or by name.
 
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 

@@ -9,7 +9,7 @@
 //! I/O and never sees a credential: tokens are counted by their configured name. Each worker
 //! counts into a shard of its own (`shard`), merged when read: no process-wide lock per request.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
