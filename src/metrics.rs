@@ -425,6 +425,34 @@ pub fn render(app: &App, snap: &Snapshot) -> Result<String, std::fmt::Error> {
         store_up,
     );
 
+    // Admission (`admission`): how close the process is to refusing with 503.
+    let gauge = |value: u64| {
+        let gauge: Gauge = Gauge::default();
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        gauge
+    };
+    let count = |n: usize| gauge(u64::try_from(n).unwrap_or(u64::MAX));
+    registry.register(
+        "client_connections",
+        "Client connections open now (served, and those in refusal mode)",
+        count(crate::admission::connections()),
+    );
+    registry.register(
+        "requests_in_flight",
+        "Requests being served now, this scrape included (a stream until its last byte)",
+        count(crate::admission::in_flight()),
+    );
+    registry.register(
+        "memory_budget_used_bytes",
+        "Bytes request bodies, fetched images and Live sessions hold now against server.memory_budget",
+        gauge(crate::admission::budget_used()),
+    );
+    registry.register(
+        "memory_budget_bytes",
+        "server.memory_budget",
+        gauge(snap.config.server.memory_budget),
+    );
+
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)

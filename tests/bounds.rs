@@ -393,6 +393,22 @@ async fn a_client_that_stops_reading_is_cut_and_its_upstream_stream_cancelled() 
 
 // ---- item 14: memory budget, embeddings cap, logging ---------------------------------------
 
+/// `gemini_rotator_memory_budget_used_bytes` from `/metrics`.
+async fn budget_used(proxy: &Proxy) -> u64 {
+    let text = proxy
+        .get("/metrics")
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix("gemini_rotator_memory_budget_used_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no memory budget gauge in {text}"))
+}
+
 #[tokio::test]
 async fn the_memory_budget_refuses_a_second_big_body() {
     let fake = FakeGemini::start().await;
@@ -415,27 +431,37 @@ async fn the_memory_budget_refuses_a_second_big_body() {
         .await
         .expect("write half");
 
-    // B, as big, does not fit beside it: 503 + Retry-After. (Until A's head is read, B may
-    // still fit and succeed; try again, bounded.)
-    let mut refused = None;
-    for _ in 0..100 {
-        let response = proxy
-            .post("/v1/chat/completions")
-            .header("content-type", "application/json")
-            .body(big.clone())
-            .send()
-            .await
-            .expect("request B");
-        if response.status().as_u16() == 503 {
-            refused = Some(response);
+    // Once the proxy has read A's head (the gauge says so; bounded wait), B, as big, does not
+    // fit beside it. Sending B before that raced A: B could take the budget first and A be
+    // refused instead, and every later B then fit.
+    let mut held = 0;
+    for _ in 0..200 {
+        held = budget_used(&proxy).await;
+        if held >= big.len() as u64 {
             break;
         }
-        assert_eq!(response.status().as_u16(), 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let refused = refused.expect("the second big body was never refused");
-    assert_eq!(refused.headers()["retry-after"], "1");
-    let body: Value = refused.json().await.unwrap_or(Value::Null);
+    assert!(
+        held >= big.len() as u64,
+        "A's body was never reserved: {held} bytes held"
+    );
+    // B declares its body and waits: refused on its head alone (a client still writing a body
+    // the proxy will not read may see its connection reset before the answer).
+    let mut b = connect(proxy.addr()).await;
+    b.write_all(
+        post_head(
+            "/v1/chat/completions",
+            &format!("Content-Length: {}\r\n", big.len()),
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write B's head");
+    let (status, head, body) = read_response(&mut b).await;
+    assert_eq!(status, 503, "B fit beside A: {body}");
+    assert_eq!(header_value(&head, "retry-after"), Some("1"), "{head}");
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
     assert!(
         body["error"]["message"]
@@ -451,6 +477,7 @@ async fn the_memory_budget_refuses_a_second_big_body() {
         .expect("write the rest");
     let (status, _, body) = read_response(&mut a).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(budget_used(&proxy).await, 0, "A's reservation outlived it");
     let again = proxy
         .post("/v1/chat/completions")
         .header("content-type", "application/json")

@@ -511,6 +511,14 @@ async fn metrics_count_scripted_traffic_exactly() {
     );
     assert_eq!(n("gemini_rotator_keys", &[]), 2.0);
     assert!(!text.contains(&keys[0]), "a raw key in /metrics");
+    // Admission, with the traffic done: the scrape is in flight (the last answer may still
+    // hold its place for the instant after its bytes were written), and every body held has
+    // been given back.
+    let in_flight = n("gemini_rotator_requests_in_flight", &[]);
+    assert!((1.0..=2.0).contains(&in_flight), "{in_flight} in flight");
+    assert!(n("gemini_rotator_client_connections", &[]) >= 1.0);
+    assert_eq!(n("gemini_rotator_memory_budget_used_bytes", &[]), 0.0);
+    assert!(n("gemini_rotator_memory_budget_bytes", &[]) > 0.0);
 
     let hash = send(proxy.get("/status")).await.1["config"]["hash"]
         .as_str()
