@@ -767,3 +767,25 @@ impl ArrayItems {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Seen, MAX_USAGE_TAIL};
+
+    /// An `interaction.completed` event carries the whole interaction, its outputs before its
+    /// usage: past `MAX_USAGE_TAIL` of them, the usage is still read.
+    #[test]
+    fn an_interactions_usage_is_read_behind_large_outputs() {
+        let image = "A".repeat(4 * MAX_USAGE_TAIL);
+        let event = format!(
+            r#"{{"event_type":"interaction.completed","event_id":"evt_7","interaction":{{"id":"v1_a","outputs":[{{"type":"image","data":"{image}","mime_type":"image/png"}}],"usage":{{"total_input_tokens":8,"total_output_tokens":1290,"total_tokens":1298}}}}}}"#
+        );
+        let mut seen = Seen::default();
+        seen.passthrough_event(br#"{"event_type":"interaction.created","interaction":{"id":"v1_a","status":"in_progress"}}"#);
+        assert!(seen.tokens().is_none());
+        seen.passthrough_event(event.as_bytes());
+        let tokens = seen.tokens().map(|t| (t.prompt, t.completion));
+        assert_eq!(tokens, Some((8, 1290)));
+        assert!(seen.usage_tail.len() < 1024, "only the usage is kept");
+    }
+}

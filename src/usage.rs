@@ -79,10 +79,15 @@ static MARK_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(INT
 
 /// Where the usage of one Gemini response or stream event (JSON bytes) starts, if it has any:
 /// the last `usageMetadata` field name (its opening quote not escaped), found by a search from
-/// the end, or failing that the start of an event that carries an interaction's `usage`. A
-/// cheap probe per stream event: `from_json` of the bytes from there on reads it.
+/// the end, or failing that an interaction's `usage` field: the last one before the last
+/// unescaped `INTERACTION_MARK` (its own first count). A cheap probe per stream event:
+/// `from_json` of the bytes from there on reads it, however large the event before it (an
+/// `interaction.completed` carries the whole interaction, outputs first).
 pub fn field_at(bytes: &[u8]) -> Option<usize> {
-    last_unescaped(bytes, bytes.len(), &FIELD_FINDER).or_else(|| MARK_FINDER.find(bytes).map(|_| 0))
+    last_unescaped(bytes, bytes.len(), &FIELD_FINDER).or_else(|| {
+        let mark = last_unescaped(bytes, bytes.len(), &MARK_FINDER)?;
+        last_unescaped(bytes, mark, &INTERACTION_FINDER)
+    })
 }
 
 /// How much `last_unescaped` searches forward at a time, going back from the end.
@@ -456,11 +461,24 @@ mod tests {
         // Only an escaped mention: no field.
         let text = r#"{"candidates":[{"content":{"parts":[{"text":"\"usageMetadata\":{}"}]}}]}"#;
         assert_eq!(field_at(text.as_bytes()), None);
-        // An interaction's event: read from its start.
-        let done = r#"{"event_type":"interaction.completed","interaction":{"usage":{"total_input_tokens":4,"total_output_tokens":5}}}"#;
-        assert_eq!(field_at(done.as_bytes()), Some(0));
-        let tokens = from_json(done.as_bytes()).map(|t| (t.prompt, t.completion));
-        assert_eq!(tokens, Some((4, 5)));
+        // An interaction's event: read from its `usage`, however much comes before it.
+        for before in [0, 100, 200_000] {
+            let done = format!(
+                r#"{{"event_type":"interaction.completed","interaction":{{"outputs":[{{"type":"text","text":"{} \"usage\":{{\"total_input_tokens\":9}}"}}],"usage":{{"total_input_tokens":4,"total_output_tokens":5}},"x":{{"usage":"none"}}}}}}"#,
+                "y".repeat(before)
+            );
+            let at = field_at(done.as_bytes()).expect("the interaction's usage");
+            assert!(
+                done[at..].starts_with(r#""usage":{"total_input_tokens":4"#),
+                "{before}"
+            );
+            let tail = &done.as_bytes()[at..];
+            let tokens = from_json(&tail[..tail.len().min(1024)]).map(|t| (t.prompt, t.completion));
+            assert_eq!(tokens, Some((4, 5)), "{before}");
+        }
+        // Only an escaped mention of the counts: no field.
+        let text = r#"{"steps":[{"text":"\"usage\":{\"total_input_tokens\":9}"}]}"#;
+        assert_eq!(field_at(text.as_bytes()), None);
     }
 
     /// The search `last_unescaped` replaced: one backward search from `end` per candidate.
@@ -480,8 +498,10 @@ mod tests {
     fn field_at_across_the_tail_window() {
         // The search this replaced.
         let reference = |b: &[u8]| {
-            backward(b, b.len(), FIELD)
-                .or_else(|| memchr::memmem::find(b, INTERACTION_MARK).map(|_| 0))
+            backward(b, b.len(), FIELD).or_else(|| {
+                backward(b, b.len(), INTERACTION_MARK)
+                    .and_then(|mark| backward(b, mark, INTERACTION_FIELD))
+            })
         };
         let field = r#""usageMetadata":{"promptTokenCount":1}"#;
         for filler in [0, 10, WINDOW - 20, WINDOW - 1, WINDOW, 3 * WINDOW] {
