@@ -393,16 +393,24 @@ async fn a_client_that_stops_reading_is_cut_and_its_upstream_stream_cancelled() 
 
 // ---- item 14: memory budget, embeddings cap, logging ---------------------------------------
 
+/// A connection that has sent the head of a chat request declaring a `len`-byte body, and
+/// none of the body.
+async fn declare_chat(proxy: &Proxy, len: usize) -> TcpStream {
+    let mut stream = connect(proxy.addr()).await;
+    let head = post_head(
+        "/v1/chat/completions",
+        &format!("Content-Length: {len}\r\n"),
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("write the head");
+    stream
+}
+
 /// `gemini_rotator_memory_budget_used_bytes` from `/metrics`.
 async fn budget_used(proxy: &Proxy) -> u64 {
-    let text = proxy
-        .get("/metrics")
-        .send()
-        .await
-        .expect("/metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let text = proxy.metrics().await;
     text.lines()
         .find_map(|line| line.strip_prefix("gemini_rotator_memory_budget_used_bytes "))
         .and_then(|v| v.trim().parse().ok())
@@ -416,16 +424,7 @@ async fn the_memory_budget_refuses_a_second_big_body() {
     let big = chat(&"y".repeat(700 * 1024), false);
 
     // A declares its body and sends half of it: its 700 KiB are reserved while it trickles.
-    let mut a = connect(proxy.addr()).await;
-    a.write_all(
-        post_head(
-            "/v1/chat/completions",
-            &format!("Content-Length: {}\r\n", big.len()),
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write head");
+    let mut a = declare_chat(&proxy, big.len()).await;
     let half = big.len() / 2;
     a.write_all(&big.as_bytes()[..half])
         .await
@@ -448,16 +447,7 @@ async fn the_memory_budget_refuses_a_second_big_body() {
     );
     // B declares its body and waits: refused on its head alone (a client still writing a body
     // the proxy will not read may see its connection reset before the answer).
-    let mut b = connect(proxy.addr()).await;
-    b.write_all(
-        post_head(
-            "/v1/chat/completions",
-            &format!("Content-Length: {}\r\n", big.len()),
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write B's head");
+    let mut b = declare_chat(&proxy, big.len()).await;
     let (status, head, body) = read_response(&mut b).await;
     assert_eq!(status, 503, "B fit beside A: {body}");
     assert_eq!(header_value(&head, "retry-after"), Some("1"), "{head}");
@@ -488,10 +478,7 @@ async fn the_memory_budget_refuses_a_second_big_body() {
     assert_eq!(again.status().as_u16(), 200);
 
     // A body larger than the whole budget can never fit: 413 before it is read.
-    let mut c = connect(proxy.addr()).await;
-    c.write_all(post_head("/v1/chat/completions", "Content-Length: 2000000\r\n").as_bytes())
-        .await
-        .expect("write head");
+    let mut c = declare_chat(&proxy, 2_000_000).await;
     let (status, _, body) = read_response(&mut c).await;
     assert_eq!(status, 413, "{body}");
 }

@@ -824,14 +824,7 @@ async fn usage_and_metrics_count_messages_like_chat() {
     assert!(mine["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{stats}");
     let key = &stats["api_key_stats"][mask(&fake_key(1))]["models"][MODEL];
     assert_eq!(key["total_requests"], 2, "{stats}");
-    let metrics = proxy
-        .get("/metrics")
-        .send()
-        .await
-        .expect("/metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = proxy.metrics().await;
     assert!(metrics.contains("route=\"messages\""), "{metrics}");
 }
 

@@ -94,14 +94,7 @@ async fn junk_model_names_leave_no_trace_and_do_not_reset_a_daily_count() {
     assert_eq!(models[FLASH]["daily_requests"], 2, "{status}");
     assert_eq!(models[FLASH]["state"], "exhausted", "{status}");
 
-    let metrics = proxy
-        .get("/metrics")
-        .send()
-        .await
-        .expect("/metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = proxy.metrics().await;
     assert!(!metrics.contains("junk-model"), "a junk label: {metrics}");
     assert!(
         metrics.contains(&format!(r#"model="{FLASH}""#)),

@@ -431,14 +431,7 @@ async fn redis_killed_or_paused_under_load_fails_no_request() {
     );
     for p in &r {
         within(p, Duration::from_secs(2), |s| s["state"]["ok"] == false).await;
-        let metrics = p
-            .get("/metrics")
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
+        let metrics = p.metrics().await;
         assert!(
             metrics.contains("gemini_rotator_state_store_up{store=\"redis\"} 0"),
             "{metrics}"

@@ -457,6 +457,17 @@ impl Proxy {
         self.request(reqwest::Method::POST, path)
     }
 
+    /// The `/metrics` exposition text (empty if the body could not be read).
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .expect("/metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
     /// After the child exited: waits (bounded) until its stdout and stderr are fully captured.
     pub async fn wait_output_closed(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
