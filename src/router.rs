@@ -76,6 +76,8 @@ pub enum Route {
         id: String,
         delete: bool,
     },
+    /// `GET /v1/responses/{id}/input_items`.
+    ResponseInputItems(String),
     // --- end Responses API ---
     ListModels,
     GetModel(String),
@@ -185,7 +187,7 @@ impl Route {
             Route::ChatCompletions => "chat_completions",
             Route::Responses => "responses",
             Route::ResponsesInputTokens => "responses_input_tokens",
-            Route::StoredResponse { .. } => "stored_response",
+            Route::StoredResponse { .. } | Route::ResponseInputItems(_) => "stored_response",
             Route::ListModels | Route::GetModel(_) => "models",
             Route::Embeddings => "embeddings",
             Route::ImageGenerations => "image_generations",
@@ -330,12 +332,17 @@ pub fn route(method: &Method, path: &str) -> Route {
             {
                 return expect(get, Route::GetModel(id.to_string()));
             }
-            // Responses API (issue #17): one stored response.
-            if let Some(id) = p
+            // Responses API (issue #17): one stored response, or its input items.
+            let stored = p
                 .strip_prefix("/v1/responses/")
-                .or_else(|| p.strip_prefix("/responses/"))
+                .or_else(|| p.strip_prefix("/responses/"));
+            if let Some(id) = stored
+                .and_then(|rest| rest.strip_suffix("/input_items"))
                 .filter(|id| !id.is_empty() && !id.contains('/'))
             {
+                return expect(get, Route::ResponseInputItems(id.to_string()));
+            }
+            if let Some(id) = stored.filter(|id| !id.is_empty() && !id.contains('/')) {
                 return match *method {
                     Method::GET => Route::StoredResponse {
                         id: id.to_string(),
@@ -493,6 +500,16 @@ mod tests {
                 id: "resp_1".into(),
                 delete: true,
             },
+        );
+        check(
+            Method::GET,
+            "/v1/responses/resp_1/input_items",
+            ResponseInputItems("resp_1".into()),
+        );
+        check(
+            Method::POST,
+            "/v1/responses/resp_1/input_items",
+            MethodNotAllowed(Dialect::OpenAi),
         );
         check(
             Method::GET,

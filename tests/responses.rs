@@ -179,6 +179,90 @@ async fn whole_answer_is_a_response_object_then_stored() {
     assert_eq!(got.status(), 404);
 }
 
+async fn get_json(proxy: &Proxy, path: &str, token: &str) -> (u16, Value) {
+    let response = client()
+        .get(format!("{}{path}", proxy.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// `GET /v1/responses/{id}/input_items`: the conversation a stored response was answered from
+/// (a follow-up's includes the turn before it), newest first by default, paged with `limit`
+/// and `after`, to the storing token only.
+#[tokio::test]
+async fn input_items_list_what_a_stored_response_was_answered_from() {
+    let fake = FakeGemini::start().await;
+    fake.on_any().always(Reply::text("Noted."));
+    let proxy = start(&fake, &[fake_key(1)], tokens).await;
+    let (status, first) = create(&proxy, &json!({"model": MODEL, "input": "one"})).await;
+    assert_eq!(status, 200, "{first}");
+    let first_id = first["id"].as_str().unwrap_or("").to_string();
+    let (status, second) = create(
+        &proxy,
+        &json!({"model": MODEL, "previous_response_id": first_id, "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "two"}]},
+            {"type": "message", "role": "user", "content": "three", "id": "msg_mine"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let id = second["id"].as_str().unwrap_or("").to_string();
+
+    let texts = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| i["content"][0]["text"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let path = format!("/v1/responses/{id}/input_items");
+    let (status, list) = get_json(&proxy, &path, TEST_TOKEN).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["object"], "list");
+    // Newest first: this turn's two inputs, the first turn's answer, its input.
+    assert_eq!(texts(&list), ["three", "two", "Noted.", "one"], "{list}");
+    assert_eq!(list["has_more"], false);
+    assert_eq!(list["data"][0]["id"], "msg_mine");
+    for item in list["data"].as_array().into_iter().flatten() {
+        assert_eq!(item["type"], "message", "{item}");
+        assert!(item["id"].as_str().is_some_and(|i| !i.is_empty()), "{item}");
+    }
+    assert_eq!(list["data"][3]["content"][0]["type"], "input_text");
+    assert_eq!(list["data"][2]["content"][0]["type"], "output_text");
+    assert_eq!(list["first_id"], "msg_mine");
+
+    // Oldest first, two at a time.
+    let (_, page) = get_json(&proxy, &format!("{path}?order=asc&limit=2"), TEST_TOKEN).await;
+    assert_eq!(texts(&page), ["one", "Noted."], "{page}");
+    assert_eq!(page["has_more"], true);
+    let after = page["last_id"].as_str().unwrap_or("").to_string();
+    let (_, next) = get_json(
+        &proxy,
+        &format!("{path}?order=asc&limit=2&after={after}"),
+        TEST_TOKEN,
+    )
+    .await;
+    assert_eq!(texts(&next), ["two", "three"], "{next}");
+    assert_eq!(next["has_more"], false);
+
+    // Another token, an unknown id, a bad limit.
+    let (status, other) = get_json(&proxy, &path, OTHER_TOKEN).await;
+    assert_eq!(status, 404, "{other}");
+    openai_error(&other, "invalid_request_error");
+    let (status, _) = get_json(&proxy, "/v1/responses/resp_nope/input_items", TEST_TOKEN).await;
+    assert_eq!(status, 404);
+    let (status, bad) = get_json(&proxy, &format!("{path}?limit=0"), TEST_TOKEN).await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["error"]["param"], "limit", "{bad}");
+}
+
 #[tokio::test]
 async fn streamed_answer_then_previous_response_id() {
     let fake = FakeGemini::start().await;
@@ -614,6 +698,12 @@ async fn bad_input_is_a_400_in_openai_shape_before_any_upstream_call() {
             Some("reasoning_effort"),
         ),
         (json!({"model": MODEL}), Some("input")),
+        // Nothing Gemini could be sent (it refuses empty contents): refused here.
+        (json!({"model": MODEL, "input": ""}), Some("input")),
+        (
+            json!({"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_text", "text": ""}]}]}),
+            Some("input"),
+        ),
     ] {
         let (status, got) = create(&proxy, &body).await;
         assert_eq!(status, 400, "{body}: {got}");

@@ -51,6 +51,11 @@ pub async fn dispatch(
         Route::StoredResponse { id, delete } => responses::stored(app, &caller, &id, delete)
             .await
             .map(Reply::Done),
+        Route::ResponseInputItems(id) => {
+            responses::input_items(app, &caller, &id, req.uri().query())
+                .await
+                .map(Reply::Done)
+        }
         Route::ListModels => models::list(app, snap, &caller, log).await.map(Reply::Done),
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await

@@ -247,7 +247,18 @@ fn gemini_body(
             media,
         },
     )
-    .map_err(from_translate)
+    .map_err(|e| from_translate(input_param(e)))
+}
+
+/// Chat's builder names the chat request's `messages`; this request's field is `input` (its
+/// messages are not numbered as the input's items are, so the index goes too).
+fn input_param(mut e: translate::TranslateError) -> translate::TranslateError {
+    if let translate::TranslateError::InvalidRequest { param, .. } = &mut e {
+        if param.as_deref().is_some_and(|p| p.starts_with("messages")) {
+            *param = Some("input".into());
+        }
+    }
+    e
 }
 
 /// `GET` / `DELETE /v1/responses/{id}`: only the token that stored it sees it.
@@ -272,6 +283,23 @@ pub async fn stored(
         .await
         .ok_or_else(|| not_found(id))?;
     Ok(json_bytes(StatusCode::OK, stored.response.clone()))
+}
+
+/// `GET /v1/responses/{id}/input_items`: the items a stored response was answered from, for
+/// the token that stored it only.
+pub async fn input_items(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    query: Option<&str>,
+) -> Result<http::Response<crate::body::Body>, ProxyError> {
+    let stored = app
+        .stored_response(id, caller.token_name.as_deref())
+        .await
+        .ok_or_else(|| not_found(id))?;
+    let list = translate::responses::input_item_list(&stored.response, &stored.conversation, query)
+        .map_err(from_translate)?;
+    Ok(json_response(StatusCode::OK, &list))
 }
 
 /// `POST /v1/responses/input_tokens`: Gemini's `countTokens` on the request as it would be

@@ -52,9 +52,12 @@ with client.responses.stream(model=MODEL, input="Say the sentence.") as s:
 check("stream helper final", final.output_text == EXPECT, repr(final))
 check("stream helper text done", "response.output_text.done" in seen, repr(seen))
 
-# retrieve and delete.
+# retrieve, the input items it was answered from, and delete.
 got = client.responses.retrieve(r.id)
 check("retrieve", got.id == r.id and got.output_text == EXPECT, repr(got))
+items = list(client.responses.input_items.list(r.id))
+check("input_items", len(items) == 1 and items[0].type == "message" and items[0].role == "user"
+      and items[0].content[0].text == "Say the sentence.", repr(items))
 client.responses.delete(r.id)
 try:
     client.responses.retrieve(r.id)

@@ -106,6 +106,21 @@ pub(crate) fn build<'a>(
             }
         }
     }
+    let system = if out.contents.is_empty() {
+        // Gemini refuses a request with no contents ("contents is not specified"): a chat of
+        // system text alone is asked as the user's turn; one with nothing to send is refused
+        // here, before a key is spent on Google's 400.
+        if system.is_empty() {
+            return Err(invalid(
+                "`messages` holds nothing to send (no text, media or tool result)",
+                "messages".into(),
+            ));
+        }
+        push_turn(&mut out.contents, "user", system);
+        Vec::new()
+    } else {
+        system
+    };
     finish_turns(&mut out, system, model);
     out.tools = tools(req)?;
     let has_functions = !out.tools.is_empty();

@@ -126,6 +126,15 @@ fn request_messages() {
             {"role": "model", "parts": [{"text": "hello"}]},
             {"role": "user", "parts": [{"text": "go"}]}]}),
     );
+    // System text alone is asked as the user's turn: Gemini refuses a request without contents.
+    check_request(
+        json!({"model": "m", "messages": [
+            {"role": "system", "content": "Write a haiku about rust."},
+            {"role": "user", "content": ""}]}),
+        target("gemini-2.5-flash"),
+        json!({"contents": [
+            {"role": "user", "parts": [{"text": "Write a haiku about rust."}]}]}),
+    );
 }
 
 #[test]
@@ -188,6 +197,12 @@ fn request_invalid() {
     );
     check_invalid(r#"{"model":"m"}"#, t(), Some("messages"));
     check_invalid(r#"{"model":"m","messages":[]}"#, t(), Some("messages"));
+    // Nothing to send once empty text is dropped: refused here, not by Google's 400.
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":""},{"role":"user","content":[{"type":"text","text":""}]}]}"#,
+        t(),
+        Some("messages"),
+    );
     check_invalid(
         r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#,
         t(),

@@ -273,3 +273,122 @@ fn custom_input(arguments: &str) -> String {
         _ => arguments.to_string(),
     }
 }
+
+/// Most items one `input_items` page holds, and how many when the client does not say.
+const MAX_PAGE: usize = 100;
+const DEFAULT_PAGE: usize = 20;
+
+/// `GET /v1/responses/{id}/input_items`: the items a stored response was answered from (its
+/// stored conversation without its own output), as OpenAI's `list` object. `query` is the
+/// request's: `limit` (1 to 100, default 20), `order` (`desc`, the default, or `asc`), `after`
+/// (an item id: the page starts past it) and `include[]=reasoning.encrypted_content`. Items
+/// a client sent without an id get a stable one (`{response id}_in_{n}`), and a message's
+/// string content becomes its one text part, as OpenAI shows them.
+pub fn input_item_list(
+    response: &[u8],
+    conversation: &[u8],
+    query: Option<&str>,
+) -> Result<Value, TranslateError> {
+    let mut limit = DEFAULT_PAGE;
+    let mut ascending = false;
+    let mut after = None;
+    let mut include_encrypted = false;
+    for (name, value) in query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+    {
+        match name {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        super::invalid("`limit` must be an integer from 1 to 100", "limit".into())
+                    })?
+            }
+            "order" => {
+                ascending = match value {
+                    "asc" => true,
+                    "desc" => false,
+                    _ => {
+                        return Err(super::invalid(
+                            "`order` must be `asc` or `desc`",
+                            "order".into(),
+                        ))
+                    }
+                }
+            }
+            "after" => after = Some(value),
+            "include" | "include[]" | "include%5B%5D" => {
+                include_encrypted |= value == "reasoning.encrypted_content";
+            }
+            _ => {}
+        }
+    }
+    let unreadable = |what: &str| TranslateError::BadUpstream {
+        message: format!("a stored response's {what} is unreadable"),
+    };
+    let response: Value = serde_json::from_slice(response).map_err(|_| unreadable("object"))?;
+    let id = response.get("id").and_then(Value::as_str).unwrap_or("resp");
+    let outputs = response
+        .get("output")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let Value::Array(mut items) =
+        serde_json::from_slice(conversation).map_err(|_| unreadable("conversation"))?
+    else {
+        return Err(unreadable("conversation"));
+    };
+    items.truncate(items.len().saturating_sub(outputs));
+    for (n, item) in items.iter_mut().enumerate() {
+        shown_as_input(item, id, n, include_encrypted);
+    }
+    if !ascending {
+        items.reverse();
+    }
+    let item_id = |item: &Value| item.get("id").and_then(Value::as_str).map(str::to_owned);
+    let start = match after {
+        Some(after) => items
+            .iter()
+            .position(|item| item_id(item).as_deref() == Some(after))
+            .map_or(items.len(), |i| i + 1),
+        None => 0,
+    };
+    let rest = items.len().saturating_sub(start);
+    let data: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+    Ok(json!({
+        "object": "list",
+        "first_id": data.first().and_then(item_id),
+        "last_id": data.last().and_then(item_id),
+        "has_more": rest > data.len(),
+        "data": data,
+    }))
+}
+
+/// One stored input item as `input_items` lists it.
+fn shown_as_input(item: &mut Value, response_id: &str, n: usize, include_encrypted: bool) {
+    let Some(obj) = item.as_object_mut() else {
+        return;
+    };
+    if !obj.contains_key("type") && obj.contains_key("role") {
+        obj.insert("type".into(), json!("message"));
+    }
+    if !obj.get("id").is_some_and(Value::is_string) {
+        obj.insert("id".into(), json!(format!("{response_id}_in_{n}")));
+    }
+    if obj.get("type").and_then(Value::as_str) == Some("message") {
+        let kind = match obj.get("role").and_then(Value::as_str) {
+            Some("assistant") => "output_text",
+            _ => "input_text",
+        };
+        if let Some(Value::String(text)) = obj.get("content") {
+            let part = json!([{"type": kind, "text": text}]);
+            obj.insert("content".into(), part);
+        }
+    }
+    if !include_encrypted {
+        obj.remove("encrypted_content");
+    }
+}
