@@ -130,6 +130,22 @@ pub(crate) fn build<'a>(
             google_search: Some(GoogleSearch {}),
         });
     }
+    if let Some(ToolChoice::Named(name)) = &req.tool_choice {
+        let declared = out
+            .tools
+            .iter()
+            .flat_map(|t| &t.function_declarations)
+            .any(|d| d.name == &**name);
+        if !declared {
+            return Err(invalid(
+                &format!(
+                    "tool_choice names `{}`, which is not one of `tools`",
+                    excerpt(name)
+                ),
+                "tool_choice".into(),
+            ));
+        }
+    }
     if has_functions {
         out.tool_config = req.tool_choice.as_ref().map(|choice| ToolConfig {
             function_calling_config: match choice {
@@ -545,6 +561,23 @@ fn generation_config<'a>(
             "Gemini accepts at most 5 stop sequences",
             "stop".into(),
         ));
+    }
+    // OpenAI's ranges, which Gemini shares (candidateCount is at most 8): a value outside
+    // them is refused here, as OpenAI refuses it, instead of by Google's 400.
+    let ranges = [
+        ("temperature", req.temperature, 0.0, 2.0),
+        ("top_p", req.top_p, 0.0, 1.0),
+        ("presence_penalty", req.presence_penalty, -2.0, 2.0),
+        ("frequency_penalty", req.frequency_penalty, -2.0, 2.0),
+        ("n", req.n.map(f64::from), 1.0, 8.0),
+    ];
+    for (name, value, low, high) in ranges {
+        if value.is_some_and(|v| !(low..=high).contains(&v)) {
+            return Err(invalid(
+                &format!("`{name}` must be from {low} to {high}"),
+                name.into(),
+            ));
+        }
     }
     // LiteLLM drops penalties for Gemini 3, which rejects them.
     let penalties = !is_gemini3(model);

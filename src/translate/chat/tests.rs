@@ -234,6 +234,30 @@ fn request_invalid() {
         t(),
         None,
     );
+    // OpenAI's ranges (Gemini's too; at most 8 candidates), refused before Google sees them.
+    for (field, value) in [
+        ("n", "0"),
+        ("n", "9"),
+        ("temperature", "2.5"),
+        ("temperature", "-1"),
+        ("top_p", "1.5"),
+        ("presence_penalty", "3"),
+        ("frequency_penalty", "-2.5"),
+    ] {
+        check_invalid(
+            &format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"{field}":{value}}}"#
+            ),
+            t(),
+            Some(field),
+        );
+    }
+    // A named tool_choice must name one of the tools.
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}"#,
+        t(),
+        Some("tool_choice"),
+    );
 }
 
 #[test]

@@ -308,10 +308,51 @@ fn function<'a>(
     })
 }
 
-fn tool_choice(raw: &RawValue) -> Result<Option<ToolChoice<'static>>, TranslateError> {
+/// What an `allowed_tools` list calls the web search tool (its other entries are named).
+const WEB_SEARCH: &str = "web_search";
+
+/// The tool choice, and with `allowed_tools` the names of the tools it allows (a function or
+/// custom tool by its name, namespaced as declared; a web search tool as `WEB_SEARCH`).
+type Choice = (Option<ToolChoice<'static>>, Option<Vec<String>>);
+
+fn tool_choice(raw: &RawValue) -> Result<Choice, TranslateError> {
     let value: serde_json::Value = serde_json::from_str(raw.get())
         .map_err(|e| invalid(&serde_message(&e), "tool_choice".into()))?;
-    Ok(match &value {
+    if let Some(map) = value
+        .as_object()
+        .filter(|m| m.get("type").and_then(|t| t.as_str()) == Some("allowed_tools"))
+    {
+        let required = map.get("mode").and_then(|m| m.as_str()) == Some("required");
+        let Some(listed) = map.get("tools").and_then(|t| t.as_array()) else {
+            return Err(invalid(
+                "tool_choice of type allowed_tools needs `tools`",
+                "tool_choice.tools".into(),
+            ));
+        };
+        let allowed = listed
+            .iter()
+            .filter_map(|tool| {
+                let kind = tool.get("type").and_then(|t| t.as_str())?;
+                if kind.starts_with("web_search") {
+                    return Some(WEB_SEARCH.to_string());
+                }
+                let name = tool.get("name").and_then(|n| n.as_str())?;
+                Some(match tool.get("namespace").and_then(|n| n.as_str()) {
+                    Some(ns) => format!("{ns}{NAMESPACE_SEP}{name}"),
+                    None => name.to_string(),
+                })
+            })
+            .collect();
+        let mode = if required { "required" } else { "auto" };
+        return Ok((Some(ToolChoice::Mode(mode)), Some(allowed)));
+    }
+    Ok((one_tool_choice(&value)?, None))
+}
+
+fn one_tool_choice(
+    value: &serde_json::Value,
+) -> Result<Option<ToolChoice<'static>>, TranslateError> {
+    Ok(match value {
         serde_json::Value::String(mode) => Some(ToolChoice::Mode(match mode.as_str() {
             "none" => "none",
             "required" => "required",
@@ -342,10 +383,6 @@ fn tool_choice(raw: &RawValue) -> Result<Option<ToolChoice<'static>>, TranslateE
                     ))
                 }
             },
-            Some("allowed_tools") => {
-                let required = map.get("mode").and_then(|m| m.as_str()) == Some("required");
-                Some(ToolChoice::Mode(if required { "required" } else { "auto" }))
-            }
             // A hosted tool named (web_search, file_search…): the model decides.
             _ => None,
         },
@@ -513,12 +550,23 @@ pub fn to_chat<'a>(
         Some(defs) => tools(defs, names, &mut web_search)?,
         None => Vec::new(),
     };
+    let (tool_choice, allowed) = match req.tool_choice {
+        Some(raw) => tool_choice(raw)?,
+        None => (None, None),
+    };
+    // `allowed_tools`: Gemini has no list of callable functions beside `AUTO`, so the others
+    // are not declared at all (the history may still show their earlier calls).
+    let mut tools = tools;
+    if let Some(allowed) = &allowed {
+        tools.retain(|t| {
+            t.function
+                .as_ref()
+                .is_some_and(|f| allowed.iter().any(|name| *name == f.name))
+        });
+        web_search &= allowed.iter().any(|name| name == WEB_SEARCH);
+    }
     let tools = (!tools.is_empty()).then_some(tools);
     let web_search = web_search && tools.is_none();
-    let tool_choice = match req.tool_choice {
-        Some(raw) => tool_choice(raw)?,
-        None => None,
-    };
     let response_format = match req.text.as_ref().and_then(|t| t.format.as_ref()) {
         None => None,
         Some(f) => match &*f.kind {

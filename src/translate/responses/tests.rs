@@ -122,6 +122,21 @@ fn requests() {
                "tools": [{"functionDeclarations": [{"name": "crm__lookup"}]}],
                "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}),
     );
+    // allowed_tools: only the allowed functions are declared (Gemini's AUTO has no list).
+    let two_tools = json!([
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}},
+        {"type": "function", "name": "other", "parameters": {"type": "object"}}]);
+    for (mode, gemini_mode) in [("auto", "AUTO"), ("required", "ANY")] {
+        check(
+            json!({"model": "m", "input": "hi", "tools": two_tools,
+                   "tool_choice": {"type": "allowed_tools", "mode": mode,
+                                   "tools": [{"type": "function", "name": "get_weather"}]}}),
+            "gemini-2.5-flash",
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                   "tools": [{"functionDeclarations": [{"name": "get_weather"}]}],
+                   "toolConfig": {"functionCallingConfig": {"mode": gemini_mode}}}),
+        );
+    }
     // A replayed namespaced call, reasoning effort on Gemini 3, output limits, JSON schema.
     check(
         json!({"model": "m", "reasoning": {"effort": "high", "summary": "auto"},
@@ -185,6 +200,20 @@ fn invalid_requests() {
     );
     check_invalid(
         json!({"model": "m", "input": "hi", "tool_choice": "sometimes"}),
+        "tool_choice",
+    );
+    check_invalid(
+        json!({"model": "m", "input": "hi", "tool_choice": {"type": "allowed_tools", "mode": "auto"}}),
+        "tool_choice.tools",
+    );
+    check_invalid(
+        json!({"model": "m", "input": "hi", "temperature": 2.5}),
+        "temperature",
+    );
+    check_invalid(
+        json!({"model": "m", "input": "hi",
+               "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+               "tool_choice": {"type": "function", "name": "g"}}),
         "tool_choice",
     );
     check_invalid(
