@@ -123,6 +123,14 @@ pub(crate) fn build<'a>(
     };
     finish_turns(&mut out, system, model);
     out.tools = tools(req)?;
+    if let Some(ToolChoice::Allowed { names, .. }) = &req.tool_choice {
+        // Gemini's AUTO has no list of callable functions: the others are not declared.
+        for tool in &mut out.tools {
+            tool.function_declarations
+                .retain(|d| names.iter().any(|n| **n == *d.name));
+        }
+        out.tools.retain(|t| !t.function_declarations.is_empty());
+    }
     let has_functions = !out.tools.is_empty();
     if req.web_search_options.is_some() {
         out.tools.push(Tool {
@@ -155,6 +163,10 @@ pub(crate) fn build<'a>(
                         "required" => "ANY",
                         _ => "AUTO",
                     },
+                    allowed_function_names: None,
+                },
+                ToolChoice::Allowed { required, .. } => FunctionCallingConfig {
+                    mode: if *required { "ANY" } else { "AUTO" },
                     allowed_function_names: None,
                 },
                 ToolChoice::Named(name) => FunctionCallingConfig {

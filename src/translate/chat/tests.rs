@@ -538,6 +538,29 @@ fn check_config(extra: Value, model: &str, expected: Value) {
 }
 
 #[test]
+fn request_allowed_tools() {
+    // GPT-5's allowed_tools: only the allowed functions are declared; required is ANY.
+    for (mode, gemini_mode) in [("auto", "AUTO"), ("required", "ANY")] {
+        check_request(
+            json!({"model": "m", "messages": [user_x()],
+                   "tools": [{"type": "function", "function": {"name": "get_weather"}},
+                             {"type": "function", "function": {"name": "other"}}],
+                   "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": mode,
+                       "tools": [{"type": "function", "function": {"name": "get_weather"}}]}}}),
+            target("gemini-2.5-flash"),
+            json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                   "tools": [{"functionDeclarations": [{"name": "get_weather"}]}],
+                   "toolConfig": {"functionCallingConfig": {"mode": gemini_mode}}}),
+        );
+    }
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"allowed_tools","allowed_tools":{"mode":"sometimes","tools":[]}}}"#,
+        target("gemini-2.5-flash"),
+        None,
+    );
+}
+
+#[test]
 fn request_tools() {
     // Cline CLI: schemas with $schema, additionalProperties, anyOf with null; a no-arg tool;
     // a duplicate name; tool_choice auto; parallel_tool_calls false.

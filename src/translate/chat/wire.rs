@@ -295,6 +295,12 @@ pub enum ToolChoice<'a> {
     Mode(&'static str),
     /// `{type: "function", function: {name}}`.
     Named(Cow<'a, str>),
+    /// `{type: "allowed_tools", allowed_tools: {mode, tools: [{type: "function", function:
+    /// {name}}]}}`: only these functions may be called (`required`: one must be).
+    Allowed {
+        required: bool,
+        names: Vec<Cow<'a, str>>,
+    },
 }
 
 fn null_as_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -562,8 +568,22 @@ impl<'de: 'a, 'a> Deserialize<'de> for Stop<'a> {
 /// `{type: "function", function: {name}}`.
 #[derive(Deserialize)]
 struct Named<'a> {
+    #[serde(default, borrow)]
+    function: Option<NamedFn<'a>>,
+    #[serde(default, borrow)]
+    allowed_tools: Option<AllowedTools<'a>>,
+}
+#[derive(Deserialize)]
+struct AllowedTools<'a> {
     #[serde(borrow)]
-    function: NamedFn<'a>,
+    mode: Cow<'a, str>,
+    #[serde(borrow)]
+    tools: Vec<AllowedTool<'a>>,
+}
+#[derive(Deserialize)]
+struct AllowedTool<'a> {
+    #[serde(default, borrow)]
+    function: Option<NamedFn<'a>>,
 }
 #[derive(Deserialize)]
 struct NamedFn<'a> {
@@ -574,7 +594,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ToolChoice<'a>> {
     type Value = ToolChoice<'a>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(
-            "\"auto\", \"none\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}",
+            "\"auto\", \"none\", \"required\", {\"type\":\"function\",\"function\":{\"name\":…}} or {\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":…,\"tools\":[…]}}",
         )
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ToolChoice<'a>, E> {
@@ -587,7 +607,24 @@ impl<'de: 'a, 'a> Visitor<'de> for Of<'a, ToolChoice<'a>> {
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ToolChoice<'a>, A::Error> {
         let named = Named::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(ToolChoice::Named(named.function.name))
+        match (named.function, named.allowed_tools) {
+            (Some(function), _) => Ok(ToolChoice::Named(function.name)),
+            (None, Some(allowed)) => Ok(ToolChoice::Allowed {
+                required: match &*allowed.mode {
+                    "required" => true,
+                    "auto" => false,
+                    other => {
+                        return Err(de::Error::invalid_value(de::Unexpected::Str(other), &self))
+                    }
+                },
+                names: allowed
+                    .tools
+                    .into_iter()
+                    .filter_map(|t| t.function.map(|f| f.name))
+                    .collect(),
+            }),
+            (None, None) => Err(de::Error::missing_field("function")),
+        }
     }
 }
 
