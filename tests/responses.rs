@@ -263,6 +263,54 @@ async fn input_items_list_what_a_stored_response_was_answered_from() {
     assert_eq!(bad["error"]["param"], "limit", "{bad}");
 }
 
+/// An `item_reference` in `input` is replaced by the stored item it names (this token's
+/// only); one that names nothing is a 400 before any upstream call.
+#[tokio::test]
+async fn item_references_are_resolved_from_stored_responses() {
+    let fake = FakeGemini::start().await;
+    fake.on_any().always(Reply::text("Paris is the capital."));
+    let proxy = start(&fake, &[fake_key(1)], tokens).await;
+    let (status, first) = create(&proxy, &json!({"model": MODEL, "input": "capital?"})).await;
+    assert_eq!(status, 200, "{first}");
+    let item = first["output"][0]["id"].as_str().unwrap_or("").to_string();
+    let (status, second) = create(
+        &proxy,
+        &json!({"model": MODEL, "store": false, "input": [
+            {"role": "user", "content": "capital?"},
+            {"type": "item_reference", "id": item},
+            {"role": "user", "content": "and of Italy?"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let sent = upstream_body(&fake);
+    assert_eq!(sent["contents"][1]["role"], "model", "{sent}");
+    assert_eq!(
+        sent["contents"][1]["parts"][0]["text"], "Paris is the capital.",
+        "{sent}"
+    );
+    assert_eq!(sent["contents"][2]["parts"][0]["text"], "and of Italy?");
+
+    let hits = fake.total_hits();
+    for (token, id) in [
+        (TEST_TOKEN, "msg_nothing_0".to_string()),
+        (TEST_TOKEN, "nonsense".to_string()),
+        (OTHER_TOKEN, item.clone()),
+    ] {
+        let response = client()
+            .post(format!("{}/v1/responses", proxy.url()))
+            .bearer_auth(token)
+            .json(&json!({"model": MODEL, "input": [{"type": "item_reference", "id": id}]}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 400, "{id}");
+        let body: Value = response.json().await.unwrap_or_default();
+        openai_error(&body, "invalid_request_error");
+        assert_eq!(body["error"]["param"], "input[0].id", "{body}");
+    }
+    assert_eq!(fake.total_hits(), hits);
+}
+
 #[tokio::test]
 async fn streamed_answer_then_previous_response_id() {
     let fake = FakeGemini::start().await;

@@ -46,7 +46,14 @@ pub async fn create(
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
-    let request = wire::parse_request(&body).map_err(from_translate)?;
+    // Declared before the request, which may borrow it: `input` with its item references
+    // resolved.
+    let resolved: Box<RawValue>;
+    let mut request = wire::parse_request(&body).map_err(from_translate)?;
+    if let Some(input) = resolve_references(app, caller, request.input).await? {
+        resolved = input;
+        request.input = Some(&resolved);
+    }
     let owner = caller.token_name.clone();
     let previous = previous(app, caller, &request).await?;
     let conversation = conversation(previous.as_deref(), &request)?;
@@ -187,6 +194,55 @@ async fn previous(
         .ok_or_else(|| not_found(id))
 }
 
+/// `input` with each `item_reference` replaced by the item it names, when it has any: an
+/// item of a response this token stored, by the id this proxy gave it (`{kind}_{suffix}_{n}`
+/// is in the conversation of `resp_{suffix}`). A reference nothing answers is a 400.
+async fn resolve_references(
+    app: &App,
+    caller: &Caller,
+    input: Option<&RawValue>,
+) -> Result<Option<Box<RawValue>>, ProxyError> {
+    let Some(raw) = input.filter(|raw| raw.get().contains("\"item_reference\"")) else {
+        return Ok(None);
+    };
+    let Ok(mut items) = serde_json::from_str::<Vec<Value>>(raw.get()) else {
+        // Not a list: the input's own parse words the error.
+        return Ok(None);
+    };
+    for (i, item) in items.iter_mut().enumerate() {
+        if item.get("type").and_then(Value::as_str) != Some("item_reference") {
+            continue;
+        }
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+        let missing = || ProxyError::BadRequest {
+            message: format!("Item with id '{}' not found.", crate::excerpt::excerpt(id)),
+            param: Some(format!("input[{i}].id")),
+        };
+        let response = id
+            .split_once('_')
+            .and_then(|(_, rest)| rest.rsplit_once('_'))
+            .map(|(suffix, _)| format!("resp_{suffix}"))
+            .ok_or_else(missing)?;
+        let stored = app
+            .stored_response(&response, caller.token_name.as_deref())
+            .await
+            .ok_or_else(missing)?;
+        let found = serde_json::from_slice::<Vec<Value>>(&stored.conversation)
+            .ok()
+            .and_then(|all| {
+                all.into_iter()
+                    .find(|it| it.get("id").and_then(Value::as_str) == Some(id))
+            })
+            .ok_or_else(missing)?;
+        *item = found;
+    }
+    let text = serde_json::to_string(&items)
+        .map_err(|e| ProxyError::Internal(format!("resolved input: {e}")))?;
+    RawValue::from_string(text)
+        .map(Some)
+        .map_err(|e| ProxyError::Internal(format!("resolved input: {e}")))
+}
+
 /// The conversation to send: the stored one `previous` continues (if any), then `input`.
 fn conversation<'a>(
     previous: Option<&'a Stored>,
@@ -312,7 +368,14 @@ pub async fn input_tokens(
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
-    let request = wire::parse_request(&body).map_err(from_translate)?;
+    // Declared before the request, which may borrow it: `input` with its item references
+    // resolved.
+    let resolved: Box<RawValue>;
+    let mut request = wire::parse_request(&body).map_err(from_translate)?;
+    if let Some(input) = resolve_references(app, caller, request.input).await? {
+        resolved = input;
+        request.input = Some(&resolved);
+    }
     let previous = previous(app, caller, &request).await?;
     let conversation = conversation(previous.as_deref(), &request)?;
     let requested = clean_model_name(&request.model)?;
