@@ -108,6 +108,7 @@ fn translation(c: &mut Criterion) {
         id: "chatcmpl-0123456789abcdef".into(),
         created: 1_760_000_000,
         model: MODEL.into(),
+        one_call: false,
     };
     group.throughput(Throughput::Bytes(CHAT.len() as u64));
     group.bench_function("request_cline_tools", |b| {

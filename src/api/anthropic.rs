@@ -53,6 +53,7 @@ pub async fn messages(
         id: format!("msg_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..)),
         created: crate::clock::unix_now(),
         model: request.model.clone(),
+        one_call: false,
     };
 
     let mut last_error = None;

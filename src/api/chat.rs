@@ -85,6 +85,7 @@ pub async fn complete(
         ),
         created: unix_now(),
         model: request.model.to_string(),
+        one_call: request.parallel_tool_calls == Some(false),
     };
     let delivery = if request.stream {
         Delivery::Streaming

@@ -31,6 +31,9 @@ pub struct ResponseCtx {
     pub created: u64,
     /// The model name the client asked for (an alias stays an alias).
     pub model: String,
+    /// `parallel_tool_calls: false`: at most one tool call per choice. Gemini cannot be told,
+    /// so the calls it makes after the first are dropped.
+    pub one_call: bool,
 }
 
 /// Which Gemini model a request goes to, and the per-alias settings that shape it.

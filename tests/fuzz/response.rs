@@ -16,6 +16,7 @@ pub fn ctx() -> ResponseCtx {
         id: "chatcmpl-fuzz0123456789".into(),
         created: 1_760_000_000,
         model: "gemini-2.5-flash".into(),
+        one_call: false,
     }
 }
 

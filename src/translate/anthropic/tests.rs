@@ -12,6 +12,7 @@ fn ctx() -> ResponseCtx {
         id: "msg_013Zva2CMHLNnXjNJJKqJ2EF".into(),
         created: 0,
         model: "claude-sonnet-4-5".into(),
+        one_call: false,
     }
 }
 

@@ -24,6 +24,8 @@ pub struct StreamTranslator {
     /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[`
     prefix: Vec<u8>,
     call_prefix: String,
+    /// `ResponseCtx::one_call`: a choice's calls after its first are dropped.
+    one_call: bool,
     include_usage: bool,
     choices: Vec<ChoiceState>,
     usage: Option<UsageMetadata>,
@@ -88,6 +90,7 @@ impl StreamTranslator {
         StreamTranslator {
             prefix,
             call_prefix: response::call_id_prefix(&ctx),
+            one_call: ctx.one_call,
             include_usage,
             choices: Vec::new(),
             usage: None,
@@ -136,6 +139,9 @@ impl StreamTranslator {
                 if part.inline_data.is_some() {
                     delta.images.extend(response::image(&part));
                 } else if part.function_call.is_some() {
+                    if self.one_call && calls > 0 {
+                        continue;
+                    }
                     if let Some(mut tc) =
                         response::tool_call(&mut part, &self.call_prefix, self.calls)
                     {

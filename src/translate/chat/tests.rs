@@ -13,6 +13,7 @@ fn ctx() -> ResponseCtx {
         id: "chatcmpl-abc".into(),
         created: 1_700_000_000,
         model: "gpt-4o".into(),
+        one_call: false,
     }
 }
 
@@ -1240,4 +1241,55 @@ fn response_and_stream_images() {
     );
     assert_eq!(chunk["choices"][0]["finish_reason"], "stop");
     assert!(t.has_output());
+}
+
+/// `parallel_tool_calls: false` (Cline sends it): a choice keeps Gemini's first call only,
+/// whole and streamed; without it both calls stay.
+#[test]
+fn one_call_when_parallel_tool_calls_is_false() {
+    let call =
+        |city: &str| json!({"functionCall": {"name": "get_weather", "args": {"city": city}}});
+    let answer = json!({"candidates": [{"content": {"role": "model",
+        "parts": [call("Paris"), call("Oslo")]}, "finishReason": "STOP"}]});
+    let calls_in = |one_call: bool| -> Vec<String> {
+        let ctx = ResponseCtx { one_call, ..ctx() };
+        let body = from_gemini(answer.to_string().as_bytes(), &ctx).expect("translates");
+        let got: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(got["choices"][0]["finish_reason"], "tool_calls", "{got}");
+        got["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| {
+                        c["function"]["arguments"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(calls_in(false).len(), 2);
+    assert_eq!(calls_in(true), [r#"{"city":"Paris"}"#]);
+
+    let streamed = |one_call: bool| -> usize {
+        let ctx = ResponseCtx { one_call, ..ctx() };
+        let mut t = StreamTranslator::new(ctx, false);
+        let mut out = Vec::new();
+        for event in [
+            json!({"candidates": [{"content": {"role": "model", "parts": [call("Paris")]}}]}),
+            json!({"candidates": [{"content": {"role": "model", "parts": [call("Oslo")]},
+                                   "finishReason": "STOP"}]}),
+        ] {
+            out.extend_from_slice(&t.on_event(event.to_string().as_bytes()).expect("event"));
+        }
+        out.extend_from_slice(&t.finish());
+        String::from_utf8_lossy(&out)
+            .matches("\"get_weather\"")
+            .count()
+    };
+    assert_eq!(streamed(false), 2);
+    assert_eq!(streamed(true), 1);
 }
