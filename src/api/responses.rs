@@ -46,14 +46,8 @@ pub async fn create(
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
-    // Declared before the request, which may borrow it: `input` with its item references
-    // resolved.
-    let resolved: Box<RawValue>;
-    let mut request = wire::parse_request(&body).map_err(from_translate)?;
-    if let Some(input) = resolve_references(app, caller, request.input).await? {
-        resolved = input;
-        request.input = Some(&resolved);
-    }
+    let mut resolved = None;
+    let request = parse(app, caller, &body, &mut resolved).await?;
     let owner = caller.token_name.clone();
     let previous = previous(app, caller, &request).await?;
     let conversation = conversation(previous.as_deref(), &request)?;
@@ -194,6 +188,21 @@ async fn previous(
         .ok_or_else(|| not_found(id))
 }
 
+/// The request in `body`, its `input`'s item references resolved into `resolved` (which the
+/// request then borrows).
+async fn parse<'a>(
+    app: &App,
+    caller: &Caller,
+    body: &'a [u8],
+    resolved: &'a mut Option<Box<RawValue>>,
+) -> Result<ResponsesRequest<'a>, ProxyError> {
+    let mut request = wire::parse_request(body).map_err(from_translate)?;
+    if let Some(input) = resolve_references(app, caller, request.input).await? {
+        request.input = Some(&**resolved.insert(input));
+    }
+    Ok(request)
+}
+
 /// `input` with each `item_reference` replaced by the item it names, when it has any: an
 /// item of a response this token stored, by the id this proxy gave it (`{kind}_{suffix}_{n}`
 /// is in the conversation of `resp_{suffix}`). A reference nothing answers is a 400.
@@ -209,6 +218,8 @@ async fn resolve_references(
         // Not a list: the input's own parse words the error.
         return Ok(None);
     };
+    // Each referenced response's conversation, parsed once however many items it gives.
+    let mut conversations: Vec<(String, Vec<Value>)> = Vec::new();
     for (i, item) in items.iter_mut().enumerate() {
         if item.get("type").and_then(Value::as_str) != Some("item_reference") {
             continue;
@@ -223,18 +234,24 @@ async fn resolve_references(
             .and_then(|(_, rest)| rest.rsplit_once('_'))
             .map(|(suffix, _)| format!("resp_{suffix}"))
             .ok_or_else(missing)?;
-        let stored = app
-            .stored_response(&response, caller.token_name.as_deref())
-            .await
+        let at = match conversations.iter().position(|(r, _)| *r == response) {
+            Some(at) => at,
+            None => {
+                let stored = app
+                    .stored_response(&response, caller.token_name.as_deref())
+                    .await
+                    .ok_or_else(missing)?;
+                let all = serde_json::from_slice(&stored.conversation).unwrap_or_default();
+                conversations.push((response, all));
+                conversations.len() - 1
+            }
+        };
+        let found = conversations[at]
+            .1
+            .iter()
+            .find(|it| it.get("id").and_then(Value::as_str) == Some(id))
             .ok_or_else(missing)?;
-        let found = serde_json::from_slice::<Vec<Value>>(&stored.conversation)
-            .ok()
-            .and_then(|all| {
-                all.into_iter()
-                    .find(|it| it.get("id").and_then(Value::as_str) == Some(id))
-            })
-            .ok_or_else(missing)?;
-        *item = found;
+        *item = found.clone();
     }
     let text = serde_json::to_string(&items)
         .map_err(|e| ProxyError::Internal(format!("resolved input: {e}")))?;
@@ -368,14 +385,8 @@ pub async fn input_tokens(
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
     let body = read_body(req, snap.config.server.max_body).await?;
-    // Declared before the request, which may borrow it: `input` with its item references
-    // resolved.
-    let resolved: Box<RawValue>;
-    let mut request = wire::parse_request(&body).map_err(from_translate)?;
-    if let Some(input) = resolve_references(app, caller, request.input).await? {
-        resolved = input;
-        request.input = Some(&resolved);
-    }
+    let mut resolved = None;
+    let request = parse(app, caller, &body, &mut resolved).await?;
     let previous = previous(app, caller, &request).await?;
     let conversation = conversation(previous.as_deref(), &request)?;
     let requested = clean_model_name(&request.model)?;

@@ -352,7 +352,7 @@ pub fn input_item_list(
     let start = match after {
         Some(after) => items
             .iter()
-            .position(|item| item_id(item).as_deref() == Some(after))
+            .position(|item| item.get("id").and_then(Value::as_str) == Some(after))
             .map_or(items.len(), |i| i + 1),
         None => 0,
     };

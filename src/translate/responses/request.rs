@@ -308,12 +308,10 @@ fn function<'a>(
     })
 }
 
-/// What an `allowed_tools` list calls the web search tool (its other entries are named).
-const WEB_SEARCH: &str = "web_search";
-
-/// The tool choice, and with `allowed_tools` the names of the tools it allows (a function or
-/// custom tool by its name, namespaced as declared; a web search tool as `WEB_SEARCH`).
-type Choice = (Option<ToolChoice<'static>>, Option<Vec<String>>);
+/// The tool choice (`allowed_tools` as chat's `ToolChoice::Allowed`, whose functions are
+/// named as declared: namespaced ones flattened), and whether it leaves the web search tool
+/// callable (an `allowed_tools` list that does not name it does not).
+type Choice = (Option<ToolChoice<'static>>, bool);
 
 fn tool_choice(raw: &RawValue) -> Result<Choice, TranslateError> {
     let value: serde_json::Value = serde_json::from_str(raw.get())
@@ -329,24 +327,28 @@ fn tool_choice(raw: &RawValue) -> Result<Choice, TranslateError> {
                 "tool_choice.tools".into(),
             ));
         };
-        let allowed = listed
+        let is_web_search = |tool: &&serde_json::Value| {
+            tool.get("type")
+                .and_then(|t| t.as_str())
+                .is_some_and(|k| k.starts_with("web_search"))
+        };
+        let web_search = listed.iter().any(|tool| is_web_search(&tool));
+        let names = listed
             .iter()
+            .filter(|tool| !is_web_search(tool))
             .filter_map(|tool| {
-                let kind = tool.get("type").and_then(|t| t.as_str())?;
-                if kind.starts_with("web_search") {
-                    return Some(WEB_SEARCH.to_string());
-                }
                 let name = tool.get("name").and_then(|n| n.as_str())?;
-                Some(match tool.get("namespace").and_then(|n| n.as_str()) {
-                    Some(ns) => format!("{ns}{NAMESPACE_SEP}{name}"),
-                    None => name.to_string(),
-                })
+                Some(Cow::Owned(
+                    match tool.get("namespace").and_then(|n| n.as_str()) {
+                        Some(ns) => format!("{ns}{NAMESPACE_SEP}{name}"),
+                        None => name.to_string(),
+                    },
+                ))
             })
             .collect();
-        let mode = if required { "required" } else { "auto" };
-        return Ok((Some(ToolChoice::Mode(mode)), Some(allowed)));
+        return Ok((Some(ToolChoice::Allowed { required, names }), web_search));
     }
-    Ok((one_tool_choice(&value)?, None))
+    Ok((one_tool_choice(&value)?, true))
 }
 
 fn one_tool_choice(
@@ -550,23 +552,20 @@ pub fn to_chat<'a>(
         Some(defs) => tools(defs, names, &mut web_search)?,
         None => Vec::new(),
     };
-    let (tool_choice, allowed) = match req.tool_choice {
+    let (tool_choice, web_search_allowed) = match req.tool_choice {
         Some(raw) => tool_choice(raw)?,
-        None => (None, None),
+        None => (None, true),
     };
-    // `allowed_tools`: Gemini has no list of callable functions beside `AUTO`, so the others
-    // are not declared at all (the history may still show their earlier calls).
-    let mut tools = tools;
-    if let Some(allowed) = &allowed {
-        tools.retain(|t| {
-            t.function
-                .as_ref()
-                .is_some_and(|f| allowed.iter().any(|name| *name == f.name))
-        });
-        web_search &= allowed.iter().any(|name| name == WEB_SEARCH);
-    }
+    // With `allowed_tools`, chat's builder declares only the allowed functions; web search
+    // goes where no function is left to declare.
+    let functions_left = match &tool_choice {
+        Some(ToolChoice::Allowed { names, .. }) => tools
+            .iter()
+            .any(|t| t.function.as_ref().is_some_and(|f| names.contains(&f.name))),
+        _ => !tools.is_empty(),
+    };
+    let web_search = web_search && web_search_allowed && !functions_left;
     let tools = (!tools.is_empty()).then_some(tools);
-    let web_search = web_search && tools.is_none();
     let response_format = match req.text.as_ref().and_then(|t| t.format.as_ref()) {
         None => None,
         Some(f) => match &*f.kind {
