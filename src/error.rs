@@ -85,6 +85,16 @@ pub enum ProxyError {
         message: String,
         raw: Bytes,
     },
+    /// Gemini answered 200 with nothing to show (thoughts only, no text before the token
+    /// limit, a blocked answer, a malformed call): a 502, never an empty success.
+    /// `worth_retrying` is false when the same request would stop the same way (the token
+    /// limit, a safety block), and goes out as `x-should-retry`, which the OpenAI and
+    /// Anthropic SDKs honour.
+    #[error("{message}")]
+    EmptyAnswer {
+        message: String,
+        worth_retrying: bool,
+    },
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
     /// No configured key may serve the model (every key's `models` list leaves it out): the
@@ -183,6 +193,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamClient { status, .. }
             | ProxyError::UpstreamFailed { status, .. } => *status,
+            ProxyError::EmptyAnswer { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown | ProxyError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -229,6 +240,7 @@ impl ProxyError {
             }
             ProxyError::StreamBroken { code: 429, .. } => "rate_limit_error",
             ProxyError::UpstreamFailed { .. }
+            | ProxyError::EmptyAnswer { .. }
             | ProxyError::UpstreamTimeout
             | ProxyError::ShuttingDown
             | ProxyError::Overloaded { .. }
@@ -291,6 +303,7 @@ impl ProxyError {
         match self {
             ProxyError::Internal(_) => tracing::Level::ERROR,
             ProxyError::UpstreamFailed { .. }
+            | ProxyError::EmptyAnswer { .. }
             | ProxyError::UpstreamTimeout
             | ProxyError::NoKey { .. }
             | ProxyError::PinnedResting { .. }
@@ -381,6 +394,7 @@ impl ProxyError {
                 404 => (StatusCode::BAD_GATEWAY, "api_error"),
                 _ => (*status, "api_error"),
             },
+            ProxyError::EmptyAnswer { .. } => (StatusCode::BAD_GATEWAY, "api_error"),
             ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "api_error"),
             ProxyError::ShuttingDown => (overloaded, "overloaded_error"),
             ProxyError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
@@ -495,6 +509,12 @@ impl ProxyError {
                 HeaderValue::from_static(if worth_retrying { "true" } else { "false" }),
             );
         }
+        if let ProxyError::EmptyAnswer { worth_retrying, .. } = self {
+            headers.insert(
+                "x-should-retry",
+                HeaderValue::from_static(if *worth_retrying { "true" } else { "false" }),
+            );
+        }
         if let ProxyError::Unauthorized = self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -587,6 +607,7 @@ impl ProxyError {
             | ProxyError::UpstreamClient { .. } => 1008,
             ProxyError::NoKey { .. }
             | ProxyError::UpstreamFailed { .. }
+            | ProxyError::EmptyAnswer { .. }
             | ProxyError::UpstreamTimeout
             | ProxyError::Overloaded { .. }
             | ProxyError::PinnedResting { .. }

@@ -579,13 +579,26 @@ async fn empty_and_blocked_answers_are_errors() {
     fake.on_any().then(
         Reply::parts(vec![json!({"text": "hmm", "thought": true})]).finish_reason("MAX_TOKENS"),
     );
-    let (status, body) = chat(&proxy, &ask(false)).await;
+    let (status, retry, body) = chat_with_retry_header(&proxy, &ask(false)).await;
     assert_eq!(status, 502, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or("");
     assert!(
         message.contains("empty answer") && message.contains("MAX_TOKENS"),
         "{message}"
     );
+    // The same request would stop at the same limit: the SDKs are told not to retry it.
+    assert_eq!(retry.as_deref(), Some("false"), "{body}");
+    assert_eq!(fake.requests().len(), 2, "no retry by the proxy");
+
+    // A malformed call may come out right on a second try: a retryable 502.
+    fake.on_any().then(Reply::json(
+        200,
+        json!({"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "index": 0}]}),
+    ));
+    let (status, retry, body) = chat_with_retry_header(&proxy, &ask(false)).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["type"], "server_error", "{body}");
+    assert_eq!(retry.as_deref(), Some("true"), "{body}");
 
     // Streams: an error event, never a silent `stop`.
     for reply in [
@@ -616,6 +629,23 @@ async fn empty_and_blocked_answers_are_errors() {
             .count();
         assert_eq!(stops, 0, "no silent stop: {raw}");
     }
+}
+
+/// A chat completion's status, `x-should-retry` header and JSON body.
+async fn chat_with_retry_header(proxy: &Proxy, body: &Value) -> (u16, Option<String>, Value) {
+    let response = proxy
+        .post("/v1/chat/completions")
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let retry = response
+        .headers()
+        .get("x-should-retry")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let status = response.status().as_u16();
+    (status, retry, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

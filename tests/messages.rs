@@ -875,3 +875,84 @@ async fn glob_aliases_work_on_every_route() {
         .expect("get");
     assert_eq!(one.status(), 200);
 }
+
+/// Gemini's empty answers as Anthropic's own: thoughts only at the token limit (Claude Code's
+/// `max_tokens` 32000 with `budget_tokens` 31999) is a 200 `max_tokens`, a blocked answer or
+/// prompt a 200 `refusal`, whole and streamed, each from one upstream call; any other empty
+/// stop is a retryable 502 `api_error`.
+#[tokio::test]
+async fn empty_answers_are_anthropics_max_tokens_and_refusal() {
+    let (fake, proxy) = setup(&[fake_key(1)]).await;
+    let request = json!({"model": MODEL, "max_tokens": 32000,
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "messages": [{"role": "user", "content": "Prove it."}]});
+    let thoughts_only = || {
+        Reply::parts(vec![json!({"text": "Still thinking", "thought": true})])
+            .finish_reason("MAX_TOKENS")
+            .thoughts_tokens(31999)
+    };
+    let safety = json!({"candidates": [{"finishReason": "SAFETY", "index": 0,
+        "safetyRatings": [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": true}]}],
+        "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}});
+    let blocked = json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+        "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}});
+    let cases = [
+        (
+            thoughts_only(),
+            thoughts_only(),
+            "max_tokens",
+            vec!["thinking"],
+        ),
+        (
+            Reply::json(200, safety.clone()),
+            Reply::stream(vec![safety]),
+            "refusal",
+            vec![],
+        ),
+        (
+            Reply::json(200, blocked.clone()),
+            Reply::stream(vec![blocked]),
+            "refusal",
+            vec![],
+        ),
+    ];
+    for (whole, streamed, stop, blocks) in cases {
+        fake.on_any().then(whole);
+        let before = fake.requests().len();
+        let (status, body) = messages(&proxy, request.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["stop_reason"], stop, "{body}");
+        let kinds: Vec<&str> = body["content"]
+            .as_array()
+            .expect("content")
+            .iter()
+            .map(|b| b["type"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(kinds, blocks, "{body}");
+        assert_eq!(fake.requests().len(), before + 1, "one upstream call");
+
+        fake.on_any().then(streamed);
+        let (status, events) = stream(&proxy, request.clone()).await;
+        assert_eq!(status, 200);
+        assert!(!names(&events).contains(&"error"), "{events:?}");
+        assert_eq!(names(&events).last(), Some(&"message_stop"), "{events:?}");
+        let delta = events
+            .iter()
+            .find(|(n, _)| n == "message_delta")
+            .map(|(_, d)| d["delta"]["stop_reason"].clone());
+        assert_eq!(delta, Some(json!(stop)), "{events:?}");
+    }
+
+    // A malformed call is no answer: a 502 the client may retry (a second try may succeed).
+    fake.on_any().then(Reply::json(
+        200,
+        json!({"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "index": 0}]}),
+    ));
+    let (status, headers, body) = post(&proxy, "/v1/messages", &request).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["type"], "api_error", "{body}");
+    assert_eq!(
+        headers.get("x-should-retry").and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+}

@@ -92,7 +92,7 @@ pub async fn messages(
                 }
                 return match served.body {
                     Payload::Full(bytes) => match anthropic::from_gemini(&bytes, &ctx) {
-                        Ok(done) if done.has_output => {
+                        Ok(done) if done.answered => {
                             app.signatures.remember(done.signatures);
                             Ok(Reply::Done(json_bytes(StatusCode::OK, done.body)))
                         }

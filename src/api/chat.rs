@@ -185,7 +185,9 @@ fn reserve_images(request: &ChatRequest<'_>, model: &str, bytes: &[u8]) -> Resul
 }
 
 /// A 200 from Gemini with nothing to show: an explicit error, never an empty success (clients
-/// such as Cline fail confusingly on an empty assistant message).
+/// such as Cline fail confusingly on an empty assistant message). A blocked prompt is the
+/// client's 400; an answer that stopped at the token limit or on a safety block would stop
+/// the same way again, so its 502 says `x-should-retry: false`.
 pub(crate) fn empty_answer(gemini_body: &[u8]) -> ProxyError {
     let value: serde_json::Value = serde_json::from_slice(gemini_body).unwrap_or_default();
     if let Some(reason) = value["promptFeedback"]["blockReason"].as_str() {
@@ -202,10 +204,13 @@ pub(crate) fn empty_answer(gemini_body: &[u8]) -> ProxyError {
     } else {
         ""
     };
-    ProxyError::UpstreamFailed {
-        status: StatusCode::BAD_GATEWAY,
+    let same_again = matches!(
+        finish,
+        "MAX_TOKENS" | "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII"
+    ) || finish.starts_with("IMAGE_");
+    ProxyError::EmptyAnswer {
         message: format!("Gemini returned an empty answer (finish reason {finish}){hint}"),
-        raw: Bytes::new(),
+        worth_retrying: !same_again,
     }
 }
 
@@ -215,10 +220,9 @@ pub fn from_translate(error: TranslateError) -> ProxyError {
         TranslateError::InvalidRequest { message, param } => {
             ProxyError::BadRequest { message, param }
         }
-        TranslateError::EmptyAnswer { message } => ProxyError::UpstreamFailed {
-            status: StatusCode::BAD_GATEWAY,
+        TranslateError::EmptyAnswer { message } => ProxyError::EmptyAnswer {
             message,
-            raw: Bytes::new(),
+            worth_retrying: true,
         },
         TranslateError::BadUpstream { message } => ProxyError::UpstreamFailed {
             status: StatusCode::BAD_GATEWAY,

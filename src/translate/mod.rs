@@ -159,7 +159,7 @@ impl EventStream for anthropic::StreamTranslator {
         anthropic::StreamTranslator::on_event(self, data)
     }
     fn finish(&mut self) -> Result<bytes::Bytes, TranslateError> {
-        if !self.has_output() {
+        if !self.is_answer() {
             return Err(empty_stream());
         }
         Ok(anthropic::StreamTranslator::finish(self))

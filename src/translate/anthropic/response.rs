@@ -22,8 +22,10 @@ pub struct Whole {
     pub body: Vec<u8>,
     /// `(tool_use id, thought signature)` for the server-side signature cache.
     pub signatures: Vec<(String, String)>,
-    /// Some text or tool call came back (thinking alone does not answer).
-    pub has_output: bool,
+    /// The client gets `body`: some text or tool call came back, or the answer stopped the
+    /// way Anthropic's own can with any content, even none (`max_tokens`, `refusal`). Else
+    /// (thoughts alone at a clean stop, a malformed call) there is nothing to give.
+    pub answered: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,16 +64,26 @@ pub(crate) fn usage(u: &UsageMetadata) -> Usage {
     }
 }
 
-/// Gemini's finish reason as Anthropic's `stop_reason`. Gemini does not say which stop
-/// sequence ended the text, so a stop is always `end_turn`.
-pub(crate) fn stop_reason(finish: Option<&str>, made_calls: bool) -> &'static str {
+/// Gemini's finish reason as Anthropic's `stop_reason`; a prompt Gemini blocked (no candidate,
+/// `promptFeedback.blockReason`) is a `refusal`. Gemini does not say which stop sequence
+/// ended the text, so a stop is always `end_turn`.
+pub(crate) fn stop_reason(finish: Option<&str>, made_calls: bool, blocked: bool) -> &'static str {
     match finish {
+        None if blocked => "refusal",
         Some("MAX_TOKENS") => "max_tokens",
         Some("SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII") => "refusal",
         Some(r) if r.starts_with("IMAGE_") => "refusal",
         _ if made_calls => "tool_use",
         _ => "end_turn",
     }
+}
+
+/// Whether a translated answer goes to the client: it has text or a tool call, or it stopped
+/// at the token limit or on a refusal, which Anthropic answers with whatever content there is
+/// (thinking only, or nothing). Claude Code retries an error here again and again, but
+/// reads `max_tokens` and `refusal` for what they are.
+pub(crate) fn is_answer(has_output: bool, stop: &str) -> bool {
+    has_output || matches!(stop, "max_tokens" | "refusal")
 }
 
 /// The id of the `n`th tool call of an answer Gemini left without an id:
@@ -110,6 +122,10 @@ pub fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Whole, TranslateError
     let mut signatures = Vec::new();
     let mut calls = 0u32;
     let mut finish = None;
+    let blocked = resp
+        .prompt_feedback
+        .as_ref()
+        .is_some_and(|f| f.block_reason.is_some());
     if let Some(cand) = resp.candidates.into_iter().next() {
         finish = cand.finish_reason;
         for part in cand.content.map(|c| c.parts).unwrap_or_default() {
@@ -162,13 +178,14 @@ pub fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Whole, TranslateError
     let has_output = content
         .iter()
         .any(|b| !matches!(b, BlockOut::Thinking { .. }));
+    let stop = stop_reason(finish.as_deref(), calls > 0, blocked);
     let message = MessageOut {
         id: &ctx.id,
         kind: "message",
         role: "assistant",
         model: &ctx.model,
         content,
-        stop_reason: stop_reason(finish.as_deref(), calls > 0),
+        stop_reason: stop,
         stop_sequence: None,
         usage: usage(&resp.usage_metadata.unwrap_or_default()),
     };
@@ -178,7 +195,7 @@ pub fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Whole, TranslateError
     Ok(Whole {
         body,
         signatures,
-        has_output,
+        answered: is_answer(has_output, stop),
     })
 }
 

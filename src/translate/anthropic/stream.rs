@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::response::{empty_input, stop_reason, tool_use_id, usage};
+use super::response::{empty_input, is_answer, stop_reason, tool_use_id, usage};
 use crate::translate::chat::response::parse;
 use crate::translate::gemini::UsageMetadata;
 use crate::translate::{ResponseCtx, TranslateError};
@@ -36,6 +36,8 @@ pub struct StreamTranslator {
     finish: Option<String>,
     usage: Option<UsageMetadata>,
     answered: bool,
+    /// Gemini blocked the prompt (`promptFeedback.blockReason`): a `refusal`.
+    blocked: bool,
     done: bool,
     signatures: Vec<(String, String)>,
 }
@@ -82,6 +84,7 @@ impl StreamTranslator {
             finish: None,
             usage: None,
             answered: false,
+            blocked: false,
             done: false,
             signatures: Vec::new(),
         }
@@ -93,6 +96,13 @@ impl StreamTranslator {
         let resp = parse(data)?;
         if resp.usage_metadata.is_some() {
             self.usage = resp.usage_metadata;
+        }
+        if resp
+            .prompt_feedback
+            .as_ref()
+            .is_some_and(|f| f.block_reason.is_some())
+        {
+            self.blocked = true;
         }
         let mut out = Vec::new();
         self.start(&mut out);
@@ -203,7 +213,7 @@ impl StreamTranslator {
             &Event {
                 kind: "message_delta",
                 delta: MessageDelta {
-                    stop_reason: stop_reason(self.finish.as_deref(), self.calls > 0),
+                    stop_reason: self.stop_reason(),
                     stop_sequence: None,
                 },
                 usage: usage(&self.usage.unwrap_or_default()),
@@ -217,9 +227,14 @@ impl StreamTranslator {
         Bytes::from(out)
     }
 
-    /// Some text or tool call went out (thinking alone does not answer).
-    pub fn has_output(&self) -> bool {
-        self.answered
+    /// The stream is an answer to close normally: some text or tool call went out, or it
+    /// stops at the token limit or on a refusal (`response::is_answer`).
+    pub fn is_answer(&self) -> bool {
+        is_answer(self.answered, self.stop_reason())
+    }
+
+    fn stop_reason(&self) -> &'static str {
+        stop_reason(self.finish.as_deref(), self.calls > 0, self.blocked)
     }
 
     /// `(tool_use id, thought signature)` pairs seen since the last call.

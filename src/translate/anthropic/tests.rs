@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::translate::{Extras, ResponseCtx, Target};
+use crate::translate::{EventStream, Extras, ResponseCtx, Target};
 
 fn ctx() -> ResponseCtx {
     ResponseCtx {
@@ -410,13 +410,74 @@ fn responses() {
             "s1".to_string()
         )]
     );
-    assert!(whole.has_output);
-    let thoughts_only = from_gemini(
-        br#"{"candidates":[{"content":{"parts":[{"text":"hmm","thought":true}]},"finishReason":"MAX_TOKENS"}]}"#,
-        &ctx(),
-    )
-    .expect("translates");
-    assert!(!thoughts_only.has_output);
+    assert!(whole.answered);
+}
+
+/// An answer with nothing but thoughts, or nothing at all: Anthropic's own `max_tokens` and
+/// `refusal` stops come that way and are answers; any other empty stop is not.
+#[test]
+fn empty_answers_that_anthropic_gives_too() {
+    let cases: [(&[u8], Option<&str>); 6] = [
+        (
+            br#"{"candidates":[{"content":{"parts":[{"text":"hmm","thought":true}]},"finishReason":"MAX_TOKENS"}]}"#,
+            Some("max_tokens"),
+        ),
+        (
+            br#"{"candidates":[{"finishReason":"MAX_TOKENS"}],"usageMetadata":{"promptTokenCount":3,"thoughtsTokenCount":31999}}"#,
+            Some("max_tokens"),
+        ),
+        (
+            br#"{"candidates":[{"finishReason":"SAFETY","safetyRatings":[]}]}"#,
+            Some("refusal"),
+        ),
+        (
+            br#"{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":3}}"#,
+            Some("refusal"),
+        ),
+        (
+            br#"{"candidates":[{"content":{"parts":[{"text":"hmm","thought":true}]},"finishReason":"STOP"}]}"#,
+            None,
+        ),
+        (
+            br#"{"candidates":[{"finishReason":"MALFORMED_FUNCTION_CALL"}]}"#,
+            None,
+        ),
+    ];
+    for (gemini, stop) in cases {
+        let whole = from_gemini(gemini, &ctx()).expect("translates");
+        let body: Value = serde_json::from_slice(&whole.body).expect("json");
+        let shown = String::from_utf8_lossy(gemini);
+        assert_eq!(whole.answered, stop.is_some(), "{shown}");
+        if let Some(stop) = stop {
+            assert_eq!(body["stop_reason"], stop, "{shown}");
+            assert!(
+                body["content"]
+                    .as_array()
+                    .expect("content")
+                    .iter()
+                    .all(|b| b["type"] == "thinking"),
+                "{shown}"
+            );
+        }
+        // The same as a stream: it closes with message_delta, or it is the empty-stream error.
+        let mut stream = StreamTranslator::new(ctx());
+        stream.on_event(gemini).expect("event");
+        let end = EventStream::finish(&mut stream);
+        match stop {
+            Some(stop) => {
+                let end = String::from_utf8(end.expect("closes").to_vec()).expect("utf-8");
+                assert!(
+                    end.contains(&format!(r#""stop_reason":"{stop}""#)),
+                    "{shown}: {end}"
+                );
+                assert!(end.contains("event: message_stop"), "{end}");
+            }
+            None => assert!(
+                matches!(end, Err(TranslateError::EmptyAnswer { .. })),
+                "{shown}"
+            ),
+        }
+    }
     assert!(matches!(
         from_gemini(
             br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#,
