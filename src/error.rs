@@ -426,6 +426,14 @@ impl ProxyError {
             (_, Dialect::Anthropic) => {
                 Bytes::from(anthropic_body(self.anthropic().1, &self.client_message()).to_string())
             }
+            (
+                ProxyError::NoKey {
+                    retry_after: Some(wait),
+                    all_daily,
+                    ..
+                },
+                Dialect::Google,
+            ) => Bytes::from(quota_body(&self.client_message(), *wait, *all_daily).to_string()),
             (_, Dialect::Google) => Bytes::from(
                 json!({"error": {
                     "code": status.as_u16(),
@@ -550,6 +558,38 @@ impl ProxyError {
         };
         json!({"code": code, "message": self.client_message()})
     }
+}
+
+/// Google's 429 for "no key can serve the model now", with the `details` Google's own quota
+/// errors carry, since native clients read them rather than `Retry-After`: a `QuotaFailure`
+/// whose `quotaId` says per day or per minute (Gemini CLI stops on a `PerDay` id and retries
+/// a `PerMinute` one), a `RetryInfo` with the wait (uncapped, unlike the header), and the
+/// message's "Please retry in Ns." that the CLI also parses.
+fn quota_body(message: &str, wait: Duration, all_daily: bool) -> serde_json::Value {
+    let seconds = whole_seconds(wait);
+    let (quota_id, metric) = if all_daily {
+        (
+            "GenerateRequestsPerDayPerProjectPerModel",
+            "generativelanguage.googleapis.com/generate_requests_per_model_per_day",
+        )
+    } else {
+        (
+            "GenerateRequestsPerMinutePerProjectPerModel",
+            "generativelanguage.googleapis.com/generate_requests_per_model",
+        )
+    };
+    json!({"error": {
+        "code": 429,
+        "message": format!("{message}. Please retry in {seconds}s."),
+        "status": "RESOURCE_EXHAUSTED",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [{"quotaMetric": metric, "quotaId": quota_id}],
+            },
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{seconds}s")},
+        ],
+    }})
 }
 
 /// Anthropic's error body: `{"type":"error","error":{"type":kind,"message":…}}` (also the

@@ -176,16 +176,64 @@ async fn all_keys_out_answers_429_at_once_without_calling_google() {
         assert!((1..=30).contains(&wait), "Retry-After {wait}");
         assert_eq!(header(&headers, "x-should-retry"), Some("true"));
 
-        // The native API answers the same way, in Google's shape.
+        // The native API answers the same way, in Google's shape, with the details native
+        // clients decide on (Gemini CLI stops on a PerDay quota id, waits out a RetryInfo).
         let (status, body) = native(&proxy, FLASH, "generateContent").await;
         assert_eq!(status, 429, "{body}");
-        assert!(body.contains("RESOURCE_EXHAUSTED"), "{body}");
+        let (quota_id, delay, message) = quota_details(&body);
+        assert_eq!(
+            quota_id, "GenerateRequestsPerDayPerProjectPerModel",
+            "{body}"
+        );
+        let day_wait = seconds(&delay);
+        assert!(day_wait >= 1, "the wait to the quota day's end: {body}");
+        assert!(
+            message.ends_with(&format!("Please retry in {day_wait}s.")),
+            "{body}"
+        );
+        let (status, body) = native(&proxy, PRO, "generateContent").await;
+        assert_eq!(status, 429, "{body}");
+        let (quota_id, delay, message) = quota_details(&body);
+        assert_eq!(
+            quota_id, "GenerateRequestsPerMinutePerProjectPerModel",
+            "{body}"
+        );
+        assert!((1..=30).contains(&seconds(&delay)), "{body}");
+        assert!(message.contains("Please retry in"), "{body}");
     }
     assert_eq!(
         fake.total_hits(),
         0,
         "no upstream call once all keys are out"
     );
+}
+
+/// A Google 429 body's `(QuotaFailure quotaId, RetryInfo retryDelay, message)`.
+fn quota_details(body: &str) -> (String, String, String) {
+    let value: Value = serde_json::from_str(body).expect("JSON error body");
+    let error = &value["error"];
+    assert_eq!(error["status"], "RESOURCE_EXHAUSTED", "{body}");
+    let details = error["details"].as_array().expect("details");
+    let of = |kind: &str| {
+        details
+            .iter()
+            .find(|d| d["@type"] == format!("type.googleapis.com/google.rpc.{kind}"))
+            .unwrap_or_else(|| panic!("a {kind} in {body}"))
+    };
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (
+        text(&of("QuotaFailure")["violations"][0]["quotaId"]),
+        text(&of("RetryInfo")["retryDelay"]),
+        text(&error["message"]),
+    )
+}
+
+/// `"34s"` as 34.
+fn seconds(delay: &str) -> u64 {
+    delay
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a delay in whole seconds: {delay}"))
 }
 
 #[tokio::test]
