@@ -7,7 +7,8 @@
 //! and fit the process-wide `retry_budget`; otherwise the request fails with its last error. A
 //! call that may have reached Google (a timeout or a break after writing) is replayed only when
 //! repeating it is free (model lists, `countTokens`) or `pool.retry_after_send` allows it, so a
-//! generation is never run twice by default. Once a 2xx arrives the choice is final: buffered
+//! generation is never run twice by default. A `countTokens` is not metered against its
+//! model (`metered`): it takes any key allowed the model, resting or not, and rests none. Once a 2xx arrives the choice is final: buffered
 //! bodies are read here and their usage is recorded, streams are handed back at their headers
 //! and never retried after that; a stream's outcome is reported by the relay when it ends, not
 //! here. This module never looks at Google's error details; it acts on the `Outcome` that
@@ -157,9 +158,21 @@ fn replayable(call: &Call<'_>, retry_after_send: bool) -> bool {
     if retry_after_send || call.method == Method::GET {
         return true;
     }
+    counts_tokens(call)
+}
+
+/// A `countTokens` call: free, and metered by Google apart from the model's generations.
+fn counts_tokens(call: &Call<'_>) -> bool {
     let path = call.path_and_query.split('?').next().unwrap_or("");
     path.rsplit_once(':')
         .is_some_and(|(_, action)| action == "countTokens")
+}
+
+/// Whether `call` counts against its model's health and quota: a call about a model, but not
+/// a `countTokens`, which is served while the model's generation quota rests and whose own
+/// 429 rests nothing (the request moves on to another key).
+fn metered(call: &Call<'_>) -> bool {
+    call.model.is_some() && !counts_tokens(call)
 }
 
 /// Runs `call` on the pool's keys until one answers or the retry rules say stop.
@@ -188,6 +201,7 @@ pub async fn execute(
             None => &attempts.tried,
         };
         let picked = match call.model {
+            Some(model) if !metered(&call) => pool.pick_unmetered(model, Instant::now(), exclude),
             Some(model) => pool.pick(model, Instant::now(), exclude),
             None => pool.pick_any(Instant::now(), exclude),
         };
@@ -435,7 +449,7 @@ async fn attempt(
                     report(pool, call, &lease, &Outcome::Success);
                     metrics::record_attempt(model_name, "ok", ttfb);
                     guard.reported();
-                    if call.model.is_some() {
+                    if metered(call) {
                         let tokens = usage::from_json(&bytes);
                         snap.record_usage(&lease, log.token.as_deref(), tokens);
                     }
@@ -499,9 +513,10 @@ fn is_quota(outcome: &Outcome) -> bool {
     )
 }
 
-/// Applies an outcome to the key. A call about no model only teaches whether the key is valid.
+/// Applies an outcome to the key. A call about no model, or not metered (`metered`), only
+/// teaches whether the key is valid.
 fn report(pool: &PoolView, call: &Call<'_>, lease: &Lease, outcome: &Outcome) {
-    if call.model.is_some() || matches!(outcome, Outcome::KeyInvalid { .. }) {
+    if metered(call) || matches!(outcome, Outcome::KeyInvalid { .. }) {
         pool.report(lease, outcome, Instant::now());
     } else {
         pool.abandon(lease);

@@ -511,3 +511,63 @@ async fn an_error_inside_a_passthrough_stream_rests_the_key() {
     assert_eq!(fake.hits(&keys[0], PRO), 1);
     assert_eq!(fake.hits(&keys[1], FLASH), 4);
 }
+
+/// `countTokens` is metered by Google apart from generations (a far higher quota of its own):
+/// with every key out of the model's generation quota for the day, counting still reaches
+/// Google on every surface, and a count's own 429 moves on to another key without resting
+/// anything.
+#[tokio::test]
+async fn counting_tokens_goes_on_when_the_generation_quota_is_out() {
+    let fake = FakeGemini::start().await;
+    let keys = fake_keys(3);
+    for _ in 0..keys.len() {
+        fake.on_model(FLASH).then(Reply::quota_per_day(FLASH));
+    }
+    let proxy = start(&fake, &keys, |c| c).await;
+    let (status, _, body) = chat(&proxy, FLASH).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(fake.total_hits(), 3, "one call per key to learn it");
+    fake.reset_counters();
+
+    let (status, _, body) = chat(&proxy, FLASH).await;
+    assert_eq!(status, 429, "generations stay refused: {body}");
+    assert_eq!(fake.total_hits(), 0);
+
+    let (status, body) = native(&proxy, FLASH, "countTokens").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("totalTokens"), "{body}");
+    let (status, _, body) =
+        send(proxy.post("/v1/messages/count_tokens").json(
+            &json!({"model": FLASH, "messages": [{"role": "user", "content": "Say hello"}]}),
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["input_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{body}"
+    );
+    let (status, _, body) = send(
+        proxy
+            .post("/v1/responses/input_tokens")
+            .json(&json!({"model": FLASH, "input": "Say hello"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.total_hits(), 3, "each count reached Google once");
+
+    // A count refused on its own quota: the next key counts, and no key rests for it.
+    fake.reset_counters();
+    fake.on_model(PRO)
+        .then(Reply::quota_per_minute(PRO, Some("30s")));
+    let (status, body) = native(&proxy, PRO, "countTokens").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.total_hits(), 2);
+    for index in 0..keys.len() {
+        let state = model_status(&proxy, index, PRO).await;
+        assert!(
+            state.is_null() || state["state"] == "ok",
+            "key {index}: {state}"
+        );
+    }
+    chat_ok(&proxy, PRO).await;
+}
