@@ -223,6 +223,25 @@ impl Route {
     }
 }
 
+/// `GET /v1/models[/{id}]` is OpenAI's list, unless the caller is a Google client: one that
+/// sends Google's credential (`x-goog-api-key` or `?key=`) and no `Authorization` is
+/// google-genai on `api_version="v1"` (its default), which wants Google's list and get. Every
+/// other route is left as it is.
+pub fn for_client(route: Route, headers: &http::HeaderMap, query: Option<&str>) -> Route {
+    if !matches!(route, Route::ListModels | Route::GetModel(_))
+        || headers.contains_key(http::header::AUTHORIZATION)
+    {
+        return route;
+    }
+    let google = headers.contains_key("x-goog-api-key")
+        || query.is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
+    match route {
+        Route::ListModels if google => Route::GeminiListModels,
+        Route::GetModel(id) if google => Route::GeminiGetModel(id),
+        other => other,
+    }
+}
+
 /// Routes a request. Tolerates a doubled slash (`//models`), which some clients send when
 /// their base URL ends with `/`.
 pub fn route(method: &Method, path: &str) -> Route {
@@ -515,6 +534,30 @@ mod tests {
             Method::GET,
             "/v1/responses",
             MethodNotAllowed(Dialect::OpenAi),
+        );
+        // google-genai on v1 lists and gets models with its own credential: Google's answer.
+        let mut google = http::HeaderMap::new();
+        google.insert("x-goog-api-key", http::HeaderValue::from_static("t"));
+        let mut both = google.clone();
+        both.insert("authorization", http::HeaderValue::from_static("Bearer t"));
+        let none = http::HeaderMap::new();
+        let get = |path: &str| route(&Method::GET, path);
+        assert_eq!(
+            for_client(get("/v1/models"), &google, None),
+            GeminiListModels
+        );
+        assert_eq!(
+            for_client(get("/v1/models/gemini-2.5-pro"), &none, Some("key=t")),
+            GeminiGetModel("gemini-2.5-pro".into())
+        );
+        assert_eq!(for_client(get("/v1/models"), &both, None), ListModels);
+        assert_eq!(
+            for_client(get("/v1/models"), &none, Some("keys=1")),
+            ListModels
+        );
+        assert_eq!(
+            for_client(route(&Method::POST, "/v1/chat/completions"), &google, None),
+            ChatCompletions
         );
         check(Method::GET, "/v1/models", ListModels);
         check(Method::GET, "/v1//models", ListModels);

@@ -422,7 +422,11 @@ async fn handle(
     worker: usize,
 ) -> Response<Body> {
     let snap = app.snapshot();
-    let route = router::route(req.method(), req.uri().path());
+    let route = router::for_client(
+        router::route(req.method(), req.uri().path()),
+        req.headers(),
+        req.uri().query(),
+    );
     let dialect = route.dialect();
     let slot = if always_admitted(&route) {
         None

@@ -92,6 +92,10 @@ check("default api_version: stream", "".join(c.text or "" for c in chunks) == EX
 check("default api_version: count", plain.models.count_tokens(model=MODEL, contents="hi").total_tokens > 0)
 many = plain.models.embed_content(model=EMBED_MODEL, contents=["a", "b"])
 check("default api_version: embed", len(many.embeddings) == 2, repr(many))
+m = plain.models.get(model=MODEL)
+check("default api_version: model get", m.name == f"models/{MODEL}", repr(m.name))
+names = [m.name for m in plain.models.list(config={"page_size": 5})]
+check("default api_version: model list", f"models/{MODEL}" in names and len(names) > 5, repr(names))
 
 # Keep the client referenced: a temporary one is closed before its request is sent.
 stranger = genai.Client(api_key="wrong-token", http_options=OPTIONS)
