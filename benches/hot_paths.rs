@@ -109,6 +109,7 @@ fn translation(c: &mut Criterion) {
         created: 1_760_000_000,
         model: MODEL.into(),
         one_call: false,
+        tool_names: Default::default(),
     };
     group.throughput(Throughput::Bytes(CHAT.len() as u64));
     group.bench_function("request_cline_tools", |b| {

@@ -956,3 +956,77 @@ async fn empty_answers_are_anthropics_max_tokens_and_refusal() {
         Some("true")
     );
 }
+
+/// Whether Gemini takes `name` as a function name: a letter or `_` first, then letters,
+/// digits, `_ . : -`, at most 64 characters.
+fn gemini_accepts(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+}
+
+/// Claude Code's MCP tools are often longer than the 64 characters Gemini allows (Gemini
+/// refuses the whole request): the proxy sends a valid name, the same in declarations, history
+/// and `allowedFunctionNames`, and gives the client's name back on Gemini's calls.
+#[tokio::test]
+async fn tool_names_gemini_refuses_are_mapped_and_mapped_back() {
+    let (fake, proxy) = setup(&[fake_key(1)]).await;
+    let long = "mcp__claude-in-chrome__navigate_to_the_page_and_take_a_screenshot_of_it";
+    assert!(!gemini_accepts(long));
+    let tools = json!([
+        {"name": long, "description": "Navigate", "input_schema": {"type": "object", "properties": {"url": {"type": "string"}}}},
+        {"name": "get_weather", "input_schema": {"type": "object"}},
+    ]);
+    let request = json!({"model": MODEL, "max_tokens": 1024, "tools": tools,
+    "tool_choice": {"type": "tool", "name": long},
+    "messages": [
+        {"role": "user", "content": "Open example.com"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": long, "input": {"url": "https://example.com"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "done"}]},
+    ]});
+    let (status, body) = messages(&proxy, request.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = upstream_body(&fake);
+    let declared: Vec<String> = sent["tools"][0]["functionDeclarations"]
+        .as_array()
+        .expect("declarations")
+        .iter()
+        .map(|d| d["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(declared.iter().all(|n| gemini_accepts(n)), "{declared:?}");
+    assert_eq!(declared[1], "get_weather", "a valid name is kept");
+    let mapped = declared[0].clone();
+    assert_ne!(mapped, long);
+    assert_eq!(
+        sent["contents"][1]["parts"][0]["functionCall"]["name"],
+        mapped.as_str()
+    );
+    assert_eq!(
+        sent["contents"][2]["parts"][0]["functionResponse"]["name"],
+        mapped.as_str()
+    );
+    assert_eq!(
+        sent["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"],
+        json!([mapped])
+    );
+
+    let call = json!({"functionCall": {"name": mapped, "args": {"url": "https://example.org"}}});
+    fake.on_any().then(Reply::parts(vec![call.clone()]));
+    let (status, body) = messages(&proxy, request.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"][0]["type"], "tool_use", "{body}");
+    assert_eq!(body["content"][0]["name"], long, "{body}");
+    assert_eq!(body["stop_reason"], "tool_use");
+
+    fake.on_any().then(Reply::parts(vec![call]));
+    let (status, events) = stream(&proxy, request).await;
+    assert_eq!(status, 200);
+    let started = events
+        .iter()
+        .find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use")
+        .map(|(_, d)| d["content_block"]["name"].clone());
+    assert_eq!(started, Some(json!(long)), "{events:?}");
+}

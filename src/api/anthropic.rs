@@ -54,6 +54,9 @@ pub async fn messages(
         created: crate::clock::unix_now(),
         model: request.model.clone(),
         one_call: false,
+        tool_names: crate::translate::tool_name::ToolNames::of(
+            request.tools.iter().flatten().map(|t| t.name.as_str()),
+        ),
     };
 
     let mut last_error = None;

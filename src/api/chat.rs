@@ -86,6 +86,7 @@ pub async fn complete(
         created: unix_now(),
         model: request.model.to_string(),
         one_call: request.parallel_tool_calls == Some(false),
+        tool_names: chat::tool_names(request),
     };
     let delivery = if request.stream {
         Delivery::Streaming

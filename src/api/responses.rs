@@ -75,6 +75,7 @@ pub async fn create(
     )
     .map_err(from_translate)?;
     let urls = translate::chat::remote_media_urls(&probe);
+    let tool_names = translate::chat::tool_names(&probe);
     let media = if urls.is_empty() {
         None
     } else {
@@ -89,6 +90,7 @@ pub async fn create(
         echo: wire::echo(&request),
         include_encrypted: request.include_encrypted(),
         names: names.clone(),
+        tool_names,
     };
     let ticket = || {
         request.store().then(|| {

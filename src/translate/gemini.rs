@@ -80,6 +80,7 @@ pub struct Blob<'a> {
 pub struct FunctionCall<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
+    #[serde(serialize_with = "super::tool_name::serialize")]
     pub name: &'a str,
     pub args: Json<'a>,
 }
@@ -88,6 +89,7 @@ pub struct FunctionCall<'a> {
 pub struct FunctionResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
+    #[serde(serialize_with = "super::tool_name::serialize")]
     pub name: &'a str,
     pub response: ToolResult<'a>,
 }
@@ -131,6 +133,7 @@ pub struct GoogleSearch {}
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionDeclaration<'a> {
+    #[serde(serialize_with = "super::tool_name::serialize")]
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
@@ -148,7 +151,10 @@ pub struct ToolConfig<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct FunctionCallingConfig<'a> {
     pub mode: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::tool_name::serialize_allowed"
+    )]
     pub allowed_function_names: Option<[&'a str; 1]>,
 }
 

@@ -3,7 +3,7 @@
 //! Anthropic Messages API), each with its wire
 //! types and its `request`, `response` and `stream` mappings; `embeddings` maps OpenAI's
 //! embeddings API. Shared here: Gemini's wire types (`gemini`), the schema cleaner (`schema`),
-//! serde helpers (`json`), and the types every dialect uses (`Target`, `Extras`, `ResponseCtx`,
+//! serde helpers (`json`), tool names as Gemini takes them (`tool_name`), and the types every dialect uses (`Target`, `Extras`, `ResponseCtx`,
 //! `TranslateError`) and `EventStream`, what the relay drives for any dialect's stream.
 //!
 //! No I/O and no clock: ids and timestamps come in through `ResponseCtx`, and anything that
@@ -19,6 +19,7 @@ pub mod images;
 mod json;
 pub mod responses;
 mod schema;
+pub mod tool_name;
 
 use std::collections::HashMap;
 
@@ -34,6 +35,8 @@ pub struct ResponseCtx {
     /// `parallel_tool_calls: false`: at most one tool call per choice. Gemini cannot be told,
     /// so the calls it makes after the first are dropped.
     pub one_call: bool,
+    /// The declared tool names Gemini got changed (`tool_name`), to give back on its calls.
+    pub tool_names: tool_name::ToolNames,
 }
 
 /// Which Gemini model a request goes to, and the per-alias settings that shape it.

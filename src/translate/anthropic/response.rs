@@ -117,7 +117,8 @@ struct MessageOut<'a> {
 }
 
 pub fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Whole, TranslateError> {
-    let resp = parse(body)?;
+    let mut resp = parse(body)?;
+    ctx.tool_names.restore(&mut resp);
     let mut content: Vec<BlockOut<'_>> = Vec::new();
     let mut signatures = Vec::new();
     let mut calls = 0u32;

@@ -93,7 +93,8 @@ impl StreamTranslator {
     /// One upstream event's data (a whole `GenerateContentResponse`): zero or more complete
     /// Anthropic SSE events, concatenated.
     pub fn on_event(&mut self, data: &[u8]) -> Result<Bytes, TranslateError> {
-        let resp = parse(data)?;
+        let mut resp = parse(data)?;
+        self.ctx.tool_names.restore(&mut resp);
         if resp.usage_metadata.is_some() {
             self.usage = resp.usage_metadata;
         }

@@ -55,6 +55,16 @@ pub fn to_gemini_with(
     Ok(out)
 }
 
+/// The request's function tools whose names Gemini gets changed (`tool_name`).
+pub fn tool_names(req: &ChatRequest<'_>) -> crate::translate::tool_name::ToolNames {
+    let declared = req
+        .tools
+        .iter()
+        .flatten()
+        .filter_map(|t| t.function.as_ref());
+    crate::translate::tool_name::ToolNames::of(declared.map(|f| f.name.as_ref()))
+}
+
 /// Every http(s) image URL in the request's user messages, for the caller to fetch.
 pub fn remote_media_urls<'a>(req: &'a ChatRequest<'_>) -> Vec<&'a str> {
     request::remote_media_urls(req)

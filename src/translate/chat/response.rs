@@ -375,7 +375,8 @@ fn annotations<'a>(
 }
 
 pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, TranslateError> {
-    let resp = parse(body)?;
+    let mut resp = parse(body)?;
+    ctx.tool_names.restore(&mut resp);
     let mut signatures = Vec::new();
     let mut has_output = false;
     let prefix = call_id_prefix(ctx);

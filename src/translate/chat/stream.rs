@@ -26,6 +26,8 @@ pub struct StreamTranslator {
     call_prefix: String,
     /// `ResponseCtx::one_call`: a choice's calls after its first are dropped.
     one_call: bool,
+    /// `ResponseCtx::tool_names`.
+    tool_names: crate::translate::tool_name::ToolNames,
     include_usage: bool,
     choices: Vec<ChoiceState>,
     usage: Option<UsageMetadata>,
@@ -91,6 +93,7 @@ impl StreamTranslator {
             prefix,
             call_prefix: response::call_id_prefix(&ctx),
             one_call: ctx.one_call,
+            tool_names: ctx.tool_names,
             include_usage,
             choices: Vec::new(),
             usage: None,
@@ -104,7 +107,8 @@ impl StreamTranslator {
     /// One upstream event's data (a whole `GenerateContentResponse` JSON). Returns zero or more
     /// complete OpenAI SSE events (`data: …\n\n`), concatenated.
     pub fn on_event(&mut self, data: &[u8]) -> Result<Bytes, TranslateError> {
-        let resp = response::parse(data)?;
+        let mut resp = response::parse(data)?;
+        self.tool_names.restore(&mut resp);
         if resp.usage_metadata.is_some() {
             self.usage = resp.usage_metadata;
         }

@@ -14,6 +14,7 @@ fn ctx() -> ResponseCtx {
         created: 1_700_000_000,
         model: "gpt-4o".into(),
         one_call: false,
+        tool_names: Default::default(),
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Ctx {
     pub include_encrypted: bool,
     /// Flattened namespace tool names.
     pub names: Names,
+    /// The declared tool names Gemini got changed (`tool_name`), to give back on its calls.
+    pub tool_names: crate::translate::tool_name::ToolNames,
 }
 
 impl Ctx {

@@ -27,7 +27,8 @@ pub struct Finished {
 }
 
 pub fn from_gemini(body: &[u8], ctx: &Ctx) -> Result<Finished, TranslateError> {
-    let resp = parse(body)?;
+    let mut resp = parse(body)?;
+    ctx.tool_names.restore(&mut resp);
     let mut thoughts = None;
     let mut text = None;
     let mut calls = Vec::new();

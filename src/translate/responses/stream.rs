@@ -288,7 +288,8 @@ impl ResponsesStream {
     /// One upstream event's data (a whole `GenerateContentResponse` JSON): zero or more
     /// Responses SSE events, concatenated.
     pub fn on_event(&mut self, data: &[u8]) -> Result<Bytes, TranslateError> {
-        let resp = parse(data)?;
+        let mut resp = parse(data)?;
+        self.ctx.tool_names.restore(&mut resp);
         if resp.usage_metadata.is_some() {
             self.usage = resp.usage_metadata;
         }

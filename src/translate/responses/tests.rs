@@ -244,6 +244,7 @@ fn ctx(include_encrypted: bool) -> Ctx {
         echo: serde_json::Map::new(),
         include_encrypted,
         names,
+        tool_names: Default::default(),
     }
 }
 
