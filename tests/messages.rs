@@ -523,6 +523,19 @@ async fn bad_requests_are_invalid_request_errors_before_any_upstream_call() {
             json!({"model": MODEL, "max_tokens": 5, "temperature": "hot", "messages": [{"role": "user", "content": "x"}]}),
             "expected f64",
         ),
+        // Anthropic's ranges: temperature and top_p 0 to 1, max_tokens at least 1.
+        (
+            json!({"model": MODEL, "max_tokens": 5, "temperature": 1.5, "messages": [{"role": "user", "content": "x"}]}),
+            "`temperature` must be from 0 to 1",
+        ),
+        (
+            json!({"model": MODEL, "max_tokens": 5, "top_p": -0.1, "messages": [{"role": "user", "content": "x"}]}),
+            "`top_p`",
+        ),
+        (
+            json!({"model": MODEL, "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}),
+            "`max_tokens` must be from 1",
+        ),
         (
             json!({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "not base64!"}}]}]}),

@@ -104,6 +104,20 @@ pub(crate) fn invalid(message: &str, param: String) -> TranslateError {
 /// Finds a remembered thought signature by OpenAI tool call id.
 pub type SignatureLookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
+/// Each `(param, value, low, high)`: a value outside `low..=high` is the client's 400 naming
+/// the param, before any upstream call (each dialect's documented ranges).
+pub(crate) fn check_ranges(ranges: &[(&str, Option<f64>, f64, f64)]) -> Result<(), TranslateError> {
+    for &(name, value, low, high) in ranges {
+        if value.is_some_and(|v| !(low..=high).contains(&v)) {
+            return Err(invalid(
+                &format!("`{name}` must be from {low} to {high}"),
+                name.into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What the caller may add to a request from outside the pure mapping.
 #[derive(Default, Clone, Copy)]
 pub struct Extras<'a> {

@@ -32,6 +32,17 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, TranslateError> {
             "messages".into(),
         ));
     }
+    // Anthropic's own ranges (narrower than Gemini's temperature), refused as Anthropic does.
+    super::check_ranges(&[
+        (
+            "max_tokens",
+            req.max_tokens.map(f64::from),
+            1.0,
+            f64::from(u32::MAX),
+        ),
+        ("temperature", req.temperature, 0.0, 1.0),
+        ("top_p", req.top_p, 0.0, 1.0),
+    ])?;
     Ok(req)
 }
 

@@ -583,14 +583,7 @@ fn generation_config<'a>(
         ("frequency_penalty", req.frequency_penalty, -2.0, 2.0),
         ("n", req.n.map(f64::from), 1.0, 8.0),
     ];
-    for (name, value, low, high) in ranges {
-        if value.is_some_and(|v| !(low..=high).contains(&v)) {
-            return Err(invalid(
-                &format!("`{name}` must be from {low} to {high}"),
-                name.into(),
-            ));
-        }
-    }
+    crate::translate::check_ranges(&ranges)?;
     // LiteLLM drops penalties for Gemini 3, which rejects them.
     let penalties = !is_gemini3(model);
     Ok(GenerationConfig {
