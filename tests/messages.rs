@@ -255,7 +255,7 @@ async fn a_tool_loop_keeps_gemini_3_signatures() {
     let content = first["content"].as_array().cloned().unwrap_or_default();
     assert_eq!(content.len(), 2, "{first}");
     assert_eq!(content[0]["type"], "thinking");
-    assert_eq!(content[0]["signature"], "sig-whole-1");
+    assert_eq!(content[0]["signature"], "gr1.sig-whole-1");
     assert_eq!(content[1]["type"], "tool_use");
     assert_eq!(content[1]["name"], "get_weather");
     assert_eq!(
@@ -328,7 +328,7 @@ async fn a_tool_loop_keeps_gemini_3_signatures() {
     assert_eq!(events[2].1["content_block"]["type"], "thinking");
     assert_eq!(
         events[3].1["delta"],
-        json!({"type": "signature_delta", "signature": "sig-stream-2"})
+        json!({"type": "signature_delta", "signature": "gr1.sig-stream-2"})
     );
     let block = &events[5].1["content_block"];
     assert_eq!(block["type"], "tool_use");

@@ -3,8 +3,8 @@
 //! Owns the Anthropic side of the mapping: `system` (string or text blocks, and `system`-role
 //! messages) into the system instruction; content blocks into parts (`tool_result` into
 //! `functionResponse` named after its `tool_use`); a `thinking` block's `signature` back onto
-//! the Gemini part that follows it (the thought signature Gemini 3 validates); tools, tool
-//! choice, sampling and thinking settings. The turn rules Gemini enforces, media checks and the
+//! the Gemini part that follows it (the thought signature Gemini 3 validates; only one this
+//! proxy issued, `response::ours`); tools, tool choice, sampling and thinking settings. The turn rules Gemini enforces, media checks and the
 //! signature stand-in are shared with the chat mapping (`translate::request`). Pure: no fetch,
 //! log or clock; what the caller should know (a server tool left out) comes back as `notes`.
 
@@ -348,7 +348,8 @@ fn assistant_parts<'a>(
     let mut signature: Option<&'a str> = None;
     for (j, b) in list.iter().enumerate() {
         match b.kind.as_str() {
-            "thinking" => signature = b.signature.as_deref().filter(|s| !s.is_empty()),
+            // Only a signature this proxy issued goes back to Gemini (`response::ours`).
+            "thinking" => signature = b.signature.as_deref().and_then(super::response::ours),
             "redacted_thinking" => {}
             "text" => {
                 let text = b.text.as_deref().unwrap_or("");

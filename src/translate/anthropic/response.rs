@@ -36,6 +36,7 @@ pub(crate) enum BlockOut<'a> {
     },
     Thinking {
         thinking: Cow<'a, str>,
+        #[serde(serialize_with = "serialize_signature")]
         signature: Cow<'a, str>,
     },
     ToolUse {
@@ -43,6 +44,30 @@ pub(crate) enum BlockOut<'a> {
         name: Cow<'a, str>,
         input: &'a RawValue,
     },
+}
+
+/// What starts a thinking block's `signature` that this proxy issued, Gemini's thought
+/// signature behind it. Not a base64 character, so no Anthropic signature starts so: a
+/// signature without it (a session begun on Anthropic and resumed here) is foreign and never
+/// reaches Gemini, which would refuse it; the call gets the remembered or stand-in signature.
+const ISSUED: &str = "gr1.";
+
+/// The client's form of Gemini's signature `sig`.
+pub(crate) fn issued(sig: &str) -> String {
+    format!("{ISSUED}{sig}")
+}
+
+/// Gemini's signature inside a thinking block's `signature`, when this proxy issued it.
+pub(crate) fn ours(signature: &str) -> Option<&str> {
+    signature.strip_prefix(ISSUED).filter(|s| !s.is_empty())
+}
+
+fn serialize_signature<S: serde::Serializer>(sig: &str, s: S) -> Result<S::Ok, S::Error> {
+    if sig.is_empty() {
+        s.serialize_str("")
+    } else {
+        s.serialize_str(&issued(sig))
+    }
 }
 
 #[derive(Debug, Default, Serialize)]

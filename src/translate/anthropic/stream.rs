@@ -317,10 +317,16 @@ impl StreamTranslator {
 
     /// The open thinking block gets `sig` and closes.
     fn sign_and_close(&mut self, out: &mut Vec<u8>, sig: &str) {
+        let signature = super::response::issued(sig);
         event(
             out,
             "content_block_delta",
-            &DeltaEvent::new(self.next - 1, Delta::Signature { signature: sig }),
+            &DeltaEvent::new(
+                self.next - 1,
+                Delta::Signature {
+                    signature: &signature,
+                },
+            ),
         );
         self.close(out);
     }

@@ -175,7 +175,7 @@ fn requests() {
                "messages": [
                    {"role": "user", "content": "Weather in Paris and Oslo?"},
                    {"role": "assistant", "content": [
-                       {"type": "thinking", "thinking": "Two calls.", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"},
+                       {"type": "thinking", "thinking": "Two calls.", "signature": "gr1.EqQBCgIYAhIM1gbcDa9GJwZA2b3h"},
                        {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"location": "Paris"}},
                        {"type": "tool_use", "id": "toolu_cached", "name": "get_weather", "input": {"location": "Oslo"}}]},
                    {"role": "user", "content": [
@@ -222,6 +222,40 @@ fn requests() {
                    {"role": "user", "parts": [
                        {"functionResponse": {"id": "toolu_x", "name": "get_weather", "response": {"output": ""}}}]}],
                "systemInstruction": {"parts": [{"text": "Be brief."}]},
+               "tools": [{"functionDeclarations": [{"name": "get_weather",
+                   "description": "Get the current weather in a given location",
+                   "parametersJsonSchema": serde_json::from_str::<Value>(WEATHER_SCHEMA).unwrap_or_default()}]}],
+               "generationConfig": {"maxOutputTokens": 5}}),
+    );
+    // A signature this proxy never issued (a session begun on Anthropic): never sent to
+    // Gemini, which would refuse it. The call gets the remembered signature, or the stand-in;
+    // a text part none.
+    check_request(
+        json!({"model": "m", "max_tokens": 5, "tools": [weather_tool()],
+               "messages": [
+                   {"role": "user", "content": "go"},
+                   {"role": "assistant", "content": [
+                       {"type": "thinking", "thinking": "Hm.", "signature": "EqQBCkgIARABGAIiQL2anthropic"},
+                       {"type": "text", "text": "Checking."},
+                       {"type": "thinking", "thinking": "", "signature": "EqQBCkgIAnotherForeign"},
+                       {"type": "tool_use", "id": "toolu_x", "name": "get_weather", "input": {}},
+                       {"type": "thinking", "thinking": "", "signature": "ErUBforeign"},
+                       {"type": "tool_use", "id": "toolu_cached", "name": "get_weather", "input": {}}]},
+                   {"role": "user", "content": [
+                       {"type": "tool_result", "tool_use_id": "toolu_x"},
+                       {"type": "tool_result", "tool_use_id": "toolu_cached"}]}]}),
+        "gemini-3-flash-preview",
+        json!({"contents": [
+                   {"role": "user", "parts": [{"text": "go"}]},
+                   {"role": "model", "parts": [
+                       {"text": "Checking."},
+                       {"functionCall": {"id": "toolu_x", "name": "get_weather", "args": {}},
+                        "thoughtSignature": "skip_thought_signature_validator"},
+                       {"functionCall": {"id": "toolu_cached", "name": "get_weather", "args": {}},
+                        "thoughtSignature": "sig-from-cache"}]},
+                   {"role": "user", "parts": [
+                       {"functionResponse": {"id": "toolu_x", "name": "get_weather", "response": {"output": ""}}},
+                       {"functionResponse": {"id": "toolu_cached", "name": "get_weather", "response": {"output": ""}}}]}],
                "tools": [{"functionDeclarations": [{"name": "get_weather",
                    "description": "Get the current weather in a given location",
                    "parametersJsonSchema": serde_json::from_str::<Value>(WEATHER_SCHEMA).unwrap_or_default()}]}],
@@ -376,7 +410,7 @@ fn responses() {
                "content": [
                    {"type": "thinking", "thinking": "I should check.", "signature": ""},
                    {"type": "text", "text": "Checking."},
-                   {"type": "thinking", "thinking": "", "signature": "c2lnLTE="},
+                   {"type": "thinking", "thinking": "", "signature": "gr1.c2lnLTE="},
                    {"type": "tool_use", "id": "toolu_013Zva2CMHLNnXjNJJKqJ2EF_0", "name": "get_weather",
                     "input": {"location": "San Francisco, CA"}},
                    {"type": "tool_use", "id": "call-2", "name": "get_time", "input": {}}],
@@ -393,7 +427,7 @@ fn responses() {
         json!({"id": "msg_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message", "role": "assistant",
                "model": "claude-sonnet-4-5",
                "content": [
-                   {"type": "thinking", "thinking": "Plan.", "signature": "sig"},
+                   {"type": "thinking", "thinking": "Plan.", "signature": "gr1.sig"},
                    {"type": "tool_use", "id": "toolu_013Zva2CMHLNnXjNJJKqJ2EF_0", "name": "f", "input": {"a": 1}}],
                "stop_reason": "max_tokens", "stop_sequence": null,
                "usage": {"input_tokens": 0, "output_tokens": 0,
@@ -557,7 +591,7 @@ fn stream_event_order() {
             json!({"index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
             json!({"index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me"}}),
             json!({"index": 0, "delta": {"type": "thinking_delta", "thinking": " think."}}),
-            json!({"index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCg"}}),
+            json!({"index": 0, "delta": {"type": "signature_delta", "signature": "gr1.EqQBCg"}}),
             json!({"index": 1, "content_block": {"type": "tool_use", "id": "toolu_013Zva2CMHLNnXjNJJKqJ2EF_0",
                                                   "name": "get_weather", "input": {}}}),
             json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"location\":\"Paris\"}"}}),
