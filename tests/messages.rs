@@ -1043,3 +1043,35 @@ async fn tool_names_gemini_refuses_are_mapped_and_mapped_back() {
         .map(|(_, d)| d["content_block"]["name"].clone());
     assert_eq!(started, Some(json!(long)), "{events:?}");
 }
+
+/// `tool_choice.disable_parallel_tool_use: true`: Gemini cannot be told, so the client gets
+/// the answer's first tool call only.
+#[tokio::test]
+async fn disabled_parallel_tool_use_keeps_the_first_call() {
+    let (fake, proxy) = setup(&[fake_key(1)]).await;
+    let calls = || {
+        Reply::parts(vec![
+            json!({"functionCall": {"name": "get_weather", "args": {"location": "Oslo"}}}),
+            json!({"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}}),
+        ])
+    };
+    for (disable, expected) in [(false, 2), (true, 1)] {
+        fake.on_any().then(calls());
+        let (status, body) = messages(
+            &proxy,
+            json!({"model": MODEL, "max_tokens": 100, "tools": [weather_tool()],
+                   "tool_choice": {"type": "auto", "disable_parallel_tool_use": disable},
+                   "messages": [{"role": "user", "content": "Weather in Oslo and Paris?"}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let uses = body["content"]
+            .as_array()
+            .expect("content")
+            .iter()
+            .filter(|b| b["type"] == "tool_use")
+            .count();
+        assert_eq!(uses, expected, "{body}");
+        assert_eq!(body["content"][0]["input"]["location"], "Oslo", "{body}");
+    }
+}

@@ -53,7 +53,10 @@ pub async fn messages(
         id: format!("msg_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..)),
         created: crate::clock::unix_now(),
         model: request.model.clone(),
-        one_call: false,
+        one_call: request
+            .tool_choice
+            .as_ref()
+            .is_some_and(|c| c.disable_parallel_tool_use == Some(true)),
         tool_names: crate::translate::tool_name::ToolNames::of(
             request.tools.iter().flatten().map(|t| t.name.as_str()),
         ),

@@ -175,6 +175,10 @@ pub fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Whole, TranslateError
                 continue;
             }
             let signature = part.thought_signature;
+            if part.function_call.is_some() && ctx.one_call && calls > 0 {
+                // `disable_parallel_tool_use`: Gemini cannot be told, so later calls are dropped.
+                continue;
+            }
             if let Some(call) = part.function_call {
                 let id = tool_use_id(ctx, call.id.as_deref(), calls);
                 calls += 1;

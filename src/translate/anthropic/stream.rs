@@ -127,6 +127,10 @@ impl StreamTranslator {
                 }
                 continue;
             }
+            if part.function_call.is_some() && self.ctx.one_call && self.calls > 0 {
+                // `disable_parallel_tool_use`: Gemini cannot be told, so later calls are dropped.
+                continue;
+            }
             if let Some(call) = &part.function_call {
                 let id = tool_use_id(&self.ctx, call.id.as_deref(), self.calls);
                 self.calls += 1;

@@ -674,3 +674,27 @@ fn remote_image_urls_are_listed_for_fetching() {
         ]
     );
 }
+
+/// `tool_choice.disable_parallel_tool_use` (`ResponseCtx::one_call`): the first call only,
+/// whole and streamed.
+#[test]
+fn one_call_when_parallel_tool_use_is_disabled() {
+    let gemini = br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{"a":1}}},{"functionCall":{"name":"g","args":{}}}]},"finishReason":"STOP"}]}"#;
+    for one_call in [false, true] {
+        let ctx = ResponseCtx { one_call, ..ctx() };
+        let whole = from_gemini(gemini, &ctx).expect("translates");
+        let body: Value = serde_json::from_slice(&whole.body).expect("json");
+        let names: Vec<&str> = body["content"]
+            .as_array()
+            .expect("content")
+            .iter()
+            .filter_map(|b| b["name"].as_str())
+            .collect();
+        assert_eq!(names, if one_call { vec!["f"] } else { vec!["f", "g"] });
+        let mut stream = StreamTranslator::new(ctx);
+        let out =
+            String::from_utf8(stream.on_event(gemini).expect("event").to_vec()).expect("utf-8");
+        assert_eq!(out.contains(r#""name":"g""#), !one_call, "{out}");
+        assert!(out.contains(r#""name":"f""#), "{out}");
+    }
+}
