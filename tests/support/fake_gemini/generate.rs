@@ -1,7 +1,7 @@
 //! generateContent and streamGenerateContent: the checks Google makes on the body before it
-//! answers (valid JSON, known top-level fields when strict, Gemini 3 thought signatures), and a
-//! scripted success rendered as a GenerateContentResponse (usage, model version, response id),
-//! whole or as stream events (framed by `stream.rs`).
+//! answers (valid JSON, function names Gemini accepts, known top-level fields when strict,
+//! Gemini 3 thought signatures), and a scripted success rendered as a GenerateContentResponse
+//! (usage, model version, response id), whole or as stream events (framed by `stream.rs`).
 
 use bytes::Bytes;
 use http::Response;
@@ -76,6 +76,12 @@ pub(super) fn refuse(
             ));
         }
     }
+    if let Some(message) = invalid_function_names(map) {
+        return Some(json_response(
+            400,
+            &google_error(400, "INVALID_ARGUMENT", &message, vec![]),
+        ));
+    }
     if shared.strict.load(Ordering::SeqCst) {
         if let Some(unknown) = map
             .keys()
@@ -87,6 +93,37 @@ pub(super) fn refuse(
         }
     }
     None
+}
+
+/// Google's refusal of function declarations it cannot name (the whole request fails, one
+/// line per bad name): a name must start with a letter or `_`, hold only a-z A-Z 0-9 `_` `.`
+/// `:` `-`, and be at most 64 long.
+fn invalid_function_names(map: &serde_json::Map<String, Value>) -> Option<String> {
+    let valid = |name: &str| {
+        (1..=64).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+    };
+    let mut lines = Vec::new();
+    for (i, tool) in map.get("tools")?.as_array()?.iter().enumerate() {
+        let decls = tool
+            .get("functionDeclarations")
+            .or_else(|| tool.get("function_declarations"))
+            .and_then(Value::as_array);
+        for (j, decl) in decls.into_iter().flatten().enumerate() {
+            if !decl.get("name").and_then(Value::as_str).is_some_and(valid) {
+                lines.push(format!(
+                    "* GenerateContentRequest.tools[{i}].function_declarations[{j}].name: \
+                     Invalid function name. Must start with a letter or an underscore. Must be \
+                     alphameric (a-z, A-Z, 0-9), underscores (_), dots (.), colons (:) or dashes \
+                     (-), with a maximum length of 64.\n"
+                ));
+            }
+        }
+    }
+    (!lines.is_empty()).then(|| lines.concat())
 }
 
 /// A success on generateContent (one JSON answer) or streamGenerateContent (one event per
