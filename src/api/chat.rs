@@ -205,10 +205,7 @@ pub(crate) fn empty_answer(gemini_body: &[u8]) -> ProxyError {
     } else {
         ""
     };
-    let same_again = matches!(
-        finish,
-        "MAX_TOKENS" | "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII"
-    ) || finish.starts_with("IMAGE_");
+    let same_again = finish == "MAX_TOKENS" || crate::translate::gemini::is_filtered(finish);
     ProxyError::EmptyAnswer {
         message: format!("Gemini returned an empty answer (finish reason {finish}){hint}"),
         worth_retrying: !same_again,

@@ -656,42 +656,41 @@ impl PoolView {
     /// Picks a key allowed to serve `model` that is not disabled, for calls Google does not
     /// meter against the model's generation quota (`countTokens`, which has a far higher one
     /// of its own): the model's rests and daily counts are not asked, and nothing is counted.
-    /// The lease is about no model, as `pick_any`'s.
     pub fn pick_unmetered(
         &self,
         model: &str,
         now: Instant,
         exclude: &[usize],
     ) -> Result<Lease, NoKey> {
-        let at = self.at(Now::at(now));
         let route = self.route(model);
-        let n = route.allowed.len();
         let start = route.cursor.fetch_add(1, Ordering::Relaxed);
-        for step in 0..n {
-            let index = route.allowed[start.wrapping_add(step) % n];
-            if exclude.contains(&index) {
-                continue;
-            }
-            if self.slots[index].cell.check("", &at, None).is_ok() {
-                return Ok(self.lease(index, "", false));
-            }
-        }
-        Err(NoKey {
-            retry_after: None,
-            all_daily: false,
-            all_disabled: n > 0,
-            none_allowed: n == 0,
-        })
+        self.first_enabled(&route.allowed, start, now, exclude)
     }
 
     /// Picks any key that is not disabled, for calls about no particular model (model lists).
     /// Counts no request against any model.
     pub fn pick_any(&self, now: Instant, exclude: &[usize]) -> Result<Lease, NoKey> {
-        let at = self.at(Now::at(now));
-        let n = self.slots.len();
+        let all: std::borrow::Cow<'_, [usize]> = match &self.all_keys {
+            Some(all) => std::borrow::Cow::Borrowed(all),
+            None => (0..self.slots.len()).collect(),
+        };
         let start = self.shared.cursor("").fetch_add(1, Ordering::Relaxed);
+        self.first_enabled(&all, start, now, exclude)
+    }
+
+    /// The first of `candidates` (key indexes, from `start` round) that is neither excluded
+    /// nor disabled, leased about no model; none: every candidate is disabled, or there is none.
+    fn first_enabled(
+        &self,
+        candidates: &[usize],
+        start: usize,
+        now: Instant,
+        exclude: &[usize],
+    ) -> Result<Lease, NoKey> {
+        let at = self.at(Now::at(now));
+        let n = candidates.len();
         for step in 0..n {
-            let index = start.wrapping_add(step) % n;
+            let index = candidates[start.wrapping_add(step) % n];
             if exclude.contains(&index) {
                 continue;
             }

@@ -228,6 +228,16 @@ pub struct ThinkingConfig {
     pub include_thoughts: Option<bool>,
 }
 
+/// Whether Gemini's finish reason says the answer was blocked (safety, recitation, a block
+/// list, prohibited content, personal data, an image filter): every dialect's content filter.
+pub(crate) fn is_filtered(finish: &str) -> bool {
+    finish.starts_with("IMAGE_")
+        || matches!(
+            finish,
+            "SAFETY" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" | "RECITATION"
+        )
+}
+
 // ---------- response ----------
 
 #[derive(Debug, Default, Deserialize)]

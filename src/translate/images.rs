@@ -296,13 +296,7 @@ pub fn read_gemini(body: &[u8]) -> Result<Generated, TranslateError> {
     })
 }
 
-fn is_filtered(finish: &str) -> bool {
-    finish.starts_with("IMAGE_")
-        || matches!(
-            finish,
-            "SAFETY" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" | "RECITATION"
-        )
-}
+use super::gemini::is_filtered;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -96,8 +96,7 @@ pub(crate) fn stop_reason(finish: Option<&str>, made_calls: bool, blocked: bool)
     match finish {
         None if blocked => "refusal",
         Some("MAX_TOKENS") => "max_tokens",
-        Some("SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII") => "refusal",
-        Some(r) if r.starts_with("IMAGE_") => "refusal",
+        Some(r) if crate::translate::gemini::is_filtered(r) => "refusal",
         _ if made_calls => "tool_use",
         _ => "end_turn",
     }

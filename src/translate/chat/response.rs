@@ -61,8 +61,7 @@ fn upstream_error(e: GoogleError, raw: Vec<u8>) -> TranslateError {
 pub(crate) fn finish_reason(reason: &str, made_calls: bool) -> &'static str {
     match reason {
         "MAX_TOKENS" => "length",
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
-        r if r.starts_with("IMAGE_") => "content_filter",
+        r if crate::translate::gemini::is_filtered(r) => "content_filter",
         _ if made_calls => "tool_calls",
         _ => "stop",
     }

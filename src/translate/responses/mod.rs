@@ -235,10 +235,7 @@ fn usage(u: &UsageMetadata) -> Value {
 fn incomplete_reason(finish: &str) -> Option<&'static str> {
     match finish {
         "MAX_TOKENS" => Some("max_output_tokens"),
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => {
-            Some("content_filter")
-        }
-        f if f.starts_with("IMAGE_") => Some("content_filter"),
+        f if crate::translate::gemini::is_filtered(f) => Some("content_filter"),
         _ => None,
     }
 }
