@@ -1,4 +1,4 @@
-//! Fetching the http(s) image URLs of a chat request, so Gemini gets the bytes inline.
+//! Fetching the http(s) image and PDF URLs of a request, so Gemini gets the bytes inline.
 //!
 //! `translate` is pure: it lists the URLs (`remote_media_urls`), this module fetches them, and
 //! the bytes go back in through `Extras::media`. Each fetch is bounded (size, time, redirects;
@@ -33,10 +33,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 pub const MAX_URLS: usize = 16;
 const MAX_REDIRECTS: usize = 5;
 
-/// Fetches every URL (each once), or fails with a 400 naming the first that failed.
+/// Fetches every URL (each once), or fails with a 400 naming the first that failed; `param`
+/// is the dialect's field that holds the URLs (`messages`, `input`).
 pub async fn fetch_all(
     urls: &[&str],
     allow_private: bool,
+    param: &'static str,
 ) -> Result<HashMap<String, FetchedFile>, ProxyError> {
     let mut unique: Vec<&str> = Vec::with_capacity(urls.len());
     for url in urls {
@@ -47,10 +49,10 @@ pub async fn fetch_all(
     if unique.len() > MAX_URLS {
         return Err(ProxyError::BadRequest {
             message: format!(
-                "too many image URLs ({}); at most {MAX_URLS} per request: send the others as data: URLs",
+                "too many media URLs ({}); at most {MAX_URLS} per request: send the others inline (base64)",
                 unique.len()
             ),
-            param: Some("messages".into()),
+            param: Some(param.into()),
         });
     }
     let client = client(allow_private).map_err(ProxyError::Internal)?;
@@ -60,13 +62,14 @@ pub async fn fetch_all(
         let result = tokio::time::timeout(TIMEOUT, fetch(client, url, allow_private, budget)).await;
         match result {
             Ok(Ok(file)) => Ok((url.to_string(), file)),
-            Ok(Err(Failed::Url(reason))) => Err(failure(url, &reason)),
+            Ok(Err(Failed::Url(reason))) => Err(failure(url, &reason, param)),
             Ok(Err(Failed::Busy)) => Err(ProxyError::Overloaded {
                 what: "memory budget for fetched images",
             }),
             Err(_) => Err(failure(
                 url,
                 &format!("no complete answer within {}s", TIMEOUT.as_secs()),
+                param,
             )),
         }
     }))
@@ -74,11 +77,11 @@ pub async fn fetch_all(
     fetched.into_iter().collect()
 }
 
-fn failure(url: &str, reason: &str) -> ProxyError {
+fn failure(url: &str, reason: &str, param: &'static str) -> ProxyError {
     let shown = crate::excerpt::excerpt(url);
     ProxyError::BadRequest {
-        message: format!("could not fetch image_url {shown}: {reason}"),
-        param: Some("messages".into()),
+        message: format!("could not fetch {shown}: {reason}"),
+        param: Some(param.into()),
     }
 }
 
@@ -105,7 +108,7 @@ async fn fetch(
     check_literal_host(&parsed, allow_private)?;
     let response = client
         .get(parsed)
-        .header(reqwest::header::ACCEPT, "image/*")
+        .header(reqwest::header::ACCEPT, "image/*, application/pdf")
         .send()
         .await
         .map_err(|e| describe(&e))?;
@@ -158,9 +161,9 @@ async fn fetch(
         }
         body.extend_from_slice(&chunk);
     }
-    let mime_type = if declared.starts_with("image/") {
+    let mime_type = if declared.starts_with("image/") || declared == "application/pdf" {
         declared
-    } else if let Some(sniffed) = sniff_image(&body) {
+    } else if let Some(sniffed) = sniff(&body) {
         // Object stores often say application/octet-stream (or nothing) for images.
         sniffed.to_string()
     } else {
@@ -169,7 +172,7 @@ async fn fetch(
         } else {
             declared.as_str()
         };
-        return Err(Failed::Url(format!("not an image ({shown})")));
+        return Err(Failed::Url(format!("not an image or a PDF ({shown})")));
     };
     Ok(FetchedFile {
         mime_type,
@@ -177,9 +180,11 @@ async fn fetch(
     })
 }
 
-/// The image type from the first bytes, for servers that do not say.
-fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+/// The image (or PDF) type from the first bytes, for servers that do not say.
+fn sniff(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"%PDF-") {
+        Some("application/pdf")
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         Some("image/png")
     } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
         Some("image/jpeg")
@@ -379,9 +384,10 @@ mod tests {
 
     #[test]
     fn sniffing() {
-        assert_eq!(sniff_image(b"\x89PNG\r\n\x1a\nrest"), Some("image/png"));
-        assert_eq!(sniff_image(&[0xff, 0xd8, 0xff, 0xe0]), Some("image/jpeg"));
-        assert_eq!(sniff_image(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
-        assert_eq!(sniff_image(b"<html>"), None);
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\nrest"), Some("image/png"));
+        assert_eq!(sniff(&[0xff, 0xd8, 0xff, 0xe0]), Some("image/jpeg"));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(sniff(b"%PDF-1.7\n"), Some("application/pdf"));
+        assert_eq!(sniff(b"<html>"), None);
     }
 }

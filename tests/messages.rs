@@ -496,7 +496,7 @@ async fn bad_requests_are_invalid_request_errors_before_any_upstream_call() {
     for (body, needle) in [
         (
             json!({"model": MODEL, "max_tokens": "many", "messages": [{"role": "user", "content": "x"}]}),
-            "expected u32",
+            "expected i64",
         ),
         (
             json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}),
@@ -535,6 +535,42 @@ async fn bad_requests_are_invalid_request_errors_before_any_upstream_call() {
         (
             json!({"model": MODEL, "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}),
             "`max_tokens` must be from 1",
+        ),
+        (
+            json!({"model": MODEL, "max_tokens": -1, "messages": [{"role": "user", "content": "x"}]}),
+            "`max_tokens` must be from 1",
+        ),
+        (
+            json!({"model": MODEL, "max_tokens": 5, "top_k": -1, "messages": [{"role": "user", "content": "x"}]}),
+            "`top_k` must be from 0",
+        ),
+        // Anthropic's thinking budget: at least 1024, and below max_tokens without the
+        // interleaved-thinking beta.
+        (
+            json!({"model": MODEL, "max_tokens": 4096, "thinking": {"type": "enabled", "budget_tokens": 100},
+                   "messages": [{"role": "user", "content": "x"}]}),
+            "`thinking.budget_tokens` must be from 1024",
+        ),
+        (
+            json!({"model": MODEL, "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 2000},
+                   "messages": [{"role": "user", "content": "x"}]}),
+            "greater than `thinking.budget_tokens`",
+        ),
+        (
+            json!({"model": MODEL, "max_tokens": 5, "tools": [weather_tool()],
+                   "tool_choice": {"type": "tool", "name": "get_time"},
+                   "messages": [{"role": "user", "content": "x"}]}),
+            "not one of the declared tools",
+        ),
+        (
+            json!({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
+                {"type": "search_result", "source": "https://kb/1", "title": "t"}]}]}),
+            "needs `content`",
+        ),
+        (
+            json!({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "url", "url": "ftp://example.com/a.pdf"}}]}]}),
+            "document URLs must be http(s)",
         ),
         (
             json!({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
@@ -748,18 +784,23 @@ async fn a_claude_code_request_is_accepted() {
 
 /// Serves `body` as a PNG once, on loopback: the URL to fetch.
 async fn one_png(body: &'static [u8]) -> String {
+    serve_once("image/png", "cat.png", body).await
+}
+
+/// Serves `body` once as `content_type`, on loopback: the URL to fetch.
+async fn serve_once(content_type: &'static str, name: &str, body: &'static [u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!("http://{}/cat.png", listener.local_addr().expect("addr"));
+    let url = format!("http://{}/{name}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         if let Ok((mut socket, _)) = listener.accept().await {
             let mut head = vec![0u8; 8192];
             let read = socket.read(&mut head);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
             let reply = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             let _ = socket.write_all(reply.as_bytes()).await;
@@ -804,6 +845,73 @@ async fn image_urls_are_fetched_like_chats() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(fake.total_hits(), 0);
+}
+
+/// Documents as Anthropic's PDF and search-result guides send them, through the real binary: a
+/// PDF at a URL is fetched and inlined with its title said before it; a search result and a
+/// content-source document become text; the interleaved-thinking beta lets the budget exceed
+/// `max_tokens`.
+#[tokio::test]
+async fn documents_by_url_and_search_results_reach_gemini() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| {
+        c.set("upstream", "fetch_private_urls = true")
+    })
+    .await;
+    let url = serve_once("application/pdf", "report.pdf", b"%PDF-1.4 tiny").await;
+    let (status, body) = messages(
+        &proxy,
+        json!({"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": [
+            {"type": "document", "title": "Report", "source": {"type": "url", "url": url}},
+            {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "Chunk A"}]}},
+            {"type": "search_result", "source": "https://kb.example/1", "title": "KB",
+             "content": [{"type": "text", "text": "Answer B"}]},
+            {"type": "text", "text": "Summarise"}]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        upstream_body(&fake)["contents"][0]["parts"],
+        json!([{"text": "Document title: Report"},
+               {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0xLjQgdGlueQ=="}},
+               {"text": "Chunk A"},
+               {"text": "Search result: KB\nSource: https://kb.example/1\nAnswer B"},
+               {"text": "Summarise"}])
+    );
+    // A URL that serves an image where a PDF is wanted: the client's 400, no key used.
+    let hits = fake.total_hits();
+    let url = one_png(b"\x89PNG\r\n\x1a\n").await;
+    let (status, body) = messages(
+        &proxy,
+        json!({"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "url", "url": url}}]}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a PDF"),
+        "{body}"
+    );
+    assert_eq!(fake.total_hits(), hits);
+    // Claude Code's interleaved-thinking beta: a budget above max_tokens is accepted.
+    let request = json!({"model": MODEL, "max_tokens": 2048,
+                         "thinking": {"type": "enabled", "budget_tokens": 4096},
+                         "messages": [{"role": "user", "content": "think"}]});
+    let (status, _) = messages(&proxy, request.clone()).await;
+    assert_eq!(status, 400);
+    let response = client()
+        .post(format!("{}/v1/messages", proxy.url()))
+        .header("x-api-key", TEST_TOKEN)
+        .header("anthropic-beta", "fine-grained-tool-streaming-2025-05-14")
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&request)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]

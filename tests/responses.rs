@@ -833,11 +833,14 @@ async fn input_image_urls_are_fetched_and_data_urls_inlined() {
         &json!({"model": MODEL, "input": [{"role": "user", "content": [
             {"type": "input_text", "text": "Compare"},
             {"type": "input_image", "image_url": url, "detail": "auto"},
-            {"type": "input_image", "image_url": "data:image/jpeg;base64,aGk="}]}]}),
+            {"type": "input_image", "image_url": "data:image/jpeg;base64,aGk="},
+            {"type": "input_file", "file_url": url}]}]}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     let parts = &upstream_body(&fake)["contents"][0]["parts"];
+    // An `input_file` by URL is fetched as an image URL is (a PDF or an image).
+    assert_eq!(parts[3], parts[1]);
     assert_eq!(
         parts[1],
         json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgpmYWtlIGltYWdlIGJ5dGVz"}})
@@ -847,4 +850,19 @@ async fn input_image_urls_are_fetched_and_data_urls_inlined() {
         json!({"inlineData": {"mimeType": "image/jpeg", "data": "aGk="}})
     );
     server.abort();
+    // A URL that cannot be fetched is the client's 400 naming Responses' own field.
+    let hits = fake.total_hits();
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let (status, body) = create(
+        &proxy,
+        &json!({"model": MODEL, "input": [{"role": "user", "content": [
+            {"type": "input_file", "file_url": format!("http://{closed}/a.pdf")}]}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "input", "{body}");
+    assert_eq!(fake.total_hits(), hits);
 }

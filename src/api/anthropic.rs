@@ -39,8 +39,9 @@ pub async fn messages(
     req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
+    let beta = beta_header(&req);
     let body = read_body(req, snap.config.server.max_body).await?;
-    let request = anthropic::parse(&body).map_err(from_translate)?;
+    let request = anthropic::parse(&body, &beta).map_err(from_translate)?;
     if request.max_tokens.is_none() {
         return Err(ProxyError::BadRequest {
             message: "max_tokens: Field required".into(),
@@ -134,8 +135,9 @@ pub async fn count_tokens(
     req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
+    let beta = beta_header(&req);
     let body = read_body(req, snap.config.server.max_body).await?;
-    let request = anthropic::parse(&body).map_err(from_translate)?;
+    let request = anthropic::parse(&body, &beta).map_err(from_translate)?;
     let (_, chain, media) = prepare(snap, caller, &request, log).await?;
     let counted = count_tokens_on_chain(snap, &chain, log, |target| {
         let lookup = |id: &str| app.signatures.get(id);
@@ -166,9 +168,16 @@ async fn prepare<'r>(
     let media = if urls.is_empty() {
         None
     } else {
-        Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls).await?)
+        Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls, "messages").await?)
     };
     Ok((requested, chain, media))
 }
 
 type Media = std::collections::HashMap<String, FetchedFile>;
+
+/// The request's `anthropic-beta` header (every value, comma-joined; empty when absent).
+fn beta_header(req: &Request<Incoming>) -> String {
+    let values = req.headers().get_all("anthropic-beta").iter();
+    let values: Vec<&str> = values.filter_map(|v| v.to_str().ok()).collect();
+    values.join(",")
+}

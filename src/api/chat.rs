@@ -74,7 +74,7 @@ pub async fn complete(
     let media = if urls.is_empty() {
         None
     } else {
-        Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls).await?)
+        Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls, "messages").await?)
     };
 
     let ctx = ResponseCtx {

@@ -79,7 +79,7 @@ pub async fn create(
     let media = if urls.is_empty() {
         None
     } else {
-        Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls).await?)
+        Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls, "input").await?)
     };
     drop(probe);
 

@@ -19,8 +19,10 @@ pub use wire::MessagesRequest;
 use super::{Extras, ResponseCtx, Target, TranslateError};
 
 /// Parses a Messages request: malformed JSON, wrong types in known fields and a missing
-/// `model` or `messages` are `InvalidRequest`; unknown fields are ignored.
-pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, TranslateError> {
+/// `model` or `messages` are `InvalidRequest`; unknown fields are ignored. `beta` is the
+/// request's `anthropic-beta` header (empty when absent): with `interleaved-thinking` the
+/// thinking budget may exceed `max_tokens`, as on Anthropic's API.
+pub fn parse<'b>(body: &'b [u8], beta: &str) -> Result<MessagesRequest<'b>, TranslateError> {
     let req: MessagesRequest =
         serde_json::from_slice(body).map_err(|e| super::invalid_body(&e, |_| true))?;
     if req.model.trim().is_empty() {
@@ -33,16 +35,40 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, TranslateError> {
         ));
     }
     // Anthropic's own ranges (narrower than Gemini's temperature), refused as Anthropic does.
+    let as_f64 = |v: Option<i64>| v.map(|v| v as f64);
+    let budget = req.thinking.as_ref().filter(|t| t.kind == "enabled");
+    let budget = budget.and_then(|t| t.budget_tokens);
     super::check_ranges(&[
         (
             "max_tokens",
-            req.max_tokens.map(f64::from),
+            as_f64(req.max_tokens),
             1.0,
             f64::from(u32::MAX),
         ),
         ("temperature", req.temperature, 0.0, 1.0),
         ("top_p", req.top_p, 0.0, 1.0),
+        ("top_k", as_f64(req.top_k), 0.0, f64::from(u32::MAX)),
+        (
+            "thinking.budget_tokens",
+            as_f64(budget),
+            1024.0,
+            f64::from(u32::MAX),
+        ),
     ])?;
+    let interleaved = beta
+        .split(',')
+        .any(|b| b.trim().starts_with("interleaved-thinking"));
+    if let (Some(budget), Some(max), false) = (budget, req.max_tokens, interleaved) {
+        if budget >= max {
+            return Err(super::invalid(
+                &format!(
+                    "`max_tokens` must be greater than `thinking.budget_tokens` ({budget}), \
+                     unless the `anthropic-beta` header names interleaved-thinking"
+                ),
+                "thinking.budget_tokens".into(),
+            ));
+        }
+    }
     Ok(req)
 }
 

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use super::wire::{Block, Blocks, MessagesRequest};
+use super::wire::{Block, BlockSource, Blocks, MessagesRequest, Source};
 use crate::excerpt::excerpt;
 use crate::translate::chat::request::{
     bare_model, check_base64, empty_object, finish_turns, is_gemini3, normalise_mime, push_turn,
@@ -81,12 +81,14 @@ pub fn build<'a>(
     finish_turns(&mut out, system, model);
     let (decls, web_search) = tools(req, &mut notes)?;
     let has_functions = !decls.is_empty();
+    // Checked with or without functions: a `tool` choice must name a declared one.
+    let config = tool_config(req, &decls)?;
     if has_functions {
+        out.tool_config = config;
         out.tools.push(Tool {
             function_declarations: decls,
             google_search: None,
         });
-        out.tool_config = tool_config(req)?;
     } else if web_search {
         out.tools.push(Tool {
             function_declarations: Vec::new(),
@@ -170,8 +172,8 @@ fn user_parts<'a>(
     Ok(responses)
 }
 
-/// A `text`, `image` or `document` block (what a user turn or a tool result may hold); thinking
-/// blocks in a user turn are dropped, anything else is a 400.
+/// A `text`, `image`, `document` or `search_result` block (what a user turn or a tool result
+/// may hold); thinking blocks in a user turn are dropped, anything else is a 400.
 fn media_or_text<'a>(
     b: &'a Block<'_>,
     extras: &Extras<'_>,
@@ -188,7 +190,9 @@ fn media_or_text<'a>(
                 parts.push(text_part(Cow::Borrowed(text)));
             }
         }
-        "image" | "document" => parts.push(media(b, extras, at)?),
+        "image" => parts.push(media(b, extras, at)?),
+        "document" => document(b, extras, at, parts)?,
+        "search_result" => parts.push(text_part(Cow::Owned(search_result(b, at)?))),
         "thinking" | "redacted_thinking" => {}
         other => {
             return Err(invalid(
@@ -200,12 +204,116 @@ fn media_or_text<'a>(
     Ok(())
 }
 
+/// A document: its `title` and `context` as a text part before it (Gemini has no field for
+/// them), then the document itself: a file (base64 or fetched URL), its text, or its own text
+/// and image blocks (`source.type: "content"`).
+fn document<'a>(
+    b: &'a Block<'_>,
+    extras: &Extras<'_>,
+    at: &str,
+    parts: &mut Vec<Part<'a>>,
+) -> Result<(), TranslateError> {
+    let about: Vec<String> = [
+        ("Document title", &b.title),
+        ("Document context", &b.context),
+    ]
+    .into_iter()
+    .filter_map(|(label, v)| {
+        let v = v.as_deref().filter(|v| !v.is_empty())?;
+        Some(format!("{label}: {v}"))
+    })
+    .collect();
+    if !about.is_empty() {
+        parts.push(text_part(Cow::Owned(about.join("\n"))));
+    }
+    let source = source_of(b, at)?;
+    if source.kind != "content" {
+        parts.push(media(b, extras, at)?);
+        return Ok(());
+    }
+    let field = format!("{at}.source.content");
+    match &source.content {
+        None => return Err(invalid("a content source needs `content`", field)),
+        Some(Blocks::Text(t)) => parts.extend(string_turn(t)),
+        Some(Blocks::List(list)) => {
+            for (k, inner) in list.iter().enumerate() {
+                let inner_at = format!("{field}[{k}]");
+                match inner.kind.as_str() {
+                    "text" | "image" => media_or_text(inner, extras, &inner_at, parts)?,
+                    other => {
+                        return Err(invalid(
+                            &format!(
+                                "a content source holds text and image blocks, not `{}`",
+                                excerpt(other)
+                            ),
+                            format!("{inner_at}.type"),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `search_result` block (a tool's or the client's own retrieval) as text: its title, where
+/// it is from, then its text blocks. Gemini has no citation source to give it.
+fn search_result(b: &Block<'_>, at: &str) -> Result<String, TranslateError> {
+    let mut text = String::new();
+    if let Some(title) = b.title.as_deref().filter(|t| !t.is_empty()) {
+        text.push_str("Search result: ");
+        text.push_str(title);
+        text.push('\n');
+    }
+    if let Some(BlockSource::Named(source)) = &b.source {
+        text.push_str("Source: ");
+        text.push_str(source);
+        text.push('\n');
+    }
+    match &b.content {
+        None => {
+            return Err(invalid(
+                "a search_result needs `content`",
+                format!("{at}.content"),
+            ))
+        }
+        Some(Blocks::Text(t)) => text.push_str(t),
+        Some(Blocks::List(list)) => {
+            for (k, inner) in list.iter().enumerate() {
+                match (inner.kind.as_str(), inner.text.as_deref()) {
+                    ("text", Some(t)) => {
+                        text.push_str(t);
+                        text.push('\n');
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "a search_result's content holds text blocks only",
+                            format!("{at}.content[{k}]"),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(text.trim_end().to_owned())
+}
+
+/// An image's or document's `source`, which must be an object.
+fn source_of<'s>(b: &'s Block<'_>, at: &str) -> Result<&'s Source<'s>, TranslateError> {
+    b.source
+        .as_ref()
+        .and_then(BlockSource::object)
+        .ok_or_else(|| {
+            invalid(
+                &format!("a {} block needs a `source` object", excerpt(&b.kind)),
+                format!("{at}.source"),
+            )
+        })
+}
+
 fn media<'a>(b: &'a Block<'_>, extras: &Extras<'_>, at: &str) -> Result<Part<'a>, TranslateError> {
     let field = format!("{at}.source");
-    let source = b
-        .source
-        .as_ref()
-        .ok_or_else(|| invalid("an image or document block needs `source`", field.clone()))?;
+    let source = source_of(b, at)?;
     let blob = match source.kind.as_str() {
         "base64" => {
             let data = source
@@ -232,14 +340,32 @@ fn media<'a>(b: &'a Block<'_>, extras: &Extras<'_>, at: &str) -> Result<Part<'a>
             let text = source.data.as_deref().unwrap_or("");
             return Ok(text_part(Cow::Borrowed(text)));
         }
-        "url" if b.kind == "image" => {
+        "url" => {
             let url = source.url.as_deref().unwrap_or("");
             let fetched = extras.media.and_then(|m| m.get(url)).ok_or_else(|| {
                 invalid(
-                    "image URLs must be http(s) URLs (fetched by the proxy) or base64 sources",
+                    &format!(
+                        "{} URLs must be http(s) URLs (fetched by the proxy); or send base64",
+                        b.kind
+                    ),
                     format!("{field}.url"),
                 )
             })?;
+            let (wanted, what) = if b.kind == "image" {
+                ("image/", "an image")
+            } else {
+                ("application/pdf", "a PDF")
+            };
+            if !fetched.mime_type.starts_with(wanted) {
+                return Err(invalid(
+                    &format!(
+                        "{} is {}, not {what}",
+                        excerpt(url),
+                        excerpt(&fetched.mime_type)
+                    ),
+                    format!("{field}.url"),
+                ));
+            }
             Blob {
                 mime_type: Cow::Owned(normalise_mime(&fetched.mime_type).to_owned()),
                 data: Cow::Owned(crate::translate::base64::encode(&fetched.bytes)),
@@ -248,13 +374,13 @@ fn media<'a>(b: &'a Block<'_>, extras: &Extras<'_>, at: &str) -> Result<Part<'a>
         other => {
             return Err(invalid(
                 &format!(
-                    "unsupported {} source type `{}`: send base64{}",
+                    "unsupported {} source type `{}`: send base64 or a URL{}",
                     b.kind,
                     excerpt(other),
                     if b.kind == "image" {
-                        " or a URL"
+                        ""
                     } else {
-                        " (or text)"
+                        " (or text, or content blocks)"
                     }
                 ),
                 format!("{field}.type"),
@@ -289,17 +415,21 @@ fn tool_result<'a>(
         Some(Blocks::List(list)) => {
             for (k, inner) in list.iter().enumerate() {
                 let inner_at = format!("{at}.content[{k}]");
-                match (inner.kind.as_str(), &inner.text) {
-                    ("text", Some(t)) => {
-                        if text.is_empty() {
-                            text = Cow::Borrowed(t);
-                        } else {
-                            let joined = text.to_mut();
-                            joined.push('\n');
-                            joined.push_str(t);
-                        }
+                let said = match (inner.kind.as_str(), &inner.text) {
+                    ("text", Some(t)) => Cow::Borrowed(t.as_str()),
+                    // A tool's retrieval result is what the tool answered: part of the response.
+                    ("search_result", _) => Cow::Owned(search_result(inner, &inner_at)?),
+                    _ => {
+                        media_or_text(inner, extras, &inner_at, rest)?;
+                        continue;
                     }
-                    _ => media_or_text(inner, extras, &inner_at, rest)?,
+                };
+                if text.is_empty() {
+                    text = said;
+                } else {
+                    let joined = text.to_mut();
+                    joined.push('\n');
+                    joined.push_str(&said);
                 }
             }
         }
@@ -460,7 +590,10 @@ fn tools<'a>(
     Ok((decls, web_search))
 }
 
-fn tool_config<'a>(req: &'a MessagesRequest<'_>) -> Result<Option<ToolConfig<'a>>, TranslateError> {
+fn tool_config<'a>(
+    req: &'a MessagesRequest<'_>,
+    decls: &[FunctionDeclaration<'_>],
+) -> Result<Option<ToolConfig<'a>>, TranslateError> {
     let Some(choice) = &req.tool_choice else {
         return Ok(None);
     };
@@ -479,6 +612,15 @@ fn tool_config<'a>(req: &'a MessagesRequest<'_>) -> Result<Option<ToolConfig<'a>
                         "tool_choice.name".into(),
                     )
                 })?;
+            if !decls.iter().any(|d| d.name == name) {
+                return Err(invalid(
+                    &format!(
+                        "tool_choice names `{}`, which is not one of the declared tools",
+                        excerpt(name)
+                    ),
+                    "tool_choice.name".into(),
+                ));
+            }
             ("ANY", Some([name]))
         }
         other => {
@@ -518,8 +660,12 @@ fn generation_config<'a>(
     Ok(GenerationConfig {
         temperature: req.temperature,
         top_p: req.top_p,
-        top_k: req.top_k,
-        max_output_tokens: req.max_tokens,
+        // Ranges were checked in `parse`; a `top_k` of 0 restricts nothing.
+        top_k: req
+            .top_k
+            .filter(|&k| k > 0)
+            .and_then(|k| u32::try_from(k).ok()),
+        max_output_tokens: req.max_tokens.and_then(|n| u32::try_from(n).ok()),
         stop_sequences,
         ..GenerationConfig::default()
     })
@@ -576,7 +722,9 @@ fn thinking(
                 } else {
                     (1, 24576)
                 };
-                let budget = i32::try_from(budget).unwrap_or(i32::MAX).clamp(min, max);
+                let budget = i32::try_from(budget.max(0))
+                    .unwrap_or(i32::MAX)
+                    .clamp(min, max);
                 Some(ThinkingConfig {
                     thinking_budget: Some(budget),
                     include_thoughts: Some(true),
@@ -584,7 +732,7 @@ fn thinking(
                 })
             } else {
                 by_effort(match budget {
-                    0..=2048 => "low",
+                    ..=2048 => "low",
                     2049..=16384 => "medium",
                     _ => "high",
                 })?
@@ -616,28 +764,38 @@ fn thinking(
     }))
 }
 
-/// Every http(s) image URL in the request (user turns and tool results), for the caller to
-/// fetch and hand back through `Extras::media`.
+/// Every http(s) image and document URL in the request (user turns, tool results and
+/// documents' content), for the caller to fetch and hand back through `Extras::media`.
 pub fn remote_media_urls<'a>(req: &'a MessagesRequest<'_>) -> Vec<&'a str> {
-    fn walk<'a>(blocks: &'a Blocks<'_>, urls: &mut Vec<&'a str>) {
+    fn walk<'a>(blocks: &'a Blocks<'_>, urls: &mut Vec<&'a str>, depth: usize) {
         let Blocks::List(list) = blocks else { return };
         for b in list {
-            match (b.kind.as_str(), &b.source, &b.content) {
-                ("image", Some(source), _) if source.kind == "url" => {
+            let source = b.source.as_ref().and_then(BlockSource::object);
+            match (b.kind.as_str(), source) {
+                ("image" | "document", Some(source)) if source.kind == "url" => {
                     if let Some(url) = source.url.as_deref() {
                         if url.starts_with("http://") || url.starts_with("https://") {
                             urls.push(url);
                         }
                     }
                 }
-                ("tool_result", _, Some(inner)) => walk(inner, urls),
+                ("document", Some(source)) if depth < 2 => {
+                    if let Some(inner) = &source.content {
+                        walk(inner, urls, depth + 1);
+                    }
+                }
+                ("tool_result", _) if depth < 2 => {
+                    if let Some(inner) = &b.content {
+                        walk(inner, urls, depth + 1);
+                    }
+                }
                 _ => {}
             }
         }
     }
     let mut urls = Vec::new();
     for msg in req.messages.iter().filter(|m| m.role == "user") {
-        walk(&msg.content, &mut urls);
+        walk(&msg.content, &mut urls, 0);
     }
     urls
 }

@@ -19,8 +19,18 @@ fn ctx() -> ResponseCtx {
 
 /// The Gemini body built for `request` on `model`, as JSON.
 fn gemini(request: &Value, model: &str) -> Result<Value, TranslateError> {
+    gemini_with(request, model, "", None)
+}
+
+/// As `gemini`, with an `anthropic-beta` header and fetched media.
+fn gemini_with(
+    request: &Value,
+    model: &str,
+    beta: &str,
+    media: Option<&std::collections::HashMap<String, crate::translate::FetchedFile>>,
+) -> Result<Value, TranslateError> {
     let text = request.to_string();
-    let parsed = parse(text.as_bytes())?;
+    let parsed = parse(text.as_bytes(), beta)?;
     let lookup = |id: &str| (id == "toolu_cached").then(|| "sig-from-cache".to_string());
     let built = to_gemini(
         &parsed,
@@ -30,7 +40,7 @@ fn gemini(request: &Value, model: &str) -> Result<Value, TranslateError> {
         },
         &Extras {
             signatures: Some(&lookup),
-            media: None,
+            media,
         },
     )?;
     Ok(serde_json::from_slice(&built.body).unwrap_or_default())
@@ -133,6 +143,7 @@ fn requests() {
         "gemini-2.5-flash",
         json!({"contents": [{"role": "user", "parts": [
                    {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQSkZJRg=="}},
+                   {"text": "Document title: paper"},
                    {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0xLjQ="}},
                    {"text": "plain words"},
                    {"text": "Describe this image."}]}],
@@ -276,8 +287,8 @@ fn requests() {
 #[test]
 fn thinking_settings() {
     let config = |thinking: Value, output: Value, model: &str| {
-        let mut request =
-            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+        let mut request = json!({"model": "m", "max_tokens": 200000,
+                                 "messages": [{"role": "user", "content": "x"}]});
         if !thinking.is_null() {
             request["thinking"] = thinking;
         }
@@ -632,7 +643,7 @@ fn count_tokens_bodies() {
     let request = json!({"model": "m", "system": "S", "messages": [{"role": "user", "content": "Hello"}],
                          "temperature": 0.2});
     let text = request.to_string();
-    let parsed = parse(text.as_bytes()).expect("parses");
+    let parsed = parse(text.as_bytes(), "").expect("parses");
     let body = count_tokens_body(
         &parsed,
         &Target {
@@ -665,7 +676,7 @@ fn remote_image_urls_are_listed_for_fetching() {
             {"type": "image", "source": {"type": "url", "url": "http://example.com/b.png"}}]},
         {"type": "image", "source": {"type": "url", "url": "ftp://example.com/c.png"}}]}]});
     let text = request.to_string();
-    let parsed = parse(text.as_bytes()).expect("parses");
+    let parsed = parse(text.as_bytes(), "").expect("parses");
     assert_eq!(
         remote_media_urls(&parsed),
         [
@@ -697,4 +708,193 @@ fn one_call_when_parallel_tool_use_is_disabled() {
         assert_eq!(out.contains(r#""name":"g""#), !one_call, "{out}");
         assert!(out.contains(r#""name":"f""#), "{out}");
     }
+}
+
+/// Documents as Anthropic's PDF and citations guides send them: `title` and `context` said
+/// before the document, `text` and `content` sources, a fetched `url`; `search_result` blocks
+/// as text, in a turn and inside a tool result.
+#[test]
+fn documents_and_search_results() {
+    let user = |content: Value| json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]});
+    let parts = |content: Value| {
+        gemini(&user(content), "gemini-2.5-flash").expect("builds")["contents"][0]["parts"].clone()
+    };
+    assert_eq!(
+        parts(json!([
+            {"type": "document", "title": "Q3 report", "context": "Internal, draft",
+             "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"},
+             "citations": {"enabled": true}},
+            {"type": "text", "text": "Summarise"}])),
+        json!([{"text": "Document title: Q3 report\nDocument context: Internal, draft"},
+               {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0x"}},
+               {"text": "Summarise"}])
+    );
+    assert_eq!(
+        parts(json!([
+            {"type": "document", "source": {"type": "content", "content": [
+                {"type": "text", "text": "First chunk"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}}]}},
+            {"type": "document", "title": "Notes", "source": {"type": "content", "content": "Plain"}},
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Grass is green."}}])),
+        json!([{"text": "First chunk"},
+               {"inlineData": {"mimeType": "image/png", "data": "iVBORw0K"}},
+               {"text": "Document title: Notes"}, {"text": "Plain"},
+               {"text": "Grass is green."}])
+    );
+    let search = json!({"type": "search_result", "source": "https://example.com/kb/1",
+                        "title": "Refunds", "citations": {"enabled": true},
+                        "content": [{"type": "text", "text": "Refunds take 5 days."},
+                                    {"type": "text", "text": "Ask support."}]});
+    assert_eq!(
+        parts(json!([search.clone(), {"type": "text", "text": "When?"}])),
+        json!([{"text": "Search result: Refunds\nSource: https://example.com/kb/1\nRefunds take 5 days.\nAsk support."},
+               {"text": "When?"}])
+    );
+    // Inside a tool result, the search result is what the tool answered.
+    let request = json!({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "Look it up"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "kb", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": [{"type": "text", "text": "1 hit"}, search]}]}]});
+    let built = gemini(&request, "gemini-2.5-flash").expect("builds");
+    assert_eq!(
+        built["contents"][2]["parts"],
+        json!([{"functionResponse": {"id": "toolu_1", "name": "kb", "response": {"output":
+            "1 hit\nSearch result: Refunds\nSource: https://example.com/kb/1\nRefunds take 5 days.\nAsk support."}}}])
+    );
+
+    // A URL document is fetched by the caller (listed, then handed back); it must be a PDF.
+    let request = user(json!([
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+        {"type": "document", "source": {"type": "content", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/b.png"}}]}}]));
+    let text = request.to_string();
+    let parsed = parse(text.as_bytes(), "").expect("parses");
+    assert_eq!(
+        remote_media_urls(&parsed),
+        ["https://example.com/a.pdf", "https://example.com/b.png"]
+    );
+    let file = |mime: &str, bytes: &[u8]| crate::translate::FetchedFile {
+        mime_type: mime.into(),
+        bytes: bytes.to_vec(),
+    };
+    let mut media = std::collections::HashMap::new();
+    media.insert(
+        "https://example.com/a.pdf".to_string(),
+        file("application/pdf", b"%PDF-1"),
+    );
+    media.insert(
+        "https://example.com/b.png".to_string(),
+        file("image/png", b"\x89PNG"),
+    );
+    let built = gemini_with(&request, "gemini-2.5-flash", "", Some(&media)).expect("builds");
+    assert_eq!(
+        built["contents"][0]["parts"],
+        json!([{"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0x"}},
+               {"inlineData": {"mimeType": "image/png", "data": "iVBORw=="}}])
+    );
+    // An image where a PDF is wanted is the client's 400 naming the URL's field.
+    media.insert(
+        "https://example.com/a.pdf".to_string(),
+        file("image/png", b"\x89PNG"),
+    );
+    match gemini_with(&request, "gemini-2.5-flash", "", Some(&media)) {
+        Err(TranslateError::InvalidRequest { param, message }) => {
+            assert_eq!(param.as_deref(), Some("messages[0].content[0].source.url"));
+            assert!(message.contains("not a PDF"), "{message}");
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+}
+
+/// Anthropic's own limits on numbers and on the thinking budget, and a `tool` choice that
+/// names no declared tool: the client's 400 naming the field, before any upstream call.
+#[test]
+fn anthropic_limits() {
+    let base = || json!({"model": "m", "max_tokens": 2048, "messages": [{"role": "user", "content": "x"}]});
+    let with = |field: &str, value: Value| {
+        let mut r = base();
+        r[field] = value;
+        r
+    };
+    check_refused(with("max_tokens", json!(-1)), "max_tokens");
+    check_refused(with("max_tokens", json!(0)), "max_tokens");
+    check_refused(with("top_k", json!(-5)), "top_k");
+    let thinking = |budget: i64| {
+        with(
+            "thinking",
+            json!({"type": "enabled", "budget_tokens": budget}),
+        )
+    };
+    check_refused(thinking(512), "thinking.budget_tokens");
+    check_refused(thinking(-1), "thinking.budget_tokens");
+    check_refused(thinking(2048), "thinking.budget_tokens");
+    assert!(gemini(&thinking(2047), "gemini-2.5-flash").is_ok());
+    // Interleaved thinking lets the budget exceed max_tokens (Claude Code sends the beta).
+    let beta = "claude-code-20250219,interleaved-thinking-2025-05-14";
+    assert!(gemini_with(&thinking(31999), "gemini-2.5-flash", beta, None).is_ok());
+    // A disabled thinking's budget is not checked.
+    assert!(gemini(
+        &with("thinking", json!({"type": "disabled", "budget_tokens": 1})),
+        "gemini-2.5-flash"
+    )
+    .is_ok());
+    // `top_k: 0` restricts nothing and is not sent.
+    let built = gemini(&with("top_k", json!(0)), "gemini-2.5-flash").expect("builds");
+    assert_eq!(built["generationConfig"], json!({"maxOutputTokens": 2048}));
+
+    let mut r = base();
+    r["tools"] = json!([weather_tool()]);
+    r["tool_choice"] = json!({"type": "tool", "name": "get_time"});
+    check_refused(r.clone(), "tool_choice.name");
+    r["tool_choice"] = json!({"type": "tool", "name": "get_weather"});
+    let built = gemini(&r, "gemini-2.5-flash").expect("builds");
+    assert_eq!(
+        built["toolConfig"],
+        json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}})
+    );
+    r["tools"] = json!([]);
+    check_refused(r, "tool_choice.name");
+    check_refused(
+        with(
+            "messages",
+            json!([{"role": "user", "content": [{"type": "search_result", "title": "t"}]}]),
+        ),
+        "messages[0].content[0].content",
+    );
+    check_refused(
+        with(
+            "messages",
+            json!([{"role": "user", "content": [{"type": "image", "source": "https://x/y.png"}]}]),
+        ),
+        "messages[0].content[0].source",
+    );
+}
+
+/// Gemini 3: a tool result that carries a screenshot beside its response is still a step of
+/// the current turn, so the earlier call whose signature the client lost gets the stand-in;
+/// user text beside it starts a new turn, as Gemini counts turns.
+#[test]
+fn media_beside_a_tool_result_keeps_the_turn() {
+    let request = json!({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "Take a screenshot"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_a", "name": "shot", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_a", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}}]}]}]});
+    let built = gemini(&request, "gemini-3-pro-preview").expect("builds");
+    assert_eq!(
+        built["contents"][1]["parts"][0]["thoughtSignature"],
+        "skip_thought_signature_validator"
+    );
+    let mut request = request;
+    request["messages"][2]["content"]
+        .as_array_mut()
+        .expect("blocks")
+        .push(json!({"type": "text", "text": "<system-reminder>go on</system-reminder>"}));
+    let built = gemini(&request, "gemini-3-pro-preview").expect("builds");
+    assert_eq!(
+        built["contents"][1]["parts"][0].get("thoughtSignature"),
+        None
+    );
 }

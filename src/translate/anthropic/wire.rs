@@ -22,8 +22,9 @@ pub struct MessagesRequest<'a> {
     pub messages: Vec<Message<'a>>,
     #[serde(default, borrow)]
     pub system: Option<Blocks<'a>>,
+    /// Signed, so that a negative value gets the range error naming it (`parse`).
     #[serde(default)]
-    pub max_tokens: Option<u32>,
+    pub max_tokens: Option<i64>,
     #[serde(default)]
     pub stop_sequences: Option<Vec<String>>,
     #[serde(default)]
@@ -33,7 +34,7 @@ pub struct MessagesRequest<'a> {
     #[serde(default)]
     pub top_p: Option<f64>,
     #[serde(default)]
-    pub top_k: Option<u32>,
+    pub top_k: Option<i64>,
     #[serde(default, borrow)]
     pub tools: Option<Vec<ToolDef<'a>>>,
     #[serde(default)]
@@ -99,9 +100,15 @@ pub struct Block<'a> {
     /// `text`
     #[serde(default)]
     pub text: Option<String>,
-    /// `image`, `document`
+    /// `image`, `document` (an object), `search_result` (a string: where the result is from)
+    #[serde(default, borrow)]
+    pub source: Option<BlockSource<'a>>,
+    /// `document`, `search_result`
     #[serde(default)]
-    pub source: Option<Source>,
+    pub title: Option<String>,
+    /// `document`: what the document is about, said beside it.
+    #[serde(default)]
+    pub context: Option<String>,
     /// `tool_use` (also `server_tool_use`)
     #[serde(default)]
     pub id: Option<String>,
@@ -126,10 +133,51 @@ pub struct Block<'a> {
     pub data: Option<String>,
 }
 
-/// An image or document source: `base64` (`media_type`, `data`), `url`, `text` (documents:
-/// `data` is the text), `file` (`file_id`: not supported here).
+/// A block's `source`: an object for images and documents, a string for a `search_result`.
+#[derive(Debug)]
+pub enum BlockSource<'a> {
+    Object(Source<'a>),
+    Named(String),
+}
+
+impl<'a> BlockSource<'a> {
+    /// The object form, which images and documents need.
+    pub fn object(&self) -> Option<&Source<'a>> {
+        match self {
+            BlockSource::Object(s) => Some(s),
+            BlockSource::Named(_) => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for BlockSource<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = BlockSource<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a source object or a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BlockSource<'a>, E> {
+                Ok(BlockSource::Named(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<BlockSource<'a>, E> {
+                Ok(BlockSource::Named(v))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<BlockSource<'a>, A::Error> {
+                Source::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(BlockSource::Object)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// An image or document source: `base64` (`media_type`, `data`), `url` (fetched by the
+/// proxy), `text` (documents: `data` is the text), `content` (documents: a string or text and
+/// image blocks), `file` (`file_id`: not supported here).
 #[derive(Debug, Default, Deserialize)]
-pub struct Source {
+pub struct Source<'a> {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
@@ -140,6 +188,8 @@ pub struct Source {
     pub url: Option<String>,
     #[serde(default)]
     pub file_id: Option<String>,
+    #[serde(default, borrow)]
+    pub content: Option<Blocks<'a>>,
 }
 
 /// A client tool (`type` absent or `custom`, with `input_schema`) or a server tool
@@ -172,7 +222,7 @@ pub struct Thinking {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
-    pub budget_tokens: Option<u32>,
+    pub budget_tokens: Option<i64>,
     #[serde(default)]
     pub display: Option<String>,
 }

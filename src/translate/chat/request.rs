@@ -379,16 +379,17 @@ pub(crate) fn empty_object() -> Json<'static> {
     ))
 }
 
-/// Gemini 3 validates signatures for the current turn only (since the last real user prompt),
-/// and only on the first function call of each step; where the client dropped it, the stand-in
-/// keeps the request valid.
+/// Gemini 3 validates signatures for the current turn only (since the last user text), and
+/// only on the first function call of each step; where the client dropped it, the stand-in
+/// keeps the request valid. A user turn of function responses with only media beside them (a
+/// tool's screenshot) is a step of the current turn, not a new prompt.
 fn fill_missing_signatures(contents: &mut [Content<'_>]) {
-    let current = contents
-        .iter()
-        .rposition(|c| {
-            c.role == Some("user") && c.parts.iter().any(|p| p.function_response.is_none())
-        })
-        .map_or(0, |i| i + 1);
+    let prompt = |c: &Content<'_>| {
+        c.role == Some("user")
+            && (c.parts.iter().any(|p| p.text.is_some())
+                || c.parts.iter().all(|p| p.function_response.is_none()))
+    };
+    let current = contents.iter().rposition(prompt).map_or(0, |i| i + 1);
     for content in &mut contents[current..] {
         if content.role != Some("model") {
             continue;

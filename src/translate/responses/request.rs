@@ -429,10 +429,24 @@ fn parts<'a>(body: &'a Body<'_>, param: &str) -> Result<Content<'a>, TranslateEr
                         });
                     }
                     "input_file" => {
+                        // A `file_url` is fetched by the proxy as an image URL is (a PDF or an
+                        // image, inlined).
+                        let url = p
+                            .file_url
+                            .as_deref()
+                            .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+                        if let (None, Some(url)) = (&p.file_data, url) {
+                            out.push(ContentPart::ImageUrl {
+                                image_url: ImageUrl {
+                                    url: Cow::Borrowed(url),
+                                },
+                            });
+                            continue;
+                        }
                         if p.file_data.is_none() {
                             return Err(invalid(
-                                "input_file needs `file_data` (a base64 data URL); file_id \
-                                 and file_url are not supported",
+                                "input_file needs `file_data` (a base64 data URL) or an http(s) \
+                                 `file_url`; file_id is not supported",
                                 format!("{param}[{j}].file_data"),
                             ));
                         }
