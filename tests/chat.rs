@@ -284,3 +284,60 @@ async fn aliases_resolve_and_answer_under_the_alias_name() {
         Some(MODEL)
     );
 }
+
+/// OpenAI tools may be named anything; Gemini refuses a name with a space or a leading digit
+/// (the fake does, as Gemini). The proxy maps them to valid names in declarations, history and
+/// `tool_choice`, and the answer's call comes back under the declared name. Two declared names
+/// Gemini would get alike are the client's 400, before any upstream call.
+#[tokio::test]
+async fn tool_names_gemini_refuses_round_trip() {
+    let (fake, proxy, _) = setup(|c| c).await;
+    let tool = |name: &str| {
+        json!({"type": "function", "function": {"name": name,
+               "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}})
+    };
+    let request = json!({"model": MODEL,
+        "tools": [tool("look up"), tool("3d_render"), tool("ok_name")],
+        "tool_choice": {"type": "function", "function": {"name": "look up"}},
+        "messages": [
+            {"role": "user", "content": "find it"},
+            {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "3d_render", "arguments": "{\"q\":\"a\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "rendered"}]});
+    let (status, body) = chat(&proxy, request.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = upstream_body(&fake);
+    let declared: Vec<String> = sent["tools"][0]["functionDeclarations"]
+        .as_array()
+        .expect("declarations")
+        .iter()
+        .map(|d| d["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(declared.len(), 3, "{declared:?}");
+    assert!(declared[0].starts_with("look_up_"), "{declared:?}");
+    assert!(declared[1].starts_with("_3d_render_"), "{declared:?}");
+    assert_eq!(declared[2], "ok_name");
+    assert_eq!(
+        sent["contents"][1]["parts"][0]["functionCall"]["name"],
+        declared[1].as_str()
+    );
+    assert_eq!(
+        sent["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"],
+        json!([declared[0]])
+    );
+    // Gemini calls the mapped name: the client sees its own.
+    let call = json!({"functionCall": {"name": declared[0], "args": {"q": "b"}}});
+    fake.on_any().then(Reply::parts(vec![call]));
+    let (status, body) = chat(&proxy, request).await;
+    assert_eq!(status, 200, "{body}");
+    let calls = &body["choices"][0]["message"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "look up", "{body}");
+
+    let hits = fake.total_hits();
+    let clash = json!({"model": MODEL, "tools": [tool("look up"), tool(&declared[0])],
+        "messages": [{"role": "user", "content": "x"}]});
+    let (status, body) = chat(&proxy, clash).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "tools[1].function.name", "{body}");
+    assert_eq!(fake.total_hits(), hits);
+}

@@ -89,6 +89,41 @@ pub(crate) fn serialize_allowed<S: Serializer>(
     }
 }
 
+/// The names a request declares, as Gemini gets them: the same name twice is a duplicate (the
+/// first declaration wins, as Gemini refuses two), and two different names that Gemini would
+/// get alike (a declared name equal to another's mapping, or two hashes alike) are the
+/// client's 400, since their calls could not be told apart.
+#[derive(Default)]
+pub(crate) struct Declared<'a>(HashMap<Cow<'a, str>, &'a str>);
+
+impl<'a> Declared<'a> {
+    /// Whether `name` is new (declare it), or a duplicate of one declared (drop it); `Err` with
+    /// the earlier name when a different name maps to the same Gemini name.
+    pub fn first(&mut self, name: &'a str) -> Result<bool, &'a str> {
+        match self.0.entry(gemini_name(name)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(name);
+                Ok(true)
+            }
+            std::collections::hash_map::Entry::Occupied(o) if *o.get() == name => Ok(false),
+            std::collections::hash_map::Entry::Occupied(o) => Err(o.get()),
+        }
+    }
+}
+
+/// The client's 400 for two declared names Gemini would get alike.
+pub(crate) fn clash(earlier: &str, name: &str, param: String) -> super::TranslateError {
+    super::invalid(
+        &format!(
+            "tool names `{}` and `{}` are the same function name to Gemini (names Gemini \
+             refuses are mapped to valid ones): rename one",
+            crate::excerpt::excerpt(earlier),
+            crate::excerpt::excerpt(name)
+        ),
+        param,
+    )
+}
+
 /// Gemini's name → the client's, for the declared names Gemini got changed. Empty (and
 /// free) when every name was valid, as nearly always.
 #[derive(Debug, Clone, Default)]
@@ -182,5 +217,17 @@ mod tests {
         assert_eq!(got, [long.as_str(), "ok_tool", "unknown"]);
         assert_eq!(names.client(&mapped), long);
         assert!(ToolNames::of(["a", "b"]).0.is_empty());
+    }
+
+    #[test]
+    fn names_gemini_would_get_alike_are_told_apart() {
+        let mut declared = Declared::default();
+        assert_eq!(declared.first("get_weather"), Ok(true));
+        assert_eq!(declared.first("get_weather"), Ok(false));
+        let mapped = gemini_name("my tool").into_owned();
+        assert_eq!(declared.first("my tool"), Ok(true));
+        // A client declaring the mapped name itself beside the original.
+        assert_eq!(declared.first(&mapped), Err("my tool"));
+        assert_eq!(declared.first("my_tool"), Ok(true));
     }
 }

@@ -9,7 +9,7 @@
 //! log or clock; what the caller should know (a server tool left out) comes back as `notes`.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::wire::{Block, BlockSource, Blocks, MessagesRequest, Source};
 use crate::excerpt::excerpt;
@@ -548,7 +548,7 @@ fn tools<'a>(
 ) -> Result<(Vec<FunctionDeclaration<'a>>, bool), TranslateError> {
     let mut decls = Vec::new();
     let mut web_search = false;
-    let mut seen = HashSet::new();
+    let mut seen = crate::translate::tool_name::Declared::default();
     for (i, tool) in req.tools.iter().flatten().enumerate() {
         let kind = tool.kind.as_deref().unwrap_or("custom");
         if kind.starts_with("web_search") {
@@ -567,8 +567,16 @@ fn tools<'a>(
             return Err(invalid("a tool needs a `name`", format!("tools[{i}].name")));
         }
         // Gemini rejects duplicate declarations; the first one wins.
-        if !seen.insert(tool.name.as_str()) {
-            continue;
+        match seen.first(&tool.name) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(earlier) => {
+                return Err(crate::translate::tool_name::clash(
+                    earlier,
+                    &tool.name,
+                    format!("tools[{i}].name"),
+                ))
+            }
         }
         decls.push(FunctionDeclaration {
             name: &tool.name,

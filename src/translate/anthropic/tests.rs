@@ -855,6 +855,12 @@ fn anthropic_limits() {
     );
     r["tools"] = json!([]);
     check_refused(r, "tool_choice.name");
+    // Two names Gemini would get alike cannot be told apart in its calls.
+    let mapped = crate::translate::tool_name::gemini_name("my tool").into_owned();
+    check_refused(
+        with("tools", json!([{"name": "my tool"}, {"name": mapped}])),
+        "tools[1].name",
+    );
     check_refused(
         with(
             "messages",

@@ -9,7 +9,7 @@
 //! `pub(crate)` for `translate::anthropic`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
@@ -445,7 +445,7 @@ fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> 
     let Some(tools) = &req.tools else {
         return Ok(Vec::new());
     };
-    let mut seen = BTreeSet::new();
+    let mut seen = crate::translate::tool_name::Declared::default();
     let mut decls = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         if tool.kind != "function" {
@@ -461,8 +461,16 @@ fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> 
             ));
         };
         // Gemini rejects duplicate declarations; the first one wins.
-        if !seen.insert(&*f.name) {
-            continue;
+        match seen.first(&f.name) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(earlier) => {
+                return Err(crate::translate::tool_name::clash(
+                    earlier,
+                    &f.name,
+                    format!("tools[{i}].function.name"),
+                ))
+            }
         }
         decls.push(FunctionDeclaration {
             name: &f.name,
