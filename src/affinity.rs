@@ -13,6 +13,8 @@
 //! drops what another replica removed); with `store = "file"` the table is in the snapshot
 //! (`export`, `insert_remote` at start). An upload session is kept under
 //! [`upload_name`] (a hash of its id: the id is a capability and is kept nowhere).
+//! [`upload_group`] reads a token's files for the key its next upload should prefer (so
+//! files uploaded together can be used together).
 //! It does no I/O and reads no clock: `now` is an argument. Keys print masked.
 
 use std::collections::HashMap;
@@ -235,6 +237,50 @@ impl Affinity {
     }
 }
 
+/// When a file was created, from its pin: Google keeps a file `FILE_TTL` from its creation
+/// (`expirationTime` is `createTime` plus 48 hours; a file whose answer named no expiry was
+/// pinned with `now + FILE_TTL`), so no creation time needs keeping beside the expiry.
+fn file_created(pin: &Pin) -> SystemTime {
+    pin.expires
+        .checked_sub(FILE_TTL)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// The key of a client token's current *upload group*, given that token's live files (any
+/// order; `App::pins_of(owner, "files/", now)`): the key its next upload prefers, if any.
+///
+/// A group is a run of the token's files on one key: it starts at an upload placed freely
+/// (the pool's normal pick) and takes every later upload while `now - start < window`; the
+/// first upload after that is placed freely again and starts the next group. Derived, not
+/// kept: the token's files newest first, while they are on the newest one's key, are the
+/// current key's run; that run is cut into windows from its oldest file (a file `window` or
+/// more after its window's start begins the next one: a free pick that happened to land on
+/// the same key), and the last window's start is the group's. `None`: no file, grouping off
+/// (`window` zero), or the group is `window` old (the next upload rotates).
+pub fn upload_group(files: &[(String, Pin)], window: Duration, now: SystemTime) -> Option<ApiKey> {
+    if window.is_zero() {
+        return None;
+    }
+    let mut newest_first: Vec<(SystemTime, &ApiKey)> = files
+        .iter()
+        .filter(|(name, p)| name.starts_with("files/") && p.expires > now)
+        .map(|(_, p)| (file_created(p), &p.key))
+        .collect();
+    newest_first.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
+    let (_, key) = *newest_first.first()?;
+    let run = newest_first.iter().take_while(|(_, k)| *k == key).count();
+    let mut start: Option<SystemTime> = None;
+    for (created, _) in newest_first[..run].iter().rev() {
+        match start {
+            Some(s) if created.duration_since(s).unwrap_or_default() < window => {}
+            _ => start = Some(*created),
+        }
+    }
+    // A creation time ahead of this clock (Google's clock runs a little ahead) is "just now".
+    let age = now.duration_since(start?).unwrap_or_default();
+    (age < window).then(|| key.clone())
+}
+
 /// The default lifetime of a resource by its name, when Google's answer names none.
 pub fn default_ttl(name: &str) -> Duration {
     if name.starts_with("files/") {
@@ -355,6 +401,50 @@ mod tests {
         assert!(t
             .lookup(&format!("files/m{}", MAX_PER_OWNER + 9), now)
             .is_some());
+    }
+
+    #[test]
+    fn an_upload_group_lasts_its_window_from_its_first_file() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000_000);
+        let window = Duration::from_secs(600);
+        // A file created `ago` seconds before now, on key `k`.
+        let file = |name: &str, k: u8, ago: u64| {
+            let created = now - Duration::from_secs(ago);
+            (format!("files/{name}"), pin(k, "alice", created + FILE_TTL))
+        };
+        let group = |files: &[(String, Pin)], at: SystemTime| upload_group(files, window, at);
+        assert_eq!(group(&[], now), None, "no file: a free pick");
+        // One file a minute old: its key, until its window is over.
+        let one = [file("a", 1, 60)];
+        assert_eq!(group(&one, now), Some(key(1)));
+        assert_eq!(group(&one, now + Duration::from_secs(539)), Some(key(1)));
+        assert_eq!(group(&one, now + Duration::from_secs(540)), None);
+        assert_eq!(
+            upload_group(&one, Duration::ZERO, now),
+            None,
+            "grouping off"
+        );
+        // The group starts at its oldest file, whatever came later in it.
+        let run = [file("a", 1, 590), file("b", 1, 300), file("c", 1, 5)];
+        assert_eq!(group(&run, now), Some(key(1)));
+        assert_eq!(group(&run, now + Duration::from_secs(10)), None);
+        // The newest file on another key (the group's key could not serve): a new group there.
+        let moved = [file("a", 1, 100), file("b", 2, 50), file("c", 1, 500)];
+        assert_eq!(group(&moved, now), Some(key(2)));
+        // A free pick that landed on the old group's key starts a group of its own.
+        let again = [file("a", 1, 2000), file("b", 1, 1700), file("c", 1, 30)];
+        assert_eq!(group(&again, now), Some(key(1)));
+        let old = [file("a", 1, 2000), file("b", 1, 1000)];
+        assert_eq!(group(&old, now), None, "the last window is over");
+        // Only files count, and only live ones.
+        let other = [(
+            "cachedContents/x".to_string(),
+            pin(3, "alice", now + FILE_TTL),
+        )];
+        assert_eq!(group(&other, now), None);
+        // A creation a little ahead of this clock is just now.
+        let ahead = [file("a", 1, 0)];
+        assert_eq!(group(&ahead, now - Duration::from_secs(2)), Some(key(1)));
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! here. This module never looks at Google's error details; it acts on the `Outcome` that
 //! `classify` returns and on what `upstream::SendError` says was sent.
 //!
+//! A native call may prefer a key (`Native::prefer`: a file upload's group, see
+//! `affinity::upload_group`): the first pick takes it when it can serve, else picks as usual;
+//! a hint, never a pin.
+//!
 //! Three parts: `execute` (the loop), `Attempts` (the retry rules of one request) and
 //! `attempt` (one exchange: send, read or hand over, classify, report, count).
 
@@ -94,6 +98,9 @@ pub struct Native {
     /// The call is sent at most once, on one key (uploads, creates): repeating it could do it
     /// twice.
     pub once: bool,
+    /// A hint, never a pin: the key (its index) the first pick takes when it can serve (a
+    /// file upload's group key, `affinity::upload_group`); when it cannot, the normal pick.
+    pub prefer: Option<usize>,
 }
 
 impl Native {
@@ -175,6 +182,18 @@ fn metered(call: &Call<'_>) -> bool {
     call.model.is_some() && !counts_tokens(call)
 }
 
+/// The key `call` prefers (`Native::prefer`), when it names one of the pool's and is not
+/// pinned (a pin leaves no choice to prefer in).
+fn preferred(call: &Call<'_>, keys: usize) -> Option<usize> {
+    if call.pinned.is_some() {
+        return None;
+    }
+    call.native
+        .as_ref()
+        .and_then(|n| n.prefer)
+        .filter(|&i| i < keys)
+}
+
 /// Runs `call` on the pool's keys until one answers or the retry rules say stop.
 pub async fn execute(
     snap: &Snapshot,
@@ -200,10 +219,23 @@ pub async fn execute(
             }
             None => &attempts.tried,
         };
-        let picked = match call.model {
+        let pick = |exclude: &[usize]| match call.model {
             Some(model) if !metered(&call) => pool.pick_unmetered(model, Instant::now(), exclude),
             Some(model) => pool.pick(model, Instant::now(), exclude),
             None => pool.pick_any(Instant::now(), exclude),
+        };
+        // The preferred key, on the first pick only: every other key excluded; if it cannot
+        // serve (disabled, resting for the model, out of its day), the normal pick.
+        let first_choice = match (preferred(&call, pool.len()), attempts.tried.is_empty()) {
+            (Some(index), true) => {
+                let others: Vec<usize> = (0..pool.len()).filter(|&i| i != index).collect();
+                pick(&others).ok()
+            }
+            _ => None,
+        };
+        let picked = match first_choice {
+            Some(lease) => Ok(lease),
+            None => pick(exclude),
         };
         let lease = match picked {
             Ok(lease) => lease,

@@ -64,7 +64,9 @@ async fn google_genai_python_sdk() {
 
 /// Files and caches through the pool (issue #18): `files.upload` (resumable, through the
 /// proxy's upload URL), generation with the file and with a cache made from it, each call on
-/// the key that created the file and no 403 from Google; another token sees nothing of it.
+/// the key that created the file and no 403 from Google (a second file uploaded right after
+/// the first joins its upload group: one generation names both); another token sees nothing
+/// of it.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the google-genai SDK: run scripts/test.sh"]
 async fn google_genai_files_and_caches() {

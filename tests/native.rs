@@ -3,7 +3,9 @@
 //! that created them (never rotated, no 403), context caches likewise, ownership per client
 //! token (another token's file is a 404), lists of the caller's own resources, the pinned
 //! key's rest as a 429, bad input refused before any upstream call, and a large upload in
-//! constant memory.
+//! constant memory. Upload groups (`pool.upload_group`): one token's files uploaded one after
+//! another land on one key and are usable in one request; with grouping off they rotate; a
+//! group key that cannot serve sends the next upload elsewhere.
 
 mod support;
 
@@ -282,7 +284,8 @@ async fn tokens_see_only_their_own_files() {
 
 #[tokio::test]
 async fn lists_are_paged_across_keys() {
-    let (fake, proxy, _) = setup(3).await;
+    // Grouping off: successive uploads rotate over the keys.
+    let (fake, proxy, _) = setup_with(3, |c| c.set("pool", r#"upload_group = "0s""#)).await;
     let mut names = Vec::new();
     for i in 0..5 {
         let f = upload(&proxy, TEST_TOKEN, format!("file {i}").as_bytes(), 1024).await;
@@ -317,6 +320,136 @@ async fn lists_are_paged_across_keys() {
         }
     }
     assert_eq!(seen, names);
+    assert_eq!(fake.permission_denied(), 0);
+}
+
+/// A generateContent naming every file of `files`, as `token`: status and answer.
+async fn generate_naming(proxy: &Proxy, token: &str, files: &[&Value]) -> (u16, Value) {
+    let mut parts: Vec<Value> = files.iter().map(|f| file_part(f)).collect();
+    parts.push(json!({"text": "Compare them."}));
+    let response = client()
+        .post(format!(
+            "{}/v1beta/models/{MODEL}:generateContent",
+            proxy.url()
+        ))
+        .header("x-goog-api-key", token)
+        .json(&json!({"contents": [{"role": "user", "parts": parts}]}))
+        .send()
+        .await
+        .expect("generate");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn creator_of(fake: &FakeGemini, file: &Value) -> String {
+    let name = file["name"].as_str().expect("a file name");
+    fake.owner_of(name).expect("the fake has the file")
+}
+
+#[tokio::test]
+async fn files_uploaded_one_after_another_are_used_together() {
+    let (fake, proxy, keys) = setup(3).await;
+    // google-genai: files.upload(a), files.upload(b), then generate_content([a, b, "compare"]).
+    let a = upload(&proxy, TEST_TOKEN, b"the first report", 1024).await;
+    let b = upload(&proxy, TEST_TOKEN, b"the second report", 1024).await;
+    let c = upload(&proxy, TEST_TOKEN, b"the third report", 1024).await;
+    fake.reset_counters();
+    let (status, body) = generate_naming(&proxy, TEST_TOKEN, &[&a, &b, &c]).await;
+    assert_eq!(status, 200, "{body}");
+    let key = creator_of(&fake, &a);
+    assert!(keys.contains(&key));
+    assert_eq!(creator_of(&fake, &b), key, "b joined a's upload group");
+    assert_eq!(creator_of(&fake, &c), key, "c joined a's upload group");
+    assert_eq!(
+        fake.permission_denied(),
+        0,
+        "no file reached another project"
+    );
+    let used: Vec<Option<String>> = fake.requests().iter().map(|r| r.key.clone()).collect();
+    assert_eq!(used, vec![Some(key.clone())], "one call, on the files' key");
+    // The group is the token's: another token's uploads are placed on their own, and its
+    // own files again go together.
+    let x = upload(&proxy, OTHER_TOKEN, b"theirs", 1024).await;
+    let y = upload(&proxy, OTHER_TOKEN, b"theirs too", 1024).await;
+    assert_eq!(creator_of(&fake, &x), creator_of(&fake, &y));
+    let (status, body) = generate_naming(&proxy, OTHER_TOKEN, &[&x, &y]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.permission_denied(), 0);
+}
+
+#[tokio::test]
+async fn with_upload_grouping_off_uploads_rotate_and_the_refusal_says_why() {
+    let (fake, proxy, _) = setup_with(3, |c| c.set("pool", r#"upload_group = "0s""#)).await;
+    let mut files = Vec::new();
+    for i in 0..4 {
+        files.push(upload(&proxy, TEST_TOKEN, format!("file {i}").as_bytes(), 1024).await);
+    }
+    let owners: Vec<String> = files.iter().map(|f| creator_of(&fake, f)).collect();
+    let distinct: std::collections::HashSet<&String> = owners.iter().collect();
+    assert!(
+        distinct.len() > 1,
+        "uploads rotate over the keys: {owners:?}"
+    );
+    // Two of them on different keys cannot be named together: refused before any upstream
+    // call, with what to do about it.
+    let (i, j) = (0..files.len())
+        .flat_map(|i| (0..files.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| owners[i] != owners[j])
+        .expect("two files on different keys");
+    fake.reset_counters();
+    let (status, body) = generate_naming(&proxy, TEST_TOKEN, &[&files[i], &files[j]]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("different keys")
+            && message.contains("pool.upload_group")
+            && message.contains("upload the files one request needs together"),
+        "{message}"
+    );
+    assert_eq!(fake.total_hits(), 0, "refused before any upstream call");
+}
+
+#[tokio::test]
+async fn a_group_key_that_cannot_serve_sends_the_next_upload_elsewhere() {
+    let keys = fake_keys(3);
+    let fake = FakeGemini::builder().keys(&keys).start().await;
+    let proxy = start(&fake, &keys, |c| c.set("models", r#"list = "static""#)).await;
+    let a = upload(&proxy, TEST_TOKEN, b"on a key soon disabled", 1024).await;
+    let key = creator_of(&fake, &a);
+    // Google now refuses that key (API_KEY_INVALID): the first generation that meets it
+    // disables it and moves on.
+    fake.revoke_key(&key);
+    let mut met = false;
+    for _ in 0..keys.len() * 2 {
+        let (status, body, _) =
+            generate_with(&proxy, TEST_TOKEN, json!({"text": "Hello"}), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        met = fake
+            .requests()
+            .iter()
+            .any(|r| r.key.as_deref() == Some(&key));
+        if met {
+            break;
+        }
+    }
+    assert!(met, "no generation reached the revoked key");
+    fake.reset_counters();
+    // The group's key is disabled: the next upload goes to another key, without an error
+    // and without trying the disabled one; it starts a new group there.
+    let b = upload(&proxy, TEST_TOKEN, b"placed elsewhere", 1024).await;
+    let elsewhere = creator_of(&fake, &b);
+    assert_ne!(elsewhere, key);
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|r| r.key.as_deref() != Some(&key)),
+        "the disabled key was not tried"
+    );
+    let c = upload(&proxy, TEST_TOKEN, b"joins the new group", 1024).await;
+    assert_eq!(creator_of(&fake, &c), elsewhere);
+    let (status, body) = generate_naming(&proxy, TEST_TOKEN, &[&b, &c]).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(fake.permission_denied(), 0);
 }
 
@@ -697,6 +830,13 @@ async fn a_file_on_a_removed_key_is_a_clear_error_and_names_are_not_shared() {
         "{message}"
     );
     assert_eq!(fake.total_hits(), 0, "not rotated to another key");
+    // The token's upload group was on the removed key: its next upload goes to one that is
+    // left, without an error.
+    let next = upload(&proxy, TEST_TOKEN, b"after the reload", 1024).await;
+    let placed = fake
+        .owner_of(next["name"].as_str().unwrap_or(""))
+        .expect("the fake has it");
+    assert!(rest.contains(&placed), "{placed} is not in the pool");
 }
 
 /// The upload URL of a start as `token` with extra request headers.

@@ -15,6 +15,9 @@
 //!   disables nothing. With a shared state store the pins are the fleet's (`App::pin`,
 //!   `App::pins_of`): a file uploaded through one replica is used, listed and deleted through
 //!   any.
+//! - **Upload groups**: a file upload prefers the key of the token's current upload group
+//!   (`affinity::upload_group` over its files, `pool.upload_group`; a hint for
+//!   `proxy::execute`, never a pin), so files uploaded together can be named in one request.
 //! - **Ownership**: a token reaches only resources it created: any other name, unknown or
 //!   another token's, is Google's 404. `GET` of a collection (`files`, `cachedContents`,
 //!   `batches`…) lists the caller's own resources across every key, paged by the proxy.
@@ -346,6 +349,12 @@ pub async fn passthrough(
         }
     };
     let pin = resolve(app, snap, &owner, &named, now).await?;
+    // A new file (an upload's start, or a whole upload) goes with the token's recent ones.
+    let prefer = if upload && method == Method::POST && target.collection == Some("files") {
+        upload_group_key(app, snap, &owner, now).await
+    } else {
+        None
+    };
     let path_and_query = with_query(path.clone(), &query);
     // A batch or operation is small JSON naming the files it made: read whole and learned.
     let learns = target
@@ -374,6 +383,7 @@ pub async fn passthrough(
             // A create fails over as a generation does (never once it may have run).
             once: !(creates_interaction
                 || repeatable(&method, target.model.is_some(), target.action.as_deref())),
+            prefer,
         }),
     };
     let fault = call
@@ -541,6 +551,7 @@ async fn session_chunk(
             headers,
             stream: std::sync::Mutex::new(Some(stream)),
             once: true,
+            prefer: None,
         }),
     };
     let served = match proxy::execute(snap, call, log).await {
@@ -768,6 +779,24 @@ fn answer(
     response
 }
 
+/// The key (its index) `owner`'s next file upload prefers: its upload group's
+/// (`affinity::upload_group` over its files, this replica's and the shared store's), when that
+/// key is still in the pool; `proxy::execute` takes it only if it can serve.
+async fn upload_group_key(
+    app: &App,
+    snap: &Snapshot,
+    owner: &str,
+    now: SystemTime,
+) -> Option<usize> {
+    let window = snap.config.pool.upload_group;
+    if window.is_zero() {
+        return None;
+    }
+    let files = app.pins_of(owner, "files/", now).await;
+    let key = affinity::upload_group(&files, window, now)?;
+    key_index(snap, &key)
+}
+
 /// The position of `key` in the snapshot's pool.
 fn key_index(snap: &Snapshot, key: &crate::secret::ApiKey) -> Option<usize> {
     snap.config.pool.keys.iter().position(|k| k.key == *key)
@@ -797,10 +826,10 @@ pub(crate) async fn resolve(
             })?;
         match &found {
             Some((first, p)) if p.key != pin.key => {
-                return Err(ProxyError::bad_request(format!(
-                    "{} and {} were created with different keys of the pool and cannot be used in one request",
-                    crate::excerpt::excerpt(first),
-                    crate::excerpt::excerpt(name)
+                return Err(ProxyError::bad_request(different_keys(
+                    first,
+                    name,
+                    snap.config.pool.upload_group,
                 )))
             }
             Some(_) => {}
@@ -817,6 +846,36 @@ pub(crate) async fn resolve(
             why: "the key it was created with is no longer in the pool".into(),
         }),
     }
+}
+
+/// The refusal of a request naming resources of two keys (two Google projects), with what
+/// to do about it: a token's files uploaded within `pool.upload_group` of each other share a
+/// key.
+fn different_keys(first: &str, second: &str, window: Duration) -> String {
+    let (a, b) = (
+        crate::excerpt::excerpt(first),
+        crate::excerpt::excerpt(second),
+    );
+    let mut message = format!(
+        "{a} and {b} were created with different keys of the pool (each belongs to the Google \
+         project of its key) and cannot be used in one request"
+    );
+    if first.starts_with("files/") || second.starts_with("files/") {
+        let grouping = if window.is_zero() {
+            "this proxy places every upload on its own key (pool.upload_group = \"0s\")".to_string()
+        } else {
+            format!(
+                "files one token uploads within pool.upload_group ({}) of the first of them \
+                 share a key",
+                humantime::format_duration(window)
+            )
+        };
+        message.push_str(&format!(
+            ": {grouping}; upload the files one request needs together, one after the other, \
+             or upload them again"
+        ));
+    }
+    message
 }
 
 /// A create that chooses its resource's name (`{"file": {"name": "files/x"}}`) may not take
@@ -1252,8 +1311,14 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         return None;
     }
     let mut rest = &s[19..];
+    // The fraction, to the nanosecond (Google writes 0, 3, 6 or 9 digits): the order of two
+    // files created in one second (`affinity::upload_group`) is in it.
+    let mut nanos = 0u32;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        for (i, b) in frac.bytes().take(digits.min(9)).enumerate() {
+            nanos += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
+        }
         rest = &frac[digits..];
     }
     let offset = match rest {
@@ -1279,7 +1344,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
     let secs = u64::try_from(secs).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
 /// The address clients reach the proxy at: `server.public_url`, else the request's `Host`
@@ -1658,6 +1723,14 @@ mod tests {
         let t = parse_rfc3339("2026-12-02T01:02:03.456789Z");
         assert_eq!(
             t,
+            Some(SystemTime::UNIX_EPOCH + Duration::new(1_796_173_323, 456_789_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-02T01:02:03.123456789123Z"),
+            Some(SystemTime::UNIX_EPOCH + Duration::new(1_796_173_323, 123_456_789))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-02T01:02:03Z"),
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_173_323))
         );
         assert_eq!(

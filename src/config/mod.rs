@@ -184,7 +184,13 @@ pub struct Pool {
     pub max_attempts: u32,
     /// How far the attempt loop may go for one request (read by `proxy` only).
     pub retry: RetryPolicy,
+    /// A client token's file uploads prefer the key of its upload group while the group is
+    /// younger than this (`affinity::upload_group`); zero: every upload is placed freely.
+    pub upload_group: Duration,
 }
+
+/// The default `pool.upload_group`.
+pub const UPLOAD_GROUP: Duration = Duration::from_secs(600);
 
 /// Bounds on one request's attempts, beyond `max_attempts`.
 #[derive(Debug, Clone, PartialEq, Eq)]

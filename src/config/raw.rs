@@ -153,6 +153,8 @@ pub struct Pool {
     pub max_quota_hops: i64,
     pub retry_after_send: bool,
     pub request_deadline: String,
+    /// How long one client token's file uploads keep going to one key (`"0s"`: off).
+    pub upload_group: String,
 }
 
 impl Default for Pool {
@@ -167,6 +169,7 @@ impl Default for Pool {
             max_quota_hops: 8,
             retry_after_send: false,
             request_deadline: "120s".into(),
+            upload_group: "10m".into(),
         }
     }
 }

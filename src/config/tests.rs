@@ -681,6 +681,36 @@ fn retry_bounds() {
     );
 }
 
+/// `pool.upload_group`: 10 minutes by default, `"0s"` turns it off, at most a file's 48 hours.
+#[test]
+fn upload_group() {
+    let c = ok(&format!("[pool]\nkeys = [\"{K1}\"]\n"), &[]).config;
+    assert_eq!(c.pool.upload_group, crate::config::UPLOAD_GROUP);
+    assert_eq!(c.pool.upload_group, Duration::from_secs(600));
+    let c = ok(
+        &format!("[pool]\nkeys = [\"{K1}\"]\nupload_group = \"0s\"\n"),
+        &[],
+    )
+    .config;
+    assert_eq!(c.pool.upload_group, Duration::ZERO);
+    let c = ok(
+        &format!("[pool]\nkeys = [\"{K1}\"]\nupload_group = \"48h\"\n"),
+        &[],
+    )
+    .config;
+    assert_eq!(c.pool.upload_group, Duration::from_secs(48 * 3600));
+    check(
+        &format!("[pool]\nkeys = [\"{K1}\"]\nupload_group = \"3d\"\n"),
+        &[],
+        &["config.toml:3:16: pool.upload_group: must be at most 48h (a file lives 48 hours); \"0s\" turns grouping off"],
+    );
+    check(
+        &format!("[pool]\nkeys = [\"{K1}\"]\nupload_group = \"soon\"\n"),
+        &[],
+        &["config.toml:3:16: pool.upload_group: invalid duration \"soon\" (expected number at 0): write e.g. \"250ms\", \"60s\", \"10m\""],
+    );
+}
+
 /// Admission limits and timeouts: 0 / "auto" follow memory, explicit values are kept, bad
 /// `server.max_upload` and `server.public_url` (issue #18).
 #[test]

@@ -702,6 +702,17 @@ impl Cx<'_, '_> {
         let max_attempts = self.at_least_one(&p.key("max_attempts"), r.max_attempts);
         let max_quota_hops = self.at_least_one(&p.key("max_quota_hops"), r.max_quota_hops);
         let request_deadline = self.duration(&p.key("request_deadline"), &r.request_deadline, true);
+        // Zero turns grouping off; beyond a file's lifetime it would mean nothing.
+        let upload_group = match self.duration(&p.key("upload_group"), &r.upload_group, false) {
+            Some(d) if d > crate::affinity::FILE_TTL => {
+                self.error(
+                    &p.key("upload_group"),
+                    "must be at most 48h (a file lives 48 hours); \"0s\" turns grouping off",
+                );
+                None
+            }
+            d => d,
+        };
 
         let mut ok = true;
         let mut seen: HashMap<String, At> = HashMap::new();
@@ -783,6 +794,7 @@ impl Cx<'_, '_> {
                 retry_after_send: r.retry_after_send,
                 request_deadline: request_deadline?,
             },
+            upload_group: upload_group?,
         })
     }
 

@@ -31,6 +31,7 @@ fn cfg(keys: Vec<KeySpec>) -> config::Pool {
         cooldown: Duration::from_secs(60),
         max_attempts: 3,
         retry: config::RetryPolicy::default(),
+        upload_group: config::UPLOAD_GROUP,
     }
 }
 

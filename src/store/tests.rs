@@ -33,6 +33,7 @@ fn pool_cfg(n: usize) -> config::Pool {
         cooldown: Duration::from_secs(60),
         max_attempts: 3,
         retry: config::RetryPolicy::default(),
+        upload_group: config::UPLOAD_GROUP,
     }
 }
 

@@ -5,7 +5,8 @@ Started by tests/e2e_genai_sdk.rs (`google_genai_files_and_caches`), which runs 
 with several keys (each its own Google project at the fake) and two client tokens, and passes:
 GR_BASE_URL, GR_TOKEN, GR_OTHER_TOKEN, GR_MODEL, GR_EXPECT (the fake's answer) and GR_ROUNDS
 (how many generations use the file). The Rust side then checks that every call naming the
-file went to the key that created it and that Google answered no 403.
+file went to the key that created it and that Google answered no 403; a second file uploaded
+right after the first goes to the same key (its upload group), so one call names both.
 """
 
 import io
@@ -45,6 +46,16 @@ check("files.get", got.name == uploaded.name and got.display_name == "notes.txt"
 for i in range(ROUNDS):
     r = client.models.generate_content(model=MODEL, contents=[uploaded, "Summarise the file."])
     check(f"generate with the file #{i + 1}", r.text == EXPECT, repr(r.text))
+
+# A second file uploaded right after the first joins its upload group (pool.upload_group): the
+# two can be named in one request, on the key both were created with.
+second = client.files.upload(
+    file=io.BytesIO(b"the second notes"),
+    config=types.UploadFileConfig(mime_type="text/plain", display_name="more.txt"),
+)
+r = client.models.generate_content(model=MODEL, contents=[uploaded, second, "Compare the two files."])
+check("generate with two files uploaded one after the other", r.text == EXPECT, repr(r.text))
+client.files.delete(name=second.name)
 
 # Streaming with the file too.
 chunks = list(client.models.generate_content_stream(model=MODEL, contents=[uploaded, "Again."]))

@@ -2,8 +2,9 @@
 //! (`X-Goog-Upload-Protocol: resumable`, `-Command: start`, then chunks with `-Command: upload`
 //! / `upload, finalize` and `-Offset`, answered with `X-Goog-Upload-Status: active|final`,
 //! `X-Goog-Upload-URL`, `X-Goog-Upload-Size-Received`), `File` resources (`name`, `uri`,
-//! `sizeBytes` as a string, `sha256Hash`, `expirationTime` 48 h on, `state: ACTIVE`), and
-//! `files.get` / `files.list` / `files.delete`.
+//! `sizeBytes` as a string, `sha256Hash`, `createTime` and `expirationTime` 48 h after it, to
+//! the microsecond as Google writes them, `state: ACTIVE`), and `files.get` / `files.list` /
+//! `files.delete`.
 //!
 //! Resources belong to the project of the key that created them (`Projects`: each key is its
 //! own project unless `FakeGemini::same_project` says otherwise); a key of another project
@@ -108,10 +109,10 @@ pub(super) fn permission_denied(kind: &str, name: &str) -> Response<FakeBody> {
 }
 
 pub(super) fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    // Microseconds, as Google writes them.
+    let micros = since.subsec_micros();
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // civil_from_days (Howard Hinnant).
@@ -125,7 +126,7 @@ pub(super) fn rfc3339(t: SystemTime) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
