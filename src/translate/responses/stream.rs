@@ -270,9 +270,10 @@ impl ResponsesStream {
                 ("response.function_call_arguments.delta", json!(arguments)),
                 (
                     "response.function_call_arguments.done",
+                    // The name as the item says it (a namespaced tool's own name).
                     json!({
                     "item_id": id, "output_index": index, "arguments": arguments,
-                    "name": name}),
+                    "name": item["name"]}),
                 ),
             )
         };

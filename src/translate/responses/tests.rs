@@ -534,3 +534,28 @@ fn custom_tools() {
     assert_eq!(evs[4].1["input"], "*** Begin Patch");
     assert_eq!(evs[5].1["item"]["type"], "custom_tool_call");
 }
+
+#[test]
+fn a_streamed_namespaced_call_names_its_own_tool_in_every_event() {
+    let mut s = ResponsesStream::new(ctx(false));
+    let call = json!({"candidates": [{"content": {"parts": [
+        {"functionCall": {"id": "c1", "name": "crm__lookup", "args": {"id": 7}}}]},
+        "finishReason": "STOP"}]});
+    let mut all = s
+        .on_event(call.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_vec();
+    all.extend_from_slice(&s.finish().unwrap_or_else(|e| panic!("{e}")));
+    let evs = events(&all);
+    let of = |kind: &str| {
+        evs.iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    assert_eq!(of("response.output_item.added")["item"]["name"], "lookup");
+    assert_eq!(of("response.output_item.added")["item"]["namespace"], "crm");
+    assert_eq!(of("response.function_call_arguments.done")["name"], "lookup");
+    assert_eq!(of("response.output_item.done")["item"]["name"], "lookup");
+    assert_eq!(of("response.output_item.done")["item"]["namespace"], "crm");
+}
