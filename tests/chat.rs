@@ -341,3 +341,23 @@ async fn tool_names_gemini_refuses_round_trip() {
     assert_eq!(body["error"]["param"], "tools[1].function.name", "{body}");
     assert_eq!(fake.total_hits(), hits);
 }
+
+/// A tool choice naming no declared tool is refused before the request's image is fetched.
+#[tokio::test]
+async fn a_bad_tool_choice_is_refused_before_any_fetch() {
+    let (fake, proxy, _) = setup(|c| c.set("upstream", "fetch_private_urls = true")).await;
+    let image = Unfetched::new("cat.png").await;
+    let (status, body) = chat(
+        &proxy,
+        json!({"model": MODEL,
+               "tools": [{"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}],
+               "tool_choice": {"type": "function", "function": {"name": "write"}},
+               "messages": [{"role": "user", "content": [
+                   {"type": "image_url", "image_url": {"url": image.url}}]}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "tool_choice", "{body}");
+    image.assert_unfetched().await;
+    assert_eq!(fake.total_hits(), 0);
+}

@@ -847,6 +847,39 @@ async fn image_urls_are_fetched_like_chats() {
     assert_eq!(fake.total_hits(), 0);
 }
 
+/// A tool choice naming no declared tool is refused before the request's media is fetched: the
+/// URL's server never sees a connection.
+#[tokio::test]
+async fn a_bad_tool_choice_is_refused_before_any_fetch() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| {
+        c.set("upstream", "fetch_private_urls = true")
+    })
+    .await;
+    let image = Unfetched::new("cat.png").await;
+    let url = &image.url;
+    let (status, body) = messages(
+        &proxy,
+        json!({"model": MODEL, "max_tokens": 64,
+               "tools": [{"name": "read", "input_schema": {"type": "object"}}],
+               "tool_choice": {"type": "tool", "name": "write"},
+               "messages": [{"role": "user", "content": [
+                   {"type": "image", "source": {"type": "url", "url": url}}]}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tool_choice"),
+        "{body}"
+    );
+    image.assert_unfetched().await;
+    assert_eq!(fake.total_hits(), 0);
+}
+
 /// Documents as Anthropic's PDF and search-result guides send them, through the real binary: a
 /// PDF at a URL is fetched and inlined with its title said before it; a search result and a
 /// content-source document become text; the interleaved-thinking beta lets the budget exceed

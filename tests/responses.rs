@@ -866,3 +866,27 @@ async fn input_image_urls_are_fetched_and_data_urls_inlined() {
     assert_eq!(body["error"]["param"], "input", "{body}");
     assert_eq!(fake.total_hits(), hits);
 }
+
+/// A tool choice naming no declared tool is refused before the request's image is fetched.
+#[tokio::test]
+async fn a_bad_tool_choice_is_refused_before_any_fetch() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| {
+        c.set("upstream", "fetch_private_urls = true")
+    })
+    .await;
+    let image = Unfetched::new("cat.png").await;
+    let (status, body) = create(
+        &proxy,
+        &json!({"model": MODEL,
+                "tools": [{"type": "function", "name": "read", "parameters": {"type": "object"}}],
+                "tool_choice": {"type": "function", "name": "write"},
+                "input": [{"role": "user", "content": [
+                    {"type": "input_image", "image_url": image.url}]}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    image.assert_unfetched().await;
+    assert_eq!(fake.total_hits(), 0);
+}

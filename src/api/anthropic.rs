@@ -168,6 +168,8 @@ async fn prepare<'r>(
     let media = if urls.is_empty() {
         None
     } else {
+        // A refusal of the tools is the client's before any fetch, not after it.
+        anthropic::check_tools(request).map_err(from_translate)?;
         Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls, "messages").await?)
     };
     Ok((requested, chain, media))

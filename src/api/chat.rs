@@ -74,6 +74,8 @@ pub async fn complete(
     let media = if urls.is_empty() {
         None
     } else {
+        // A refusal of the tools is the client's before any fetch, not after it.
+        chat::check_tools(request).map_err(from_translate)?;
         Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls, "messages").await?)
     };
 

@@ -79,6 +79,8 @@ pub async fn create(
     let media = if urls.is_empty() {
         None
     } else {
+        // A refusal of the tools is the client's before any fetch, not after it.
+        translate::chat::check_tools(&probe).map_err(from_translate)?;
         Some(media::fetch_all(&urls, snap.config.upstream.fetch_private_urls, "input").await?)
     };
     drop(probe);

@@ -98,3 +98,27 @@ pub async fn chat_status_as(proxy: &Proxy, token: &str, model: &str) -> u16 {
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
 }
+
+/// A loopback URL nothing may fetch: `assert_unfetched` fails if anything connected to it.
+/// (A fetch made while answering a request waits in the listener's backlog once the answer
+/// is in, so a short wait after it sees it.)
+pub struct Unfetched {
+    listener: tokio::net::TcpListener,
+    pub url: String,
+}
+
+impl Unfetched {
+    pub async fn new(path: &str) -> Unfetched {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/{path}", listener.local_addr().expect("addr"));
+        Unfetched { listener, url }
+    }
+
+    pub async fn assert_unfetched(&self) {
+        let waited = std::time::Duration::from_millis(200);
+        let accepted = tokio::time::timeout(waited, self.listener.accept()).await;
+        assert!(accepted.is_err(), "{} was fetched", self.url);
+    }
+}

@@ -128,6 +128,11 @@ pub fn count_tokens_answer(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
         .into_bytes())
 }
 
+/// The request's tools and tool choice checked, without building the rest (see `build`).
+pub fn check_tools(req: &MessagesRequest<'_>) -> Result<(), TranslateError> {
+    request::check_tools(req)
+}
+
 /// Every http(s) image URL in the request, for the caller to fetch first.
 pub fn remote_media_urls<'a>(req: &'a MessagesRequest<'_>) -> Vec<&'a str> {
     request::remote_media_urls(req)

@@ -541,6 +541,13 @@ fn assistant_parts<'a>(
     Ok(parts)
 }
 
+/// The tools and the tool choice checked alone, as `build` checks them: for a caller about to
+/// do work (fetch media) that a refusal of them would waste.
+pub fn check_tools(req: &MessagesRequest<'_>) -> Result<(), TranslateError> {
+    let (decls, _) = tools(req, &mut Vec::new())?;
+    tool_config(req, &decls).map(drop)
+}
+
 /// Function declarations (client tools), and whether a web search server tool was asked for.
 fn tools<'a>(
     req: &'a MessagesRequest<'_>,

@@ -65,6 +65,11 @@ pub fn tool_names(req: &ChatRequest<'_>) -> crate::translate::tool_name::ToolNam
     crate::translate::tool_name::ToolNames::of(declared.map(|f| f.name.as_ref()))
 }
 
+/// The request's tools and tool choice checked, without building the rest (see `build`).
+pub fn check_tools(req: &ChatRequest<'_>) -> Result<(), TranslateError> {
+    request::check_tools(req)
+}
+
 /// Every http(s) image URL in the request's user messages, for the caller to fetch.
 pub fn remote_media_urls<'a>(req: &'a ChatRequest<'_>) -> Vec<&'a str> {
     request::remote_media_urls(req)

@@ -122,37 +122,13 @@ pub(crate) fn build<'a>(
         system
     };
     finish_turns(&mut out, system, model);
-    out.tools = tools(req)?;
-    if let Some(ToolChoice::Allowed { names, .. }) = &req.tool_choice {
-        // Gemini's AUTO has no list of callable functions: the others are not declared.
-        for tool in &mut out.tools {
-            tool.function_declarations
-                .retain(|d| names.iter().any(|n| **n == *d.name));
-        }
-        out.tools.retain(|t| !t.function_declarations.is_empty());
-    }
+    out.tools = function_tools(req)?;
     let has_functions = !out.tools.is_empty();
     if req.web_search_options.is_some() {
         out.tools.push(Tool {
             function_declarations: Vec::new(),
             google_search: Some(GoogleSearch {}),
         });
-    }
-    if let Some(ToolChoice::Named(name)) = &req.tool_choice {
-        let declared = out
-            .tools
-            .iter()
-            .flat_map(|t| &t.function_declarations)
-            .any(|d| d.name == &**name);
-        if !declared {
-            return Err(invalid(
-                &format!(
-                    "tool_choice names `{}`, which is not one of `tools`",
-                    excerpt(name)
-                ),
-                "tool_choice".into(),
-            ));
-        }
     }
     if has_functions {
         out.tool_config = req.tool_choice.as_ref().map(|choice| ToolConfig {
@@ -439,6 +415,42 @@ fn joined_text<'a>(content: &'a MsgContent<'_>) -> Cow<'a, str> {
             acc
         }
     }
+}
+
+/// The request's function tools as Gemini gets them (an `allowed_tools` choice keeps only the
+/// tools it names), with a named tool choice checked against them.
+fn function_tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> {
+    let mut tools = tools(req)?;
+    if let Some(ToolChoice::Allowed { names, .. }) = &req.tool_choice {
+        // Gemini's AUTO has no list of callable functions: the others are not declared.
+        for tool in &mut tools {
+            tool.function_declarations
+                .retain(|d| names.iter().any(|n| **n == *d.name));
+        }
+        tools.retain(|t| !t.function_declarations.is_empty());
+    }
+    if let Some(ToolChoice::Named(name)) = &req.tool_choice {
+        let declared = tools
+            .iter()
+            .flat_map(|t| &t.function_declarations)
+            .any(|d| d.name == &**name);
+        if !declared {
+            return Err(invalid(
+                &format!(
+                    "tool_choice names `{}`, which is not one of `tools`",
+                    excerpt(name)
+                ),
+                "tool_choice".into(),
+            ));
+        }
+    }
+    Ok(tools)
+}
+
+/// The tools and the tool choice checked alone, as `build` checks them: for a caller about to
+/// do work (fetch media) that a refusal of them would waste.
+pub fn check_tools(req: &ChatRequest<'_>) -> Result<(), TranslateError> {
+    function_tools(req).map(drop)
 }
 
 fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> {

@@ -555,7 +555,10 @@ fn a_streamed_namespaced_call_names_its_own_tool_in_every_event() {
     };
     assert_eq!(of("response.output_item.added")["item"]["name"], "lookup");
     assert_eq!(of("response.output_item.added")["item"]["namespace"], "crm");
-    assert_eq!(of("response.function_call_arguments.done")["name"], "lookup");
+    assert_eq!(
+        of("response.function_call_arguments.done")["name"],
+        "lookup"
+    );
     assert_eq!(of("response.output_item.done")["item"]["name"], "lookup");
     assert_eq!(of("response.output_item.done")["item"]["namespace"], "crm");
 }
