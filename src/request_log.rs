@@ -35,7 +35,48 @@ pub struct RequestLog {
     /// How loudly the line is written when the request failed (`ProxyError::log_level`);
     /// otherwise by status: 5xx warn, the rest info.
     pub level: Option<tracing::Level>,
+    /// The request's id (`request_id`): on the line and in the answer's `x-request-id`.
+    pub id: String,
     emitted: bool,
+}
+
+/// The longest client-sent `x-request-id` kept, in bytes.
+const MAX_ID_LEN: usize = 64;
+
+/// The id of a request: the client's `x-request-id` when it is a plain token (1 to 64 of
+/// `A-Z a-z 0-9 - _ . :`, so it can neither forge nor stretch a log line), else a new
+/// `req_` and 24 hex digits.
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    let sent = headers.get("x-request-id").map(|v| v.as_bytes());
+    match sent {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_ID_LEN
+                && id
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b)) =>
+        {
+            String::from_utf8_lossy(id).into_owned()
+        }
+        _ => format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..)),
+    }
+}
+
+/// Puts the request's id on its answer: `x-request-id` always, and Anthropic's own
+/// `request-id` on its routes (the anthropic SDK's `_request_id`).
+pub fn stamp(
+    response: &mut http::Response<crate::body::Body>,
+    id: &str,
+    dialect: crate::router::Dialect,
+) {
+    let Ok(value) = http::HeaderValue::from_str(id) else {
+        return;
+    };
+    let headers = response.headers_mut();
+    if dialect == crate::router::Dialect::Anthropic {
+        headers.insert("request-id", value.clone());
+    }
+    headers.insert("x-request-id", value);
 }
 
 impl RequestLog {
@@ -54,6 +95,7 @@ impl RequestLog {
             timeline: None,
             worker: 0,
             level: None,
+            id: String::new(),
             emitted: false,
         }
     }
@@ -75,6 +117,8 @@ impl RequestLog {
             timeline: self.timeline.take(),
             worker: self.worker,
             level: self.level,
+            // Kept here too: the answer's headers are stamped with it after the hand-off.
+            id: self.id.clone(),
             emitted: self.emitted,
         };
         self.emitted = true;
@@ -114,6 +158,7 @@ impl RequestLog {
                 tracing::$level!(
                     method = %self.method,
                     path = %self.path,
+                    request_id = if self.id.is_empty() { "-" } else { &self.id },
                     route = self.route,
                     model,
                     key,

@@ -43,6 +43,7 @@ use crate::admission;
 use crate::api;
 use crate::body::{Body, Reply};
 use crate::error::ProxyError;
+use crate::request_log;
 use crate::request_log::RequestLog;
 use crate::router::{self, Gate, Route};
 use crate::state::App;
@@ -313,9 +314,11 @@ fn refuse_overloaded(app: &App, req: &Request<Incoming>, what: &'static str) -> 
         route.name(),
     );
     log.timeline = Some(app.timeline.clone());
+    log.id = request_log::request_id(req.headers());
     let error = ProxyError::Overloaded { what };
     log.failed(&error);
-    let response = error.into_response(route.dialect());
+    let mut response = error.into_response(route.dialect());
+    request_log::stamp(&mut response, &log.id, route.dialect());
     log.emit(response.status());
     response
 }
@@ -443,6 +446,7 @@ async fn handle(
     );
     log.timeline = Some(app.timeline.clone());
     log.worker = worker;
+    log.id = request_log::request_id(req.headers());
 
     // The request's share of the memory budget is held until its handler is done.
     let scope = admission::Scope::new(
@@ -453,15 +457,20 @@ async fn handle(
         .run(serve_route(&app, &snap, route, req, peer, &mut log))
         .await;
     let response = match result {
-        Ok(Reply::Done(response)) => {
+        Ok(Reply::Done(mut response)) => {
+            request_log::stamp(&mut response, &log.id, dialect);
             log.emit(response.status());
             response
         }
         // The relay owns the log line and writes it when the stream ends.
-        Ok(Reply::Streaming(response)) => response,
+        Ok(Reply::Streaming(mut response)) => {
+            request_log::stamp(&mut response, &log.id, dialect);
+            response
+        }
         Err(error) => {
             log.failed(&error);
-            let response = error.into_response(dialect);
+            let mut response = error.into_response(dialect);
+            request_log::stamp(&mut response, &log.id, dialect);
             log.emit(response.status());
             response
         }

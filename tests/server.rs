@@ -360,3 +360,111 @@ async fn workers_each_serve_their_own_connections() {
     }
     assert_eq!(fake.total_hits(), 24);
 }
+
+/// Every answer carries its request's id, also on errors and streams, and the request's log
+/// line names it: a new `req_…` per request, or the client's own `x-request-id` when it is a
+/// plain token; Anthropic's routes also send it as `request-id`, where its SDK reads it.
+#[tokio::test]
+async fn answers_carry_the_request_id_the_log_line_names() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[]).await;
+    let chat =
+        json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]});
+    let id_of = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name}"))
+            .to_string()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = proxy
+            .post("/v1/chat/completions")
+            .json(&chat)
+            .send()
+            .await
+            .expect("chat");
+        assert_eq!(r.status(), 200);
+        ids.push(id_of(&r, "x-request-id"));
+    }
+    for id in &ids {
+        let hex = id.strip_prefix("req_").unwrap_or_else(|| panic!("{id}"));
+        assert!(
+            hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+    assert_ne!(ids[0], ids[1]);
+    // A client's own plain id is kept; one that could forge a log line is replaced.
+    let r = proxy
+        .post("/v1/chat/completions")
+        .header("x-request-id", "trace-42.a:b_c")
+        .json(&chat)
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(id_of(&r, "x-request-id"), "trace-42.a:b_c");
+    for forged in ["a b", "x\" status=200", &"a".repeat(65)] {
+        let r = proxy
+            .post("/v1/chat/completions")
+            .header("x-request-id", forged)
+            .json(&chat)
+            .send()
+            .await
+            .expect("chat");
+        assert!(id_of(&r, "x-request-id").starts_with("req_"), "{forged}");
+    }
+    // Errors carry it too (a 400 before any upstream call), and streams.
+    let r = proxy
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gemini-2.5-flash"}))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(r.status(), 400);
+    let refused = id_of(&r, "x-request-id");
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let r = proxy
+        .post("/v1/chat/completions")
+        .json(&streamed)
+        .send()
+        .await
+        .expect("stream");
+    let stream_id = id_of(&r, "x-request-id");
+    let _ = r.text().await;
+    // Anthropic's header, the same id.
+    let r = proxy
+        .post("/v1/messages")
+        .json(&json!({"model": "gemini-2.5-flash", "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("messages");
+    assert_eq!(r.status(), 200);
+    let anthropic = id_of(&r, "request-id");
+    assert_eq!(id_of(&r, "x-request-id"), anthropic);
+    // Each id is on its request's log line (bounded wait: a stream's line comes at its end).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let wanted = [&ids[0], &ids[1], &refused, &stream_id, &anthropic];
+    loop {
+        let logs = proxy.stderr();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|id| {
+                !logs
+                    .lines()
+                    .any(|l| l.contains("request") && l.contains(id.as_str()))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line for {missing:?}:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
