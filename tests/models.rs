@@ -118,3 +118,37 @@ async fn token_model_globs_filter_the_list() {
         "{got:?}"
     );
 }
+
+/// The native `models.get` of an alias: its first model as Google describes it, named as the
+/// alias (google-genai's `models.get("fast")`); a plain model and an unknown one as Google
+/// answers them.
+#[tokio::test]
+async fn native_get_of_an_alias_describes_its_model() {
+    let fake = FakeGemini::start().await;
+    let proxy = Proxy::builder()
+        .config(config_for(&fake.url(), &[fake_key(1)]).set(
+            "models.aliases",
+            r#""fast" = { models = ["gemini-2.5-flash", "gemini-2.5-pro"] }"#,
+        ))
+        .start()
+        .await;
+    let (status, model) = get(&proxy, "/v1beta/models/fast").await;
+    assert_eq!(status, 200, "{model}");
+    assert_eq!(model["name"], "models/fast");
+    assert_eq!(model["baseModelId"], "gemini-2.5-flash");
+    assert_eq!(model["inputTokenLimit"], 1_048_576);
+    let seen = fake.last_request().expect("the upstream was asked");
+    assert!(
+        seen.path.ends_with("/models/gemini-2.5-flash"),
+        "{}",
+        seen.path
+    );
+    let (status, model) = get(&proxy, "/v1beta/models/gemini-2.5-pro").await;
+    assert_eq!(
+        (status, model["name"].as_str()),
+        (200, Some("models/gemini-2.5-pro"))
+    );
+    let (status, err) = get(&proxy, "/v1beta/models/no-such-model").await;
+    assert_eq!(status, 404, "{err}");
+    assert_eq!(err["error"]["status"], "NOT_FOUND");
+}

@@ -40,9 +40,26 @@ pub async fn passthrough(
         }
         Route::GeminiGetModel(id) => {
             let model = clean_model_name(&id)?;
-            caller.check_model(model)?;
-            let path = with_query(format!("/v1beta/models/{model}"), &query);
-            buffered(snap, None, Method::GET, &path, None, log).await
+            if snap.config.models.alias(model).is_none() {
+                caller.check_model(model)?;
+                let path = with_query(format!("/v1beta/models/{model}"), &query);
+                return buffered(snap, None, Method::GET, &path, None, log).await;
+            }
+            // An alias is its first model as Google describes it, under the alias's name.
+            let chain = allowed_chain(caller, model, resolve(&snap.config.models, model))?;
+            let target = chain
+                .first()
+                .ok_or_else(|| ProxyError::Internal("empty model chain".into()))?;
+            let path = with_query(format!("/v1beta/models/{}", target.model), &query);
+            let (bytes, content_type) = whole(snap, None, Method::GET, &path, None, log).await?;
+            let renamed = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Object(mut object)) => {
+                    object.insert("name".into(), format!("models/{model}").into());
+                    Bytes::from(serde_json::Value::Object(object).to_string())
+                }
+                _ => bytes,
+            };
+            Ok(Reply::Done(respond(renamed, content_type)))
         }
         Route::GeminiCall { model, action } => {
             let requested = clean_model_name(&model)?.to_string();
@@ -118,6 +135,19 @@ async fn buffered(
     body: Option<Bytes>,
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
+    let (bytes, content_type) = whole(snap, model, method, path, body, log).await?;
+    Ok(Reply::Done(respond(bytes, content_type)))
+}
+
+/// One buffered call through the pool: the answer's bytes and content type.
+async fn whole(
+    snap: &Snapshot,
+    model: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Bytes>,
+    log: &mut RequestLog,
+) -> Result<(Bytes, HeaderValue), ProxyError> {
     let call = Call {
         model,
         method,
@@ -132,7 +162,7 @@ async fn buffered(
         .content_type
         .unwrap_or(HeaderValue::from_static("application/json"));
     match served.body {
-        Payload::Full(bytes) => Ok(Reply::Done(respond(bytes, content_type))),
+        Payload::Full(bytes) => Ok((bytes, content_type)),
         Payload::Stream(_) => Err(ProxyError::Internal("expected a buffered body".into())),
     }
 }
