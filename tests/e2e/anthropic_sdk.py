@@ -40,6 +40,8 @@ check("create text", m.content[0].type == "text" and m.content[0].text == EXPECT
 check("create stop_reason", m.stop_reason == "end_turn", m.stop_reason)
 check("create usage", m.usage.input_tokens > 0 and m.usage.output_tokens > 0, repr(m.usage))
 check("create id and type", m.id.startswith("msg_") and m.type == "message" and m.role == "assistant", m.id)
+rid = getattr(m, "_request_id", None)
+check("request id (request-id header)", isinstance(rid, str) and rid.startswith("req_") and len(rid) == 28, repr(rid))
 
 m = bearer.messages.create(model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
 check("claude name via glob alias, bearer auth", m.content[0].text == EXPECT and m.model == CLAUDE, repr(m))

@@ -56,6 +56,8 @@ check("non-stream content", r.choices[0].message.content == EXPECT, repr(r.choic
 check("non-stream finish_reason", r.choices[0].finish_reason == "stop", r.choices[0].finish_reason)
 check("non-stream usage", r.usage is not None and r.usage.total_tokens > 0, repr(r.usage))
 check("non-stream object", r.object == "chat.completion" and r.id.startswith("chatcmpl-"), r.id)
+rid = getattr(r, "_request_id", None)
+check("request id (x-request-id header)", isinstance(rid, str) and rid.startswith("req_") and len(rid) == 28, repr(rid))
 
 # Streaming with include_usage: text deltas, one finish, exactly one usage chunk at the end.
 stream = client.chat.completions.create(
