@@ -890,3 +890,85 @@ async fn a_bad_tool_choice_is_refused_before_any_fetch() {
     image.assert_unfetched().await;
     assert_eq!(fake.total_hits(), 0);
 }
+
+/// The tokens' text of an `output_text.logprobs` list, joined.
+fn logprob_text(logprobs: &Value) -> String {
+    logprobs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["token"].as_str())
+        .collect()
+}
+
+/// `include: ["message.output_text.logprobs"]` and `top_logprobs` ask Gemini for them
+/// (`responseLogprobs`, `logprobs`), and its `logprobsResult` comes back on `output_text`,
+/// whole and in each streamed delta; without the include nothing is asked; out of range: 400.
+#[tokio::test]
+async fn logprobs_are_asked_for_and_returned() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| c).await;
+    let ask = json!({"model": MODEL, "input": "Say the sentence.",
+                     "include": ["message.output_text.logprobs"], "top_logprobs": 2});
+    let (status, body) = create(&proxy, &ask).await;
+    assert_eq!(status, 200, "{body}");
+    let config = &upstream_body(&fake)["generationConfig"];
+    assert_eq!(config["responseLogprobs"], true, "{config}");
+    assert_eq!(config["logprobs"], 2, "{config}");
+    let part = &body["output"][0]["content"][0];
+    let text = part["text"].as_str().unwrap_or("");
+    assert!(!text.is_empty(), "{body}");
+    assert_eq!(logprob_text(&part["logprobs"]), text, "{part}");
+    let first = &part["logprobs"][0];
+    assert_eq!(first["logprob"], -0.1, "{first}");
+    assert_eq!(
+        first["top_logprobs"].as_array().map(Vec::len),
+        Some(2),
+        "{first}"
+    );
+    assert_eq!(first["top_logprobs"][1]["token"], "alt1", "{first}");
+    assert!(first["bytes"].is_array(), "{first}");
+
+    // Streamed: each delta carries its tokens; the done event and the item carry them all.
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let events = stream(&proxy, &streamed).await;
+    let deltas: Vec<&Value> = events
+        .iter()
+        .filter(|(k, _)| k == "response.output_text.delta")
+        .map(|(_, d)| d)
+        .collect();
+    assert!(!deltas.is_empty(), "{events:?}");
+    let from_deltas: String = deltas
+        .iter()
+        .map(|d| logprob_text(&d["logprobs"]))
+        .collect();
+    let said: String = deltas.iter().filter_map(|d| d["delta"].as_str()).collect();
+    assert_eq!(from_deltas, said);
+    let done = events
+        .iter()
+        .find(|(k, _)| k == "response.output_text.done")
+        .map(|(_, d)| d)
+        .expect("output_text.done");
+    assert_eq!(logprob_text(&done["logprobs"]), said);
+    let completed = &events.last().expect("events").1;
+    let item = &completed["response"]["output"][0]["content"][0];
+    assert_eq!(logprob_text(&item["logprobs"]), said, "{completed}");
+
+    // Not asked: Gemini is not asked either, and the lists stay empty.
+    let (status, body) = create(&proxy, &json!({"model": MODEL, "input": "hi"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(upstream_body(&fake)["generationConfig"]
+        .get("responseLogprobs")
+        .is_none());
+    assert_eq!(body["output"][0]["content"][0]["logprobs"], json!([]));
+
+    // Out of OpenAI's range: the client's 400, no upstream call.
+    let hits = fake.total_hits();
+    let mut wide = ask.clone();
+    wide["top_logprobs"] = json!(21);
+    let (status, body) = create(&proxy, &wide).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "top_logprobs", "{body}");
+    assert_eq!(fake.total_hits(), hits);
+}

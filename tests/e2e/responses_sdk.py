@@ -52,6 +52,23 @@ with client.responses.stream(model=MODEL, input="Say the sentence.") as s:
 check("stream helper final", final.output_text == EXPECT, repr(final))
 check("stream helper text done", "response.output_text.done" in seen, repr(seen))
 
+# Log probabilities, whole and through the accumulating stream helper (typed by the SDK).
+lp = client.responses.create(model=MODEL, input="Say the sentence.",
+                             include=["message.output_text.logprobs"], top_logprobs=2)
+tokens = lp.output[0].content[0].logprobs or []
+check("logprobs tokens", "".join(t.token for t in tokens) == lp.output_text and len(tokens) > 0,
+      repr(tokens[:3]))
+check("logprobs top", all(len(t.top_logprobs) == 2 and t.logprob < 0 for t in tokens),
+      repr(tokens[:1]))
+with client.responses.stream(model=MODEL, input="Say the sentence.",
+                             include=["message.output_text.logprobs"], top_logprobs=1) as s:
+    for _ in s:
+        pass
+    streamed = s.get_final_response()
+tokens = streamed.output[0].content[0].logprobs or []
+check("stream helper logprobs", "".join(t.token for t in tokens) == streamed.output_text,
+      repr(tokens[:3]))
+
 # retrieve, the input items it was answered from, and delete.
 got = client.responses.retrieve(r.id)
 check("retrieve", got.id == r.id and got.output_text == EXPECT, repr(got))

@@ -163,6 +163,18 @@ pub(crate) fn logprobs(result: Option<LogprobsResult<'_>>) -> Option<LogprobsOut
     })
 }
 
+/// The tokens of Gemini's `logprobsResult` as OpenAI's list (`[{token, logprob, bytes,
+/// top_logprobs}]`, the Responses API's `output_text.logprobs`); none: an empty list.
+pub(crate) fn token_logprobs(result: Option<LogprobsResult<'_>>) -> Vec<serde_json::Value> {
+    logprobs(result)
+        .and_then(|l| serde_json::to_value(l.content).ok())
+        .and_then(|v| match v {
+            serde_json::Value::Array(tokens) => Some(tokens),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// The prefix for ids of tool calls Gemini left unnamed: `call_<ctx.id suffix>_`.
 pub(crate) fn call_id_prefix(ctx: &ResponseCtx) -> String {
     let suffix = ctx.id.strip_prefix("chatcmpl-").unwrap_or(&ctx.id);

@@ -39,6 +39,8 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest<'_>, TranslateError
     if req.model.is_empty() {
         return Err(super::invalid("`model` must not be empty", "model".into()));
     }
+    let top = req.top_logprobs.map(|n| n as f64);
+    super::check_ranges(&[("top_logprobs", top, 0.0, 20.0)])?;
     Ok(req)
 }
 

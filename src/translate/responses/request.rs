@@ -640,8 +640,11 @@ pub fn to_chat<'a>(
         tools,
         tool_choice,
         parallel_tool_calls: req.parallel_tool_calls,
-        logprobs: None,
-        top_logprobs: None,
+        logprobs: req.include_logprobs().then_some(true),
+        top_logprobs: req
+            .top_logprobs
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n > 0),
         user: None,
         // Gemini before 3 refuses built-in tools beside functions, and Gemini 3 only with
         // server-side tool invocations replayed: with function tools, web_search is dropped.

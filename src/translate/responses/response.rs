@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::super::TranslateError;
 use super::{encode_signatures, incomplete_reason, usage, Ctx};
-use crate::translate::chat::response::{append, parse};
+use crate::translate::chat::response::{append, parse, token_logprobs};
 
 /// A translated whole answer.
 #[derive(Debug, Clone)]
@@ -34,8 +34,10 @@ pub fn from_gemini(body: &[u8], ctx: &Ctx) -> Result<Finished, TranslateError> {
     let mut calls = Vec::new();
     let mut signatures = Vec::new();
     let mut finish = None;
+    let mut logprobs = Vec::new();
     if let Some(cand) = resp.candidates.into_iter().next() {
         finish = cand.finish_reason.map(|f| f.into_owned());
+        logprobs = token_logprobs(cand.logprobs_result);
         for part in cand.content.map(|c| c.parts).unwrap_or_default() {
             if let Some(call) = part.function_call {
                 let call_id = match call.id {
@@ -82,7 +84,7 @@ pub fn from_gemini(body: &[u8], ctx: &Ctx) -> Result<Finished, TranslateError> {
         output.push(json!({
             "id": ctx.item_id("msg", output.len()), "type": "message", "role": "assistant",
             "status": if incomplete.is_some() { "incomplete" } else { "completed" },
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs}],
         }));
     }
     for (call_id, name, arguments) in &calls {

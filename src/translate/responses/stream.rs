@@ -15,12 +15,20 @@ use serde_json::{json, Value};
 use super::super::gemini::UsageMetadata;
 use super::super::TranslateError;
 use super::{encode_signatures, incomplete_reason, usage, Ctx};
-use crate::translate::chat::response::parse;
+use crate::translate::chat::response::{parse, token_logprobs};
 
 enum Open {
     None,
-    Reasoning { id: String, text: String },
-    Message { id: String, text: String },
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    /// `logprobs`: the text's tokens so far (empty unless asked for).
+    Message {
+        id: String,
+        text: String,
+        logprobs: Vec<Value>,
+    },
 }
 
 pub struct ResponsesStream {
@@ -112,15 +120,15 @@ impl ResponsesStream {
                 }
                 self.done_item(out, item);
             }
-            Open::Message { id, text } => {
+            Open::Message { id, text, logprobs } => {
                 let part = json!({"type": "output_text", "text": text, "annotations": [],
-                                  "logprobs": []});
+                                  "logprobs": logprobs});
                 self.emit(
                     out,
                     "response.output_text.done",
                     json!({
                     "item_id": id, "output_index": index, "content_index": 0, "text": text,
-                    "logprobs": []}),
+                    "logprobs": logprobs}),
                 );
                 self.emit(
                     out,
@@ -183,7 +191,8 @@ impl ResponsesStream {
         }
     }
 
-    fn text(&mut self, out: &mut Vec<u8>, delta: &str) {
+    /// Answer text; `logprobs`: its tokens' (the event's, on its first text part).
+    fn text(&mut self, out: &mut Vec<u8>, delta: &str, logprobs: Vec<Value>) {
         if !matches!(self.open, Open::Message { .. }) {
             self.close(out, &[]);
             let id = self.ctx.item_id("msg", self.index());
@@ -205,13 +214,20 @@ impl ResponsesStream {
             self.open = Open::Message {
                 id,
                 text: String::new(),
+                logprobs: Vec::new(),
             };
         }
         let index = self.index();
-        if let Open::Message { id, text } = &mut self.open {
+        if let Open::Message {
+            id,
+            text,
+            logprobs: all,
+        } = &mut self.open
+        {
             text.push_str(delta);
+            all.extend(logprobs.iter().cloned());
             let event = json!({"item_id": id, "output_index": index, "content_index": 0,
-                               "delta": delta, "logprobs": []});
+                               "delta": delta, "logprobs": logprobs});
             self.emit(out, "response.output_text.delta", event);
         }
     }
@@ -304,6 +320,7 @@ impl ResponsesStream {
             if let Some(f) = cand.finish_reason {
                 self.finish = Some(f.into_owned());
             }
+            let mut logprobs = Some(token_logprobs(cand.logprobs_result));
             for part in cand.content.map(|c| c.parts).unwrap_or_default() {
                 if let Some(call) = part.function_call {
                     let call_id = match call.id {
@@ -319,7 +336,7 @@ impl ResponsesStream {
                         self.thought(&mut out, &t);
                     } else {
                         self.answered = true;
-                        self.text(&mut out, &t);
+                        self.text(&mut out, &t, logprobs.take().unwrap_or_default());
                     }
                 }
             }

@@ -50,6 +50,9 @@ pub struct ResponsesRequest<'a> {
     pub previous_response_id: Option<Cow<'a, str>>,
     #[serde(default)]
     pub include: Option<Vec<String>>,
+    /// Alternatives per token, with `include: ["message.output_text.logprobs"]` (0 to 20).
+    #[serde(default)]
+    pub top_logprobs: Option<i64>,
     /// Echoed back; otherwise ignored.
     #[serde(default, borrow)]
     pub metadata: Option<&'a RawValue>,
@@ -72,6 +75,15 @@ impl ResponsesRequest<'_> {
 
     pub fn store(&self) -> bool {
         self.store != Some(false)
+    }
+
+    /// `include: ["message.output_text.logprobs"]`: the answer text's tokens carry their
+    /// log probabilities (Gemini's `responseLogprobs`).
+    pub fn include_logprobs(&self) -> bool {
+        self.include
+            .iter()
+            .flatten()
+            .any(|i| i == "message.output_text.logprobs")
     }
 
     /// `include: ["reasoning.encrypted_content"]`: reasoning items carry the thought

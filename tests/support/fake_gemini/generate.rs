@@ -161,7 +161,25 @@ pub(super) fn render_success(s: Success, ctx: &Ctx) -> Responded {
         }
         u
     };
-    let decorate = |mut ev: Value, chars: usize| {
+    // `responseLogprobs`: Google's `logprobsResult` for the event's answer text.
+    let config = ctx.body.as_ref().map(|b| &b["generationConfig"]);
+    let wants_logprobs = config.is_some_and(|c| c["responseLogprobs"] == json!(true));
+    let top = config.and_then(|c| c["logprobs"].as_u64()).unwrap_or(0);
+    let with_logprobs = |mut ev: Value| {
+        if wants_logprobs {
+            let text: String = ev["candidates"][0]["content"]["parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["thought"] != json!(true))
+                .filter_map(|p| p["text"].as_str())
+                .collect();
+            ev["candidates"][0]["logprobsResult"] = logprobs_result(&text, top);
+        }
+        ev
+    };
+    let decorate = |ev: Value, chars: usize| {
+        let mut ev = with_logprobs(ev);
         ev["usageMetadata"] = usage(chars);
         ev["modelVersion"] = json!(ctx.model);
         ev["responseId"] = json!(ctx.response_id);
@@ -194,6 +212,31 @@ pub(super) fn render_success(s: Success, ctx: &Ctx) -> Responded {
             Now(json_response(200, &ev))
         }
     }
+}
+
+/// Google's `logprobsResult` for `text`: one token per 4 characters, each chosen with
+/// log probability `-0.1 × (its position + 1)`, and `top` candidates per step (the chosen
+/// one first, then `alt1`, `alt2`… each less likely).
+pub fn logprobs_result(text: &str, top: u64) -> Value {
+    let chars: Vec<char> = text.chars().collect();
+    let tokens: Vec<String> = chars.chunks(4).map(|c| c.iter().collect()).collect();
+    let chosen: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"token": t, "logProbability": -0.1 * (i + 1) as f64}))
+        .collect();
+    let tops: Vec<Value> = chosen
+        .iter()
+        .map(|c| {
+            let mut candidates = vec![c.clone()];
+            for j in 1..top {
+                let p = c["logProbability"].as_f64().unwrap_or(0.0) - j as f64;
+                candidates.push(json!({"token": format!("alt{j}"), "logProbability": p}));
+            }
+            json!({ "candidates": if top == 0 { Vec::new() } else { candidates } })
+        })
+        .collect();
+    json!({"topCandidates": tops, "chosenCandidates": chosen})
 }
 
 /// Splits `text` into at most `n` non-empty pieces at char boundaries (one empty piece for "").
