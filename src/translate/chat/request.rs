@@ -603,6 +603,7 @@ fn generation_config<'a>(
         ("presence_penalty", req.presence_penalty, -2.0, 2.0),
         ("frequency_penalty", req.frequency_penalty, -2.0, 2.0),
         ("n", req.n.map(f64::from), 1.0, 8.0),
+        ("top_logprobs", req.top_logprobs.map(f64::from), 0.0, 20.0),
     ];
     crate::translate::check_ranges(&ranges)?;
     // LiteLLM drops penalties for Gemini 3, which rejects them.

@@ -245,6 +245,7 @@ fn request_invalid() {
         ("top_p", "1.5"),
         ("presence_penalty", "3"),
         ("frequency_penalty", "-2.5"),
+        ("top_logprobs", "21"),
     ] {
         check_invalid(
             &format!(
