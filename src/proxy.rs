@@ -194,6 +194,14 @@ fn preferred(call: &Call<'_>, keys: usize) -> Option<usize> {
         .filter(|&i| i < keys)
 }
 
+/// The exclusion list that leaves only key `index` to pick (none once it was `tried`): a
+/// pinned call's, and a preferred key's first pick.
+fn all_but(keys: usize, index: usize, tried: &[usize]) -> Vec<usize> {
+    (0..keys)
+        .filter(|&i| i != index || tried.contains(&i))
+        .collect()
+}
+
 /// Runs `call` on the pool's keys until one answers or the retry rules say stop.
 pub async fn execute(
     snap: &Snapshot,
@@ -210,11 +218,8 @@ pub async fn execute(
         }
         let only_pinned: Vec<usize>;
         let exclude: &[usize] = match call.pinned {
-            // Every other key is out of the question (and the pinned one once tried).
             Some(pin) => {
-                only_pinned = (0..pool.len())
-                    .filter(|&i| i != pin.index || attempts.tried.contains(&i))
-                    .collect();
+                only_pinned = all_but(pool.len(), pin.index, &attempts.tried);
                 &only_pinned
             }
             None => &attempts.tried,
@@ -227,10 +232,7 @@ pub async fn execute(
         // The preferred key, on the first pick only: every other key excluded; if it cannot
         // serve (disabled, resting for the model, out of its day), the normal pick.
         let first_choice = match (preferred(&call, pool.len()), attempts.tried.is_empty()) {
-            (Some(index), true) => {
-                let others: Vec<usize> = (0..pool.len()).filter(|&i| i != index).collect();
-                pick(&others).ok()
-            }
+            (Some(index), true) => pick(&all_but(pool.len(), index, &attempts.tried)).ok(),
             _ => None,
         };
         let picked = match first_choice {

@@ -456,25 +456,21 @@ async fn handle(
     let result = scope
         .run(serve_route(&app, &snap, route, req, peer, &mut log))
         .await;
-    let response = match result {
-        Ok(Reply::Done(mut response)) => {
-            request_log::stamp(&mut response, &log.id, dialect);
+    let mut response = match result {
+        Ok(Reply::Done(response)) => {
             log.emit(response.status());
             response
         }
         // The relay owns the log line and writes it when the stream ends.
-        Ok(Reply::Streaming(mut response)) => {
-            request_log::stamp(&mut response, &log.id, dialect);
-            response
-        }
+        Ok(Reply::Streaming(response)) => response,
         Err(error) => {
             log.failed(&error);
-            let mut response = error.into_response(dialect);
-            request_log::stamp(&mut response, &log.id, dialect);
+            let response = error.into_response(dialect);
             log.emit(response.status());
             response
         }
     };
+    request_log::stamp(&mut response, &log.id, dialect);
     match (slot, response.extensions().get::<admission::Handover>()) {
         // A WebSocket session (`api::live`): in flight until the session ends.
         (Some(slot), Some(handover)) => {

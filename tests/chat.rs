@@ -307,12 +307,7 @@ async fn tool_names_gemini_refuses_round_trip() {
     let (status, body) = chat(&proxy, request.clone()).await;
     assert_eq!(status, 200, "{body}");
     let sent = upstream_body(&fake);
-    let declared: Vec<String> = sent["tools"][0]["functionDeclarations"]
-        .as_array()
-        .expect("declarations")
-        .iter()
-        .map(|d| d["name"].as_str().unwrap_or("").to_string())
-        .collect();
+    let declared = declared_names(&sent);
     assert_eq!(declared.len(), 3, "{declared:?}");
     assert!(declared[0].starts_with("look_up_"), "{declared:?}");
     assert!(declared[1].starts_with("_3d_render_"), "{declared:?}");

@@ -1144,12 +1144,7 @@ async fn tool_names_gemini_refuses_are_mapped_and_mapped_back() {
     let (status, body) = messages(&proxy, request.clone()).await;
     assert_eq!(status, 200, "{body}");
     let sent = upstream_body(&fake);
-    let declared: Vec<String> = sent["tools"][0]["functionDeclarations"]
-        .as_array()
-        .expect("declarations")
-        .iter()
-        .map(|d| d["name"].as_str().unwrap_or("").to_string())
-        .collect();
+    let declared = declared_names(&sent);
     assert!(declared.iter().all(|n| gemini_accepts(n)), "{declared:?}");
     assert_eq!(declared[1], "get_weather", "a valid name is kept");
     let mapped = declared[0].clone();

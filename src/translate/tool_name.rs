@@ -109,10 +109,20 @@ impl<'a> Declared<'a> {
             std::collections::hash_map::Entry::Occupied(o) => Err(o.get()),
         }
     }
+
+    /// `first`, with a clash as the client's 400 naming `param` (the field of `name`).
+    pub fn declare(
+        &mut self,
+        name: &'a str,
+        param: impl FnOnce() -> String,
+    ) -> Result<bool, super::TranslateError> {
+        self.first(name)
+            .map_err(|earlier| clash(earlier, name, param()))
+    }
 }
 
 /// The client's 400 for two declared names Gemini would get alike.
-pub(crate) fn clash(earlier: &str, name: &str, param: String) -> super::TranslateError {
+fn clash(earlier: &str, name: &str, param: String) -> super::TranslateError {
     super::invalid(
         &format!(
             "tool names `{}` and `{}` are the same function name to Gemini (names Gemini \

@@ -48,6 +48,16 @@ pub fn sse_data(body: &str) -> Vec<String> {
     events
 }
 
+/// The function names a Gemini request body declares (its first tool's), in order.
+pub fn declared_names(gemini_body: &serde_json::Value) -> Vec<String> {
+    gemini_body["tools"][0]["functionDeclarations"]
+        .as_array()
+        .expect("declarations")
+        .iter()
+        .map(|d| d["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 /// A reqwest client for tests: no proxy from the environment, bounded timeouts.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -79,10 +79,8 @@ pub fn build<'a>(
         ));
     }
     finish_turns(&mut out, system, model);
-    let (decls, web_search) = tools(req, &mut notes)?;
+    let (decls, web_search, config) = checked_tools(req, &mut notes)?;
     let has_functions = !decls.is_empty();
-    // Checked with or without functions: a `tool` choice must name a declared one.
-    let config = tool_config(req, &decls)?;
     if has_functions {
         out.tool_config = config;
         out.tools.push(Tool {
@@ -544,8 +542,20 @@ fn assistant_parts<'a>(
 /// The tools and the tool choice checked alone, as `build` checks them: for a caller about to
 /// do work (fetch media) that a refusal of them would waste.
 pub fn check_tools(req: &MessagesRequest<'_>) -> Result<(), TranslateError> {
-    let (decls, _) = tools(req, &mut Vec::new())?;
-    tool_config(req, &decls).map(drop)
+    checked_tools(req, &mut Vec::new()).map(drop)
+}
+
+/// The function declarations, whether web search was asked for, and the tool choice, checked
+/// with or without functions (a `tool` choice must name a declared one).
+type CheckedTools<'a> = (Vec<FunctionDeclaration<'a>>, bool, Option<ToolConfig<'a>>);
+
+fn checked_tools<'a>(
+    req: &'a MessagesRequest<'_>,
+    notes: &mut Vec<String>,
+) -> Result<CheckedTools<'a>, TranslateError> {
+    let (decls, web_search) = tools(req, notes)?;
+    let config = tool_config(req, &decls)?;
+    Ok((decls, web_search, config))
 }
 
 /// Function declarations (client tools), and whether a web search server tool was asked for.
@@ -574,16 +584,8 @@ fn tools<'a>(
             return Err(invalid("a tool needs a `name`", format!("tools[{i}].name")));
         }
         // Gemini rejects duplicate declarations; the first one wins.
-        match seen.first(&tool.name) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(earlier) => {
-                return Err(crate::translate::tool_name::clash(
-                    earlier,
-                    &tool.name,
-                    format!("tools[{i}].name"),
-                ))
-            }
+        if !seen.declare(&tool.name, || format!("tools[{i}].name"))? {
+            continue;
         }
         decls.push(FunctionDeclaration {
             name: &tool.name,

@@ -473,16 +473,8 @@ fn tools<'a>(req: &'a ChatRequest<'_>) -> Result<Vec<Tool<'a>>, TranslateError> 
             ));
         };
         // Gemini rejects duplicate declarations; the first one wins.
-        match seen.first(&f.name) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(earlier) => {
-                return Err(crate::translate::tool_name::clash(
-                    earlier,
-                    &f.name,
-                    format!("tools[{i}].function.name"),
-                ))
-            }
+        if !seen.declare(&f.name, || format!("tools[{i}].function.name"))? {
+            continue;
         }
         decls.push(FunctionDeclaration {
             name: &f.name,
