@@ -74,6 +74,9 @@ pub async fn create(
         &mut names,
     )
     .map_err(from_translate)?;
+    for kind in &names.left_out {
+        tracing::debug!(model = %first.model, "hosted tool `{kind}` has no Gemini counterpart: left out");
+    }
     let urls = translate::chat::remote_media_urls(&probe);
     let tool_names = translate::chat::tool_names(&probe);
     let media = if urls.is_empty() {

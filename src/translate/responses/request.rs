@@ -35,6 +35,9 @@ pub struct Names {
     pub namespaced: HashMap<String, (String, String)>,
     /// Gemini names of `custom` tools: their calls are `custom_tool_call`s.
     pub custom: HashSet<String>,
+    /// The hosted tools asked for that Gemini has no counterpart for (`file_search`, `mcp`…),
+    /// left out: the caller says so in its debug log.
+    pub left_out: Vec<String>,
 }
 
 /// The one parameter of a `custom` tool's function.
@@ -251,7 +254,7 @@ fn tools<'a>(
             }
             k if k.starts_with("web_search") => *web_search = true,
             // file_search, computer_use, image_generation, local_shell…: not Gemini's.
-            _ => {}
+            other => names.left_out.push(other.to_string()),
         }
     }
     Ok(out)

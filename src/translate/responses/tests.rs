@@ -231,6 +231,25 @@ fn invalid_requests() {
     check_invalid(json!({"model": "m", "instructions": "only this"}), "input");
 }
 
+#[test]
+fn hosted_tools_without_a_counterpart_are_named() {
+    let body = json!({"model": "m", "input": "hi", "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}},
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
+        {"type": "web_search"},
+        {"type": "mcp", "server_label": "x", "server_url": "http://127.0.0.1:9"}]})
+    .to_string();
+    let req = parse_request(body.as_bytes()).expect("parses");
+    let conversation = parse_input(req.input, "input").expect("input");
+    let mut names = Names::default();
+    let shaping = Shaping {
+        model: "gemini-2.5-flash",
+        alias_effort: None,
+    };
+    to_chat(&req, &conversation, &shaping, body.len(), &mut names).expect("builds");
+    assert_eq!(names.left_out, ["file_search", "mcp"]);
+}
+
 fn ctx(include_encrypted: bool) -> Ctx {
     let mut names = Names::default();
     names
