@@ -14,7 +14,8 @@
 //! (`export`, `insert_remote` at start). An upload session is kept under
 //! [`upload_name`] (a hash of its id: the id is a capability and is kept nowhere).
 //! [`upload_group`] reads a token's files for the key its next upload should prefer (so
-//! files uploaded together can be used together).
+//! files uploaded together can be used together); [`Affinity::upload_group_begun`] covers the
+//! uploads that start before the group's first file exists (uploads sent at once).
 //! It does no I/O and reads no clock: `now` is an argument. Keys print masked.
 
 use std::collections::HashMap;
@@ -101,6 +102,9 @@ pub struct Affinity {
     outbox: Outbox,
     /// Bumped by every insert and removal (a snapshot writer skips work while unchanged).
     version: AtomicU64,
+    /// Upload groups begun on this replica, by client token: the key and when it began. One
+    /// entry per token at most (tokens are the config's), dropped once older than the window.
+    groups_begun: Mutex<HashMap<Arc<str>, (ApiKey, SystemTime)>>,
 }
 
 /// The name an upload session is kept under: `uploads/` and the SHA-256 of its id, hex.
@@ -226,6 +230,31 @@ impl Affinity {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// The key of `owner`'s upload group begun on this replica less than `window` ago; else
+    /// `begin`'s key (the pool's free pick), which begins a group now. The caller asks this
+    /// only when the token's files show no current group (`upload_group`), so uploads sent at
+    /// once, before the first of them has made its file, still share one key.
+    pub fn upload_group_begun(
+        &self,
+        owner: &str,
+        window: Duration,
+        now: SystemTime,
+        begin: impl FnOnce() -> Option<ApiKey>,
+    ) -> Option<ApiKey> {
+        let young = |began: &SystemTime| now.duration_since(*began).unwrap_or_default() < window;
+        let mut groups = self
+            .groups_begun
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((key, _)) = groups.get(owner).filter(|(_, began)| young(began)) {
+            return Some(key.clone());
+        }
+        groups.retain(|_, (_, began)| young(began));
+        let key = begin()?;
+        groups.insert(Arc::from(owner), (key.clone(), now));
+        Some(key)
     }
 
     pub fn len(&self) -> usize {
@@ -401,6 +430,44 @@ mod tests {
         assert!(t
             .lookup(&format!("files/m{}", MAX_PER_OWNER + 9), now)
             .is_some());
+    }
+
+    #[test]
+    fn an_upload_group_begun_here_holds_its_key_for_its_window() {
+        let table = Affinity::new();
+        let window = Duration::from_secs(600);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let k = |s: &str| Some(ApiKey::new(s));
+        let begun = |owner: &str, at: SystemTime, pick: &str| {
+            table.upload_group_begun(owner, window, at, || k(pick))
+        };
+        assert_eq!(
+            begun("a", now, "K1"),
+            k("K1"),
+            "a free pick begins the group"
+        );
+        let later = now + Duration::from_secs(599);
+        assert_eq!(
+            begun("a", later, "K2"),
+            k("K1"),
+            "uploads within the window join it"
+        );
+        assert_eq!(
+            begun("b", later, "K3"),
+            k("K3"),
+            "another token's group is its own"
+        );
+        let after = now + window;
+        assert_eq!(
+            begun("a", after, "K2"),
+            k("K2"),
+            "the window over, a new group"
+        );
+        assert_eq!(
+            table.upload_group_begun("c", window, now, || None),
+            None,
+            "no key to pick, no group"
+        );
     }
 
     #[test]

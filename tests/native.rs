@@ -4,7 +4,7 @@
 //! token (another token's file is a 404), lists of the caller's own resources, the pinned
 //! key's rest as a 429, bad input refused before any upstream call, and a large upload in
 //! constant memory. Upload groups (`pool.upload_group`): one token's files uploaded one after
-//! another land on one key and are usable in one request; with grouping off they rotate; a
+//! another (or all at once) land on one key and are usable in one request; with grouping off they rotate; a
 //! group key that cannot serve sends the next upload elsewhere.
 
 mod support;
@@ -373,6 +373,32 @@ async fn files_uploaded_one_after_another_are_used_together() {
     let y = upload(&proxy, OTHER_TOKEN, b"theirs too", 1024).await;
     assert_eq!(creator_of(&fake, &x), creator_of(&fake, &y));
     let (status, body) = generate_naming(&proxy, OTHER_TOKEN, &[&x, &y]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.permission_denied(), 0);
+}
+
+#[tokio::test]
+async fn files_uploaded_at_once_are_used_together() {
+    // asyncio.gather(files.upload(a), files.upload(b), …): every upload starts before the
+    // first has made its file, so no file tells the group's key yet.
+    let keys = fake_keys(3);
+    let fake = FakeGemini::builder()
+        .keys(&keys)
+        .upload_start_delay(std::time::Duration::from_millis(300))
+        .start()
+        .await;
+    let proxy = start(&fake, &keys, |c| c).await;
+    let data: Vec<Vec<u8>> = (0..4).map(|i| format!("report {i}").into_bytes()).collect();
+    let files =
+        futures_util::future::join_all(data.iter().map(|d| upload(&proxy, TEST_TOKEN, d, 1024)))
+            .await;
+    let owners: Vec<String> = files.iter().map(|f| creator_of(&fake, f)).collect();
+    assert!(
+        owners.iter().all(|o| *o == owners[0]),
+        "uploads sent at once share a key: {owners:?}"
+    );
+    let named: Vec<&Value> = files.iter().collect();
+    let (status, body) = generate_naming(&proxy, TEST_TOKEN, &named).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(fake.permission_denied(), 0);
 }

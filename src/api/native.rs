@@ -780,8 +780,9 @@ fn answer(
 }
 
 /// The key (its index) `owner`'s next file upload prefers: its upload group's
-/// (`affinity::upload_group` over its files, this replica's and the shared store's), when that
-/// key is still in the pool; `proxy::execute` takes it only if it can serve.
+/// (`affinity::upload_group` over its files, this replica's and the shared store's, else the
+/// group begun here whose first file is not made yet), when that key is still in the pool;
+/// `proxy::execute` takes it only if it can serve.
 async fn upload_group_key(
     app: &App,
     snap: &Snapshot,
@@ -793,7 +794,15 @@ async fn upload_group_key(
         return None;
     }
     let files = app.pins_of(owner, "files/", now).await;
-    let key = affinity::upload_group(&files, window, now)?;
+    let key = match affinity::upload_group(&files, window, now) {
+        Some(key) => key,
+        // No current group: this upload begins one, unless one begun here has not made its
+        // first file yet (uploads sent at once).
+        None => app.affinity.upload_group_begun(owner, window, now, || {
+            let free = snap.pool.pick_any(std::time::Instant::now(), &[]).ok()?;
+            Some(free.key)
+        })?,
+    };
     key_index(snap, &key)
 }
 

@@ -124,6 +124,8 @@ struct Shared {
     /// HTTP/1.1: how long after an answer its connection is dropped, silently (no
     /// `Connection: close`), as a server closing an idle keep-alive connection does.
     close_after_answer: Option<Duration>,
+    /// How long an upload's start waits before it is answered (uploads sent at once).
+    upload_start_delay: Duration,
     /// `http://127.0.0.1:PORT`: the start of the upload URLs and file URIs it hands out.
     base: String,
     /// Files, caches and upload sessions by project (`files.rs`).
@@ -153,6 +155,7 @@ pub struct FakeGeminiBuilder {
     /// HTTP/1.1: how long after an answer its connection is dropped, silently (no
     /// `Connection: close`), as a server closing an idle keep-alive connection does.
     close_after_answer: Option<Duration>,
+    upload_start_delay: Duration,
 }
 
 impl FakeGeminiBuilder {
@@ -204,6 +207,13 @@ impl FakeGeminiBuilder {
         self
     }
 
+    /// Answers each upload's start (`X-Goog-Upload-Command: start`, or a whole upload) only
+    /// after `d`, so uploads sent at once are all in flight before the first is answered.
+    pub fn upload_start_delay(mut self, d: Duration) -> Self {
+        self.upload_start_delay = d;
+        self
+    }
+
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
     pub async fn start(self) -> FakeGemini {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -227,6 +237,7 @@ impl FakeGeminiBuilder {
             http2_requests: AtomicU64::new(0),
             http2_max_streams: self.http2_max_streams,
             close_after_answer: self.close_after_answer,
+            upload_start_delay: self.upload_start_delay,
             base: format!("http://{addr}"),
             projects: Mutex::new(files::Projects::default()),
             uploaded_bytes: AtomicU64::new(0),
@@ -365,6 +376,7 @@ impl FakeGemini {
             embedding_dims: 3072,
             http2_max_streams: None,
             close_after_answer: None,
+            upload_start_delay: Duration::ZERO,
         }
     }
 
@@ -587,7 +599,10 @@ async fn respond(
     }
 
     match &route {
-        Route::UploadStart => return Now(files::start(shared, parts, &key, body.as_ref())),
+        Route::UploadStart => {
+            tokio::time::sleep(shared.upload_start_delay).await;
+            return Now(files::start(shared, parts, &key, body.as_ref()));
+        }
         Route::Files(rest) => {
             return Now(files::files(shared, &parts.method, rest.as_deref(), &key))
         }
