@@ -7,13 +7,12 @@
 //!
 //! The file watcher's own per-event trace lines (the `notify` crate) are capped at `info`
 //! unless the level names `notify`: with the log folder watched, each would describe the write
-//! of the one before, forever. [`is_own_log_file`] lets the watcher ignore our log files.
+//! of the one before, forever.
 //!
 //! Secrets never reach a log line because keys and tokens are masking types; this module only
 //! decides where lines go.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -127,56 +126,9 @@ pub fn flush() {
     drop(guards);
 }
 
-/// Whether `path` is one of the log files this process writes into `logging.directory`
-/// (`dir`, compared as given and, when they differ, canonicalised).
-pub fn is_own_log_file(path: &Path, dir: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return false;
-    };
-    let ours = name
-        .strip_prefix(FILE_PREFIX)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .is_some_and(|rest| rest.ends_with(&format!(".{FILE_SUFFIX}")) || rest == FILE_SUFFIX);
-    if !ours {
-        return false;
-    }
-    let Some(parent) = path.parent() else {
-        return false;
-    };
-    parent == dir
-        || parent.components().eq(dir.components())
-        || match (parent.canonicalize(), dir.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_log_files() {
-        let dir = Path::new("/srv/config");
-        assert!(is_own_log_file(
-            Path::new("/srv/config/gemini-rotator.2026-12-01.log"),
-            dir
-        ));
-        assert!(is_own_log_file(
-            Path::new("/srv/config/./gemini-rotator.2026-12-01.log"),
-            Path::new("/srv/config/.")
-        ));
-        assert!(!is_own_log_file(Path::new("/srv/config/config.toml"), dir));
-        assert!(!is_own_log_file(Path::new("/srv/config/keys.txt"), dir));
-        assert!(!is_own_log_file(
-            Path::new("/srv/other/gemini-rotator.2026-12-01.log"),
-            dir
-        ));
-        assert!(!is_own_log_file(
-            Path::new("/srv/config/gemini-rotator.toml"),
-            dir
-        ));
-    }
 
     #[test]
     fn the_watchers_chatter_is_capped() {

@@ -8,15 +8,19 @@
 //! `ArcSwap` store: a rejected config changes nothing, is logged once, and shows in `/status`.
 //! A burst of events is debounced, and a config that fails to parse right after an event is
 //! tried again once the writer has had time to finish, so a half-written file is never applied.
-//! Events about the process's own log files (`logging.directory` may be a watched folder) are
-//! ignored: otherwise each check would log a line, and each line be the next event.
+//! Only events that name one of those files (or a folder on their way, or Kubernetes' `..`
+//! names) are hints: the other files in a watched folder are someone else's (the process's own
+//! log and state files, a shell's redirect of its output), and were their writes hints, each
+//! check that logs a line would cause the next.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde_json::json;
@@ -25,7 +29,6 @@ use tokio::sync::Notify;
 use crate::config::{self, Config, ConfigError};
 use crate::reload_state::Memo;
 use crate::state::{App, Snapshot};
-use crate::store::OwnFile;
 
 /// Quiet time that ends a burst of events.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -360,6 +363,7 @@ pub struct Triggers {
     hint: Arc<Notify>,
     watcher: Option<RecommendedWatcher>,
     watched: Watched,
+    interest: Interest,
     hup: Hup,
 }
 
@@ -367,17 +371,13 @@ impl Triggers {
     pub fn install(app: &App) -> Triggers {
         let hint = Arc::new(Notify::new());
         let sender = hint.clone();
-        // Where this process writes its log files (fixed until a restart): at `debug` and below
-        // every event would log a line, and every line be an event, were they in a watched folder.
-        let log_dir = app.snapshot().config.logging.directory.clone();
-        // The state file (`[state] store = "file"`) may sit in the config's folder too.
-        let state_file = app.persist.own_file();
+        let interest = Interest::default();
+        interest.follow(&app.snapshot().config);
+        let filter = interest.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // An event (or an error) is only a hint to look again; reads are not even that, nor
-            // are our own log and state file writes.
-            if event.is_ok_and(|e| {
-                is_read(&e.kind) || only_own_files(&e, log_dir.as_deref(), &state_file)
-            }) {
+            // An event (or an error) is only a hint to look again, and only an event that
+            // names one of our files is even that.
+            if event.is_ok_and(|e| !filter.is_hint(&e)) {
                 return;
             }
             sender.notify_one();
@@ -397,6 +397,7 @@ impl Triggers {
             hint,
             watcher,
             watched,
+            interest,
             hup: hup_signal(),
         }
     }
@@ -413,13 +414,57 @@ fn is_read(kind: &EventKind) -> bool {
     )
 }
 
-/// Whether every path of `event` is one of this process's log files in `log_dir` or its state
-/// file (or the state file's temp file).
-fn only_own_files(event: &notify::Event, log_dir: Option<&Path>, state: &OwnFile) -> bool {
-    !event.paths.is_empty()
-        && event.paths.iter().all(|p| {
-            log_dir.is_some_and(|dir| crate::logging::is_own_log_file(p, dir)) || state.is_own(p)
-        })
+/// The names in the watched folders whose events are hints: each watched file's and its
+/// folder's, and for a file reached through symlinks (a key file linked to the week's file
+/// beside it), each name on the way. Shared with the watcher's callback, renewed after each
+/// check (the config may name other files).
+#[derive(Clone, Default)]
+struct Interest(Arc<ArcSwap<HashSet<OsString>>>);
+
+/// Symlink hops followed per file when collecting names (a loop ends here too).
+const MAX_HOPS: usize = 8;
+
+impl Interest {
+    fn follow(&self, config: &Config) {
+        let mut names = HashSet::new();
+        let mut add = |p: &Path| {
+            names.extend(p.file_name().map(OsString::from));
+            names.extend(p.parent().and_then(Path::file_name).map(OsString::from));
+        };
+        for file in watched_files(config) {
+            add(&file);
+            let mut hop = file.clone();
+            for _ in 0..MAX_HOPS {
+                let Ok(target) = std::fs::read_link(&hop) else {
+                    break;
+                };
+                hop = match hop.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                };
+                add(&hop);
+            }
+            if let Ok(real) = file.canonicalize() {
+                add(&real);
+            }
+        }
+        self.0.store(Arc::new(names));
+    }
+
+    /// Whether `event` is worth a look: not a mere read, and naming one of our names, a name
+    /// Kubernetes' volume writer uses (`..data`, `..data_tmp`, `..2026_12_04_…`), or nothing
+    /// (an overflow: anything may have changed).
+    fn is_hint(&self, event: &notify::Event) -> bool {
+        if is_read(&event.kind) {
+            return false;
+        }
+        let names = self.0.load();
+        event.paths.is_empty()
+            || event.paths.iter().any(|p| {
+                p.file_name()
+                    .is_none_or(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
+            })
+    }
 }
 
 /// Runs the triggers: folder events (debounced), the periodic check, SIGHUP. Never returns
@@ -429,6 +474,7 @@ pub async fn watch(app: Arc<App>, triggers: Triggers) {
         hint,
         mut watcher,
         mut watched,
+        interest,
         mut hup,
     } = triggers;
     loop {
@@ -446,10 +492,8 @@ pub async fn watch(app: Arc<App>, triggers: Triggers) {
             _ = tokio::time::sleep(poll_sleep), if !poll.is_zero() => Trigger::Poll,
             _ = recv_hup(&mut hup) => Trigger::Signal,
             _ = app.reload.rewatch.notified() => {
-                // An admin reload applied a config that may name other folders.
-                if let Some(w) = watcher.as_mut() {
-                    watched.sync(w, &folders(&app.snapshot().config));
-                }
+                // An admin reload applied a config that may name other folders and files.
+                rewatch(&app, watcher.as_mut(), &mut watched, &interest);
                 continue;
             }
         };
@@ -459,11 +503,24 @@ pub async fn watch(app: Arc<App>, triggers: Triggers) {
         if matches!(reload(&app, trigger).await, Reloaded::Unchanged) {
             tracing::debug!(?trigger, "config files checked: unchanged");
         }
-        // Folders may have appeared, vanished or been replaced: (re)watch what is there now.
-        if let Some(w) = watcher.as_mut() {
-            watched.sync(w, &folders(&app.snapshot().config));
-        }
+        // Folders may have appeared, vanished or been replaced, links re-pointed: (re)watch
+        // what is there now.
+        rewatch(&app, watcher.as_mut(), &mut watched, &interest);
     }
+}
+
+/// Watches the folders of the config now serving, and follows its files' names.
+fn rewatch(
+    app: &App,
+    watcher: Option<&mut RecommendedWatcher>,
+    watched: &mut Watched,
+    interest: &Interest,
+) {
+    let config = &app.snapshot().config;
+    if let Some(w) = watcher {
+        watched.sync(w, &folders(config));
+    }
+    interest.follow(config);
 }
 
 /// Waits until events stop for `DEBOUNCE`, or `MAX_BURST` has passed.
@@ -608,5 +665,89 @@ mod tests {
         let _ = std::fs::remove_file(&f);
         let gone = fingerprint(std::slice::from_ref(&f));
         assert!(one != two && two != gone && one != gone);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_events_naming_our_files_are_hints() {
+        use notify::event::{CreateKind, DataChange, ModifyKind, RenameMode};
+        use notify::Event;
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let d = dir.path();
+        let write = |name: &str, text: &str| {
+            std::fs::write(d.join(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"))
+        };
+        write(
+            "config.toml",
+            "[auth]\ntokens = [\"sk-test\"]\n[pool]\nkey_files = [\"keys.txt\"]\n",
+        );
+        write(
+            "keys-week-49.txt",
+            "AIzaSyA0000000000000000000000000000000\n",
+        );
+        std::os::unix::fs::symlink("keys-week-49.txt", d.join("keys.txt"))
+            .unwrap_or_else(|e| panic!("symlink: {e}"));
+        let loaded = config::load(&d.join("config.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let interest = Interest::default();
+        interest.follow(&loaded.config);
+
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let event = |kind: EventKind, names: &[&str]| Event {
+            kind,
+            paths: names.iter().map(|n| d.join(n)).collect(),
+            attrs: Default::default(),
+        };
+        for (kind, names, hint) in [
+            (data, &["config.toml"][..], true),
+            (data, &["keys.txt"], true),
+            // The file the key file's symlink points at, edited in place.
+            (data, &["keys-week-49.txt"], true),
+            // An editor's save: a temp file renamed over the config.
+            (
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &[".config.toml.swp", "config.toml"],
+                true,
+            ),
+            // Kubernetes' ConfigMap update.
+            (
+                EventKind::Create(CreateKind::Any),
+                &["..2026_12_04_18_00_00.1"],
+                true,
+            ),
+            (
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &["..data_tmp", "..data"],
+                true,
+            ),
+            // Everyone else's files in the folder: a shell's redirect of our own output, the
+            // state file, our log files, another program's.
+            (data, &["proxy.log"], false),
+            (data, &["gemini-rotator.state"], false),
+            (data, &["gemini-rotator.2026-12-04.log"], false),
+            (EventKind::Create(CreateKind::Any), &["notes.txt"], false),
+            // Reading our files (the check itself does) changes nothing.
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                &["config.toml"],
+                false,
+            ),
+            // An overflow names nothing: anything may have changed.
+            (EventKind::Other, &[], true),
+        ] {
+            assert_eq!(
+                interest.is_hint(&event(kind, names)),
+                hint,
+                "{kind:?} {names:?}"
+            );
+        }
+        // The parent folder's watch: an event about the config's folder itself.
+        let folder = d.file_name().map(OsString::from).unwrap_or_default();
+        let about_folder = Event {
+            kind: EventKind::Create(CreateKind::Folder),
+            paths: vec![d.to_path_buf()],
+            attrs: Default::default(),
+        };
+        assert!(!folder.is_empty() && interest.is_hint(&about_folder));
     }
 }

@@ -513,6 +513,43 @@ async fn checking_the_files_is_not_itself_a_change() {
 }
 
 #[tokio::test]
+async fn writes_to_other_files_in_the_folder_are_not_checks() {
+    // `gemini-rotator > proxy.log 2>&1` beside the config, at debug: were each write to
+    // proxy.log a hint, each check's log line would start the next, forever. The same for the
+    // state file, other programs' files, anything but the files the config is made of.
+    let fake = FakeGemini::start().await;
+    let config = base(&fake, &[fake_key(1)]).set("logging", r#"level = "debug""#);
+    let proxy = Proxy::builder()
+        .file("conf/config.toml", &config.to_string())
+        .config_path("conf/config.toml")
+        .start()
+        .await;
+    const CHECKED: &str = "config files checked: unchanged trigger=Event";
+    let mut log = String::new();
+    for i in 0..30 {
+        log.push_str(&format!("line {i}\n"));
+        proxy.write_file("conf/proxy.log", &log);
+        proxy.write_file("conf/notes.txt", &format!("{i}"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let checks = proxy.logs().matches(CHECKED).count();
+    assert_eq!(
+        checks,
+        0,
+        "writes to other files were checked\n{}",
+        proxy.logs()
+    );
+    // The watch itself works: rewriting the config is checked.
+    proxy.write_file("conf/config.toml", &config.to_string());
+    assert!(
+        proxy.wait_for_log(CHECKED, APPLY).await,
+        "the config's rewrite was never checked:\n{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
 async fn a_changed_listen_address_needs_a_restart_and_says_so() {
     let fake = FakeGemini::start().await;
     let config = base(&fake, &[fake_key(1)]);

@@ -21,7 +21,6 @@
 mod file;
 mod redis;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -140,33 +139,8 @@ pub struct Persist {
     /// The shared store's lookups, read without the mutex (requests ask it on a miss, while
     /// the saver may hold the mutex through a file write).
     lookup: ArcSwapOption<Lookup>,
-    own: OwnFile,
     names: Arc<ArcSwap<Names>>,
     generation: AtomicU64,
-}
-
-/// The file the store in use writes (if any), for the reload watcher: writing it (and its temp
-/// file) in the config's folder must not look like an edit of the config.
-#[derive(Clone, Default)]
-pub struct OwnFile(Arc<ArcSwapOption<PathBuf>>);
-
-impl OwnFile {
-    /// Whether `p` is the state file or one of its temp files.
-    pub fn is_own(&self, p: &Path) -> bool {
-        let Some(path) = self.0.load_full() else {
-            return false;
-        };
-        if p == path.as_path() {
-            return true;
-        }
-        let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
-            return false;
-        };
-        let temp = format!(".{}.tmp-", name.to_string_lossy());
-        p.parent() == Some(dir)
-            && p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(&temp))
-    }
 }
 
 enum Active {
@@ -181,7 +155,6 @@ impl Default for Persist {
         Persist {
             active: Mutex::new(Active::Memory),
             lookup: ArcSwapOption::empty(),
-            own: OwnFile::default(),
             names: Arc::default(),
             generation: AtomicU64::new(0),
         }
@@ -262,10 +235,6 @@ impl Persist {
             }
             Active::Memory => {}
         }
-        self.own.0.store(match &cfg.state.store {
-            Store::Memory | Store::Redis(_) => None,
-            Store::File { path } => Some(Arc::new(path.clone())),
-        });
         *active = match &cfg.state.store {
             Store::Memory => {
                 tracing::info!("state: kept in memory only (store = \"memory\")");
@@ -309,11 +278,6 @@ impl Persist {
                 }
             }
         }
-    }
-
-    /// The file the store in use writes, as it changes with reloads.
-    pub fn own_file(&self) -> OwnFile {
-        self.own.clone()
     }
 
     /// Writes a snapshot when the state changed since the last one (the memory store writes

@@ -287,19 +287,6 @@ fn writes_replace_the_file_whole_with_mode_0600() {
 }
 
 #[test]
-fn the_watcher_knows_the_state_file_and_its_temp_files() {
-    let own = OwnFile::default();
-    let dir = Path::new("/etc/gr");
-    assert!(!own.is_own(&dir.join("gemini-rotator.state")));
-    own.0
-        .store(Some(Arc::new(dir.join("gemini-rotator.state"))));
-    assert!(own.is_own(&dir.join("gemini-rotator.state")));
-    assert!(own.is_own(&dir.join(".gemini-rotator.state.tmp-42")));
-    assert!(!own.is_own(&dir.join("config.toml")));
-    assert!(!own.is_own(Path::new("/elsewhere/.gemini-rotator.state.tmp-42")));
-}
-
-#[test]
 fn pins_round_trip_by_fingerprint_and_drop_what_no_longer_holds() {
     use crate::affinity::Pin;
     let salt = Salt([7; 32]);
