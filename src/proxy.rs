@@ -95,12 +95,25 @@ pub struct Native {
     pub headers: http::HeaderMap,
     /// The client's body, streamed upstream once (an upload).
     pub stream: std::sync::Mutex<Option<crate::body::Streamed>>,
-    /// The call is sent at most once, on one key (uploads, creates): repeating it could do it
-    /// twice.
-    pub once: bool,
+    /// When it may go to another key after a failure.
+    pub resend: Resend,
     /// A hint, never a pin: the key (its index) the first pick takes when it can serve (a
     /// file upload's group key, `affinity::upload_group`); when it cannot, the normal pick.
     pub prefer: Option<usize>,
+}
+
+/// When a native call may go to another key after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// As a generation: after Google's answer that it failed, or a failure before it was
+    /// sent; after a failure that may have run there, only when free to repeat (`replayable`).
+    AsGeneration,
+    /// Only when Google certainly did not act on it: it refused the key or its quota, or the
+    /// request never went out. A create, update or delete, which a repeat could do twice
+    /// (`pool.retry_after_send` does not change that).
+    IfRefused,
+    /// Never: its body streamed upstream and is gone (an upload's bytes).
+    Never,
 }
 
 impl Native {
@@ -127,6 +140,15 @@ impl Failure {
     /// The request may have run at Google (so a replay could be billed twice).
     fn maybe_processed(&self) -> bool {
         self.sent.as_ref().is_some_and(SendError::maybe_processed)
+    }
+
+    /// Google certainly did not act on the request: it never went out, or Google answered
+    /// that the key or its quota may not run it.
+    fn refused(&self) -> bool {
+        match &self.sent {
+            Some(sent) => !sent.maybe_processed(),
+            None => is_quota(&self.outcome) || matches!(self.outcome, Outcome::KeyInvalid { .. }),
+        }
     }
 }
 
@@ -313,8 +335,8 @@ struct Attempts {
     request_deadline: Duration,
     /// Whether a call that may have reached Google may be sent again.
     replay: bool,
-    /// The call is sent once at most (`Native::once`).
-    once: bool,
+    /// When a failed attempt may be sent again (`Native::resend`; generations' rules else).
+    resend: Resend,
     budget: &'static retry_budget::RetryBudget,
 }
 
@@ -331,7 +353,10 @@ impl Attempts {
             deadline: None,
             request_deadline: policy.request_deadline,
             replay: replayable(call, policy.retry_after_send),
-            once: call.native.as_ref().is_some_and(|n| n.once),
+            resend: call
+                .native
+                .as_ref()
+                .map_or(Resend::AsGeneration, |n| n.resend),
             budget: retry_budget::global(),
         }
     }
@@ -368,9 +393,14 @@ impl Attempts {
     /// `max_quota_hops`, so one request never walks a large pool. Google's own error answers
     /// (429, 5xx) say the call failed, and failed calls are not billed, so another key may run
     /// it; a call that may be running at Google is not repeated unless it is free to repeat or
-    /// the operator said so.
+    /// the operator said so. A create goes elsewhere only when Google refused it.
     fn after(&mut self, failure: &Failure) -> Option<Stop> {
-        if self.once || (failure.maybe_processed() && !self.replay) {
+        let again = match self.resend {
+            Resend::AsGeneration => !failure.maybe_processed() || self.replay,
+            Resend::IfRefused => failure.refused(),
+            Resend::Never => false,
+        };
+        if !again {
             return Some(Stop::NotReplayed);
         }
         if is_quota(&failure.outcome) {

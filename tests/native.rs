@@ -5,7 +5,8 @@
 //! key's rest as a 429, bad input refused before any upstream call, and a large upload in
 //! constant memory. Upload groups (`pool.upload_group`): one token's files uploaded one after
 //! another (or all at once) land on one key and are usable in one request; with grouping off they rotate; a
-//! group key that cannot serve sends the next upload elsewhere.
+//! group key that cannot serve sends the next upload elsewhere. A create Google refused (a quota
+//! 429) is made on another key; one that may have run there (a 500) is not made again.
 
 mod support;
 
@@ -477,6 +478,70 @@ async fn a_group_key_that_cannot_serve_sends_the_next_upload_elsewhere() {
     let (status, body) = generate_naming(&proxy, TEST_TOKEN, &[&b, &c]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(fake.permission_denied(), 0);
+}
+
+/// Upload starts and cache creates the fake saw, by key.
+fn creates_seen(fake: &FakeGemini) -> Vec<String> {
+    fake.requests()
+        .iter()
+        .filter(|r| {
+            let start = r
+                .headers
+                .get("x-goog-upload-command")
+                .is_some_and(|c| c.as_bytes() == b"start");
+            r.method == "POST"
+                && ((r.path == "/upload/v1beta/files" && start)
+                    || r.path == "/v1beta/cachedContents")
+        })
+        .filter_map(|r| r.key.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_create_google_refused_for_quota_is_made_on_another_key() {
+    let (fake, proxy, _) = setup(3).await;
+    // The first upload start meets a quota 429 (whichever key it lands on): the client never
+    // sees it, and the file is made on the next key.
+    fake.on_any()
+        .then(Reply::quota_per_minute(MODEL, Some("30s")));
+    let file = upload(&proxy, TEST_TOKEN, b"a report", 1024).await;
+    let starts = creates_seen(&fake);
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert_ne!(starts[0], starts[1]);
+    assert_eq!(creator_of(&fake, &file), starts[1]);
+    // A cache create likewise.
+    fake.reset_counters();
+    fake.on_any().then(Reply::quota_per_minute(MODEL, None));
+    let created = proxy
+        .post("/v1beta/cachedContents")
+        .json(&json!({
+            "model": format!("models/{MODEL}"),
+            "contents": [{"role": "user", "parts": [{"text": "a long document"}]}],
+            "ttl": "600s",
+        }))
+        .send()
+        .await
+        .expect("create cache");
+    assert_eq!(created.status().as_u16(), 200);
+    let cache: Value = created.json().await.unwrap_or(Value::Null);
+    let creates = creates_seen(&fake);
+    assert_eq!(creates.len(), 2, "{creates:?}");
+    assert_eq!(
+        fake.owner_of(cache["name"].as_str().unwrap_or("")),
+        Some(creates[1].clone())
+    );
+}
+
+#[tokio::test]
+async fn a_create_that_may_have_run_is_not_made_again() {
+    let (fake, proxy, _) = setup(3).await;
+    // A 500 may come after Google made the file: another key would make a second one.
+    fake.on_any().then(Reply::internal());
+    let started = start_upload(&proxy, TEST_TOKEN, 64).await;
+    assert_eq!(started.status().as_u16(), 500);
+    assert_eq!(creates_seen(&fake).len(), 1, "sent once");
+    // The next upload is made as usual.
+    upload(&proxy, TEST_TOKEN, b"a report", 1024).await;
 }
 
 #[tokio::test]

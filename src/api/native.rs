@@ -33,9 +33,11 @@
 //!   (`INTERACTION_TTL`). A create naming `previous_interaction_id`, and `GET` (its
 //!   `stream`/`last_event_id` resumption included), `cancel` and `DELETE` of
 //!   `interactions/{id}`, go pinned to that interaction's key.
-//! - **Repeats**: only `GET`s fail over to another key after a failure (as model lists do), and
-//!   interaction creates as generations do; other creates, deletes, updates and uploads are
-//!   sent once.
+//! - **Repeats** (`proxy::Resend`): `GET`s fail over to another key after a failure (as model
+//!   lists do), and model methods that create nothing and interaction creates as generations
+//!   do. Other creates, updates, deletes and resumable upload starts go to another key only
+//!   when Google refused them (a quota or key refusal, or never sent); an upload's streamed
+//!   bytes are sent once.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -52,7 +54,7 @@ use crate::api::clean_model_name;
 use crate::api::gemini::{check_json_object, is_event_stream, native_query, with_query};
 use crate::body::{full, read_body, streamed, Reply};
 use crate::error::ProxyError;
-use crate::proxy::{self, Call, Delivery, Native, Payload, Pinned};
+use crate::proxy::{self, Call, Delivery, Native, Payload, Pinned, Resend};
 use crate::relay::{self, Shape};
 use crate::request_log::RequestLog;
 use crate::state::{App, Snapshot};
@@ -162,7 +164,8 @@ impl Target {
     }
 }
 
-/// Model methods that create a resource (a batch, a long-running operation): sent once.
+/// Model methods that create a resource (a batch, a long-running operation): sent again only
+/// when Google refused them.
 const CREATING_ACTIONS: [&str; 3] = [
     "batchGenerateContent",
     "asyncBatchEmbedContent",
@@ -171,7 +174,7 @@ const CREATING_ACTIONS: [&str; 3] = [
 
 /// Whether a native call may go to another key after a failure: reads (`GET`), and model
 /// methods that create nothing (`predict` and the like, under today's rules for generations:
-/// no replay once it may have run). Creates, updates, deletes and uploads go once.
+/// no replay once it may have run). Creates, updates, deletes and uploads may not.
 fn repeatable(method: &Method, model_method: bool, action: Option<&str>) -> bool {
     *method == Method::GET
         || (*method == Method::POST
@@ -356,6 +359,17 @@ pub async fn passthrough(
         None
     };
     let path_and_query = with_query(path.clone(), &query);
+    // An interaction create fails over as a generation does (never once it may have run);
+    // other creates only when Google refused them; streamed bytes are gone once sent.
+    let resend = if creates_interaction
+        || repeatable(&method, target.model.is_some(), target.action.as_deref())
+    {
+        Resend::AsGeneration
+    } else if stream.is_some() {
+        Resend::Never
+    } else {
+        Resend::IfRefused
+    };
     // A batch or operation is small JSON naming the files it made: read whole and learned.
     let learns = target
         .resource
@@ -380,9 +394,7 @@ pub async fn passthrough(
         native: Some(Native {
             headers,
             stream: std::sync::Mutex::new(stream),
-            // A create fails over as a generation does (never once it may have run).
-            once: !(creates_interaction
-                || repeatable(&method, target.model.is_some(), target.action.as_deref())),
+            resend,
             prefer,
         }),
     };
@@ -550,7 +562,7 @@ async fn session_chunk(
         native: Some(Native {
             headers,
             stream: std::sync::Mutex::new(Some(stream)),
-            once: true,
+            resend: Resend::Never,
             prefer: None,
         }),
     };

@@ -598,6 +598,17 @@ async fn respond(
         return Now(json_response(400, Reply::api_key_invalid().body()));
     }
 
+    // A create (an upload's start, a cache) answers an error scripted for its key first (a
+    // quota 429, a 500): successes are the create's own.
+    let creates = matches!(route, Route::UploadStart)
+        || (matches!(route, Route::Caches(None)) && parts.method == http::Method::POST);
+    if creates {
+        if let Some(reply) = next_reply(shared, &[Scope::Key(key.clone()), Scope::Any])
+            .filter(|r| !matches!(r, Reply::Success(_)))
+        {
+            return render_scripted(reply, route.clone(), key, body, shared).await;
+        }
+    }
     match &route {
         Route::UploadStart => {
             tokio::time::sleep(shared.upload_start_delay).await;
