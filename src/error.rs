@@ -34,6 +34,12 @@ pub enum ProxyError {
     },
     #[error("request body exceeds the {limit}-byte limit")]
     PayloadTooLarge { limit: u64 },
+    /// A body in a content coding (`Content-Encoding: gzip`…): no route decodes one.
+    #[error(
+        "request bodies in Content-Encoding '{coding}' are not supported: send the body \
+         uncompressed"
+    )]
+    UnsupportedEncoding { coding: String },
     #[error("missing or unknown bearer token")]
     Unauthorized,
     /// Too many missing or wrong credentials from this address lately (`lockout`).
@@ -171,6 +177,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::IpDenied
             | ProxyError::ModelNotAllowed { .. }
@@ -212,6 +219,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest { .. }
             | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::UnsupportedEncoding { .. }
             | ProxyError::NotFound { .. }
             | ProxyError::ModelNotFound { .. }
             | ProxyError::MethodNotAllowed
@@ -253,6 +261,7 @@ impl ProxyError {
     fn openai_code(&self) -> Option<&'static str> {
         match self {
             ProxyError::PayloadTooLarge { .. } => Some("request_too_large"),
+            ProxyError::UnsupportedEncoding { .. } => Some("unsupported_content_encoding"),
             ProxyError::Unauthorized => Some("invalid_api_key"),
             ProxyError::LockedOut { .. } => Some("too_many_failed_credentials"),
             ProxyError::IpDenied => Some("ip_not_allowed"),
@@ -281,7 +290,9 @@ impl ProxyError {
             return "ALREADY_EXISTS";
         }
         match self.status() {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
+            StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => "INVALID_ARGUMENT",
             StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
             StatusCode::FORBIDDEN => "PERMISSION_DENIED",
             StatusCode::NOT_FOUND => "NOT_FOUND",
@@ -311,6 +322,7 @@ impl ProxyError {
             | ProxyError::StreamBroken { .. } => tracing::Level::WARN,
             ProxyError::BadRequest { .. }
             | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::UnsupportedEncoding { .. }
             | ProxyError::Unauthorized
             | ProxyError::LockedOut { .. }
             | ProxyError::IpDenied
@@ -361,6 +373,9 @@ impl ProxyError {
             ProxyError::NotFound { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             ProxyError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+            }
+            ProxyError::UnsupportedEncoding { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error")
             }
             ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),
             ProxyError::IpDenied
@@ -628,7 +643,7 @@ impl ProxyError {
     pub fn close(&self) -> (u16, String) {
         let code = match self {
             ProxyError::PayloadTooLarge { .. } => 1009,
-            ProxyError::BadRequest { .. } => 1007,
+            ProxyError::BadRequest { .. } | ProxyError::UnsupportedEncoding { .. } => 1007,
             ProxyError::UpstreamClient { status, .. } if *status == StatusCode::BAD_REQUEST => 1007,
             ProxyError::ShuttingDown => 1001,
             ProxyError::Unauthorized

@@ -1,7 +1,7 @@
 //! Bad input through the real binary: it costs nothing upstream and echoes nothing big.
-//! `/v1beta` bodies that are not UTF-8 JSON objects and `/v1` media that is not base64 are
-//! refused before any key is used; a 10 MB bad value comes back (and is logged) only as a
-//! short excerpt; the passthrough forwards only Google's documented query parameters, never a
+//! `/v1beta` bodies that are not UTF-8 JSON objects, `/v1` media that is not base64 and
+//! bodies in a content coding (a 415 in each dialect) are refused before any key is used; a
+//! 10 MB bad value comes back (and is logged) only as a short excerpt; the passthrough forwards only Google's documented query parameters, never a
 //! credential, and knows an SSE answer by its content type.
 
 mod support;
@@ -291,6 +291,74 @@ async fn native_bodies_that_are_not_utf8_json_objects_cost_nothing_upstream() {
     assert_eq!(response.status().as_u16(), 200);
     let seen = fake.last_request().expect("upstream request");
     assert_eq!(seen.raw_body.as_ref(), body.as_slice());
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_refused_in_each_dialect_before_any_upstream_call() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(&fake, &[fake_key(1)], |c| c).await;
+    let chat = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
+    let messages = json!({"model": MODEL, "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let responses = json!({"model": MODEL, "input": "hi"});
+    let native = format!("/v1beta/models/{MODEL}:generateContent");
+    let cases = [
+        ("/v1/chat/completions", chat, "gzip"),
+        ("/v1/messages", messages, "br"),
+        ("/v1/responses", responses, "zstd"),
+        (native.as_str(), gemini_body(), "gzip, identity"),
+    ];
+    for (path, body, coding) in cases {
+        // The body is sent plain: a proxy that ignored the header would serve it.
+        let response = client()
+            .post(format!("{}{path}", proxy.url()))
+            .bearer_auth(TEST_TOKEN)
+            .header("content-type", "application/json")
+            .header("content-encoding", coding)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 415, "{path}");
+        let error: Value = response.json().await.unwrap_or(Value::Null);
+        let message = match path {
+            "/v1/messages" => {
+                assert_eq!(error["type"], "error", "{error}");
+                assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+                error["error"]["message"].as_str()
+            }
+            p if p.starts_with("/v1beta") => {
+                assert_eq!(error["error"]["code"], 415, "{error}");
+                assert_eq!(error["error"]["status"], "INVALID_ARGUMENT", "{error}");
+                error["error"]["message"].as_str()
+            }
+            _ => {
+                assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+                error["error"]["message"].as_str()
+            }
+        }
+        .unwrap_or("");
+        assert!(
+            message.contains(&format!("Content-Encoding '{coding}'")),
+            "{path}: {message}"
+        );
+    }
+    assert_eq!(
+        fake.total_hits(),
+        0,
+        "a compressed body reached the upstream"
+    );
+    // `identity` is no coding.
+    let response = client()
+        .post(format!("{}{native}", proxy.url()))
+        .bearer_auth(TEST_TOKEN)
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .body(gemini_body().to_string())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200);
 }
 
 fn chat_with_part(part: Value) -> Value {

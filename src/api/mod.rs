@@ -41,6 +41,7 @@ pub async fn dispatch(
     caller: Caller,
     log: &mut RequestLog,
 ) -> Result<Reply, ProxyError> {
+    check_content_coding(req.headers())?;
     match route {
         Route::ChatCompletions => chat::completions(app, snap, &caller, req, log).await,
         Route::Messages => anthropic::messages(app, snap, &caller, req, log).await,
@@ -147,6 +148,23 @@ pub fn clean_model_name(raw: &str) -> Result<&str, ProxyError> {
 /// After model `i` of an alias chain failed with `error`: `Ok(error)` (logged) when the chain
 /// goes on with the next model, `Err(error)` when the client gets it now. Only "no key can
 /// serve" and Google's 429/503 move on: any other error would fail the same way on the next.
+/// A body in a content coding (gzip, br, zstd…) is refused before it is read, on every route:
+/// none decodes one, and read as JSON it would get a parse error that misleads. `identity`
+/// is no coding.
+fn check_content_coding(headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    let Some(value) = headers.get(http::header::CONTENT_ENCODING) else {
+        return Ok(());
+    };
+    let coding = String::from_utf8_lossy(value.as_bytes());
+    let coding = coding.trim();
+    if coding.is_empty() || coding.eq_ignore_ascii_case("identity") {
+        return Ok(());
+    }
+    Err(ProxyError::UnsupportedEncoding {
+        coding: crate::excerpt::excerpt(coding).into_owned(),
+    })
+}
+
 pub(crate) fn next_in_chain(
     chain: &[ChainStep],
     i: usize,
