@@ -876,6 +876,7 @@ mod tests {
             write_timeout: std::time::Duration::from_secs(1),
             max_upload: 1,
             public_url: None,
+            cors_origins: config::CorsOrigins::None,
         };
         let direct = server(&[], RealIpHeader::XForwardedFor);
         let behind = server(&["127.0.0.1/32"], RealIpHeader::XForwardedFor);

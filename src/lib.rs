@@ -36,6 +36,7 @@ pub mod body;
 pub mod classify;
 pub mod clock;
 pub mod config;
+pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod excerpt;

@@ -181,6 +181,32 @@ impl Route {
         }
     }
 
+    /// The routes a client's own code calls (the dialects, models, the native API, uploads):
+    /// the ones `server.cors_origins` opens to web pages. Never admin, dashboard, health or
+    /// metrics, nor the Live API's WebSocket (browsers send no preflight for one).
+    pub fn is_client_api(&self) -> bool {
+        matches!(
+            self,
+            Route::ChatCompletions
+                | Route::Responses
+                | Route::ResponsesInputTokens
+                | Route::StoredResponse { .. }
+                | Route::ResponseInputItems(_)
+                | Route::ListModels
+                | Route::GetModel(_)
+                | Route::Embeddings
+                | Route::ImageGenerations
+                | Route::GeminiListModels
+                | Route::GeminiGetModel(_)
+                | Route::GeminiCall { .. }
+                | Route::Native
+                | Route::UploadSession(_)
+                | Route::AuthTokens
+                | Route::Messages
+                | Route::CountTokens
+        )
+    }
+
     /// A short, low-cardinality name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -42,6 +42,7 @@ use crate::access;
 use crate::admission;
 use crate::api;
 use crate::body::{Body, Reply};
+use crate::cors;
 use crate::error::ProxyError;
 use crate::request_log;
 use crate::request_log::RequestLog;
@@ -431,12 +432,29 @@ async fn handle(
         req.uri().query(),
     );
     let dialect = route.dialect();
+    // A web page's preflight is answered before admission and the gate (it carries no
+    // credential); its real request is marked readable at the end.
+    let cors = cors::allowed(&snap.config.server.cors_origins, req.headers());
+    if let Some(origin) = &cors {
+        if let Some(method) = cors::preflight_method(req.method(), req.headers()) {
+            if router::route(&method, req.uri().path()).is_client_api() {
+                return cors::preflight(origin.clone(), req.headers());
+            }
+        }
+    }
+    let cors = cors.filter(|_| route.is_client_api());
     let slot = if always_admitted(&route) {
         None
     } else {
         match admission::request(snap.config.server.max_in_flight) {
             Some(slot) => Some(slot),
-            None => return refuse_overloaded(&app, &req, "too many requests in flight"),
+            None => {
+                let mut refused = refuse_overloaded(&app, &req, "too many requests in flight");
+                if let Some(origin) = cors {
+                    cors::mark(refused.headers_mut(), origin);
+                }
+                return refused;
+            }
         }
     };
     let mut log = RequestLog::new(
@@ -471,6 +489,9 @@ async fn handle(
         }
     };
     request_log::stamp(&mut response, &log.id, dialect);
+    if let Some(origin) = cors {
+        cors::mark(response.headers_mut(), origin);
+    }
     match (slot, response.extensions().get::<admission::Handover>()) {
         // A WebSocket session (`api::live`): in flight until the session ends.
         (Some(slot), Some(handover)) => {

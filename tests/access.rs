@@ -561,3 +561,153 @@ async fn unknown_paths_and_wrong_methods() {
     assert_openai_error(&wrong_method, 405, "invalid_request_error");
     assert_eq!(fake.total_hits(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Web pages (`server.cors_origins`)
+
+/// A browser's preflight for a POST from `origin` that sends a token and JSON.
+fn preflight(proxy: &Proxy, path: &str, origin: &str) -> RequestBuilder {
+    anon(proxy, reqwest::Method::OPTIONS, path)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, x-stainless-os",
+        )
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn only_listed_web_pages_may_call_the_api_from_a_browser() {
+    const PAGE: &str = "https://chat.example.com";
+    let fake = FakeGemini::start().await;
+    // Off by default: a preflight is refused and no answer names an origin.
+    let closed = start(base(&fake)).await;
+    let resp = preflight(&closed, "/v1/chat/completions", PAGE)
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(header(&resp, "access-control-allow-origin"), None);
+    let resp = anon(&closed, reqwest::Method::POST, "/v1/chat/completions")
+        .header("origin", PAGE)
+        .bearer_auth(TEST_TOKEN)
+        .json(&chat(FLASH))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(header(&resp, "access-control-allow-origin"), None);
+    fake.reset_counters();
+
+    let open = start(base(&fake).set(
+        "server",
+        &format!(r#"cors_origins = ["{PAGE}/", "http://localhost:3000"]"#),
+    ))
+    .await;
+    // The listed page's preflight: answered without a credential, for each dialect's route.
+    for path in [
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/responses",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        "/upload/v1beta/files",
+    ] {
+        let resp = preflight(&open, path, PAGE)
+            .send()
+            .await
+            .expect("preflight");
+        assert_eq!(resp.status().as_u16(), 204, "{path}");
+        assert_eq!(
+            header(&resp, "access-control-allow-origin").as_deref(),
+            Some(PAGE)
+        );
+        assert_eq!(
+            header(&resp, "access-control-allow-headers").as_deref(),
+            Some("authorization, content-type, x-stainless-os")
+        );
+        assert!(header(&resp, "access-control-allow-methods").is_some_and(|m| m.contains("POST")));
+        assert_eq!(header(&resp, "access-control-allow-credentials"), None);
+        assert!(header(&resp, "vary").is_some_and(|v| v.contains("origin")));
+    }
+    assert_eq!(generation_hits(&fake), 0, "a preflight reached Google");
+    // Another page, and routes that are not the client API, get nothing.
+    let resp = preflight(&open, "/v1/chat/completions", "https://evil.example.com")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(header(&resp, "access-control-allow-origin"), None);
+    for path in [
+        "/admin/reload",
+        "/status",
+        "/metrics",
+        "/dashboard/api/state",
+    ] {
+        let resp = preflight(&open, path, PAGE)
+            .send()
+            .await
+            .expect("preflight");
+        assert_eq!(header(&resp, "access-control-allow-origin"), None, "{path}");
+    }
+    // The real request: readable by the page, errors too, with the headers SDKs read.
+    let resp = anon(&open, reqwest::Method::POST, "/v1/chat/completions")
+        .header("origin", PAGE)
+        .bearer_auth(TEST_TOKEN)
+        .json(&chat(FLASH))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some(PAGE)
+    );
+    assert!(header(&resp, "access-control-expose-headers")
+        .is_some_and(|h| h.contains("x-request-id") && h.contains("retry-after")));
+    let resp = anon(&open, reqwest::Method::POST, "/v1/chat/completions")
+        .header("origin", "http://localhost:3000")
+        .bearer_auth("sk-wrong-token-0123456789")
+        .json(&chat(FLASH))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:3000")
+    );
+    // A token is still needed: CORS opens nothing.
+    let (status, _) = send(
+        anon(&open, reqwest::Method::POST, "/v1/chat/completions")
+            .header("origin", PAGE)
+            .json(&chat(FLASH)),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // An admin answer to a listed page names no origin.
+    let resp = anon(&open, reqwest::Method::GET, "/status")
+        .header("origin", PAGE)
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(header(&resp, "access-control-allow-origin"), None);
+
+    // `["*"]`: any page, with `*`.
+    let any = start(base(&fake).set("server", r#"cors_origins = ["*"]"#)).await;
+    let resp = preflight(&any, "/v1/messages", "https://anywhere.example")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+}

@@ -53,7 +53,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "proxy core",
         &["metrics", "request_log", "media", "proxy", "relay"],
     ),
-    ("access and live config", &["access", "reload"]),
+    ("access and live config", &["access", "cors", "reload"]),
     ("handlers", &["api", "dashboard"]),
     ("HTTP front end", &["server"]),
     ("command line (main.rs)", &["healthcheck"]),

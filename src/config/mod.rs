@@ -73,6 +73,21 @@ pub struct Server {
     /// `server.public_url` without a trailing slash: the scheme and authority (and optional
     /// path prefix) of the upload URLs handed to clients. `None`: from the request.
     pub public_url: Option<String>,
+    /// Browser origins that may call the API routes (`server.cors_origins`).
+    pub cors_origins: CorsOrigins,
+}
+
+/// Which web pages may call the API routes from a browser (`server.cors_origins`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// None: no preflight is answered, no answer names an origin.
+    #[default]
+    None,
+    /// `["*"]`: any page (each still needs a client token).
+    Any,
+    /// These origins, as browsers send them (`https://app.example.com`, lowercase, the port
+    /// only when not the scheme's default).
+    Listed(Vec<String>),
 }
 
 /// Which forwarding header a trusted proxy sets (`server.real_ip_header`).

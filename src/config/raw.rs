@@ -45,6 +45,8 @@ pub struct Server {
     /// URLs it hands out; empty: from the request's `Host` (or a trusted proxy's
     /// `X-Forwarded-Host` / `-Proto`).
     pub public_url: String,
+    /// Browser origins allowed to call the API routes: `"*"` alone, or `scheme://host[:port]`.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Server {
@@ -66,6 +68,7 @@ impl Default for Server {
             write_timeout: "30s".into(),
             max_upload: "2GiB".into(),
             public_url: String::new(),
+            cors_origins: Vec::new(),
         }
     }
 }

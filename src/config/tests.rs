@@ -93,7 +93,7 @@ fn problems_are_located() {
         ("[server\n", &[], &["config.toml:1:8: unclosed table, expected `]`"]),
         // Unknown fields, at every level and in every mixed form.
         ("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
-         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`, `max_connections`, `max_in_flight`, `memory_budget`, `body_timeout`, `write_timeout`, `max_upload`, `public_url`"]),
+         &[], &["config.toml:3:1: server.listne: unknown field `listne`, expected one of `listen`, `trusted_proxies`, `max_body`, `header_timeout`, `shutdown_grace`, `metrics_public`, `reload_poll`, `workers`, `real_ip_header`, `max_connections`, `max_in_flight`, `memory_budget`, `body_timeout`, `write_timeout`, `max_upload`, `public_url`, `cors_origins`"]),
         ("[servre]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:1:2: servre: unknown table `servre`, expected one of `server`, `upstream`, `auth`, `access`, `pool`, `models`, `logging`, `state`"]),
         ("[auth]\ntokens = [{ token = \"sk-test-token-0000000001\", nmae = \"x\" }]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
@@ -940,4 +940,52 @@ fn the_state_section_picks_a_store() {
         &[],
         &["config.toml:4:1: state.urls: unknown field `urls`, expected one of `store`, `path`, `url`, `url_file`, `prefix`, `timeout`"],
     );
+}
+
+/// `server.cors_origins`: off by default, `*` alone, origins normalised as browsers send them,
+/// anything else located.
+#[test]
+fn cors_origins() {
+    use crate::config::CorsOrigins;
+    let load = |list: &str| {
+        ok(
+            &format!(
+                "[server]\ncors_origins = {list}\n[auth]\ntokens = [\"sk-test-token-for-cors\"]\n\
+                 [pool]\nkeys = [\"{K1}\"]\n"
+            ),
+            &[],
+        )
+        .config
+        .server
+        .cors_origins
+    };
+    assert_eq!(load("[]"), CorsOrigins::None);
+    assert_eq!(load(r#"["*"]"#), CorsOrigins::Any);
+    assert_eq!(
+        load(r#"["https://Chat.Example.com/", "http://localhost:3000", "https://a.example:443"]"#),
+        CorsOrigins::Listed(vec![
+            "http://localhost:3000".into(),
+            "https://a.example".into(),
+            "https://chat.example.com".into(),
+        ])
+    );
+    check(
+        &format!("[server]\ncors_origins = [\"*\", \"https://a.example\"]\n[pool]\nkeys = [\"{K1}\"]\n"),
+        &[],
+        &["config.toml:2:16: server.cors_origins: \"*\" allows every origin: write it alone, or list origins"],
+    );
+    for bad in [
+        "https://a.example/app",
+        "ftp://a.example",
+        "a.example",
+        "https://u@a.example",
+    ] {
+        check(
+            &format!("[server]\ncors_origins = [\"{bad}\"]\n[pool]\nkeys = [\"{K1}\"]\n"),
+            &[],
+            &[&format!(
+                "config.toml:2:17: server.cors_origins[0]: {bad:?} is not an origin: write e.g. \"https://app.example.com\" (scheme and host, an optional port, no path), or \"*\" alone"
+            )],
+        );
+    }
 }

@@ -24,9 +24,9 @@ use toml::Spanned;
 use super::locate::{line_col, locate, path_at, redact, scrub, secrets_in, At, FieldPath};
 use super::raw;
 use super::{
-    Access, Alias, Auth, ClientToken, Config, ConfigError, IpRule, KeySpec, Loaded, LogFormat,
-    Logging, ModelGlobs, ModelList, Models, Pool, Problem, RealIpHeader, RedisStore, RetryPolicy,
-    Server, State, Store, Strategy, Upstream,
+    Access, Alias, Auth, ClientToken, Config, ConfigError, CorsOrigins, IpRule, KeySpec, Loaded,
+    LogFormat, Logging, ModelGlobs, ModelList, Models, Pool, Problem, RealIpHeader, RedisStore,
+    RetryPolicy, Server, State, Store, Strategy, Upstream,
 };
 use crate::secret::{mask_token, ApiKey, RedisUrl, Token};
 
@@ -413,6 +413,7 @@ impl Cx<'_, '_> {
         let write_timeout = self.duration(&p.key("write_timeout"), &s.write_timeout, true);
         let max_upload = self.size(&p.key("max_upload"), &s.max_upload);
         let public_url = self.public_url(&p.key("public_url"), &s.public_url);
+        let cors_origins = self.cors_origins(&p.key("cors_origins"), &s.cors_origins);
         let trusted_proxies = trusted_proxies?
             .into_iter()
             .filter_map(|r| match r {
@@ -437,7 +438,56 @@ impl Cx<'_, '_> {
             write_timeout: write_timeout?,
             max_upload: max_upload?,
             public_url: public_url?,
+            cors_origins: cors_origins?,
         })
+    }
+
+    /// `server.cors_origins`: `["*"]`, or origins as a browser sends them
+    /// (`scheme://host[:port]`, http or https, nothing after the authority), normalised.
+    fn cors_origins(&mut self, path: &FieldPath, list: &[String]) -> Option<CorsOrigins> {
+        if list.is_empty() {
+            return Some(CorsOrigins::None);
+        }
+        if list.iter().any(|o| o.trim() == "*") {
+            if list.len() > 1 {
+                self.error(
+                    path,
+                    "\"*\" allows every origin: write it alone, or list origins",
+                );
+                return None;
+            }
+            return Some(CorsOrigins::Any);
+        }
+        let mut out = Vec::with_capacity(list.len());
+        let mut ok = true;
+        for (i, raw) in list.iter().enumerate() {
+            let origin = reqwest::Url::parse(raw.trim()).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+            });
+            match origin {
+                Some(u) => out.push(u.origin().ascii_serialization()),
+                None => {
+                    self.error(
+                        &path.index(i),
+                        format!(
+                            "{:?} is not an origin: write e.g. \"https://app.example.com\" (scheme and \
+                             host, an optional port, no path), or \"*\" alone",
+                            crate::excerpt::excerpt(raw)
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        ok.then_some(CorsOrigins::Listed(out))
     }
 
     /// `server.public_url`: empty, or an `http(s)://host[:port][/prefix]` URL without query,
