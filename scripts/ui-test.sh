@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The dashboard in headless Chromium: installs Debian's chromium and chromium-driver when they
-# are missing (CI runs as root on Debian), selenium into a private virtualenv, then runs the
-# ignored Rust test `dashboard_in_chromium` (tests/dashboard.rs), which starts the fake upstream
-# and the real binary and drives tests/ui/dashboard_ui.py. Screenshots: target/artifacts/.
+# The browser tests in headless Chromium: installs Debian's chromium and chromium-driver when
+# they are missing (CI runs as root on Debian), selenium into a private virtualenv, then runs
+# the ignored Rust tests named `*_in_chromium`, which start the fake upstream and the real
+# binary: `dashboard_in_chromium` (tests/dashboard.rs) drives tests/ui/dashboard_ui.py
+# (screenshots: target/artifacts/), `web_pages_call_the_api_in_chromium` (tests/access.rs)
+# loads chat pages from a listed and an unlisted origin (tests/ui/cors_pages.py).
 #
 # Skips (exit 0, with a message) only when the browser is missing and apt-get is unavailable.
 set -euo pipefail
@@ -32,5 +34,5 @@ fi
 
 mkdir -p target/artifacts
 export GEMINI_ROTATOR_UI_PYTHON="$PWD/$venv/bin/python"
-cargo test --locked --test dashboard -- --ignored --nocapture dashboard_in_chromium
+cargo test --locked --test dashboard --test access -- --ignored --nocapture in_chromium
 echo "ui-test: screenshots in target/artifacts/" >&2

@@ -711,3 +711,160 @@ async fn only_listed_web_pages_may_call_the_api_from_a_browser() {
         Some("*")
     );
 }
+
+/// The page a browser loads from `origin`: on load it calls the proxy as a chat UI would (a
+/// chat, a streamed chat, the Anthropic SDK's headers) and writes what it saw into `#out`.
+fn chat_ui_page(proxy: &str) -> String {
+    format!(
+        r#"<!doctype html><html><body><pre id="out"></pre><script>
+const PROXY = "{proxy}", TOKEN = "{TEST_TOKEN}";
+const chat = (stream) => fetch(PROXY + "/v1/chat/completions", {{
+  method: "POST",
+  headers: {{"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"}},
+  body: JSON.stringify({{model: "{FLASH}", stream, messages: [{{role: "user", content: "hi"}}]}}),
+}});
+(async () => {{
+  const out = {{}};
+  try {{
+    const r = await chat(false);
+    out.status = r.status;
+    out.requestId = r.headers.get("x-request-id");
+    out.text = (await r.json()).choices[0].message.content;
+    const s = await chat(true);
+    out.streamed = (await s.text()).includes("[DONE]");
+    const m = await fetch(PROXY + "/v1/messages", {{
+      method: "POST",
+      headers: {{"x-api-key": TOKEN, "anthropic-version": "2023-06-01", "content-type": "application/json",
+        "anthropic-dangerous-direct-browser-access": "true"}},
+      body: JSON.stringify({{model: "{FLASH}", max_tokens: 16, messages: [{{role: "user", content: "hi"}}]}}),
+    }});
+    out.messages = m.status;
+    const bad = await fetch(PROXY + "/v1/chat/completions", {{method: "POST",
+      headers: {{"Authorization": "Bearer sk-wrong-token-0123456789", "Content-Type": "application/json"}},
+      body: "{{}}"}});
+    out.badToken = bad.status;
+  }} catch (e) {{
+    out.error = String(e);
+  }}
+  document.getElementById("out").textContent = JSON.stringify(out);
+}})();
+</script></body></html>"#
+    )
+}
+
+/// Serves `page` for every request on a loopback port of its own: the page's origin.
+async fn serve_page(page: String) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the page's port");
+    let origin = format!("http://{}", listener.local_addr().expect("page address"));
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    page.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(page.as_bytes()).await;
+            });
+        }
+    });
+    (origin, task)
+}
+
+/// A chat UI page on a listed origin calls the proxy from a real browser (Chromium's own
+/// preflights and CORS checks); the same page on another origin is blocked by the browser.
+/// `scripts/ui-test.sh` installs what it needs and sets `GEMINI_ROTATOR_UI_PYTHON`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs chromium and selenium: run scripts/ui-test.sh"]
+async fn web_pages_call_the_api_in_chromium() {
+    let Ok(python) = std::env::var("GEMINI_ROTATOR_UI_PYTHON") else {
+        eprintln!("SKIPPED web_pages_call_the_api_in_chromium: GEMINI_ROTATOR_UI_PYTHON is not set (run scripts/ui-test.sh)");
+        return;
+    };
+    let fake = FakeGemini::start().await;
+    // The pages name the proxy's port, known once it runs, and the proxy names the page's
+    // origin: it starts closed, and the origin list arrives by a live reload.
+    let proxy = start(base(&fake)).await;
+    let page = chat_ui_page(&proxy.url());
+    let (listed, _listed_task) = serve_page(page.clone()).await;
+    let (other, _other_task) = serve_page(page).await;
+    let config = base(&fake).set("server", &format!(r#"cors_origins = ["{listed}"]"#));
+    proxy.write_file("config.toml", &config.to_string());
+    let mut applied = false;
+    for _ in 0..100 {
+        let resp = preflight(&proxy, "/v1/chat/completions", &listed)
+            .send()
+            .await
+            .expect("preflight");
+        if resp.status().as_u16() == 204 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(applied, "the origin list was never applied");
+
+    let script = format!("{}/tests/ui/cors_pages.py", env!("CARGO_MANIFEST_DIR"));
+    let pages = format!("{listed}/ {other}/");
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .env("GR_PAGES", pages)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start python");
+        // Bounded: the script waits at most 30 s per page.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        child.wait_with_output().expect("python output")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the pages did not finish\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let result = |origin: &str| -> Value {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("RESULT {origin}/ ")))
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or(Value::Null)
+    };
+    let seen = result(&listed);
+    assert_eq!(seen["status"], 200, "{seen}");
+    assert!(
+        seen["text"].as_str().is_some_and(|t| !t.is_empty()),
+        "{seen}"
+    );
+    assert!(
+        seen["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+        "{seen}"
+    );
+    assert_eq!(seen["streamed"], true, "{seen}");
+    assert_eq!(seen["messages"], 200, "{seen}");
+    assert_eq!(seen["badToken"], 401, "{seen}");
+    assert!(seen.get("error").is_none(), "{seen}");
+    // The browser itself refuses the other page: its fetch fails, nothing is read.
+    let blocked = result(&other);
+    assert!(
+        blocked["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Failed to fetch")),
+        "{blocked}"
+    );
+    assert!(blocked.get("status").is_none(), "{blocked}");
+}
