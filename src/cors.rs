@@ -50,13 +50,24 @@ pub fn preflight_method(method: &Method, headers: &HeaderMap) -> Option<Method> 
 }
 
 /// The answer to an allowed preflight: 204, the methods, and the headers it asked to send
-/// (a client token's `Authorization` or `x-goog-api-key` among them).
+/// (a client token's `Authorization` or `x-goog-api-key` among them). A public page calling a
+/// proxy on this machine or the local network asks Chromium's private network question
+/// (`Access-Control-Request-Private-Network`): a listed page is told yes.
 pub fn preflight(allow_origin: HeaderValue, request: &HeaderMap) -> Response<Body> {
     let mut response = Response::new(full(Vec::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     if let Some(asked) = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    if request
+        .get("access-control-request-private-network")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+    {
+        headers.insert(
+            "access-control-allow-private-network",
+            HeaderValue::from_static("true"),
+        );
     }
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,

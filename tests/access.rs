@@ -635,7 +635,19 @@ async fn only_listed_web_pages_may_call_the_api_from_a_browser() {
         assert!(header(&resp, "access-control-allow-methods").is_some_and(|m| m.contains("POST")));
         assert_eq!(header(&resp, "access-control-allow-credentials"), None);
         assert!(header(&resp, "vary").is_some_and(|v| v.contains("origin")));
+        assert_eq!(header(&resp, "access-control-allow-private-network"), None);
     }
+    // A public page calling a proxy on this machine: Chromium's private network question.
+    let resp = preflight(&open, "/v1/chat/completions", PAGE)
+        .header("access-control-request-private-network", "true")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(
+        header(&resp, "access-control-allow-private-network").as_deref(),
+        Some("true")
+    );
     assert_eq!(generation_hits(&fake), 0, "a preflight reached Google");
     // Another page, and routes that are not the client API, get nothing.
     let resp = preflight(&open, "/v1/chat/completions", "https://evil.example.com")
