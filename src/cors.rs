@@ -1,7 +1,7 @@
 //! Cross-origin access for web pages that call the API from a browser (`server.cors_origins`,
 //! off by default). A preflight (`OPTIONS` with `Access-Control-Request-Method`) for a client
-//! API route (`Route::is_client_api`) is answered here, before admission and authentication,
-//! since browsers send no credential with one; every answer of such a route to an allowed
+//! API route (`Route::is_client_api`) from an address the IP rules allow is answered here,
+//! without authentication, since browsers send no credential with one; every answer of such a route to an allowed
 //! `Origin`, errors included, says the page may read it. No other route ever gets either, and no
 //! answer allows credentials: the API takes a client token the page holds itself, never a
 //! cookie. Owns no state; reads the config snapshot's list.

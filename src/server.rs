@@ -432,17 +432,10 @@ async fn handle(
         req.uri().query(),
     );
     let dialect = route.dialect();
-    // A web page's preflight is answered before admission and the gate (it carries no
-    // credential); its real request is marked readable at the end.
-    let cors = cors::allowed(&snap.config.server.cors_origins, req.headers());
-    if let Some(origin) = &cors {
-        if let Some(method) = cors::preflight_method(req.method(), req.headers()) {
-            if router::route(&method, req.uri().path()).is_client_api() {
-                return cors::preflight(origin.clone(), req.headers());
-            }
-        }
-    }
-    let cors = cors.filter(|_| route.is_client_api());
+    // A listed web page's request to the client API is marked readable at the end (its
+    // preflight is answered in `serve_route`, past the IP rules).
+    let cors = cors::allowed(&snap.config.server.cors_origins, req.headers())
+        .filter(|_| route.is_client_api());
     let slot = if always_admitted(&route) {
         None
     } else {
@@ -549,6 +542,16 @@ async fn serve_route(
         if !verdict.allowed {
             tracing::debug!(%ip, rule = %verdict.rule, "address refused");
             return Err(ProxyError::IpDenied);
+        }
+    }
+    // A listed web page's preflight for a client API route: no credential comes with one.
+    if let Some(method) = cors::preflight_method(req.method(), req.headers()) {
+        let origin = cors::allowed(&snap.config.server.cors_origins, req.headers());
+        if let Some(origin) =
+            origin.filter(|_| router::route(&method, req.uri().path()).is_client_api())
+        {
+            log.route = "preflight";
+            return Ok(Reply::Done(cors::preflight(origin, req.headers())));
         }
     }
     match &route {

@@ -711,6 +711,33 @@ async fn only_listed_web_pages_may_call_the_api_from_a_browser() {
         .expect("status");
     assert_eq!(header(&resp, "access-control-allow-origin"), None);
 
+    // The IP rules come first: a refused address gets no answer to its preflight.
+    let ruled = start(
+        base(&fake)
+            .set(
+                "server",
+                &format!(
+                    r#"trusted_proxies = ["127.0.0.1/32"]
+cors_origins = ["{PAGE}"]"#
+                ),
+            )
+            .set("access", r#"allow = ["10.0.0.0/8"]"#),
+    )
+    .await;
+    for (ip, status) in [("10.1.2.3", 204), ("192.0.2.7", 403)] {
+        let resp = preflight(&ruled, "/v1/chat/completions", PAGE)
+            .header("x-forwarded-for", ip)
+            .send()
+            .await
+            .expect("preflight");
+        assert_eq!(resp.status().as_u16(), status, "{ip}");
+        assert_eq!(
+            header(&resp, "access-control-allow-origin").is_some(),
+            status == 204,
+            "{ip}"
+        );
+    }
+
     // `["*"]`: any page, with `*`.
     let any = start(base(&fake).set("server", r#"cors_origins = ["*"]"#)).await;
     let resp = preflight(&any, "/v1/messages", "https://anywhere.example")
