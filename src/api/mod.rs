@@ -145,9 +145,6 @@ pub fn clean_model_name(raw: &str) -> Result<&str, ProxyError> {
     }
 }
 
-/// After model `i` of an alias chain failed with `error`: `Ok(error)` (logged) when the chain
-/// goes on with the next model, `Err(error)` when the client gets it now. Only "no key can
-/// serve" and Google's 429/503 move on: any other error would fail the same way on the next.
 /// A body in a content coding (gzip, br, zstd…) is refused before it is read, on every route:
 /// none decodes one, and read as JSON it would get a parse error that misleads. `identity`
 /// is no coding.
@@ -165,6 +162,9 @@ fn check_content_coding(headers: &http::HeaderMap) -> Result<(), ProxyError> {
     })
 }
 
+/// After model `i` of an alias chain failed with `error`: `Ok(error)` (logged) when the chain
+/// goes on with the next model, `Err(error)` when the client gets it now. Only "no key can
+/// serve" and Google's 429/503 move on: any other error would fail the same way on the next.
 pub(crate) fn next_in_chain(
     chain: &[ChainStep],
     i: usize,
