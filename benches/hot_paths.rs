@@ -109,6 +109,7 @@ fn translation(c: &mut Criterion) {
         created: 1_760_000_000,
         model: MODEL.into(),
         one_call: false,
+        legacy_functions: false,
         tool_names: Default::default(),
     };
     group.throughput(Throughput::Bytes(CHAT.len() as u64));

@@ -17,6 +17,8 @@ use support::*;
 
 const TOOL_MODEL: &str = "gemini-3-flash-preview";
 const JSON_MODEL: &str = "gemini-2.5-pro";
+/// Scripted for the legacy `functions` loop: a call, then the answer.
+const LEGACY_MODEL: &str = "gemini-2.5-flash-lite";
 const IMAGEN: &str = "imagen-4.0-generate-001";
 const IMAGE_MODEL: &str = "gemini-2.5-flash-image";
 const IMAGE_PROMPT: &str = "a lighthouse at dusk";
@@ -39,6 +41,14 @@ async fn openai_python_sdk() {
         .then(Reply::text("21 degrees and sunny."))
         .then(Reply::parts(vec![call("Oslo", "sig-e2e-2")]));
     fake.on_model(JSON_MODEL).always(Reply::text(json_answer));
+    fake.on_model(LEGACY_MODEL)
+        .then(Reply::parts(vec![serde_json::json!(
+            {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}
+        )]))
+        .then(Reply::text("19 degrees."))
+        .then(Reply::parts(vec![serde_json::json!(
+            {"functionCall": {"name": "get_weather", "args": {"city": "Lima"}}}
+        )]));
     // `on_any` above would answer text: the image model gets its picture explicitly.
     let image_b64 = fake_image_b64(IMAGE_MODEL, IMAGE_PROMPT, 0);
     fake.on_model(IMAGE_MODEL)
@@ -64,6 +74,7 @@ async fn openai_python_sdk() {
             ("GR_EXPECT", expect.to_string()),
             ("GR_TOOL_MODEL", TOOL_MODEL.to_string()),
             ("GR_JSON_MODEL", JSON_MODEL.to_string()),
+            ("GR_LEGACY_MODEL", LEGACY_MODEL.to_string()),
             ("GR_JSON", json_answer.to_string()),
             ("GR_EMBED_MODEL", "gemini-embedding-001".to_string()),
             ("GR_IMAGEN", IMAGEN.to_string()),
@@ -78,6 +89,21 @@ async fn openai_python_sdk() {
     )
     .await;
     assert_eq!(fake.keys_in_url(), 0);
+    // The legacy loop's result reached Gemini as the function's response.
+    let legacy: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.model.as_deref() == Some(LEGACY_MODEL))
+        .collect();
+    assert_eq!(legacy.len(), 3);
+    let turns = legacy[1].body.as_ref().map(|b| b["contents"].clone());
+    assert_eq!(
+        turns
+            .as_ref()
+            .map(|t| t[2]["parts"][0]["functionResponse"]["name"].clone()),
+        Some(serde_json::json!("get_weather")),
+        "{turns:?}"
+    );
     // Every generation naming the cache went with the key that made it (0 403s).
     assert_eq!(fake.permission_denied(), 0);
     let cached: Vec<_> = fake

@@ -58,6 +58,7 @@ pub async fn messages(
             .tool_choice
             .as_ref()
             .is_some_and(|c| c.disable_parallel_tool_use == Some(true)),
+        legacy_functions: false,
         tool_names: crate::translate::tool_name::ToolNames::of(
             request.tools.iter().flatten().map(|t| t.name.as_str()),
         ),

@@ -87,7 +87,8 @@ pub async fn complete(
         ),
         created: unix_now(),
         model: request.model.to_string(),
-        one_call: request.parallel_tool_calls == Some(false),
+        one_call: request.parallel_tool_calls == Some(false) || request.legacy_functions,
+        legacy_functions: request.legacy_functions,
         tool_names: chat::tool_names(request),
     };
     let delivery = if request.stream {

@@ -35,6 +35,9 @@ pub struct ResponseCtx {
     /// `parallel_tool_calls: false`: at most one tool call per choice. Gemini cannot be told,
     /// so the calls it makes after the first are dropped.
     pub one_call: bool,
+    /// The request declared legacy `functions` (`ChatRequest::legacy_functions`): its one call
+    /// is the message's `function_call`, ended `function_call`.
+    pub legacy_functions: bool,
     /// The declared tool names Gemini got changed (`tool_name`), to give back on its calls.
     pub tool_names: tool_name::ToolNames,
 }

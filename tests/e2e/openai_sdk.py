@@ -4,7 +4,8 @@ Started by tests/e2e_openai_sdk.rs, which runs the real binary in front of the f
 upstream and passes: GR_BASE_URL, GR_TOKEN, GR_MODEL, GR_ALIAS, GR_EXPECT (the text the fake
 answers with), GR_TOOL_MODEL (a Gemini 3 model scripted to call get_weather, answer, then
 call it again in a stream; the fake validates thought signatures as Google does),
-GR_JSON_MODEL (scripted to answer GR_JSON) and GR_EMBED_MODEL; for images GR_IMAGEN (an
+GR_JSON_MODEL (scripted to answer GR_JSON), GR_LEGACY_MODEL (scripted for a legacy
+`functions` call, its answer, then a streamed call) and GR_EMBED_MODEL; for images GR_IMAGEN (an
 Imagen model), GR_IMAGE_MODEL (a Gemini image model), GR_IMAGE_PROMPT and the base64 of the
 images the fake makes for it (GR_IMAGEN_B64_0, GR_IMAGEN_B64_1, GR_IMAGE_B64). A context cache
 is made with google-genai through the native route, then used from the openai SDK. Prints one
@@ -30,6 +31,7 @@ ALIAS = os.environ["GR_ALIAS"]
 EXPECT = os.environ["GR_EXPECT"]
 TOOL_MODEL = os.environ["GR_TOOL_MODEL"]
 JSON_MODEL = os.environ["GR_JSON_MODEL"]
+LEGACY_MODEL = os.environ["GR_LEGACY_MODEL"]
 JSON_ANSWER = os.environ["GR_JSON"]
 EMBED_MODEL = os.environ["GR_EMBED_MODEL"]
 IMAGEN = os.environ["GR_IMAGEN"]
@@ -166,6 +168,37 @@ for chunk in stream:
 check("stream tool call", list(calls) == [0] and calls[0]["name"] == "get_weather"
       and json.loads(calls[0]["args"]) == {"city": "Oslo"} and calls[0]["id"], repr(calls))
 check("stream tool finish", finishes == ["tool_calls"], repr(finishes))
+
+# The deprecated function calling older clients still send (`functions`, `function_call`,
+# `role: "function"`): the call comes back as `message.function_call`.
+legacy_fns = [tools[0]["function"]]
+question = {"role": "user", "content": "Weather in Rome?"}
+r = client.chat.completions.create(model=LEGACY_MODEL, messages=[question], functions=legacy_fns,
+                                   function_call="auto")
+m = r.choices[0].message
+check("legacy function_call", r.choices[0].finish_reason == "function_call" and m.function_call
+      and m.function_call.name == "get_weather" and json.loads(m.function_call.arguments) == {"city": "Rome"}
+      and not m.tool_calls, repr(r.choices[0]))
+r = client.chat.completions.create(
+    model=LEGACY_MODEL,
+    messages=[question, {"role": "assistant", "content": None,
+                         "function_call": {"name": m.function_call.name, "arguments": m.function_call.arguments}},
+              {"role": "function", "name": "get_weather", "content": json.dumps({"temp_c": 19})}],
+    functions=legacy_fns,
+)
+check("legacy function loop answer", r.choices[0].message.content == "19 degrees.", repr(r.choices[0]))
+stream = client.chat.completions.create(model=LEGACY_MODEL, messages=[question], functions=legacy_fns,
+                                        stream=True)
+name, args, finishes = None, "", []
+for chunk in stream:
+    for choice in chunk.choices:
+        if choice.delta.function_call:
+            name = choice.delta.function_call.name or name
+            args += choice.delta.function_call.arguments or ""
+        if choice.finish_reason:
+            finishes.append(choice.finish_reason)
+check("legacy stream function_call", name == "get_weather" and json.loads(args) == {"city": "Lima"}
+      and finishes == ["function_call"], repr((name, args, finishes)))
 
 
 # Structured output through the SDK's own parse helper (strict schema with $defs/$ref).

@@ -17,6 +17,7 @@ pub fn ctx() -> ResponseCtx {
         created: 1_760_000_000,
         model: "gemini-2.5-flash".into(),
         one_call: false,
+        legacy_functions: false,
         tool_names: Default::default(),
     }
 }

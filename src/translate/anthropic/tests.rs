@@ -13,6 +13,7 @@ fn ctx() -> ResponseCtx {
         created: 0,
         model: "claude-sonnet-4-5".into(),
         one_call: false,
+        legacy_functions: false,
         tool_names: Default::default(),
     }
 }

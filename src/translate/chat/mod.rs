@@ -12,6 +12,8 @@ mod stream;
 mod tests;
 pub mod wire;
 
+use std::borrow::Cow;
+
 use super::{invalid, invalid_body, Extras, ResponseCtx, Target, TranslateError};
 
 pub use request::{cached_content, is_image_model, wants_images};
@@ -30,7 +32,61 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, TranslateError
         return Err(invalid("`messages` must not be empty", "messages".into()));
     }
     req.body_len = body.len();
+    legacy_functions(&mut req)?;
     Ok(req)
+}
+
+/// OpenAI's deprecated function calling, as older clients still send it: `functions` become
+/// `tools` and `function_call` the `tool_choice`; the answer then names its one call
+/// `function_call` (`ResponseCtx::legacy_functions`). Both spellings at once is a 400.
+fn legacy_functions(req: &mut ChatRequest<'_>) -> Result<(), TranslateError> {
+    if let Some(functions) = req.functions.take() {
+        if req.tools.is_some() {
+            return Err(invalid(
+                "send `tools` or the legacy `functions`, not both",
+                "functions".into(),
+            ));
+        }
+        req.tools = Some(
+            functions
+                .into_iter()
+                .map(|f| wire::Tool {
+                    kind: Cow::Borrowed("function"),
+                    function: Some(f),
+                })
+                .collect(),
+        );
+        req.legacy_functions = true;
+    }
+    if let Some(choice) = req.function_call.take() {
+        if req.tool_choice.is_some() {
+            return Err(invalid(
+                "send `tool_choice` or the legacy `function_call`, not both",
+                "function_call".into(),
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        struct Named<'a> {
+            #[serde(borrow)]
+            name: Cow<'a, str>,
+        }
+        let bad = || {
+            invalid(
+                "`function_call` must be \"none\", \"auto\" or {\"name\": …}",
+                "function_call".into(),
+            )
+        };
+        req.tool_choice = Some(match choice.get() {
+            "\"none\"" => wire::ToolChoice::Mode("none"),
+            "\"auto\"" => wire::ToolChoice::Mode("auto"),
+            text if text.starts_with('{') => {
+                let named: Named = serde_json::from_str(text).map_err(|_| bad())?;
+                wire::ToolChoice::Named(named.name)
+            }
+            _ => return Err(bad()),
+        });
+    }
+    Ok(())
 }
 
 /// Builds the Gemini `GenerateContentRequest` JSON body for one target model. An http(s)

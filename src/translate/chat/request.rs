@@ -75,7 +75,10 @@ pub(crate) fn build<'a>(
                 let mut parts = Vec::new();
                 text_parts(content, &mut parts);
                 for call in tool_calls.iter().flatten() {
-                    call_names.insert(&call.id, &call.function.name);
+                    // A legacy `function_call` has no id: its result names the function.
+                    if !call.id.is_empty() {
+                        call_names.insert(&call.id, &call.function.name);
+                    }
                     parts.push(function_call_part(call, extras));
                 }
                 push_turn(&mut out.contents, "model", parts);

@@ -57,6 +57,22 @@ fn upstream_error(e: GoogleError, raw: Vec<u8>) -> TranslateError {
     }
 }
 
+/// A legacy `functions` answer's call: the first (the request made `one_call`), as the
+/// message's `function_call`; `calls` is left empty.
+pub(crate) fn legacy_call<'a>(calls: &mut Vec<ToolCallOut<'a>>) -> Option<FunctionOut<'a>> {
+    let first = calls.drain(..).next()?;
+    Some(first.function)
+}
+
+/// A legacy `functions` answer ends `function_call` where a tools answer ends `tool_calls`.
+pub(crate) fn legacy_finish(reason: &'static str) -> &'static str {
+    if reason == "tool_calls" {
+        "function_call"
+    } else {
+        reason
+    }
+}
+
 /// protocol.md §6: never null; `tool_calls` only for a natural end after calls.
 pub(crate) fn finish_reason(reason: &str, made_calls: bool) -> &'static str {
     match reason {
@@ -309,6 +325,9 @@ struct MessageOut<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
+    /// A legacy `functions` request's call (`ResponseCtx::legacy_functions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FunctionOut<'a>>,
     refusal: Option<()>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     annotations: Vec<Annotation<'a>>,
@@ -433,7 +452,13 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
         let made_calls = !tool_calls.is_empty();
         has_output |= made_calls || text.is_some() || !images.is_empty();
         signatures.extend(tool_calls.iter().filter_map(ToolCallOut::signature));
-        let finish = finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP"), made_calls);
+        let mut finish = finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP"), made_calls);
+        let function_call = if ctx.legacy_functions {
+            finish = legacy_finish(finish);
+            legacy_call(&mut tool_calls)
+        } else {
+            None
+        };
         let logprobs = logprobs(cand.logprobs_result);
         choices.push(Choice {
             index: cand.index.unwrap_or(pos as u32),
@@ -446,6 +471,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                 },
                 reasoning_content: reasoning,
                 tool_calls,
+                function_call,
                 refusal: None,
                 annotations,
                 images,
@@ -466,6 +492,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
                 content: Some(Cow::Borrowed("")),
                 reasoning_content: None,
                 tool_calls: Vec::new(),
+                function_call: None,
                 refusal: None,
                 annotations: Vec::new(),
                 images: Vec::new(),

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::response::{self, append, ImageOut, LogprobsOut, ToolCallOut};
+use super::response::{self, append, FunctionOut, ImageOut, LogprobsOut, ToolCallOut};
 use crate::translate::gemini::UsageMetadata;
 use crate::translate::{ResponseCtx, TranslateError};
 
@@ -26,6 +26,8 @@ pub struct StreamTranslator {
     call_prefix: String,
     /// `ResponseCtx::one_call`: a choice's calls after its first are dropped.
     one_call: bool,
+    /// `ResponseCtx::legacy_functions`: the call goes out as `delta.function_call`.
+    legacy_functions: bool,
     /// `ResponseCtx::tool_names`.
     tool_names: crate::translate::tool_name::ToolNames,
     include_usage: bool,
@@ -64,6 +66,9 @@ struct Delta<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
+    /// A legacy `functions` request's call, whole in one chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FunctionOut<'a>>,
     /// Images as OpenRouter streams them (each whole, in the event that carried it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     images: Vec<ImageOut>,
@@ -93,6 +98,7 @@ impl StreamTranslator {
             prefix,
             call_prefix: response::call_id_prefix(&ctx),
             one_call: ctx.one_call,
+            legacy_functions: ctx.legacy_functions,
             tool_names: ctx.tool_names,
             include_usage,
             choices: Vec::new(),
@@ -166,6 +172,7 @@ impl StreamTranslator {
             self.answered |=
                 delta.content.is_some() || !delta.tool_calls.is_empty() || !delta.images.is_empty();
             let answered = self.answered;
+            let legacy = self.legacy_functions;
             let state = self.state(index as usize)?;
             state.calls = calls;
             // A finish before any text or tool call is held back: the stream is an empty
@@ -177,9 +184,16 @@ impl StreamTranslator {
                 }
                 _ => None,
             };
+            let finish = if legacy {
+                delta.function_call = response::legacy_call(&mut delta.tool_calls);
+                finish.map(response::legacy_finish)
+            } else {
+                finish
+            };
             let has_delta = delta.content.is_some()
                 || delta.reasoning_content.is_some()
                 || !delta.tool_calls.is_empty()
+                || delta.function_call.is_some()
                 || !delta.images.is_empty();
             if !has_delta && finish.is_none() {
                 continue;
@@ -214,10 +228,10 @@ impl StreamTranslator {
                 role: (!state.started).then_some("assistant"),
                 ..Delta::default()
             };
-            let reason = if state.calls > 0 {
-                "tool_calls"
-            } else {
-                "stop"
+            let reason = match (state.calls > 0, self.legacy_functions) {
+                (true, false) => "tool_calls",
+                (true, true) => "function_call",
+                (false, _) => "stop",
             };
             self.write_chunk(&mut out, i as u32, delta, Some(reason), None);
         }

@@ -14,6 +14,7 @@ fn ctx() -> ResponseCtx {
         created: 1_700_000_000,
         model: "gpt-4o".into(),
         one_call: false,
+        legacy_functions: false,
         tool_names: Default::default(),
     }
 }
@@ -213,11 +214,6 @@ fn request_invalid() {
     check_invalid("not json", t(), None);
     check_invalid(
         r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
-        t(),
-        None,
-    );
-    check_invalid(
-        r#"{"model":"m","messages":[{"role":"function","name":"f","content":"x"}]}"#,
         t(),
         None,
     );
@@ -1294,4 +1290,146 @@ fn one_call_when_parallel_tool_calls_is_false() {
     };
     assert_eq!(streamed(false), 2);
     assert_eq!(streamed(true), 1);
+}
+
+/// OpenAI's deprecated function calling (`functions`, `function_call`, `role: "function"`), as
+/// older clients send it: the same Gemini request as `tools`, the answer's one call named
+/// `function_call`.
+#[test]
+fn legacy_functions() {
+    let req = json!({
+        "model": "gemini-2.5-flash",
+        "functions": [{"name": "get_weather", "description": "Weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "function_call": {"name": "get_weather"},
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null,
+             "function_call": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+            {"role": "function", "name": "get_weather", "content": "{\"temp\": 21}"},
+            {"role": "assistant", "content": null,
+             "function_call": {"name": "get_time", "arguments": "{}"}},
+            {"role": "function", "name": "get_time", "content": "noon"},
+            // A result some clients add with no call before it.
+            {"role": "function", "name": "lookup", "content": "found"},
+        ],
+    });
+    let text = req.to_string();
+    let parsed = parse_chat_request(text.as_bytes()).expect("parses");
+    assert!(parsed.legacy_functions);
+    let body: Value = serde_json::from_slice(
+        &to_gemini(&parsed, &target("gemini-2.5-flash")).expect("translates"),
+    )
+    .expect("json");
+    assert_eq!(
+        body["tools"][0]["functionDeclarations"][0]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        body["toolConfig"]["functionCallingConfig"],
+        json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]})
+    );
+    assert_eq!(
+        body["contents"][1]["parts"][0],
+        json!({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}})
+    );
+    assert_eq!(
+        body["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "get_weather"
+    );
+    // Each result is paired with its call by the function's name.
+    assert_eq!(
+        body["contents"][4]["parts"][0]["functionResponse"]["name"], "get_time",
+        "{body}"
+    );
+    assert_eq!(
+        body["contents"][4]["parts"][1]["functionResponse"]["name"], "lookup",
+        "{body}"
+    );
+    for (choice, mode) in [("\"none\"", "NONE"), ("\"auto\"", "AUTO")] {
+        let text = text.replace("{\"name\":\"get_weather\"}", choice);
+        let parsed = parse_chat_request(text.as_bytes()).expect("parses");
+        let body: Value = serde_json::from_slice(
+            &to_gemini(&parsed, &target("gemini-2.5-flash")).expect("translates"),
+        )
+        .expect("json");
+        assert_eq!(
+            body["toolConfig"]["functionCallingConfig"]["mode"], mode,
+            "{choice}"
+        );
+    }
+
+    // Both spellings at once, or a choice of another shape: the client's 400.
+    let tools = r#"[{"type":"function","function":{"name":"f"}}]"#;
+    let both = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"tools":{tools},"functions":[{{"name":"f"}}]}}"#
+    );
+    check_invalid(&both, target("m"), Some("functions"));
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}],"function_call":"required"}"#,
+        target("m"),
+        Some("function_call"),
+    );
+    check_invalid(
+        r#"{"model":"m","messages":[{"role":"function","content":"x"}]}"#,
+        target("m"),
+        None,
+    );
+
+    // The answer: its first call as `function_call`, ended `function_call`.
+    let legacy = ResponseCtx {
+        legacy_functions: true,
+        one_call: true,
+        ..ctx()
+    };
+    let answer = json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
+        {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+    ]}, "finishReason": "STOP"}]});
+    let out: Value = serde_json::from_slice(
+        &from_gemini(answer.to_string().as_bytes(), &legacy).expect("translates"),
+    )
+    .expect("json");
+    let choice = &out["choices"][0];
+    assert_eq!(choice["finish_reason"], "function_call", "{out}");
+    assert_eq!(
+        choice["message"]["function_call"],
+        json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
+    );
+    assert!(choice["message"].get("tool_calls").is_none(), "{out}");
+
+    // Streamed: the call whole in one delta, then the same finish.
+    let mut t = StreamTranslator::new(legacy, false);
+    let mut chunks = Vec::new();
+    for event in [
+        json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]}}]}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]},
+            "finishReason": "STOP"}]}),
+    ] {
+        chunks.push(t.on_event(event.to_string().as_bytes()).expect("event"));
+    }
+    chunks.push(t.finish());
+    let text: String = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let deltas: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert_eq!(
+        deltas[0]["choices"][0]["delta"]["function_call"],
+        json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}),
+        "{text}"
+    );
+    assert!(deltas[0]["choices"][0]["delta"].get("tool_calls").is_none());
+    let finishes: Vec<&Value> = deltas
+        .iter()
+        .map(|d| &d["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finishes, vec![&json!("function_call")], "{text}");
 }

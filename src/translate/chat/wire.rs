@@ -52,6 +52,16 @@ pub struct ChatRequest<'a> {
     pub tools: Option<Vec<Tool<'a>>>,
     #[serde(default, borrow)]
     pub tool_choice: Option<ToolChoice<'a>>,
+    /// The legacy spelling of `tools` (OpenAI's deprecated function calling); `parse` turns
+    /// it into `tools` and sets `legacy_functions`.
+    #[serde(default, borrow)]
+    pub functions: Option<Vec<FunctionDef<'a>>>,
+    /// The legacy spelling of `tool_choice`: `"none"`, `"auto"` or `{"name": …}`.
+    #[serde(default, borrow)]
+    pub function_call: Option<&'a RawValue>,
+    /// The request declared `functions`: the answer names its call `function_call`.
+    #[serde(skip)]
+    pub legacy_functions: bool,
     /// Gemini has no switch for it; read only so that a wrong type is still reported.
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
@@ -326,11 +336,19 @@ struct MessageFields<'a> {
     tool_calls: Option<Vec<ToolCall<'a>>>,
     tool_call_id: Option<Cow<'a, str>>,
     name: Option<Cow<'a, str>>,
+    /// An assistant turn's legacy call.
+    function_call: Option<FunctionCall<'a>>,
 }
 
 impl<'a> TaggedFields<'a> for MessageFields<'a> {
     const TAG: &'static str = "role";
-    const NAMES: &'static [&'static str] = &["content", "tool_calls", "tool_call_id", "name"];
+    const NAMES: &'static [&'static str] = &[
+        "content",
+        "tool_calls",
+        "tool_call_id",
+        "name",
+        "function_call",
+    ];
     fn read<'de: 'a, D: Deserializer<'de>>(
         &mut self,
         role: &str,
@@ -341,7 +359,10 @@ impl<'a> TaggedFields<'a> for MessageFields<'a> {
             (0, _) => self.content = Content::deserialize(value)?,
             (1, "assistant") => self.tool_calls = Option::deserialize(value)?,
             (2, "tool") => self.tool_call_id = Some(CowStr::deserialize(value)?.0),
-            (3, "tool") => self.name = Option::<CowStr>::deserialize(value)?.map(|s| s.0),
+            (3, "tool" | "function") => {
+                self.name = Option::<CowStr>::deserialize(value)?.map(|s| s.0);
+            }
+            (4, "assistant") => self.function_call = Option::deserialize(value)?,
             _ => {
                 IgnoredAny::deserialize(value)?;
             }
@@ -356,16 +377,37 @@ impl<'de: 'a, 'a> Visitor<'de> for Of<'a, Message<'a>> {
         f.write_str("a message object")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Message<'a>, A::Error> {
-        const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+        const ROLES: &[&str] = &[
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "tool",
+            "function",
+        ];
         let (role, m) = read_tagged::<MessageFields, A>(map)?;
         let content = m.content;
         Ok(match &*role {
             "system" => Message::System { content },
             "developer" => Message::Developer { content },
             "user" => Message::User { content },
+            // The legacy `function_call` is a call without an id; its result (a `function`
+            // message) is paired with it by name.
             "assistant" => Message::Assistant {
                 content,
-                tool_calls: m.tool_calls,
+                tool_calls: m.tool_calls.or_else(|| {
+                    let function = m.function_call?;
+                    Some(vec![ToolCall {
+                        id: Cow::Borrowed(""),
+                        function,
+                        extra_content: None,
+                    }])
+                }),
+            },
+            "function" => Message::Tool {
+                content,
+                tool_call_id: Cow::Borrowed(""),
+                name: Some(m.name.ok_or_else(|| de::Error::missing_field("name"))?),
             },
             "tool" => Message::Tool {
                 content,

@@ -642,6 +642,9 @@ pub fn to_chat<'a>(
         response_format,
         tools,
         tool_choice,
+        functions: None,
+        function_call: None,
+        legacy_functions: false,
         parallel_tool_calls: req.parallel_tool_calls,
         logprobs: req.include_logprobs().then_some(true),
         top_logprobs: req
