@@ -81,6 +81,10 @@ pub enum Route {
     // --- end Responses API ---
     ListModels,
     GetModel(String),
+    /// `GET /v1/models[/{id}]` from an Anthropic client (`anthropic-version` sent): the same
+    /// catalogue in Anthropic's shape.
+    AnthropicListModels,
+    AnthropicGetModel(String),
     Embeddings,
     /// `POST /v1/images/generations` (OpenAI Images API).
     ImageGenerations,
@@ -145,7 +149,10 @@ impl Route {
             | Route::Live { .. }
             | Route::AuthTokens => Dialect::Google,
             Route::NotFound(d) | Route::MethodNotAllowed(d) => *d,
-            Route::Messages | Route::CountTokens => Dialect::Anthropic,
+            Route::Messages
+            | Route::CountTokens
+            | Route::AnthropicListModels
+            | Route::AnthropicGetModel(_) => Dialect::Anthropic,
             _ => Dialect::OpenAi,
         }
     }
@@ -194,6 +201,8 @@ impl Route {
                 | Route::ResponseInputItems(_)
                 | Route::ListModels
                 | Route::GetModel(_)
+                | Route::AnthropicListModels
+                | Route::AnthropicGetModel(_)
                 | Route::Embeddings
                 | Route::ImageGenerations
                 | Route::GeminiListModels
@@ -215,6 +224,7 @@ impl Route {
             Route::ResponsesInputTokens => "responses_input_tokens",
             Route::StoredResponse { .. } | Route::ResponseInputItems(_) => "stored_response",
             Route::ListModels | Route::GetModel(_) => "models",
+            Route::AnthropicListModels | Route::AnthropicGetModel(_) => "anthropic_models",
             Route::Embeddings => "embeddings",
             Route::ImageGenerations => "image_generations",
             Route::GeminiListModels | Route::GeminiGetModel(_) => "gemini_models",
@@ -249,14 +259,22 @@ impl Route {
     }
 }
 
-/// `GET /v1/models[/{id}]` is OpenAI's list, unless the caller is a Google client: one that
-/// sends Google's credential (`x-goog-api-key` or `?key=`) and no `Authorization` is
-/// google-genai on `api_version="v1"` (its default), which wants Google's list and get. Every
-/// other route is left as it is.
+/// `GET /v1/models[/{id}]` is OpenAI's list, unless the caller is a Google or an Anthropic
+/// client. One that sends Google's credential (`x-goog-api-key` or `?key=`) and no
+/// `Authorization` is google-genai on `api_version="v1"` (its default), which wants Google's
+/// list and get; one that sends `anthropic-version` (the anthropic SDKs, Claude Code) wants
+/// Anthropic's. Every other route is left as it is.
 pub fn for_client(route: Route, headers: &http::HeaderMap, query: Option<&str>) -> Route {
-    if !matches!(route, Route::ListModels | Route::GetModel(_))
-        || headers.contains_key(http::header::AUTHORIZATION)
-    {
+    if !matches!(route, Route::ListModels | Route::GetModel(_)) {
+        return route;
+    }
+    if headers.contains_key("anthropic-version") {
+        return match route {
+            Route::GetModel(id) => Route::AnthropicGetModel(id),
+            _ => Route::AnthropicListModels,
+        };
+    }
+    if headers.contains_key(http::header::AUTHORIZATION) {
         return route;
     }
     let google = headers.contains_key("x-goog-api-key")
@@ -584,6 +602,25 @@ mod tests {
         assert_eq!(
             for_client(route(&Method::POST, "/v1/chat/completions"), &google, None),
             ChatCompletions
+        );
+        // The anthropic SDKs send `anthropic-version`, with `x-api-key` or a bearer token.
+        let mut anthropic = http::HeaderMap::new();
+        anthropic.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static("2023-06-01"),
+        );
+        assert_eq!(
+            for_client(get("/v1/models"), &anthropic, None),
+            AnthropicListModels
+        );
+        anthropic.insert("authorization", http::HeaderValue::from_static("Bearer t"));
+        assert_eq!(
+            for_client(get("/v1/models/claude-x"), &anthropic, None),
+            AnthropicGetModel("claude-x".into())
+        );
+        assert_eq!(
+            for_client(route(&Method::POST, "/v1/messages"), &anthropic, None),
+            Messages
         );
         check(Method::GET, "/v1/models", ListModels);
         check(Method::GET, "/v1//models", ListModels);

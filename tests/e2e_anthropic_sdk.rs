@@ -49,6 +49,10 @@ async fn anthropic_python_sdk() {
         .config(
             config_for(&fake.url(), &[&k1, &k2])
                 .set("models", r#"list = "static""#)
+                .set(
+                    "models",
+                    &format!(r#"static = ["{MODEL}", "{TOOL_MODEL}"]"#),
+                )
                 .set("models.aliases", &format!(r#""claude-*" = "{MODEL}""#)),
         )
         .start()

@@ -61,6 +61,12 @@ pub async fn dispatch(
         Route::GetModel(id) => models::get(app, snap, &caller, &id, log)
             .await
             .map(Reply::Done),
+        Route::AnthropicListModels => models::list_anthropic(app, snap, &caller, log)
+            .await
+            .map(Reply::Done),
+        Route::AnthropicGetModel(id) => models::get_anthropic(app, snap, &caller, &id, log)
+            .await
+            .map(Reply::Done),
         Route::Embeddings => embeddings::create(app, snap, &caller, req, log).await,
         Route::ImageGenerations => images::generations(snap, &caller, req, log).await,
         Route::RunGemini => run_gemini::run(app, snap, &caller, req, log).await,

@@ -1,5 +1,6 @@
 //! `GET /v1/models` and `/v1/models/{id}`: Gemini's model list (every page, cached for
-//! `models.refresh`) or the static list, plus the aliases, in OpenAI's shape.
+//! `models.refresh`) or the static list, plus the aliases, in OpenAI's shape, or Anthropic's
+//! for an Anthropic client (`router::for_client`).
 //!
 //! The list is fetched with any usable key; a failed refresh keeps serving the last list.
 
@@ -178,6 +179,59 @@ pub async fn list(
     ))
 }
 
+/// Anthropic's `ModelInfo` for one entry of the catalogue (its `created` as `created_at`).
+fn anthropic_model(m: &serde_json::Value) -> serde_json::Value {
+    let created = m["created"].as_u64().unwrap_or(0);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(created);
+    json!({
+        "type": "model",
+        "id": m["id"],
+        "display_name": m["id"],
+        "created_at": crate::clock::rfc3339(at),
+    })
+}
+
+/// `GET /v1/models` in Anthropic's shape: one page holding the whole catalogue.
+pub async fn list_anthropic(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    caller: &Caller,
+    log: &mut RequestLog,
+) -> Result<http::Response<crate::body::Body>, ProxyError> {
+    let data: Vec<serde_json::Value> = catalogue(app, snap, log)
+        .await?
+        .iter()
+        .filter(|m| m["id"].as_str().is_some_and(|id| caller.allows(id)))
+        .map(anthropic_model)
+        .collect();
+    let first = data.first().map(|m| m["id"].clone());
+    let last = data.last().map(|m| m["id"].clone());
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"data": data, "has_more": false, "first_id": first, "last_id": last}),
+    ))
+}
+
+/// `GET /v1/models/{id}` in Anthropic's shape.
+pub async fn get_anthropic(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    caller: &Caller,
+    id: &str,
+    log: &mut RequestLog,
+) -> Result<http::Response<crate::body::Body>, ProxyError> {
+    // Anthropic answers an unknown model with a 404 `not_found_error`.
+    let model = find(app, snap, caller, id, log)
+        .await
+        .map_err(|e| match e {
+            ProxyError::NotFound { .. } => ProxyError::ModelNotFound {
+                model: crate::excerpt::excerpt(id).into_owned(),
+            },
+            other => other,
+        })?;
+    Ok(json_response(StatusCode::OK, &anthropic_model(&model)))
+}
+
 pub async fn get(
     app: &Arc<App>,
     snap: &Arc<Snapshot>,
@@ -185,6 +239,19 @@ pub async fn get(
     id: &str,
     log: &mut RequestLog,
 ) -> Result<http::Response<crate::body::Body>, ProxyError> {
+    let model = find(app, snap, caller, id, log).await?;
+    Ok(json_response(StatusCode::OK, &model))
+}
+
+/// The catalogue's entry for `id` (OpenAI's shape), or a name only a glob alias knows; an
+/// unknown or forbidden one is a 404.
+async fn find(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    caller: &Caller,
+    id: &str,
+    log: &mut RequestLog,
+) -> Result<serde_json::Value, ProxyError> {
     let wanted = id.strip_prefix("models/").unwrap_or(id);
     let found = catalogue(app, snap, log)
         .await?
@@ -197,7 +264,7 @@ pub async fn get(
             })
         });
     match found {
-        Some(model) => Ok(json_response(StatusCode::OK, &model)),
+        Some(model) => Ok(model),
         None => Err(ProxyError::not_found(format!(
             "The model '{}' does not exist",
             crate::excerpt::excerpt(wanted)

@@ -115,6 +115,19 @@ with client.messages.stream(
     final = stream.get_final_message()
 check("streamed thinking", thoughts == "Pondering." and final.content[0].type == "thinking", repr(final.content))
 
+# Models, in Anthropic's shape (the SDK sends anthropic-version).
+page = client.models.list()
+ids = [m.id for m in page.data]
+check("models list", ids == [MODEL, TOOL_MODEL] and all(m.type == "model" and m.created_at and m.display_name
+      for m in page.data) and page.has_more is False, repr(page))
+info = bearer.models.retrieve(CLAUDE)
+check("model retrieve via glob alias, bearer auth", info.id == CLAUDE and info.type == "model", repr(info))
+try:
+    client.models.retrieve("no-such-model")
+    check("unknown model", False, "no error")
+except anthropic.NotFoundError as e:
+    check("unknown model", e.status_code == 404 and e.body["error"]["type"] == "not_found_error", repr(e.body))
+
 # Token counting.
 n = client.messages.count_tokens(model=CLAUDE, system="Be brief.", tools=tools,
                                  messages=[{"role": "user", "content": "Hello, Claude"}])
