@@ -684,7 +684,7 @@ mod tests {
         );
         write(
             "keys-week-49.txt",
-            "AIzaSyA0000000000000000000000000000000\n",
+            "AIzaSyTEST-key-for-the-watcher-0001\n",
         );
         std::os::unix::fs::symlink("keys-week-49.txt", d.join("keys.txt"))
             .unwrap_or_else(|e| panic!("symlink: {e}"));
