@@ -682,10 +682,7 @@ mod tests {
             "config.toml",
             "[auth]\ntokens = [\"sk-test\"]\n[pool]\nkey_files = [\"keys.txt\"]\n",
         );
-        write(
-            "keys-week-49.txt",
-            "AIzaSyTEST-key-for-the-watcher-0001\n",
-        );
+        write("keys-week-49.txt", "AIzaSyTEST-key-for-the-watcher-0001\n");
         std::os::unix::fs::symlink("keys-week-49.txt", d.join("keys.txt"))
             .unwrap_or_else(|e| panic!("symlink: {e}"));
         let loaded = config::load(&d.join("config.toml")).unwrap_or_else(|e| panic!("{e}"));

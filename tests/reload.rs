@@ -233,7 +233,11 @@ async fn a_key_file_changed_on_its_own_adds_and_removes_keys() {
         assert_eq!(chat_status_as(&proxy, TEST_TOKEN, FLASH).await, 200);
     }
     assert_eq!((fake.hits_for_key(&k1), fake.hits_for_key(&k2)), (0, 4));
-    assert!(proxy.logs().contains("keys +1/-1"), "{}", proxy.logs());
+    assert!(
+        proxy.wait_for_log("keys +1/-1", APPLY).await,
+        "{}",
+        proxy.logs()
+    );
 }
 
 #[tokio::test]

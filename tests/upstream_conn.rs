@@ -62,8 +62,11 @@ async fn a_pool_only_reload_keeps_the_upstream_connection_and_an_upstream_change
         warm + 1,
         "an [upstream] change must rebuild the clients"
     );
+    // Log lines reach the test through a writer thread and a pipe: wait for it (bounded).
     assert!(
-        proxy.logs().contains("upstream settings changed"),
+        proxy
+            .wait_for_log("upstream settings changed", Duration::from_secs(5))
+            .await,
         "{}",
         proxy.logs()
     );
