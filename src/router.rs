@@ -111,6 +111,8 @@ pub enum Route {
     /// `POST /v1alpha/auth_tokens`: an ephemeral token for the Live API, minted on a pool key.
     AuthTokens,
     RunGemini,
+    /// `GET /`: what this is and where to go (a browser, a load balancer's default check).
+    Root,
     Health,
     Livez,
     Readyz,
@@ -175,6 +177,7 @@ impl Route {
             // public, the data it shows is not.
             Route::Metrics
             | Route::Health
+            | Route::Root
             | Route::Dashboard(_)
             | Route::DashboardLogin
             | Route::DashboardLogout => Gate::Open,
@@ -248,6 +251,7 @@ impl Route {
             | Route::DashboardLogin
             | Route::DashboardLogout => "dashboard",
             Route::Health => "health",
+            Route::Root => "root",
             Route::Livez => "livez",
             Route::Readyz => "readyz",
             Route::Status => "status",
@@ -326,6 +330,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/v1/messages/count_tokens" => expect(post, Route::CountTokens),
         "/v1beta/models" => expect(get, Route::GeminiListModels),
         "/health" => expect(get, Route::Health),
+        "/" => expect(get, Route::Root),
         "/livez" => expect(get, Route::Livez),
         "/readyz" => expect(get, Route::Readyz),
         "/status" => expect(get, Route::Status),

@@ -907,3 +907,33 @@ async fn web_pages_call_the_api_in_chromium() {
     );
     assert!(blocked.get("status").is_none(), "{blocked}");
 }
+
+#[tokio::test]
+async fn the_root_says_what_this_is_without_a_token() {
+    let fake = FakeGemini::start().await;
+    let proxy = start(base(&fake)).await;
+    // A browser, a load balancer's default health check, Claude Code's HEAD at start.
+    let (status, body) = send(anon(&proxy, reqwest::Method::GET, "/")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["service"], "gemini-rotator");
+    assert_eq!(body["dashboard"], "/dashboard");
+    assert_eq!(
+        status_of(anon(&proxy, reqwest::Method::HEAD, "/")).await,
+        200
+    );
+    assert_eq!(
+        status_of(anon(&proxy, reqwest::Method::POST, "/")).await,
+        405
+    );
+    assert_eq!(fake.total_hits(), 0);
+    // The IP rules still apply.
+    let ruled = start(
+        base(&fake)
+            .set("server", r#"trusted_proxies = ["127.0.0.1/32"]"#)
+            .set("access", r#"allow = ["10.0.0.0/8"]"#),
+    )
+    .await;
+    let (status, _) =
+        send(anon(&ruled, reqwest::Method::GET, "/").header("x-forwarded-for", "192.0.2.7")).await;
+    assert_eq!(status, 403);
+}

@@ -26,7 +26,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access::Caller;
-use crate::body::{full, Body, Reply};
+use crate::body::{full, json_response, Body, Reply};
 use crate::config::Models;
 use crate::error::ProxyError;
 use crate::request_log::RequestLog;
@@ -106,6 +106,16 @@ pub async fn dispatch(
             gemini::passthrough(app, snap, &caller, route, req, log).await
         }
         Route::Health => Ok(Reply::Done(health::health(snap))),
+        Route::Root => Ok(Reply::Done(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "service": "gemini-rotator",
+                "status": "ok",
+                "api": ["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1beta/models"],
+                "health": "/health",
+                "dashboard": "/dashboard",
+            }),
+        ))),
         Route::Livez => Ok(Reply::Done(health::livez())),
         Route::Readyz => Ok(Reply::Done(health::readyz(app))),
         Route::Status => Ok(Reply::Done(health::status(app, snap))),
