@@ -93,8 +93,10 @@ pub enum Route {
     GeminiCall {
         model: String,
         action: GeminiAction,
+        /// Asked on `/v1alpha` (Google's preview surface), and sent there; else `/v1beta`.
+        alpha: bool,
     },
-    /// Any other Gemini-native call (`/v1beta/**`, the native `/v1/…` routes, uploads under
+    /// Any other Gemini-native call (`/v1beta/**`, `/v1alpha/**`, the native `/v1/…` routes, uploads under
     /// `/upload/v1beta/**` and `/upload/v1/**`), passed through by `api::native`.
     Native,
     /// `/upload/session/{id}`: a resumable upload session the proxy handed out; its id is the
@@ -371,7 +373,10 @@ pub fn route(method: &Method, path: &str) -> Route {
                     Route::NotFound(Dialect::Google)
                 };
             }
-            if p.starts_with("/upload/v1beta/") || p.starts_with("/upload/v1/") {
+            if p.starts_with("/upload/v1beta/")
+                || p.starts_with("/upload/v1/")
+                || p.starts_with("/upload/v1alpha/")
+            {
                 return Route::Native;
             }
             // google-genai 3.x calls Google's `v1` by default. OpenAI has no `POST
@@ -385,6 +390,7 @@ pub fn route(method: &Method, path: &str) -> Route {
                     Some(action) if post => Route::GeminiCall {
                         model: model.to_string(),
                         action,
+                        alpha: false,
                     },
                     Some(_) => Route::MethodNotAllowed(Dialect::Google),
                     None => Route::Native,
@@ -426,7 +432,11 @@ pub fn route(method: &Method, path: &str) -> Route {
             if let Some(asset) = p.strip_prefix("/dashboard/") {
                 return expect(get, Route::Dashboard(asset.to_string()));
             }
-            if let Some(rest) = p.strip_prefix("/v1beta/models/").filter(|r| !r.is_empty()) {
+            let models = p
+                .strip_prefix("/v1beta/models/")
+                .map(|rest| (rest, false))
+                .or_else(|| p.strip_prefix("/v1alpha/models/").map(|rest| (rest, true)));
+            if let Some((rest, alpha)) = models.filter(|(r, _)| !r.is_empty()) {
                 match rest.rsplit_once(':') {
                     Some((model, action)) if !model.is_empty() && !model.contains('/') => {
                         if let Some(action) = GeminiAction::parse(action) {
@@ -435,6 +445,7 @@ pub fn route(method: &Method, path: &str) -> Route {
                                 Route::GeminiCall {
                                     model: model.to_string(),
                                     action,
+                                    alpha,
                                 },
                             );
                         }
@@ -445,7 +456,10 @@ pub fn route(method: &Method, path: &str) -> Route {
                     _ => {}
                 }
             }
-            if p.starts_with("/v1beta/") {
+            if p == "/v1alpha/models" {
+                return expect(get, Route::GeminiListModels);
+            }
+            if p.starts_with("/v1beta/") || p.starts_with("/v1alpha/") {
                 return Route::Native;
             }
             Route::NotFound(dialect)
@@ -661,14 +675,30 @@ mod tests {
             GeminiCall {
                 model: "gemini-2.5-flash".into(),
                 action: GeminiAction::StreamGenerateContent,
+                alpha: false,
             },
         );
+        // Google's preview surface: the same methods, sent to `/v1alpha`.
+        check(
+            Method::POST,
+            "/v1alpha/models/gemini-2.5-flash:generateContent",
+            GeminiCall {
+                model: "gemini-2.5-flash".into(),
+                action: GeminiAction::GenerateContent,
+                alpha: true,
+            },
+        );
+        check(Method::GET, "/v1alpha/models", GeminiListModels);
+        check(Method::GET, "/v1alpha/files", Native);
+        check(Method::POST, "/upload/v1alpha/files", Native);
+        check(Method::POST, "/v1alpha/auth_tokens", AuthTokens);
         check(
             Method::POST,
             "/v1/models/gemini-2.5-flash:generateContent",
             GeminiCall {
                 model: "gemini-2.5-flash".into(),
                 action: GeminiAction::GenerateContent,
+                alpha: false,
             },
         );
         check(

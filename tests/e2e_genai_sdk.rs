@@ -60,6 +60,18 @@ async fn google_genai_python_sdk() {
         .requests()
         .iter()
         .all(|r| r.key.as_deref() != Some(TEST_TOKEN)));
+    // The v1alpha client's generations went to Google's v1alpha.
+    let alpha: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1alpha/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        alpha.iter().any(|p| p.ends_with(":generateContent"))
+            && alpha.iter().any(|p| p.ends_with(":streamGenerateContent")),
+        "{alpha:?}"
+    );
 }
 
 /// Files and caches through the pool (issue #18): `files.upload` (resumable, through the

@@ -498,6 +498,43 @@ fn creates_seen(fake: &FakeGemini) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn the_preview_surface_v1alpha_passes_through_to_v1alpha() {
+    let (fake, proxy, _) = setup(2).await;
+    // google-genai with api_version="v1alpha": uploads and lists go to Google's v1alpha.
+    let started = client()
+        .post(format!("{}/upload/v1alpha/files", proxy.url()))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .header("content-type", "application/json")
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", "5")
+        .header("x-goog-upload-header-content-type", "text/plain")
+        .json(&json!({"file": {"displayName": "notes.txt"}}))
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(started.status().as_u16(), 200);
+    assert!(started
+        .headers()
+        .get("x-goog-upload-url")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|u| u.starts_with(&proxy.url())));
+    let listed = client()
+        .get(format!("{}/v1alpha/files", proxy.url()))
+        .header("x-goog-api-key", TEST_TOKEN)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(listed.status().as_u16(), 200);
+    let paths: Vec<String> = fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        paths.iter().any(|p| p == "/upload/v1alpha/files")
+            && paths.iter().all(|p| !p.contains("v1beta")),
+        "{paths:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_create_google_refused_for_quota_is_made_on_another_key() {
     let (fake, proxy, _) = setup(3).await;
     // The first upload start meets a quota 429 (whichever key it lands on): the client never

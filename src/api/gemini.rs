@@ -61,7 +61,11 @@ pub async fn passthrough(
             };
             Ok(Reply::Done(respond(renamed, content_type)))
         }
-        Route::GeminiCall { model, action } => {
+        Route::GeminiCall {
+            model,
+            action,
+            alpha,
+        } => {
             let requested = clean_model_name(&model)?.to_string();
             log.model = Some(requested.clone());
             let chain =
@@ -77,7 +81,8 @@ pub async fn passthrough(
             let streaming = action == GeminiAction::StreamGenerateContent;
             let mut last_error = None;
             for (i, target) in chain.iter().enumerate() {
-                let path = call_path(&target.model, action.as_str(), &query);
+                let version = if alpha { "v1alpha" } else { "v1beta" };
+                let path = call_path(version, &target.model, action.as_str(), &query);
                 let call = Call {
                     model: Some(&target.model),
                     method: Method::POST,
@@ -348,9 +353,11 @@ pub(crate) fn is_event_stream(content_type: &HeaderValue) -> bool {
 
 /// `/v1beta/models/{model}:{action}` and the query, built in one allocation (on every call:
 /// `format!` twice cost about 1.5k instructions).
-fn call_path(model: &str, action: &str, query: &str) -> String {
-    let mut path = String::with_capacity(17 + model.len() + action.len() + query.len());
-    path.push_str("/v1beta/models/");
+fn call_path(version: &str, model: &str, action: &str, query: &str) -> String {
+    let mut path = String::with_capacity(18 + model.len() + action.len() + query.len());
+    path.push('/');
+    path.push_str(version);
+    path.push_str("/models/");
     path.push_str(model);
     path.push(':');
     path.push_str(action);

@@ -214,6 +214,9 @@ fn split_version(path: &str) -> Option<(bool, &'static str, &str)> {
     if let Some(rest) = path.strip_prefix("/v1beta/") {
         return Some((upload, "v1beta", rest));
     }
+    if let Some(rest) = path.strip_prefix("/v1alpha/") {
+        return Some((upload, "v1alpha", rest));
+    }
     path.strip_prefix("/v1/").map(|rest| (upload, "v1", rest))
 }
 

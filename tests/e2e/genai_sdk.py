@@ -97,6 +97,17 @@ check("default api_version: model get", m.name == f"models/{MODEL}", repr(m.name
 names = [m.name for m in plain.models.list(config={"page_size": 5})]
 check("default api_version: model list", f"models/{MODEL}" in names and len(names) > 5, repr(names))
 
+# A client on Google's preview surface (api_version="v1alpha"): the same calls, sent to v1alpha.
+alpha = genai.Client(api_key=TOKEN, http_options=types.HttpOptions(base_url=BASE, api_version="v1alpha",
+                                                                    timeout=20_000))
+r = alpha.models.generate_content(model=MODEL, contents="Say the sentence.")
+check("v1alpha: generate", r.text == EXPECT, repr(r.text))
+chunks = list(alpha.models.generate_content_stream(model=MODEL, contents="Say the sentence."))
+check("v1alpha: stream", "".join(c.text or "" for c in chunks) == EXPECT, repr([c.text for c in chunks]))
+check("v1alpha: count", alpha.models.count_tokens(model=MODEL, contents="hi").total_tokens > 0)
+names = [m.name for m in alpha.models.list(config={"page_size": 5})]
+check("v1alpha: model list", f"models/{MODEL}" in names, repr(names))
+
 # Keep the client referenced: a temporary one is closed before its request is sent.
 stranger = genai.Client(api_key="wrong-token", http_options=OPTIONS)
 try:

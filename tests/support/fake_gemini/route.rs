@@ -47,6 +47,7 @@ impl Route {
         if let Some(rest) = path
             .strip_prefix("/upload/v1beta/")
             .or_else(|| path.strip_prefix("/upload/v1/"))
+            .or_else(|| path.strip_prefix("/upload/v1alpha/"))
         {
             return match (rest, query.get("upload_id")) {
                 ("files", Some(id)) => Route::UploadChunk(id.clone()),
@@ -56,7 +57,8 @@ impl Route {
         }
         let versioned = path
             .strip_prefix("/v1beta/")
-            .or_else(|| path.strip_prefix("/v1/"));
+            .or_else(|| path.strip_prefix("/v1/"))
+            .or_else(|| path.strip_prefix("/v1alpha/"));
         if let Some(rest) = versioned {
             let sub = |rest: &str| rest.strip_prefix('/').map(str::to_owned);
             if let Some(rest) = rest.strip_prefix("files") {
@@ -83,6 +85,7 @@ impl Route {
         let Some(rest) = path
             .strip_prefix("/v1beta/models")
             .or_else(|| path.strip_prefix("/v1/models"))
+            .or_else(|| path.strip_prefix("/v1alpha/models"))
         else {
             return Route::Unknown;
         };
