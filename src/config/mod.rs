@@ -86,7 +86,7 @@ pub enum CorsOrigins {
     /// `["*"]`: any page (each still needs a client token).
     Any,
     /// These origins, as browsers send them (`https://app.example.com`, lowercase, the port
-    /// only when not the scheme's default).
+    /// only when not the scheme's default), sorted and without repeats.
     Listed(Vec<String>),
 }
 
