@@ -298,6 +298,9 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.server.trusted_proxies != new.server.trusted_proxies {
         out.push("trusted_proxies changed".into());
     }
+    if old.server.cors_origins != new.server.cors_origins {
+        out.push("cors_origins changed".into());
+    }
     let limits = |s: &crate::config::Server| {
         (
             s.max_connections,

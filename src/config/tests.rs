@@ -436,6 +436,9 @@ fn warnings_do_not_reject() {
     let cases: &[Case] = &[
         ("[auth]\nopen = true\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:2:8: auth.open: auth.open = true and no client tokens: the proxy is OPEN, anyone who can reach it may use every key in the pool"]),
+        ("[server]\ncors_origins = [\"*\"]\n[auth]\nopen = true\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
+         &[], &["config.toml:2:16: server.cors_origins: with an open proxy (auth.open, no client tokens), every listed web page a browser opens may use the pool: add client tokens, or leave cors_origins empty",
+                "config.toml:4:8: auth.open: auth.open = true and no client tokens: the proxy is OPEN, anyone who can reach it may use every key in the pool"]),
         ("[auth]\nopen = true\ntokens = [\"sk-test-token-0000000001\"]\n[pool]\nkeys = [\"AIzaSyTEST-key-number-one-00000001\"]\n",
          &[], &["config.toml:2:8: auth.open: auth.open = true has no effect: client tokens are configured, so clients still need one of them"]),
         ("[auth]\ntokens = [\"sk-short-1\"]\n[pool]\nkey_files = [\"keys.txt\"]\n",

@@ -258,6 +258,15 @@ impl Cx<'_, '_> {
         let models = models.and_then(|m| self.models(m));
         let logging = logging.and_then(|l| self.logging(l));
         let state = state.and_then(|s| self.state(s));
+        if let (Some(s), Some(a)) = (&server, &auth) {
+            if a.open && a.tokens.is_empty() && s.cors_origins != CorsOrigins::None {
+                self.warn(
+                    &At::Cfg(FieldPath::root("server").key("cors_origins")),
+                    "with an open proxy (auth.open, no client tokens), every listed web page a \
+                     browser opens may use the pool: add client tokens, or leave cors_origins empty",
+                );
+            }
+        }
         Some(Parts {
             server: server?,
             upstream: upstream?,
