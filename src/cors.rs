@@ -1,10 +1,10 @@
 //! Cross-origin access for web pages that call the API from a browser (`server.cors_origins`,
 //! off by default). A preflight (`OPTIONS` with `Access-Control-Request-Method`) for a client
 //! API route (`Route::is_client_api`) from an address the IP rules allow is answered here,
-//! without authentication, since browsers send no credential with one; every answer of such a route to an allowed
-//! `Origin`, errors included, says the page may read it. No other route ever gets either, and no
-//! answer allows credentials: the API takes a client token the page holds itself, never a
-//! cookie. Owns no state; reads the config snapshot's list.
+//! without authentication, since browsers send no credential with one; every answer of such a
+//! route to an allowed `Origin`, errors included, says the page may read it. No other route
+//! ever gets either, and no answer allows credentials: the API takes a client token the page
+//! holds itself, never a cookie. Owns no state; reads the config snapshot's list.
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
@@ -24,16 +24,16 @@ const MAX_AGE: &str = "600";
 /// The `Access-Control-Allow-Origin` value for this request, when its `Origin` may call the API
 /// (`*` for `["*"]`, else the origin itself); `None` when CORS is off or the origin is not listed.
 pub fn allowed(origins: &CorsOrigins, headers: &HeaderMap) -> Option<HeaderValue> {
-    if *origins == CorsOrigins::None {
-        return None;
-    }
-    let origin = headers.get(header::ORIGIN)?;
+    // Off (the default) looks at no header.
     match origins {
         CorsOrigins::None => None,
-        CorsOrigins::Any => Some(HeaderValue::from_static("*")),
+        CorsOrigins::Any => headers
+            .contains_key(header::ORIGIN)
+            .then(|| HeaderValue::from_static("*")),
         // Sorted and normalised at load as browsers serialise origins (lowercase), so a long
         // list costs a binary search.
         CorsOrigins::Listed(list) => {
+            let origin = headers.get(header::ORIGIN)?;
             let sent = origin.to_str().ok()?;
             list.binary_search_by(|o| o.as_str().cmp(sent))
                 .is_ok()

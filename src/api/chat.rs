@@ -87,7 +87,7 @@ pub async fn complete(
         ),
         created: unix_now(),
         model: request.model.to_string(),
-        one_call: request.parallel_tool_calls == Some(false) || request.legacy_functions,
+        one_call: request.parallel_tool_calls == Some(false),
         legacy_functions: request.legacy_functions,
         tool_names: chat::tool_names(request),
     };

@@ -162,17 +162,25 @@ async fn catalogue(
     Ok(data)
 }
 
+/// The catalogue entries `caller` may use (OpenAI's shape).
+async fn allowed(
+    app: &App,
+    snap: &Snapshot,
+    caller: &Caller,
+    log: &mut RequestLog,
+) -> Result<Vec<serde_json::Value>, ProxyError> {
+    let mut data = catalogue(app, snap, log).await?;
+    data.retain(|m| m["id"].as_str().is_some_and(|id| caller.allows(id)));
+    Ok(data)
+}
+
 pub async fn list(
     app: &Arc<App>,
     snap: &Arc<Snapshot>,
     caller: &Caller,
     log: &mut RequestLog,
 ) -> Result<http::Response<crate::body::Body>, ProxyError> {
-    let data: Vec<serde_json::Value> = catalogue(app, snap, log)
-        .await?
-        .into_iter()
-        .filter(|m| m["id"].as_str().is_some_and(|id| caller.allows(id)))
-        .collect();
+    let data = allowed(app, snap, caller, log).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"object": "list", "data": data}),
@@ -198,10 +206,9 @@ pub async fn list_anthropic(
     caller: &Caller,
     log: &mut RequestLog,
 ) -> Result<http::Response<crate::body::Body>, ProxyError> {
-    let data: Vec<serde_json::Value> = catalogue(app, snap, log)
+    let data: Vec<serde_json::Value> = allowed(app, snap, caller, log)
         .await?
         .iter()
-        .filter(|m| m["id"].as_str().is_some_and(|id| caller.allows(id)))
         .map(anthropic_model)
         .collect();
     let first = data.first().map(|m| m["id"].clone());

@@ -470,15 +470,9 @@ impl Cx<'_, '_> {
         let mut out = Vec::with_capacity(list.len());
         let mut ok = true;
         for (i, raw) in list.iter().enumerate() {
-            let origin = reqwest::Url::parse(raw.trim()).ok().filter(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.path() == "/"
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-                    && u.username().is_empty()
-                    && u.password().is_none()
-            });
+            let origin = reqwest::Url::parse(raw.trim())
+                .ok()
+                .filter(|u| plain_web_address(u) && u.path() == "/");
             match origin {
                 Some(u) => out.push(u.origin().ascii_serialization()),
                 None => {
@@ -506,14 +500,7 @@ impl Cx<'_, '_> {
         if s.is_empty() {
             return Some(None);
         }
-        let ok = reqwest::Url::parse(s).ok().filter(|u| {
-            matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some()
-                && u.query().is_none()
-                && u.fragment().is_none()
-                && u.username().is_empty()
-                && u.password().is_none()
-        });
+        let ok = reqwest::Url::parse(s).ok().filter(plain_web_address);
         if ok.is_none() {
             self.error(
                 path,
@@ -1649,4 +1636,15 @@ fn normalize(net: IpNet) -> IpNet {
         },
         _ => net,
     }
+}
+
+/// An http(s) URL with a host and nothing a browser or client would not send as its own
+/// address: no query, fragment or credentials (`server.public_url`, `server.cors_origins`).
+fn plain_web_address(u: &reqwest::Url) -> bool {
+    matches!(u.scheme(), "http" | "https")
+        && u.host_str().is_some()
+        && u.query().is_none()
+        && u.fragment().is_none()
+        && u.username().is_empty()
+        && u.password().is_none()
 }

@@ -36,10 +36,18 @@ pub struct ResponseCtx {
     /// so the calls it makes after the first are dropped.
     pub one_call: bool,
     /// The request declared legacy `functions` (`ChatRequest::legacy_functions`): its one call
-    /// is the message's `function_call`, ended `function_call`.
+    /// (`single_call`) is the message's `function_call`, ended `function_call`.
     pub legacy_functions: bool,
     /// The declared tool names Gemini got changed (`tool_name`), to give back on its calls.
     pub tool_names: tool_name::ToolNames,
+}
+
+impl ResponseCtx {
+    /// At most one call per choice: `parallel_tool_calls: false`, or a legacy `functions`
+    /// request, whose answer holds one `function_call`.
+    pub fn single_call(&self) -> bool {
+        self.one_call || self.legacy_functions
+    }
 }
 
 /// Which Gemini model a request goes to, and the per-alias settings that shape it.

@@ -425,7 +425,7 @@ pub(crate) fn translate(body: &[u8], ctx: &ResponseCtx) -> Result<Translated, Tr
             if part.inline_data.is_some() {
                 images.extend(image(&part));
             } else if part.function_call.is_some() {
-                if ctx.one_call && !tool_calls.is_empty() {
+                if ctx.single_call() && !tool_calls.is_empty() {
                     continue;
                 }
                 if let Some(tc) = tool_call(&mut part, &prefix, calls) {

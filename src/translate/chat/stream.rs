@@ -24,7 +24,7 @@ pub struct StreamTranslator {
     /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[`
     prefix: Vec<u8>,
     call_prefix: String,
-    /// `ResponseCtx::one_call`: a choice's calls after its first are dropped.
+    /// `ResponseCtx::single_call`: a choice's calls after its first are dropped.
     one_call: bool,
     /// `ResponseCtx::legacy_functions`: the call goes out as `delta.function_call`.
     legacy_functions: bool,
@@ -97,7 +97,7 @@ impl StreamTranslator {
         StreamTranslator {
             prefix,
             call_prefix: response::call_id_prefix(&ctx),
-            one_call: ctx.one_call,
+            one_call: ctx.single_call(),
             legacy_functions: ctx.legacy_functions,
             tool_names: ctx.tool_names,
             include_usage,
