@@ -576,6 +576,20 @@ fn preflight(proxy: &Proxy, path: &str, origin: &str) -> RequestBuilder {
         )
 }
 
+/// A page's chat from `origin`, with `token` when one is given.
+async fn chat_from(proxy: &Proxy, origin: &str, token: Option<&str>) -> Response {
+    let req = anon(proxy, reqwest::Method::POST, "/v1/chat/completions")
+        .header("origin", origin)
+        .json(&chat(FLASH));
+    match token {
+        Some(token) => req.bearer_auth(token),
+        None => req,
+    }
+    .send()
+    .await
+    .expect("chat")
+}
+
 fn header(resp: &Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
@@ -595,13 +609,7 @@ async fn only_listed_web_pages_may_call_the_api_from_a_browser() {
         .expect("preflight");
     assert_eq!(resp.status().as_u16(), 405);
     assert_eq!(header(&resp, "access-control-allow-origin"), None);
-    let resp = anon(&closed, reqwest::Method::POST, "/v1/chat/completions")
-        .header("origin", PAGE)
-        .bearer_auth(TEST_TOKEN)
-        .json(&chat(FLASH))
-        .send()
-        .await
-        .expect("chat");
+    let resp = chat_from(&closed, PAGE, Some(TEST_TOKEN)).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(header(&resp, "access-control-allow-origin"), None);
     fake.reset_counters();
@@ -669,13 +677,7 @@ async fn only_listed_web_pages_may_call_the_api_from_a_browser() {
         assert_eq!(header(&resp, "access-control-allow-origin"), None, "{path}");
     }
     // The real request: readable by the page, errors too, with the headers SDKs read.
-    let resp = anon(&open, reqwest::Method::POST, "/v1/chat/completions")
-        .header("origin", PAGE)
-        .bearer_auth(TEST_TOKEN)
-        .json(&chat(FLASH))
-        .send()
-        .await
-        .expect("chat");
+    let resp = chat_from(&open, PAGE, Some(TEST_TOKEN)).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(
         header(&resp, "access-control-allow-origin").as_deref(),
@@ -683,26 +685,19 @@ async fn only_listed_web_pages_may_call_the_api_from_a_browser() {
     );
     assert!(header(&resp, "access-control-expose-headers")
         .is_some_and(|h| h.contains("x-request-id") && h.contains("retry-after")));
-    let resp = anon(&open, reqwest::Method::POST, "/v1/chat/completions")
-        .header("origin", "http://localhost:3000")
-        .bearer_auth("sk-wrong-token-0123456789")
-        .json(&chat(FLASH))
-        .send()
-        .await
-        .expect("chat");
+    let resp = chat_from(
+        &open,
+        "http://localhost:3000",
+        Some("sk-wrong-token-0123456789"),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 401);
     assert_eq!(
         header(&resp, "access-control-allow-origin").as_deref(),
         Some("http://localhost:3000")
     );
     // A token is still needed: CORS opens nothing.
-    let (status, _) = send(
-        anon(&open, reqwest::Method::POST, "/v1/chat/completions")
-            .header("origin", PAGE)
-            .json(&chat(FLASH)),
-    )
-    .await;
-    assert_eq!(status, 401);
+    assert_eq!(chat_from(&open, PAGE, None).await.status().as_u16(), 401);
     // An admin answer to a listed page names no origin.
     let resp = anon(&open, reqwest::Method::GET, "/status")
         .header("origin", PAGE)
@@ -851,24 +846,14 @@ async fn web_pages_call_the_api_in_chromium() {
 
     let script = format!("{}/tests/ui/cors_pages.py", env!("CARGO_MANIFEST_DIR"));
     let pages = format!("{listed}/ {other}/");
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(python)
-            .arg(script)
-            .env("GR_PAGES", pages)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start python");
-        // Bounded: the script waits at most 30 s per page.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-        while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        child.wait_with_output().expect("python output")
-    })
-    .await
-    .expect("join");
+    // Bounded: the script waits at most 30 s per page.
+    let output = support::run_script(
+        python,
+        script,
+        vec![("GR_PAGES", pages)],
+        std::time::Duration::from_secs(180),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");

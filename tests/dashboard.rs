@@ -518,29 +518,21 @@ async fn dashboard_in_chromium() {
     let script = format!("{root}/tests/ui/dashboard_ui.py");
     let artifacts = format!("{root}/target/artifacts");
     let (small_url, big_url) = (small.url(), big.url());
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(python)
-            .arg(script)
-            .env("GR_URL", small_url)
-            .env("GR_BIG_URL", big_url)
-            .env("GR_ADMIN_TOKEN", ADMIN)
-            .env("GR_COOLED_KEY", "AIza****0002")
-            .env("GR_MODEL", FLASH)
-            .env("GR_ARTIFACTS", artifacts)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start python");
-        // Bounded: the script's own waits are at most 60 s each.
-        let deadline = std::time::Instant::now() + Duration::from_secs(300);
-        while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        child.wait_with_output().expect("python output")
-    })
-    .await
-    .expect("join");
+    // Bounded: the script's own waits are at most 60 s each.
+    let output = support::run_script(
+        python,
+        script,
+        vec![
+            ("GR_URL", small_url),
+            ("GR_BIG_URL", big_url),
+            ("GR_ADMIN_TOKEN", ADMIN.to_string()),
+            ("GR_COOLED_KEY", "AIza****0002".to_string()),
+            ("GR_MODEL", FLASH.to_string()),
+            ("GR_ARTIFACTS", artifacts),
+        ],
+        Duration::from_secs(300),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");

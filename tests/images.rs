@@ -54,24 +54,6 @@ async fn post_as(
     )
 }
 
-/// Creates a context cache through the native route as `token`: its name.
-async fn create_cache(proxy: &Proxy, token: &str) -> String {
-    let created = client()
-        .post(format!("{}/v1beta/cachedContents", proxy.url()))
-        .header("x-goog-api-key", token)
-        .json(&json!({
-            "model": format!("models/{MODEL}"),
-            "contents": [{"role": "user", "parts": [{"text": "a long document"}]}],
-            "ttl": "600s",
-        }))
-        .send()
-        .await
-        .expect("create cache");
-    assert_eq!(created.status().as_u16(), 200);
-    let cache: Value = created.json().await.unwrap_or(Value::Null);
-    cache["name"].as_str().expect("cache name").to_string()
-}
-
 fn cached_chat(cache: &str) -> Value {
     json!({
         "model": MODEL,
@@ -83,7 +65,7 @@ fn cached_chat(cache: &str) -> Value {
 #[tokio::test]
 async fn a_chat_with_cached_content_goes_to_the_key_that_made_the_cache() {
     let (fake, proxy, _) = setup(3).await;
-    let cache = create_cache(&proxy, TEST_TOKEN).await;
+    let cache = create_cache(&proxy, TEST_TOKEN, MODEL).await;
     let creator = fake.owner_of(&cache).expect("the cache exists at the fake");
     fake.reset_counters();
     for i in 0..9 {
@@ -118,7 +100,7 @@ async fn a_chat_with_cached_content_goes_to_the_key_that_made_the_cache() {
 #[tokio::test]
 async fn another_tokens_or_an_unknown_cache_is_refused_before_any_upstream_call() {
     let (fake, proxy, _) = setup(2).await;
-    let cache = create_cache(&proxy, TEST_TOKEN).await;
+    let cache = create_cache(&proxy, TEST_TOKEN, MODEL).await;
     fake.reset_counters();
     let (status, body, _) = post_as(
         &proxy,
@@ -157,7 +139,7 @@ async fn another_tokens_or_an_unknown_cache_is_refused_before_any_upstream_call(
 #[tokio::test]
 async fn a_cache_on_a_resting_key_is_a_429_naming_it_and_a_403_disables_nothing() {
     let (fake, proxy, _) = setup(2).await;
-    let cache = create_cache(&proxy, TEST_TOKEN).await;
+    let cache = create_cache(&proxy, TEST_TOKEN, MODEL).await;
     let creator = fake.owner_of(&cache).expect("creator");
     // A 403 on the pinned call is the client's: the key stays in service.
     fake.on(&creator, MODEL)
@@ -476,7 +458,7 @@ async fn image_generation_fails_over_off_a_rate_limited_key() {
 #[tokio::test]
 async fn a_cache_whose_key_was_disabled_is_a_clear_error_naming_it() {
     let (fake, proxy, keys) = setup(2).await;
-    let cache = create_cache(&proxy, TEST_TOKEN).await;
+    let cache = create_cache(&proxy, TEST_TOKEN, MODEL).await;
     let creator = fake.owner_of(&cache).expect("creator");
     // Google rejects the creating key: the pinned call fails on it (no other key is tried),
     // and the pool disables it.

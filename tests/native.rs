@@ -45,8 +45,18 @@ async fn setup_with(
 
 /// Starts a resumable upload of `size` bytes as `token`: the upload URL the proxy handed out.
 async fn start_upload(proxy: &Proxy, token: &str, size: u64) -> reqwest::Response {
+    start_upload_on(proxy, "v1beta", token, size).await
+}
+
+/// `start_upload` on API `version` (`/upload/{version}/files`).
+async fn start_upload_on(
+    proxy: &Proxy,
+    version: &str,
+    token: &str,
+    size: u64,
+) -> reqwest::Response {
     client()
-        .post(format!("{}/upload/v1beta/files", proxy.url()))
+        .post(format!("{}/upload/{version}/files", proxy.url()))
         .header("x-goog-api-key", token)
         .header("content-type", "application/json")
         .header("x-goog-upload-protocol", "resumable")
@@ -501,18 +511,7 @@ fn creates_seen(fake: &FakeGemini) -> Vec<String> {
 async fn the_preview_surface_v1alpha_passes_through_to_v1alpha() {
     let (fake, proxy, _) = setup(2).await;
     // google-genai with api_version="v1alpha": uploads and lists go to Google's v1alpha.
-    let started = client()
-        .post(format!("{}/upload/v1alpha/files", proxy.url()))
-        .header("x-goog-api-key", TEST_TOKEN)
-        .header("content-type", "application/json")
-        .header("x-goog-upload-protocol", "resumable")
-        .header("x-goog-upload-command", "start")
-        .header("x-goog-upload-header-content-length", "5")
-        .header("x-goog-upload-header-content-type", "text/plain")
-        .json(&json!({"file": {"displayName": "notes.txt"}}))
-        .send()
-        .await
-        .expect("start upload");
+    let started = start_upload_on(&proxy, "v1alpha", TEST_TOKEN, 5).await;
     assert_eq!(started.status().as_u16(), 200);
     assert!(started
         .headers()
@@ -549,24 +548,10 @@ async fn a_create_google_refused_for_quota_is_made_on_another_key() {
     // A cache create likewise.
     fake.reset_counters();
     fake.on_any().then(Reply::quota_per_minute(MODEL, None));
-    let created = proxy
-        .post("/v1beta/cachedContents")
-        .json(&json!({
-            "model": format!("models/{MODEL}"),
-            "contents": [{"role": "user", "parts": [{"text": "a long document"}]}],
-            "ttl": "600s",
-        }))
-        .send()
-        .await
-        .expect("create cache");
-    assert_eq!(created.status().as_u16(), 200);
-    let cache: Value = created.json().await.unwrap_or(Value::Null);
+    let cache = create_cache(&proxy, TEST_TOKEN, MODEL).await;
     let creates = creates_seen(&fake);
     assert_eq!(creates.len(), 2, "{creates:?}");
-    assert_eq!(
-        fake.owner_of(cache["name"].as_str().unwrap_or("")),
-        Some(creates[1].clone())
-    );
+    assert_eq!(fake.owner_of(&cache), Some(creates[1].clone()));
 }
 
 #[tokio::test]

@@ -486,19 +486,25 @@ async fn key_state_survives_reloads_and_new_keys_join_at_once() {
     assert_eq!(fake.hits_for_key(&k3), 6, "added keys are used at once");
 }
 
-#[tokio::test]
-async fn checking_the_files_is_not_itself_a_change() {
-    // The check reads the config and key files, which the folder watch sees as open/read
-    // events: those must not start the next check (an endless loop of re-reads when idle).
-    let fake = FakeGemini::start().await;
-    let config = base(&fake, &[fake_key(1)]).set("logging", r#"level = "debug""#);
-    // In a folder of its own: the watch covers the config's folder and that folder's parent,
-    // which must not be the system temp folder other tests write to.
+/// A proxy logging at debug (each check says so) with its config in a folder of its own: the
+/// watch covers the config's folder and that folder's parent, which must not be the system
+/// temp folder other tests write to.
+async fn watched_at_debug(fake: &FakeGemini) -> (TestConfig, Proxy) {
+    let config = base(fake, &[fake_key(1)]).set("logging", r#"level = "debug""#);
     let proxy = Proxy::builder()
         .file("conf/config.toml", &config.to_string())
         .config_path("conf/config.toml")
         .start()
         .await;
+    (config, proxy)
+}
+
+#[tokio::test]
+async fn checking_the_files_is_not_itself_a_change() {
+    // The check reads the config and key files, which the folder watch sees as open/read
+    // events: those must not start the next check (an endless loop of re-reads when idle).
+    let fake = FakeGemini::start().await;
+    let (config, proxy) = watched_at_debug(&fake).await;
     const CHECKED: &str = "config files checked: unchanged";
     // Same content, written again: one event burst, one check.
     proxy.write_file("conf/config.toml", &config.to_string());
@@ -522,12 +528,7 @@ async fn writes_to_other_files_in_the_folder_are_not_checks() {
     // proxy.log a hint, each check's log line would start the next, forever. The same for the
     // state file, other programs' files, anything but the files the config is made of.
     let fake = FakeGemini::start().await;
-    let config = base(&fake, &[fake_key(1)]).set("logging", r#"level = "debug""#);
-    let proxy = Proxy::builder()
-        .file("conf/config.toml", &config.to_string())
-        .config_path("conf/config.toml")
-        .start()
-        .await;
+    let (config, proxy) = watched_at_debug(&fake).await;
     const CHECKED: &str = "config files checked: unchanged trigger=Event";
     let mut log = String::new();
     for i in 0..30 {

@@ -1,8 +1,8 @@
 //! Runs one end-to-end Python script with the interpreter `scripts/test.sh` prepared
 //! (`GEMINI_ROTATOR_E2E_PYTHON`), bounded in time. Included by the `e2e_*` test files.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 /// Runs `tests/e2e/<script>` like [`python`] and asserts it passed every check (exit 0 and its
 /// closing "N passed, 0 failed" line); `logs` (the proxy's) go into the failure message.
@@ -31,21 +31,5 @@ pub async fn python(script: &str, envs: Vec<(&'static str, String)>, limit: Dura
     let python = std::env::var("GEMINI_ROTATOR_E2E_PYTHON")
         .expect("GEMINI_ROTATOR_E2E_PYTHON: run this test through scripts/test.sh");
     let path = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(python)
-            .arg(path)
-            .envs(envs)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start python");
-        let deadline = Instant::now() + limit;
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        child.wait_with_output().expect("python output")
-    })
-    .await
-    .expect("join")
+    crate::support::run_script(python, path, envs, limit).await
 }

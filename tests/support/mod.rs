@@ -20,6 +20,52 @@ pub use proxy::{
     config_for, fake_key, fake_keys, run_check, Proxy, Signal, TestConfig, TEST_TOKEN,
 };
 
+/// Creates a context cache of a short text for `model` through the native route as `token`
+/// (it must succeed): its name.
+pub async fn create_cache(proxy: &Proxy, token: &str, model: &str) -> String {
+    let created = client()
+        .post(format!("{}/v1beta/cachedContents", proxy.url()))
+        .header("x-goog-api-key", token)
+        .json(&serde_json::json!({
+            "model": format!("models/{model}"),
+            "contents": [{"role": "user", "parts": [{"text": "a long document"}]}],
+            "ttl": "600s",
+        }))
+        .send()
+        .await
+        .expect("create cache");
+    assert_eq!(created.status().as_u16(), 200);
+    let cache: serde_json::Value = created.json().await.unwrap_or_default();
+    cache["name"].as_str().expect("cache name").to_string()
+}
+
+/// Runs `python script` with `envs`, its output captured; kills it after `limit` (every wait in
+/// a test is bounded). The e2e SDK scripts (`tests/e2e/run.rs`) and the browser tests use it.
+pub async fn run_script(
+    python: String,
+    script: String,
+    envs: Vec<(&'static str, String)>,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .envs(envs)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start python");
+        let deadline = std::time::Instant::now() + limit;
+        while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().expect("python output")
+    })
+    .await
+    .expect("join")
+}
+
 /// Data payloads of an SSE body, per the SSE spec: events end at a blank line (LF, CRLF or CR),
 /// `data:` lines are joined with `\n`, comment lines (`:`) and other fields are ignored, and a
 /// trailing event without its blank line is dropped.

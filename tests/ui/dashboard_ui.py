@@ -13,13 +13,12 @@ Prints one line per check and ends with "N passed, M failed"; exits non-zero on 
 
 import os
 import sys
-import tempfile
 import time
 import traceback
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+from browser import chromium
 
 URL = os.environ["GR_URL"]
 BIG_URL = os.environ["GR_BIG_URL"]
@@ -88,25 +87,7 @@ def cell_state(key, model):
 
 
 os.makedirs(ARTIFACTS, exist_ok=True)
-profile = tempfile.mkdtemp(prefix="gr-chromium-")
-options = webdriver.ChromeOptions()
-options.binary_location = "/usr/bin/chromium"
-for flag in [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,720",
-    f"--user-data-dir={profile}",
-]:
-    options.add_argument(flag)
-driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
-driver.set_page_load_timeout(60)
+driver = chromium("--window-size=1280,720")
 
 try:
 
